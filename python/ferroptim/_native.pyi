@@ -1,0 +1,101 @@
+"""Type stubs for the native extension `ferroptim._native`.
+
+Every update function applies one optimizer step, in place, to a whole list of tensors of one
+dtype (float32 or float64) in a single fused pass over memory. The lists are aligned: element i of
+every list belongs to parameter i. Scalars are Python floats (computed by the caller in float64 or
+rounded to float32 as Keras does); the kernels cast them to the parameters' dtype.
+
+All arguments are validated before any element changes: on any exception no parameter, slot,
+accumulator or average has been modified.
+"""
+
+from typing import Optional, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__version__: str
+
+class StepOptions:
+    """The cross-cutting parts of a step that are fused into the update pass (Keras order).
+
+    loss_scale: gradients are divided by it first (`g / loss_scale`).
+    accumulators, accumulation_steps, accumulate_only: gradient accumulation. With
+        `accumulate_only=True` the call only does `acc += g` (then the EMA, if any) and applies no
+        update; otherwise `g = (g + acc) / accumulation_steps`, `acc = 0`, then the update.
+    clipnorm / global_clipnorm / clipvalue: at most one is not None; applied to the (unscaled,
+        averaged) gradient as Keras does. The norms are computed natively in the same call.
+    weight_decay, weight_decay_mask: decoupled decay `w = w - w * wd * lr` (lr: the call's
+        learning rate) before the update, for the tensors whose mask entry is True (all when the
+        mask is None).
+    averages, ema_momentum, ema_overwrite: after the update, `avg = m * avg + (1 - m) * w`
+        (m = ema_momentum, pass 0.0 on the first step); then `w = avg` when ema_overwrite.
+    """
+
+    def __init__(
+        self,
+        *,
+        loss_scale: Optional[float] = None,
+        accumulators: Optional[Sequence[NDArray[np.floating]]] = None,
+        accumulation_steps: int = 0,
+        accumulate_only: bool = False,
+        clipnorm: Optional[float] = None,
+        global_clipnorm: Optional[float] = None,
+        clipvalue: Optional[float] = None,
+        weight_decay: Optional[float] = None,
+        weight_decay_mask: Optional[Sequence[bool]] = None,
+        averages: Optional[Sequence[NDArray[np.floating]]] = None,
+        ema_momentum: float = 0.0,
+        ema_overwrite: bool = False,
+    ) -> None: ...
+
+def sgd(
+    params: Sequence[NDArray[np.floating]],
+    grads: Sequence[ArrayLike],
+    momentums: Optional[Sequence[NDArray[np.floating]]],
+    learning_rate: float,
+    momentum: float,
+    nesterov: bool,
+    options: Optional[StepOptions] = None,
+) -> None:
+    """SGD (keras/src/optimizers/sgd.py). `momentums` is None when momentum == 0."""
+
+def adam(
+    params: Sequence[NDArray[np.floating]],
+    grads: Sequence[ArrayLike],
+    momentums: Sequence[NDArray[np.floating]],
+    velocities: Sequence[NDArray[np.floating]],
+    velocity_hats: Optional[Sequence[NDArray[np.floating]]],
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+    iterations: int,
+    options: Optional[StepOptions] = None,
+) -> None:
+    """Adam / AdamW (keras/src/optimizers/adam.py). `iterations` is the count before this step
+    (t = iterations + 1); `velocity_hats` is None unless amsgrad."""
+
+def ema(
+    params: Sequence[NDArray[np.floating]],
+    averages: Sequence[NDArray[np.floating]],
+    ema_momentum: float,
+    ema_overwrite: bool,
+) -> None:
+    """EMA pass alone, for variables that were not part of the step call."""
+
+def roofline(
+    params: Sequence[NDArray[np.floating]],
+    grads: Sequence[NDArray[np.floating]],
+    slots: Sequence[Sequence[NDArray[np.floating]]],
+) -> None:
+    """Benchmark floor: moves the bytes of a step (reads params, grads and every slot, writes
+    params and every slot) through the same driver, with one add per element and stream."""
+
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...
+def simd_level() -> str:
+    """The instruction set the kernels run with: "avx512", "avx2" or "baseline"."""
+
+def set_simd_level(level: str) -> None:
+    """Force "baseline", "avx2" or "avx512" (a ValueError if the CPU lacks it), or "auto"."""

@@ -1,0 +1,79 @@
+//! Adam (and AdamW, whose decoupled decay is the driver's weight-decay stage), as
+//! `keras/src/optimizers/adam.py`, with `t = iterations + 1`:
+//!
+//! ```text
+//! alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)
+//! m = m + (g - m) * (1 - beta_1)
+//! v = v + (g^2 - v) * (1 - beta_2)
+//! amsgrad: v_hat = max(v_hat, v); use v_hat for v below
+//! w = w - (m * alpha) / (sqrt(v) + epsilon)
+//! ```
+//!
+//! `epsilon` is the paper's "epsilon hat": it is added to the uncorrected `sqrt(v)`.
+//! The powers are taken in the parameters' dtype and `1 - beta` in double then rounded, as
+//! Keras computes them.
+
+use super::real::max_nan;
+use super::{Real, Rule};
+
+pub struct Adam<T> {
+    alpha: T,
+    one_minus_beta_1: T,
+    one_minus_beta_2: T,
+    epsilon: T,
+}
+
+impl<T: Real> Adam<T> {
+    /// `iterations` is the optimizer's count before this step.
+    #[must_use]
+    pub fn new(learning_rate: f64, beta_1: f64, beta_2: f64, epsilon: f64, iterations: u64) -> Self {
+        let lr = T::from_f64(learning_rate);
+        let t = T::from_f64((iterations as f64) + 1.0);
+        let beta_1_power = T::from_f64(beta_1).powf(t);
+        let beta_2_power = T::from_f64(beta_2).powf(t);
+        Adam {
+            alpha: lr * (T::ONE - beta_2_power).sqrt() / (T::ONE - beta_1_power),
+            one_minus_beta_1: T::from_f64(1.0 - beta_1),
+            one_minus_beta_2: T::from_f64(1.0 - beta_2),
+            epsilon: T::from_f64(epsilon),
+        }
+    }
+}
+
+impl<T: Real> Rule<T> for Adam<T> {
+    fn slots(&self) -> usize {
+        2
+    }
+
+    #[inline(always)]
+    fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
+        let n = p.len();
+        let g = &g[..n];
+        let (alpha, c1, c2, eps) = (
+            self.alpha,
+            self.one_minus_beta_1,
+            self.one_minus_beta_2,
+            self.epsilon,
+        );
+        match slots {
+            [m, v] => {
+                let (m, v) = (&mut m[..n], &mut v[..n]);
+                for i in 0..n {
+                    m[i] += (g[i] - m[i]) * c1;
+                    v[i] += (g[i] * g[i] - v[i]) * c2;
+                    p[i] -= (m[i] * alpha) / (v[i].sqrt() + eps);
+                }
+            }
+            [m, v, v_hat] => {
+                let (m, v, v_hat) = (&mut m[..n], &mut v[..n], &mut v_hat[..n]);
+                for i in 0..n {
+                    m[i] += (g[i] - m[i]) * c1;
+                    v[i] += (g[i] * g[i] - v[i]) * c2;
+                    v_hat[i] = max_nan(v_hat[i], v[i]);
+                    p[i] -= (m[i] * alpha) / (v_hat[i].sqrt() + eps);
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! The one multi-tensor driver every rule runs through.
+//!
+//! A call covers all tensors of one dtype group. Each tensor is cut into work items of at
+//! most `CHUNK` elements; all items of the call form one flat list that rayon runs once (one
+//! fork/join per step), so many small tensors and a few huge ones balance across threads.
+//! Below `INLINE_BELOW` elements in total the list runs on the calling thread: waking the
+//! pool would cost more than the work.
+//!
+//! Within an item, the fused pipeline of `prologue` runs block by block (`BLOCK` elements,
+//! L1-resident): load and transform the gradient, decay, update, EMA, write back. When an item
+//! needs none of that (plain update, every operand contiguous), the rule runs over the whole
+//! item directly.
+//!
+//! Results are bitwise independent of the thread count and SIMD level: element-wise stages do
+//! not depend on how elements are grouped, and norms are reduced in a fixed order
+//! (`reduce`).
+
+use super::layout::Operand;
+use super::pool;
+use super::prologue::{self, Clip, Prologue};
+use super::real::Real;
+use super::reduce::sum_squares;
+use super::simd::{self, Level};
+use super::Rule;
+use rayon::prelude::*;
+
+/// Elements per block of the fused pipeline.
+pub const BLOCK: usize = 512;
+/// Elements per work item (the unit of parallelism and of the norm reduction order).
+pub const CHUNK: usize = 1 << 15;
+/// Calls smaller than this run on the calling thread.
+pub const INLINE_BELOW: usize = 1 << 16;
+/// The most slots a rule may have.
+pub const MAX_SLOTS: usize = 4;
+
+/// What a call does to each tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The full pipeline: gradient transforms, decay, the rule, EMA.
+    Update,
+    /// Gradient accumulation only (`acc = g + acc` after unscaling), then EMA.
+    AccumulateOnly,
+    /// EMA only, for variables that took no part in the step.
+    EmaOnly,
+}
+
+/// One tensor of a call: the parameter and the operands aligned with it.
+#[derive(Debug)]
+pub struct Tensor<T> {
+    pub len: usize,
+    /// Logical shape, used to walk strided operands.
+    pub shape: Box<[usize]>,
+    pub param: Operand<T>,
+    /// `None` only in `Mode::EmaOnly`.
+    pub grad: Option<Operand<T>>,
+    pub slots: Vec<Operand<T>>,
+    pub accumulator: Option<Operand<T>>,
+    pub average: Option<Operand<T>>,
+    /// Weight decay applies to this tensor.
+    pub decay: bool,
+}
+
+impl<T: Copy> Tensor<T> {
+    fn all_direct(&self) -> bool {
+        self.param.is_direct()
+            && self.grad.as_ref().is_none_or(Operand::is_direct)
+            && self.slots.iter().all(Operand::is_direct)
+            && self.accumulator.as_ref().is_none_or(Operand::is_direct)
+            && self.average.as_ref().is_none_or(Operand::is_direct)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Item {
+    tensor: usize,
+    start: usize,
+    end: usize,
+}
+
+/// The gradient clipping stage after the norms are known.
+#[derive(Clone, Copy)]
+enum ClipStage<'a, T> {
+    None,
+    /// `clipnorm` and one denominator per tensor.
+    PerTensor(T, &'a [T]),
+    Scale(T),
+    Value(T),
+}
+
+struct Ctx<'a, T, R> {
+    rule: &'a R,
+    tensors: &'a [Tensor<T>],
+    pro: &'a Prologue<T>,
+    mode: Mode,
+    clip: ClipStage<'a, T>,
+}
+
+fn work_items<T>(tensors: &[Tensor<T>]) -> Vec<Item> {
+    let mut items = Vec::with_capacity(tensors.len());
+    for (i, t) in tensors.iter().enumerate() {
+        let mut start = 0;
+        while start < t.len {
+            let end = (start + CHUNK).min(t.len);
+            items.push(Item {
+                tensor: i,
+                start,
+                end,
+            });
+            start = end;
+        }
+    }
+    items
+}
+
+/// Runs one call. The bindings have validated every operand: each is alive, holds `len`
+/// elements in its layout, no two writable operands overlap, and the options a mode needs
+/// (gradients, accumulators, averages) are present on every tensor.
+pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<T>, mode: Mode) {
+    let items = work_items(tensors);
+    let total: usize = tensors.iter().map(|t| t.len).sum();
+    let pool = if total >= INLINE_BELOW {
+        pool::pool()
+    } else {
+        None
+    };
+    let level = simd::current();
+
+    // Norm clipping needs the norms of the final gradients before anything changes.
+    let mut denominators = Vec::new();
+    let clip = match (mode, pro.clip) {
+        (Mode::Update, Clip::Norm(c) | Clip::GlobalNorm(c)) => {
+            let partials: Vec<f64> = match &pool {
+                Some(p) => p.install(|| {
+                    items
+                        .par_iter()
+                        .map(|it| reduce_at(level, tensors, pro, it))
+                        .collect()
+                }),
+                None => items
+                    .iter()
+                    .map(|it| reduce_at(level, tensors, pro, it))
+                    .collect(),
+            };
+            let mut sums = vec![0.0f64; tensors.len()];
+            for (it, s) in items.iter().zip(&partials) {
+                sums[it.tensor] += s;
+            }
+            if let Clip::Norm(_) = pro.clip {
+                denominators.extend(sums.iter().map(|&s| prologue::norm_denominator(s, c)));
+                ClipStage::PerTensor(c, &denominators)
+            } else {
+                let global: f64 = sums.iter().sum();
+                ClipStage::Scale(prologue::global_norm_scale(global, c))
+            }
+        }
+        (Mode::Update, Clip::Value(c)) => ClipStage::Value(c),
+        _ => ClipStage::None,
+    };
+    let ctx = Ctx {
+        rule,
+        tensors,
+        pro,
+        mode,
+        clip,
+    };
+    match &pool {
+        Some(p) => p.install(|| items.par_iter().for_each(|it| process_at(level, &ctx, it))),
+        None => items.iter().for_each(|it| process_at(level, &ctx, it)),
+    }
+}
+
+fn process_at<T: Real, R: Rule<T>>(level: Level, ctx: &Ctx<'_, T, R>, it: &Item) {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `simd::current` only selects a level the CPU was detected to support.
+        Level::Avx512 => unsafe { process_avx512(ctx, it) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Level::Avx2 => unsafe { process_avx2(ctx, it) },
+        _ => process(ctx, it),
+    }
+}
+
+fn reduce_at<T: Real>(level: Level, tensors: &[Tensor<T>], pro: &Prologue<T>, it: &Item) -> f64 {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `simd::current` only selects a level the CPU was detected to support.
+        Level::Avx512 => unsafe { reduce_avx512(tensors, pro, it) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Level::Avx2 => unsafe { reduce_avx2(tensors, pro, it) },
+        _ => reduce_item(tensors, pro, it),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn process_avx2<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
+    process(ctx, it);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
+unsafe fn process_avx512<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
+    process(ctx, it);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn reduce_avx2<T: Real>(tensors: &[Tensor<T>], pro: &Prologue<T>, it: &Item) -> f64 {
+    reduce_item(tensors, pro, it)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
+unsafe fn reduce_avx512<T: Real>(tensors: &[Tensor<T>], pro: &Prologue<T>, it: &Item) -> f64 {
+    reduce_item(tensors, pro, it)
+}
+
+/// Loads the gradient of `t` at `b..b + n` into `gbuf` after unscaling and averaging with
+/// the accumulator (reset to zero when `reset_accumulator`), or borrows it in place when
+/// nothing transforms it.
+#[inline(always)]
+fn load_gradient<'a, T: Real>(
+    t: &'a Tensor<T>,
+    pro: &Prologue<T>,
+    b: usize,
+    n: usize,
+    in_place: bool,
+    reset_accumulator: bool,
+    gbuf: &'a mut [T; BLOCK],
+    abuf: &mut [T; BLOCK],
+) -> &'a mut [T] {
+    let Some(grad) = t.grad.as_ref() else {
+        return &mut gbuf[..0];
+    };
+    if in_place && grad.is_direct() {
+        // SAFETY: in range, alive; the gradient is read only, and the bindings guarantee no
+        // writable operand shares its memory.
+        return unsafe { grad.slice_mut(b, n) };
+    }
+    let g = &mut gbuf[..n];
+    if grad.is_direct() {
+        // SAFETY: as above.
+        g.copy_from_slice(unsafe { grad.slice_mut(b, n) });
+    } else {
+        // SAFETY: the strides and shape come from the gradient array itself.
+        unsafe { grad.gather(&t.shape, b, g) };
+    }
+    if let Some(ls) = pro.loss_scale {
+        prologue::unscale(g, ls);
+    }
+    if let (Some(k), Some(acc)) = (pro.accumulation_steps, t.accumulator.as_ref()) {
+        if acc.is_direct() {
+            // SAFETY: in range; this item alone touches these accumulator elements.
+            let a = unsafe { acc.slice_mut(b, n) };
+            prologue::average_accumulated(g, a, k);
+            if reset_accumulator {
+                a.fill(T::ZERO);
+            }
+        } else {
+            let a = &mut abuf[..n];
+            // SAFETY: as above, through the accumulator's own strides.
+            unsafe { acc.gather(&t.shape, b, a) };
+            prologue::average_accumulated(g, a, k);
+            if reset_accumulator {
+                a.fill(T::ZERO);
+                // SAFETY: as above.
+                unsafe { acc.scatter(&t.shape, b, a) };
+            }
+        }
+    }
+    g
+}
+
+#[inline(always)]
+fn reduce_item<T: Real>(tensors: &[Tensor<T>], pro: &Prologue<T>, it: &Item) -> f64 {
+    let t = &tensors[it.tensor];
+    let mut gbuf = [T::ZERO; BLOCK];
+    let mut abuf = [T::ZERO; BLOCK];
+    let untouched = pro.gradient_untouched(false);
+    let mut sum = 0.0;
+    let mut b = it.start;
+    while b < it.end {
+        let n = BLOCK.min(it.end - b);
+        let g = load_gradient(t, pro, b, n, untouched, false, &mut gbuf, &mut abuf);
+        sum += sum_squares(g);
+        b += n;
+    }
+    sum
+}
+
+#[inline(always)]
+fn process<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
+    let t = &ctx.tensors[it.tensor];
+    let pro = ctx.pro;
+    let clip_active = !matches!(ctx.clip, ClipStage::None);
+    let grad_untouched = pro.gradient_untouched(clip_active);
+    let decay = if t.decay { pro.weight_decay } else { None };
+    let ema = pro.ema.filter(|_| t.average.is_some());
+    let nslots = t.slots.len().min(MAX_SLOTS);
+
+    if ctx.mode == Mode::Update && grad_untouched && decay.is_none() && ema.is_none() && t.all_direct()
+    {
+        // The plain step: one pass of the rule over the whole item, in place.
+        let n = it.end - it.start;
+        // SAFETY: every operand is direct and holds `t.len` elements; this item alone touches
+        // `start..end` of each; the gradient is not written.
+        let (p, g) = unsafe { (t.param.slice_mut(it.start, n), t.grad.as_ref().map(|g| &*g.slice_mut(it.start, n))) };
+        let mut sl: [&mut [T]; MAX_SLOTS] = std::array::from_fn(|_| -> &mut [T] { &mut [] });
+        for (k, op) in t.slots.iter().take(nslots).enumerate() {
+            // SAFETY: as above.
+            sl[k] = unsafe { op.slice_mut(it.start, n) };
+        }
+        ctx.rule.update(p, g.unwrap_or(&[]), &mut sl[..nslots]);
+        return;
+    }
+
+    let mut gbuf = [T::ZERO; BLOCK];
+    let mut abuf = [T::ZERO; BLOCK];
+    let mut pbuf = [T::ZERO; BLOCK];
+    let mut ebuf = [T::ZERO; BLOCK];
+    let mut sbuf = [[T::ZERO; BLOCK]; MAX_SLOTS];
+    let mut b = it.start;
+    while b < it.end {
+        let n = BLOCK.min(it.end - b);
+        match ctx.mode {
+            Mode::Update => {
+                let g = load_gradient(t, pro, b, n, grad_untouched, true, &mut gbuf, &mut abuf);
+                match ctx.clip {
+                    ClipStage::None => {}
+                    ClipStage::PerTensor(c, dens) => prologue::clip_by_norm(g, c, dens[it.tensor]),
+                    ClipStage::Scale(s) => prologue::scale(g, s),
+                    ClipStage::Value(c) => prologue::clip_value(g, c),
+                }
+                let p = load(&t.param, &t.shape, b, n, &mut pbuf);
+                if let Some((wd, lr)) = decay {
+                    prologue::weight_decay(p, wd, lr);
+                }
+                let mut sl: [&mut [T]; MAX_SLOTS] = std::array::from_fn(|_| -> &mut [T] { &mut [] });
+                for ((slot, op), buf) in sl.iter_mut().zip(&t.slots).zip(sbuf.iter_mut()) {
+                    *slot = load(op, &t.shape, b, n, buf);
+                }
+                ctx.rule.update(p, g, &mut sl[..nslots]);
+                for (slot, op) in sl.iter().zip(&t.slots) {
+                    store(op, &t.shape, b, slot);
+                }
+                if let (Some((m, overwrite)), Some(avg_op)) = (ema, t.average.as_ref()) {
+                    let avg = load(avg_op, &t.shape, b, n, &mut ebuf);
+                    prologue::ema(p, avg, m, overwrite);
+                    store(avg_op, &t.shape, b, avg);
+                }
+                store(&t.param, &t.shape, b, p);
+            }
+            Mode::AccumulateOnly | Mode::EmaOnly => {
+                if ctx.mode == Mode::AccumulateOnly {
+                    if let Some(acc_op) = t.accumulator.as_ref() {
+                        // Unscaled, not averaged: the accumulator sums raw micro-gradients.
+                        let plain = Prologue { accumulation_steps: None, ..*pro };
+                        let in_place = plain.gradient_untouched(false);
+                        let g = load_gradient(t, &plain, b, n, in_place, false, &mut gbuf, &mut abuf);
+                        let acc = load(acc_op, &t.shape, b, n, &mut sbuf[0]);
+                        prologue::accumulate(acc, g);
+                        store(acc_op, &t.shape, b, acc);
+                    }
+                }
+                if let (Some((m, overwrite)), Some(avg_op)) = (ema, t.average.as_ref()) {
+                    let p = load(&t.param, &t.shape, b, n, &mut pbuf);
+                    let avg = load(avg_op, &t.shape, b, n, &mut ebuf);
+                    prologue::ema(p, avg, m, overwrite);
+                    store(avg_op, &t.shape, b, avg);
+                    if overwrite {
+                        store(&t.param, &t.shape, b, p);
+                    }
+                }
+            }
+        }
+        b += n;
+    }
+}
+
+/// Borrows a direct operand's block in place, or gathers a strided one into `buf`.
+#[inline(always)]
+fn load<'a, T: Real>(
+    op: &'a Operand<T>,
+    shape: &[usize],
+    b: usize,
+    n: usize,
+    buf: &'a mut [T; BLOCK],
+) -> &'a mut [T] {
+    if op.is_direct() {
+        // SAFETY: in range, alive, and this work item alone touches these elements.
+        unsafe { op.slice_mut(b, n) }
+    } else {
+        let s = &mut buf[..n];
+        // SAFETY: the strides and shape come from the operand's own array.
+        unsafe { op.gather(shape, b, s) };
+        s
+    }
+}
+
+/// Writes a gathered block back; nothing to do for a direct operand.
+#[inline(always)]
+fn store<T: Real>(op: &Operand<T>, shape: &[usize], b: usize, block: &[T]) {
+    if !op.is_direct() {
+        // SAFETY: as in `load`.
+        unsafe { op.scatter(shape, b, block) };
+    }
+}

@@ -1,0 +1,61 @@
+//! SGD with optional (Nesterov) momentum, as `keras/src/optimizers/sgd.py`:
+//!
+//! ```text
+//! momentum == 0:  w = w - g * lr
+//! otherwise:      m = m * momentum - g * lr
+//!                 nesterov: w = w + (m * momentum - g * lr)    (with the new m)
+//!                 plain:    w = w + m
+//! ```
+
+use super::{Real, Rule};
+
+pub struct Sgd<T> {
+    lr: T,
+    momentum: T,
+    nesterov: bool,
+}
+
+impl<T: Real> Sgd<T> {
+    #[must_use]
+    pub fn new(learning_rate: f64, momentum: f64, nesterov: bool) -> Self {
+        Sgd {
+            lr: T::from_f64(learning_rate),
+            momentum: T::from_f64(momentum),
+            nesterov,
+        }
+    }
+}
+
+impl<T: Real> Rule<T> for Sgd<T> {
+    fn slots(&self) -> usize {
+        usize::from(self.momentum != T::ZERO)
+    }
+
+    #[inline(always)]
+    fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
+        let n = p.len();
+        let g = &g[..n];
+        let (lr, mu) = (self.lr, self.momentum);
+        match slots {
+            [] => {
+                for i in 0..n {
+                    p[i] = p[i] - g[i] * lr;
+                }
+            }
+            [m, ..] => {
+                let m = &mut m[..n];
+                if self.nesterov {
+                    for i in 0..n {
+                        m[i] = m[i] * mu - g[i] * lr;
+                        p[i] = p[i] + (m[i] * mu - g[i] * lr);
+                    }
+                } else {
+                    for i in 0..n {
+                        m[i] = m[i] * mu - g[i] * lr;
+                        p[i] = p[i] + m[i];
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! ferroptim's native core: Keras optimizer update rules as fused, SIMD, multithreaded
+//! kernels over NumPy buffers. `kernels` is pure Rust; `py` is the only code that touches
+//! Python; this file only registers the module.
+
+pub mod error;
+pub mod kernels;
+#[cfg(feature = "python")]
+pub mod py;
+
+#[cfg(feature = "python")]
+#[pyo3::pymodule(gil_used = false)]
+mod _native {
+    #[pymodule_export]
+    use crate::py::functions::{
+        adam, ema, get_num_threads, roofline, set_num_threads, set_simd_level, sgd, simd_level,
+        StepOptions,
+    };
+
+    #[pymodule_init]
+    fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+        use pyo3::types::PyModuleMethods;
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+}

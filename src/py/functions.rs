@@ -1,0 +1,404 @@
+//! The `#[pyfunction]`s: one per update rule, each a thin shell over `run_rule`.
+
+use super::prepare::{self, Borrows, Dtype, Names, State};
+use crate::error::Error;
+use crate::kernels::{self, pool, simd, Clip, Mode, Prologue, Real, Rule};
+use numpy::Element;
+use pyo3::prelude::*;
+
+/// Calls smaller than this keep the GIL: releasing and re-taking it costs more than the work.
+const DETACH_FROM: usize = 1 << 14;
+
+/// The cross-cutting parts of a step (see `_native.pyi`). Built by the Python optimizer for
+/// steps that use any of them; immutable once built.
+#[pyclass(module = "ferroptim._native", frozen)]
+pub struct StepOptions {
+    loss_scale: Option<f64>,
+    accumulators: Option<Py<PyAny>>,
+    accumulation_steps: u32,
+    accumulate_only: bool,
+    clip: Clip<f64>,
+    weight_decay: Option<f64>,
+    weight_decay_mask: Option<Vec<bool>>,
+    averages: Option<Py<PyAny>>,
+    ema_momentum: f64,
+    ema_overwrite: bool,
+}
+
+fn finite(name: &str, x: f64) -> PyResult<f64> {
+    if x.is_finite() {
+        Ok(x)
+    } else {
+        Err(Error::value_error(format!("`{name}` must be a finite number. Received: {name}={x}")).into())
+    }
+}
+
+#[pymethods]
+impl StepOptions {
+    #[new]
+    #[pyo3(signature = (*, loss_scale=None, accumulators=None, accumulation_steps=0,
+        accumulate_only=false, clipnorm=None, global_clipnorm=None, clipvalue=None,
+        weight_decay=None, weight_decay_mask=None, averages=None, ema_momentum=0.0,
+        ema_overwrite=false))]
+    #[allow(clippy::too_many_arguments, clippy::fn_params_excessive_bools)]
+    fn new(
+        loss_scale: Option<f64>,
+        accumulators: Option<Py<PyAny>>,
+        accumulation_steps: u32,
+        accumulate_only: bool,
+        clipnorm: Option<f64>,
+        global_clipnorm: Option<f64>,
+        clipvalue: Option<f64>,
+        weight_decay: Option<f64>,
+        weight_decay_mask: Option<Vec<bool>>,
+        averages: Option<Py<PyAny>>,
+        ema_momentum: f64,
+        ema_overwrite: bool,
+    ) -> PyResult<Self> {
+        let clip = match (clipnorm, global_clipnorm, clipvalue) {
+            (None, None, None) => Clip::None,
+            (Some(c), None, None) => Clip::Norm(finite("clipnorm", c)?),
+            (None, Some(c), None) => Clip::GlobalNorm(finite("global_clipnorm", c)?),
+            (None, None, Some(c)) => Clip::Value(finite("clipvalue", c)?),
+            _ => {
+                return Err(Error::value_error(
+                    "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set.",
+                )
+                .into())
+            }
+        };
+        if let Some(s) = loss_scale {
+            finite("loss_scale_factor", s)?;
+        }
+        if let Some(w) = weight_decay {
+            finite("weight_decay", w)?;
+        }
+        finite("ema_momentum", ema_momentum)?;
+        if accumulators.is_some() && accumulation_steps < 1 {
+            return Err(Error::value_error(
+                "`gradient_accumulation_steps` must be an integer >= 2 when accumulators are given.",
+            )
+            .into());
+        }
+        if accumulate_only && accumulators.is_none() {
+            return Err(Error::value_error("`accumulate_only` needs `accumulators`.").into());
+        }
+        Ok(StepOptions {
+            loss_scale,
+            accumulators,
+            accumulation_steps,
+            accumulate_only,
+            clip,
+            weight_decay,
+            weight_decay_mask,
+            averages,
+            ema_momentum,
+            ema_overwrite,
+        })
+    }
+}
+
+/// Everything a rule call shares, whatever the rule.
+struct Call<'a, 'py> {
+    params: &'a Bound<'py, PyAny>,
+    grads: Option<&'a Bound<'py, PyAny>>,
+    slots: Vec<(&'static str, &'a Bound<'py, PyAny>)>,
+    learning_rate: f64,
+    options: Option<&'a Bound<'py, StepOptions>>,
+    names: Names<'a, 'py>,
+    mode: Mode,
+}
+
+impl Call<'_, '_> {
+    fn run<R32, R64>(
+        &self,
+        py: Python<'_>,
+        rule32: impl FnOnce() -> R32,
+        rule64: impl FnOnce() -> R64,
+    ) -> PyResult<()>
+    where
+        R32: Rule<f32> + Send,
+        R64: Rule<f64> + Send,
+    {
+        let params = prepare::items(self.params, "params")?;
+        let Some(first) = params.first() else {
+            return Ok(());
+        };
+        match prepare::group_dtype(first, &self.names)? {
+            Dtype::F32 => self.run_typed::<f32, R32>(py, &params, rule32),
+            Dtype::F64 => self.run_typed::<f64, R64>(py, &params, rule64),
+        }
+    }
+
+    fn run_typed<'py, T: Real + Element, R: Rule<T> + Send>(
+        &self,
+        py: Python<'py>,
+        params: &[Bound<'py, PyAny>],
+        rule: impl FnOnce() -> R,
+    ) -> PyResult<()> {
+        let grads = self.grads.map(|g| prepare::items(g, "grads")).transpose()?;
+        let mut slots = Vec::with_capacity(self.slots.len());
+        for (what, list) in &self.slots {
+            slots.push((*what, prepare::items(list, what)?));
+        }
+        let opts = self.options.map(Bound::get);
+        let accumulators = opts
+            .and_then(|o| o.accumulators.as_ref())
+            .map(|a| prepare::items(a.bind(py), "accumulators"))
+            .transpose()?;
+        let averages = opts
+            .and_then(|o| o.averages.as_ref())
+            .map(|a| prepare::items(a.bind(py), "averages"))
+            .transpose()?;
+        let mode = match opts {
+            Some(o) if o.accumulate_only => Mode::AccumulateOnly,
+            _ => self.mode,
+        };
+        let state = State {
+            slots,
+            accumulators: accumulators.as_deref(),
+            averages: averages.as_deref(),
+            decay_mask: opts.and_then(|o| o.weight_decay_mask.as_deref()),
+        };
+        let mut borrows = Borrows::new();
+        let tensors = prepare::tensors::<T>(
+            py,
+            params,
+            grads.as_deref(),
+            &state,
+            &self.names,
+            &mut borrows,
+        )?;
+        let rule = rule();
+        if mode == Mode::Update && rule.slots() != state.slots.len() {
+            return Err(Error::value_error(format!(
+                "this update needs {} slot lists, got {}",
+                rule.slots(),
+                state.slots.len()
+            ))
+            .into());
+        }
+        let lr = T::from_f64(self.learning_rate);
+        let pro = match opts {
+            None => Prologue::none(),
+            Some(o) => Prologue {
+                loss_scale: o.loss_scale.map(T::from_f64),
+                accumulation_steps: accumulators
+                    .as_ref()
+                    .map(|_| T::from_f64(f64::from(o.accumulation_steps))),
+                clip: match o.clip {
+                    Clip::None => Clip::None,
+                    Clip::Norm(c) => Clip::Norm(T::from_f64(c)),
+                    Clip::GlobalNorm(c) => Clip::GlobalNorm(T::from_f64(c)),
+                    Clip::Value(c) => Clip::Value(T::from_f64(c)),
+                },
+                weight_decay: o.weight_decay.map(|wd| (T::from_f64(wd), lr)),
+                ema: averages
+                    .as_ref()
+                    .map(|_| (T::from_f64(o.ema_momentum), o.ema_overwrite)),
+            },
+        };
+        let total: usize = tensors.iter().map(|t| t.len).sum();
+        if total >= DETACH_FROM {
+            py.detach(|| kernels::run(&rule, &tensors, &pro, mode));
+        } else {
+            kernels::run(&rule, &tensors, &pro, mode);
+        }
+        drop(borrows);
+        Ok(())
+    }
+}
+
+fn check_iterations(iterations: i64) -> PyResult<u64> {
+    u64::try_from(iterations).map_err(|_| {
+        Error::value_error(format!("`iterations` must be >= 0. Received: iterations={iterations}")).into()
+    })
+}
+
+/// SGD, optionally with (Nesterov) momentum. `momentums` is None when momentum is 0.
+#[pyfunction]
+#[pyo3(signature = (params, grads, momentums, learning_rate, momentum, nesterov, options=None, *, names=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn sgd<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+    grads: &Bound<'py, PyAny>,
+    momentums: Option<&Bound<'py, PyAny>>,
+    learning_rate: f64,
+    momentum: f64,
+    nesterov: bool,
+    options: Option<&Bound<'py, StepOptions>>,
+    names: Option<&Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    finite("learning_rate", learning_rate)?;
+    finite("momentum", momentum)?;
+    if (momentum != 0.0) != momentums.is_some() {
+        return Err(Error::value_error("`momentums` must be given exactly when momentum != 0").into());
+    }
+    let call = Call {
+        params,
+        grads: Some(grads),
+        slots: momentums.map(|m| ("momentum", m)).into_iter().collect(),
+        learning_rate,
+        options,
+        names: Names(names),
+        mode: Mode::Update,
+    };
+    call.run(
+        py,
+        || kernels::sgd::Sgd::<f32>::new(learning_rate, momentum, nesterov),
+        || kernels::sgd::Sgd::<f64>::new(learning_rate, momentum, nesterov),
+    )
+}
+
+/// Adam (and AdamW): `iterations` is the count before this step.
+#[pyfunction]
+#[pyo3(signature = (params, grads, momentums, velocities, velocity_hats, learning_rate, beta_1,
+    beta_2, epsilon, iterations, options=None, *, names=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn adam<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+    grads: &Bound<'py, PyAny>,
+    momentums: &Bound<'py, PyAny>,
+    velocities: &Bound<'py, PyAny>,
+    velocity_hats: Option<&Bound<'py, PyAny>>,
+    learning_rate: f64,
+    beta_1: f64,
+    beta_2: f64,
+    epsilon: f64,
+    iterations: i64,
+    options: Option<&Bound<'py, StepOptions>>,
+    names: Option<&Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    finite("learning_rate", learning_rate)?;
+    finite("beta_1", beta_1)?;
+    finite("beta_2", beta_2)?;
+    finite("epsilon", epsilon)?;
+    let it = check_iterations(iterations)?;
+    let mut slots = vec![("momentum", momentums), ("velocity", velocities)];
+    if let Some(vh) = velocity_hats {
+        slots.push(("velocity_hat", vh));
+    }
+    let call = Call {
+        params,
+        grads: Some(grads),
+        slots,
+        learning_rate,
+        options,
+        names: Names(names),
+        mode: Mode::Update,
+    };
+    call.run(
+        py,
+        || kernels::adam::Adam::<f32>::new(learning_rate, beta_1, beta_2, epsilon, it),
+        || kernels::adam::Adam::<f64>::new(learning_rate, beta_1, beta_2, epsilon, it),
+    )
+}
+
+/// The EMA stage alone, for variables that took no part in the step.
+#[pyfunction]
+#[pyo3(signature = (params, averages, ema_momentum, ema_overwrite, *, names=None))]
+pub fn ema<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+    averages: &Bound<'py, PyAny>,
+    ema_momentum: f64,
+    ema_overwrite: bool,
+    names: Option<&Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    finite("ema_momentum", ema_momentum)?;
+    let options = Bound::new(
+        py,
+        StepOptions {
+            loss_scale: None,
+            accumulators: None,
+            accumulation_steps: 0,
+            accumulate_only: false,
+            clip: Clip::None,
+            weight_decay: None,
+            weight_decay_mask: None,
+            averages: Some(averages.clone().unbind()),
+            ema_momentum,
+            ema_overwrite,
+        },
+    )?;
+    let call = Call {
+        params,
+        grads: None,
+        slots: Vec::new(),
+        learning_rate: 0.0,
+        options: Some(&options),
+        names: Names(names),
+        mode: Mode::EmaOnly,
+    };
+    let none = kernels::roofline::Roofline { slots: 0 };
+    call.run(py, || none, || kernels::roofline::Roofline { slots: 0 })
+}
+
+/// The benchmark floor: the bytes of a step with one add per stream.
+#[pyfunction]
+pub fn roofline<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+    grads: &Bound<'py, PyAny>,
+    slots: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    const NAMES: [&str; kernels::driver::MAX_SLOTS] = ["slot 0", "slot 1", "slot 2", "slot 3"];
+    let lists = prepare::items(slots, "slots")?;
+    if lists.len() > NAMES.len() {
+        return Err(Error::value_error(format!("at most {} slot lists", NAMES.len())).into());
+    }
+    let call = Call {
+        params,
+        grads: Some(grads),
+        slots: NAMES.iter().copied().zip(lists.iter()).collect(),
+        learning_rate: 0.0,
+        options: None,
+        names: Names(None),
+        mode: Mode::Update,
+    };
+    let k = lists.len();
+    call.run(
+        py,
+        || kernels::roofline::Roofline { slots: k },
+        || kernels::roofline::Roofline { slots: k },
+    )
+}
+
+#[pyfunction]
+pub fn set_num_threads(n: i64) -> PyResult<()> {
+    if n < 1 {
+        return Err(Error::value_error(format!("The number of threads must be >= 1. Received: {n}")).into());
+    }
+    pool::set_num_threads(usize::try_from(n).unwrap_or(usize::MAX));
+    Ok(())
+}
+
+#[pyfunction]
+#[must_use]
+pub fn get_num_threads() -> usize {
+    pool::num_threads()
+}
+
+#[pyfunction]
+#[must_use]
+pub fn simd_level() -> &'static str {
+    simd::current().name()
+}
+
+#[pyfunction]
+pub fn set_simd_level(level: &str) -> PyResult<()> {
+    let parsed = simd::Level::parse(level).ok_or_else(|| {
+        Error::value_error(format!(
+            "Unknown SIMD level {level:?}; expected \"auto\", \"baseline\", \"avx2\" or \"avx512\""
+        ))
+    })?;
+    simd::set(parsed).map_err(|best| {
+        Error::value_error(format!(
+            "This CPU does not support {level}; the best level here is {}",
+            best.name()
+        ))
+        .into()
+    })
+}

@@ -1,0 +1,15 @@
+//! The only code that touches Python: it turns the arguments of a native call into validated
+//! raw views for `crate::kernels`, holding NumPy's borrow guards for the duration of the call,
+//! and runs the kernels with the GIL released.
+//!
+//! Validation happens completely before anything is written (a bad call changes nothing):
+//! - dtype: every parameter, slot, accumulator and average has the group's dtype; gradients of
+//!   another real dtype, lists and scalars are converted as `numpy.asarray(g, dtype)` would;
+//! - shapes: every operand has its parameter's shape;
+//! - writability and aliasing: parameters and state are borrowed read-write and gradients
+//!   read-only through rust-numpy's borrow tracking, which refuses a read-only array, the
+//!   same array twice, and overlapping views of one buffer;
+//! - layout: aligned, element-multiple strides, and no writable operand that overlaps itself.
+
+pub mod functions;
+pub mod prepare;
