@@ -1,0 +1,254 @@
+//! The driver against plain scalar loops, bitwise: every length from 0 to a few work items,
+//! strided operands, the fused prologue, every SIMD level and thread count.
+
+use _native::kernels::adam::Adam;
+use _native::kernels::driver::{CHUNK, INLINE_BELOW};
+use _native::kernels::layout::Operand;
+use _native::kernels::sgd::Sgd;
+use _native::kernels::{pool, run, simd, Clip, Mode, Prologue, Tensor};
+use std::sync::Mutex;
+
+/// Tests that change the process-wide thread count or SIMD level take this lock.
+static GLOBAL: Mutex<()> = Mutex::new(());
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next()).collect()
+    }
+}
+
+fn tensor(p: &mut [f32], g: &mut [f32], slots: &mut [&mut Vec<f32>]) -> Tensor<f32> {
+    Tensor {
+        len: p.len(),
+        shape: vec![p.len()].into(),
+        param: Operand::contiguous(p.as_mut_ptr()),
+        grad: Some(Operand::contiguous(g.as_mut_ptr())),
+        slots: slots.iter_mut().map(|s| Operand::contiguous(s.as_mut_ptr())).collect(),
+        accumulator: None,
+        average: None,
+        decay: true,
+    }
+}
+
+/// Keras's Adam step on one element, in Keras's order.
+fn adam_ref(p: &mut f32, g: f32, m: &mut f32, v: &mut f32, t: u64) {
+    let (lr, b1, b2, eps) = (0.01f32, 0.9f64, 0.999f64, 1e-7f32);
+    let tt = t as f32 + 1.0;
+    let alpha = lr * (1.0 - (b2 as f32).powf(tt)).sqrt() / (1.0 - (b1 as f32).powf(tt));
+    *m += (g - *m) * ((1.0 - b1) as f32);
+    *v += (g * g - *v) * ((1.0 - b2) as f32);
+    *p -= (*m * alpha) / (v.sqrt() + eps);
+}
+
+fn lengths() -> Vec<usize> {
+    let mut v: Vec<usize> = (0..=70).collect();
+    v.extend([511, 512, 513, 1000, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 5, INLINE_BELOW + 7]);
+    v
+}
+
+#[test]
+fn adam_matches_scalar_loop_bitwise_for_every_length() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for n in lengths() {
+        let (mut p, mut g) = (rng.vec(n), rng.vec(n));
+        let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
+        let (mut p2, mut m2, mut v2) = (p.clone(), m.clone(), v.clone());
+        for step in 0..3u64 {
+            let t = tensor(&mut p, &mut g, &mut [&mut m, &mut v]);
+            run(&Adam::<f32>::new(0.01, 0.9, 0.999, 1e-7, step), &[t], &Prologue::none(), Mode::Update);
+            for i in 0..n {
+                adam_ref(&mut p2[i], g[i], &mut m2[i], &mut v2[i], step);
+            }
+        }
+        assert_eq!(p, p2, "params, n = {n}");
+        assert_eq!(m, m2, "momentums, n = {n}");
+        assert_eq!(v, v2, "velocities, n = {n}");
+    }
+}
+
+#[test]
+fn many_tensors_of_mixed_sizes_in_one_call() {
+    let mut rng = Rng(7);
+    let sizes = [0usize, 1, 3, 8, 17, 1000, CHUNK + 3, 5, 2 * CHUNK];
+    let mut ps: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n)).collect();
+    let mut gs: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n)).collect();
+    let mut ms: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n)).collect();
+    let want: Vec<Vec<f32>> = ps
+        .iter()
+        .zip(&gs)
+        .zip(&ms)
+        .map(|((p, g), m)| {
+            p.iter()
+                .zip(g)
+                .zip(m)
+                .map(|((&p, &g), &m)| {
+                    let m = m * 0.9f32 - g * 0.1f32;
+                    p + (m * 0.9f32 - g * 0.1f32)
+                })
+                .collect()
+        })
+        .collect();
+    let tensors: Vec<Tensor<f32>> = ps
+        .iter_mut()
+        .zip(gs.iter_mut())
+        .zip(ms.iter_mut())
+        .map(|((p, g), m)| tensor(p, g, &mut [m]))
+        .collect();
+    run(&Sgd::<f32>::new(0.1, 0.9, true), &tensors, &Prologue::none(), Mode::Update);
+    assert_eq!(ps, want);
+}
+
+#[test]
+fn strided_parameter_is_updated_in_place() {
+    // The parameter is every other element of a buffer; the odd elements must not change.
+    let mut rng = Rng(11);
+    for n in [1usize, 7, 513, 3000] {
+        let mut buf = rng.vec(2 * n);
+        let orig = buf.clone();
+        let mut g = rng.vec(n);
+        let t = Tensor {
+            len: n,
+            shape: vec![n].into(),
+            param: Operand { ptr: buf.as_mut_ptr(), strides: Some(vec![2].into()) },
+            grad: Some(Operand::contiguous(g.as_mut_ptr())),
+            slots: vec![],
+            accumulator: None,
+            average: None,
+            decay: true,
+        };
+        run(&Sgd::<f32>::new(0.5, 0.0, false), &[t], &Prologue::none(), Mode::Update);
+        for i in 0..n {
+            assert_eq!(buf[2 * i], orig[2 * i] - g[i] * 0.5f32);
+            assert_eq!(buf[2 * i + 1], orig[2 * i + 1]);
+        }
+    }
+}
+
+#[test]
+fn transposed_operands_meet_by_logical_index() {
+    // Parameter: a 3x4 C array seen transposed (shape 4x3, strides 1, 4); gradient: C order.
+    let mut p: Vec<f64> = (0..12).map(f64::from).collect();
+    let mut g: Vec<f64> = (0..12).map(|i| f64::from(i) * 10.0).collect();
+    let t = Tensor {
+        len: 12,
+        shape: vec![4, 3].into(),
+        param: Operand { ptr: p.as_mut_ptr(), strides: Some(vec![1, 4].into()) },
+        grad: Some(Operand::contiguous(g.as_mut_ptr())),
+        slots: vec![],
+        accumulator: None,
+        average: None,
+        decay: true,
+    };
+    run(&Sgd::<f64>::new(1.0, 0.0, false), &[t], &Prologue::none(), Mode::Update);
+    for r in 0..4 {
+        for c in 0..3 {
+            // Logical element (r, c) of the transposed view lives at c * 4 + r.
+            let want = (c * 4 + r) as f64 - ((r * 3 + c) as f64 * 10.0);
+            assert_eq!(p[c * 4 + r], want);
+        }
+    }
+}
+
+#[test]
+fn fused_prologue_matches_keras_order() {
+    let mut rng = Rng(3);
+    let n = 2 * CHUNK + 77;
+    let mut p = rng.vec(n);
+    let mut g: Vec<f32> = rng.vec(n).iter().map(|x| x * 100.0).collect();
+    let mut avg = rng.vec(n);
+    let (p0, avg0) = (p.clone(), avg.clone());
+    let (ls, c, wd, lr, mu) = (4.0f32, 0.5f32, 0.01f32, 0.1f32, 0.9f32);
+    let mut t = tensor(&mut p, &mut g, &mut []);
+    t.average = Some(Operand::contiguous(avg.as_mut_ptr()));
+    let pro = Prologue {
+        loss_scale: Some(ls),
+        accumulation_steps: None,
+        clip: Clip::Norm(c),
+        weight_decay: Some((wd, lr)),
+        ema: Some((mu, false)),
+    };
+    run(&Sgd::<f32>::new(f64::from(lr), 0.0, false), &[t], &pro, Mode::Update);
+    let unscaled: Vec<f32> = g.iter().map(|x| x / ls).collect();
+    let norm = (unscaled.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() as f32).sqrt();
+    let den = norm.max(c);
+    for i in 0..n {
+        let gi = (unscaled[i] * c) / den;
+        let w = p0[i] - p0[i] * wd * lr;
+        let w = w - gi * lr;
+        let a = mu * avg0[i] + (1.0 - mu) * w;
+        assert_eq!(p[i], w, "param {i}");
+        assert_eq!(avg[i], a, "average {i}");
+    }
+}
+
+#[test]
+fn accumulation_then_update() {
+    let n = 1000;
+    let mut rng = Rng(5);
+    let mut p = rng.vec(n);
+    let p0 = p.clone();
+    let mut acc = vec![0.0f32; n];
+    let g1 = rng.vec(n);
+    let g2 = rng.vec(n);
+    let steps = 2.0f32;
+    let mut g = g1.clone();
+    let mut t = tensor(&mut p, &mut g, &mut []);
+    t.accumulator = Some(Operand::contiguous(acc.as_mut_ptr()));
+    let pro = Prologue { accumulation_steps: Some(steps), ..Prologue::none() };
+    let sgd = Sgd::<f32>::new(1.0, 0.0, false);
+    run(&sgd, &[t], &pro, Mode::AccumulateOnly);
+    assert_eq!(p, p0);
+    assert_eq!(acc, g1);
+    let mut g = g2.clone();
+    let mut t = tensor(&mut p, &mut g, &mut []);
+    t.accumulator = Some(Operand::contiguous(acc.as_mut_ptr()));
+    run(&sgd, &[t], &pro, Mode::Update);
+    for i in 0..n {
+        assert_eq!(p[i], p0[i] - (g2[i] + g1[i]) / steps);
+    }
+    assert!(acc.iter().all(|&x| x == 0.0));
+}
+
+fn global_clip_step(level: Option<simd::Level>, threads: usize) -> (Vec<f32>, Vec<f32>) {
+    pool::set_num_threads(threads);
+    simd::set(level).unwrap();
+    let mut rng = Rng(99);
+    let sizes = [3 * CHUNK + 11, 17, 100_000];
+    let mut ps: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n)).collect();
+    let mut gs: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n)).collect();
+    let mut ms: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
+    let mut vs: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
+    let tensors: Vec<Tensor<f32>> = (0..sizes.len())
+        .map(|i| {
+            let (p, g) = (&mut ps[i] as *mut Vec<f32>, &mut gs[i] as *mut Vec<f32>);
+            // SAFETY: distinct vectors of distinct lists.
+            unsafe { tensor(&mut *p, &mut *g, &mut [&mut ms[i], &mut vs[i]]) }
+        })
+        .collect();
+    let pro = Prologue { clip: Clip::GlobalNorm(1.0), ..Prologue::none() };
+    run(&Adam::<f32>::new(0.01, 0.9, 0.999, 1e-7, 0), &tensors, &pro, Mode::Update);
+    (ps.concat(), ms.concat())
+}
+
+#[test]
+fn results_do_not_depend_on_threads_or_simd_level() {
+    let _guard = GLOBAL.lock().unwrap();
+    let base = global_clip_step(Some(simd::Level::Baseline), 1);
+    let best = simd::detected();
+    for threads in [1, 2, 3] {
+        for level in [simd::Level::Baseline, simd::Level::Avx2, simd::Level::Avx512] {
+            if level as u8 <= best as u8 {
+                assert_eq!(global_clip_step(Some(level), threads), base, "{level:?}, {threads} threads");
+            }
+        }
+    }
+    simd::set(None).unwrap();
+    pool::set_num_threads(2);
+}
