@@ -12,8 +12,8 @@ pub mod py;
 mod _native {
     #[pymodule_export]
     use crate::py::functions::{
-        adam, ema, get_num_threads, roofline, set_num_threads, set_simd_level, sgd, simd_level,
-        StepOptions,
+        adadelta, adagrad, adam, adamax, ema, ftrl, get_num_threads, lion, nadam, rmsprop,
+        roofline, set_num_threads, set_simd_level, sgd, simd_level, StepOptions,
     };
 
     #[pymodule_init]

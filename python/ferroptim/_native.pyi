@@ -5,6 +5,9 @@ dtype (float32 or float64) in a single fused pass over memory. The lists are ali
 every list belongs to parameter i. Scalars are Python floats (computed by the caller in float64 or
 rounded to float32 as Keras does); the kernels cast them to the parameters' dtype.
 
+`names` (optional, every update function) names the parameters in error messages; without it
+they are named by their index in the call.
+
 All arguments are validated before any element changes: on any exception no parameter, slot,
 accumulator or average has been modified.
 """
@@ -57,6 +60,8 @@ def sgd(
     momentum: float,
     nesterov: bool,
     options: Optional[StepOptions] = None,
+    *,
+    names: Optional[Sequence[str]] = None,
 ) -> None:
     """SGD (keras/src/optimizers/sgd.py). `momentums` is None when momentum == 0."""
 
@@ -72,15 +77,128 @@ def adam(
     epsilon: float,
     iterations: int,
     options: Optional[StepOptions] = None,
+    *,
+    names: Optional[Sequence[str]] = None,
 ) -> None:
     """Adam / AdamW (keras/src/optimizers/adam.py). `iterations` is the count before this step
     (t = iterations + 1); `velocity_hats` is None unless amsgrad."""
+
+def rmsprop(
+    params: Sequence[NDArray[np.floating]],
+    grads: Sequence[ArrayLike],
+    velocities: Sequence[NDArray[np.floating]],
+    momentums: Optional[Sequence[NDArray[np.floating]]],
+    average_gradients: Optional[Sequence[NDArray[np.floating]]],
+    learning_rate: float,
+    rho: float,
+    momentum: float,
+    epsilon: float,
+    options: Optional[StepOptions] = None,
+    *,
+    names: Optional[Sequence[str]] = None,
+) -> None:
+    """RMSprop (rmsprop.py). `momentums` only if momentum > 0, `average_gradients` only if
+    centered."""
+
+def adagrad(
+    params: Sequence[NDArray[np.floating]],
+    grads: Sequence[ArrayLike],
+    accumulators: Sequence[NDArray[np.floating]],
+    learning_rate: float,
+    epsilon: float,
+    options: Optional[StepOptions] = None,
+    *,
+    names: Optional[Sequence[str]] = None,
+) -> None:
+    """Adagrad (adagrad.py)."""
+
+def adadelta(
+    params: Sequence[NDArray[np.floating]],
+    grads: Sequence[ArrayLike],
+    accumulated_grads: Sequence[NDArray[np.floating]],
+    accumulated_delta_vars: Sequence[NDArray[np.floating]],
+    learning_rate: float,
+    rho: float,
+    epsilon: float,
+    options: Optional[StepOptions] = None,
+    *,
+    names: Optional[Sequence[str]] = None,
+) -> None:
+    """Adadelta (adadelta.py)."""
+
+def adamax(
+    params: Sequence[NDArray[np.floating]],
+    grads: Sequence[ArrayLike],
+    momentums: Sequence[NDArray[np.floating]],
+    norms: Sequence[NDArray[np.floating]],
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+    iterations: int,
+    options: Optional[StepOptions] = None,
+    *,
+    names: Optional[Sequence[str]] = None,
+) -> None:
+    """Adamax (adamax.py)."""
+
+def nadam(
+    params: Sequence[NDArray[np.floating]],
+    grads: Sequence[ArrayLike],
+    momentums: Sequence[NDArray[np.floating]],
+    velocities: Sequence[NDArray[np.floating]],
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+    iterations: int,
+    u_product: float,
+    schedule_decay: float = 1.0,
+    options: Optional[StepOptions] = None,
+    *,
+    names: Optional[Sequence[str]] = None,
+) -> None:
+    """Nadam (nadam.py). `u_product` is the momentum-cache product already multiplied by this
+    step's factor (the caller keeps it, in the dtype of the first variable, as Keras does);
+    `schedule_decay` scales the cache exponents (1 in Keras 3, Keras 2's schedule_decay)."""
+
+def lion(
+    params: Sequence[NDArray[np.floating]],
+    grads: Sequence[ArrayLike],
+    momentums: Sequence[NDArray[np.floating]],
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+    options: Optional[StepOptions] = None,
+    *,
+    names: Optional[Sequence[str]] = None,
+) -> None:
+    """Lion (lion.py)."""
+
+def ftrl(
+    params: Sequence[NDArray[np.floating]],
+    grads: Sequence[ArrayLike],
+    accumulators: Sequence[NDArray[np.floating]],
+    linears: Sequence[NDArray[np.floating]],
+    learning_rate: float,
+    learning_rate_power: float,
+    l1_regularization_strength: float,
+    l2_regularization_strength: float,
+    l2_shrinkage_regularization_strength: float,
+    beta: float,
+    options: Optional[StepOptions] = None,
+    *,
+    names: Optional[Sequence[str]] = None,
+) -> None:
+    """FTRL (ftrl.py)."""
 
 def ema(
     params: Sequence[NDArray[np.floating]],
     averages: Sequence[NDArray[np.floating]],
     ema_momentum: float,
     ema_overwrite: bool,
+    *,
+    names: Optional[Sequence[str]] = None,
 ) -> None:
     """EMA pass alone, for variables that were not part of the step call."""
 

@@ -2,13 +2,20 @@
 //! about Python: the bindings in `crate::py` validate NumPy buffers and hand this module raw
 //! views (`layout::Operand`) that are guaranteed disjoint and correctly sized.
 
+pub mod adadelta;
+pub mod adagrad;
 pub mod adam;
+pub mod adamax;
 pub mod driver;
+pub mod ftrl;
 pub mod layout;
+pub mod lion;
+pub mod nadam;
 pub mod pool;
 pub mod prologue;
 pub mod real;
 pub mod reduce;
+pub mod rmsprop;
 pub mod roofline;
 pub mod sgd;
 pub mod simd;

@@ -402,3 +402,239 @@ pub fn set_simd_level(level: &str) -> PyResult<()> {
         .into()
     })
 }
+
+/// Builds the `Call` of an update rule with these slot lists.
+fn update_call<'a, 'py>(
+    params: &'a Bound<'py, PyAny>,
+    grads: &'a Bound<'py, PyAny>,
+    slots: Vec<(&'static str, &'a Bound<'py, PyAny>)>,
+    learning_rate: f64,
+    options: Option<&'a Bound<'py, StepOptions>>,
+    names: Option<&'a Bound<'py, PyAny>>,
+) -> PyResult<Call<'a, 'py>> {
+    finite("learning_rate", learning_rate)?;
+    Ok(Call {
+        params,
+        grads: Some(grads),
+        slots,
+        learning_rate,
+        options,
+        names: Names(names),
+        mode: Mode::Update,
+    })
+}
+
+/// RMSprop. `momentums` is None unless momentum > 0; `average_gradients` None unless centered.
+#[pyfunction]
+#[pyo3(signature = (params, grads, velocities, momentums, average_gradients, learning_rate, rho,
+    momentum, epsilon, options=None, *, names=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn rmsprop<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+    grads: &Bound<'py, PyAny>,
+    velocities: &Bound<'py, PyAny>,
+    momentums: Option<&Bound<'py, PyAny>>,
+    average_gradients: Option<&Bound<'py, PyAny>>,
+    learning_rate: f64,
+    rho: f64,
+    momentum: f64,
+    epsilon: f64,
+    options: Option<&Bound<'py, StepOptions>>,
+    names: Option<&Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    finite("rho", rho)?;
+    finite("momentum", momentum)?;
+    finite("epsilon", epsilon)?;
+    if (momentum > 0.0) != momentums.is_some() {
+        return Err(Error::value_error("`momentums` must be given exactly when momentum > 0").into());
+    }
+    let centered = average_gradients.is_some();
+    let mut slots = vec![("velocity", velocities)];
+    slots.extend(momentums.map(|m| ("momentum", m)));
+    slots.extend(average_gradients.map(|a| ("average_gradient", a)));
+    update_call(params, grads, slots, learning_rate, options, names)?.run(
+        py,
+        || kernels::rmsprop::RmsProp::<f32>::new(learning_rate, rho, momentum, epsilon, centered),
+        || kernels::rmsprop::RmsProp::<f64>::new(learning_rate, rho, momentum, epsilon, centered),
+    )
+}
+
+/// Adagrad.
+#[pyfunction]
+#[pyo3(signature = (params, grads, accumulators, learning_rate, epsilon, options=None, *, names=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn adagrad<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+    grads: &Bound<'py, PyAny>,
+    accumulators: &Bound<'py, PyAny>,
+    learning_rate: f64,
+    epsilon: f64,
+    options: Option<&Bound<'py, StepOptions>>,
+    names: Option<&Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    finite("epsilon", epsilon)?;
+    update_call(params, grads, vec![("accumulator", accumulators)], learning_rate, options, names)?.run(
+        py,
+        || kernels::adagrad::Adagrad::<f32>::new(learning_rate, epsilon),
+        || kernels::adagrad::Adagrad::<f64>::new(learning_rate, epsilon),
+    )
+}
+
+/// Adadelta.
+#[pyfunction]
+#[pyo3(signature = (params, grads, accumulated_grads, accumulated_delta_vars, learning_rate, rho,
+    epsilon, options=None, *, names=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn adadelta<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+    grads: &Bound<'py, PyAny>,
+    accumulated_grads: &Bound<'py, PyAny>,
+    accumulated_delta_vars: &Bound<'py, PyAny>,
+    learning_rate: f64,
+    rho: f64,
+    epsilon: f64,
+    options: Option<&Bound<'py, StepOptions>>,
+    names: Option<&Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    finite("rho", rho)?;
+    finite("epsilon", epsilon)?;
+    let slots = vec![
+        ("accumulated_grad", accumulated_grads),
+        ("accumulated_delta_var", accumulated_delta_vars),
+    ];
+    update_call(params, grads, slots, learning_rate, options, names)?.run(
+        py,
+        || kernels::adadelta::Adadelta::<f32>::new(learning_rate, rho, epsilon),
+        || kernels::adadelta::Adadelta::<f64>::new(learning_rate, rho, epsilon),
+    )
+}
+
+/// Adamax: `iterations` is the count before this step.
+#[pyfunction]
+#[pyo3(signature = (params, grads, momentums, norms, learning_rate, beta_1, beta_2, epsilon,
+    iterations, options=None, *, names=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn adamax<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+    grads: &Bound<'py, PyAny>,
+    momentums: &Bound<'py, PyAny>,
+    norms: &Bound<'py, PyAny>,
+    learning_rate: f64,
+    beta_1: f64,
+    beta_2: f64,
+    epsilon: f64,
+    iterations: i64,
+    options: Option<&Bound<'py, StepOptions>>,
+    names: Option<&Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    finite("beta_1", beta_1)?;
+    finite("beta_2", beta_2)?;
+    finite("epsilon", epsilon)?;
+    let it = check_iterations(iterations)?;
+    let slots = vec![("momentum", momentums), ("norm", norms)];
+    update_call(params, grads, slots, learning_rate, options, names)?.run(
+        py,
+        || kernels::adamax::Adamax::<f32>::new(learning_rate, beta_1, beta_2, epsilon, it),
+        || kernels::adamax::Adamax::<f64>::new(learning_rate, beta_1, beta_2, epsilon, it),
+    )
+}
+
+/// Nadam: `u_product` already includes this step's factor; `schedule_decay` is 1 for
+/// Keras 3 and Keras 2's `schedule_decay` otherwise.
+#[pyfunction]
+#[pyo3(signature = (params, grads, momentums, velocities, learning_rate, beta_1, beta_2, epsilon,
+    iterations, u_product, schedule_decay=1.0, options=None, *, names=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn nadam<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+    grads: &Bound<'py, PyAny>,
+    momentums: &Bound<'py, PyAny>,
+    velocities: &Bound<'py, PyAny>,
+    learning_rate: f64,
+    beta_1: f64,
+    beta_2: f64,
+    epsilon: f64,
+    iterations: i64,
+    u_product: f64,
+    schedule_decay: f64,
+    options: Option<&Bound<'py, StepOptions>>,
+    names: Option<&Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    finite("beta_1", beta_1)?;
+    finite("beta_2", beta_2)?;
+    finite("epsilon", epsilon)?;
+    finite("u_product", u_product)?;
+    finite("schedule_decay", schedule_decay)?;
+    let it = check_iterations(iterations)?;
+    let slots = vec![("momentum", momentums), ("velocity", velocities)];
+    update_call(params, grads, slots, learning_rate, options, names)?.run(
+        py,
+        || kernels::nadam::Nadam::<f32>::new(learning_rate, beta_1, beta_2, epsilon, it, u_product, schedule_decay),
+        || kernels::nadam::Nadam::<f64>::new(learning_rate, beta_1, beta_2, epsilon, it, u_product, schedule_decay),
+    )
+}
+
+/// Lion.
+#[pyfunction]
+#[pyo3(signature = (params, grads, momentums, learning_rate, beta_1, beta_2, options=None, *, names=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn lion<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+    grads: &Bound<'py, PyAny>,
+    momentums: &Bound<'py, PyAny>,
+    learning_rate: f64,
+    beta_1: f64,
+    beta_2: f64,
+    options: Option<&Bound<'py, StepOptions>>,
+    names: Option<&Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    finite("beta_1", beta_1)?;
+    finite("beta_2", beta_2)?;
+    update_call(params, grads, vec![("momentum", momentums)], learning_rate, options, names)?.run(
+        py,
+        || kernels::lion::Lion::<f32>::new(learning_rate, beta_1, beta_2),
+        || kernels::lion::Lion::<f64>::new(learning_rate, beta_1, beta_2),
+    )
+}
+
+/// FTRL.
+#[pyfunction]
+#[pyo3(signature = (params, grads, accumulators, linears, learning_rate, learning_rate_power,
+    l1_regularization_strength, l2_regularization_strength, l2_shrinkage_regularization_strength,
+    beta, options=None, *, names=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn ftrl<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+    grads: &Bound<'py, PyAny>,
+    accumulators: &Bound<'py, PyAny>,
+    linears: &Bound<'py, PyAny>,
+    learning_rate: f64,
+    learning_rate_power: f64,
+    l1_regularization_strength: f64,
+    l2_regularization_strength: f64,
+    l2_shrinkage_regularization_strength: f64,
+    beta: f64,
+    options: Option<&Bound<'py, StepOptions>>,
+    names: Option<&Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    let (p, l1, l2, s) = (
+        finite("learning_rate_power", learning_rate_power)?,
+        finite("l1_regularization_strength", l1_regularization_strength)?,
+        finite("l2_regularization_strength", l2_regularization_strength)?,
+        finite("l2_shrinkage_regularization_strength", l2_shrinkage_regularization_strength)?,
+    );
+    finite("beta", beta)?;
+    let slots = vec![("accumulator", accumulators), ("linear", linears)];
+    update_call(params, grads, slots, learning_rate, options, names)?.run(
+        py,
+        || kernels::ftrl::Ftrl::<f32>::new(learning_rate, p, l1, l2, s, beta),
+        || kernels::ftrl::Ftrl::<f64>::new(learning_rate, p, l1, l2, s, beta),
+    )
+}

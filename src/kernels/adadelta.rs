@@ -1,0 +1,53 @@
+//! Adadelta, as `keras/src/optimizers/adadelta.py` (epsilon inside both roots; the old
+//! accumulated update meets the new accumulated gradient):
+//!
+//! ```text
+//! Eg  = rho * Eg + (1 - rho) * g^2
+//! d   = -(sqrt(Edx + epsilon) * g) / sqrt(Eg + epsilon)
+//! Edx = rho * Edx + (1 - rho) * d^2
+//! w   = w + lr * d
+//! ```
+//! Slots: accumulated_grad, accumulated_delta_var.
+
+use super::{Real, Rule};
+
+pub struct Adadelta<T> {
+    lr: T,
+    rho: T,
+    one_minus_rho: T,
+    epsilon: T,
+}
+
+impl<T: Real> Adadelta<T> {
+    #[must_use]
+    pub fn new(learning_rate: f64, rho: f64, epsilon: f64) -> Self {
+        Adadelta {
+            lr: T::from_f64(learning_rate),
+            rho: T::from_f64(rho),
+            one_minus_rho: T::from_f64(1.0 - rho),
+            epsilon: T::from_f64(epsilon),
+        }
+    }
+}
+
+impl<T: Real> Rule<T> for Adadelta<T> {
+    fn slots(&self) -> usize {
+        2
+    }
+
+    #[inline(always)]
+    fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
+        let n = p.len();
+        let g = &g[..n];
+        let (lr, rho, c, eps) = (self.lr, self.rho, self.one_minus_rho, self.epsilon);
+        if let [eg, edx] = slots {
+            let (eg, edx) = (&mut eg[..n], &mut edx[..n]);
+            for i in 0..n {
+                eg[i] = rho * eg[i] + c * (g[i] * g[i]);
+                let d = -(((edx[i] + eps).sqrt() * g[i]) / (eg[i] + eps).sqrt());
+                edx[i] = rho * edx[i] + c * (d * d);
+                p[i] += lr * d;
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Adamax, as `keras/src/optimizers/adamax.py`, with `t = iterations + 1`:
+//!
+//! ```text
+//! m = m + (g - m) * (1 - beta_1)
+//! u = max(beta_2 * u, |g|)
+//! w = w - (lr * m) / ((1 - beta_1^t) * (u + epsilon))
+//! ```
+//! Slots: momentum, norm.
+
+use super::real::max_nan;
+use super::{Real, Rule};
+
+pub struct Adamax<T> {
+    lr: T,
+    one_minus_beta_1: T,
+    beta_2: T,
+    bias: T,
+    epsilon: T,
+}
+
+impl<T: Real> Adamax<T> {
+    #[must_use]
+    pub fn new(learning_rate: f64, beta_1: f64, beta_2: f64, epsilon: f64, iterations: u64) -> Self {
+        let t = T::from_f64((iterations as f64) + 1.0);
+        Adamax {
+            lr: T::from_f64(learning_rate),
+            one_minus_beta_1: T::from_f64(1.0 - beta_1),
+            beta_2: T::from_f64(beta_2),
+            bias: T::ONE - T::from_f64(beta_1).powf(t),
+            epsilon: T::from_f64(epsilon),
+        }
+    }
+}
+
+impl<T: Real> Rule<T> for Adamax<T> {
+    fn slots(&self) -> usize {
+        2
+    }
+
+    #[inline(always)]
+    fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
+        let n = p.len();
+        let g = &g[..n];
+        let (lr, c1, b2, bias, eps) = (
+            self.lr,
+            self.one_minus_beta_1,
+            self.beta_2,
+            self.bias,
+            self.epsilon,
+        );
+        if let [m, u] = slots {
+            let (m, u) = (&mut m[..n], &mut u[..n]);
+            for i in 0..n {
+                m[i] += (g[i] - m[i]) * c1;
+                u[i] = max_nan(b2 * u[i], g[i].abs());
+                p[i] -= (lr * m[i]) / (bias * (u[i] + eps));
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! FTRL-proximal, as `keras/src/optimizers/ftrl.py` (p = `learning_rate_power`,
+//! n = accumulator, z = linear):
+//!
+//! ```text
+//! l2'   = l2 + beta / (2 * lr)
+//! g_s   = g + 2 * l2_shrinkage * w
+//! n_new = n + g^2
+//! z     = z + g_s - ((n_new^(-p) - n^(-p)) / lr) * w
+//! quad  = n_new^(-p) / lr + 2 * l2'
+//! w     = (clip(z, -l1, l1) - z) / quad
+//! n     = n_new
+//! ```
+//! The variable is replaced, not incremented. `x^(-p)` is a square root for the default
+//! `p = -0.5` (vectorized and exact), 1 for `p = 0`, and a general power otherwise.
+
+use super::real::clip;
+use super::{Real, Rule};
+
+#[derive(Clone, Copy)]
+enum Power {
+    Zero,
+    Half,
+    One,
+    Other,
+}
+
+pub struct Ftrl<T> {
+    lr: T,
+    neg_power: T,
+    power: Power,
+    l1: T,
+    two_l2: T,
+    two_shrinkage: T,
+}
+
+impl<T: Real> Ftrl<T> {
+    #[must_use]
+    pub fn new(learning_rate: f64, learning_rate_power: f64, l1: f64, l2: f64, l2_shrinkage: f64, beta: f64) -> Self {
+        let lr = T::from_f64(learning_rate);
+        let l2_adj = T::from_f64(l2) + T::from_f64(beta) / (T::from_f64(2.0) * lr);
+        let neg = -learning_rate_power;
+        Ftrl {
+            lr,
+            neg_power: T::from_f64(neg),
+            power: if neg == 0.0 {
+                Power::Zero
+            } else if neg == 0.5 {
+                Power::Half
+            } else if neg == 1.0 {
+                Power::One
+            } else {
+                Power::Other
+            },
+            l1: T::from_f64(l1),
+            two_l2: T::from_f64(2.0) * l2_adj,
+            two_shrinkage: T::from_f64(2.0 * l2_shrinkage),
+        }
+    }
+
+    #[inline(always)]
+    fn pow(&self, x: T) -> T {
+        match self.power {
+            Power::Zero => T::ONE,
+            Power::Half => x.sqrt(),
+            Power::One => x,
+            Power::Other => x.powf(self.neg_power),
+        }
+    }
+}
+
+impl<T: Real> Rule<T> for Ftrl<T> {
+    fn slots(&self) -> usize {
+        2
+    }
+
+    #[inline(always)]
+    fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
+        let n = p.len();
+        let g = &g[..n];
+        let (lr, l1, two_l2, two_s) = (self.lr, self.l1, self.two_l2, self.two_shrinkage);
+        if let [acc, z] = slots {
+            let (acc, z) = (&mut acc[..n], &mut z[..n]);
+            for i in 0..n {
+                let gs = g[i] + two_s * p[i];
+                let n_new = acc[i] + g[i] * g[i];
+                let pn_new = self.pow(n_new);
+                z[i] += gs - ((pn_new - self.pow(acc[i])) / lr) * p[i];
+                let quad = pn_new / lr + two_l2;
+                p[i] = (clip(z[i], -l1, l1) - z[i]) / quad;
+                acc[i] = n_new;
+            }
+        }
+    }
+}

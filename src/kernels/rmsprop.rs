@@ -1,0 +1,88 @@
+//! RMSprop, as `keras/src/optimizers/rmsprop.py` (no bias correction; epsilon inside the
+//! square root):
+//!
+//! ```text
+//! v = rho * v + (1 - rho) * g^2
+//! centered: a = rho * a + (1 - rho) * g;  d = v - a^2 + epsilon
+//! else:     d = v + epsilon
+//! inc = (lr * g) / sqrt(d)
+//! momentum > 0: mom = momentum * mom + inc;  w = w - mom
+//! else:         w = w - inc
+//! ```
+//! Slots, in order: velocity, then momentum (if momentum > 0), then average_gradient (if
+//! centered).
+
+use super::{Real, Rule};
+
+pub struct RmsProp<T> {
+    lr: T,
+    rho: T,
+    one_minus_rho: T,
+    momentum: Option<T>,
+    centered: bool,
+    epsilon: T,
+}
+
+impl<T: Real> RmsProp<T> {
+    #[must_use]
+    pub fn new(learning_rate: f64, rho: f64, momentum: f64, epsilon: f64, centered: bool) -> Self {
+        RmsProp {
+            lr: T::from_f64(learning_rate),
+            rho: T::from_f64(rho),
+            one_minus_rho: T::from_f64(1.0 - rho),
+            momentum: (momentum > 0.0).then(|| T::from_f64(momentum)),
+            centered,
+            epsilon: T::from_f64(epsilon),
+        }
+    }
+}
+
+impl<T: Real> Rule<T> for RmsProp<T> {
+    fn slots(&self) -> usize {
+        1 + usize::from(self.momentum.is_some()) + usize::from(self.centered)
+    }
+
+    #[inline(always)]
+    fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
+        let n = p.len();
+        let g = &g[..n];
+        let (lr, rho, c, eps) = (self.lr, self.rho, self.one_minus_rho, self.epsilon);
+        match (slots, self.momentum) {
+            ([v], None) => {
+                let v = &mut v[..n];
+                for i in 0..n {
+                    v[i] = rho * v[i] + c * (g[i] * g[i]);
+                    p[i] -= (lr * g[i]) / (v[i] + eps).sqrt();
+                }
+            }
+            ([v, mom], Some(mu)) => {
+                let (v, mom) = (&mut v[..n], &mut mom[..n]);
+                for i in 0..n {
+                    v[i] = rho * v[i] + c * (g[i] * g[i]);
+                    let inc = (lr * g[i]) / (v[i] + eps).sqrt();
+                    mom[i] = mu * mom[i] + inc;
+                    p[i] -= mom[i];
+                }
+            }
+            ([v, a], None) => {
+                let (v, a) = (&mut v[..n], &mut a[..n]);
+                for i in 0..n {
+                    v[i] = rho * v[i] + c * (g[i] * g[i]);
+                    a[i] = rho * a[i] + c * g[i];
+                    p[i] -= (lr * g[i]) / ((v[i] - a[i] * a[i]) + eps).sqrt();
+                }
+            }
+            ([v, mom, a], Some(mu)) => {
+                let (v, mom, a) = (&mut v[..n], &mut mom[..n], &mut a[..n]);
+                for i in 0..n {
+                    v[i] = rho * v[i] + c * (g[i] * g[i]);
+                    a[i] = rho * a[i] + c * g[i];
+                    let inc = (lr * g[i]) / ((v[i] - a[i] * a[i]) + eps).sqrt();
+                    mom[i] = mu * mom[i] + inc;
+                    p[i] -= mom[i];
+                }
+            }
+            _ => {}
+        }
+    }
+}
