@@ -62,7 +62,7 @@ fn adam_matches_scalar_loop_bitwise_for_every_length() {
         let (mut p2, mut m2, mut v2) = (p.clone(), m.clone(), v.clone());
         for step in 0..3u64 {
             let t = tensor(&mut p, &mut g, &mut [&mut m, &mut v]);
-            run(&Adam::<f32>::new(0.01, 0.9, 0.999, 1e-7, step), &[t], &Prologue::none(), Mode::Update);
+            run(&Adam::<f32>::new(0.01, 0.9, 0.999, 1e-7, step, false), &[t], &Prologue::none(), Mode::Update);
             for i in 0..n {
                 adam_ref(&mut p2[i], g[i], &mut m2[i], &mut v2[i], step);
             }
@@ -233,7 +233,7 @@ fn global_clip_step(level: Option<simd::Level>, threads: usize) -> (Vec<f32>, Ve
         })
         .collect();
     let pro = Prologue { clip: Clip::GlobalNorm(1.0), ..Prologue::none() };
-    run(&Adam::<f32>::new(0.01, 0.9, 0.999, 1e-7, 0), &tensors, &pro, Mode::Update);
+    run(&Adam::<f32>::new(0.01, 0.9, 0.999, 1e-7, 0, false), &tensors, &pro, Mode::Update);
     (ps.concat(), ms.concat())
 }
 

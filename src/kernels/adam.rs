@@ -21,12 +21,20 @@ pub struct Adam<T> {
     one_minus_beta_1: T,
     one_minus_beta_2: T,
     epsilon: T,
+    amsgrad: bool,
 }
 
 impl<T: Real> Adam<T> {
     /// `iterations` is the optimizer's count before this step.
     #[must_use]
-    pub fn new(learning_rate: f64, beta_1: f64, beta_2: f64, epsilon: f64, iterations: u64) -> Self {
+    pub fn new(
+        learning_rate: f64,
+        beta_1: f64,
+        beta_2: f64,
+        epsilon: f64,
+        iterations: u64,
+        amsgrad: bool,
+    ) -> Self {
         let lr = T::from_f64(learning_rate);
         let t = T::from_f64((iterations as f64) + 1.0);
         let beta_1_power = T::from_f64(beta_1).powf(t);
@@ -36,13 +44,14 @@ impl<T: Real> Adam<T> {
             one_minus_beta_1: T::from_f64(1.0 - beta_1),
             one_minus_beta_2: T::from_f64(1.0 - beta_2),
             epsilon: T::from_f64(epsilon),
+            amsgrad,
         }
     }
 }
 
 impl<T: Real> Rule<T> for Adam<T> {
     fn slots(&self) -> usize {
-        2
+        2 + usize::from(self.amsgrad)
     }
 
     #[inline(always)]

@@ -276,6 +276,7 @@ pub fn adam<'py>(
     finite("beta_2", beta_2)?;
     finite("epsilon", epsilon)?;
     let it = check_iterations(iterations)?;
+    let amsgrad = velocity_hats.is_some();
     let mut slots = vec![("momentum", momentums), ("velocity", velocities)];
     if let Some(vh) = velocity_hats {
         slots.push(("velocity_hat", vh));
@@ -291,8 +292,8 @@ pub fn adam<'py>(
     };
     call.run(
         py,
-        || kernels::adam::Adam::<f32>::new(learning_rate, beta_1, beta_2, epsilon, it),
-        || kernels::adam::Adam::<f64>::new(learning_rate, beta_1, beta_2, epsilon, it),
+        || kernels::adam::Adam::<f32>::new(learning_rate, beta_1, beta_2, epsilon, it, amsgrad),
+        || kernels::adam::Adam::<f64>::new(learning_rate, beta_1, beta_2, epsilon, it, amsgrad),
     )
 }
 

@@ -1,0 +1,852 @@
+"""Learning-rate schedules, mirroring ``keras.optimizers.schedules``.
+
+Keras (``keras/src/optimizers/schedules/learning_rate_schedule.py``) evaluates every schedule as
+tensor operations in the dtype of ``initial_learning_rate``: float32 for a Python number, the
+array's own dtype for a NumPy float. Each hyperparameter is cast to that dtype and the step is cast
+to it too, so a float32 schedule is float32 arithmetic from end to end, in Keras's operation order.
+These classes do the same with NumPy scalars of that dtype: a float32 schedule returns the
+``np.float32`` Keras would return, and a float64 schedule returns an ``np.float64``.
+
+Two details follow Keras's JAX backend, where the reference values come from, to the last bit:
+``cos`` is rounded once from double precision (XLA's float32 cosine is correctly rounded where
+NumPy's SIMD one is off by an ulp), and the lines evaluated inside ``ops.cond`` (the two phases of
+``CosineDecay`` with warmup, the period search of ``CosineDecayRestarts``) round ``a * b + c`` once,
+because XLA compiles a ``cond`` and contracts those into fused multiply-adds. Keras's other backends
+round twice there, one float32 ulp away.
+
+A schedule is called once per optimizer step, so the per-call work is kept to a handful of NumPy
+scalar operations: the casts of the hyperparameters are computed on the first call and kept until
+an attribute of the schedule is assigned again, and a Python float is rounded to the dtype as
+``one * value`` (``one`` a NumPy scalar 1 of the dtype; NumPy casts a Python float to the dtype of
+the NumPy scalar it meets), several times cheaper than constructing ``dtype(value)``.
+"""
+
+import bisect
+import math
+
+import numpy as np
+
+__all__ = [
+    "CosineDecay",
+    "CosineDecayRestarts",
+    "ExponentialDecay",
+    "InverseTimeDecay",
+    "LearningRateSchedule",
+    "PiecewiseConstantDecay",
+    "PolynomialDecay",
+    "deserialize",
+    "serialize",
+]
+
+_MODULE = "keras.optimizers.schedules"
+
+
+def _compute_dtype(value):
+    """The NumPy scalar type Keras computes a schedule in, given its initial learning rate.
+
+    Keras uses ``convert_to_tensor(initial_learning_rate).dtype``: floatx (float32) for a Python
+    number, the value's own dtype for a NumPy float. A Python int would give Keras an int32
+    schedule that truncates every hyperparameter; a learning rate is never meant to be an integer,
+    so integers compute in float32 here.
+    """
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and np.dtype(dtype).kind == "f":
+        return np.dtype(dtype).type
+    return np.float32
+
+
+def _cast_step(step, dtype):
+    """``step`` cast to ``dtype``, as Keras's ``ops.cast(step, dtype)``, for arithmetic.
+
+    Constructing a NumPy scalar costs several times a scalar operation, so an integer step is
+    returned as a Python float instead: NumPy treats a Python float as a weak scalar that is
+    rounded to the dtype of the NumPy scalar it meets (NEP 50), which is the same cast. Every
+    caller therefore combines the result with a ``dtype`` scalar before using its value.
+    """
+    if type(step) is int or isinstance(step, np.integer):
+        return float(step)
+    if type(step) is dtype:
+        return step
+    return dtype(step)
+
+
+def _log(x):
+    """Natural log of a NumPy scalar, giving -inf at 0 and NaN below it without a NumPy warning.
+
+    ``CosineDecayRestarts`` with ``t_mul < 1`` takes the log of a non-positive number once the
+    finite sum of its shrinking periods is exhausted; Keras then quietly yields NaN.
+    """
+    if x > 0:
+        return np.log(x)
+    return x.dtype.type(-np.inf if x == 0 else np.nan)
+
+
+def _floor(x):
+    """``floor(x)``: a Python int for a finite ``x`` (cheaper than ``np.floor``), else ``x``."""
+    try:
+        return math.floor(x)
+    except (OverflowError, ValueError):
+        return x
+
+
+def _ceil(x):
+    """``ceil(x)``: a Python int for a finite ``x`` (cheaper than ``np.ceil``), else ``x``."""
+    try:
+        return math.ceil(x)
+    except (OverflowError, ValueError):
+        return x
+
+
+def _cos(x, one):
+    """``cos(x)`` rounded once to the dtype of ``one`` (NaN, not an error, for an infinite x)."""
+    try:
+        return one * math.cos(x)
+    except ValueError:
+        return one * math.nan
+
+
+def _fused_multiply_add(a, b, c, one):
+    """``a * b + c`` rounded once to the dtype of ``one``, as XLA's fused multiply-add gives it.
+
+    For float32 and float16 operands the double product is exact, so rounding the double sum to
+    the dtype is the single rounding of a true FMA (bar a double-rounding tie, which would need
+    the exact sum to sit within 2**-53 of a float32 midpoint). For float64 there is no JAX
+    reference (JAX computes in float32 unless x64 is enabled), so it stays two roundings.
+    """
+    if type(one) is np.float64:
+        return a * b + c
+    return one * (float(a) * float(b) + float(c))
+
+
+class LearningRateSchedule:
+    """The learning-rate schedule base class (``keras.optimizers.schedules.LearningRateSchedule``).
+
+    A schedule is a callable ``schedule(step) -> learning rate``; an optimizer given one as its
+    ``learning_rate`` calls it with its ``iterations`` counter before each update. A subclass
+    implements ``__call__(self, step)`` and, to be serializable, ``get_config(self)``;
+    ``from_config`` then rebuilds it as ``cls(**config)``.
+
+    Example::
+
+        class MyLRSchedule(LearningRateSchedule):
+            def __init__(self, initial_learning_rate):
+                self.initial_learning_rate = initial_learning_rate
+
+            def __call__(self, step):
+                return self.initial_learning_rate / (step + 1)
+
+            def get_config(self):
+                return {"initial_learning_rate": self.initial_learning_rate}
+    """
+
+    # Hyperparameters cast to the compute dtype, built by `_prepare()` on first use; None (this
+    # class attribute) until then.
+    _cache = None
+
+    def __setattr__(self, name, value):
+        # Keras reads the attributes on every call, so assigning one must change the next result.
+        object.__setattr__(self, name, value)
+        if name != "_cache":
+            self.__dict__.pop("_cache", None)
+
+    def _constants(self):
+        cache = self._cache
+        if cache is None:
+            cache = self._prepare()
+            self._cache = cache
+        return cache
+
+    def _prepare(self):
+        raise NotImplementedError
+
+    def __call__(self, step):
+        """The learning rate at ``step``.
+
+        Args:
+            step: The optimizer step (its ``iterations`` before the update): a Python int, a
+                NumPy integer or float scalar, or a 0-d array.
+
+        Returns:
+            The learning rate, a NumPy scalar.
+        """
+        raise NotImplementedError(
+            f"Learning rate schedule '{self.__class__.__name__}' "
+            "must override `__call__(self, step)`."
+        )
+
+    def get_config(self):
+        """The constructor arguments of this schedule, as a dict."""
+        raise NotImplementedError(
+            f"Learning rate schedule '{self.__class__.__name__}' "
+            "must override `get_config()` in order to be serializable."
+        )
+
+    @classmethod
+    def from_config(cls, config):
+        """Instantiates a schedule from its config.
+
+        Args:
+            config: Output of ``get_config()``.
+
+        Returns:
+            A ``LearningRateSchedule`` instance.
+        """
+        return cls(**config)
+
+
+def _check_positive(name, value):
+    if value <= 0:
+        raise ValueError(f"Argument `{name}` must be > 0. Received: {name}={value}")
+
+
+class ExponentialDecay(LearningRateSchedule):
+    """Exponential decay: ``initial_learning_rate * decay_rate ** (step / decay_steps)``.
+
+    With ``staircase=True`` the exponent is floored, so the rate drops by ``decay_rate`` once
+    every ``decay_steps`` steps. The result has the dtype of ``initial_learning_rate`` (float32
+    for a Python float).
+
+    Example::
+
+        schedule = ExponentialDecay(0.1, decay_steps=100000, decay_rate=0.96, staircase=True)
+        optimizer = ferroptim.optimizers.SGD(learning_rate=schedule)
+
+    Args:
+        initial_learning_rate: A float. The initial learning rate.
+        decay_steps: A positive number. The exponent is ``step / decay_steps``.
+        decay_rate: A float. The decay rate.
+        staircase: A bool. If True, decay at discrete intervals.
+        name: A str. The schedule's name. Defaults to ``"ExponentialDecay"``.
+    """
+
+    def __init__(
+        self,
+        initial_learning_rate,
+        decay_steps,
+        decay_rate,
+        staircase=False,
+        name="ExponentialDecay",
+    ):
+        super().__init__()
+        self.initial_learning_rate = initial_learning_rate
+        self.decay_steps = decay_steps
+        self.decay_rate = decay_rate
+        self.staircase = staircase
+        self.name = name
+        _check_positive("decay_steps", decay_steps)
+
+    def _prepare(self):
+        dtype = _compute_dtype(self.initial_learning_rate)
+        return (
+            dtype,
+            dtype(self.initial_learning_rate),
+            dtype(self.decay_steps),
+            dtype(self.decay_rate),
+            bool(self.staircase),
+        )
+
+    def __call__(self, step):
+        """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
+        dtype, initial, decay_steps, decay_rate, staircase = self._constants()
+        p = _cast_step(step, dtype) / decay_steps
+        if staircase:
+            p = _floor(p)
+        return initial * decay_rate**p
+
+    def get_config(self):
+        """The constructor arguments of this schedule, as a dict."""
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "decay_rate": self.decay_rate,
+            "staircase": self.staircase,
+            "name": self.name,
+        }
+
+
+def _scalar_type(value):
+    """The NumPy scalar type of ``convert_to_tensor(value)`` in Keras (Python int -> int32)."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None:
+        return np.dtype(dtype).type
+    if isinstance(value, bool):
+        return np.bool_
+    if isinstance(value, int):
+        return np.int32
+    return np.float32
+
+
+def _promoted_type(types):
+    """The dtype a sum of scalars of ``types`` ends in under Keras's promotion (int < float)."""
+    floats = [t for t in types if np.dtype(t).kind == "f"]
+    pool = floats or list(types)
+    return max(pool, key=lambda t: np.dtype(t).itemsize)
+
+
+class PiecewiseConstantDecay(LearningRateSchedule):
+    """A piecewise constant schedule.
+
+    The rate is ``values[0]`` while ``step <= boundaries[0]``, ``values[i]`` while
+    ``boundaries[i - 1] < step <= boundaries[i]``, and ``values[-1]`` once
+    ``step > boundaries[-1]``: each interval includes its upper boundary. The boundaries are cast
+    to the step's type (an integer step truncates float boundaries). The result has the dtype of
+    the values (float32 for Python floats, int32 for Python ints).
+
+    Example: 1.0 for the first 100001 steps, 0.5 for the next 10000, 0.1 after::
+
+        schedule = PiecewiseConstantDecay([100000, 110000], [1.0, 0.5, 0.1])
+
+    Args:
+        boundaries: A list of numbers, strictly increasing.
+        values: A list of numbers, one more than ``boundaries``: the value of each interval.
+        name: A str. The schedule's name. Defaults to ``"PiecewiseConstant"``.
+
+    Raises:
+        ValueError: if ``len(boundaries) != len(values) - 1``.
+    """
+
+    def __init__(self, boundaries, values, name="PiecewiseConstant"):
+        super().__init__()
+        if len(boundaries) != len(values) - 1:
+            raise ValueError(
+                "The length of boundaries should be 1 less than the length of "
+                f"values. Received: boundaries={boundaries} of length "
+                f"{len(boundaries)}, and values={values} "
+                f"of length {len(values)}."
+            )
+        self.boundaries = boundaries
+        self.values = values
+        self.name = name
+
+    def _prepare(self):
+        types = [_scalar_type(v) for v in self.values]
+        result_type = types[0] if len(set(types)) == 1 else _promoted_type(types)
+        values = [result_type(v) for v in self.values]
+        boundaries = list(self.boundaries)
+        is_sorted = all(a <= b for a, b in zip(boundaries, boundaries[1:]))
+        # The boundaries cast to each step type met so far, keyed by that type.
+        return values, result_type, boundaries, is_sorted, {}
+
+    def _bounds_for(self, kind, boundaries, by_kind):
+        bounds = by_kind.get(kind)
+        if bounds is None:
+            if kind is int:
+                # Keras casts the boundaries to the step's integer dtype, which truncates.
+                bounds = [int(b) for b in boundaries]
+            else:
+                # Values of `kind` held exactly as Python floats, so comparisons are unchanged.
+                bounds = [float(kind(b)) for b in boundaries]
+            by_kind[kind] = bounds
+        return bounds
+
+    def __call__(self, step):
+        """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
+        values, result_type, boundaries, is_sorted, by_kind = self._constants()
+        if isinstance(step, np.ndarray):
+            step = step[()]
+        if isinstance(step, (int, np.integer)):
+            kind, key = int, int(step)
+        else:
+            # A Python float is float32 to Keras; a NumPy float keeps its own dtype.
+            kind = type(step) if isinstance(step, np.floating) else np.float32
+            key = float(kind(step))
+        bounds = self._bounds_for(kind, boundaries, by_kind)
+        if not bounds:
+            return values[0]
+        if is_sorted:
+            return values[bisect.bisect_left(bounds, key)]
+        # Keras sums value * (step in interval) over all intervals; for unsorted boundaries
+        # several or none of them match, and the sum is what Keras returns.
+        total = result_type(0)
+        if key <= bounds[0]:
+            total = total + values[0]
+        if key > bounds[-1]:
+            total = total + values[-1]
+        for low, high, value in zip(bounds[:-1], bounds[1:], values[1:-1]):
+            if low < key <= high:
+                total = total + value
+        return total
+
+    def get_config(self):
+        """The constructor arguments of this schedule, as a dict."""
+        return {
+            "boundaries": self.boundaries,
+            "values": self.values,
+            "name": self.name,
+        }
+
+
+class PolynomialDecay(LearningRateSchedule):
+    """Polynomial decay from ``initial_learning_rate`` to ``end_learning_rate``.
+
+    Without ``cycle``::
+
+        step = min(step, decay_steps)
+        lr = (initial_learning_rate - end_learning_rate) * (1 - step / decay_steps) ** power
+             + end_learning_rate
+
+    With ``cycle=True``, ``decay_steps`` is replaced by its first multiple not below ``step``
+    (``decay_steps * ceil(step / decay_steps)``, and ``decay_steps`` itself at step 0), so the
+    decay restarts after each period. The result has the dtype of ``initial_learning_rate``.
+
+    Example: decay from 0.1 to 0.01 over 10000 steps along a square root::
+
+        schedule = PolynomialDecay(0.1, 10000, 0.01, power=0.5)
+
+    Args:
+        initial_learning_rate: A float. The initial learning rate.
+        decay_steps: A positive number. The length of the decay.
+        end_learning_rate: A float. The final learning rate. Defaults to ``0.0001``.
+        power: A float. The power of the polynomial. Defaults to ``1.0``.
+        cycle: A bool. Whether to restart the decay beyond ``decay_steps``.
+        name: A str. The schedule's name. Defaults to ``"PolynomialDecay"``.
+    """
+
+    def __init__(
+        self,
+        initial_learning_rate,
+        decay_steps,
+        end_learning_rate=0.0001,
+        power=1.0,
+        cycle=False,
+        name="PolynomialDecay",
+    ):
+        super().__init__()
+        self.initial_learning_rate = initial_learning_rate
+        self.decay_steps = decay_steps
+        self.end_learning_rate = end_learning_rate
+        self.power = power
+        self.cycle = cycle
+        self.name = name
+        _check_positive("decay_steps", decay_steps)
+
+    def _prepare(self):
+        dtype = _compute_dtype(self.initial_learning_rate)
+        initial = dtype(self.initial_learning_rate)
+        end = dtype(self.end_learning_rate)
+        return (
+            dtype,
+            initial - end,
+            end,
+            dtype(self.power),
+            dtype(self.decay_steps),
+            bool(self.cycle),
+        )
+
+    def __call__(self, step):
+        """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
+        dtype, span, end, power, decay_steps, cycle = self._constants()
+        step = _cast_step(step, dtype)
+        if cycle:
+            if step != 0:
+                decay_steps = decay_steps * _ceil(step / decay_steps)
+        elif step > decay_steps:
+            step = decay_steps
+        p = step / decay_steps
+        return span * (1 - p) ** power + end
+
+    def get_config(self):
+        """The constructor arguments of this schedule, as a dict."""
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "end_learning_rate": self.end_learning_rate,
+            "power": self.power,
+            "cycle": self.cycle,
+            "name": self.name,
+        }
+
+
+class InverseTimeDecay(LearningRateSchedule):
+    """Inverse time decay: ``initial_learning_rate / (1 + decay_rate * step / decay_steps)``.
+
+    With ``staircase=True``, ``step / decay_steps`` is floored. ``InverseTimeDecay(lr, 1, decay)``
+    is the Keras 2 ``decay`` argument's rule ``lr / (1 + decay * iterations)``. The result has the
+    dtype of ``initial_learning_rate``.
+
+    Example::
+
+        schedule = InverseTimeDecay(0.1, decay_steps=1.0, decay_rate=0.5)
+
+    Args:
+        initial_learning_rate: A float. The initial learning rate.
+        decay_steps: A positive number. How often to apply decay.
+        decay_rate: A float. The decay rate.
+        staircase: A bool. Whether to decay at discrete intervals.
+        name: A str. The schedule's name. Defaults to ``"InverseTimeDecay"``.
+    """
+
+    def __init__(
+        self,
+        initial_learning_rate,
+        decay_steps,
+        decay_rate,
+        staircase=False,
+        name="InverseTimeDecay",
+    ):
+        super().__init__()
+        self.initial_learning_rate = initial_learning_rate
+        self.decay_steps = decay_steps
+        self.decay_rate = decay_rate
+        self.staircase = staircase
+        self.name = name
+        _check_positive("decay_steps", decay_steps)
+
+    def _prepare(self):
+        dtype = _compute_dtype(self.initial_learning_rate)
+        return (
+            dtype,
+            dtype(self.initial_learning_rate),
+            dtype(self.decay_steps),
+            dtype(self.decay_rate),
+            bool(self.staircase),
+        )
+
+    def __call__(self, step):
+        """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
+        dtype, initial, decay_steps, decay_rate, staircase = self._constants()
+        p = _cast_step(step, dtype) / decay_steps
+        if staircase:
+            p = _floor(p)
+        return initial / (1 + decay_rate * p)
+
+    def get_config(self):
+        """The constructor arguments of this schedule, as a dict."""
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "decay_rate": self.decay_rate,
+            "staircase": self.staircase,
+            "name": self.name,
+        }
+
+
+class CosineDecay(LearningRateSchedule):
+    """Cosine decay with an optional linear warmup (Loshchilov & Hutter, "SGDR", ICLR 2017).
+
+    Without warmup (``warmup_target=None``)::
+
+        step = min(step, decay_steps)
+        lr = initial_learning_rate
+             * ((1 - alpha) * 0.5 * (1 + cos(pi * step / decay_steps)) + alpha)
+
+    With warmup, the rate first rises linearly from ``initial_learning_rate`` to
+    ``warmup_target`` over ``warmup_steps`` steps (Goyal et al., 2017), then follows the cosine
+    decay above from ``warmup_target`` to ``warmup_target * alpha`` over ``decay_steps`` steps::
+
+        step = min(step, warmup_steps + decay_steps)
+        if step < warmup_steps:
+            lr = (warmup_target - initial_learning_rate) * step / warmup_steps
+                 + initial_learning_rate
+        else:
+            lr = warmup_target * ((1 - alpha) * 0.5
+                                  * (1 + cos(pi * (step - warmup_steps) / decay_steps)) + alpha)
+
+    As in Keras, ``1 - alpha`` is computed in double precision before it meets the schedule's
+    dtype (``CosineDecayRestarts`` computes it in that dtype). The result has the dtype of
+    ``initial_learning_rate``.
+
+    Example::
+
+        schedule = CosineDecay(0.0, 1000, warmup_target=0.1, warmup_steps=1000)
+
+    Args:
+        initial_learning_rate: A float. The initial learning rate.
+        decay_steps: A positive number. The number of steps to decay over.
+        alpha: A float. The final rate as a fraction of the rate the decay starts from.
+            Defaults to ``0.0``.
+        name: A str. The schedule's name. Defaults to ``"CosineDecay"``.
+        warmup_target: A float or None. The rate the warmup reaches; None skips the warmup.
+        warmup_steps: A number. The length of the warmup. Defaults to ``0``.
+    """
+
+    def __init__(
+        self,
+        initial_learning_rate,
+        decay_steps,
+        alpha=0.0,
+        name="CosineDecay",
+        warmup_target=None,
+        warmup_steps=0,
+    ):
+        super().__init__()
+        self.initial_learning_rate = initial_learning_rate
+        self.decay_steps = decay_steps
+        self.alpha = alpha
+        self.name = name
+        self.warmup_steps = warmup_steps
+        self.warmup_target = warmup_target
+        _check_positive("decay_steps", decay_steps)
+
+    def _prepare(self):
+        dtype = _compute_dtype(self.initial_learning_rate)
+        initial = dtype(self.initial_learning_rate)
+        decay_steps = dtype(self.decay_steps)
+        warmup = None
+        if self.warmup_target is not None:
+            target = dtype(self.warmup_target)
+            warmup_steps = dtype(self.warmup_steps)
+            warmup = (target, warmup_steps, target - initial, decay_steps + warmup_steps)
+        return (
+            dtype,
+            dtype(1),
+            initial,
+            decay_steps,
+            dtype(math.pi),
+            dtype(1 - self.alpha),
+            dtype(self.alpha),
+            warmup,
+        )
+
+    def __call__(self, step):
+        """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
+        dtype, one, initial, decay_steps, pi, one_minus_alpha, alpha, warmup = self._constants()
+        step = _cast_step(step, dtype)
+        if warmup is None:
+            if step > decay_steps:
+                step = decay_steps
+        else:
+            target, warmup_steps, delta, total_steps = warmup
+            if step > total_steps:
+                step = total_steps
+            if step < warmup_steps:
+                return _fused_multiply_add(delta, step / warmup_steps, initial, one)
+            cosine_decayed = 0.5 * (1.0 + _cos(pi * ((step - warmup_steps) / decay_steps), one))
+            return target * _fused_multiply_add(one_minus_alpha, cosine_decayed, alpha, one)
+        cosine_decayed = 0.5 * (1.0 + _cos(pi * (step / decay_steps), one))
+        return initial * (one_minus_alpha * cosine_decayed + alpha)
+
+    def get_config(self):
+        """The constructor arguments of this schedule, as a dict."""
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "alpha": self.alpha,
+            "name": self.name,
+            "warmup_target": self.warmup_target,
+            "warmup_steps": self.warmup_steps,
+        }
+
+
+class CosineDecayRestarts(LearningRateSchedule):
+    """Cosine decay with warm restarts (Loshchilov & Hutter, "SGDR", ICLR 2017).
+
+    The multiplier decays along a half cosine from 1 to ``alpha`` over ``first_decay_steps``
+    steps, then restarts; period ``i`` lasts ``first_decay_steps * t_mul**i`` steps and its
+    cosine part is scaled by ``m_mul**i``::
+
+        lr = initial_learning_rate
+             * ((1 - alpha) * 0.5 * m_mul**i * (1 + cos(pi * fraction_of_period_i)) + alpha)
+
+    ``alpha`` itself is not scaled by ``m_mul**i``. As in Keras, the period index is found in
+    closed form, ``floor(log(1 - f * (1 - t_mul)) / log(t_mul))`` with
+    ``f = step / first_decay_steps``, in the schedule's dtype. The result has the dtype of
+    ``initial_learning_rate``.
+
+    Example::
+
+        schedule = CosineDecayRestarts(0.1, first_decay_steps=1000)
+
+    Args:
+        initial_learning_rate: A float. The initial learning rate.
+        first_decay_steps: A positive number. The length of the first period.
+        t_mul: A float. Each period is ``t_mul`` times longer than the one before.
+            Defaults to ``2.0``.
+        m_mul: A float. Each period starts ``m_mul`` times lower than the one before.
+            Defaults to ``1.0``.
+        alpha: A float. The final rate as a fraction of ``initial_learning_rate``.
+            Defaults to ``0.0``.
+        name: A str. The schedule's name. Defaults to ``"SGDRDecay"``.
+    """
+
+    def __init__(
+        self,
+        initial_learning_rate,
+        first_decay_steps,
+        t_mul=2.0,
+        m_mul=1.0,
+        alpha=0.0,
+        name="SGDRDecay",
+    ):
+        super().__init__()
+        self.initial_learning_rate = initial_learning_rate
+        self.first_decay_steps = first_decay_steps
+        self._t_mul = t_mul
+        self._m_mul = m_mul
+        self.alpha = alpha
+        self.name = name
+        _check_positive("first_decay_steps", first_decay_steps)
+
+    def _prepare(self):
+        dtype = _compute_dtype(self.initial_learning_rate)
+        alpha = dtype(self.alpha)
+        t_mul = dtype(self._t_mul)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_t_mul = np.log(t_mul)
+        return (
+            dtype,
+            dtype(1),
+            dtype(self.initial_learning_rate),
+            dtype(self.first_decay_steps),
+            dtype(math.pi),
+            1 - alpha,
+            alpha,
+            t_mul,
+            dtype(self._m_mul),
+            t_mul != 1.0,
+            1.0 - t_mul,
+            log_t_mul,
+        )
+
+    def __call__(self, step):
+        """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
+        (
+            dtype,
+            one,
+            initial,
+            first_decay_steps,
+            pi,
+            one_minus_alpha,
+            alpha,
+            t_mul,
+            m_mul,
+            geometric,
+            one_minus_t_mul,
+            log_t_mul,
+        ) = self._constants()
+        fraction = _cast_step(step, dtype) / first_decay_steps
+        if geometric:
+            restart = _floor(
+                _log(_fused_multiply_add(-fraction, one_minus_t_mul, 1.0, one)) / log_t_mul
+            )
+            t_mul_power = t_mul**restart
+            done = (1.0 - t_mul_power) / one_minus_t_mul
+            fraction = (fraction - done) / t_mul_power
+        else:
+            restart = _floor(fraction)
+            fraction = fraction - restart
+        cosine_decayed = 0.5 * m_mul**restart * (1.0 + _cos(pi * fraction, one))
+        return initial * (one_minus_alpha * cosine_decayed + alpha)
+
+    def get_config(self):
+        """The constructor arguments of this schedule, as a dict."""
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "first_decay_steps": self.first_decay_steps,
+            "t_mul": self._t_mul,
+            "m_mul": self._m_mul,
+            "alpha": self.alpha,
+            "name": self.name,
+        }
+
+
+_BUILTIN = {
+    cls.__name__: cls
+    for cls in (
+        CosineDecay,
+        CosineDecayRestarts,
+        ExponentialDecay,
+        InverseTimeDecay,
+        PiecewiseConstantDecay,
+        PolynomialDecay,
+    )
+}
+
+
+def _plain(value):
+    """``value`` with NumPy scalars turned into Python scalars, as Keras's serializer does."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(item) for item in value)
+    if isinstance(value, np.ndarray) and value.ndim > 0:
+        return {
+            "class_name": "__numpy__",
+            "config": {"value": value.tolist(), "dtype": value.dtype.name},
+        }
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.item()
+    return value
+
+
+def serialize(learning_rate_schedule):
+    """Serializes a schedule into a JSON-compatible dict, in Keras's format.
+
+    A built-in schedule gives
+    ``{"module": "keras.optimizers.schedules", "class_name": ..., "config": ...,
+    "registered_name": None}``, readable by Keras itself; a user subclass gives its own module and
+    ``registered_name`` set to its class name, to be found again through ``custom_objects``.
+
+    Args:
+        learning_rate_schedule: The ``LearningRateSchedule`` to serialize.
+
+    Returns:
+        A dict, or None for None.
+    """
+    if learning_rate_schedule is None:
+        return None
+    cls = type(learning_rate_schedule)
+    if not hasattr(learning_rate_schedule, "get_config"):
+        raise TypeError(
+            f"Cannot serialize object {learning_rate_schedule} of type {cls}. "
+            "To be serializable, a class must implement the `get_config()` method."
+        )
+    config = learning_rate_schedule.get_config()
+    if not isinstance(config, dict):
+        raise TypeError(
+            f"The `get_config()` method of {learning_rate_schedule} should return "
+            f"a dict. It returned: {config}"
+        )
+    if _BUILTIN.get(cls.__name__) is cls:
+        module, registered_name = _MODULE, None
+    else:
+        module, registered_name = cls.__module__, cls.__name__
+    return {
+        "module": module,
+        "class_name": cls.__name__,
+        "config": _plain(config),
+        "registered_name": registered_name,
+    }
+
+
+def deserialize(config, custom_objects=None):
+    """Instantiates a schedule from its serialized form.
+
+    The class is looked up first in ``custom_objects`` (by ``class_name``, then by
+    ``registered_name``), then among the six built-in schedules by their exact, case-sensitive
+    class name, as Keras does. A string is taken as a class name with an empty config.
+
+    Args:
+        config: A dict ``{"class_name": str, "config": dict, ...}``, as ``serialize`` returns.
+        custom_objects: A dict mapping class names to user-defined schedule classes.
+
+    Returns:
+        A ``LearningRateSchedule`` instance, or None for None.
+
+    Raises:
+        ValueError: if the class is unknown or the dict has no ``class_name``.
+        TypeError: if ``config`` is neither a dict nor a string.
+    """
+    if config is None:
+        return None
+    if isinstance(config, str):
+        config = {"class_name": config, "config": {}}
+    if not isinstance(config, dict):
+        raise TypeError(f"Could not parse config: {config}")
+    if "class_name" not in config:
+        raise ValueError(f"Unknown `config` as a `dict`, config={config}")
+    class_name = config["class_name"]
+    custom_objects = custom_objects or {}
+    cls = custom_objects.get(class_name)
+    if cls is None:
+        cls = custom_objects.get(config.get("registered_name"))
+    if cls is None:
+        cls = _BUILTIN.get(class_name)
+    if cls is None:
+        raise ValueError(
+            f"Unknown decay: '{class_name}'. Please ensure you are using a built-in "
+            "schedule's exact class name, or pass the class in `custom_objects`."
+        )
+    return cls.from_config(config.get("config") or {})
