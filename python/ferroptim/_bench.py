@@ -1,0 +1,1167 @@
+"""Benchmark harness behind `python -m ferroptim bench` and `benches/bench.py`.
+
+Every number is measured in one process run, next to its peers, so the ratios mean something
+even on a noisy shared machine where absolute times drift from run to run:
+
+- ferroptim: `opt.apply_gradients(zip(grads, params))`, the public API;
+- NumPy as a user writes it: the Keras formulas with temporaries, one tensor at a time;
+- NumPy with `out=`: in-place ufuncs and preallocated scratch, the best a careful user can do;
+- torch: `torch.optim.<Name>(fused=True)` on CPU over the same memory, when torch imports;
+- roofline: `_native.roofline`, a streaming kernel that moves the same bytes as the step through
+  the same driver with no arithmetic to speak of. It is the floor a step can approach.
+
+Timing: each peer is warmed up, then called in a loop for a block of at least `min_block`
+seconds; blocks of all peers of a case alternate (round robin) so a noisy moment hurts them
+alike; the table reports the best block (the least disturbed one), the JSON keeps every block.
+
+A new optimizer is one entry in `OPTIMIZERS`: its constructor arguments, its slots, and its
+NumPy reference steps (which must do the same work as ferroptim: tests check that they agree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import itertools
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
+
+import numpy as np
+
+DTYPE = np.float32
+
+Arrays = List[np.ndarray]
+Shape = Tuple[int, ...]
+
+
+# --------------------------------------------------------------------------------------------
+# NumPy reference steps. Hyperparameters arrive as keyword arguments named as in Keras;
+# `iterations` is the step count before this step (t = iterations + 1), as in Keras.
+
+
+def sgd_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
+              learning_rate: float, momentum: float) -> None:
+    """SGD with momentum as a NumPy user writes it (keras/src/optimizers/sgd.py order).
+
+    Args:
+        params: parameters, updated in place.
+        grads: gradients, one per parameter.
+        slots: `[momentums]`, one array per parameter, updated in place.
+        iterations: steps done before this one (unused: SGD has no step-dependent scalar).
+        learning_rate: the step size.
+        momentum: the momentum coefficient.
+    """
+    del iterations
+    (momentums,) = slots
+    for p, g, m in zip(params, grads, momentums):
+        m[...] = m * momentum - g * learning_rate
+        p += m
+
+
+def sgd_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
+                  scratch: Sequence[Arrays], iterations: int, *,
+                  learning_rate: float, momentum: float) -> None:
+    """SGD with momentum in in-place ufuncs over preallocated scratch (no temporaries).
+
+    Args:
+        params, grads, slots, iterations, learning_rate, momentum: as in `sgd_numpy`.
+        scratch: per parameter, `[s]`: one array of the parameter's shape to overwrite.
+    """
+    del iterations
+    (momentums,) = slots
+    for p, g, m, (s,) in zip(params, grads, momentums, scratch):
+        np.multiply(g, learning_rate, out=s)
+        m *= momentum
+        m -= s
+        p += m
+
+
+def adam_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
+               learning_rate: float, beta_1: float, beta_2: float, epsilon: float) -> None:
+    """Adam as a NumPy user writes it (keras/src/optimizers/adam.py order, "epsilon hat").
+
+    Args:
+        params: parameters, updated in place.
+        grads: gradients, one per parameter.
+        slots: `[momentums, velocities]`, each one array per parameter, updated in place.
+        iterations: steps done before this one.
+        learning_rate, beta_1, beta_2, epsilon: Keras's Adam hyperparameters.
+    """
+    t = iterations + 1
+    alpha = learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t)
+    momentums, velocities = slots
+    for p, g, m, v in zip(params, grads, momentums, velocities):
+        m += (g - m) * (1 - beta_1)
+        v += (g * g - v) * (1 - beta_2)
+        p -= (m * alpha) / (np.sqrt(v) + epsilon)
+
+
+def adam_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
+                   scratch: Sequence[Arrays], iterations: int, *,
+                   learning_rate: float, beta_1: float, beta_2: float, epsilon: float) -> None:
+    """Adam in in-place ufuncs over preallocated scratch (no temporaries).
+
+    Args:
+        params, grads, slots, iterations, learning_rate, beta_1, beta_2, epsilon: as in
+            `adam_numpy`.
+        scratch: per parameter, `[s]`: one array of the parameter's shape to overwrite.
+    """
+    t = iterations + 1
+    alpha = learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t)
+    momentums, velocities = slots
+    for p, g, m, v, (s,) in zip(params, grads, momentums, velocities, scratch):
+        np.subtract(g, m, out=s)
+        s *= 1 - beta_1
+        m += s
+        np.multiply(g, g, out=s)
+        s -= v
+        s *= 1 - beta_2
+        v += s
+        np.sqrt(v, out=s)
+        s += epsilon
+        np.divide(m, s, out=s)
+        s *= alpha
+        p -= s
+
+
+def _sgd_torch(torch: Any, tensors: list, implementation: Mapping[str, Any], *,
+               learning_rate: float, momentum: float) -> Any:
+    # torch keeps `buf = momentum * buf + g; p -= lr * buf`: the same streams as Keras's form.
+    return torch.optim.SGD(tensors, lr=learning_rate, momentum=momentum, **implementation)
+
+
+def _adam_torch(torch: Any, tensors: list, implementation: Mapping[str, Any], *,
+                learning_rate: float, beta_1: float, beta_2: float, epsilon: float) -> Any:
+    # torch adds eps to the bias-corrected sqrt(v) where Keras adds it to the raw one: the
+    # numbers differ slightly, the work per element does not.
+    return torch.optim.Adam(tensors, lr=learning_rate, betas=(beta_1, beta_2), eps=epsilon,
+                            **implementation)
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchOptimizer:
+    """One optimizer as every peer runs it.
+
+    Args:
+        name: the registry key and `--optimizers` spelling, e.g. "adam".
+        keras_name: the class name in `ferroptim.optimizers` (Keras's), e.g. "Adam".
+        kwargs: constructor arguments (Keras names), given to every peer; list every
+            hyperparameter the NumPy steps need, even at its Keras default.
+        slot_inits: the initial value of each slot, in Keras's slot order; their count sets the
+            roofline's streams and the bytes per element.
+        numpy_step: `f(params, grads, slots, iterations, **kwargs)`, NumPy as a user writes it.
+        numpy_out_step: `f(params, grads, slots, scratch, iterations, **kwargs)` with in-place
+            ufuncs, or None when there is none.
+        scratch_per_tensor: how many scratch arrays `numpy_out_step` needs per parameter.
+        torch_optimizer: `f(torch, tensors, implementation, **kwargs)` building the
+            torch.optim optimizer, `implementation` (`{"fused": True}` or `{}`) among its
+            arguments; None when torch has no counterpart.
+    """
+
+    name: str
+    keras_name: str
+    kwargs: Mapping[str, Any]
+    slot_inits: Tuple[float, ...]
+    numpy_step: Callable[..., None]
+    numpy_out_step: Optional[Callable[..., None]] = None
+    scratch_per_tensor: int = 1
+    torch_optimizer: Optional[Callable[..., Any]] = None
+
+    def bytes_per_element(self, itemsize: int) -> int:
+        """Bytes a fused step moves per parameter element: reads the parameter, the gradient
+        and every slot, writes the parameter and every slot.
+
+        Args:
+            itemsize: bytes per element of the dtype.
+        """
+        slots = len(self.slot_inits)
+        return itemsize * ((2 + slots) + (1 + slots))
+
+    def make_slots(self, params: Arrays) -> List[Arrays]:
+        """Fresh slots for `params`: one list per slot kind, one array per parameter.
+
+        Args:
+            params: the parameters the slots belong to.
+        """
+        return [[np.full_like(p, value) for p in params] for value in self.slot_inits]
+
+
+OPTIMIZERS: Dict[str, BenchOptimizer] = {
+    spec.name: spec
+    for spec in [
+        BenchOptimizer("sgd", "SGD", {"learning_rate": 0.01, "momentum": 0.9}, (0.0,),
+                       sgd_numpy, sgd_numpy_out, 1, _sgd_torch),
+        BenchOptimizer("adam", "Adam",
+                       {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+                       (0.0, 0.0), adam_numpy, adam_numpy_out, 1, _adam_torch),
+    ]
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Cases: the shapes of one step's parameter list.
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A parameter list to step: a name for the table and the shape of every tensor.
+
+    Args:
+        name: how `--sizes` spells it and the table shows it.
+        shapes: one shape per tensor.
+    """
+
+    name: str
+    shapes: Tuple[Shape, ...]
+
+    @property
+    def elements(self) -> int:
+        """Total number of parameter elements."""
+        return sum(math.prod(shape) for shape in self.shapes)
+
+
+def _mlp_shapes() -> List[Shape]:
+    sizes = [784, 256, 128, 10]
+    shapes: List[Shape] = []
+    for fan_in, fan_out in zip(sizes, sizes[1:]):
+        shapes += [(fan_in, fan_out), (fan_out,)]
+    return shapes
+
+
+def _gpt2_small_shapes() -> List[Shape]:
+    d, ff, vocab, context, layers = 768, 3072, 50257, 1024, 12
+    shapes: List[Shape] = [(vocab, d), (context, d)]  # wte, wpe
+    for _ in range(layers):
+        shapes += [
+            (d,), (d,),                  # ln_1 weight, bias
+            (d, 3 * d), (3 * d,),        # attn.c_attn
+            (d, d), (d,),                # attn.c_proj
+            (d,), (d,),                  # ln_2
+            (d, ff), (ff,),              # mlp.c_fc
+            (ff, d), (d,),               # mlp.c_proj
+        ]
+    return shapes + [(d,), (d,)]         # ln_f
+
+
+NAMED_CASES: Dict[str, Callable[[], List[Shape]]] = {"mlp": _mlp_shapes, "gpt2": _gpt2_small_shapes}
+
+_SUFFIXES = {"": 1, "K": 10**3, "M": 10**6}
+_SIZE = re.compile(r"^(?:(\d+)x)?(\d+)([KM]?)$", re.IGNORECASE)
+
+
+def parse_case(text: str) -> Case:
+    """A `--sizes` entry as a Case.
+
+    Args:
+        text: "mlp" (784-256-128-10, 6 tensors), "gpt2" (GPT-2 small, 148 tensors),
+            "<n>" / "<n>K" / "<n>M" (one 1-D tensor; K = 10**3, M = 10**6 elements), or
+            "<count>x<size>" (that many tensors of that size), e.g. "100x1K".
+    """
+    key = text.strip()
+    if key.lower() in NAMED_CASES:
+        return Case(key.lower(), tuple(NAMED_CASES[key.lower()]()))
+    match = _SIZE.match(key)
+    if match is None or int(match.group(2)) == 0 or int(match.group(1) or 1) == 0:
+        raise ValueError(f"Unknown size {text!r}: expected mlp, gpt2, <n>[K|M] or "
+                         f"<count>x<n>[K|M], e.g. 32M or 100x1K.")
+    count = int(match.group(1) or 1)
+    size = int(match.group(2)) * _SUFFIXES[match.group(3).upper()]
+    name = key.upper().replace("X", "x") if match.group(3) else key
+    return Case(name, ((size,),) * count)
+
+
+# --------------------------------------------------------------------------------------------
+# Settings.
+
+DEFAULT_SIZES = "1K,100K,4M,32M,mlp,gpt2,100x1K"
+QUICK_SIZES = "1K,100K,mlp,100x1K"
+DEFAULT_SCALING_SIZES = "100K,1M"
+QUICK_SCALING_SIZES = "100K"
+# The marginal cost of one more small tensor is read off these two cases of the main table.
+MARGINAL_PAIR = ("1K", "100x1K")
+
+
+@dataclasses.dataclass
+class Settings:
+    """What one benchmark run measures and how long it times each peer.
+
+    Args:
+        optimizers: registry keys of `OPTIMIZERS`.
+        sizes: cases of the main table.
+        scaling_sizes: cases of the thread-scaling table (ferroptim and roofline only).
+        threads: thread counts of the scaling table; the main table runs with the largest.
+        min_block: seconds a timed block lasts at least (calls are looped to fill it).
+        repeats: timed blocks per peer (fewer, but at least `min_repeats`, past `budget`).
+        min_repeats: timed blocks every peer gets.
+        budget: seconds of timed blocks after which a slow peer stops repeating.
+        json_path: where to write the raw results, or None.
+        seed: seed of the random parameters and gradients.
+    """
+
+    optimizers: List[str]
+    sizes: List[Case]
+    scaling_sizes: List[Case]
+    threads: List[int]
+    min_block: float = 0.025
+    repeats: int = 7
+    min_repeats: int = 3
+    budget: float = 3.0
+    json_path: Optional[str] = None
+    seed: int = 0
+
+    @property
+    def main_threads(self) -> int:
+        """The thread count of the main table."""
+        return max(self.threads)
+
+
+DESCRIPTION = ("Time ferroptim's optimizer steps against NumPy, NumPy with out=, torch (when "
+               "installed) and a native roofline, in one process, and print a Markdown table.")
+
+
+def _split(text: str) -> List[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the benchmark's options to `parser`.
+
+    Args:
+        parser: the parser of `python -m ferroptim bench` or of `benches/bench.py`.
+    """
+    cores = os.cpu_count() or 1
+    parser.add_argument("--quick", action="store_true",
+                        help=f"small sizes ({QUICK_SIZES}) and short timing: a smoke test "
+                             "that finishes in well under a minute")
+    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS), metavar="LIST",
+                        help="comma-separated, from: " + ", ".join(OPTIMIZERS)
+                             + " (default: all)")
+    parser.add_argument("--sizes", metavar="LIST",
+                        help=f"cases of the main table (default: {DEFAULT_SIZES}); "
+                             "<n>[K|M] is one tensor of n elements (K=1e3, M=1e6), "
+                             "<count>x<n>[K|M] that many tensors, mlp is 784-256-128-10, "
+                             "gpt2 the 148 tensors of GPT-2 small")
+    parser.add_argument("--scaling-sizes", metavar="LIST",
+                        help=f"cases of the thread-scaling table (default: "
+                             f"{DEFAULT_SCALING_SIZES}; empty to skip)")
+    parser.add_argument("--threads", metavar="LIST", default=f"1,{cores}" if cores > 1 else "1",
+                        help="thread counts compared in the scaling table; the main table "
+                             "uses the largest (default: 1,<cores>)")
+    parser.add_argument("--repeats", type=int, metavar="N",
+                        help="timed blocks per peer (default: 7, quick: 3)")
+    parser.add_argument("--min-block-ms", type=float, metavar="MS",
+                        help="minimum duration of a timed block (default: 25, quick: 10)")
+    parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Validate parsed options into Settings (a ValueError names the bad option).
+
+    Args:
+        args: the namespace `add_arguments` options were parsed into.
+    """
+    optimizers = _split(args.optimizers)
+    unknown = [name for name in optimizers if name.lower() not in OPTIMIZERS]
+    if unknown or not optimizers:
+        raise ValueError(f"--optimizers: unknown {', '.join(unknown) or '(empty list)'}; "
+                         f"known: {', '.join(OPTIMIZERS)}")
+    try:
+        threads = [int(n) for n in _split(args.threads)]
+    except ValueError:
+        threads = []
+    if not threads or min(threads) < 1:
+        raise ValueError(f"--threads: expected positive integers, got {args.threads!r}")
+    sizes = args.sizes if args.sizes is not None else (QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    scaling = args.scaling_sizes
+    if scaling is None:
+        scaling = QUICK_SCALING_SIZES if args.quick else DEFAULT_SCALING_SIZES
+    settings = Settings(
+        optimizers=[name.lower() for name in optimizers],
+        sizes=[parse_case(text) for text in _split(sizes)],
+        scaling_sizes=[parse_case(text) for text in _split(scaling)],
+        threads=threads,
+        json_path=args.json,
+    )
+    if args.quick:
+        settings.min_block, settings.repeats, settings.budget = 0.010, 3, 0.3
+    if args.repeats is not None:
+        if args.repeats < 1:
+            raise ValueError(f"--repeats: expected a positive integer, got {args.repeats}")
+        settings.repeats = args.repeats
+    settings.min_repeats = min(settings.min_repeats, settings.repeats)
+    if args.min_block_ms is not None:
+        if not args.min_block_ms > 0:
+            raise ValueError(f"--min-block-ms: expected a positive number, got {args.min_block_ms}")
+        settings.min_block = args.min_block_ms / 1000
+    return settings
+
+
+# --------------------------------------------------------------------------------------------
+# Timing.
+
+
+@dataclasses.dataclass
+class Peer:
+    """One contestant of a case: a step to time, and what to do before each of its blocks.
+
+    Args:
+        name: "ferroptim", "numpy", "numpy_out", "torch" or "roofline" (or a variant name).
+        step: runs one optimizer step.
+        setup: called before each timed block (e.g. to set the thread count), or None.
+        label: what the notes call it (e.g. "torch fused"), when it differs from `name`.
+    """
+
+    name: str
+    step: Callable[[], None]
+    setup: Optional[Callable[[], None]] = None
+    label: Optional[str] = None
+
+
+@dataclasses.dataclass
+class Timing:
+    """The timed blocks of one peer.
+
+    Args:
+        calls_per_block: how many steps each block loops.
+        per_call: seconds per step, one entry per block.
+    """
+
+    calls_per_block: int
+    per_call: List[float]
+
+    @property
+    def best(self) -> float:
+        """Seconds per step of the least disturbed block."""
+        return min(self.per_call)
+
+    @property
+    def median(self) -> float:
+        """Median seconds per step over the blocks."""
+        return statistics.median(self.per_call)
+
+    def to_json(self) -> Dict[str, Any]:
+        """The timing as plain JSON values."""
+        return {"best_s": self.best, "median_s": self.median,
+                "calls_per_block": self.calls_per_block, "per_call_s": self.per_call}
+
+
+def _block(step: Callable[[], None], calls: int) -> float:
+    # As timeit does: a collection triggered by one peer's garbage must not land in another's
+    # block.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for _ in range(calls):
+            step()
+        return time.perf_counter() - start
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _calls_per_block(peer: Peer, min_block: float) -> int:
+    # Grows the loop until one block lasts min_block; the blocks run here also warm the peer
+    # up (lazy slot creation, page faults of fresh buffers, thread pool start).
+    calls = 1
+    while True:
+        elapsed = _block(peer.step, calls)
+        if elapsed >= min_block:
+            return calls
+        calls = max(calls * 2, math.ceil(calls * 1.2 * min_block / max(elapsed, 1e-9)))
+
+
+def time_peers(peers: Sequence[Peer], settings: Settings) -> Dict[str, Timing]:
+    """Time every peer in alternating blocks.
+
+    Args:
+        peers: the contestants; their steps must be ready to run (state built lazily is fine).
+        settings: block length, repeats and budget.
+    """
+    calls: Dict[str, int] = {}
+    for peer in peers:
+        if peer.setup is not None:
+            peer.setup()
+        peer.step()
+        calls[peer.name] = _calls_per_block(peer, settings.min_block)
+    samples: Dict[str, List[float]] = {peer.name: [] for peer in peers}
+    spent = dict.fromkeys(samples, 0.0)
+    for round_ in range(settings.repeats):
+        for peer in peers:
+            if round_ >= settings.min_repeats and spent[peer.name] > settings.budget:
+                continue
+            if peer.setup is not None:
+                peer.setup()
+            elapsed = _block(peer.step, calls[peer.name])
+            spent[peer.name] += elapsed
+            samples[peer.name].append(elapsed / calls[peer.name])
+    return {name: Timing(calls[name], per_call) for name, per_call in samples.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Peers.
+
+
+class Unavailable(Exception):
+    """A peer that cannot run here (e.g. torch is not installed); the message says why."""
+
+
+def _set_threads(n: int) -> None:
+    import ferroptim
+
+    ferroptim.set_num_threads(n)
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as error:
+        raise Unavailable(f"torch is not installed ({error})") from None
+    return torch
+
+
+def ferroptim_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays, name: str = "ferroptim",
+                   threads: Optional[int] = None) -> Peer:
+    """ferroptim through its public API: `opt.apply_gradients(zip(grads, params))`.
+
+    Args:
+        spec: the optimizer.
+        params, grads: the case's arrays (params are updated in place).
+        name: the peer's name in the results.
+        threads: set before every block when given (for thread-scaling comparisons).
+    """
+    import ferroptim
+
+    optimizer = getattr(ferroptim.optimizers, spec.keras_name)(**spec.kwargs)
+
+    def step() -> None:
+        optimizer.apply_gradients(zip(grads, params))
+
+    setup = None if threads is None else (lambda: _set_threads(threads))
+    return Peer(name, step, setup)
+
+
+def roofline_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays, name: str = "roofline",
+                  threads: Optional[int] = None) -> Peer:
+    """The native streaming floor: the same streams as the optimizer's step.
+
+    Args:
+        spec: the optimizer whose slot count sets the streams.
+        params, grads: the case's arrays.
+        name: the peer's name in the results.
+        threads: set before every block when given.
+    """
+    from ferroptim import _native
+
+    slots = spec.make_slots(params)
+
+    def step() -> None:
+        _native.roofline(params, grads, slots)
+
+    setup = None if threads is None else (lambda: _set_threads(threads))
+    return Peer(name, step, setup)
+
+
+def numpy_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays) -> Peer:
+    """NumPy as a user writes it (`spec.numpy_step`), with its own slots.
+
+    Args:
+        spec: the optimizer.
+        params, grads: the case's arrays.
+    """
+    slots = spec.make_slots(params)
+    counter = itertools.count()
+
+    def step() -> None:
+        spec.numpy_step(params, grads, slots, next(counter), **spec.kwargs)
+
+    return Peer("numpy", step)
+
+
+def make_scratch(spec: BenchOptimizer, params: Arrays) -> List[Arrays]:
+    """Scratch for `spec.numpy_out_step`: views of a few flat buffers sized to the largest
+    parameter (a careful user reuses one buffer rather than holding one per tensor).
+
+    Args:
+        spec: the optimizer (its `scratch_per_tensor`).
+        params: the parameters; every view has its parameter's shape.
+    """
+    largest = max((p.size for p in params), default=0)
+    buffers = [np.empty(largest, dtype=DTYPE) for _ in range(spec.scratch_per_tensor)]
+    return [[buffer[:p.size].reshape(p.shape) for buffer in buffers] for p in params]
+
+
+def numpy_out_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays) -> Peer:
+    """NumPy with `out=` and preallocated scratch (`spec.numpy_out_step`).
+
+    Args:
+        spec: the optimizer.
+        params, grads: the case's arrays.
+    """
+    if spec.numpy_out_step is None:
+        raise Unavailable(f"no NumPy out= step for {spec.name}")
+    out_step = spec.numpy_out_step
+    slots = spec.make_slots(params)
+    scratch = make_scratch(spec, params)
+    counter = itertools.count()
+
+    def step() -> None:
+        out_step(params, grads, slots, scratch, next(counter), **spec.kwargs)
+
+    return Peer("numpy_out", step)
+
+
+def torch_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays, threads: int) -> Peer:
+    """torch.optim on CPU, over the same memory as the other peers (`torch.from_numpy`).
+
+    `fused=True` (a single multi-tensor CPU kernel, torch >= 2.4) when this torch accepts it,
+    else torch's default implementation, labelled as such.
+
+    Args:
+        spec: the optimizer.
+        params, grads: the case's arrays; the tensors share their memory.
+        threads: torch's intra-op thread count for the run.
+    """
+    torch = _torch()
+    if spec.torch_optimizer is None:
+        raise Unavailable(f"torch has no counterpart of {spec.keras_name}")
+    torch.set_num_threads(threads)
+    tensors = []
+    for p, g in zip(params, grads):
+        tensor = torch.from_numpy(p)
+        tensor.requires_grad_(True)
+        tensor.grad = torch.from_numpy(g)
+        tensors.append(tensor)
+    try:
+        optimizer = spec.torch_optimizer(torch, tensors, {"fused": True}, **spec.kwargs)
+        label = "torch fused"
+    except (RuntimeError, TypeError, ValueError):
+        # An older torch: no CPU fused kernel, or no `fused` argument for this optimizer.
+        optimizer = spec.torch_optimizer(torch, tensors, {}, **spec.kwargs)
+        label = "torch (not fused)"
+    label += f" {torch.__version__}"
+
+    def step() -> None:
+        optimizer.step()
+
+    return Peer("torch", step, lambda: torch.set_num_threads(threads), label)
+
+
+# --------------------------------------------------------------------------------------------
+# Running.
+
+MAIN_PEERS = ("ferroptim", "roofline", "numpy", "numpy_out", "torch")
+PEER_TITLES = {"ferroptim": "ferroptim", "roofline": "roofline", "numpy": "NumPy",
+               "numpy_out": "NumPy out=", "torch": "torch"}
+
+
+@dataclasses.dataclass
+class CaseResult:
+    """The timings of one (optimizer, case).
+
+    Args:
+        optimizer: registry key.
+        case: the case.
+        threads: ferroptim's (and torch's) thread count.
+        bytes_per_element: bytes a fused step moves per element.
+        timings: peer name -> Timing, for the peers that ran.
+        unavailable: peer name -> why it did not run.
+        labels: peer name -> descriptive label, where it has one.
+    """
+
+    optimizer: str
+    case: Case
+    threads: int
+    bytes_per_element: int
+    timings: Dict[str, Timing]
+    unavailable: Dict[str, str]
+    labels: Dict[str, str]
+
+    def best(self, peer: str) -> Optional[float]:
+        """Best seconds per step of `peer`, or None when it did not run.
+
+        Args:
+            peer: the peer's name.
+        """
+        timing = self.timings.get(peer)
+        return None if timing is None else timing.best
+
+    def to_json(self) -> Dict[str, Any]:
+        """The result as plain JSON values."""
+        return {
+            "optimizer": self.optimizer, "case": self.case.name, "elements": self.case.elements,
+            "tensors": len(self.case.shapes), "threads": self.threads,
+            "bytes_per_element": self.bytes_per_element,
+            "peers": {name: timing.to_json() for name, timing in self.timings.items()},
+            "unavailable": self.unavailable, "labels": self.labels,
+        }
+
+
+def make_arrays(case: Case, seed: int) -> Tuple[Arrays, Arrays]:
+    """Random float32 parameters (standard normal) and gradients (scale 1e-2) for `case`.
+
+    Args:
+        case: the shapes.
+        seed: the random seed.
+    """
+    rng = np.random.default_rng(seed)
+    params, grads = [], []
+    for shape in case.shapes:
+        params.append(rng.standard_normal(shape, dtype=DTYPE))
+        grad = rng.standard_normal(shape, dtype=DTYPE)
+        grad *= 0.01
+        grads.append(grad)
+    return params, grads
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_case(spec: BenchOptimizer, case: Case, settings: Settings) -> CaseResult:
+    """Time every peer of the main table on one case; their arrays are freed on return.
+
+    Args:
+        spec: the optimizer.
+        case: the parameter shapes.
+        settings: thread count and timing settings.
+    """
+    threads = settings.main_threads
+    _set_threads(threads)
+    params, grads = make_arrays(case, settings.seed)
+    builders: Dict[str, Callable[[], Peer]] = {
+        "ferroptim": lambda: ferroptim_peer(spec, params, grads),
+        "roofline": lambda: roofline_peer(spec, params, grads),
+        "numpy": lambda: numpy_peer(spec, params, grads),
+        "numpy_out": lambda: numpy_out_peer(spec, params, grads),
+        "torch": lambda: torch_peer(spec, params, grads, threads),
+    }
+    peers, unavailable = [], {}
+    for name in MAIN_PEERS:
+        try:
+            peers.append(builders[name]())
+        except Unavailable as reason:
+            unavailable[name] = str(reason)
+    timings = time_peers(peers, settings)
+    labels = {peer.name: peer.label for peer in peers if peer.label}
+    result = CaseResult(spec.name, case, threads, spec.bytes_per_element(DTYPE().itemsize),
+                        timings, unavailable, labels)
+    del peers, builders, params, grads
+    gc.collect()
+    return result
+
+
+@dataclasses.dataclass
+class ScalingResult:
+    """ferroptim and roofline at each thread count on one case.
+
+    Args:
+        optimizer: registry key.
+        case: the case.
+        timings: thread count -> {"ferroptim": Timing, "roofline": Timing}.
+    """
+
+    optimizer: str
+    case: Case
+    timings: Dict[int, Dict[str, Timing]]
+
+    def to_json(self) -> Dict[str, Any]:
+        """The result as plain JSON values."""
+        return {"optimizer": self.optimizer, "case": self.case.name,
+                "elements": self.case.elements,
+                "threads": {str(n): {peer: timing.to_json() for peer, timing in peers.items()}
+                            for n, peers in self.timings.items()}}
+
+
+def run_scaling(spec: BenchOptimizer, case: Case, settings: Settings) -> ScalingResult:
+    """ferroptim and the roofline at every thread count, the counts alternating by block.
+
+    Args:
+        spec: the optimizer.
+        case: the parameter shapes.
+        settings: thread counts and timing settings.
+    """
+    params, grads = make_arrays(case, settings.seed)
+    peers = []
+    for n in settings.threads:
+        peers.append(ferroptim_peer(spec, params, grads, f"ferroptim@{n}", threads=n))
+        peers.append(roofline_peer(spec, params, grads, f"roofline@{n}", threads=n))
+    timings = time_peers(peers, settings)
+    _set_threads(settings.main_threads)
+    result = ScalingResult(spec.name, case, {
+        n: {"ferroptim": timings[f"ferroptim@{n}"], "roofline": timings[f"roofline@{n}"]}
+        for n in settings.threads})
+    del peers, params, grads
+    gc.collect()
+    return result
+
+
+def environment() -> Dict[str, Any]:
+    """What the numbers depend on: versions, SIMD level, threads, CPU."""
+    import ferroptim
+    from ferroptim import _native
+
+    try:
+        torch_version: Optional[str] = _torch().__version__
+        torch_note = f"torch {torch_version}"
+    except Unavailable as reason:
+        torch_version, torch_note = None, str(reason)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "ferroptim": ferroptim.__version__, "simd_level": _native.simd_level(),
+        "default_threads": ferroptim.get_num_threads(), "cores": os.cpu_count(), "cpu": cpu,
+        "numpy": np.__version__, "torch": torch_version, "torch_note": torch_note,
+        "python": platform.python_version(), "platform": platform.platform(),
+        # Other work on the machine skews the absolute times (and thread scaling most).
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
+@dataclasses.dataclass
+class Report:
+    """Everything one run measured.
+
+    Args:
+        settings: what was asked.
+        env: `environment()`.
+        cases: main table results, in order.
+        scaling: thread-scaling results, in order.
+    """
+
+    settings: Settings
+    env: Dict[str, Any]
+    cases: List[CaseResult]
+    scaling: List[ScalingResult]
+
+    def find(self, optimizer: str, case: str) -> Optional[CaseResult]:
+        """The main-table result of `optimizer` on the case `case` spells, or None.
+
+        Args:
+            optimizer: registry key.
+            case: a `--sizes` entry; cases match by shapes, so "1K" finds "1000".
+        """
+        shapes = parse_case(case).shapes
+        for result in self.cases:
+            if result.optimizer == optimizer and result.case.shapes == shapes:
+                return result
+        return None
+
+    def markdown(self) -> str:
+        """The report as Markdown: environment, main table, marginal cost, scaling, targets."""
+        return render_markdown(self)
+
+    def to_json(self) -> Dict[str, Any]:
+        """The raw results as plain JSON values."""
+        settings = dataclasses.asdict(self.settings)
+        settings["sizes"] = [case.name for case in self.settings.sizes]
+        settings["scaling_sizes"] = [case.name for case in self.settings.scaling_sizes]
+        return {"environment": self.env, "settings": settings,
+                "cases": [result.to_json() for result in self.cases],
+                "scaling": [result.to_json() for result in self.scaling]}
+
+
+def _settle_allocator() -> None:
+    # glibc serves blocks above a threshold with fresh mmap pages (a page fault per 4 KiB on
+    # first touch) and raises that threshold, up to 32 MiB, each time such a block is freed.
+    # A training process has long since freed large activations, so its threshold sits at the
+    # top; a fresh process would instead charge NumPy's temporaries for page faults depending
+    # on which cases ran before (7x at 100K). Freeing one large block reaches the steady state.
+    block = np.empty(31 * 2**20, dtype=np.uint8)
+    del block
+
+
+def run(settings: Settings) -> Report:
+    """Run the whole benchmark (progress goes to stderr).
+
+    Args:
+        settings: what to measure.
+    """
+    _settle_allocator()
+    env = environment()
+    original_threads = env["default_threads"]
+    cases, scaling = [], []
+    try:
+        for name in settings.optimizers:
+            spec = OPTIMIZERS[name]
+            for case in settings.sizes:
+                _log(f"[{name} {case.name}] {case.elements:,} elements, "
+                     f"{len(case.shapes)} tensors ...")
+                result = run_case(spec, case, settings)
+                _log("    " + ", ".join(f"{peer} {_fmt_us(result.best(peer))} us"
+                                        for peer in result.timings))
+                cases.append(result)
+            for case in settings.scaling_sizes:
+                _log(f"[{name} {case.name}] thread scaling over {settings.threads} ...")
+                scaling.append(run_scaling(spec, case, settings))
+    finally:
+        _set_threads(original_threads)
+    return Report(settings, env, cases, scaling)
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown.
+
+NA = "n/a"
+
+MAIN_COLUMNS = (
+    "optimizer", "case", "elements", "ferroptim us", "Gelem/s", "GB/s", "roofline us",
+    "roofline GB/s", "of roofline", "NumPy us", "vs NumPy", "NumPy out= us", "vs NumPy out=",
+    "torch us", "vs torch",
+)
+MARGINAL_COLUMNS = ("optimizer", "peer", "1 x 1K us", "100 x 1K us", "us per extra tensor")
+SCALING_COLUMNS = ("optimizer", "case", "threads", "ferroptim us", "speedup", "roofline us",
+                   "roofline speedup")
+TARGET_COLUMNS = ("target", "measured", "met")
+
+
+def _fmt_load(load: Optional[Sequence[float]]) -> str:
+    if load is None:
+        return "load average unknown"
+    return "load average " + " ".join(f"{value:.2f}" for value in load) + " at start"
+
+
+def _fmt_us(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return NA
+    us = seconds * 1e6
+    if us < 10:
+        return f"{us:.2f}"
+    if us < 100:
+        return f"{us:.1f}"
+    return f"{us:,.0f}"
+
+
+def _fmt_rate(value: Optional[float]) -> str:
+    if value is None:
+        return NA
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _fmt_ratio(value: Optional[float]) -> str:
+    return NA if value is None else f"{value:.2f}"
+
+
+def _fmt_speedup(value: Optional[float]) -> str:
+    if value is None:
+        return NA
+    return f"{value:.1f}x" if value >= 10 else f"{value:.2f}x"
+
+
+def _ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[str]], left: int) -> str:
+    # The first `left` columns are names, left-aligned; the rest are numbers.
+    lines = ["| " + " | ".join(columns) + " |",
+             "|" + "|".join(":---" if i < left else "---:" for i in range(len(columns))) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main_rows(report: Report) -> List[List[str]]:
+    """The main table's cells, one row per (optimizer, case), columns as `MAIN_COLUMNS`.
+
+    Args:
+        report: the run.
+    """
+    rows = []
+    for result in report.cases:
+        fo, roof = result.best("ferroptim"), result.best("roofline")
+        elements, bpe = result.case.elements, result.bytes_per_element
+        rows.append([
+            result.optimizer, result.case.name, f"{elements:,}", _fmt_us(fo),
+            _fmt_rate(_ratio(elements / 1e9, fo)), _fmt_rate(_ratio(elements * bpe / 1e9, fo)),
+            _fmt_us(roof), _fmt_rate(_ratio(elements * bpe / 1e9, roof)),
+            _fmt_ratio(_ratio(roof, fo)),
+            _fmt_us(result.best("numpy")), _fmt_speedup(_ratio(result.best("numpy"), fo)),
+            _fmt_us(result.best("numpy_out")),
+            _fmt_speedup(_ratio(result.best("numpy_out"), fo)),
+            _fmt_us(result.best("torch")), _fmt_speedup(_ratio(result.best("torch"), fo)),
+        ])
+    return rows
+
+
+def marginal(report: Report) -> List[Tuple[str, str, float, float, float]]:
+    """Marginal cost of one more small tensor: (optimizer, peer, t(1 x 1K), t(100 x 1K),
+    (t(100 x 1K) - t(1 x 1K)) / 99), in seconds, for every peer measured on both cases.
+
+    Args:
+        report: the run; empty when it lacks either case of `MARGINAL_PAIR`.
+    """
+    rows = []
+    for name in report.settings.optimizers:
+        small, large = (report.find(name, case) for case in MARGINAL_PAIR)
+        if small is None or large is None:
+            continue
+        extra = len(large.case.shapes) - len(small.case.shapes)
+        for peer in MAIN_PEERS:
+            t1, t100 = small.best(peer), large.best(peer)
+            if t1 is not None and t100 is not None:
+                rows.append((name, peer, t1, t100, (t100 - t1) / extra))
+    return rows
+
+
+def scaling_rows(report: Report) -> List[List[str]]:
+    """The scaling table's cells, columns as `SCALING_COLUMNS`; speedups are against the
+    first thread count given.
+
+    Args:
+        report: the run.
+    """
+    rows = []
+    for result in report.scaling:
+        base = result.timings[report.settings.threads[0]]
+        for n, peers in result.timings.items():
+            fo, roof = peers["ferroptim"].best, peers["roofline"].best
+            rows.append([result.optimizer, result.case.name, str(n), _fmt_us(fo),
+                         _fmt_speedup(base["ferroptim"].best / fo), _fmt_us(roof),
+                         _fmt_speedup(base["roofline"].best / roof)])
+    return rows
+
+
+def targets(report: Report) -> List[Tuple[str, str, Optional[bool]]]:
+    """DESIGN.md's performance targets that this run measured: (target, measured, met).
+
+    Args:
+        report: the run.
+    """
+    rows: List[Tuple[str, str, Optional[bool]]] = []
+
+    def ratio_target(case: str, text: str, peer: str, bound: float, roofline: bool = False):
+        result = report.find("adam", case)
+        if result is None:
+            return
+        fo, other = result.best("ferroptim"), result.best(peer)
+        value = _ratio(other, fo)
+        if value is None:
+            rows.append((text, f"{peer} not measured", None))
+        else:
+            shown = _fmt_ratio(value) if roofline else _fmt_speedup(value)
+            rows.append((text, shown, value >= bound))
+
+    def time_target(case: str, text: str, bound_us: float):
+        result = report.find("adam", case)
+        if result is not None:
+            us = result.best("ferroptim") * 1e6
+            rows.append((text, f"{_fmt_us(us / 1e6)} us", us <= bound_us))
+
+    ratio_target("32M", "Adam 32M: >= 0.9 of the roofline", "roofline", 0.9, roofline=True)
+    ratio_target("32M", "Adam 32M: >= 1.0x torch fused", "torch", 1.0)
+    ratio_target("32M", "Adam 32M: >= 10x NumPy", "numpy", 10.0)
+    ratio_target("100K", "Adam 100K: >= 3x torch fused", "torch", 3.0)
+    time_target("1K", "Adam 1K, one tensor: <= 3 us per call", 3.0)
+    time_target("mlp", "Adam MLP 784-256-128-10: <= 40 us per step", 40.0)
+    ratio_target("gpt2", "Adam GPT-2 small: no slower than torch fused", "torch", 1.0)
+    for name, peer, _, _, extra in marginal(report):
+        if name == "adam" and peer == "ferroptim":
+            rows.append(("Adam: one more 1K tensor in a call <= 1 us",
+                         f"{_fmt_us(extra)} us", extra <= 1e-6))
+    threads = report.settings.threads
+    if 1 in threads and max(threads) >= 2:
+        for result in report.scaling:
+            if result.optimizer == "adam":
+                speedup = result.timings[1]["ferroptim"].best / \
+                    result.timings[max(threads)]["ferroptim"].best
+                rows.append((f"Adam {result.case.name}: {max(threads)} threads >= 1.8x one",
+                             _fmt_speedup(speedup), speedup >= 1.8))
+    return rows
+
+
+def render_markdown(report: Report) -> str:
+    """The Markdown report of a run.
+
+    Args:
+        report: the run.
+    """
+    env, settings = report.env, report.settings
+    out = [
+        "## ferroptim benchmark",
+        "",
+        f"ferroptim {env['ferroptim']}, SIMD level {env['simd_level']}, "
+        f"{settings.main_threads} thread(s) on {env['cores']} core(s) ({env['cpu']}); "
+        f"NumPy {env['numpy']}; {env['torch_note']}; Python {env['python']}; "
+        f"{_fmt_load(env['load_average'])}. float32. "
+        f"Best of {settings.repeats} timed blocks of >= {settings.min_block * 1e3:g} ms per peer, "
+        f"peers alternating, all in one process.",
+        "",
+        _table(MAIN_COLUMNS, main_rows(report), left=2),
+    ]
+    notes = sorted({f"{peer}: {reason}" for r in report.cases
+                    for peer, reason in r.unavailable.items()}
+                   | {f"{peer} ({r.optimizer}): {label}" for r in report.cases
+                      for peer, label in r.labels.items()})
+    if notes:
+        out += [""] + [f"- {note}" for note in notes]
+    rows = marginal(report)
+    if rows:
+        out += ["", "### Marginal cost of one more 1K tensor in a call", "",
+                _table(MARGINAL_COLUMNS,
+                       [[name, PEER_TITLES[peer], _fmt_us(t1), _fmt_us(t100), _fmt_us(extra)]
+                        for name, peer, t1, t100, extra in rows], left=2)]
+    if report.scaling:
+        out += ["", "### Thread scaling", "",
+                _table(SCALING_COLUMNS, scaling_rows(report), left=2)]
+    goals = targets(report)
+    if goals:
+        out += ["", "### Targets (DESIGN.md section 4)", "",
+                _table(TARGET_COLUMNS,
+                       [[text, value, NA if met is None else "yes" if met else "**no**"]
+                        for text, value, met in goals], left=1)]
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Command line.
+
+
+def execute(settings: Settings, stdout: TextIO = sys.stdout) -> Report:
+    """Run the benchmark, print its Markdown, write the JSON if asked.
+
+    Args:
+        settings: what to measure (`settings_from_args`).
+        stdout: where the Markdown goes.
+    """
+    report = run(settings)
+    stdout.write(report.markdown())
+    stdout.flush()
+    if settings.json_path:
+        with open(settings.json_path, "w", encoding="utf-8") as file:
+            json.dump(report.to_json(), file, indent=1)
+        _log(f"raw results written to {settings.json_path}")
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`benches/bench.py`: the same options as `python -m ferroptim bench`.
+
+    Args:
+        argv: the arguments, without the program name (default: sys.argv[1:]).
+    """
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
+    execute(settings)
+    return 0

@@ -1,0 +1,113 @@
+"""Keras 3 optimizers (`keras.optimizers`) over NumPy arrays, with fused native kernels.
+
+`get`, `serialize` and `deserialize` work as Keras's; the table of built-in classes is
+`_BUILTINS` (keys are lower-cased class names, so look-ups are case-insensitive).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Type
+
+from ferroptim.optimizers import schedules
+from ferroptim.optimizers.adam import Adam
+from ferroptim.optimizers.adamw import AdamW
+from ferroptim.optimizers.optimizer import Optimizer
+from ferroptim.optimizers.sgd import SGD
+
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "schedules",
+    "get",
+    "serialize",
+    "deserialize",
+]
+
+# A new optimizer is registered by adding its class here (Keras's ALL_OBJECTS; unlike Keras,
+# every class we ship is listed, Lamb included).
+_BUILTINS: Dict[str, Type[Optimizer]] = {
+    cls.__name__.lower(): cls
+    for cls in (
+        Optimizer,
+        SGD,
+        Adam,
+        AdamW,
+    )
+}
+
+
+def serialize(optimizer: Optimizer) -> Dict[str, Any]:
+    """The optimizer's configuration as a Keras-style dict.
+
+    Args:
+        optimizer: an `Optimizer` instance.
+
+    Returns:
+        `{"module": "keras.optimizers", "class_name": ..., "config": optimizer.get_config(),
+        "registered_name": None}`.
+    """
+    cls = type(optimizer)
+    builtin = _BUILTINS.get(cls.__name__.lower()) is cls
+    return {
+        "module": "keras.optimizers" if builtin else cls.__module__,
+        "class_name": cls.__name__,
+        "config": optimizer.get_config(),
+        "registered_name": None,
+    }
+
+
+def deserialize(config: Dict[str, Any], custom_objects: Optional[Dict[str, Any]] = None) -> Any:
+    """An optimizer from a dict produced by `serialize`.
+
+    Args:
+        config: a dict with "class_name" and "config" (other keys are ignored). Built-in class
+            names are matched case-insensitively.
+        custom_objects: extra classes by name (optimizers, or schedules used in the config).
+
+    Returns:
+        A new, unbuilt optimizer.
+    """
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise ValueError(
+            f"Could not interpret serialized optimizer: {config}. Expected a dict with a "
+            "'class_name' key."
+        )
+    class_name = config["class_name"]
+    inner = config.get("config", {})
+    cls = (custom_objects or {}).get(class_name)
+    if cls is None and isinstance(class_name, str):
+        cls = _BUILTINS.get(class_name.lower())
+    if cls is None:
+        raise ValueError(
+            f"Could not locate class '{class_name}'. Make sure custom classes are passed in "
+            f"`custom_objects`. Full object config: {config}"
+        )
+    return cls.from_config(inner, custom_objects=custom_objects)
+
+
+def get(identifier: Any) -> Optional[Optimizer]:
+    """Retrieve an optimizer.
+
+    Args:
+        identifier: None (returns None), the name of a built-in optimizer (case-insensitive,
+            e.g. "adam" or "ADAM"; default arguments), a dict as produced by `serialize`, or an
+            `Optimizer` instance (returned unchanged).
+
+    Returns:
+        An `Optimizer`, or None.
+    """
+    if identifier is None:
+        return None
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, dict):
+        obj = deserialize(identifier)
+    elif isinstance(identifier, str) and identifier.lower() in _BUILTINS:
+        obj = deserialize({"class_name": identifier, "config": {}})
+    else:
+        obj = None
+    if isinstance(obj, Optimizer):
+        return obj
+    raise ValueError(f"Could not interpret optimizer identifier: {identifier}")

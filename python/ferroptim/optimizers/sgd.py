@@ -1,0 +1,119 @@
+"""SGD, as `keras.optimizers.SGD` (keras/src/optimizers/sgd.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ferroptim import _native
+from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, check_hyperparameter
+
+__all__ = ["SGD"]
+
+
+class SGD(Optimizer):
+    """Gradient descent, with optional (Nesterov) momentum.
+
+    Update rule for a variable `w` with gradient `g` (after loss-scale unscaling, accumulation,
+    clipping and weight decay, see `Optimizer`):
+
+        momentum == 0:   w = w - g * learning_rate
+        otherwise:       m = m * momentum - g * learning_rate
+                         w = w + m                                    (nesterov=False)
+                         w = w + (m * momentum - g * learning_rate)   (nesterov=True, new m)
+
+    Example:
+
+    >>> import numpy as np
+    >>> import ferroptim as fo
+    >>> w = np.array([1.0, 2.0], dtype=np.float32)
+    >>> opt = fo.optimizers.SGD(learning_rate=0.5)
+    >>> _ = opt.apply_gradients([(np.array([1.0, 4.0], dtype=np.float32), w)])
+    >>> w
+    array([0.5, 0. ], dtype=float32)
+
+    Args:
+        learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
+            Defaults to 0.01.
+        momentum: a Python float in [0, 1] (an int is rejected, as in Keras). 0 is plain
+            gradient descent and creates no `momentum` slot. Defaults to 0.0.
+        nesterov: whether to use Nesterov momentum. Defaults to False.
+        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
+            see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
+    """
+
+    def __init__(
+        self,
+        learning_rate: Any = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: Optional[float] = None,
+        clipnorm: Optional[float] = None,
+        clipvalue: Optional[float] = None,
+        global_clipnorm: Optional[float] = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
+        ema_overwrite_frequency: Optional[int] = None,
+        loss_scale_factor: Optional[float] = None,
+        gradient_accumulation_steps: Optional[int] = None,
+        name: Optional[str] = None,
+        **kwargs: Any,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            name=name,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            use_ema=use_ema,
+            ema_momentum=ema_momentum,
+            ema_overwrite_frequency=ema_overwrite_frequency,
+            loss_scale_factor=loss_scale_factor,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            **kwargs,
+        )
+        if not isinstance(momentum, float) or momentum < 0 or momentum > 1:
+            raise ValueError("`momentum` must be a float between [0, 1].")
+        check_hyperparameter("momentum", momentum)
+        self.momentum = momentum
+        self.nesterov = nesterov
+
+    def build(self, var_list: ParamsArg) -> None:
+        """Create the `momentum` slots (only when `momentum != 0`).
+
+        Args:
+            var_list: the variables (list, tuple or dict name -> array).
+        """
+        if self.built:
+            return
+        super().build(var_list)
+        self.momentums: List[np.ndarray] = []
+        if self.momentum != 0:
+            self.momentums = self.add_optimizer_variables(var_list, "momentum")
+
+    def _update_step(
+        self,
+        params: List[np.ndarray],
+        grads: Sequence[Any],
+        slots: Dict[str, List[np.ndarray]],
+        learning_rate: float,
+        options: Optional[_native.StepOptions],
+    ) -> None:
+        _native.sgd(
+            params,
+            grads,
+            slots.get("momentum"),
+            learning_rate,
+            self.momentum,
+            self.nesterov,
+            options,
+        )
+
+    def get_config(self) -> Dict[str, Any]:
+        """The config: the base keys, then `momentum` and `nesterov`."""
+        config = super().get_config()
+        config.update({"momentum": self.momentum, "nesterov": self.nesterov})
+        return config

@@ -1,0 +1,1003 @@
+"""The Python API surface: Keras 3's `keras.optimizers` names, arguments, errors and state.
+
+Numerics of the update rules against the NumPy reference live in test_numerics.py; here the
+expected values come from Keras (its test files and messages, KERAS_SPEC.md), from hand-derived
+arithmetic, or from a float64 computation written out in the test.
+"""
+
+import doctest
+import importlib
+import json
+import pickle
+import re
+
+import numpy as np
+import pytest
+
+import ferroptim as fo
+from ferroptim.optimizers import SGD, Adam, AdamW, Optimizer
+
+OPTIMIZERS = [SGD, Adam, AdamW]
+
+BASE_KEYS = [
+    "name",
+    "learning_rate",
+    "weight_decay",
+    "clipnorm",
+    "global_clipnorm",
+    "clipvalue",
+    "use_ema",
+    "ema_momentum",
+    "ema_overwrite_frequency",
+    "loss_scale_factor",
+    "gradient_accumulation_steps",
+]
+OWN_KEYS = {
+    SGD: ["momentum", "nesterov"],
+    Adam: ["beta_1", "beta_2", "epsilon", "amsgrad"],
+    AdamW: ["beta_1", "beta_2", "epsilon", "amsgrad"],
+}
+
+
+def _f32(values):
+    return np.array(values, dtype=np.float32)
+
+
+# --- package surface -------------------------------------------------------------------------
+
+
+def test_package_exports():
+    assert set(fo.__all__) == {"optimizers", "set_num_threads", "get_num_threads", "__version__"}
+    assert isinstance(fo.__version__, str) and fo.__version__
+    assert set(fo.optimizers.__all__) == {
+        "Optimizer", "SGD", "Adam", "AdamW", "schedules", "get", "serialize", "deserialize",
+    }
+    assert issubclass(fo.optimizers.schedules.LearningRateSchedule, object)
+
+
+def test_set_num_threads_round_trip_and_validation():
+    before = fo.get_num_threads()
+    try:
+        fo.set_num_threads(1)
+        assert fo.get_num_threads() == 1
+        fo.set_num_threads(2)
+        assert fo.get_num_threads() == 2
+    finally:
+        fo.set_num_threads(before)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="int >= 1"):
+            fo.set_num_threads(bad)
+    for bad in ("2", 2.0, True, None):
+        with pytest.raises(TypeError, match="int >= 1"):
+            fo.set_num_threads(bad)
+    assert fo.get_num_threads() == before
+
+
+@pytest.mark.parametrize("module", ["ferroptim", "ferroptim.optimizers.sgd",
+                                    "ferroptim.optimizers.adam", "ferroptim.optimizers.adamw"])
+def test_docstring_examples_run(module):
+    results = doctest.testmod(importlib.import_module(module))
+    assert results.attempted > 0 and results.failed == 0
+
+
+# --- constructor: Keras's signatures and defaults --------------------------------------------
+
+
+def test_positional_order_matches_keras():
+    # Keras: SGD(learning_rate, momentum, nesterov, ...), Adam(learning_rate, beta_1, beta_2,
+    # epsilon, amsgrad, ...), AdamW(learning_rate, weight_decay, beta_1, ...).
+    sgd = SGD(0.5, 0.25, True)
+    assert (sgd.learning_rate, sgd.momentum, sgd.nesterov) == (0.5, 0.25, True)
+    adam = Adam(0.5, 0.8, 0.75, 0.125, True)
+    assert (adam.beta_1, adam.beta_2, adam.epsilon, adam.amsgrad) == (0.8, 0.75, 0.125, True)
+    adamw = AdamW(0.5, 0.25, 0.8)
+    assert (adamw.weight_decay, adamw.beta_1) == (0.25, 0.8)
+
+
+@pytest.mark.parametrize("cls", OPTIMIZERS)
+def test_config_keys_and_defaults(cls):
+    config = cls().get_config()
+    assert list(config) == BASE_KEYS + OWN_KEYS[cls]
+    lr = {SGD: 0.01, Adam: 0.001, AdamW: 0.001}[cls]
+    # Keras stores a float learning rate in a float32 variable.
+    assert config["learning_rate"] == float(np.float32(lr))
+    assert config["learning_rate"] != lr
+    assert config["weight_decay"] == (0.004 if cls is AdamW else None)
+    assert config["ema_momentum"] == 0.99
+    assert config["use_ema"] is False
+    for key in ("clipnorm", "global_clipnorm", "clipvalue", "ema_overwrite_frequency",
+                "loss_scale_factor", "gradient_accumulation_steps"):
+        assert config[key] is None
+    if cls is SGD:
+        assert (config["momentum"], config["nesterov"]) == (0.0, False)
+    else:
+        assert (config["beta_1"], config["beta_2"], config["epsilon"], config["amsgrad"]) == (
+            0.9, 0.999, 1e-7, False)
+
+
+def test_adam_config_learning_rate_is_the_float32_value():
+    assert Adam().get_config()["learning_rate"] == 0.0010000000474974513
+
+
+def test_default_names_are_keras_defaults():
+    # Keras 3: Adam's and AdamW's default names are fixed strings; SGD's is None (automatic).
+    assert Adam().name == "adam" and Adam().name == "adam"
+    assert AdamW().name == "adamw"
+    first, second = SGD().name, SGD().name
+    match = re.fullmatch(r"sgd(?:_(\d+))?", first)
+    assert match
+    assert second == f"sgd_{int(match.group(1) or 0) + 1}"
+
+
+def test_automatic_names_are_snake_case_and_unique():
+    class RMSprop(SGD):
+        pass
+
+    class ScheduleFreeAdamW(SGD):
+        pass
+
+    assert RMSprop().name == "rm_sprop"
+    assert RMSprop().name == "rm_sprop_1"
+    assert ScheduleFreeAdamW().name == "schedule_free_adam_w"
+    assert Adam(name=None).name.startswith("adam")
+    names = {AdamW(name=None).name for _ in range(3)}
+    assert len(names) == 3 and all(re.fullmatch(r"adam_w(_\d+)?", n) for n in names)
+    assert SGD(name="mine").name == "mine" and SGD(name="mine").name == "mine"
+
+
+# --- constructor errors (Keras's wording) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "factory,message",
+    [
+        (lambda: Adam(foo=1), "Argument(s) not recognized: {'foo': 1}"),
+        (lambda: SGD(momentum=0.9, bar=2, baz=3), "Argument(s) not recognized: {'bar': 2, 'baz': 3}"),
+        (lambda: Adam(learning_rate=1), "Argument `learning_rate` should be float, or an instance "
+                                        "of LearningRateSchedule, or a callable (that takes in the "
+                                        "current iteration value and returns the corresponding "
+                                        "learning rate value). Received instead: learning_rate=1"),
+        (lambda: SGD(learning_rate=np.float32(0.1)), "Argument `learning_rate` should be float"),
+        (lambda: SGD(momentum=1), "`momentum` must be a float between [0, 1]."),
+        (lambda: SGD(momentum=1.5), "`momentum` must be a float between [0, 1]."),
+        (lambda: AdamW(weight_decay=None),
+         "Argument `weight_decay` must be a float. Received: weight_decay=None"),
+        (lambda: SGD(clipnorm=1.0, global_clipnorm=1.0),
+         "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
+         "clipnorm=1.0, clipvalue=None, global_clipnorm=1.0"),
+        (lambda: Adam(gradient_accumulation_steps=1),
+         "`gradient_accumulation_steps` must be an integer >= 2. Received: "
+         "gradient_accumulation_steps=1"),
+        (lambda: Adam(use_ema=True, ema_momentum=1.5),
+         "`ema_momentum` must be in the range [0, 1]. Received: ema_momentum=1.5"),
+        (lambda: Adam(use_ema=True, ema_overwrite_frequency=2.0),
+         "`ema_overwrite_frequency` must be an integer >= 1 or None. Received: "
+         "ema_overwrite_frequency=2.0"),
+    ],
+)
+def test_constructor_errors_use_keras_wording(factory, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        factory()
+
+
+def test_np_float64_learning_rate_is_a_float():
+    # Keras's check is isinstance(x, float), which np.float64 passes.
+    assert SGD(learning_rate=np.float64(0.5)).learning_rate == 0.5
+
+
+# --- Keras 2 spellings -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", OPTIMIZERS)
+def test_lr_is_an_alias_of_learning_rate(cls):
+    assert cls(lr=0.25).get_config()["learning_rate"] == 0.25
+    assert cls(lr=0.1, name="x").get_config() == cls(learning_rate=0.1, name="x").get_config()
+
+
+@pytest.mark.parametrize("cls", OPTIMIZERS)
+def test_lr_and_learning_rate_together_is_an_error(cls):
+    with pytest.raises(ValueError, match="Both `learning_rate` and its Keras 2 alias `lr`"):
+        cls(learning_rate=0.1, lr=0.2)
+    # Even when the explicit value equals the default.
+    with pytest.raises(ValueError, match="`lr`"):
+        cls(learning_rate=float(str(cls().get_config()["learning_rate"])), lr=0.2)
+
+
+def test_lr_in_a_subclass_that_forwards_its_arguments():
+    class Mine(SGD):
+        def __init__(self, **kwargs):
+            super().__init__(momentum=0.5, **kwargs)
+
+    assert Mine(lr=0.25).learning_rate == 0.25
+    with pytest.raises(ValueError, match="`lr`"):
+        Mine(learning_rate=0.5, lr=0.25)
+
+
+def test_lr_follows_the_learning_rate_rules():
+    with pytest.raises(ValueError, match="Argument `learning_rate` should be float"):
+        SGD(lr=1)
+    schedule = fo.optimizers.schedules.PiecewiseConstantDecay([2], [0.5, 0.25])
+    assert SGD(lr=schedule).get_config()["learning_rate"]["class_name"] == (
+        "PiecewiseConstantDecay")
+
+
+def test_keras2_style_call():
+    opt = SGD(lr=0.01, decay=1e-6, momentum=0.9, nesterov=True)
+    config = opt.get_config()
+    assert config["decay"] == 1e-6 and config["momentum"] == 0.9 and config["nesterov"] is True
+    assert list(config)[len(BASE_KEYS)] == "decay"
+
+
+@pytest.mark.parametrize("decay", [-0.1, float("nan"), float("inf"), "0.1", True])
+def test_bad_decay_is_rejected(decay):
+    with pytest.raises(ValueError, match="`decay`"):
+        SGD(decay=decay)
+
+
+@pytest.mark.parametrize("decay", [None, 0, 0.0])
+def test_decay_zero_or_none_is_not_reported(decay):
+    assert "decay" not in SGD(decay=decay).get_config()
+
+
+def test_epsilon_none_means_1e_7():
+    assert Adam(epsilon=None).epsilon == 1e-7
+    assert AdamW(epsilon=None).get_config()["epsilon"] == 1e-7
+
+
+def _decayed_sgd_reference(lr, decay, weight_decay, w0, grads, accumulation=None):
+    """float64 Keras 2 decay: lr_t = float32(lr) / (1 + decay * iterations), applied to the
+    update and to decoupled weight decay; iterations counts updates."""
+    w = np.array(w0, dtype=np.float64)
+    base = float(np.float32(lr))
+    acc = np.zeros_like(w)
+    updates = 0
+    for raw, g in enumerate(grads):
+        g = np.asarray(g, dtype=np.float64)
+        if accumulation:
+            if (raw + 1) % accumulation != 0:
+                acc = acc + g
+                continue
+            g = (g + acc) / accumulation
+            acc = np.zeros_like(w)
+        lr_t = base / (1.0 + decay * updates)
+        if weight_decay is not None:
+            w = w - w * weight_decay * lr_t
+        w = w - g * lr_t
+        updates += 1
+    return w
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"decay": 0.5},
+        {"decay": 0.05, "weight_decay": 0.2},
+        {"decay": 0.3, "gradient_accumulation_steps": 2},
+    ],
+)
+def test_decay_divides_the_learning_rate_by_one_plus_decay_times_iterations(kwargs):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(7)
+    grads = [rng.standard_normal(7) for _ in range(6)]
+    expected = _decayed_sgd_reference(0.1, kwargs["decay"], kwargs.get("weight_decay"), w, grads,
+                                      kwargs.get("gradient_accumulation_steps"))
+    opt = SGD(lr=0.1, **kwargs)
+    for g in grads:
+        opt.apply_gradients([(g, w)])
+    np.testing.assert_allclose(w, expected, rtol=1e-13, atol=1e-15)
+
+
+def test_decay_zero_is_bit_identical_to_no_decay():
+    rng = np.random.default_rng(1)
+    w0 = rng.standard_normal((4, 5)).astype(np.float32)
+    w_plain, w_zero = w0.copy(), w0.copy()
+    plain = AdamW(learning_rate=0.01, weight_decay=0.1)
+    zero = AdamW(learning_rate=0.01, weight_decay=0.1, decay=0.0)
+    for _ in range(5):
+        g = rng.standard_normal((4, 5)).astype(np.float32)
+        plain.apply_gradients([(g, w_plain)])
+        zero.apply_gradients([(g, w_zero)])
+    assert np.array_equal(w_plain, w_zero)
+
+
+def test_decay_stacks_on_a_callable_learning_rate():
+    w = np.zeros(3)
+    opt = SGD(learning_rate=lambda: 0.5, decay=1.0)
+    for _ in range(3):
+        opt.apply_gradients([(np.ones(3), w)])
+    # lr_t = 0.5 / (1 + it): 0.5 + 0.25 + 0.5/3
+    np.testing.assert_allclose(w, -(0.5 + 0.25 + 0.5 / 3) * np.ones(3), rtol=1e-15)
+
+
+# --- learning rate: float, schedule, callable, setter --------------------------------------------
+
+
+class _RecordingSchedule(fo.optimizers.schedules.LearningRateSchedule):
+    """lr(step) = (step + 1) / 8, exact in float32; records every step it is called with."""
+
+    def __init__(self):
+        self.steps = []
+
+    def __call__(self, step):
+        self.steps.append(int(step))
+        return (int(step) + 1) / 8
+
+    def get_config(self):
+        return {}
+
+
+def test_schedule_is_called_with_the_raw_iteration_count():
+    schedule = _RecordingSchedule()
+    w = np.zeros(2)
+    opt = SGD(learning_rate=schedule, gradient_accumulation_steps=2)
+    for _ in range(6):
+        opt.apply_gradients([(np.ones(2), w)])
+    # Update steps happen at raw counts 1, 3, 5; the gradient is the mean of ones.
+    np.testing.assert_allclose(w, -np.full(2, (2 + 4 + 6) / 8))
+    assert schedule.steps == [1, 3, 5]
+    assert opt.iterations == 3
+    assert opt.learning_rate == (6 + 1) / 8  # read at raw count 6
+    assert schedule.steps[-1] == 6
+
+
+def test_callable_learning_rate_keras_test():
+    # keras optimizer_test.test_callable_learning_rate
+    w = _f32([[1.0, 2.0], [3.0, 4.0]])
+    opt = SGD(learning_rate=lambda: 0.1)
+    opt.apply_gradients([(np.ones((2, 2), np.float32), w)])
+    np.testing.assert_allclose(w, [[0.9, 1.9], [2.9, 3.9]], rtol=1e-6)
+
+
+def test_learning_rate_setter_rounds_to_float32():
+    opt = SGD(learning_rate=0.5)
+    opt.learning_rate = 0.1
+    assert opt.learning_rate == float(np.float32(0.1))
+    assert opt.get_config()["learning_rate"] == float(np.float32(0.1))
+    w = np.zeros(1)
+    opt.apply_gradients([(np.ones(1), w)])
+    assert w[0] == -float(np.float32(0.1))  # float64 params see float64(float32(lr))
+
+
+def test_learning_rate_setter_on_a_schedule_optimizer_is_a_type_error():
+    opt = SGD(learning_rate=_RecordingSchedule())
+    with pytest.raises(TypeError, match=re.escape(
+            "This optimizer was created with a `LearningRateSchedule` object as its "
+            "`learning_rate` constructor argument, hence its learning rate is not settable.")):
+        opt.learning_rate = 0.1
+
+
+def test_setting_a_callable_untracks_the_learning_rate_variable():
+    # keras optimizer_test.test_setting_lr_to_callable_untracks_lr_var
+    w = np.ones(3, np.float32)
+    opt = Adam(learning_rate=0.001)
+    opt.build([w])
+    assert len(opt.variables) == 4
+    assert opt.variable_names[1] == "learning_rate"
+    opt.learning_rate = lambda: 0.5
+    assert len(opt.variables) == 3
+    assert "learning_rate" not in opt.variable_names
+    assert opt.learning_rate == 0.5
+
+
+def test_learning_rate_change_between_steps_is_used():
+    w = np.zeros(1)
+    opt = SGD(learning_rate=1.0)
+    opt.apply_gradients([(np.ones(1), w)])
+    opt.learning_rate = 0.5
+    opt.apply_gradients([(np.ones(1), w)])
+    assert w[0] == -1.5
+
+
+# --- variables, names, build ---------------------------------------------------------------------
+
+
+def test_variables_order_keras_example():
+    # KERAS_SPEC §2.10: Adam(use_ema=True, gradient_accumulation_steps=2) on one variable `kern`.
+    params = {"kern": np.ones((2, 3), np.float32)}
+    opt = Adam(use_ema=True, gradient_accumulation_steps=2)
+    opt.build(params)
+    assert opt.variable_names == ["iteration", "learning_rate", "kern_average",
+                                  "kern_gradient_accumulator", "kern_momentum", "kern_velocity"]
+    shapes = [np.shape(v) for v in opt.variables]
+    assert shapes == [(), (), (2, 3), (2, 3), (2, 3), (2, 3)]
+
+
+def test_variables_order_with_two_variables():
+    params = {"dense/kernel": np.ones((2, 2), np.float32), "dense/bias": np.ones(2, np.float32)}
+    opt = Adam(amsgrad=True, use_ema=True, gradient_accumulation_steps=3)
+    opt.build(params)
+    # Averages then accumulators per variable; momentum/velocity interleaved; velocity_hat last.
+    assert opt.variable_names == [
+        "iteration", "learning_rate",
+        "dense_kernel_average", "dense_bias_average",
+        "dense_kernel_gradient_accumulator", "dense_bias_gradient_accumulator",
+        "dense_kernel_momentum", "dense_kernel_velocity",
+        "dense_bias_momentum", "dense_bias_velocity",
+        "dense_kernel_velocity_hat", "dense_bias_velocity_hat",
+    ]
+
+
+def test_list_variables_are_named_by_position():
+    opt = SGD(momentum=0.5)
+    opt.build([np.ones(2), np.ones(3)])
+    assert opt.variable_names == ["iteration", "learning_rate", "variable_0_momentum",
+                                  "variable_1_momentum"]
+
+
+def test_sgd_without_momentum_has_no_slots_keras_single_step():
+    # keras sgd_test.test_single_step: two variables (iteration, learning_rate) = [1, 0.5].
+    w = _f32([1.0, 2.0, 3.0, 4.0])
+    opt = SGD(learning_rate=0.5)
+    opt.apply_gradients([(_f32([1.0, 6.0, 7.0, 2.0]), w)])
+    np.testing.assert_array_equal(w, [0.5, -1.0, -0.5, 3.0])
+    assert len(opt.variables) == 2
+    assert [v.item() for v in opt.variables] == [1, 0.5]
+    assert opt.variables[0].dtype == np.int64 and opt.variables[1].dtype == np.float32
+
+
+def test_schedule_learning_rate_has_no_variable():
+    opt = Adam(learning_rate=_RecordingSchedule())
+    opt.build([np.ones(3)])
+    assert opt.variable_names == ["iteration", "variable_0_momentum", "variable_0_velocity"]
+
+
+def test_slots_are_zeros_with_the_parameter_shape_dtype_and_layout():
+    c = np.ones((3, 4), np.float32)
+    f = np.asfortranarray(np.ones((3, 4), np.float64))
+    opt = Adam()
+    opt.build([c, f])
+    slots = opt.variables[2:]
+    for slot, param in zip(slots, [c, c, f, f]):
+        assert slot.shape == param.shape and slot.dtype == param.dtype
+        assert not slot.any()
+    assert slots[0].flags.c_contiguous
+    assert slots[2].flags.f_contiguous and not slots[2].flags.c_contiguous
+
+
+def test_build_is_idempotent():
+    w = np.ones(3)
+    opt = Adam()
+    opt.build([w])
+    opt.build([w, np.ones(2)])
+    assert len(opt.variables) == 4
+
+
+def test_variables_are_live_slots():
+    w = np.ones(3, np.float32)
+    opt = SGD(learning_rate=1.0, momentum=0.5)
+    opt.apply_gradients([(np.ones(3, np.float32), w)])
+    momentum = opt.variables[2]
+    np.testing.assert_array_equal(momentum, -np.ones(3))
+    opt.apply_gradients([(np.ones(3, np.float32), w)])
+    # m = 0.5 * (-1) - 1 = -1.5, seen through the array returned before the step.
+    np.testing.assert_array_equal(momentum, np.full(3, -1.5))
+
+
+def test_iterations_and_apply_gradients_return_value():
+    w = np.ones(2)
+    opt = SGD(gradient_accumulation_steps=3)
+    returned = [opt.apply_gradients([(np.ones(2), w)]) for _ in range(7)]
+    assert returned == [1, 2, 3, 4, 5, 6, 7]  # Keras returns the raw counter
+    assert opt.iterations == 2
+    assert int(opt.variables[0]) == 7
+
+
+def test_empty_gradients_are_a_no_op():
+    opt = SGD()
+    assert opt.apply_gradients([]) == 0
+    opt.apply([], [])
+    assert opt.iterations == 0 and not opt.built
+
+
+# --- save / load / set_weights -------------------------------------------------------------------
+
+
+def test_save_own_variables_keras_example():
+    # KERAS_SPEC §2.10: Adam(weight_decay=0.1) on one 3-vector saves "0".."3".
+    opt = Adam(weight_decay=0.1)
+    w = np.ones(3, np.float32)
+    opt.apply_gradients([(np.ones(3, np.float32), w)])
+    store = {}
+    opt.save_own_variables(store)
+    assert sorted(store) == ["0", "1", "2", "3"]
+    assert [store[str(i)].shape for i in range(4)] == [(), (), (3,), (3,)]
+    assert int(store["0"]) == 1
+    # The store holds copies: a later step does not change it.
+    saved = store["2"].copy()
+    opt.apply_gradients([(np.ones(3, np.float32), w)])
+    np.testing.assert_array_equal(store["2"], saved)
+
+
+def _run(opt, params, grads_list):
+    for grads in grads_list:
+        opt.apply_gradients(zip(grads, params))
+
+
+def test_save_and_load_resume_training_exactly():
+    rng = np.random.default_rng(2)
+    params = [rng.standard_normal((3, 2)).astype(np.float32), rng.standard_normal(4)]
+    grads = [[rng.standard_normal(p.shape).astype(p.dtype) for p in params] for _ in range(8)]
+    kwargs = dict(learning_rate=0.01, amsgrad=False, use_ema=True, ema_momentum=0.9,
+                  gradient_accumulation_steps=3, weight_decay=0.01)
+    first = Adam(**kwargs)
+    _run(first, params, grads[:4])
+    store = {}
+    first.save_own_variables(store)
+    copies = [p.copy() for p in params]
+
+    resumed = Adam(**kwargs)
+    resumed.build(copies)
+    resumed.load_own_variables(store)
+    assert resumed.iterations == first.iterations == 1
+    _run(first, params, grads[4:])
+    _run(resumed, copies, grads[4:])
+    for a, b in zip(params, copies):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(first.variables, resumed.variables):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_load_own_variables_restores_the_learning_rate():
+    source = SGD(learning_rate=0.25)
+    source.build([np.ones(2)])
+    store = {}
+    source.save_own_variables(store)
+    target = SGD(learning_rate=0.5)
+    target.build([np.ones(2)])
+    target.load_own_variables(store)
+    assert target.learning_rate == 0.25
+
+
+def test_load_own_variables_with_another_count_warns_and_skips():
+    opt = Adam(name="adam_x")
+    opt.build([np.ones(3)])
+    before = [np.array(v, copy=True) for v in opt.variables]
+    with pytest.warns(UserWarning, match=re.escape(
+            "Skipping variable loading for optimizer 'adam_x', because it has 4 variables "
+            "whereas the saved optimizer has 2 variables.")):
+        opt.load_own_variables({"0": np.array(5), "1": np.array(0.1, np.float32)})
+    for a, b in zip(opt.variables, before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_set_weights():
+    opt = SGD(momentum=0.5)
+    with pytest.raises(ValueError, match=re.escape(
+            "You are calling `set_weights()` on an optimizer that has not yet been built.")):
+        opt.set_weights([np.array(3)])
+    w = np.ones(2, np.float32)
+    opt.build([w])
+    with pytest.raises(ValueError, match=r"not compatible with provided weight shape \(3,\)"):
+        opt.set_weights([np.array(3), np.array(0.5, np.float32), np.ones(3)])
+    opt.set_weights([np.array(4), np.array(0.5, np.float32), np.array([2.0, 3.0])])
+    assert opt.iterations == 4 and opt.learning_rate == 0.5
+    np.testing.assert_array_equal(opt.variables[2], [2.0, 3.0])
+    opt.apply_gradients([(np.ones(2, np.float32), w)])
+    # m = 0.5 * m - 0.5 * g; w = w + m
+    np.testing.assert_array_equal(w, 1 + np.array([0.5, 1.0], np.float32))
+    assert opt.iterations == 5
+
+
+# --- config round trips, pickle, registry ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [
+        (SGD, {"learning_rate": 0.5, "momentum": 0.9, "nesterov": True, "clipnorm": 1.0}),
+        (Adam, {"learning_rate": 0.3, "amsgrad": True, "use_ema": True,
+                "ema_overwrite_frequency": 3, "loss_scale_factor": 128.0}),
+        (AdamW, {"weight_decay": 0.1, "global_clipnorm": 2.0, "gradient_accumulation_steps": 4,
+                 "decay": 0.01}),
+    ],
+)
+def test_config_round_trip(cls, kwargs):
+    opt = cls(**kwargs)
+    config = opt.get_config()
+    as_json = json.dumps(config, sort_keys=True)
+    revived = cls.from_config(config)
+    assert json.dumps(revived.get_config(), sort_keys=True) == as_json
+    assert set(dir(revived)) == set(dir(opt))
+    via_module = fo.optimizers.deserialize(json.loads(json.dumps(fo.optimizers.serialize(opt))))
+    assert type(via_module) is cls
+    assert json.dumps(via_module.get_config(), sort_keys=True) == as_json
+    unpickled = pickle.loads(pickle.dumps(opt))
+    assert json.dumps(unpickled.get_config(), sort_keys=True) == as_json
+    for key, value in kwargs.items():
+        assert config[key] == (float(np.float32(value)) if key == "learning_rate" else value)
+
+
+def test_config_round_trip_with_a_schedule():
+    schedule = fo.optimizers.schedules.PiecewiseConstantDecay([2, 5], [0.5, 0.25, 0.125])
+    opt = Adam(learning_rate=schedule)
+    config = opt.get_config()
+    assert config["learning_rate"]["module"] == "keras.optimizers.schedules"
+    assert config["learning_rate"]["class_name"] == "PiecewiseConstantDecay"
+    json.dumps(config)
+    revived = Adam.from_config(config)
+    assert isinstance(revived.learning_rate, float) is False
+    assert isinstance(revived._learning_rate, fo.optimizers.schedules.PiecewiseConstantDecay)
+    assert json.dumps(revived.get_config(), sort_keys=True) == json.dumps(config, sort_keys=True)
+    assert isinstance(config["learning_rate"], dict)  # from_config did not modify it
+
+
+def test_pickle_of_a_built_optimizer_with_its_parameters_keeps_training_identically():
+    rng = np.random.default_rng(3)
+    params = [rng.standard_normal(5).astype(np.float32), rng.standard_normal((2, 2))]
+    opt = Adam(learning_rate=0.01, use_ema=True, weight_decay=0.01)
+    opt.exclude_from_weight_decay(var_list=[params[1]])
+    grads = [[rng.standard_normal(p.shape).astype(p.dtype) for p in params] for _ in range(6)]
+    _run(opt, params, grads[:3])
+    params2, opt2 = pickle.loads(pickle.dumps((params, opt)))
+    _run(opt, params, grads[3:])
+    _run(opt2, params2, grads[3:])
+    for a, b in zip(params, params2):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(opt.variables, opt2.variables):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="Unknown variable"):
+        opt2.apply_gradients(zip(grads[0], params))
+
+
+def test_serialize_format():
+    opt = AdamW(learning_rate=0.5)
+    assert fo.optimizers.serialize(opt) == {
+        "module": "keras.optimizers",
+        "class_name": "AdamW",
+        "config": opt.get_config(),
+        "registered_name": None,
+    }
+
+
+@pytest.mark.parametrize("identifier,cls", [("adam", Adam), ("ADAM", Adam), ("Adam", Adam),
+                                             ("sgd", SGD), ("SGD", SGD), ("adamw", AdamW),
+                                             ("AdamW", AdamW)])
+def test_get_by_name_is_case_insensitive(identifier, cls):
+    opt = fo.optimizers.get(identifier)
+    assert type(opt) is cls
+    assert opt.get_config()["learning_rate"] == cls().get_config()["learning_rate"]
+
+
+def test_get_dict_instance_and_none():
+    assert fo.optimizers.get(None) is None
+    opt = SGD(momentum=0.5)
+    assert fo.optimizers.get(opt) is opt
+    revived = fo.optimizers.get({"class_name": "SGD", "config": {"momentum": 0.5}})
+    assert type(revived) is SGD and revived.momentum == 0.5
+    upper = fo.optimizers.deserialize({"class_name": "ADAMW", "config": {"weight_decay": 0.5}})
+    assert type(upper) is AdamW and upper.weight_decay == 0.5
+
+
+@pytest.mark.parametrize("identifier", ["nope", "rmsprop_", 3, 0.1, [SGD]])
+def test_get_unknown_identifier(identifier):
+    with pytest.raises(ValueError, match=re.escape(
+            f"Could not interpret optimizer identifier: {identifier}")):
+        fo.optimizers.get(identifier)
+
+
+def test_deserialize_unknown_class_and_custom_objects():
+    with pytest.raises(ValueError, match="Could not locate class 'Nope'"):
+        fo.optimizers.deserialize({"class_name": "Nope", "config": {}})
+
+    class Custom(SGD):
+        pass
+
+    opt = fo.optimizers.deserialize({"class_name": "Custom", "config": {"learning_rate": 0.5}},
+                                    custom_objects={"Custom": Custom})
+    assert type(opt) is Custom and opt.learning_rate == 0.5
+    assert fo.optimizers.serialize(opt)["class_name"] == "Custom"
+
+
+# --- gradients and variables given to apply -------------------------------------------------------
+
+
+def test_unknown_variable_is_rejected_with_keras_wording():
+    w = np.ones(2)
+    opt = SGD()
+    opt.apply_gradients([(np.ones(2), w)])
+    with pytest.raises(ValueError, match="This optimizer can only be called for the variables it "
+                                         "was originally built with."):
+        opt.apply_gradients([(np.ones(2), w.copy())])
+
+
+def test_none_gradient_warns_and_leaves_the_variable():
+    # keras optimizer_test.test_empty_gradients
+    v = _f32([[3.0, 4.0], [5.0, 6.0]])
+    v2 = _f32([[3.0, 4.0], [5.0, 6.0]])
+    opt = SGD(learning_rate=1.0)
+    with pytest.warns(UserWarning, match=re.escape(
+            "Gradients do not exist for variables ['variable_0'] when minimizing the loss.")):
+        opt.apply_gradients([(None, v), (np.ones((2, 2), np.float32), v2)])
+    np.testing.assert_array_equal(v, [[3, 4], [5, 6]])
+    np.testing.assert_array_equal(v2, [[2, 3], [4, 5]])
+    assert opt.iterations == 1
+
+
+def test_all_none_gradients_is_an_error():
+    opt = SGD()
+    with pytest.raises(ValueError, match=re.escape("No gradients provided for any variable.")):
+        opt.apply_gradients([(None, np.ones(2)), (None, np.ones(3))])
+
+
+def test_apply_without_variables_needs_a_built_optimizer():
+    opt = SGD()
+    with pytest.raises(ValueError, match="the optimizer must already be built"):
+        opt.apply([np.ones(2)])
+    w = np.ones(2)
+    opt.build([w])
+    with pytest.raises(ValueError, match="Received a list of 2 gradients, but the optimizer is "
+                                         "tracking 1 trainable variables."):
+        opt.apply([np.ones(2), np.ones(2)])
+    opt.apply([np.ones(2)])
+    np.testing.assert_allclose(w, 1 - float(np.float32(0.01)) * np.ones(2), rtol=1e-15)
+
+
+def test_variables_may_come_in_any_order_and_subset():
+    a, b, c = np.zeros(2), np.zeros(3), np.zeros(1)
+    opt = SGD(learning_rate=1.0)
+    opt.build([a, b, c])
+    opt.apply([np.full(1, 3.0), np.full(2, 1.0)], [c, a])
+    np.testing.assert_array_equal(a, [-1.0, -1.0])
+    np.testing.assert_array_equal(b, np.zeros(3))
+    np.testing.assert_array_equal(c, [-3.0])
+
+
+def test_same_variable_twice_in_one_call_is_an_error():
+    a = np.zeros(2)
+    opt = SGD(learning_rate=1.0)
+    opt.build([a, np.zeros(3)])
+    with pytest.raises(ValueError, match="given twice"):
+        opt.apply([np.ones(2), np.ones(2)], [a, a])
+    np.testing.assert_array_equal(a, np.zeros(2))
+
+
+@pytest.mark.parametrize("param,message", [
+    ([1.0, 2.0], "must be a NumPy array"),
+    (np.ones(2, np.int32), "float32 or float64"),
+    (np.ones(2, np.complex64), "float32 or float64"),
+    (np.ones(2, np.float16), "float32 or float64"),
+])
+def test_bad_parameters_are_type_errors(param, message):
+    opt = SGD()
+    with pytest.raises(TypeError, match=message):
+        opt.build([np.ones(2), param])
+    assert not opt.built
+
+
+def test_gradients_of_other_types_are_cast():
+    w = np.zeros(3, np.float32)
+    opt = SGD(learning_rate=0.5)
+    opt.apply_gradients([([1.0, 2.0, 4.0], w)])  # a list
+    opt.apply_gradients([(np.array([2, 2, 2], np.int64), w)])  # integers
+    opt.apply_gradients([(np.ones(3, np.float64), w)])  # another float dtype
+    np.testing.assert_array_equal(w, -0.5 * np.array([4.0, 5.0, 7.0]))
+
+
+# --- dict parameters and weight-decay exclusion ----------------------------------------------------
+
+
+def test_dict_parameters_with_exclusion_by_name():
+    params = {
+        "dense/kernel": np.full((2, 2), 2.0),
+        "dense/bias": np.full(2, 2.0),
+        "norm/gamma": np.full(2, 2.0),
+    }
+    opt = SGD(learning_rate=0.5, weight_decay=0.1)
+    opt.exclude_from_weight_decay(var_names=["bias", "^norm"])
+    zeros = {k: np.zeros_like(v) for k, v in params.items()}
+    for _ in range(3):
+        opt.apply(zeros, params)
+    # w <- w - w * 0.1 * float32(0.5), three times, for the kernel only.
+    expected = 2.0 * (1 - 0.1 * 0.5) ** 3
+    np.testing.assert_allclose(params["dense/kernel"], np.full((2, 2), expected), rtol=1e-15)
+    np.testing.assert_array_equal(params["dense/bias"], [2.0, 2.0])
+    np.testing.assert_array_equal(params["norm/gamma"], [2.0, 2.0])
+    assert opt.iterations == 3
+
+
+def test_dict_gradients_subset_and_built_names():
+    params = {"a": np.zeros(2), "b": np.zeros(2)}
+    opt = SGD(learning_rate=1.0)
+    opt.apply({"b": np.ones(2)}, params)  # builds on both, updates b only
+    assert opt.variable_names == ["iteration", "learning_rate"]
+    opt.apply({"a": np.ones(2)})  # built: names resolve to the built arrays
+    np.testing.assert_array_equal(params["a"], [-1.0, -1.0])
+    np.testing.assert_array_equal(params["b"], [-1.0, -1.0])
+    with pytest.raises(ValueError, match="Unknown variable name: 'c'"):
+        opt.apply({"c": np.ones(2)})
+
+
+def test_keras_weight_decay_test():
+    # keras optimizer tests, test_weight_decay: var1 is decayed by three optimizers in turn, var2
+    # is excluded by name, var3 by identity: var1 = 2 * (1 - 0.004)**3, var2 = var3 = 2.
+    var1, var2, var3 = (np.array(2.0, np.float32) for _ in range(3))
+    grad = np.zeros((), np.float32)
+    opt1 = Adam(learning_rate=1.0, weight_decay=0.004)
+    opt1.apply_gradients(zip([grad], [var1]))
+    opt2 = Adam(learning_rate=1.0, weight_decay=0.004)
+    opt2.exclude_from_weight_decay(var_names=["exclude"])
+    opt2.apply([grad, grad], {"variable": var1, "exclude": var2})
+    opt3 = Adam(learning_rate=1.0, weight_decay=0.004)
+    opt3.exclude_from_weight_decay(var_list=[var3])
+    opt3.apply_gradients(zip([grad, grad], [var1, var3]))
+    np.testing.assert_almost_equal(var1, 1.9760959, decimal=6)
+    assert var2 == 2.0 and var3 == 2.0
+
+
+def test_exclude_from_weight_decay_replaces_previous_settings_and_works_after_build():
+    a, b = np.ones(2), np.ones(2)
+    opt = SGD(learning_rate=1.0, weight_decay=0.5)
+    opt.exclude_from_weight_decay(var_list=[a])
+    opt.apply_gradients([(np.zeros(2), a), (np.zeros(2), b)])
+    np.testing.assert_array_equal(a, [1.0, 1.0])
+    np.testing.assert_array_equal(b, [0.5, 0.5])
+    opt.exclude_from_weight_decay(var_names=["variable_1"])  # replaces var_list=[a]
+    opt.apply_gradients([(np.zeros(2), a), (np.zeros(2), b)])
+    np.testing.assert_array_equal(a, [0.5, 0.5])
+    np.testing.assert_array_equal(b, [0.5, 0.5])
+
+
+# --- mixed float32 / float64 parameters ------------------------------------------------------------
+
+
+def _single_dtype_twin(cls, kwargs, params, grads_list):
+    """The same steps, each dtype in its own optimizer: what one optimizer over both must do
+    for every option that acts tensor by tensor."""
+    out = []
+    for dtype in (np.float32, np.float64):
+        chosen = [i for i, p in enumerate(params) if p.dtype == dtype]
+        copies = [params[i].copy() for i in chosen]
+        opt = cls(**kwargs)
+        for grads in grads_list:
+            opt.apply_gradients(zip([grads[i] for i in chosen], copies))
+        out += list(zip(chosen, copies))
+    return [p for _, p in sorted(out, key=lambda t: t[0])]
+
+
+@pytest.mark.parametrize("cls,kwargs", [
+    (SGD, {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}),
+    (Adam, {"learning_rate": 0.01, "weight_decay": 0.1, "clipnorm": 0.5}),
+    (AdamW, {"learning_rate": 0.01, "use_ema": True, "ema_momentum": 0.5,
+             "ema_overwrite_frequency": 2, "gradient_accumulation_steps": 2}),
+])
+def test_mixed_dtypes_equal_one_optimizer_per_dtype(cls, kwargs):
+    rng = np.random.default_rng(4)
+    shapes = [((3, 2), np.float32), ((4,), np.float64), ((5,), np.float32), ((), np.float64)]
+    params = [np.asarray(rng.standard_normal(s), d) for s, d in shapes]
+    grads_list = [[np.asarray(rng.standard_normal(p.shape), p.dtype) for p in params]
+                  for _ in range(5)]
+    expected = _single_dtype_twin(cls, kwargs, params, grads_list)
+    opt = cls(**kwargs)
+    for grads in grads_list:
+        opt.apply_gradients(zip(grads, params))
+    for p, e in zip(params, expected):
+        assert p.dtype == e.dtype
+        np.testing.assert_array_equal(p, e)
+    assert opt.variable_names[2].startswith("variable_0_")
+
+
+def test_mixed_dtypes_global_clipnorm_uses_the_norm_of_all_gradients():
+    # SGD(lr=1, global_clipnorm=1): every gradient is scaled by 1 / N, N over all tensors.
+    a = np.zeros(2, np.float32)
+    b = np.zeros(2, np.float64)
+    opt = SGD(learning_rate=1.0, global_clipnorm=1.0)
+    ga, gb = np.array([3.0, 0.0], np.float32), np.array([0.0, 4.0])
+    opt.apply_gradients([(ga, a), (gb, b)])
+    np.testing.assert_allclose(a, [-0.6, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(b, [0.0, -0.8], rtol=1e-14)
+
+
+def test_mixed_dtypes_bad_gradient_changes_nothing():
+    a = np.ones(2, np.float32)
+    b = np.ones(2, np.float64)
+    opt = SGD(learning_rate=1.0, momentum=0.5)
+    opt.apply_gradients([(np.ones(2, np.float32), a), (np.ones(2), b)])
+    before = [a.copy(), b.copy()] + [np.array(v, copy=True) for v in opt.variables]
+    for bad, error in [(np.ones(3), ValueError), (np.ones(2, np.complex128), TypeError), (b, ValueError)]:
+        with pytest.raises(error):
+            opt.apply_gradients([(np.ones(2, np.float32), a), (bad, b)])
+        after = [a, b] + list(opt.variables)
+        for x, y in zip(after, before):
+            np.testing.assert_array_equal(x, y)
+
+
+# --- EMA, accumulation, loss scale (Keras's optimizer_test tables) -----------------------------------
+
+
+def test_ema_keras_table_and_finalize():
+    # KERAS_SPEC §2.7 / §4.2 test_ema: SGD(lr=1, use_ema, 0.9, overwrite every 3).
+    table = [
+        ([[2.0, 3.0], [4.0, 5.0]], [[2.0, 3.0], [4.0, 5.0]]),
+        ([[1.0, 2.0], [3.0, 4.0]], [[1.9, 2.8999999], [3.9, 4.9]]),
+        ([[1.7099999, 2.71], [3.71, 4.71]], [[1.7099999, 2.71], [3.71, 4.71]]),
+        ([[0.7099999, 1.71], [2.71, 3.71]], [[1.6099999, 2.61], [3.6100001, 4.61]]),
+    ]
+    v = _f32([[3.0, 4.0], [5.0, 6.0]])
+    opt = SGD(learning_rate=1.0, use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=3)
+    for var, average in table:
+        opt.apply_gradients([(np.ones((2, 2), np.float32), v)])
+        np.testing.assert_allclose(v, var, rtol=1e-6)
+        np.testing.assert_allclose(opt.variables[2], average, rtol=1e-6)
+    opt.finalize_variable_values([v])
+    np.testing.assert_array_equal(v, opt.variables[2])
+    with pytest.raises(ValueError, match=re.escape("The length of model variables (2) to override "
+                                                   "does not match")):
+        opt.finalize_variable_values([v, v])
+
+
+def test_ema_averages_variables_without_gradient():
+    a = np.full(2, 4.0, np.float32)
+    b = np.full(2, 8.0)
+    opt = SGD(learning_rate=1.0, use_ema=True, ema_momentum=0.5)
+    opt.apply_gradients([(np.ones(2, np.float32), a), (np.ones(2), b)])
+    with pytest.warns(UserWarning, match="Gradients do not exist"):
+        opt.apply_gradients([(np.ones(2, np.float32), a), (None, b)])
+    # b: step 1 -> 7 and average 7; step 2 unchanged, average 0.5 * 7 + 0.5 * 7 = 7.
+    # a: 3 then 2; average 3 then 0.5 * 3 + 0.5 * 2 = 2.5.
+    np.testing.assert_array_equal(opt.variables[2], [2.5, 2.5])
+    np.testing.assert_array_equal(opt.variables[3], [7.0, 7.0])
+
+
+def test_gradient_accumulation_keras_table():
+    # KERAS_SPEC §2.3 test_gradient_accumulation.
+    table = [
+        ([[1.0, 2.0], [3.0, 4.0]], [[1.0, 1.0], [1.0, 1.0]], 1, 0),
+        ([[1.0, 2.0], [3.0, 4.0]], [[2.0, 2.0], [2.0, 2.0]], 2, 0),
+        ([[0.0, 1.0], [2.0, 3.0]], [[0.0, 0.0], [0.0, 0.0]], 3, 1),
+        ([[0.0, 1.0], [2.0, 3.0]], [[1.0, 1.0], [1.0, 1.0]], 4, 1),
+    ]
+    w = _f32([[1.0, 2.0], [3.0, 4.0]])
+    opt = SGD(learning_rate=1.0, gradient_accumulation_steps=3)
+    for w_after, acc_after, raw, iterations in table:
+        opt.apply_gradients([(np.ones((2, 2), np.float32), w)])
+        np.testing.assert_array_equal(w, w_after)
+        np.testing.assert_array_equal(opt.variables[2], acc_after)
+        assert int(opt.variables[0]) == raw and opt.iterations == iterations
+
+
+def test_update_step_resets_the_accumulator_of_a_variable_without_gradient():
+    a, b = np.zeros(2), np.zeros(2)
+    opt = SGD(learning_rate=1.0, gradient_accumulation_steps=2)
+    opt.apply_gradients([(np.ones(2), a), (np.ones(2), b)])
+    with pytest.warns(UserWarning):
+        opt.apply_gradients([(np.ones(2), a), (None, b)])
+    np.testing.assert_array_equal(a, [-1.0, -1.0])
+    np.testing.assert_array_equal(b, [0.0, 0.0])
+    np.testing.assert_array_equal(opt.variables[3], [0.0, 0.0])  # Keras resets all accumulators
+
+
+def test_loss_scale_factor_keras_test():
+    # keras optimizer_test.test_static_loss_scaling
+    w = _f32([[1.0, 2.0], [3.0, 4.0]])
+    opt = SGD(learning_rate=1.0, loss_scale_factor=1024.0)
+    opt.apply_gradients([(w * 1024.0, w)])
+    np.testing.assert_array_equal(w, np.zeros((2, 2)))
+    assert opt.scale_loss(1.0) == 1024.0
+    assert SGD().scale_loss(3.0) == 3.0
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    ({"clipnorm": 1.0}, [2 ** -0.5, 2 ** -0.5]),
+    ({"clipvalue": 1.0}, [1.0, 1.0]),
+    ({"global_clipnorm": 1.0}, [2 ** -0.5, 2 ** -0.5]),
+    ({"clipnorm": 0.0}, [100.0, 100.0]),  # <= 0 disables clipping (Keras's precedence)
+    ({"clipvalue": -1.0}, [100.0, 100.0]),
+])
+def test_clipping_keras_tests(kwargs, expected):
+    w = np.zeros(2, np.float32)
+    opt = SGD(learning_rate=1.0, **kwargs)
+    opt.apply_gradients([(np.full(2, 100.0, np.float32), w)])
+    np.testing.assert_allclose(-w, expected, rtol=1e-6)
+
+
+def test_changing_a_hyperparameter_after_build_takes_effect():
+    w = np.zeros(2)
+    opt = SGD(learning_rate=1.0)
+    opt.apply_gradients([(np.full(2, 100.0), w)])
+    opt.clipvalue = 1.0
+    opt.apply_gradients([(np.full(2, 100.0), w)])
+    np.testing.assert_array_equal(w, [-101.0, -101.0])
+    opt.weight_decay = 0.5
+    opt.clipvalue = None
+    opt.apply_gradients([(np.zeros(2), w)])
+    np.testing.assert_array_equal(w, [-50.5, -50.5])

@@ -1,0 +1,389 @@
+"""ferroptim against the independent NumPy reference (tests/reference.py), table-driven.
+
+One list of (optimizer, kwargs) cases drives every generic test below, so a new optimizer or a new
+option is covered by adding one line to CASES. Each test runs several steps of random gradients
+(negative values included) through ferroptim and through the reference and compares parameters
+after every step and every optimizer variable at the end:
+
+- float32 parameters against the reference's float32 emulation of Keras: a few float32 ulps;
+- float64 parameters against the reference run in float64: relative 1e-12.
+"""
+
+import zlib
+
+import numpy as np
+import pytest
+
+import ferroptim as fo
+import reference as ref
+
+
+class Schedule:
+    """PiecewiseConstantDecay(boundaries=[1, 3], values=[2**-4, 2**-5, 2**-6]).
+
+    Its values are exact in float32, so the test checks which value each step sees (the schedule
+    is called with the raw iteration count) without depending on how a schedule rounds.
+    """
+
+    boundaries = [1, 3]
+    values = [2.0**-4, 2.0**-5, 2.0**-6]
+
+    def to_fo(self):
+        return fo.optimizers.schedules.PiecewiseConstantDecay(self.boundaries, self.values)
+
+    def to_reference(self):
+        def schedule(step):
+            for boundary, value in zip(self.boundaries, self.values):
+                if step <= boundary:
+                    return value
+            return self.values[-1]
+
+        return schedule
+
+    def __repr__(self):
+        return "PiecewiseConstantDecay"
+
+
+class Callable:
+    """A learning-rate callable taking no argument (Keras calls it at every read)."""
+
+    value = 2.0**-7
+
+    def to_fo(self):
+        return lambda: self.value
+
+    def to_reference(self):
+        return lambda: self.value
+
+    def __repr__(self):
+        return "callable"
+
+
+SCHEDULE = Schedule()
+CALLABLE = Callable()
+
+# (optimizer class name in fo.optimizers, constructor kwargs)
+CASES = [
+    ("SGD", {}),
+    ("SGD", {"learning_rate": 0.1, "momentum": 0.9}),
+    ("SGD", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}),
+    ("SGD", {"learning_rate": 0.1, "momentum": 0.5, "weight_decay": 0.01}),
+    ("SGD", {"momentum": 0.9, "global_clipnorm": 2.0}),
+    ("SGD", {"learning_rate": 0.1, "clipvalue": 0.5}),
+    ("SGD", {"learning_rate": 0.1, "clipnorm": 0.0}),  # Keras: a clip <= 0 is off
+    ("SGD", {"momentum": 0.9, "loss_scale_factor": 1000.0}),
+    ("SGD", {"momentum": 0.9, "nesterov": True, "gradient_accumulation_steps": 3}),
+    ("SGD", {"learning_rate": 0.1, "use_ema": True, "ema_momentum": 0.9}),
+    ("SGD", {"learning_rate": 0.1, "momentum": 0.9, "decay": 0.1}),
+    ("SGD", {"learning_rate": SCHEDULE, "momentum": 0.9}),
+    ("Adam", {}),
+    ("Adam", {"learning_rate": 0.01, "amsgrad": True}),
+    ("Adam", {"learning_rate": 0.01, "beta_1": 0.5, "beta_2": 0.67, "epsilon": 1e-5}),
+    ("Adam", {"clipnorm": 1.0}),
+    ("Adam", {"global_clipnorm": 2.0}),
+    ("Adam", {"amsgrad": True, "clipvalue": 0.5}),
+    ("Adam", {"clipvalue": -1.0}),
+    ("Adam", {"loss_scale_factor": 1000.0, "clipnorm": 1.0}),
+    ("Adam", {"gradient_accumulation_steps": 3, "amsgrad": True}),
+    ("Adam", {"use_ema": True, "ema_momentum": 0.9, "ema_overwrite_frequency": 2}),
+    ("Adam", {"decay": 0.1, "weight_decay": 0.05}),
+    ("Adam", {"learning_rate": CALLABLE, "weight_decay": 0.02}),
+    ("AdamW", {"learning_rate": 0.01}),
+    ("AdamW", {"learning_rate": 0.01, "weight_decay": 0.1, "amsgrad": True}),
+    ("AdamW", {"gradient_accumulation_steps": 3, "global_clipnorm": 1.0}),
+    ("AdamW", {"use_ema": True, "ema_overwrite_frequency": 3, "gradient_accumulation_steps": 2}),
+    ("AdamW", {"learning_rate": SCHEDULE, "gradient_accumulation_steps": 2, "clipnorm": 0.5}),
+]
+
+
+def _case_id(case):
+    name, kwargs = case
+    return name + "(" + ",".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
+
+
+CASE_PARAMS = [pytest.param(*case, id=_case_id(case)) for case in CASES]
+DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
+STEPS = 6
+
+
+def _converted(kwargs, method):
+    return {k: getattr(v, method)() if isinstance(v, (Schedule, Callable)) else v
+            for k, v in kwargs.items()}
+
+
+def make_pair(name, kwargs):
+    """A ferroptim optimizer and the reference for the same constructor arguments."""
+    opt = getattr(fo.optimizers, name)(**_converted(kwargs, "to_fo"))
+    return opt, ref.make_reference(name, _converted(kwargs, "to_reference"))
+
+
+def _rng(*key):
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def _random(rng, shape, dtype):
+    return np.asarray(rng.standard_normal(shape), dtype=dtype)
+
+
+def _grad_like(rng, p, dtype=None):
+    return _random(rng, p.shape, dtype or p.dtype)
+
+
+def check_variables(opt, reference, err_msg=""):
+    """Every optimizer variable, in Keras's order, against the reference's."""
+    actual = [np.asarray(v) for v in opt.variables]
+    expected = reference.variables
+    assert len(actual) == len(expected), (
+        f"{err_msg}: {len(actual)} variables, Keras order has {len(expected)}: "
+        f"{[a.shape for a in actual]} vs {[e.shape for e in expected]}"
+    )
+    assert int(actual[0]) == int(expected[0]), f"{err_msg}: iteration variable"
+    for i, (a, e) in enumerate(zip(actual[1:], expected[1:]), start=1):
+        ref.assert_close(a, e, err_msg=f"{err_msg}: variables[{i}]")
+    assert int(opt.iterations) == reference.iterations, f"{err_msg}: iterations"
+
+
+# --- layouts: how the parameters and gradients of one call are laid out in memory -------------
+
+
+class Layout:
+    """Parameters and a gradient factory for one memory layout.
+
+    params: the arrays given to ferroptim (possibly views into `bases`).
+    bases: (array, mask of the elements no parameter covers): those must never change.
+    grads(rng): one step's gradients in the form the layout gives them.
+    """
+
+    def __init__(self, params, grads, bases=()):
+        self.params = params
+        self.grads = grads
+        self.bases = [(base, mask, base[mask].copy()) for base, mask in bases]
+
+    def check_untouched(self, err_msg):
+        for base, mask, original in self.bases:
+            np.testing.assert_array_equal(base[mask], original, err_msg=err_msg)
+
+
+def _contiguous(shapes, order="C"):
+    def make(dtype, rng):
+        params = [np.asarray(_random(rng, s, dtype), order=order) for s in shapes]
+        return Layout(params, lambda r: [_grad_like(r, p) for p in params])
+
+    return make
+
+
+def _strided_views(dtype, rng):
+    big = _random(rng, (8, 34), dtype)
+    wide = _random(rng, (10, 6), dtype)
+    line = _random(rng, (40,), dtype)
+    params = [big[:, ::2], wide.T, line[::-3]]
+    big_mask = np.ones(big.shape, bool)
+    big_mask[:, ::2] = False
+    line_mask = np.ones(line.shape, bool)
+    line_mask[::-3] = False
+    return Layout(params, lambda r: [_grad_like(r, p) for p in params],
+                  [(big, big_mask), (line, line_mask)])
+
+
+def _strided_grads(dtype, rng):
+    params = [_random(rng, s, dtype) for s in [(33,), (4, 5), ()]]
+
+    def grads(r):
+        return [_random(r, p.shape + (3,), dtype)[..., 1] for p in params]
+
+    return Layout(params, grads)
+
+
+def _other_dtype_grads(dtype, rng):
+    params = [_random(rng, s, dtype) for s in [(65,), (3, 3)]]
+    other = np.float64 if dtype == np.float32 else np.float32
+    return Layout(params, lambda r: [_grad_like(r, p, other) for p in params])
+
+
+def _list_grads(dtype, rng):
+    params = [_random(rng, s, dtype) for s in [(7,), (2, 3), ()]]
+    return Layout(params, lambda r: [_grad_like(r, p, np.float64).tolist() for p in params])
+
+
+LAYOUTS = {
+    "0d": _contiguous([()]),
+    "1": _contiguous([(1,)]),
+    **{str(n): _contiguous([(n,)]) for n in (7, 8, 9, 15, 16, 17, 31, 33, 63, 65, 1023, 1025)},
+    "mixed_sizes": _contiguous([(3, 4), (17,), (), (1025,), (2, 3, 5), (64,), (1,)]),
+    "2d": _contiguous([(13, 7)]),
+    "fortran": _contiguous([(9, 11), (5,)], order="F"),
+    "strided_params": _strided_views,
+    "strided_grads": _strided_grads,
+    "other_dtype_grads": _other_dtype_grads,
+    "list_grads": _list_grads,
+}
+
+
+# --- the generic tests --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,kwargs", CASE_PARAMS)
+def test_matches_reference(name, kwargs, dtype, layout):
+    rng = _rng(name, kwargs, dtype, layout)
+    setup = LAYOUTS[layout](dtype, rng)
+    opt, reference = make_pair(name, kwargs)
+    reference.build([p.copy() for p in setup.params])
+    for step in range(1, STEPS + 1):
+        grads = setup.grads(rng)
+        grads_before = [np.array(g, copy=True) for g in grads]
+        opt.apply_gradients(zip(grads, setup.params))
+        reference.apply(grads)
+        for i, (p, e) in enumerate(zip(setup.params, reference.params)):
+            ref.assert_close(p, e, err_msg=f"step {step}, param {i} {p.shape}")
+        for g, before in zip(grads, grads_before):
+            np.testing.assert_array_equal(g, before, err_msg="a gradient was modified")
+        setup.check_untouched(f"step {step}: memory outside the parameter views changed")
+    check_variables(opt, reference)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,kwargs", CASE_PARAMS)
+def test_non_finite_gradients_propagate(name, kwargs, dtype):
+    # NaN and inf flow through as in Keras: no clamping; clipvalue keeps NaN; a NaN norm makes the
+    # clipped tensor (clipnorm) or every tensor (global_clipnorm) NaN.
+    rng = _rng("nonfinite", name, kwargs, dtype)
+    params = [_random(rng, s, dtype) for s in [(5,), (17,), (3, 3)]]
+    opt, reference = make_pair(name, kwargs)
+    reference.build([p.copy() for p in params])
+    for step in range(1, STEPS + 1):
+        grads = [_grad_like(rng, p) for p in params]
+        if step == 2:
+            grads[0][1] = np.nan
+        if step == 3:
+            grads[1][2] = np.inf
+            grads[2][0, 0] = -np.inf
+        with np.errstate(all="ignore"):
+            opt.apply_gradients(zip(grads, params))
+        reference.apply(grads)
+        for i, (p, e) in enumerate(zip(params, reference.params)):
+            ref.assert_close(p, e, err_msg=f"step {step}, param {i}")
+    check_variables(opt, reference)
+
+
+@pytest.mark.parametrize("name,kwargs", CASE_PARAMS)
+def test_mixed_float32_and_float64_parameters(name, kwargs):
+    rng = _rng("mixed", name, kwargs)
+    specs = [((5,), np.float32), ((7,), np.float64), ((3, 3), np.float32), ((), np.float64),
+             ((33,), np.float32)]
+    params = [_random(rng, s, d) for s, d in specs]
+    opt, reference = make_pair(name, kwargs)
+    reference.build([p.copy() for p in params])
+    for step in range(1, STEPS + 1):
+        grads = [_grad_like(rng, p) for p in params]
+        opt.apply_gradients(zip(grads, params))
+        reference.apply(grads)
+        for i, (p, e) in enumerate(zip(params, reference.params)):
+            ref.assert_close(p, e, err_msg=f"step {step}, param {i} {p.dtype}")
+    check_variables(opt, reference)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,kwargs", CASE_PARAMS)
+def test_missing_gradients(name, kwargs, dtype):
+    # A None gradient: Keras warns and leaves that variable out of the step; the EMA still
+    # averages every built variable.
+    rng = _rng("none", name, kwargs, dtype)
+    params = [_random(rng, s, dtype) for s in [(6,), (4, 4), (9,)]]
+    opt, reference = make_pair(name, kwargs)
+    reference.build([p.copy() for p in params])
+    for step in range(1, STEPS + 1):
+        grads = [_grad_like(rng, p) for p in params]
+        grads[1] = None
+        if step % 2 == 0:
+            grads[2] = None
+        with pytest.warns(UserWarning, match="Gradients do not exist for variables"):
+            opt.apply_gradients(zip(grads, params))
+        reference.apply(grads)
+        for i, (p, e) in enumerate(zip(params, reference.params)):
+            ref.assert_close(p, e, err_msg=f"step {step}, param {i}")
+    check_variables(opt, reference)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,kwargs", CASE_PARAMS)
+def test_dict_parameters_with_weight_decay_exclusion(name, kwargs, dtype):
+    rng = _rng("dict", name, kwargs, dtype)
+    shapes = {"dense/kernel": (4, 3), "dense/bias": (3,), "out/kernel": (3, 2), "out/bias": (2,)}
+    params = {k: _random(rng, s, dtype) for k, s in shapes.items()}
+    opt, reference = make_pair(name, kwargs)
+    opt.exclude_from_weight_decay(var_names=["bias"])
+    reference.exclude_from_weight_decay(var_names=["bias"])
+    reference.build([p.copy() for p in params.values()], names=list(params))
+    for step in range(1, STEPS + 1):
+        grads = {k: _grad_like(rng, p) for k, p in params.items()}
+        opt.apply(grads, params)
+        reference.apply(list(grads.values()))
+        for (k, p), e in zip(params.items(), reference.params):
+            ref.assert_close(p, e, err_msg=f"step {step}, {k}")
+    check_variables(opt, reference)
+
+
+@pytest.mark.parametrize("name,kwargs", CASE_PARAMS)
+def test_build_then_apply_without_variables(name, kwargs):
+    rng = _rng("build", name, kwargs)
+    params = [_random(rng, s, np.float32) for s in [(10,), (2, 5)]]
+    opt, reference = make_pair(name, kwargs)
+    opt.build(params)
+    reference.build([p.copy() for p in params])
+    check_variables(opt, reference, "after build")
+    for step in range(1, STEPS + 1):
+        grads = [_grad_like(rng, p) for p in params]
+        opt.apply(grads)
+        reference.apply(grads)
+        for i, (p, e) in enumerate(zip(params, reference.params)):
+            ref.assert_close(p, e, err_msg=f"step {step}, param {i}")
+    check_variables(opt, reference)
+
+
+# --- specific behaviours ------------------------------------------------------------------------
+
+
+def test_float_learning_rate_is_float32_for_float64_parameters():
+    # KERAS_SPEC §0.3 rule 2: Keras stores a float lr in a float32 variable.
+    w = np.zeros(1, np.float64)
+    fo.optimizers.SGD(learning_rate=0.1).apply_gradients([(np.ones(1), w)])
+    assert w[0] == -float(np.float32(0.1))
+
+
+def test_keras2_lr_alias():
+    w, w_ref = np.ones(3, np.float32), np.ones(3, np.float32)
+    g = np.array([1.0, -2.0, 3.0], np.float32)
+    opt = fo.optimizers.Adam(lr=0.01)
+    for _ in range(3):
+        opt.apply_gradients([(g, w)])
+    reference = ref.make_reference("Adam", {"learning_rate": 0.01})
+    reference.build([w_ref])
+    for _ in range(3):
+        reference.apply([g])
+    ref.assert_close(w, w_ref)
+
+
+def test_ema_averages_variables_left_out_of_a_call():
+    # Keras averages every built variable after each call, also those given no gradient.
+    opt = fo.optimizers.SGD(learning_rate=1.0, use_ema=True, ema_momentum=0.5)
+    a, b = np.array([1.0], np.float32), np.array([4.0], np.float32)
+    opt.apply_gradients([(np.ones(1, np.float32), a), (np.ones(1, np.float32), b)])
+    b[...] = 8.0
+    with pytest.warns(UserWarning, match="Gradients do not exist"):
+        opt.apply_gradients([(np.ones(1, np.float32), a), (None, b)])
+    averages = [np.asarray(v) for v in opt.variables[2:4]]
+    np.testing.assert_array_equal(averages[0], [0.5 * 0.0 + 0.5 * -1.0])
+    np.testing.assert_array_equal(averages[1], [0.5 * 3.0 + 0.5 * 8.0])
+
+
+def test_accumulation_only_calls_leave_parameters_bitwise_unchanged():
+    opt = fo.optimizers.AdamW(learning_rate=0.1, weight_decay=0.5, gradient_accumulation_steps=3,
+                              clipnorm=0.1)
+    w = np.array([1.0, -2.0, 3.0], np.float32)
+    before = w.copy()
+    for _ in range(2):
+        opt.apply_gradients([(np.array([5.0, 6.0, -7.0], np.float32), w)])
+        np.testing.assert_array_equal(w, before)
+    assert int(opt.iterations) == 0
