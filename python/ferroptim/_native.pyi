@@ -192,6 +192,23 @@ def ftrl(
 ) -> None:
     """FTRL (ftrl.py)."""
 
+def lamb(
+    params: Sequence[NDArray[np.floating]],
+    grads: Sequence[ArrayLike],
+    momentums: Sequence[NDArray[np.floating]],
+    velocities: Sequence[NDArray[np.floating]],
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+    iterations: int,
+    options: Optional[StepOptions] = None,
+    *,
+    names: Optional[Sequence[str]] = None,
+) -> None:
+    """Lamb (lamb.py): Adam's moments with a per-tensor trust ratio |w| / |r|, computed by a
+    deterministic read-only pass before the update pass."""
+
 def ema(
     params: Sequence[NDArray[np.floating]],
     averages: Sequence[NDArray[np.floating]],

@@ -93,6 +93,14 @@ struct Ctx<'a, T, R> {
     pro: &'a Prologue<T>,
     mode: Mode,
     clip: ClipStage<'a, T>,
+    /// One scalar per tensor from the rule's own reduction (empty for element-wise rules).
+    scalars: &'a [T],
+}
+
+impl<T: Real, R> Ctx<'_, T, R> {
+    fn scalar(&self, tensor: usize) -> T {
+        self.scalars.get(tensor).copied().unwrap_or(T::ONE)
+    }
 }
 
 fn work_items<T>(tensors: &[Tensor<T>]) -> Vec<Item> {
@@ -156,13 +164,31 @@ pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<
         (Mode::Update, Clip::Value(c)) => ClipStage::Value(c),
         _ => ClipStage::None,
     };
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         rule,
         tensors,
         pro,
         mode,
         clip,
+        scalars: &[],
     };
+    // A rule that needs whole-tensor sums (Lamb) gets them from a read-only pass first.
+    let k = rule.sums();
+    let scalars: Vec<T>;
+    if mode == Mode::Update && k > 0 {
+        let partials: Vec<Vec<f64>> = match &pool {
+            Some(p) => p.install(|| items.par_iter().map(|it| rule_reduce_at(level, &ctx, it)).collect()),
+            None => items.iter().map(|it| rule_reduce_at(level, &ctx, it)).collect(),
+        };
+        let mut sums = vec![vec![0.0f64; k]; tensors.len()];
+        for (it, part) in items.iter().zip(&partials) {
+            for (s, p) in sums[it.tensor].iter_mut().zip(part) {
+                *s += p;
+            }
+        }
+        scalars = sums.iter().map(|s| rule.tensor_scalar(s)).collect();
+        ctx.scalars = &scalars;
+    }
     match &pool {
         Some(p) => p.install(|| items.par_iter().for_each(|it| process_at(level, &ctx, it))),
         None => items.iter().for_each(|it| process_at(level, &ctx, it)),
@@ -178,6 +204,88 @@ fn process_at<T: Real, R: Rule<T>>(level: Level, ctx: &Ctx<'_, T, R>, it: &Item)
         // SAFETY: as above.
         Level::Avx2 => unsafe { process_avx2(ctx, it) },
         _ => process(ctx, it),
+    }
+}
+
+fn rule_reduce_at<T: Real, R: Rule<T>>(level: Level, ctx: &Ctx<'_, T, R>, it: &Item) -> Vec<f64> {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `simd::current` only selects a level the CPU was detected to support.
+        Level::Avx512 => unsafe { rule_reduce_avx512(ctx, it) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Level::Avx2 => unsafe { rule_reduce_avx2(ctx, it) },
+        _ => rule_reduce_item(ctx, it),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rule_reduce_avx2<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) -> Vec<f64> {
+    rule_reduce_item(ctx, it)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
+unsafe fn rule_reduce_avx512<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) -> Vec<f64> {
+    rule_reduce_item(ctx, it)
+}
+
+/// The rule's sums over one work item: the same gradient, clipping and decay stages as the
+/// update pass, on copies, so nothing is written.
+#[inline(always)]
+fn rule_reduce_item<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) -> Vec<f64> {
+    let t = &ctx.tensors[it.tensor];
+    let pro = ctx.pro;
+    let mut sums = vec![0.0f64; ctx.rule.sums()];
+    let mut gbuf = [T::ZERO; BLOCK];
+    let mut abuf = [T::ZERO; BLOCK];
+    let mut pbuf = [T::ZERO; BLOCK];
+    let mut sbuf = [[T::ZERO; BLOCK]; MAX_SLOTS];
+    let clip_active = !matches!(ctx.clip, ClipStage::None);
+    let untouched = pro.gradient_untouched(clip_active);
+    let decay = if t.decay { pro.weight_decay } else { None };
+    let nslots = t.slots.len().min(MAX_SLOTS);
+    let mut b = it.start;
+    while b < it.end {
+        let n = BLOCK.min(it.end - b);
+        // In place only if nothing transforms it; otherwise into `gbuf` (never resetting the
+        // accumulator here: the update pass does that).
+        let g = load_gradient(t, pro, b, n, untouched, false, &mut gbuf, &mut abuf);
+        apply_clip(ctx, it, g);
+        let p: &[T] = if decay.is_some() || !t.param.is_direct() {
+            let copy = &mut pbuf[..n];
+            if t.param.is_direct() {
+                // SAFETY: in range; read only.
+                copy.copy_from_slice(unsafe { t.param.slice_mut(b, n) });
+            } else {
+                // SAFETY: the strides and shape come from the parameter's own array.
+                unsafe { t.param.gather(&t.shape, b, copy) };
+            }
+            if let Some((wd, lr)) = decay {
+                prologue::weight_decay(copy, wd, lr);
+            }
+            copy
+        } else {
+            // SAFETY: in range; read only.
+            unsafe { t.param.slice_mut(b, n) }
+        };
+        let mut sl: [&[T]; MAX_SLOTS] = [&[]; MAX_SLOTS];
+        for ((slot, op), buf) in sl.iter_mut().zip(&t.slots).zip(sbuf.iter_mut()) {
+            *slot = load(op, &t.shape, b, n, buf);
+        }
+        ctx.rule.reduce(p, g, &sl[..nslots], &mut sums);
+        b += n;
+    }
+    sums
+}
+
+fn apply_clip<T: Real, R>(ctx: &Ctx<'_, T, R>, it: &Item, g: &mut [T]) {
+    match ctx.clip {
+        ClipStage::None => {}
+        ClipStage::PerTensor(c, dens) => prologue::clip_by_norm(g, c, dens[it.tensor]),
+        ClipStage::Scale(s) => prologue::scale(g, s),
+        ClipStage::Value(c) => prologue::clip_value(g, c),
     }
 }
 
@@ -312,7 +420,7 @@ fn process<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
             // SAFETY: as above.
             sl[k] = unsafe { op.slice_mut(it.start, n) };
         }
-        ctx.rule.update(p, g.unwrap_or(&[]), &mut sl[..nslots]);
+        ctx.rule.update_with(p, g.unwrap_or(&[]), &mut sl[..nslots], ctx.scalar(it.tensor));
         return;
     }
 
@@ -327,12 +435,7 @@ fn process<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
         match ctx.mode {
             Mode::Update => {
                 let g = load_gradient(t, pro, b, n, grad_untouched, true, &mut gbuf, &mut abuf);
-                match ctx.clip {
-                    ClipStage::None => {}
-                    ClipStage::PerTensor(c, dens) => prologue::clip_by_norm(g, c, dens[it.tensor]),
-                    ClipStage::Scale(s) => prologue::scale(g, s),
-                    ClipStage::Value(c) => prologue::clip_value(g, c),
-                }
+                apply_clip(ctx, it, g);
                 let p = load(&t.param, &t.shape, b, n, &mut pbuf);
                 if let Some((wd, lr)) = decay {
                     prologue::weight_decay(p, wd, lr);
@@ -341,7 +444,7 @@ fn process<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
                 for ((slot, op), buf) in sl.iter_mut().zip(&t.slots).zip(sbuf.iter_mut()) {
                     *slot = load(op, &t.shape, b, n, buf);
                 }
-                ctx.rule.update(p, g, &mut sl[..nslots]);
+                ctx.rule.update_with(p, g, &mut sl[..nslots], ctx.scalar(it.tensor));
                 for (slot, op) in sl.iter().zip(&t.slots) {
                     store(op, &t.shape, b, slot);
                 }

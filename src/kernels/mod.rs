@@ -9,6 +9,7 @@ pub mod adamax;
 pub mod driver;
 pub mod ftrl;
 pub mod layout;
+pub mod lamb;
 pub mod lion;
 pub mod nadam;
 pub mod pool;
@@ -35,4 +36,26 @@ pub trait Rule<T: Real>: Sync {
     /// Number of slot slices `update` expects.
     fn slots(&self) -> usize;
     fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]);
+
+    /// Number of per-tensor sums the rule needs before it can update (Lamb's norms); 0 for
+    /// element-wise rules, which then never see `reduce` or `tensor_scalar`.
+    fn sums(&self) -> usize {
+        0
+    }
+
+    /// Adds one block's contributions to `sums`, writing nothing: `p` is the parameter after
+    /// weight decay, `g` the final gradient, `slots` the slots before this step. The driver
+    /// calls it on fixed blocks in a fixed order, so the sums are deterministic.
+    fn reduce(&self, _p: &[T], _g: &[T], _slots: &[&[T]], _sums: &mut [f64]) {}
+
+    /// Turns a tensor's sums into the scalar that `update_with` receives.
+    fn tensor_scalar(&self, _sums: &[f64]) -> T {
+        T::ONE
+    }
+
+    /// `update` with the tensor's scalar from `tensor_scalar`.
+    #[inline(always)]
+    fn update_with(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]], _scalar: T) {
+        self.update(p, g, slots);
+    }
 }

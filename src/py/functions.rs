@@ -639,3 +639,34 @@ pub fn ftrl<'py>(
         || kernels::ftrl::Ftrl::<f64>::new(learning_rate, p, l1, l2, s, beta),
     )
 }
+
+/// Lamb: `iterations` is the count before this step.
+#[pyfunction]
+#[pyo3(signature = (params, grads, momentums, velocities, learning_rate, beta_1, beta_2, epsilon,
+    iterations, options=None, *, names=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn lamb<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+    grads: &Bound<'py, PyAny>,
+    momentums: &Bound<'py, PyAny>,
+    velocities: &Bound<'py, PyAny>,
+    learning_rate: f64,
+    beta_1: f64,
+    beta_2: f64,
+    epsilon: f64,
+    iterations: i64,
+    options: Option<&Bound<'py, StepOptions>>,
+    names: Option<&Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    finite("beta_1", beta_1)?;
+    finite("beta_2", beta_2)?;
+    finite("epsilon", epsilon)?;
+    let it = check_iterations(iterations)?;
+    let slots = vec![("momentum", momentums), ("velocity", velocities)];
+    update_call(params, grads, slots, learning_rate, options, names)?.run(
+        py,
+        || kernels::lamb::Lamb::<f32>::new(learning_rate, beta_1, beta_2, epsilon, it),
+        || kernels::lamb::Lamb::<f64>::new(learning_rate, beta_1, beta_2, epsilon, it),
+    )
+}

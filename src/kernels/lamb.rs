@@ -1,0 +1,111 @@
+//! Lamb, as `keras/src/optimizers/lamb.py`, with `t = iterations + 1`:
+//!
+//! ```text
+//! m = m + (g - m) * (1 - beta_1)
+//! v = v + (g^2 - v) * (1 - beta_2)
+//! r = (m / (1 - beta_1^t)) / (sqrt(v / (1 - beta_2^t)) + epsilon)
+//! ratio = |w| / |r| if both norms > 0, else 1      (whole-tensor norms; w after decay)
+//! w = w - (ratio * lr) * r
+//! ```
+//! The norms need the whole tensor before any element changes, so Lamb runs a read-only
+//! reduction pass (`reduce`) and then the update pass with the tensor's ratio.
+
+use super::reduce::sum_squares;
+use super::{Real, Rule};
+
+pub struct Lamb<T> {
+    lr: T,
+    one_minus_beta_1: T,
+    one_minus_beta_2: T,
+    bias_1: T,
+    bias_2: T,
+    epsilon: T,
+}
+
+impl<T: Real> Lamb<T> {
+    #[must_use]
+    pub fn new(learning_rate: f64, beta_1: f64, beta_2: f64, epsilon: f64, iterations: u64) -> Self {
+        let t = T::from_f64((iterations as f64) + 1.0);
+        Lamb {
+            lr: T::from_f64(learning_rate),
+            one_minus_beta_1: T::from_f64(1.0 - beta_1),
+            one_minus_beta_2: T::from_f64(1.0 - beta_2),
+            bias_1: T::ONE - T::from_f64(beta_1).powf(t),
+            bias_2: T::ONE - T::from_f64(beta_2).powf(t),
+            epsilon: T::from_f64(epsilon),
+        }
+    }
+
+    /// New `m`, new `v` and the update direction `r` of one element.
+    #[inline(always)]
+    fn moments(&self, g: T, m: T, v: T) -> (T, T, T) {
+        let m = m + (g - m) * self.one_minus_beta_1;
+        let v = v + (g * g - v) * self.one_minus_beta_2;
+        let r = (m / self.bias_1) / ((v / self.bias_2).sqrt() + self.epsilon);
+        (m, v, r)
+    }
+}
+
+/// Elements per chunk of the reduction's scratch buffer.
+const SCRATCH: usize = 256;
+
+impl<T: Real> Rule<T> for Lamb<T> {
+    fn slots(&self) -> usize {
+        2
+    }
+
+    fn sums(&self) -> usize {
+        2
+    }
+
+    #[inline(always)]
+    fn reduce(&self, p: &[T], g: &[T], slots: &[&[T]], sums: &mut [f64]) {
+        let n = p.len();
+        if let ([m, v], [sw, sr]) = (slots, sums) {
+            *sw += sum_squares(p);
+            let mut r = [T::ZERO; SCRATCH];
+            let mut start = 0;
+            while start < n {
+                let k = SCRATCH.min(n - start);
+                for i in 0..k {
+                    r[i] = self.moments(g[start + i], m[start + i], v[start + i]).2;
+                }
+                *sr += sum_squares(&r[..k]);
+                start += k;
+            }
+        }
+    }
+
+    fn tensor_scalar(&self, sums: &[f64]) -> T {
+        let (w_norm, r_norm) = match sums {
+            [w, r] => (T::from_f64(*w).sqrt(), T::from_f64(*r).sqrt()),
+            _ => return T::ONE,
+        };
+        let ratio = if w_norm > T::ZERO && r_norm > T::ZERO {
+            w_norm / r_norm
+        } else {
+            T::ONE
+        };
+        ratio * self.lr
+    }
+
+    fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
+        self.update_with(p, g, slots, self.lr);
+    }
+
+    /// `scale` is `ratio * lr`.
+    #[inline(always)]
+    fn update_with(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]], scale: T) {
+        let n = p.len();
+        let g = &g[..n];
+        if let [m, v] = slots {
+            let (m, v) = (&mut m[..n], &mut v[..n]);
+            for i in 0..n {
+                let (mi, vi, r) = self.moments(g[i], m[i], v[i]);
+                m[i] = mi;
+                v[i] = vi;
+                p[i] -= scale * r;
+            }
+        }
+    }
+}
