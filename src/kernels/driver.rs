@@ -22,7 +22,7 @@ use super::real::Real;
 use super::reduce::sum_squares;
 use super::simd::{self, Level};
 use super::Rule;
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Elements per block of the fused pipeline.
 pub const BLOCK: usize = 512;
@@ -126,10 +126,10 @@ fn work_items<T>(tensors: &[Tensor<T>]) -> Vec<Item> {
 pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<T>, mode: Mode) {
     let items = work_items(tensors);
     let total: usize = tensors.iter().map(|t| t.len).sum();
-    let pool = if total >= INLINE_BELOW {
-        pool::pool()
+    let parts = if total >= INLINE_BELOW {
+        split(&items, pool::num_threads())
     } else {
-        None
+        vec![0, items.len()]
     };
     let level = simd::current();
 
@@ -137,18 +137,9 @@ pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<
     let mut denominators = Vec::new();
     let clip = match (mode, pro.clip) {
         (Mode::Update, Clip::Norm(c) | Clip::GlobalNorm(c)) => {
-            let partials: Vec<f64> = match &pool {
-                Some(p) => p.install(|| {
-                    items
-                        .par_iter()
-                        .map(|it| reduce_at(level, tensors, pro, it))
-                        .collect()
-                }),
-                None => items
-                    .iter()
-                    .map(|it| reduce_at(level, tensors, pro, it))
-                    .collect(),
-            };
+            let partials = map_items(&items, &parts, 1, |it, out| {
+                out[0] = reduce_at(level, tensors, pro, it);
+            });
             let mut sums = vec![0.0f64; tensors.len()];
             for (it, s) in items.iter().zip(&partials) {
                 sums[it.tensor] += s;
@@ -176,12 +167,11 @@ pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<
     let k = rule.sums();
     let scalars: Vec<T>;
     if mode == Mode::Update && k > 0 {
-        let partials: Vec<Vec<f64>> = match &pool {
-            Some(p) => p.install(|| items.par_iter().map(|it| rule_reduce_at(level, &ctx, it)).collect()),
-            None => items.iter().map(|it| rule_reduce_at(level, &ctx, it)).collect(),
-        };
+        let partials = map_items(&items, &parts, k, |it, out| {
+            out.copy_from_slice(&rule_reduce_at(level, &ctx, it));
+        });
         let mut sums = vec![vec![0.0f64; k]; tensors.len()];
-        for (it, part) in items.iter().zip(&partials) {
+        for (it, part) in items.iter().zip(partials.chunks_exact(k)) {
             for (s, p) in sums[it.tensor].iter_mut().zip(part) {
                 *s += p;
             }
@@ -189,10 +179,53 @@ pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<
         scalars = sums.iter().map(|s| rule.tensor_scalar(s)).collect();
         ctx.scalars = &scalars;
     }
-    match &pool {
-        Some(p) => p.install(|| items.par_iter().for_each(|it| process_at(level, &ctx, it))),
-        None => items.iter().for_each(|it| process_at(level, &ctx, it)),
+    let ctx = &ctx;
+    pool::run_parts(parts.len() - 1, |part| {
+        for it in &items[parts[part]..parts[part + 1]] {
+            process_at(level, ctx, it);
+        }
+    });
+}
+
+/// Cuts the work list into at most `threads` contiguous runs of about equal element counts:
+/// run `i` is `items[bounds[i]..bounds[i + 1]]`.
+fn split(items: &[Item], threads: usize) -> Vec<usize> {
+    let total: usize = items.iter().map(|it| it.end - it.start).sum();
+    let parts = threads.clamp(1, items.len().max(1));
+    let mut bounds = vec![0];
+    let mut done = 0usize;
+    for (i, it) in items.iter().enumerate() {
+        done += it.end - it.start;
+        // Close run k once its share of the elements is reached.
+        if bounds.len() < parts && done * parts >= total * bounds.len() {
+            bounds.push(i + 1);
+        }
     }
+    if *bounds.last().unwrap_or(&0) != items.len() {
+        bounds.push(items.len());
+    }
+    bounds
+}
+
+/// Runs `f(item, out)` for every item, in parallel over the runs of `bounds`, where `out` is
+/// that item's `k` slots of the returned vector (item order, whatever ran where).
+fn map_items<F>(items: &[Item], bounds: &[usize], k: usize, f: F) -> Vec<f64>
+where
+    F: Fn(&Item, &mut [f64]) + Sync,
+{
+    let out: Vec<AtomicU64> = (0..items.len() * k).map(|_| AtomicU64::new(0)).collect();
+    let out_ref = &out;
+    pool::run_parts(bounds.len() - 1, |part| {
+        let mut buf = vec![0.0f64; k];
+        for i in bounds[part]..bounds[part + 1] {
+            f(&items[i], &mut buf);
+            for (j, v) in buf.iter().enumerate() {
+                out_ref[i * k + j].store(v.to_bits(), Ordering::Relaxed);
+            }
+        }
+    });
+    // `run_parts` returned: every part has finished and its stores are visible.
+    out.into_iter().map(|a| f64::from_bits(a.into_inner())).collect()
 }
 
 fn process_at<T: Real, R: Rule<T>>(level: Level, ctx: &Ctx<'_, T, R>, it: &Item) {

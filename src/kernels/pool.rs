@@ -1,7 +1,9 @@
 //! The thread pool the driver runs its work lists on.
 //!
-//! A dedicated rayon pool (not the global one) so `set_num_threads` can resize it. Two rules
-//! keep it safe:
+//! A dedicated rayon pool (not the global one) so `set_num_threads` can resize it. The
+//! calling thread always takes a share of the work itself (`run_parts`), so the pool has
+//! `threads - 1` workers and a step on two threads wakes one worker, not two while the caller
+//! sleeps. Two rules keep it safe:
 //! - After `fork()` the child has none of the parent's worker threads; using the old pool
 //!   would hang. A `pthread_atfork` child handler bumps a generation counter and the next call
 //!   builds a fresh pool (the stale one is leaked, never dropped: its threads do not exist).
@@ -81,8 +83,29 @@ fn register_at_fork() {
     });
 }
 
-/// The pool for the current thread count, built on first use and after a fork.
-/// `None` when one thread is requested or the pool cannot be built: run inline then.
+/// Runs `f(0)`, ..., `f(parts - 1)` and returns when all are done: part 0 on the calling
+/// thread, the others on the pool (or all inline when there is no pool).
+pub fn run_parts<F: Fn(usize) + Sync>(parts: usize, f: F) {
+    if parts > 1 {
+        if let Some(p) = pool() {
+            p.in_place_scope(|s| {
+                let f = &f;
+                for i in 1..parts {
+                    s.spawn(move |_| f(i));
+                }
+                f(0);
+            });
+            return;
+        }
+    }
+    for i in 0..parts {
+        f(i);
+    }
+}
+
+/// The pool for the current thread count (with one worker fewer, the caller being the
+/// other), built on first use and after a fork. `None` when one thread is requested or the
+/// pool cannot be built: run inline then.
 #[must_use]
 pub fn pool() -> Option<Arc<rayon::ThreadPool>> {
     let threads = num_threads();
@@ -104,7 +127,7 @@ pub fn pool() -> Option<Arc<rayon::ThreadPool>> {
         }
     }
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
+        .num_threads(threads - 1)
         .thread_name(|i| format!("ferroptim-{i}"))
         .build()
         .ok()
