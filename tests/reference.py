@@ -1,7 +1,8 @@
 """An independent NumPy reference of Keras 3's optimizer step, for the tests.
 
 It re-derives, from the Keras 3 formulas (`keras/src/optimizers/base_optimizer.py`, `sgd.py`,
-`adam.py`, `adamw.py`), what one `apply` call does, in Keras's order of operations:
+`rmsprop.py`, `adam.py`, `adamw.py`, `adagrad.py`, `adadelta.py`, `adamax.py`, `nadam.py`,
+`lion.py`, `ftrl.py`), what one `apply` call does, in Keras's order of operations:
 
     loss-scale unscale -> gradient accumulation -> clipnorm | global_clipnorm | clipvalue
     -> decoupled weight decay -> update_step (list order) -> EMA (+ overwrite) -> iterations += 1
@@ -13,7 +14,8 @@ give it float32 arrays and it is a float32 emulation of Keras, give it float64 a
 float64 reference. The scalars follow Keras's rules:
 
 1. A plain Python expression (`1 - beta_1`, `1.0 / clip_norm`) is computed in double and rounded
-   once to the working dtype when it meets a tensor.
+   once to the working dtype when it meets a tensor. Where Keras casts a hyperparameter to the
+   variable's dtype first (Lion's and Nadam's betas), `1 - beta` is computed in that dtype.
 2. A scalar that Keras computes from tensors (`beta_1 ** t`, `1 - beta_1_power`, the bias-corrected
    step size, `1 - ema_momentum`) is computed in the working dtype.
 3. A float learning rate is stored by Keras in a float32 variable: it is rounded to float32 first,
@@ -146,11 +148,362 @@ class AdamRule:
         w[...] = w - (m * alpha) / (np.sqrt(v) + T(self.epsilon))
 
 
+def _interleave(*lists: List[np.ndarray]) -> List[np.ndarray]:
+    """Slots created variable by variable (Keras's `add_optimizer_variables` with several names)."""
+    return [slot for group in zip(*lists) for slot in group]
+
+
+def _divide_by_scalar(x: np.ndarray, s, xla: bool) -> np.ndarray:
+    """`x / s` for a tensor x and a scalar s (in x's dtype).
+
+    XLA, behind Keras's JAX backend (where KERAS_SPEC's golden values come from), rewrites a
+    division by a broadcast scalar into a multiplication by the scalar's reciprocal, which can
+    round differently by one ulp. Keras's source (and its NumPy backend) divides; `xla=True`
+    reproduces XLA's rounding instead, for the bit-exact comparisons with the golden values.
+    """
+    if xla:
+        return x * (type(s)(1) / s)
+    return x / s
+
+
+def _power(x: np.ndarray, exponent: float) -> np.ndarray:
+    """`x ** exponent` element-wise, correctly rounded to x's dtype.
+
+    NumPy's float32 `power` may use a vectorized approximation that is a few ulps off; the value
+    is taken in float64 and rounded once instead, which is what a correctly rounded `powf` gives.
+    """
+    if x.dtype == np.float32:
+        return np.power(x.astype(np.float64), np.float64(np.float32(exponent))).astype(np.float32)
+    return np.power(x, x.dtype.type(exponent))
+
+
+class RMSpropRule:
+    """Keras 3 RMSprop's `update_step` (rmsprop.py): epsilon inside the square root.
+
+    Args:
+        rho: the decay of the moving averages; `rho` and `1 - rho` are Python scalars rounded
+            when they meet a tensor.
+        momentum: the momentum coefficient; the `momentum` slots exist only when it is > 0.
+        epsilon: added to the denominator inside the square root.
+        centered: whether the `average_gradient` slots center the second moment.
+    """
+
+    def __init__(
+        self,
+        rho: float = 0.9,
+        momentum: float = 0.0,
+        epsilon: float = 1e-7,
+        centered: bool = False,
+    ):
+        self.rho = rho
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.centered = centered
+        self.velocities: List[np.ndarray] = []
+        self.momentums: List[np.ndarray] = []
+        self.average_gradients: List[np.ndarray] = []
+
+    def build(self, params: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Create the slots; return them in Keras's order: every velocity, every momentum, every
+        average gradient (three groups, not interleaved)."""
+        self.velocities = [np.zeros_like(p) for p in params]
+        self.momentums = [np.zeros_like(p) for p in params] if self.momentum > 0 else []
+        self.average_gradients = [np.zeros_like(p) for p in params] if self.centered else []
+        return self.velocities + self.momentums + self.average_gradients
+
+    def update(self, index: int, g: np.ndarray, w: np.ndarray, lr: float, iterations: int) -> None:
+        """One `update_step` of tensor `index`, in place."""
+        T = w.dtype.type
+        lr_t = T(lr)
+        rho = T(self.rho)
+        one_minus_rho = T(1 - self.rho)
+        v = self.velocities[index]
+        v[...] = rho * v + one_minus_rho * np.square(g)
+        if self.centered:
+            a = self.average_gradients[index]
+            a[...] = rho * a + one_minus_rho * g
+            denominator = v - np.square(a) + T(self.epsilon)
+        else:
+            denominator = v + T(self.epsilon)
+        increment = (lr_t * g) / np.sqrt(denominator)
+        if self.momentum > 0:
+            mom = self.momentums[index]
+            mom[...] = T(self.momentum) * mom + increment
+            w[...] = w - mom
+        else:
+            w[...] = w - increment
+
+
+class AdagradRule:
+    """Keras 3 Adagrad's `update_step` (adagrad.py): epsilon inside the square root.
+
+    Args:
+        initial_accumulator_value: the accumulators' starting value (rounded to the dtype).
+        epsilon: added to the accumulator inside the square root.
+    """
+
+    def __init__(self, initial_accumulator_value: float = 0.1, epsilon: float = 1e-7):
+        self.initial_accumulator_value = initial_accumulator_value
+        self.epsilon = epsilon
+        self.accumulators: List[np.ndarray] = []
+
+    def build(self, params: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Create the `accumulator` slots (Keras's Constant initializer)."""
+        self.accumulators = [np.full_like(p, self.initial_accumulator_value) for p in params]
+        return list(self.accumulators)
+
+    def update(self, index: int, g: np.ndarray, w: np.ndarray, lr: float, iterations: int) -> None:
+        """One `update_step` of tensor `index`, in place."""
+        T = w.dtype.type
+        acc = self.accumulators[index]
+        acc[...] = acc + np.square(g)
+        w[...] = w - (T(lr) * g) / np.sqrt(acc + T(self.epsilon))
+
+
+class AdadeltaRule:
+    """Keras 3 Adadelta's `update_step` (adadelta.py): epsilon inside both square roots; the
+    update uses the accumulated deltas of the previous steps.
+
+    Args:
+        rho: the decay of both running averages (`rho`, `1 - rho`: Python scalars).
+        epsilon: added inside both square roots.
+    """
+
+    def __init__(self, rho: float = 0.95, epsilon: float = 1e-7):
+        self.rho = rho
+        self.epsilon = epsilon
+        self.accumulated_grads: List[np.ndarray] = []
+        self.accumulated_delta_vars: List[np.ndarray] = []
+
+    def build(self, params: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Create the slots, interleaved: accumulated_grad, accumulated_delta_var."""
+        self.accumulated_grads = [np.zeros_like(p) for p in params]
+        self.accumulated_delta_vars = [np.zeros_like(p) for p in params]
+        return _interleave(self.accumulated_grads, self.accumulated_delta_vars)
+
+    def update(self, index: int, g: np.ndarray, w: np.ndarray, lr: float, iterations: int) -> None:
+        """One `update_step` of tensor `index`, in place."""
+        T = w.dtype.type
+        rho = T(self.rho)
+        one_minus_rho = T(1 - self.rho)
+        epsilon = T(self.epsilon)
+        eg = self.accumulated_grads[index]
+        edx = self.accumulated_delta_vars[index]
+        eg[...] = rho * eg + one_minus_rho * np.square(g)
+        delta = -((np.sqrt(edx + epsilon) * g) / np.sqrt(eg + epsilon))
+        edx[...] = rho * edx + one_minus_rho * np.square(delta)
+        w[...] = w + T(lr) * delta
+
+
+class AdamaxRule:
+    """Keras 3 Adamax's `update_step` (adamax.py).
+
+    Args:
+        beta_1: decay of the first moment (`1 - beta_1` is a Python scalar; `beta_1 ** t` is
+            computed in the working dtype).
+        beta_2: decay of the infinity norm.
+        epsilon: added to the norm.
+    """
+
+    def __init__(self, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7):
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.momentums: List[np.ndarray] = []
+        self.norms: List[np.ndarray] = []
+
+    def build(self, params: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Create the slots, interleaved: momentum, norm."""
+        self.momentums = [np.zeros_like(p) for p in params]
+        self.norms = [np.zeros_like(p) for p in params]
+        return _interleave(self.momentums, self.norms)
+
+    def update(self, index: int, g: np.ndarray, w: np.ndarray, lr: float, iterations: int) -> None:
+        """One `update_step` of tensor `index`, in place (`iterations`: the count before it)."""
+        T = w.dtype.type
+        local_step = T(iterations + 1)
+        beta_1_power = np.power(T(self.beta_1), local_step)
+        m = self.momentums[index]
+        u = self.norms[index]
+        m[...] = m + (g - m) * T(1 - self.beta_1)
+        u[...] = np.maximum(T(self.beta_2) * u, np.abs(g))
+        w[...] = w - (T(lr) * m) / ((T(1) - beta_1_power) * (u + T(self.epsilon)))
+
+
+class NadamRule:
+    """Keras 3 Nadam (nadam.py): `begin_step` is its `_backend_update_step` (the momentum-cache
+    product, once per update step, in the dtype of the first variable), `update` its
+    `update_step`. `beta_1`, `beta_2` and 0.96 are cast to the working dtype first, so `1 - beta`
+    is computed in that dtype.
+
+    Args:
+        beta_1, beta_2: the moment decay rates (beta_1 also scales the momentum cache).
+        epsilon: added to `sqrt(v_hat)`.
+        schedule_decay: Keras 2's exponent scale of the momentum cache (`0.96 ** (t * s)`), or
+            None for Keras 3's `0.96 ** t`.
+    """
+
+    # True: divide by a scalar as XLA does (see `_divide_by_scalar`).
+    xla_scalar_division = False
+
+    def __init__(
+        self,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+        schedule_decay: Optional[float] = None,
+    ):
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.schedule_decay = schedule_decay
+        self.momentums: List[np.ndarray] = []
+        self.velocities: List[np.ndarray] = []
+        self.u_product = np.ones((), np.float32)
+
+    def build(self, params: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Create the slots; return them in Keras's order: momentum, velocity interleaved, then
+        the scalar `u_product` (1.0 in the first variable's dtype, float32 without variables)."""
+        self.momentums = [np.zeros_like(p) for p in params]
+        self.velocities = [np.zeros_like(p) for p in params]
+        self.u_product = np.ones((), params[0].dtype if len(params) else np.float32)
+        return _interleave(self.momentums, self.velocities) + [self.u_product]
+
+    def _cache(self, T: type, step: int):
+        """The momentum cache's factor `1 - 0.5 * 0.96 ** step` in dtype T (the exponent is
+        `step * schedule_decay` with Keras 2's `schedule_decay`)."""
+        exponent = T(step)
+        if self.schedule_decay is not None:
+            exponent = exponent * T(self.schedule_decay)
+        return T(1.0) - T(0.5) * np.power(T(0.96), exponent)
+
+    def begin_step(self, iterations: int) -> None:
+        """`u_product = u_product * beta_1 * (1 - 0.5 * 0.96 ** t)`, before any variable."""
+        T = self.u_product.dtype.type
+        self.u_product[()] = self.u_product[()] * T(self.beta_1) * self._cache(T, iterations + 1)
+
+    def update(self, index: int, g: np.ndarray, w: np.ndarray, lr: float, iterations: int) -> None:
+        """One `update_step` of tensor `index`, in place (`iterations`: the count before it)."""
+        T = w.dtype.type
+        beta_1 = T(self.beta_1)
+        beta_2 = T(self.beta_2)
+        u_t = beta_1 * self._cache(T, iterations + 1)
+        u_t_1 = beta_1 * self._cache(T, iterations + 2)
+        u_product_t = T(self.u_product[()])
+        u_product_t_1 = u_product_t * u_t_1
+        beta_2_power = np.power(beta_2, T(iterations + 1))
+        m = self.momentums[index]
+        v = self.velocities[index]
+        m[...] = m + (g - m) * (T(1) - beta_1)
+        v[...] = v + (np.square(g) - v) * (T(1) - beta_2)
+        xla = self.xla_scalar_division
+        m_hat = _divide_by_scalar(u_t_1 * m, T(1) - u_product_t_1, xla) + _divide_by_scalar(
+            (T(1) - u_t) * g, T(1) - u_product_t, xla
+        )
+        v_hat = _divide_by_scalar(v, T(1) - beta_2_power, xla)
+        w[...] = w - (m_hat * T(lr)) / (np.sqrt(v_hat) + T(self.epsilon))
+
+
+class LionRule:
+    """Keras 3 Lion's `update_step` (lion.py): the betas are cast to the working dtype first,
+    so `1 - beta` is computed in that dtype; `sign(0) = 0`.
+
+    Args:
+        beta_1: the interpolation weight of the momentum in the sign.
+        beta_2: the decay of the momentum.
+    """
+
+    def __init__(self, beta_1: float = 0.9, beta_2: float = 0.99):
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.momentums: List[np.ndarray] = []
+
+    def build(self, params: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Create the `momentum` slots."""
+        self.momentums = [np.zeros_like(p) for p in params]
+        return list(self.momentums)
+
+    def update(self, index: int, g: np.ndarray, w: np.ndarray, lr: float, iterations: int) -> None:
+        """One `update_step` of tensor `index`, in place."""
+        T = w.dtype.type
+        beta_1 = T(self.beta_1)
+        beta_2 = T(self.beta_2)
+        m = self.momentums[index]
+        w[...] = w - T(lr) * np.sign(m * beta_1 + g * (T(1.0) - beta_1))
+        m[...] = m * beta_2 + g * (T(1.0) - beta_2)
+
+
+class FtrlRule:
+    """Keras 3 Ftrl's `update_step` (ftrl.py): the variable is replaced by the closed-form
+    minimizer of the linear term plus L1 and L2.
+
+    Args:
+        learning_rate_power: p <= 0; the per-coordinate rate is `n ** (-p) / lr`.
+        initial_accumulator_value: the accumulators' starting value.
+        l1_regularization_strength, l2_regularization_strength,
+        l2_shrinkage_regularization_strength, beta: as in Keras (`2 * l2_shrinkage` is a Python
+            scalar; `l2 + beta / (2 * lr)` is computed in the working dtype, lr being a tensor).
+    """
+
+    # True: divide by the learning rate as XLA does (see `_divide_by_scalar`).
+    xla_scalar_division = False
+
+    def __init__(
+        self,
+        learning_rate_power: float = -0.5,
+        initial_accumulator_value: float = 0.1,
+        l1_regularization_strength: float = 0.0,
+        l2_regularization_strength: float = 0.0,
+        l2_shrinkage_regularization_strength: float = 0.0,
+        beta: float = 0.0,
+    ):
+        self.learning_rate_power = learning_rate_power
+        self.initial_accumulator_value = initial_accumulator_value
+        self.l1 = l1_regularization_strength
+        self.l2 = l2_regularization_strength
+        self.l2_shrinkage = l2_shrinkage_regularization_strength
+        self.beta = beta
+        self.accumulators: List[np.ndarray] = []
+        self.linears: List[np.ndarray] = []
+
+    def build(self, params: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Create the slots, interleaved: accumulator (Constant initializer), linear (zeros)."""
+        self.accumulators = [np.full_like(p, self.initial_accumulator_value) for p in params]
+        self.linears = [np.zeros_like(p) for p in params]
+        return _interleave(self.accumulators, self.linears)
+
+    def update(self, index: int, g: np.ndarray, w: np.ndarray, lr: float, iterations: int) -> None:
+        """One `update_step` of tensor `index`, in place."""
+        T = w.dtype.type
+        lr_t = T(lr)
+        power = -self.learning_rate_power
+        l2_reg = T(self.l2) + T(self.beta) / (T(2.0) * lr_t)
+        accum = self.accumulators[index]
+        linear = self.linears[index]
+        grad_to_use = g + T(2 * self.l2_shrinkage) * w
+        new_accum = accum + np.square(g)
+        new_accum_power = _power(new_accum, power)
+        xla = self.xla_scalar_division
+        sigma = _divide_by_scalar(new_accum_power - _power(accum, power), lr_t, xla)
+        linear[...] = linear + (grad_to_use - sigma * w)
+        quadratic = _divide_by_scalar(new_accum_power, lr_t, xla) + T(2) * l2_reg
+        linear_clipped = np.clip(linear, T(-self.l1), T(self.l1))
+        w[...] = (linear_clipped - linear) / quadratic
+        accum[...] = new_accum
+
+
+Rule = Union[
+    SGDRule, RMSpropRule, AdamRule, AdagradRule, AdadeltaRule, AdamaxRule, NadamRule, LionRule,
+    FtrlRule,
+]
+
+
 class ReferenceOptimizer:
     """Keras 3's base optimizer pipeline around one update rule, on NumPy arrays it owns.
 
     Args:
-        rule: an `SGDRule` or `AdamRule`.
+        rule: one of the `*Rule` classes. A rule with a `begin_step(iterations)` method (Nadam)
+            has it called once per update step, before the first variable is updated.
         learning_rate: a float (rounded to float32 as Keras stores it), a schedule (a callable
             taking the raw iteration count) or a callable taking no argument.
         weight_decay: decoupled decay `w - w * wd * lr`, or None.
@@ -164,7 +517,7 @@ class ReferenceOptimizer:
 
     def __init__(
         self,
-        rule: Union[SGDRule, AdamRule],
+        rule: Rule,
         learning_rate: LearningRate,
         *,
         weight_decay: Optional[float] = None,
@@ -317,6 +670,9 @@ class ReferenceOptimizer:
                     w = self.params[i]
                     T = w.dtype.type
                     w[...] = w - w * T(self.weight_decay) * T(lr)
+        begin_step = getattr(self.rule, "begin_step", None)
+        if begin_step is not None:
+            begin_step(it)
         for i in present:
             self.rule.update(i, gs[i], self.params[i], lr, it)
 
@@ -381,7 +737,19 @@ def clip_by_global_norm(gs: Sequence[np.ndarray], clipnorm: float) -> List[np.nd
     return out
 
 
-_DEFAULT_LR = {"SGD": 0.01, "Adam": 0.001, "AdamW": 0.001}
+_RULES: Dict[str, Callable[..., Rule]] = {
+    "SGD": SGDRule,
+    "RMSprop": RMSpropRule,
+    "Adam": AdamRule,
+    "AdamW": AdamRule,
+    "Adagrad": AdagradRule,
+    "Adadelta": AdadeltaRule,
+    "Adamax": AdamaxRule,
+    "Nadam": NadamRule,
+    "Lion": LionRule,
+    "Ftrl": FtrlRule,
+}
+_DEFAULT_LR = {"SGD": 0.01}  # every other optimizer: 0.001
 _BASE_ARGS = (
     "weight_decay",
     "clipnorm",
@@ -396,25 +764,32 @@ _BASE_ARGS = (
 )
 
 
-def make_reference(name: str, kwargs: Optional[dict] = None) -> ReferenceOptimizer:
-    """A reference for `keras.optimizers.<name>(**kwargs)` (SGD, Adam or AdamW).
+def make_reference(
+    name: str, kwargs: Optional[dict] = None, *, xla_scalar_division: bool = False
+) -> ReferenceOptimizer:
+    """A reference for `keras.optimizers.<name>(**kwargs)`.
 
     Args:
-        name: "SGD", "Adam" or "AdamW".
-        kwargs: the Keras 3 constructor arguments (plus Keras 2's `lr` and `decay`).
+        name: a Keras optimizer class name ("SGD", "RMSprop", "Adam", "AdamW", "Adagrad",
+            "Adadelta", "Adamax", "Nadam", "Lion" or "Ftrl").
+        kwargs: the Keras 3 constructor arguments (plus Keras 2's `lr`, `decay`,
+            `epsilon=None` and Nadam's `schedule_decay`).
+        xla_scalar_division: divide a tensor by a scalar as XLA does (Keras's JAX backend),
+            not as Keras's source writes it (see `_divide_by_scalar`).
     """
+    if name not in _RULES:
+        raise ValueError(f"no reference for {name}")
     kwargs = dict(kwargs or {})
-    learning_rate = kwargs.pop("learning_rate", kwargs.pop("lr", _DEFAULT_LR[name]))
+    learning_rate = kwargs.pop("learning_rate", kwargs.pop("lr", _DEFAULT_LR.get(name, 0.001)))
     base = {key: kwargs.pop(key) for key in _BASE_ARGS if key in kwargs}
     kwargs.pop("name", None)
-    if name == "SGD":
-        rule: Union[SGDRule, AdamRule] = SGDRule(**kwargs)
-    elif name in ("Adam", "AdamW"):
-        if name == "AdamW":
-            base.setdefault("weight_decay", 0.004)
-        rule = AdamRule(**kwargs)
-    else:
-        raise ValueError(f"no reference for {name}")
+    if "epsilon" in kwargs and kwargs["epsilon"] is None:
+        kwargs["epsilon"] = 1e-7  # Keras 2's K.epsilon()
+    if name == "AdamW":
+        base.setdefault("weight_decay", 0.004)
+    rule = _RULES[name](**kwargs)
+    if xla_scalar_division:
+        rule.xla_scalar_division = True
     return ReferenceOptimizer(rule, learning_rate, **base)
 
 
@@ -427,6 +802,13 @@ SINGLE_STEP = {  # learning_rate=0.5, every other argument at its default
     "SGD": [0.5, -1.0, -0.5, 3.0],
     "Adam": [0.50000495, 1.5000036, 2.5000036, 3.500004],
     "AdamW": [0.49800497, 1.4960036, 2.4940035, 3.4920042],
+    "RMSprop": [-0.58113813, 0.41886115, 1.4188613, 2.4188614],
+    "Adadelta": [0.9992929, 1.9992929, 2.9992929, 3.9992929],
+    "Adagrad": [0.5232687, 1.500693, 2.5005095, 3.5061352],
+    "Adamax": [0.5000002, 1.5000001, 2.5, 3.5],
+    "Nadam": [0.46860617, 1.468606, 2.468606, 3.468606],
+    "Lion": [0.5, 1.5, 2.5, 3.5],
+    "Ftrl": [0.22175731, 1.3954297, 2.3651214, 2.8814402],
 }
 
 # `test_correctness_with_golden`: x = ones(10); step 1 uses FIRST_GRADS, steps 2..6 use GRADS.
@@ -434,6 +816,14 @@ SINGLE_STEP = {  # learning_rate=0.5, every other argument at its default
 # 0.90000004, not float32(0.7) and float32(0.9).
 GOLDEN_FIRST_GRADS = [0.01] * 10
 GOLDEN_GRADS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.70000005, 0.8, 0.90000004, 1.0]
+# Keras's Ftrl test builds them with `np.arange(0.1, 1.1, 0.1)`, cast from float64 to float32.
+GOLDEN_NP_ARANGE_GRADS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+
+
+def golden_grads(name: str) -> List[float]:
+    """The gradients of steps 2..6 of `name`'s golden trajectory, as that Keras test made them."""
+    return GOLDEN_NP_ARANGE_GRADS if name == "Ftrl" else GOLDEN_GRADS
+
 GOLDEN_TRAJECTORIES = [  # (optimizer, kwargs, x after steps 1..6)
     (
         "SGD",
@@ -484,6 +874,128 @@ GOLDEN_TRAJECTORIES = [  # (optimizer, kwargs, x after steps 1..6)
              -0.0020708423, -0.006704036, -0.011310973, -0.015891874],
             [0.009729076, 0.003986291, -0.0017192774, -0.0073879906, -0.013020208, -0.018616302,
              -0.024176601, -0.029701466, -0.035191238, -0.040646244],
+        ],
+    ),
+    (
+        "RMSprop",
+        {"centered": True},
+        [
+            [0.996685] * 10,
+            [0.9933336, 0.99333876, 0.9933422, 0.9933443, 0.9933456, 0.9933466, 0.9933472,
+             0.99334776, 0.9933482, 0.99334854],
+            [0.99076504, 0.99077845, 0.9907853, 0.99078923, 0.9907917, 0.9907934, 0.99079466,
+             0.9907956, 0.9907964, 0.990797],
+            [0.98849636, 0.98851824, 0.9885284, 0.988534, 0.9885375, 0.98853993, 0.98854166,
+             0.98854303, 0.9885441, 0.98854494],
+            [0.98637277, 0.98640317, 0.9864164, 0.9864237, 0.98642814, 0.98643124, 0.9864335,
+             0.98643523, 0.98643655, 0.9864376],
+            [0.984321, 0.9843599, 0.98437625, 0.98438513, 0.98439056, 0.9843943, 0.98439705,
+             0.98439914, 0.98440075, 0.984402],
+        ],
+    ),
+    (
+        "Adadelta",
+        {"learning_rate": 1.0, "rho": 0.8, "epsilon": 1e-6},
+        [
+            [0.9978178] * 10,
+            [0.99470663, 0.99469674, 0.9946949, 0.99469423, 0.99469393, 0.99469376, 0.9946937,
+             0.99469364, 0.9946936, 0.9946935],
+            [0.9915078, 0.991488, 0.9914843, 0.991483, 0.9914824, 0.991482, 0.9914819, 0.9914818,
+             0.99148166, 0.99148154],
+            [0.9882458, 0.98821604, 0.9882105, 0.98820853, 0.98820764, 0.98820716, 0.9882069,
+             0.98820674, 0.98820657, 0.98820645],
+            [0.98493236, 0.9848928, 0.9848854, 0.9848828, 0.9848816, 0.984881, 0.9848806,
+             0.9848804, 0.98488015, 0.98488003],
+            [0.9815744, 0.98152506, 0.9815159, 0.9815126, 0.9815111, 0.98151034, 0.9815099,
+             0.9815096, 0.9815093, 0.98150915],
+        ],
+    ),
+    (
+        "Adagrad",
+        {"learning_rate": 0.2, "initial_accumulator_value": 0.3, "epsilon": 1e-6},
+        [
+            [0.99634916] * 10,
+            [0.96043396, 0.9277599, 0.9002847, 0.87840855, 0.86152154, 0.8486507, 0.8388469,
+             0.8313306, 0.8255085, 0.82094437],
+            [0.9250842, 0.86287993, 0.81369126, 0.7768167, 0.7497252, 0.72983885, 0.7151081,
+             0.7040455, 0.6956081, 0.6890712],
+            [0.890274, 0.801166, 0.73422635, 0.68624043, 0.6521399, 0.6276918, 0.6098806,
+             0.59666294, 0.58666915, 0.5789765],
+            [0.8559794, 0.74219567, 0.6603771, 0.60373116, 0.5644375, 0.53672266, 0.51675606,
+             0.50205463, 0.4910016, 0.48252907],
+            [0.82217807, 0.6856328, 0.59109974, 0.52745765, 0.4841182, 0.4539168, 0.43233442,
+             0.41653228, 0.4046992, 0.39565545],
+        ],
+    ),
+    (
+        "Adamax",
+        {"learning_rate": 0.2, "beta_1": 0.85, "beta_2": 0.95, "epsilon": 1e-6},
+        [
+            [0.80002] * 10,
+            [0.6827238, 0.68731785, 0.68884915, 0.68961483, 0.6900742, 0.6903805, 0.69059926,
+             0.69076335, 0.69089097, 0.6909931],
+            [0.5332792, 0.540681, 0.5431483, 0.5443819, 0.5451221, 0.54561555, 0.54596806,
+             0.5462324, 0.546438, 0.5466025],
+            [0.3679703, 0.37729847, 0.38040793, 0.3819626, 0.3828954, 0.3835173, 0.38396156,
+             0.3842947, 0.38455376, 0.38476107],
+            [0.1933078, 0.20404264, 0.207621, 0.20941012, 0.2104836, 0.21119925, 0.21171053,
+             0.21209386, 0.212392, 0.21263057],
+            [0.0125437975, 0.024346277, 0.028280541, 0.030247599, 0.031427845, 0.032214686,
+             0.032776818, 0.033198252, 0.033526048, 0.033788353],
+        ],
+    ),
+    (
+        "Nadam",
+        {"learning_rate": 0.5, "beta_1": 0.5, "beta_2": 0.67, "epsilon": 1e-5},
+        [
+            [0.4280913] * 10,
+            [-0.1738019, -0.1730538, -0.1725809, -0.1723023, -0.17212188, -0.17199588,
+             -0.17190307, -0.17183214, -0.17177612, -0.17173058],
+            [-0.7115243, -0.71032995, -0.70962805, -0.7092199, -0.70895684, -0.70877385,
+             -0.70863926, -0.7085365, -0.7084554, -0.7083896],
+            [-1.2335385, -1.2321545, -1.2313483, -1.2308801, -1.2305787, -1.2303691, -1.2302148,
+             -1.2300973, -1.2300043, -1.229929],
+            [-1.7492008, -1.747757, -1.746907, -1.7464125, -1.7460938, -1.745872, -1.745709,
+             -1.7455845, -1.7454861, -1.7454064],
+            [-2.2611995, -2.2597556, -2.258891, -2.2583866, -2.258061, -2.2578342, -2.2576675,
+             -2.25754, -2.2574394, -2.2573578],
+        ],
+    ),
+    (
+        "Lion",
+        {},
+        [
+            [0.999] * 10,
+            [0.998] * 10,
+            [0.99700004] * 10,
+            [0.99600005] * 10,
+            [0.99500006] * 10,
+            [0.9940001] * 10,
+        ],
+    ),
+    (
+        "Ftrl",
+        {
+            "learning_rate": 0.05,
+            "learning_rate_power": -0.2,
+            "initial_accumulator_value": 0.4,
+            "l1_regularization_strength": 0.05,
+            "l2_regularization_strength": 0.15,
+            "l2_shrinkage_regularization_strength": 0.01,
+            "beta": 0.3,
+        },
+        [
+            [0.0] * 10,
+            [-0.0034369554, -0.007698769, -0.01180838, -0.01572607, -0.019439194, -0.022953402,
+             -0.026283896, -0.029449359, -0.03246852, -0.035358578],
+            [-0.00776015, -0.01617754, -0.02417681, -0.03169513, -0.038741574, -0.045358732,
+             -0.0515987, -0.05751175, -0.06314219, -0.068527535],
+            [-0.012064837, -0.024550142, -0.03627305, -0.047177088, -0.05732272, -0.066807315,
+             -0.07572811, -0.08416997, -0.09220327, -0.0998853],
+            [-0.016351426, -0.03282482, -0.048133813, -0.062259782, -0.07533674, -0.08752644,
+             -0.09897423, -0.10979977, -0.12009875, -0.12994727],
+            [-0.020620309, -0.04100865, -0.059787273, -0.07700495, -0.09288492, -0.10765846,
+             -0.12151974, -0.13462251, -0.14708684, -0.15900677],
         ],
     ),
 ]

@@ -9,16 +9,30 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Type
 
 from ferroptim.optimizers import schedules
+from ferroptim.optimizers.adadelta import Adadelta
+from ferroptim.optimizers.adagrad import Adagrad
 from ferroptim.optimizers.adam import Adam
+from ferroptim.optimizers.adamax import Adamax
 from ferroptim.optimizers.adamw import AdamW
+from ferroptim.optimizers.ftrl import Ftrl
+from ferroptim.optimizers.lion import Lion
+from ferroptim.optimizers.nadam import Nadam
 from ferroptim.optimizers.optimizer import Optimizer
+from ferroptim.optimizers.rmsprop import RMSprop
 from ferroptim.optimizers.sgd import SGD
 
 __all__ = [
     "Optimizer",
     "SGD",
+    "RMSprop",
     "Adam",
     "AdamW",
+    "Adadelta",
+    "Adagrad",
+    "Adamax",
+    "Nadam",
+    "Lion",
+    "Ftrl",
     "schedules",
     "get",
     "serialize",
@@ -31,9 +45,16 @@ _BUILTINS: Dict[str, Type[Optimizer]] = {
     cls.__name__.lower(): cls
     for cls in (
         Optimizer,
-        SGD,
         Adam,
+        SGD,
+        RMSprop,
+        Adadelta,
         AdamW,
+        Adagrad,
+        Adamax,
+        Nadam,
+        Ftrl,
+        Lion,
     )
 }
 

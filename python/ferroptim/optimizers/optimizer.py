@@ -253,8 +253,14 @@ class Optimizer:
 
     Subclassing: override `build` (call `super().build(var_list)` first, then create slots with
     `add_optimizer_variables`), `_update_step` (one native call for one dtype group) and
-    `get_config`.
+    `get_config`. State advanced once per update step outside the slots (Nadam's `u_product`)
+    goes through `_has_step_state`, `_begin_update_step` and `_end_update_step`.
     """
+
+    # True in a subclass with state that advances once per update step outside its slots
+    # (Nadam's `u_product`): see `_begin_update_step`. Its steps all take `_step`, the path that
+    # knows whether a call updates or only accumulates.
+    _has_step_state = False
 
     weight_decay = _PlanAttribute()
     clipnorm = _PlanAttribute()
@@ -663,21 +669,26 @@ class Optimizer:
             return np.array(self._learning_rate, dtype=np.float32)
         return value
 
-    def _assign_variable(self, index: int, value: Any) -> None:
-        name, target = self._variables[index]
-        if target is _ITERATION:
-            self._iterations = int(np.asarray(value))
-        elif target is _LEARNING_RATE:
-            self._learning_rate = float(np.float32(np.asarray(value)))
-            self._refresh_lr_cache()
-        else:
-            value = np.asarray(value)
-            if value.shape != target.shape:
+    def _assign_variables(self, values: Sequence[Any]) -> None:
+        """Assign `values` to the first len(values) entries of the variable table, in place,
+        after checking every shape (so a bad entry assigns nothing)."""
+        pairs = list(zip(self._variables, values))
+        for (name, target), value in pairs:
+            scalar = target is _ITERATION or target is _LEARNING_RATE
+            expected = () if scalar else target.shape
+            if np.shape(value) != expected:
                 raise ValueError(
-                    f"Optimizer variable {name} has shape {target.shape} not compatible with "
-                    f"provided weight shape {value.shape}."
+                    f"Optimizer variable {name} has shape {expected} not compatible with "
+                    f"provided weight shape {np.shape(value)}."
                 )
-            np.copyto(target, value, casting="unsafe")
+        for (_, target), value in pairs:
+            if target is _ITERATION:
+                self._iterations = int(np.asarray(value))
+            elif target is _LEARNING_RATE:
+                self._learning_rate = float(np.float32(np.asarray(value)))
+                self._refresh_lr_cache()
+            else:
+                np.copyto(target, np.asarray(value), casting="unsafe")
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Set the optimizer's state from a list of arrays in the order of `variables`.
@@ -693,16 +704,7 @@ class Optimizer:
                 "`optimizer.build(trainable_variables)` to create the "
                 "optimizer weights before calling `set_weights()`."
             )
-        for (name, target), weight in zip(self._variables, weights):
-            shape = np.shape(weight)
-            expected = () if target is _ITERATION or target is _LEARNING_RATE else target.shape
-            if shape != expected:
-                raise ValueError(
-                    f"Optimizer variable {name} has shape {expected} not compatible with "
-                    f"provided weight shape {shape}."
-                )
-        for i, weight in zip(range(len(self._variables)), weights):
-            self._assign_variable(i, weight)
+        self._assign_variables(weights)
 
     def save_own_variables(self, store: Any) -> None:
         """Write the state into `store[str(i)]` (copies), in the order of `variables`.
@@ -732,8 +734,7 @@ class Optimizer:
                 msg += "This is likely because the optimizer has not been called/built yet."
             warnings.warn(msg, stacklevel=2)
             return
-        for i in range(n):
-            self._assign_variable(i, store[str(i)])
+        self._assign_variables([store[str(i)] for i in range(n)])
 
     # --- weight decay and EMA ------------------------------------------------------------
 
@@ -1087,7 +1088,7 @@ class Optimizer:
             group = plan[0]
             self._fast_slots = group.slots
             self._fast_names = group.names
-            if self.use_ema or self._accumulation_steps:
+            if self.use_ema or self._accumulation_steps or self._has_step_state:
                 self._fast_options = _VARYING
             else:
                 self._fast_options = self._options(group, None, False, 0.0, False, None)
@@ -1168,6 +1169,9 @@ class Optimizer:
         if clip == "global_clipnorm" and len(calls) > 1 and not accumulate_only:
             calls, clipnorms = self._split_global_clipnorm(calls, c)
 
+        step_state = self._has_step_state and not accumulate_only
+        if step_state:
+            self._begin_update_step(iterations)
         key = (accumulate_only, ema_momentum, ema_overwrite)
         for (group, members, grads), clipnorm in zip(calls, clipnorms):
             if members is None and clipnorm is None:
@@ -1204,6 +1208,8 @@ class Optimizer:
                 # Keras resets every accumulator on an update step, not only this call's.
                 for i in missing:
                     self._accumulated_gradients[i].fill(0)
+        if step_state:
+            self._end_update_step()
         self._iterations = raw + 1
 
     def _split_global_clipnorm(
@@ -1272,6 +1278,22 @@ class Optimizer:
             options: the cross-cutting parts of the step (a `StepOptions`), or None.
         """
         raise NotImplementedError
+
+    def _begin_update_step(self, iterations: int) -> None:
+        """Prepare the per-step state of an update step (subclasses with `_has_step_state`).
+
+        Called once per update step, never on an accumulation-only call, before the first
+        native call of the step (Keras's `_backend_update_step` before `update_step`). The
+        new state is computed here but kept aside until `_end_update_step`, so that a step
+        that raises leaves the optimizer as it was.
+
+        Args:
+            iterations: `iterations` before this step (t = iterations + 1).
+        """
+
+    def _end_update_step(self) -> None:
+        """Make the state prepared by `_begin_update_step` current, after the last native call
+        of the step succeeded."""
 
     # --- config --------------------------------------------------------------------------
 

@@ -1,0 +1,124 @@
+"""Adadelta, as `keras.optimizers.Adadelta` (keras/src/optimizers/adadelta.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ferroptim import _native
+from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, check_hyperparameter
+
+__all__ = ["Adadelta"]
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler, 2012, https://arxiv.org/abs/1212.5701): the step is scaled by the ratio
+    of two running RMS values, of past updates and of past gradients.
+
+    Update rule for a variable `w` with gradient `g`:
+
+        accumulated_grad = rho * accumulated_grad + (1 - rho) * g * g
+        delta = -sqrt(accumulated_delta_var + epsilon) * g / sqrt(accumulated_grad + epsilon)
+        accumulated_delta_var = rho * accumulated_delta_var + (1 - rho) * delta * delta
+        w = w + learning_rate * delta
+
+    `epsilon` is inside both square roots, as in the paper; the numerator uses the accumulated
+    updates of the previous steps. The paper has no learning rate (it is 1.0); Keras's default
+    of 0.001 makes the steps 1000 times smaller than the paper's.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import ferroptim as fo
+    >>> w = np.array([1.0, 2.0], dtype=np.float32)
+    >>> opt = fo.optimizers.Adadelta(learning_rate=0.5, rho=0.8125, epsilon=0.25)
+    >>> _ = opt.apply_gradients([(np.array([2.0, -2.0], dtype=np.float32), w)])
+    >>> w
+    array([0.5, 2.5], dtype=float32)
+
+    Args:
+        learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
+            Defaults to 0.001.
+        rho: the decay rate of both running averages. Defaults to 0.95.
+        epsilon: added inside both square roots. Defaults to 1e-7; None (Keras 2) also means
+            1e-7.
+        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
+            see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
+    """
+
+    def __init__(
+        self,
+        learning_rate: Any = 0.001,
+        rho: float = 0.95,
+        epsilon: Optional[float] = 1e-7,
+        weight_decay: Optional[float] = None,
+        clipnorm: Optional[float] = None,
+        clipvalue: Optional[float] = None,
+        global_clipnorm: Optional[float] = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
+        ema_overwrite_frequency: Optional[int] = None,
+        loss_scale_factor: Optional[float] = None,
+        gradient_accumulation_steps: Optional[int] = None,
+        name: Optional[str] = "adadelta",
+        **kwargs: Any,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            use_ema=use_ema,
+            ema_momentum=ema_momentum,
+            ema_overwrite_frequency=ema_overwrite_frequency,
+            loss_scale_factor=loss_scale_factor,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            name=name,
+            **kwargs,
+        )
+        epsilon = 1e-7 if epsilon is None else epsilon
+        for argument, value in (("rho", rho), ("epsilon", epsilon)):
+            check_hyperparameter(argument, value)
+        self.rho = rho
+        self.epsilon = epsilon
+
+    def build(self, var_list: ParamsArg) -> None:
+        """Create the `accumulated_grad` and `accumulated_delta_var` slots (interleaved).
+
+        Args:
+            var_list: the variables (list, tuple or dict name -> array).
+        """
+        if self.built:
+            return
+        super().build(var_list)
+        self._accumulated_grads, self._accumulated_delta_vars = self.add_optimizer_variables(
+            var_list, ["accumulated_grad", "accumulated_delta_var"]
+        )
+
+    def _update_step(
+        self,
+        params: List[np.ndarray],
+        grads: Sequence[Any],
+        slots: Dict[str, List[np.ndarray]],
+        learning_rate: float,
+        options: Optional[_native.StepOptions],
+    ) -> None:
+        _native.adadelta(
+            params,
+            grads,
+            slots["accumulated_grad"],
+            slots["accumulated_delta_var"],
+            learning_rate,
+            self.rho,
+            self.epsilon,
+            options,
+        )
+
+    def get_config(self) -> Dict[str, Any]:
+        """The config: the base keys, then `rho` and `epsilon`."""
+        config = super().get_config()
+        config.update({"rho": self.rho, "epsilon": self.epsilon})
+        return config

@@ -1,0 +1,191 @@
+"""FTRL, as `keras.optimizers.Ftrl` (keras/src/optimizers/ftrl.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ferroptim import _native
+from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, check_hyperparameter
+
+__all__ = ["Ftrl"]
+
+
+class Ftrl(Optimizer):
+    """FTRL-Proximal, "Follow The Regularized Leader" (McMahan et al., 2013, "Ad Click
+    Prediction: a View from the Trenches", https://research.google.com/pubs/archive/41159.pdf),
+    with TensorFlow's online L2 and shrinkage-type L2 regularization. Suited to shallow models
+    with large, sparse feature spaces; L1 makes many weights exactly zero.
+
+    Update rule for a variable `w` with gradient `g`, with `p = learning_rate_power`, `n` the
+    `accumulator` (starting at `initial_accumulator_value`) and `z` the `linear` slot:
+
+        l2 = l2_regularization_strength + beta / (2 * learning_rate)
+        g_s = g + 2 * l2_shrinkage_regularization_strength * w
+        n_new = n + g * g
+        z = z + g_s - (n_new**(-p) - n**(-p)) / learning_rate * w
+        w = (clip(z, -l1, l1) - z) / (n_new**(-p) / learning_rate + 2 * l2)
+        n = n_new
+
+    with `l1 = l1_regularization_strength`. The variable is replaced, not incremented: where
+    `|z| <= l1` it becomes exactly 0. There is no epsilon. Where this differs from the paper:
+    the paper's `lambda_2` is `2 * l2_regularization_strength` here (TensorFlow's convention),
+    its per-coordinate rate is `n**(-p) / learning_rate` with `p = -0.5` giving the paper's
+    `sqrt(n)`, and the accumulator starts at 0.1 instead of 0. The shrinkage term, a
+    magnitude penalty on `w`, is not in the paper; it enters the linear term only, not `n`.
+
+    Example (with l1 = 1, the first step leaves every weight whose `|g| <= 1` at 0):
+
+    >>> import numpy as np
+    >>> import ferroptim as fo
+    >>> w = np.zeros(3, dtype=np.float32)
+    >>> opt = fo.optimizers.Ftrl(learning_rate=1.0, learning_rate_power=0.0,
+    ...                          l1_regularization_strength=1.0)
+    >>> _ = opt.apply_gradients([(np.array([0.5, 3.0, -4.0], dtype=np.float32), w)])
+    >>> w
+    array([ 0., -2.,  3.], dtype=float32)
+
+    Args:
+        learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
+            Defaults to 0.001.
+        learning_rate_power: `p` above, <= 0; how fast the per-coordinate rate decreases with
+            the accumulated squared gradients (0: a fixed rate). Defaults to -0.5.
+        initial_accumulator_value: the starting value of the `accumulator` slots, >= 0.
+            Defaults to 0.1.
+        l1_regularization_strength: >= 0. Defaults to 0.0.
+        l2_regularization_strength: >= 0, the stabilizing L2 of the paper (halved, see above).
+            Defaults to 0.0.
+        l2_shrinkage_regularization_strength: >= 0, an L2 penalty on the magnitude of `w`,
+            added to the gradient. Defaults to 0.0.
+        beta: the paper's `beta`, added to the L2 strength as `beta / (2 * learning_rate)`.
+            Defaults to 0.0.
+        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
+            see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
+    """
+
+    def __init__(
+        self,
+        learning_rate: Any = 0.001,
+        learning_rate_power: float = -0.5,
+        initial_accumulator_value: float = 0.1,
+        l1_regularization_strength: float = 0.0,
+        l2_regularization_strength: float = 0.0,
+        l2_shrinkage_regularization_strength: float = 0.0,
+        beta: float = 0.0,
+        weight_decay: Optional[float] = None,
+        clipnorm: Optional[float] = None,
+        clipvalue: Optional[float] = None,
+        global_clipnorm: Optional[float] = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
+        ema_overwrite_frequency: Optional[int] = None,
+        loss_scale_factor: Optional[float] = None,
+        gradient_accumulation_steps: Optional[int] = None,
+        name: Optional[str] = "ftrl",
+        **kwargs: Any,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            name=name,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            use_ema=use_ema,
+            ema_momentum=ema_momentum,
+            ema_overwrite_frequency=ema_overwrite_frequency,
+            loss_scale_factor=loss_scale_factor,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            **kwargs,
+        )
+        for argument, value in (
+            ("learning_rate_power", learning_rate_power),
+            ("initial_accumulator_value", initial_accumulator_value),
+            ("l1_regularization_strength", l1_regularization_strength),
+            ("l2_regularization_strength", l2_regularization_strength),
+            ("l2_shrinkage_regularization_strength", l2_shrinkage_regularization_strength),
+            ("beta", beta),
+        ):
+            check_hyperparameter(argument, value)
+        if initial_accumulator_value < 0.0:
+            raise ValueError(
+                "`initial_accumulator_value` needs to be positive or zero. "
+                f"Received: initial_accumulator_value={initial_accumulator_value}."
+            )
+        if learning_rate_power > 0.0:
+            raise ValueError(
+                "`learning_rate_power` needs to be negative or zero. Received: "
+                f"learning_rate_power={learning_rate_power}."
+            )
+        for argument, value in (
+            ("l1_regularization_strength", l1_regularization_strength),
+            ("l2_regularization_strength", l2_regularization_strength),
+            ("l2_shrinkage_regularization_strength", l2_shrinkage_regularization_strength),
+        ):
+            if value < 0.0:
+                raise ValueError(
+                    f"`{argument}` needs to be positive or zero. Received: {argument}={value}."
+                )
+        self.learning_rate_power = learning_rate_power
+        self.initial_accumulator_value = initial_accumulator_value
+        self.l1_regularization_strength = l1_regularization_strength
+        self.l2_regularization_strength = l2_regularization_strength
+        self.l2_shrinkage_regularization_strength = l2_shrinkage_regularization_strength
+        self.beta = beta
+
+    def build(self, var_list: ParamsArg) -> None:
+        """Create the `accumulator` (filled with `initial_accumulator_value`) and `linear`
+        (zeros) slots, interleaved.
+
+        Args:
+            var_list: the variables (list, tuple or dict name -> array).
+        """
+        if self.built:
+            return
+        super().build(var_list)
+        self._accumulators, self._linears = self.add_optimizer_variables(
+            var_list,
+            ["accumulator", "linear"],
+            initializer=[self.initial_accumulator_value, "zeros"],
+        )
+
+    def _update_step(
+        self,
+        params: List[np.ndarray],
+        grads: Sequence[Any],
+        slots: Dict[str, List[np.ndarray]],
+        learning_rate: float,
+        options: Optional[_native.StepOptions],
+    ) -> None:
+        _native.ftrl(
+            params,
+            grads,
+            slots["accumulator"],
+            slots["linear"],
+            learning_rate,
+            self.learning_rate_power,
+            self.l1_regularization_strength,
+            self.l2_regularization_strength,
+            self.l2_shrinkage_regularization_strength,
+            self.beta,
+            options,
+        )
+
+    def get_config(self) -> Dict[str, Any]:
+        """The config: the base keys, then `learning_rate_power`, `initial_accumulator_value`,
+        `l1_regularization_strength`, `l2_regularization_strength`,
+        `l2_shrinkage_regularization_strength`, `beta`."""
+        config = super().get_config()
+        config.update(
+            {
+                "learning_rate_power": self.learning_rate_power,
+                "initial_accumulator_value": self.initial_accumulator_value,
+                "l1_regularization_strength": self.l1_regularization_strength,
+                "l2_regularization_strength": self.l2_regularization_strength,
+                "l2_shrinkage_regularization_strength": self.l2_shrinkage_regularization_strength,
+                "beta": self.beta,
+            }
+        )
+        return config

@@ -1,0 +1,120 @@
+"""Lion, as `keras.optimizers.Lion` (keras/src/optimizers/lion.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ferroptim import _native
+from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, check_hyperparameter
+
+__all__ = ["Lion"]
+
+
+class Lion(Optimizer):
+    """Lion, "EvoLved Sign Momentum" (Chen et al., 2023, https://arxiv.org/abs/2302.06675):
+    every element moves by exactly the learning rate, in the direction of the sign of an
+    interpolation between the momentum and the gradient.
+
+    Update rule for a variable `w` with gradient `g`:
+
+        w = w - learning_rate * sign(m * beta_1 + g * (1 - beta_1))
+        m = m * beta_2 + g * (1 - beta_2)
+
+    `sign(0)` is 0. `beta_1` and `beta_2` are rounded to the variable's dtype before `1 - beta`
+    is taken, as Keras does. Weight decay is the base class's decoupled `weight_decay`, applied
+    before the update (the paper's `lambda`, multiplied by the learning rate as in the paper).
+    Since the update has the size of the learning rate, a suitable one is typically 3-10 times
+    smaller than for AdamW, and the weight decay 3-10 times larger.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import ferroptim as fo
+    >>> w = np.array([1.0, 2.0, 3.0], dtype=np.float32)
+    >>> opt = fo.optimizers.Lion(learning_rate=0.5)
+    >>> _ = opt.apply_gradients([(np.array([0.25, -6.0, 0.0], dtype=np.float32), w)])
+    >>> w
+    array([0.5, 2.5, 3. ], dtype=float32)
+
+    Args:
+        learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
+            Defaults to 0.001.
+        beta_1: the weight of the momentum in the interpolation whose sign is the update; in
+            (0, 1] (0 would make it sign SGD). Defaults to 0.9.
+        beta_2: decay rate of the momentum. Defaults to 0.99.
+        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
+            see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
+    """
+
+    def __init__(
+        self,
+        learning_rate: Any = 0.001,
+        beta_1: float = 0.9,
+        beta_2: float = 0.99,
+        weight_decay: Optional[float] = None,
+        clipnorm: Optional[float] = None,
+        clipvalue: Optional[float] = None,
+        global_clipnorm: Optional[float] = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
+        ema_overwrite_frequency: Optional[int] = None,
+        loss_scale_factor: Optional[float] = None,
+        gradient_accumulation_steps: Optional[int] = None,
+        name: Optional[str] = "lion",
+        **kwargs: Any,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            name=name,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            use_ema=use_ema,
+            ema_momentum=ema_momentum,
+            ema_overwrite_frequency=ema_overwrite_frequency,
+            loss_scale_factor=loss_scale_factor,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            **kwargs,
+        )
+        for argument, value in (("beta_1", beta_1), ("beta_2", beta_2)):
+            check_hyperparameter(argument, value)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        if beta_1 <= 0 or beta_1 > 1:
+            raise ValueError(
+                "Argument `beta_1` must be in the [0, 1] range. Otherwise, the "
+                f"optimizer degenerates to SignSGD. Received: beta_1={beta_1}."
+            )
+
+    def build(self, var_list: ParamsArg) -> None:
+        """Create the `momentum` slots.
+
+        Args:
+            var_list: the variables (list, tuple or dict name -> array).
+        """
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums = self.add_optimizer_variables(var_list, "momentum")
+
+    def _update_step(
+        self,
+        params: List[np.ndarray],
+        grads: Sequence[Any],
+        slots: Dict[str, List[np.ndarray]],
+        learning_rate: float,
+        options: Optional[_native.StepOptions],
+    ) -> None:
+        _native.lion(
+            params, grads, slots["momentum"], learning_rate, self.beta_1, self.beta_2, options
+        )
+
+    def get_config(self) -> Dict[str, Any]:
+        """The config: the base keys, then `beta_1` and `beta_2`."""
+        config = super().get_config()
+        config.update({"beta_1": self.beta_1, "beta_2": self.beta_2})
+        return config

@@ -1,0 +1,180 @@
+"""Nadam, as `keras.optimizers.Nadam` (keras/src/optimizers/nadam.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ferroptim import _native
+from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, check_hyperparameter
+
+__all__ = ["Nadam"]
+
+
+class Nadam(Optimizer):
+    """Nadam (Dozat, 2016, "Incorporating Nesterov Momentum into Adam",
+    http://cs229.stanford.edu/proj2015/054_report.pdf): Adam with Nesterov momentum and
+    Dozat's momentum schedule.
+
+    Update rule for a variable `w` with gradient `g`, with `t = iterations + 1`. Once per step,
+    before any variable is updated, the product of the momentum cache advances:
+
+        u_t = beta_1 * (1 - 0.5 * 0.96**t);   u_next = beta_1 * (1 - 0.5 * 0.96**(t + 1))
+        u_product = u_product * u_t               (starts at 1.0: the product of u_1 .. u_t)
+
+    then, for every variable:
+
+        m = m + (g - m) * (1 - beta_1)
+        v = v + (g * g - v) * (1 - beta_2)
+        m_hat = u_next * m / (1 - u_product * u_next) + (1 - u_t) * g / (1 - u_product)
+        v_hat = v / (1 - beta_2**t)
+        w = w - learning_rate * m_hat / (sqrt(v_hat) + epsilon)
+
+    `epsilon` is added to the bias-corrected `sqrt(v_hat)` (unlike Adam's "epsilon hat"). The
+    product is one more optimizer variable, after all the slots in `variables`, kept in the dtype
+    of the first variable the optimizer was built with. It advances only on steps that update,
+    not on calls that only accumulate gradients.
+
+    Keras 2's `schedule_decay` (0.004 in Keras 2) is accepted: when given, every `0.96**t` above
+    becomes `0.96**(t * schedule_decay)`. Keras 3 and tf.keras 2.11+ use `0.96**t`, the same as
+    `schedule_decay=1.0`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import ferroptim as fo
+    >>> w = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
+    >>> opt = fo.optimizers.Nadam(learning_rate=0.5)
+    >>> _ = opt.apply_gradients([(np.array([1.0, 6.0, 7.0, 2.0], dtype=np.float32), w)])
+    >>> np.round(w, 4)
+    array([0.4686, 1.4686, 2.4686, 3.4686], dtype=float32)
+
+    Args:
+        learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
+            Defaults to 0.001.
+        beta_1: decay rate of the first-moment estimate, and the scale of the momentum cache.
+            Defaults to 0.9.
+        beta_2: decay rate of the second-moment estimate. Defaults to 0.999.
+        epsilon: added to `sqrt(v_hat)`. Defaults to 1e-7; None (Keras 2) also means 1e-7.
+        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name: see
+            `Optimizer`.
+        **kwargs: Keras 2's `schedule_decay` (a float: the exponent scale of the momentum
+            cache; reported by `get_config` only when given), `lr=` and `decay=` (see
+            `Optimizer`).
+    """
+
+    # The momentum-cache product advances once per update step (see `Optimizer._step`).
+    _has_step_state = True
+
+    def __init__(
+        self,
+        learning_rate: Any = 0.001,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: Optional[float] = 1e-7,
+        weight_decay: Optional[float] = None,
+        clipnorm: Optional[float] = None,
+        clipvalue: Optional[float] = None,
+        global_clipnorm: Optional[float] = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
+        ema_overwrite_frequency: Optional[int] = None,
+        loss_scale_factor: Optional[float] = None,
+        gradient_accumulation_steps: Optional[int] = None,
+        name: Optional[str] = "nadam",
+        **kwargs: Any,
+    ):
+        schedule_decay = kwargs.pop("schedule_decay", None)
+        super().__init__(
+            learning_rate=learning_rate,
+            name=name,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            use_ema=use_ema,
+            ema_momentum=ema_momentum,
+            ema_overwrite_frequency=ema_overwrite_frequency,
+            loss_scale_factor=loss_scale_factor,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            **kwargs,
+        )
+        epsilon = 1e-7 if epsilon is None else epsilon
+        for argument, value in (
+            ("beta_1", beta_1),
+            ("beta_2", beta_2),
+            ("epsilon", epsilon),
+            ("schedule_decay", schedule_decay),
+        ):
+            check_hyperparameter(argument, value)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.schedule_decay = schedule_decay
+
+    def build(self, var_list: ParamsArg) -> None:
+        """Create the `momentum` and `velocity` slots (interleaved), then the scalar
+        momentum-cache product (1.0, in the dtype of the first variable; float32 for an empty
+        list).
+
+        Args:
+            var_list: the variables (list, tuple or dict name -> array).
+        """
+        if self.built:
+            return
+        variables = self._names_and_variables(var_list)[1]
+        super().build(var_list)
+        self._momentums, self._velocities = self.add_optimizer_variables(
+            var_list, ["momentum", "velocity"]
+        )
+        # Keras creates it as an unnamed variable (automatic name "variable", "variable_1", ...).
+        dtype = variables[0].dtype if variables else np.float32
+        self._u_product = self.add_variable((), initializer="ones", dtype=dtype, name="u_product")
+
+    def _begin_update_step(self, iterations: int) -> None:
+        # Keras's `_backend_update_step`: (u_product * beta_1) * (1 - 0.5 * 0.96**t), every
+        # operation in the dtype of u_product.
+        T = self._u_product.dtype.type
+        exponent = T(iterations + 1)
+        if self.schedule_decay is not None:
+            exponent = exponent * T(self.schedule_decay)
+        with np.errstate(all="ignore"):
+            cache = T(1.0) - T(0.5) * np.power(T(0.96), exponent)
+            self._u_product_next = self._u_product[()] * T(self.beta_1) * cache
+
+    def _end_update_step(self) -> None:
+        self._u_product[()] = self._u_product_next
+
+    def _update_step(
+        self,
+        params: List[np.ndarray],
+        grads: Sequence[Any],
+        slots: Dict[str, List[np.ndarray]],
+        learning_rate: float,
+        options: Optional[_native.StepOptions],
+    ) -> None:
+        _native.nadam(
+            params,
+            grads,
+            slots["momentum"],
+            slots["velocity"],
+            learning_rate,
+            self.beta_1,
+            self.beta_2,
+            self.epsilon,
+            self.iterations,
+            float(self._u_product_next),
+            1.0 if self.schedule_decay is None else self.schedule_decay,
+            options,
+        )
+
+    def get_config(self) -> Dict[str, Any]:
+        """The config: the base keys, then `beta_1`, `beta_2`, `epsilon`, and
+        `schedule_decay` when it was given."""
+        config = super().get_config()
+        config.update({"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon})
+        if self.schedule_decay is not None:
+            config["schedule_decay"] = self.schedule_decay
+        return config
