@@ -60,7 +60,6 @@ def sgd(
     momentum: float,
     nesterov: bool,
     options: Optional[StepOptions] = None,
-    *,
     names: Optional[Sequence[str]] = None,
 ) -> None:
     """SGD (keras/src/optimizers/sgd.py). `momentums` is None when momentum == 0."""
@@ -77,7 +76,6 @@ def adam(
     epsilon: float,
     iterations: int,
     options: Optional[StepOptions] = None,
-    *,
     names: Optional[Sequence[str]] = None,
 ) -> None:
     """Adam / AdamW (keras/src/optimizers/adam.py). `iterations` is the count before this step
@@ -94,7 +92,6 @@ def rmsprop(
     momentum: float,
     epsilon: float,
     options: Optional[StepOptions] = None,
-    *,
     names: Optional[Sequence[str]] = None,
 ) -> None:
     """RMSprop (rmsprop.py). `momentums` only if momentum > 0, `average_gradients` only if
@@ -107,7 +104,6 @@ def adagrad(
     learning_rate: float,
     epsilon: float,
     options: Optional[StepOptions] = None,
-    *,
     names: Optional[Sequence[str]] = None,
 ) -> None:
     """Adagrad (adagrad.py)."""
@@ -121,7 +117,6 @@ def adadelta(
     rho: float,
     epsilon: float,
     options: Optional[StepOptions] = None,
-    *,
     names: Optional[Sequence[str]] = None,
 ) -> None:
     """Adadelta (adadelta.py)."""
@@ -137,7 +132,6 @@ def adamax(
     epsilon: float,
     iterations: int,
     options: Optional[StepOptions] = None,
-    *,
     names: Optional[Sequence[str]] = None,
 ) -> None:
     """Adamax (adamax.py)."""
@@ -155,7 +149,6 @@ def nadam(
     u_product: float,
     schedule_decay: float = 1.0,
     options: Optional[StepOptions] = None,
-    *,
     names: Optional[Sequence[str]] = None,
 ) -> None:
     """Nadam (nadam.py). `u_product` is the momentum-cache product already multiplied by this
@@ -170,7 +163,6 @@ def lion(
     beta_1: float,
     beta_2: float,
     options: Optional[StepOptions] = None,
-    *,
     names: Optional[Sequence[str]] = None,
 ) -> None:
     """Lion (lion.py)."""
@@ -187,7 +179,6 @@ def ftrl(
     l2_shrinkage_regularization_strength: float,
     beta: float,
     options: Optional[StepOptions] = None,
-    *,
     names: Optional[Sequence[str]] = None,
 ) -> None:
     """FTRL (ftrl.py)."""
@@ -203,7 +194,6 @@ def lamb(
     epsilon: float,
     iterations: int,
     options: Optional[StepOptions] = None,
-    *,
     names: Optional[Sequence[str]] = None,
 ) -> None:
     """Lamb (lamb.py): Adam's moments with a per-tensor trust ratio |w| / |r|, computed by a
@@ -214,7 +204,6 @@ def ema(
     averages: Sequence[NDArray[np.floating]],
     ema_momentum: float,
     ema_overwrite: bool,
-    *,
     names: Optional[Sequence[str]] = None,
 ) -> None:
     """EMA pass alone, for variables that were not part of the step call."""

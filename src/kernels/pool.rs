@@ -12,7 +12,7 @@
 
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Once, OnceLock};
 
 struct Entry {
     threads: usize,
@@ -26,12 +26,17 @@ static REQUESTED: AtomicUsize = AtomicUsize::new(0);
 static GENERATION: AtomicUsize = AtomicUsize::new(0);
 static AT_FORK: Once = Once::new();
 
+/// `FERROPTIM_NUM_THREADS`, else the CPUs this process may use; read once (asking the OS
+/// reads cgroup files, far too slow for every step).
 fn default_threads() -> usize {
-    std::env::var("FERROPTIM_NUM_THREADS")
-        .ok()
-        .and_then(|s| s.trim().parse::<usize>().ok())
-        .filter(|&n| n >= 1)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+    static DEFAULT: OnceLock<usize> = OnceLock::new();
+    *DEFAULT.get_or_init(|| {
+        std::env::var("FERROPTIM_NUM_THREADS")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .filter(|&n| n >= 1)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+    })
 }
 
 /// The number of threads steps run on.

@@ -217,7 +217,7 @@ fn check_iterations(iterations: i64) -> PyResult<u64> {
 
 /// SGD, optionally with (Nesterov) momentum. `momentums` is None when momentum is 0.
 #[pyfunction]
-#[pyo3(signature = (params, grads, momentums, learning_rate, momentum, nesterov, options=None, *, names=None))]
+#[pyo3(signature = (params, grads, momentums, learning_rate, momentum, nesterov, options=None, names=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn sgd<'py>(
     py: Python<'py>,
@@ -254,7 +254,7 @@ pub fn sgd<'py>(
 /// Adam (and AdamW): `iterations` is the count before this step.
 #[pyfunction]
 #[pyo3(signature = (params, grads, momentums, velocities, velocity_hats, learning_rate, beta_1,
-    beta_2, epsilon, iterations, options=None, *, names=None))]
+    beta_2, epsilon, iterations, options=None, names=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn adam<'py>(
     py: Python<'py>,
@@ -299,7 +299,7 @@ pub fn adam<'py>(
 
 /// The EMA stage alone, for variables that took no part in the step.
 #[pyfunction]
-#[pyo3(signature = (params, averages, ema_momentum, ema_overwrite, *, names=None))]
+#[pyo3(signature = (params, averages, ema_momentum, ema_overwrite, names=None))]
 pub fn ema<'py>(
     py: Python<'py>,
     params: &Bound<'py, PyAny>,
@@ -428,7 +428,7 @@ fn update_call<'a, 'py>(
 /// RMSprop. `momentums` is None unless momentum > 0; `average_gradients` None unless centered.
 #[pyfunction]
 #[pyo3(signature = (params, grads, velocities, momentums, average_gradients, learning_rate, rho,
-    momentum, epsilon, options=None, *, names=None))]
+    momentum, epsilon, options=None, names=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn rmsprop<'py>(
     py: Python<'py>,
@@ -463,7 +463,7 @@ pub fn rmsprop<'py>(
 
 /// Adagrad.
 #[pyfunction]
-#[pyo3(signature = (params, grads, accumulators, learning_rate, epsilon, options=None, *, names=None))]
+#[pyo3(signature = (params, grads, accumulators, learning_rate, epsilon, options=None, names=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn adagrad<'py>(
     py: Python<'py>,
@@ -486,7 +486,7 @@ pub fn adagrad<'py>(
 /// Adadelta.
 #[pyfunction]
 #[pyo3(signature = (params, grads, accumulated_grads, accumulated_delta_vars, learning_rate, rho,
-    epsilon, options=None, *, names=None))]
+    epsilon, options=None, names=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn adadelta<'py>(
     py: Python<'py>,
@@ -516,7 +516,7 @@ pub fn adadelta<'py>(
 /// Adamax: `iterations` is the count before this step.
 #[pyfunction]
 #[pyo3(signature = (params, grads, momentums, norms, learning_rate, beta_1, beta_2, epsilon,
-    iterations, options=None, *, names=None))]
+    iterations, options=None, names=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn adamax<'py>(
     py: Python<'py>,
@@ -548,7 +548,7 @@ pub fn adamax<'py>(
 /// Keras 3 and Keras 2's `schedule_decay` otherwise.
 #[pyfunction]
 #[pyo3(signature = (params, grads, momentums, velocities, learning_rate, beta_1, beta_2, epsilon,
-    iterations, u_product, schedule_decay=1.0, options=None, *, names=None))]
+    iterations, u_product, schedule_decay=1.0, options=None, names=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn nadam<'py>(
     py: Python<'py>,
@@ -582,7 +582,7 @@ pub fn nadam<'py>(
 
 /// Lion.
 #[pyfunction]
-#[pyo3(signature = (params, grads, momentums, learning_rate, beta_1, beta_2, options=None, *, names=None))]
+#[pyo3(signature = (params, grads, momentums, learning_rate, beta_1, beta_2, options=None, names=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn lion<'py>(
     py: Python<'py>,
@@ -608,7 +608,7 @@ pub fn lion<'py>(
 #[pyfunction]
 #[pyo3(signature = (params, grads, accumulators, linears, learning_rate, learning_rate_power,
     l1_regularization_strength, l2_regularization_strength, l2_shrinkage_regularization_strength,
-    beta, options=None, *, names=None))]
+    beta, options=None, names=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn ftrl<'py>(
     py: Python<'py>,
@@ -643,7 +643,7 @@ pub fn ftrl<'py>(
 /// Lamb: `iterations` is the count before this step.
 #[pyfunction]
 #[pyo3(signature = (params, grads, momentums, velocities, learning_rate, beta_1, beta_2, epsilon,
-    iterations, options=None, *, names=None))]
+    iterations, options=None, names=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn lamb<'py>(
     py: Python<'py>,

@@ -9,7 +9,7 @@ use numpy::{
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PySequence, PyString};
+use pyo3::types::{PyList, PySequence, PyString, PyTuple};
 
 /// Arrays of a call, borrowed for as long as the kernels may touch them.
 pub struct Borrows<'py, T: Element> {
@@ -45,6 +45,12 @@ impl Names<'_, '_> {
 
 /// A Python list or tuple (or other sequence) as a vector of its items.
 pub fn items<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    if let Ok(list) = obj.cast::<PyList>() {
+        return Ok(list.iter().collect());
+    }
+    if let Ok(tuple) = obj.cast::<PyTuple>() {
+        return Ok(tuple.iter().collect());
+    }
     if obj.is_instance_of::<PyString>() {
         return Err(Error::type_error(format!("`{what}` must be a list of arrays, got a string")).into());
     }
@@ -135,11 +141,18 @@ fn raw<'a, T: Element>(arr: &'a Bound<'_, PyArrayDyn<T>>) -> Raw<'a, T> {
 }
 
 /// Checks alignment and (for writable operands) self-overlap, and returns the strides in
-/// elements.
-fn element_strides<T>(r: &Raw<'_, T>, writable: bool, what: &dyn Fn() -> String) -> PyResult<Box<[isize]>> {
+/// elements of an operand that is not contiguous (`None` for a contiguous one).
+fn element_strides<T>(
+    r: &Raw<'_, T>,
+    writable: bool,
+    what: &dyn Fn() -> String,
+) -> PyResult<Option<Box<[isize]>>> {
     let size = std::mem::size_of::<T>() as isize;
     if (r.ptr as usize) % std::mem::align_of::<T>() != 0 {
         return Err(Error::value_error(format!("{} is not aligned in memory", what())).into());
+    }
+    if r.c {
+        return Ok(None);
     }
     let mut out = Vec::with_capacity(r.strides.len());
     for (&s, &n) in r.strides.iter().zip(r.shape) {
@@ -160,7 +173,7 @@ fn element_strides<T>(r: &Raw<'_, T>, writable: bool, what: &dyn Fn() -> String)
         ))
         .into());
     }
-    Ok(out.into_boxed_slice())
+    Ok(Some(out.into_boxed_slice()))
 }
 
 /// The arrays of one tensor before layout is decided.
@@ -400,13 +413,9 @@ fn tensor<T: Real>(g: &Group<'_, T>, decay: bool, name: &dyn Fn() -> String) -> 
     let flat = all().all(|r| r.c) || all().all(|r| r.f);
     let operand = |r: &Raw<'_, T>, writable: bool, what: &str| -> PyResult<Operand<T>> {
         let strides = element_strides(r, writable, &|| format!("{what} of {}", name()))?;
-        Ok(if flat || r.c {
-            Operand::contiguous(r.ptr)
-        } else {
-            Operand {
-                ptr: r.ptr,
-                strides: Some(strides),
-            }
+        Ok(Operand {
+            ptr: r.ptr,
+            strides: if flat { None } else { strides },
         })
     };
     let len = g.param.shape.iter().product();
