@@ -13,7 +13,8 @@ mod _native {
     #[pymodule_export]
     use crate::py::functions::{
         adadelta, adagrad, adam, adamax, ema, ftrl, get_num_threads, lamb, lion, nadam, rmsprop,
-        roofline, set_num_threads, set_simd_level, sgd, simd_level, StepOptions,
+        all_finite, roofline, schedule_free_adamw, set_num_threads, set_simd_level, sgd, simd_level,
+        StepOptions,
     };
 
     #[pymodule_init]

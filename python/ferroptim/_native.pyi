@@ -199,6 +199,28 @@ def lamb(
     """Lamb (lamb.py): Adam's moments with a per-tensor trust ratio |w| / |r|, computed by a
     deterministic read-only pass before the update pass."""
 
+def schedule_free_adamw(
+    params: Sequence[NDArray[np.floating]],
+    grads: Sequence[ArrayLike],
+    momentums: Sequence[NDArray[np.floating]],
+    velocities: Sequence[NDArray[np.floating]],
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+    warmup_steps: int,
+    iterations: int,
+    options: Optional[StepOptions] = None,
+    names: Optional[Sequence[str]] = None,
+) -> None:
+    """ScheduleFreeAdamW (schedule_free_adamw.py): the parameters hold y, `momentums` holds z
+    (initialised to a copy of the parameters), `velocities` the second moment. The warmup
+    factor min(t / warmup_steps, 1) is applied natively."""
+
+def all_finite(arrays: Sequence[ArrayLike]) -> bool:
+    """True if every element of every array is finite (a native read-only pass; float32 and
+    float64 arrays of any layout are read in place, other real dtypes are converted)."""
+
 def ema(
     params: Sequence[NDArray[np.floating]],
     averages: Sequence[NDArray[np.floating]],

@@ -18,6 +18,7 @@ pub mod real;
 pub mod reduce;
 pub mod rmsprop;
 pub mod roofline;
+pub mod schedule_free;
 pub mod sgd;
 pub mod simd;
 

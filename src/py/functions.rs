@@ -670,3 +670,97 @@ pub fn lamb<'py>(
         || kernels::lamb::Lamb::<f64>::new(learning_rate, beta_1, beta_2, epsilon, it),
     )
 }
+
+/// Schedule-Free AdamW: `momentums` holds z, the variables y.
+#[pyfunction]
+#[pyo3(signature = (params, grads, momentums, velocities, learning_rate, beta_1, beta_2, epsilon,
+    warmup_steps, iterations, options=None, names=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn schedule_free_adamw<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+    grads: &Bound<'py, PyAny>,
+    momentums: &Bound<'py, PyAny>,
+    velocities: &Bound<'py, PyAny>,
+    learning_rate: f64,
+    beta_1: f64,
+    beta_2: f64,
+    epsilon: f64,
+    warmup_steps: i64,
+    iterations: i64,
+    options: Option<&Bound<'py, StepOptions>>,
+    names: Option<&Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    finite("beta_1", beta_1)?;
+    finite("beta_2", beta_2)?;
+    finite("epsilon", epsilon)?;
+    let it = check_iterations(iterations)?;
+    let warmup = u64::try_from(warmup_steps).map_err(|_| {
+        Error::value_error(format!("`warmup_steps` must be >= 0. Received: warmup_steps={warmup_steps}"))
+    })?;
+    let slots = vec![("momentum", momentums), ("velocity", velocities)];
+    update_call(params, grads, slots, learning_rate, options, names)?.run(
+        py,
+        || kernels::schedule_free::ScheduleFree::<f32>::new(learning_rate, beta_1, beta_2, epsilon, warmup, it),
+        || kernels::schedule_free::ScheduleFree::<f64>::new(learning_rate, beta_1, beta_2, epsilon, warmup, it),
+    )
+}
+
+/// True if every element of every array is finite (LossScaleOptimizer's check). Arrays of
+/// other real dtypes are converted to float64 first.
+#[pyfunction]
+pub fn all_finite<'py>(py: Python<'py>, arrays: &Bound<'py, PyAny>) -> PyResult<bool> {
+    use numpy::{PyArrayDyn, PyArrayMethods};
+    let items = prepare::items(arrays, "arrays")?;
+    let names = Names(None);
+    for (i, obj) in items.iter().enumerate() {
+        let ok = if let Ok(a) = obj.cast::<PyArrayDyn<f32>>() {
+            finite_array(py, &a.try_readonly().map_err(|e| Error::value_error(e.to_string()))?)
+        } else {
+            let a = prepare::gradient_array::<f64>(py, obj, &names, i)?;
+            let ro = a.try_readonly().map_err(|e| Error::value_error(e.to_string()))?;
+            finite_array(py, &ro)
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn finite_array<T: Real + Element>(py: Python<'_>, a: &numpy::PyReadonlyArrayDyn<'_, T>) -> bool {
+    use numpy::{PyArrayMethods, PyUntypedArrayMethods};
+    if let Ok(s) = a.as_slice() {
+        if s.len() >= DETACH_FROM {
+            let s = SendSlice(s);
+            return py.detach(move || kernels::reduce::all_finite(s.0));
+        }
+        return kernels::reduce::all_finite(s);
+    }
+    // Strided: walk it in blocks of the logical order.
+    let size = std::mem::size_of::<T>() as isize;
+    let shape = a.shape().to_vec();
+    let strides: Vec<isize> = a.strides().iter().map(|s| s / size).collect();
+    let ptr = a.data();
+    let len: usize = shape.iter().product();
+    let mut buf = [T::ZERO; kernels::driver::BLOCK];
+    let mut start = 0;
+    while start < len {
+        let n = kernels::driver::BLOCK.min(len - start);
+        kernels::layout::for_each_offset(&shape, &strides, start, n, |i, off| {
+            // SAFETY: offsets derived from the array's own shape and strides; read only.
+            buf[i] = unsafe { *ptr.offset(off) };
+        });
+        if !kernels::reduce::all_finite(&buf[..n]) {
+            return false;
+        }
+        start += n;
+    }
+    true
+}
+
+/// A borrowed slice handed to a closure that runs without the GIL.
+struct SendSlice<'a, T>(&'a [T]);
+// SAFETY: the slice is only read, and the NumPy borrow guard that protects it outlives the
+// closure (the caller holds it across `py.detach`).
+unsafe impl<T> Send for SendSlice<'_, T> {}

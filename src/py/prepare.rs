@@ -189,7 +189,7 @@ static ASARRAY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// A gradient as an array of `T`: as is when it already is one, else converted the way
 /// `numpy.asarray(g, dtype=T)` would, for real (float, integer) data only.
-fn gradient_array<'py, T: Element + Real>(
+pub fn gradient_array<'py, T: Element + Real>(
     py: Python<'py>,
     g: &Bound<'py, PyAny>,
     names: &Names<'_, 'py>,
