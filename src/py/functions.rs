@@ -1,6 +1,6 @@
 //! The `#[pyfunction]`s: one per update rule, each a thin shell over `run_rule`.
 
-use super::prepare::{self, Borrows, Dtype, Names, State};
+use super::prepare::{self, Dtype, Names, State};
 use crate::error::Error;
 use crate::kernels::{self, pool, simd, Clip, Mode, Prologue, Real, Rule};
 use numpy::Element;
@@ -160,14 +160,14 @@ impl Call<'_, '_> {
             averages: averages.as_deref(),
             decay_mask: opts.and_then(|o| o.weight_decay_mask.as_deref()),
         };
-        let mut borrows = Borrows::new();
+        let mut keep = Vec::new();
         let tensors = prepare::tensors::<T>(
             py,
             params,
             grads.as_deref(),
             &state,
             &self.names,
-            &mut borrows,
+            &mut keep,
         )?;
         let rule = rule();
         if mode == Mode::Update && rule.slots() != state.slots.len() {
@@ -204,7 +204,7 @@ impl Call<'_, '_> {
         } else {
             kernels::run(&rule, &tensors, &pro, mode);
         }
-        drop(borrows);
+        drop(keep);
         Ok(())
     }
 }

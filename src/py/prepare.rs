@@ -1,30 +1,25 @@
 //! Turning Python sequences of arrays into `kernels::Tensor`s.
+//!
+//! Arrays are read straight from NumPy's array struct (data pointer, shape, strides, flags,
+//! dtype number): a step touches a few arrays per tensor and this path runs for every one of
+//! them, so it stays allocation-light. Aliasing is checked for the whole call at once: the
+//! byte ranges of all arrays are sorted and swept, and any overlap that involves a writable
+//! array (a parameter, a slot, an accumulator, an average) is refused. Gradients may share
+//! memory with each other. The check is by address range, so two interleaved views of one
+//! buffer (`a[::2]` and `a[1::2]`) count as overlapping: refused, never raced.
+//!
+//! What this does not guard against is another Python thread mutating the same arrays while
+//! a call runs with the GIL released, as with NumPy's own in-place operations; the optimizer
+//! classes serialize their steps.
 
 use crate::error::Error;
 use crate::kernels::layout::{is_non_overlapping, Operand};
 use crate::kernels::{Real, Tensor};
-use numpy::{
-    BorrowError, Element, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
-    PyReadwriteArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
-};
+use numpy::npyffi::{flags, NPY_TYPES};
+use numpy::{Element, PyArrayDescrMethods, PyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyList, PySequence, PyString, PyTuple};
-
-/// Arrays of a call, borrowed for as long as the kernels may touch them.
-pub struct Borrows<'py, T: Element> {
-    rw: Vec<PyReadwriteArrayDyn<'py, T>>,
-    ro: Vec<PyReadonlyArrayDyn<'py, T>>,
-}
-
-impl<'py, T: Element> Borrows<'py, T> {
-    pub fn new() -> Self {
-        Borrows {
-            rw: Vec::new(),
-            ro: Vec::new(),
-        }
-    }
-}
 
 /// Names the variables in messages: by the caller's names when given, else by index.
 pub struct Names<'a, 'py>(pub Option<&'a Bound<'py, PyAny>>);
@@ -107,37 +102,13 @@ fn not_float_param(obj: &Bound<'_, PyAny>, names: &Names<'_, '_>, i: usize) -> E
     }
 }
 
-#[cold]
-fn borrow_error(e: &BorrowError, what: &str) -> PyErr {
-    match e {
-        BorrowError::NotWriteable => Error::value_error(format!(
-            "{what} is read-only; parameters and optimizer state are updated in place"
-        )),
-        _ => Error::value_error(format!(
-            "{what} shares memory with another array of this call (the same array given twice, \
-             overlapping views, or a gradient that aliases a parameter or a slot)"
-        )),
-    }
-    .into()
-}
-
-/// Geometry of one borrowed array.
+/// Geometry of one array.
 struct Raw<'a, T> {
     ptr: *mut T,
     shape: &'a [usize],
     strides: &'a [isize],
     c: bool,
     f: bool,
-}
-
-fn raw<'a, T: Element>(arr: &'a Bound<'_, PyArrayDyn<T>>) -> Raw<'a, T> {
-    Raw {
-        ptr: arr.data(),
-        shape: arr.shape(),
-        strides: arr.strides(),
-        c: arr.is_c_contiguous(),
-        f: arr.is_fortran_contiguous(),
-    }
 }
 
 /// Checks alignment and (for writable operands) self-overlap, and returns the strides in
@@ -244,7 +215,132 @@ pub struct State<'a, 'py> {
     pub decay_mask: Option<&'a [bool]>,
 }
 
+/// The NumPy type number of `T`.
+fn type_num<T: Real>() -> i32 {
+    if std::mem::size_of::<T>() == 4 {
+        NPY_TYPES::NPY_FLOAT as i32
+    } else {
+        NPY_TYPES::NPY_DOUBLE as i32
+    }
+}
+
+/// One array of a call, read from NumPy's struct. Borrows from the array object.
+struct View<'a, T> {
+    raw: Raw<'a, T>,
+    writable: bool,
+}
+
+/// The array behind `obj` if it is an ndarray of `T` in native byte order.
+fn typed<'a, T: Real>(obj: &'a Bound<'_, PyAny>) -> Option<View<'a, T>> {
+    let arr = obj.cast::<PyUntypedArray>().ok()?;
+    let dtype = arr.dtype();
+    if dtype.num() != type_num::<T>() || dtype.is_native_byteorder() == Some(false) {
+        return None;
+    }
+    let ptr = arr.as_array_ptr();
+    // SAFETY: `ptr` is the live PyArrayObject of `obj`, which outlives the view; NumPy keeps
+    // shape and strides arrays of `nd` entries (a null pointer only when nd == 0).
+    let (data, shape, strides, flags) = unsafe {
+        let a = &*ptr;
+        let nd = usize::try_from(a.nd).unwrap_or(0);
+        let (shape, strides): (&[usize], &[isize]) = if nd == 0 {
+            (&[], &[])
+        } else {
+            (
+                std::slice::from_raw_parts(a.dimensions.cast::<usize>(), nd),
+                std::slice::from_raw_parts(a.strides, nd),
+            )
+        };
+        (a.data.cast::<T>(), shape, strides, a.flags)
+    };
+    Some(View {
+        raw: Raw {
+            ptr: data,
+            shape,
+            strides,
+            c: flags & flags::NPY_ARRAY_C_CONTIGUOUS != 0,
+            f: flags & flags::NPY_ARRAY_F_CONTIGUOUS != 0,
+        },
+        writable: flags & flags::NPY_ARRAY_WRITEABLE != 0,
+    })
+}
+
+fn view<'a, T: Real>(obj: &'a Bound<'_, PyAny>) -> Option<Raw<'a, T>> {
+    typed::<T>(obj).map(|v| v.raw)
+}
+
+/// The byte range an array's elements span, for the aliasing sweep.
+#[derive(Clone, Copy)]
+struct Span {
+    lo: usize,
+    hi: usize,
+    writable: bool,
+    /// Index of the tensor and role, for the message.
+    tensor: usize,
+    role: &'static str,
+}
+
+fn span<T>(r: &Raw<'_, T>, writable: bool, tensor: usize, role: &'static str) -> Option<Span> {
+    if r.shape.contains(&0) {
+        return None;
+    }
+    let base = r.ptr as usize;
+    let (mut lo, mut hi) = (0isize, 0isize);
+    for (&n, &s) in r.shape.iter().zip(r.strides) {
+        let reach = (n as isize - 1) * s;
+        if reach < 0 {
+            lo += reach;
+        } else {
+            hi += reach;
+        }
+    }
+    Some(Span {
+        lo: base.wrapping_add_signed(lo),
+        hi: base.wrapping_add_signed(hi) + std::mem::size_of::<T>(),
+        writable,
+        tensor,
+        role,
+    })
+}
+
+/// Refuses any overlap between two arrays of which at least one is written.
+fn check_aliasing(spans: &mut [Span], names: &Names<'_, '_>) -> PyResult<()> {
+    spans.sort_unstable_by_key(|s| s.lo);
+    let mut reach_any: Option<Span> = None;
+    let mut reach_written: Option<Span> = None;
+    for s in spans.iter() {
+        let clash = if s.writable { reach_any } else { reach_written };
+        if let Some(prev) = clash.filter(|p| p.hi > s.lo) {
+            let what = |sp: &Span| format!("{} {}", sp.role, names.of(sp.tensor));
+            return Err(Error::value_error(format!(
+                "{} shares memory with {} (the same array given twice, overlapping views, or a \
+                 gradient that aliases a parameter or a slot); arrays updated in place must not \
+                 overlap",
+                what(s),
+                what(&prev)
+            ))
+            .into());
+        }
+        if reach_any.is_none_or(|p| s.hi > p.hi) {
+            reach_any = Some(*s);
+        }
+        if s.writable && reach_written.is_none_or(|p| s.hi > p.hi) {
+            reach_written = Some(*s);
+        }
+    }
+    Ok(())
+}
+
+#[cold]
+fn read_only(what: &str) -> PyErr {
+    Error::value_error(format!(
+        "{what} is read-only; parameters and optimizer state are updated in place"
+    ))
+    .into()
+}
+
 /// Validates every array of a call and builds the kernels' view of it. Nothing is written.
+/// Converted gradients are pushed to `keep`, which must outlive the returned tensors.
 #[allow(clippy::too_many_lines)]
 pub fn tensors<'py, T: Element + Real>(
     py: Python<'py>,
@@ -252,7 +348,7 @@ pub fn tensors<'py, T: Element + Real>(
     grads: Option<&[Bound<'py, PyAny>]>,
     state: &State<'_, 'py>,
     names: &Names<'_, 'py>,
-    borrows: &mut Borrows<'py, T>,
+    keep: &mut Vec<Bound<'py, PyAny>>,
 ) -> PyResult<Vec<Tensor<T>>> {
     let n = params.len();
     let check_len = |len: usize, what: &str| -> PyResult<()> {
@@ -281,124 +377,121 @@ pub fn tensors<'py, T: Element + Real>(
         check_len(m.len(), "weight-decay mask entries")?;
     }
 
-    // Typed handles first (no borrows yet), so type errors come before aliasing errors.
-    let mut p_arr = Vec::with_capacity(n);
-    for (i, p) in params.iter().enumerate() {
-        match p.cast::<PyArrayDyn<T>>() {
-            Ok(a) => p_arr.push(a.clone()),
-            Err(_) => {
-                if p.cast::<PyArrayDyn<f32>>().is_ok() || p.cast::<PyArrayDyn<f64>>().is_ok() {
-                    return Err(Error::type_error(format!(
-                        "parameter {} is not {}: one call takes parameters of one dtype",
-                        names.of(i),
-                        T::NAME
-                    ))
-                    .into());
-                }
-                return Err(not_float_param(p, names, i).into());
+    // Gradients that are not arrays of `T` are converted first (they are new arrays, so they
+    // cannot alias anything); `keep` holds them for the whole call.
+    let mut converted: Vec<Option<usize>> = vec![None; n];
+    if let Some(gs) = grads {
+        for (i, g) in gs.iter().enumerate() {
+            if typed::<T>(g).is_none() {
+                converted[i] = Some(keep.len());
+                keep.push(gradient_array::<T>(py, g, names, i)?.into_any());
             }
         }
     }
-    let state_array = |obj: &Bound<'py, PyAny>, what: &str, i: usize| -> PyResult<Bound<'py, PyArrayDyn<T>>> {
-        let a = obj.cast::<PyArrayDyn<T>>().map_err(|_| {
-            Error::type_error(format!(
-                "{what} of parameter {} must be a {} numpy.ndarray",
-                names.of(i),
-                T::NAME
-            ))
-        })?;
-        if a.shape() != p_arr[i].shape() {
-            return Err(Error::value_error(format!(
-                "{what} of parameter {} has shape {:?} but the parameter has shape {:?}",
-                names.of(i),
-                a.shape(),
-                p_arr[i].shape()
-            ))
-            .into());
+
+    let per_tensor = 2 + state.slots.len() + 2;
+    let mut spans: Vec<Span> = Vec::with_capacity(n * per_tensor);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let p = typed::<T>(&params[i]).ok_or_else(|| not_param::<T>(&params[i], names, i))?;
+        if !p.writable {
+            return Err(read_only(&format!("parameter {}", names.of(i))));
         }
-        Ok(a.clone())
-    };
-    let mut slot_arr: Vec<Vec<Bound<'py, PyArrayDyn<T>>>> = Vec::with_capacity(state.slots.len());
-    for (what, list) in &state.slots {
-        let mut v = Vec::with_capacity(n);
-        for (i, s) in list.iter().enumerate() {
-            v.push(state_array(s, what, i)?);
-        }
-        slot_arr.push(v);
-    }
-    let mut acc_arr = Vec::new();
-    if let Some(list) = state.accumulators {
-        for (i, s) in list.iter().enumerate() {
-            acc_arr.push(state_array(s, "gradient accumulator", i)?);
-        }
-    }
-    let mut avg_arr = Vec::new();
-    if let Some(list) = state.averages {
-        for (i, s) in list.iter().enumerate() {
-            avg_arr.push(state_array(s, "moving average", i)?);
-        }
-    }
-    let mut g_arr = Vec::new();
-    if let Some(gs) = grads {
-        for (i, g) in gs.iter().enumerate() {
-            let a = gradient_array::<T>(py, g, names, i)?;
-            if a.shape() != p_arr[i].shape() {
-                return Err(Error::value_error(format!(
-                    "gradient {} has shape {:?} but the parameter has shape {:?}",
+        let state_view = |obj: &'_ Bound<'py, PyAny>, what: &str| -> PyResult<()> {
+            let Some(v) = typed::<T>(obj) else {
+                return Err(Error::type_error(format!(
+                    "{what} of parameter {} must be a {} numpy.ndarray",
                     names.of(i),
-                    a.shape(),
-                    p_arr[i].shape()
+                    T::NAME
+                ))
+                .into());
+            };
+            if v.raw.shape != p.raw.shape {
+                return Err(Error::value_error(format!(
+                    "{what} of parameter {} has shape {:?} but the parameter has shape {:?}",
+                    names.of(i),
+                    v.raw.shape,
+                    p.raw.shape
                 ))
                 .into());
             }
-            g_arr.push(a);
+            if !v.writable {
+                return Err(read_only(&format!("{what} of parameter {}", names.of(i))));
+            }
+            Ok(())
+        };
+        for (what, list) in &state.slots {
+            state_view(&list[i], what)?;
         }
-    }
+        if let Some(a) = state.accumulators {
+            state_view(&a[i], "gradient accumulator")?;
+        }
+        if let Some(a) = state.averages {
+            state_view(&a[i], "moving average")?;
+        }
+        let g_obj = grads.map(|gs| converted[i].map_or(&gs[i], |k| &keep[k]));
+        let g = match g_obj {
+            Some(obj) => {
+                let v = typed::<T>(obj).ok_or_else(|| {
+                    PyErr::from(Error::type_error(format!("gradient {} is not an array", names.of(i))))
+                })?;
+                if v.raw.shape != p.raw.shape {
+                    return Err(Error::value_error(format!(
+                        "gradient {} has shape {:?} but the parameter has shape {:?}",
+                        names.of(i),
+                        v.raw.shape,
+                        p.raw.shape
+                    ))
+                    .into());
+                }
+                Some(v.raw)
+            }
+            None => None,
+        };
+        // Views of the state arrays (validated above).
+        let slots: Vec<Raw<'_, T>> = state.slots.iter().filter_map(|(_, l)| view::<T>(&l[i])).collect();
+        let accumulator = state.accumulators.and_then(|a| view::<T>(&a[i]));
+        let average = state.averages.and_then(|a| view::<T>(&a[i]));
 
-    // Borrows: writable state first, then gradients read-only; any overlap fails here.
-    for (i, a) in p_arr.iter().enumerate() {
-        let b = a
-            .try_readwrite()
-            .map_err(|e| borrow_error(&e, &format!("parameter {}", names.of(i))))?;
-        borrows.rw.push(b);
-    }
-    for ((what, _), list) in state.slots.iter().zip(&slot_arr) {
-        for (i, a) in list.iter().enumerate() {
-            let b = a
-                .try_readwrite()
-                .map_err(|e| borrow_error(&e, &format!("{what} of parameter {}", names.of(i))))?;
-            borrows.rw.push(b);
+        spans.extend(span(&p.raw, true, i, "parameter"));
+        if let Some(g) = &g {
+            spans.extend(span(g, false, i, "the gradient of parameter"));
         }
-    }
-    for (what, list) in [("gradient accumulator", &acc_arr), ("moving average", &avg_arr)] {
-        for (i, a) in list.iter().enumerate() {
-            let b = a
-                .try_readwrite()
-                .map_err(|e| borrow_error(&e, &format!("{what} of parameter {}", names.of(i))))?;
-            borrows.rw.push(b);
+        for ((what, _), r) in state.slots.iter().zip(&slots) {
+            spans.extend(span(r, true, i, what));
         }
-    }
-    for (i, a) in g_arr.iter().enumerate() {
-        let b = a
-            .try_readonly()
-            .map_err(|e| borrow_error(&e, &format!("gradient {}", names.of(i))))?;
-        borrows.ro.push(b);
-    }
+        if let Some(r) = &accumulator {
+            spans.extend(span(r, true, i, "the gradient accumulator of parameter"));
+        }
+        if let Some(r) = &average {
+            spans.extend(span(r, true, i, "the moving average of parameter"));
+        }
 
-    // Layout.
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
         let group = Group {
-            param: raw(&p_arr[i]),
-            grad: g_arr.get(i).map(|a| raw(a)),
-            slots: slot_arr.iter().map(|l| raw(&l[i])).collect(),
-            accumulator: acc_arr.get(i).map(|a| raw(a)),
-            average: avg_arr.get(i).map(|a| raw(a)),
+            param: p.raw,
+            grad: g,
+            slots,
+            accumulator,
+            average,
         };
         let decay = state.decay_mask.is_none_or(|m| m[i]);
         out.push(tensor(&group, decay, &|| format!("parameter {}", names.of(i)))?);
     }
+    check_aliasing(&mut spans, names)?;
     Ok(out)
+}
+
+#[cold]
+fn not_param<T: Real>(obj: &Bound<'_, PyAny>, names: &Names<'_, '_>, i: usize) -> PyErr {
+    if typed::<f32>(obj).is_some() || typed::<f64>(obj).is_some() {
+        return Error::type_error(format!(
+            "parameter {} is not {}: one call takes parameters of one dtype",
+            names.of(i),
+            T::NAME
+        ))
+        .into();
+    }
+    not_float_param(obj, names, i).into()
 }
 
 fn tensor<T: Real>(g: &Group<'_, T>, decay: bool, name: &dyn Fn() -> String) -> PyResult<Tensor<T>> {
@@ -421,7 +514,8 @@ fn tensor<T: Real>(g: &Group<'_, T>, decay: bool, name: &dyn Fn() -> String) -> 
     let len = g.param.shape.iter().product();
     Ok(Tensor {
         len,
-        shape: g.param.shape.into(),
+        // The shape is only needed to walk strided operands.
+        shape: if flat || all().all(|r| r.c) { Box::default() } else { g.param.shape.into() },
         param: operand(&g.param, true, "the array")?,
         grad: g.grad.as_ref().map(|r| operand(r, false, "the gradient")).transpose()?,
         slots: g
