@@ -7,6 +7,7 @@ arithmetic, or from a float64 computation written out in the test.
 
 import doctest
 import importlib
+import inspect
 import json
 import pickle
 import re
@@ -15,9 +16,21 @@ import numpy as np
 import pytest
 
 import ferroptim as fo
-from ferroptim.optimizers import SGD, Adam, AdamW, Optimizer
+from ferroptim.optimizers import (
+    SGD,
+    Adadelta,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    Ftrl,
+    Lion,
+    Nadam,
+    Optimizer,
+    RMSprop,
+)
 
-OPTIMIZERS = [SGD, Adam, AdamW]
+OPTIMIZERS = [SGD, RMSprop, Adam, AdamW, Adadelta, Adagrad, Adamax, Nadam, Lion, Ftrl]
 
 BASE_KEYS = [
     "name",
@@ -32,11 +45,30 @@ BASE_KEYS = [
     "loss_scale_factor",
     "gradient_accumulation_steps",
 ]
-OWN_KEYS = {
-    SGD: ["momentum", "nesterov"],
-    Adam: ["beta_1", "beta_2", "epsilon", "amsgrad"],
-    AdamW: ["beta_1", "beta_2", "epsilon", "amsgrad"],
+# Each optimizer's own arguments in Keras's positional order, with Keras 3's defaults; they are
+# also its own get_config keys, in that order.
+OWN_DEFAULTS = {
+    SGD: {"momentum": 0.0, "nesterov": False},
+    RMSprop: {"rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False},
+    Adam: {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False},
+    AdamW: {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False},
+    Adadelta: {"rho": 0.95, "epsilon": 1e-7},
+    Adagrad: {"initial_accumulator_value": 0.1, "epsilon": 1e-7},
+    Adamax: {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+    Nadam: {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+    Lion: {"beta_1": 0.9, "beta_2": 0.99},
+    Ftrl: {"learning_rate_power": -0.5, "initial_accumulator_value": 0.1,
+           "l1_regularization_strength": 0.0, "l2_regularization_strength": 0.0,
+           "l2_shrinkage_regularization_strength": 0.0, "beta": 0.0},
 }
+OWN_KEYS = {cls: list(defaults) for cls, defaults in OWN_DEFAULTS.items()}
+DEFAULT_LEARNING_RATE = {cls: 0.001 for cls in OPTIMIZERS}
+DEFAULT_LEARNING_RATE[SGD] = 0.01
+# Keras 3's default `name` (None: automatic, see test_default_names_are_keras_defaults).
+DEFAULT_NAMES = {SGD: None, RMSprop: "rmsprop", Adam: "adam", AdamW: "adamw",
+                 Adadelta: "adadelta", Adagrad: "adagrad", Adamax: "adamax", Nadam: "nadam",
+                 Lion: "lion", Ftrl: "ftrl"}
+WITH_EPSILON = [cls for cls in OPTIMIZERS if "epsilon" in OWN_DEFAULTS[cls]]
 
 
 def _f32(values):
@@ -49,7 +81,8 @@ def _f32(values):
 def test_package_exports():
     assert set(fo.__all__) == {"optimizers", "set_num_threads", "get_num_threads", "__version__"}
     assert isinstance(fo.__version__, str) and fo.__version__
-    assert {"Optimizer", "SGD", "Adam", "AdamW", "schedules", "get", "serialize",
+    assert {"Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Adadelta", "Adagrad", "Adamax",
+            "Nadam", "Lion", "Ftrl", "schedules", "get", "serialize",
             "deserialize"} <= set(fo.optimizers.__all__)
     for name in fo.optimizers.__all__:
         obj = getattr(fo.optimizers, name)
@@ -76,8 +109,10 @@ def test_set_num_threads_round_trip_and_validation():
     assert fo.get_num_threads() == before
 
 
-@pytest.mark.parametrize("module", ["ferroptim", "ferroptim.optimizers.sgd",
-                                    "ferroptim.optimizers.adam", "ferroptim.optimizers.adamw"])
+@pytest.mark.parametrize("module", ["ferroptim"] + [
+    f"ferroptim.optimizers.{name}" for name in
+    ["sgd", "rmsprop", "adam", "adamw", "adadelta", "adagrad", "adamax", "nadam", "lion", "ftrl"]
+])
 def test_docstring_examples_run(module):
     results = doctest.testmod(importlib.import_module(module))
     assert results.attempted > 0 and results.failed == 0
@@ -95,13 +130,51 @@ def test_positional_order_matches_keras():
     assert (adam.beta_1, adam.beta_2, adam.epsilon, adam.amsgrad) == (0.8, 0.75, 0.125, True)
     adamw = AdamW(0.5, 0.25, 0.8)
     assert (adamw.weight_decay, adamw.beta_1) == (0.25, 0.8)
+    rmsprop = RMSprop(0.5, 0.8, 0.25, 0.125, True, 0.01)
+    assert (rmsprop.rho, rmsprop.momentum, rmsprop.epsilon, rmsprop.centered,
+            rmsprop.weight_decay) == (0.8, 0.25, 0.125, True, 0.01)
+    adagrad = Adagrad(0.5, 0.25, 0.125, 0.01)
+    assert (adagrad.initial_accumulator_value, adagrad.epsilon, adagrad.weight_decay) == (
+        0.25, 0.125, 0.01)
+    adadelta = Adadelta(0.5, 0.8, 0.125, 0.01)
+    assert (adadelta.rho, adadelta.epsilon, adadelta.weight_decay) == (0.8, 0.125, 0.01)
+    for cls in (Adamax, Nadam):
+        opt = cls(0.5, 0.8, 0.75, 0.125, 0.01)
+        assert (opt.beta_1, opt.beta_2, opt.epsilon, opt.weight_decay) == (0.8, 0.75, 0.125, 0.01)
+    lion = Lion(0.5, 0.8, 0.75, 0.01)
+    assert (lion.beta_1, lion.beta_2, lion.weight_decay) == (0.8, 0.75, 0.01)
+    ftrl = Ftrl(0.5, -0.25, 0.5, 0.125, 0.0625, 0.03125, 0.75, 0.01)
+    assert (ftrl.learning_rate_power, ftrl.initial_accumulator_value,
+            ftrl.l1_regularization_strength, ftrl.l2_regularization_strength,
+            ftrl.l2_shrinkage_regularization_strength, ftrl.beta, ftrl.weight_decay) == (
+        -0.25, 0.5, 0.125, 0.0625, 0.03125, 0.75, 0.01)
+
+
+@pytest.mark.parametrize("cls", OPTIMIZERS)
+def test_signature_is_keras(cls):
+    # Keras 3: learning_rate, the optimizer's own arguments, then the base arguments in
+    # BaseOptimizer's order (AdamW puts weight_decay second), name, **kwargs.
+    base = ["weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
+            "ema_momentum", "ema_overwrite_frequency", "loss_scale_factor",
+            "gradient_accumulation_steps", "name", "kwargs"]
+    own = list(OWN_DEFAULTS[cls])
+    if cls is AdamW:
+        own = ["weight_decay"] + own
+        base.remove("weight_decay")
+    parameters = inspect.signature(cls).parameters
+    assert list(parameters) == ["learning_rate"] + own + base
+    assert parameters["learning_rate"].default == DEFAULT_LEARNING_RATE[cls]
+    for key, default in OWN_DEFAULTS[cls].items():
+        assert parameters[key].default == default, key
+        assert type(parameters[key].default) is type(default), key
+    assert parameters["name"].default == DEFAULT_NAMES[cls]
 
 
 @pytest.mark.parametrize("cls", OPTIMIZERS)
 def test_config_keys_and_defaults(cls):
     config = cls().get_config()
     assert list(config) == BASE_KEYS + OWN_KEYS[cls]
-    lr = {SGD: 0.01, Adam: 0.001, AdamW: 0.001}[cls]
+    lr = DEFAULT_LEARNING_RATE[cls]
     # Keras stores a float learning rate in a float32 variable.
     assert config["learning_rate"] == float(np.float32(lr))
     assert config["learning_rate"] != lr
@@ -111,11 +184,8 @@ def test_config_keys_and_defaults(cls):
     for key in ("clipnorm", "global_clipnorm", "clipvalue", "ema_overwrite_frequency",
                 "loss_scale_factor", "gradient_accumulation_steps"):
         assert config[key] is None
-    if cls is SGD:
-        assert (config["momentum"], config["nesterov"]) == (0.0, False)
-    else:
-        assert (config["beta_1"], config["beta_2"], config["epsilon"], config["amsgrad"]) == (
-            0.9, 0.999, 1e-7, False)
+    own = {key: config[key] for key in OWN_KEYS[cls]}
+    assert own == OWN_DEFAULTS[cls]
 
 
 def test_adam_config_learning_rate_is_the_float32_value():
@@ -123,9 +193,10 @@ def test_adam_config_learning_rate_is_the_float32_value():
 
 
 def test_default_names_are_keras_defaults():
-    # Keras 3: Adam's and AdamW's default names are fixed strings; SGD's is None (automatic).
-    assert Adam().name == "adam" and Adam().name == "adam"
-    assert AdamW().name == "adamw"
+    # Keras 3: every default name but SGD's is a fixed string; SGD's is None (automatic).
+    for cls, name in DEFAULT_NAMES.items():
+        if name is not None:
+            assert cls().name == name and cls().name == name
     first, second = SGD().name, SGD().name
     match = re.fullmatch(r"sgd(?:_(\d+))?", first)
     assert match
@@ -592,6 +663,19 @@ def test_set_weights():
                 "ema_overwrite_frequency": 3, "loss_scale_factor": 128.0}),
         (AdamW, {"weight_decay": 0.1, "global_clipnorm": 2.0, "gradient_accumulation_steps": 4,
                  "decay": 0.01}),
+        (RMSprop, {"learning_rate": 0.25, "rho": 0.8, "momentum": 0.5, "epsilon": 1e-3,
+                   "centered": True, "clipvalue": 0.5}),
+        (Adagrad, {"initial_accumulator_value": 0.5, "epsilon": 1e-5, "decay": 0.1}),
+        (Adadelta, {"learning_rate": 1.0, "rho": 0.8, "epsilon": 1e-6, "use_ema": True}),
+        (Adamax, {"beta_1": 0.85, "beta_2": 0.95, "epsilon": 1e-6, "weight_decay": 0.01}),
+        (Nadam, {"beta_1": 0.5, "beta_2": 0.67, "epsilon": 1e-5,
+                 "gradient_accumulation_steps": 2}),
+        (Nadam, {"learning_rate": 0.002, "schedule_decay": 0.004}),
+        (Lion, {"beta_1": 0.5, "beta_2": 0.9, "weight_decay": 0.1, "clipnorm": 1.0}),
+        (Ftrl, {"learning_rate": 0.05, "learning_rate_power": -0.2,
+                "initial_accumulator_value": 0.4, "l1_regularization_strength": 0.05,
+                "l2_regularization_strength": 0.15, "l2_shrinkage_regularization_strength": 0.01,
+                "beta": 0.3}),
     ],
 )
 def test_config_round_trip(cls, kwargs):
@@ -654,7 +738,11 @@ def test_serialize_format():
 
 @pytest.mark.parametrize("identifier,cls", [("adam", Adam), ("ADAM", Adam), ("Adam", Adam),
                                              ("sgd", SGD), ("SGD", SGD), ("adamw", AdamW),
-                                             ("AdamW", AdamW)])
+                                             ("AdamW", AdamW), ("rmsprop", RMSprop),
+                                             ("RMSprop", RMSprop), ("adadelta", Adadelta),
+                                             ("adagrad", Adagrad), ("adamax", Adamax),
+                                             ("nadam", Nadam), ("Nadam", Nadam),
+                                             ("ftrl", Ftrl), ("FTRL", Ftrl), ("lion", Lion)])
 def test_get_by_name_is_case_insensitive(identifier, cls):
     opt = fo.optimizers.get(identifier)
     assert type(opt) is cls
@@ -862,6 +950,13 @@ def _single_dtype_twin(cls, kwargs, params, grads_list):
     (Adam, {"learning_rate": 0.01, "weight_decay": 0.1, "clipnorm": 0.5}),
     (AdamW, {"learning_rate": 0.01, "use_ema": True, "ema_momentum": 0.5,
              "ema_overwrite_frequency": 2, "gradient_accumulation_steps": 2}),
+    (RMSprop, {"learning_rate": 0.01, "momentum": 0.5, "centered": True}),
+    (Adagrad, {"learning_rate": 0.1, "initial_accumulator_value": 0.3}),
+    (Adadelta, {"learning_rate": 1.0, "clipnorm": 0.5}),
+    (Adamax, {"learning_rate": 0.1, "gradient_accumulation_steps": 2}),
+    (Lion, {"learning_rate": 0.01, "weight_decay": 0.1}),
+    (Ftrl, {"learning_rate": 0.1, "learning_rate_power": -0.2, "l1_regularization_strength": 0.01,
+            "beta": 0.5}),
 ])
 def test_mixed_dtypes_equal_one_optimizer_per_dtype(cls, kwargs):
     rng = np.random.default_rng(4)
@@ -1004,3 +1099,258 @@ def test_changing_a_hyperparameter_after_build_takes_effect():
     opt.clipvalue = None
     opt.apply_gradients([(np.zeros(2), w)])
     np.testing.assert_array_equal(w, [-50.5, -50.5])
+
+
+# --- RMSprop, Adagrad, Adadelta, Adamax, Nadam, Lion, Ftrl: Keras's own checks and state ---------
+
+
+@pytest.mark.parametrize(
+    "factory,message",
+    [
+        (lambda: Ftrl(initial_accumulator_value=-0.1),
+         "`initial_accumulator_value` needs to be positive or zero. Received: "
+         "initial_accumulator_value=-0.1."),
+        (lambda: Ftrl(learning_rate_power=0.5),
+         "`learning_rate_power` needs to be negative or zero. Received: "
+         "learning_rate_power=0.5."),
+        (lambda: Ftrl(l1_regularization_strength=-1.0),
+         "`l1_regularization_strength` needs to be positive or zero. Received: "
+         "l1_regularization_strength=-1.0."),
+        (lambda: Ftrl(l2_regularization_strength=-0.5),
+         "`l2_regularization_strength` needs to be positive or zero. Received: "
+         "l2_regularization_strength=-0.5."),
+        (lambda: Ftrl(l2_shrinkage_regularization_strength=-0.01),
+         "`l2_shrinkage_regularization_strength` needs to be positive or zero. Received: "
+         "l2_shrinkage_regularization_strength=-0.01."),
+        (lambda: Lion(beta_1=0.0),
+         "Argument `beta_1` must be in the [0, 1] range. Otherwise, the optimizer degenerates "
+         "to SignSGD. Received: beta_1=0.0."),
+        (lambda: Lion(beta_1=-0.5), "Argument `beta_1` must be in the [0, 1] range."),
+        (lambda: Lion(beta_1=1.5), "Received: beta_1=1.5."),
+        (lambda: RMSprop(rho=float("nan")), "Argument `rho` must be a finite number."),
+        (lambda: Adagrad(initial_accumulator_value=float("inf")),
+         "Argument `initial_accumulator_value` must be a finite number."),
+        (lambda: Nadam(schedule_decay="0.004"), "Argument `schedule_decay` must be a finite"),
+        (lambda: Ftrl(beta=float("nan")), "Argument `beta` must be a finite number."),
+        (lambda: Nadam(momentum=0.9), "Argument(s) not recognized: {'momentum': 0.9}"),
+    ],
+)
+def test_constructor_errors_of_the_other_optimizers(factory, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        factory()
+
+
+def test_keras_accepts_the_boundaries_it_accepts():
+    # Keras's checks are strict where it says so: beta_1 = 1 is a valid Lion, zero strengths
+    # and learning_rate_power = 0 a valid Ftrl; Adagrad's accumulator value is not checked.
+    assert Lion(beta_1=1.0).beta_1 == 1.0
+    Ftrl(learning_rate_power=0.0, initial_accumulator_value=0.0)
+    assert Adagrad(initial_accumulator_value=-1.0).initial_accumulator_value == -1.0
+
+
+@pytest.mark.parametrize("cls", WITH_EPSILON)
+def test_epsilon_none_means_1e_7_everywhere(cls):
+    assert cls(epsilon=None).get_config()["epsilon"] == 1e-7
+
+
+def test_keras2_standalone_signatures():
+    # Keras 2.2.4's calls: lr, epsilon=None, decay (Nadam: schedule_decay instead of decay).
+    calls = [
+        (RMSprop(lr=0.001, rho=0.9, epsilon=None, decay=0.1), {"rho": 0.9}),
+        (Adagrad(lr=0.01, epsilon=None, decay=0.1), {"initial_accumulator_value": 0.1}),
+        (Adadelta(lr=1.0, rho=0.95, epsilon=None, decay=0.1), {"rho": 0.95}),
+        (Adamax(lr=0.002, beta_1=0.9, beta_2=0.999, epsilon=None, decay=0.1), {"beta_2": 0.999}),
+    ]
+    for opt, own in calls:
+        config = opt.get_config()
+        assert config["decay"] == 0.1 and config["epsilon"] == 1e-7
+        assert {key: config[key] for key in own} == own
+    nadam = Nadam(lr=0.002, beta_1=0.9, beta_2=0.999, epsilon=None, schedule_decay=0.004)
+    config = nadam.get_config()
+    assert config["learning_rate"] == float(np.float32(0.002)) and "decay" not in config
+    assert list(config)[-4:] == ["beta_1", "beta_2", "epsilon", "schedule_decay"]
+    assert config["schedule_decay"] == 0.004
+    assert "schedule_decay" not in Nadam().get_config()
+
+
+@pytest.mark.parametrize(
+    "factory,names",
+    [
+        (lambda: RMSprop(), ["kern_velocity", "bias_velocity"]),
+        (lambda: RMSprop(momentum=-0.5), ["kern_velocity", "bias_velocity"]),
+        (lambda: RMSprop(momentum=0.5, centered=True),
+         ["kern_velocity", "bias_velocity", "kern_momentum", "bias_momentum",
+          "kern_average_gradient", "bias_average_gradient"]),
+        (lambda: RMSprop(centered=True),
+         ["kern_velocity", "bias_velocity", "kern_average_gradient", "bias_average_gradient"]),
+        (lambda: Adagrad(), ["kern_accumulator", "bias_accumulator"]),
+        (lambda: Adadelta(),
+         ["kern_accumulated_grad", "kern_accumulated_delta_var", "bias_accumulated_grad",
+          "bias_accumulated_delta_var"]),
+        (lambda: Adamax(), ["kern_momentum", "kern_norm", "bias_momentum", "bias_norm"]),
+        (lambda: Nadam(),
+         ["kern_momentum", "kern_velocity", "bias_momentum", "bias_velocity", "u_product"]),
+        (lambda: Lion(), ["kern_momentum", "bias_momentum"]),
+        (lambda: Ftrl(), ["kern_accumulator", "kern_linear", "bias_accumulator", "bias_linear"]),
+    ],
+)
+def test_slot_names_and_order(factory, names):
+    params = {"kern": np.ones((2, 3), np.float32), "bias": np.ones(3, np.float64)}
+    opt = factory()
+    opt.build(params)
+    assert opt.variable_names == ["iteration", "learning_rate"] + names
+    for name, value in zip(opt.variable_names[2:], opt.variables[2:]):
+        if name == "u_product":
+            continue
+        param = params[name.split("_")[0]]
+        assert value.shape == param.shape and value.dtype == param.dtype
+
+
+@pytest.mark.parametrize("cls,kwargs,slot", [
+    (Adagrad, {}, 0),
+    (Adagrad, {"initial_accumulator_value": 0.3}, 0),
+    (Ftrl, {"initial_accumulator_value": 0.4}, 0),
+])
+def test_accumulators_start_at_initial_accumulator_value(cls, kwargs, slot):
+    # Keras's Constant initializer: the value cast to each variable's dtype.
+    value = kwargs.get("initial_accumulator_value", 0.1)
+    params = [np.ones(3, np.float32), np.ones((2, 2), np.float64)]
+    opt = cls(**kwargs)
+    opt.build(params)
+    per_variable = len(opt.variables[2:]) // 2
+    for i, param in enumerate(params):
+        accumulator = opt.variables[2 + i * per_variable + slot]
+        assert accumulator.dtype == param.dtype
+        np.testing.assert_array_equal(accumulator, np.full(param.shape, value, param.dtype))
+    if cls is Ftrl:
+        assert not opt.variables[3].any() and not opt.variables[5].any()  # linear: zeros
+
+
+def test_lion_keeps_a_zero_sign_and_moves_by_the_learning_rate():
+    # w -= lr * sign(m * beta_1 + g * (1 - beta_1)); m starts at 0, so the first step moves each
+    # element by exactly lr against its gradient's sign, and not at all where g == 0.
+    w = np.array([1.0, 2.0, 3.0, -4.0], np.float64)
+    opt = Lion(learning_rate=0.25)
+    opt.apply_gradients([(np.array([1e-30, -5.0, 0.0, 7.0]), w)])
+    np.testing.assert_array_equal(w, [0.75, 2.25, 3.0, -4.25])
+    # m = 0 * 0.99 + g * (1 - 0.99), with 1 - 0.99 = 0.010000000000000009 in float64.
+    np.testing.assert_array_equal(opt.variables[2],
+                                  np.array([1e-30, -5.0, 0.0, 7.0]) * (1.0 - 0.99))
+
+
+def test_ftrl_l1_zeroes_weights_and_learning_rate_power_zero_by_hand():
+    # p = 0: n**0 = 1, so z = z + g (no sigma term) and w = (clip(z, -l1, l1) - z) / (1 / lr).
+    w = np.zeros(4)
+    opt = Ftrl(learning_rate=0.5, learning_rate_power=0.0, l1_regularization_strength=1.0)
+    for _ in range(2):
+        opt.apply_gradients([(np.array([0.25, 3.0, -4.0, 0.75]), w)])
+    z = 2 * np.array([0.25, 3.0, -4.0, 0.75])
+    np.testing.assert_array_equal(w, (np.clip(z, -1.0, 1.0) - z) * 0.5)
+    assert w[0] == 0.0 and w[3] != 0.0
+
+
+def _nadam_product(beta_1, dtype, steps, schedule_decay=None):
+    """Keras's `_backend_update_step`, written out: u = (u * beta_1) * (1 - 0.5 * 0.96**t)."""
+    T = np.dtype(dtype).type
+    u = T(1.0)
+    for t in steps:
+        exponent = T(t) if schedule_decay is None else T(t) * T(schedule_decay)
+        u = u * T(beta_1) * (T(1.0) - T(0.5) * T(0.96) ** exponent)
+    return u
+
+
+@pytest.mark.parametrize("first_dtype", [np.float32, np.float64])
+def test_nadam_u_product_advances_once_per_step_in_the_first_variables_dtype(first_dtype):
+    other = np.float64 if first_dtype is np.float32 else np.float32
+    params = [np.ones(3, first_dtype), np.ones(2, other), np.ones(4, first_dtype)]
+    opt = Nadam(learning_rate=0.01, beta_1=0.8)
+    for _ in range(3):
+        opt.apply_gradients(zip([np.ones_like(p) for p in params], params))
+    u_product = opt.variables[-1]
+    assert opt.variable_names[-1] == "u_product"
+    assert u_product.shape == () and u_product.dtype == first_dtype
+    # Three dtype-group calls per step, one advance per step.
+    assert u_product == _nadam_product(0.8, first_dtype, [1, 2, 3])
+    assert u_product != _nadam_product(0.8, first_dtype, range(1, 10))
+
+
+def test_nadam_u_product_of_an_empty_build_is_float32():
+    opt = Nadam()
+    opt.build([])
+    assert opt.variables[-1].dtype == np.float32 and opt.variables[-1] == 1.0
+
+
+def test_nadam_u_product_does_not_advance_on_accumulation_only_calls():
+    w = np.ones(3)
+    opt = Nadam(gradient_accumulation_steps=3)
+    for call in range(1, 8):
+        opt.apply_gradients([(np.ones(3), w)])
+        assert opt.variables[-1] == _nadam_product(0.9, np.float64, range(1, call // 3 + 1))
+
+
+def test_nadam_schedule_decay_scales_the_cache_exponent():
+    w = np.ones(3)
+    opt = Nadam(schedule_decay=0.004)
+    for _ in range(4):
+        opt.apply_gradients([(np.full(3, 0.5), w)])
+    assert opt.variables[-1] == _nadam_product(0.9, np.float64, range(1, 5), 0.004)
+    # schedule_decay = 1 is Keras 3's cache: t * 1.0 is exactly t, so the same bits.
+    rng = np.random.default_rng(9)
+    grads = [rng.standard_normal(5).astype(np.float32) for _ in range(4)]
+    a, b = np.ones(5, np.float32), np.ones(5, np.float32)
+    keras3, keras2 = Nadam(learning_rate=0.1), Nadam(learning_rate=0.1, schedule_decay=1.0)
+    for g in grads:
+        keras3.apply_gradients([(g, a)])
+        keras2.apply_gradients([(g, b)])
+    np.testing.assert_array_equal(a, b)
+    assert keras3.variables[-1] == keras2.variables[-1]
+
+
+def test_nadam_failed_step_leaves_u_product_and_everything_unchanged():
+    w = np.ones(3, np.float32)
+    opt = Nadam(learning_rate=0.1)
+    opt.apply_gradients([(np.ones(3, np.float32), w)])
+    before = [w.copy()] + [np.array(v, copy=True) for v in opt.variables]
+    with pytest.raises(ValueError, match="shape"):
+        opt.apply_gradients([(np.ones(4, np.float32), w)])
+    for x, y in zip([w] + list(opt.variables), before):
+        np.testing.assert_array_equal(x, y)
+    # The next step is the second one, as if the failed call never happened.
+    fresh_w = np.ones(3, np.float32)
+    fresh = Nadam(learning_rate=0.1)
+    for _ in range(2):
+        fresh.apply_gradients([(np.ones(3, np.float32), fresh_w)])
+    opt.apply_gradients([(np.ones(3, np.float32), w)])
+    np.testing.assert_array_equal(w, fresh_w)
+    assert opt.variables[-1] == fresh.variables[-1]
+
+
+def test_nadam_save_load_and_pickle_resume_training_exactly():
+    rng = np.random.default_rng(5)
+    params = [rng.standard_normal(4).astype(np.float32), rng.standard_normal((2, 3))]
+    grads = [[rng.standard_normal(p.shape).astype(p.dtype) for p in params] for _ in range(6)]
+    first = Nadam(learning_rate=0.01, schedule_decay=0.004)
+    _run(first, params, grads[:3])
+    store = {}
+    first.save_own_variables(store)
+    assert len(store) == 2 + 4 + 1 and store[str(len(store) - 1)].shape == ()
+    copies = [p.copy() for p in params]
+    resumed = Nadam(learning_rate=0.01, schedule_decay=0.004)
+    resumed.build(copies)
+    resumed.load_own_variables(store)
+    assert resumed.variables[-1] == first.variables[-1] != 1.0
+    pickled_params, pickled = pickle.loads(pickle.dumps((params, first)))
+    _run(first, params, grads[3:])
+    _run(resumed, copies, grads[3:])
+    _run(pickled, pickled_params, grads[3:])
+    for other_params, other in ((copies, resumed), (pickled_params, pickled)):
+        for a, b in zip(params, other_params):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(first.variables, other.variables):
+            np.testing.assert_array_equal(a, b)
+    # set_weights writes the product too.
+    weights = [np.array(v, copy=True) for v in first.variables]
+    weights[-1] = np.array(0.5, np.float32)
+    first.set_weights(weights)
+    assert first.variables[-1] == 0.5
+

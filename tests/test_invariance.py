@@ -23,6 +23,14 @@ CASES = [
     ("SGD", {"momentum": 0.9, "nesterov": True, "clipnorm": 1.0}),
     ("Adam", {"clipnorm": 10.0, "weight_decay": 0.01, "loss_scale_factor": 8.0}),
     ("SGD", {"clipvalue": 0.5, "gradient_accumulation_steps": 2}),
+    ("RMSprop", {"momentum": 0.9, "centered": True, "clipnorm": 1.0}),
+    ("Adagrad", {"global_clipnorm": 1.0}),
+    ("Adadelta", {"learning_rate": 1.0, "weight_decay": 0.01}),
+    ("Adamax", {"use_ema": True, "ema_momentum": 0.9}),
+    ("Nadam", {"loss_scale_factor": 8.0}),
+    ("Lion", {"weight_decay": 0.1}),
+    ("Ftrl", {"l1_regularization_strength": 0.01}),  # learning_rate_power -0.5: a square root
+    ("Ftrl", {"learning_rate_power": -0.2, "beta": 0.5}),  # a general power
 ]
 CASE_PARAMS = [
     pytest.param(name, kwargs, id=name + repr(sorted(kwargs.items()))) for name, kwargs in CASES

@@ -1,4 +1,4 @@
-"""ferroptim's SGD, Adam, AdamW and base features against Keras 3's own golden values.
+"""ferroptim's optimizers and base features against Keras 3's own golden values.
 
 The numbers are Keras 3.15.1's float32 results (KERAS_SPEC §4.2, in tests/reference.py) for the
 scenarios of Keras's test files (`keras/src/optimizers/*_test.py`), fed the exact float32 inputs
@@ -55,7 +55,7 @@ def test_correctness_with_golden(name, kwargs, rows):
     opt = _optimizer(name, **kwargs)
     x = np.ones(10, np.float32)
     first_grads = np.array(ref.GOLDEN_FIRST_GRADS, np.float32)
-    grads = np.array(ref.GOLDEN_GRADS, np.float32)
+    grads = np.array(ref.golden_grads(name), np.float32)
     opt.apply_gradients(zip([first_grads], [x]))
     for step, row in enumerate(rows, start=1):
         assert_keras_float32(x, row, err_msg=f"after step {step}")
@@ -100,7 +100,8 @@ def test_gradient_accumulation():
         assert int(opt.iterations) == iterations
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+@pytest.mark.parametrize("name", ["SGD", "RMSprop", "Adam", "AdamW", "Adadelta", "Adagrad",
+                                  "Adamax", "Nadam", "Lion"])
 def test_weight_decay(name):
     grads = np.zeros((), np.float32)
     var1, var2, var3 = (np.array(2.0, np.float32) for _ in range(3))
@@ -115,6 +116,32 @@ def test_weight_decay(name):
     assert_keras_float32(var1, ref.WEIGHT_DECAY_VAR1)
     assert var2 == 2.0
     assert var3 == 2.0
+
+
+@pytest.mark.parametrize("name", ["SGD", "RMSprop", "Adam", "AdamW", "Adadelta", "Adagrad",
+                                  "Adamax", "Nadam", "Lion", "Ftrl"])
+def test_gradient_accumulation_with_weight_decay(name):
+    # Keras's test_gradient_accumulation_with_weigth_decay: k = 3 micro-batches update the
+    # variables exactly as one step on their mean, weight decay and bias corrections included.
+    # float64 and dyadic micro-gradients: their sum is exact in any order and the mean is that
+    # sum / 3 in both runs (scaled by powers of two), so the runs must agree to the bit.
+    micro = [np.array([0.5, -1.25, 2.0]), np.array([1.5, 0.25, -4.0]), np.array([-0.5, 2.0, 1.0])]
+    mean = sum(micro) / 3
+    one_var, many_var = np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0])
+    one = _optimizer(name, learning_rate=0.1, weight_decay=0.05)
+    many = _optimizer(name, learning_rate=0.1, weight_decay=0.05, gradient_accumulation_steps=3)
+    for cycle, scale in enumerate([1.0, 2.0, 0.5], start=1):
+        one.apply_gradients([(mean * scale, one_var)])
+        for g in micro:
+            many.apply_gradients([(g * scale, many_var)])
+        np.testing.assert_array_equal(many_var, one_var, err_msg=f"cycle {cycle}")
+        assert many.iterations == one.iterations == cycle
+    # The optimizer state too: the accumulated run has its accumulator (zero after an update)
+    # between the learning rate and the slots.
+    state = [np.asarray(v) for v in many.variables]
+    np.testing.assert_array_equal(state[2], np.zeros(3))
+    for a, b in zip(state[3:], list(one.variables)[2:], strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_clip_norm():

@@ -93,6 +93,53 @@ CASES = [
     ("AdamW", {"gradient_accumulation_steps": 3, "global_clipnorm": 1.0}),
     ("AdamW", {"use_ema": True, "ema_overwrite_frequency": 3, "gradient_accumulation_steps": 2}),
     ("AdamW", {"learning_rate": SCHEDULE, "gradient_accumulation_steps": 2, "clipnorm": 0.5}),
+    ("RMSprop", {}),
+    ("RMSprop", {"learning_rate": 0.01, "momentum": 0.9}),
+    ("RMSprop", {"learning_rate": 0.01, "centered": True}),
+    ("RMSprop", {"learning_rate": 0.01, "rho": 0.8, "momentum": 0.5, "centered": True}),
+    ("RMSprop", {"momentum": -0.5}),  # Keras: momentum <= 0 means no momentum (and no slots)
+    ("RMSprop", {"clipnorm": 1.0, "weight_decay": 0.05, "epsilon": 1e-3}),
+    ("RMSprop", {"momentum": 0.9, "centered": True, "gradient_accumulation_steps": 2,
+                 "use_ema": True}),
+    ("RMSprop", {"lr": 0.01, "decay": 0.05, "epsilon": None}),  # Keras 2 spelling
+    ("Adagrad", {}),
+    ("Adagrad", {"learning_rate": 0.1, "initial_accumulator_value": 0.0, "epsilon": 1e-3}),
+    ("Adagrad", {"learning_rate": 0.1, "initial_accumulator_value": 2.5}),
+    ("Adagrad", {"learning_rate": 0.1, "global_clipnorm": 1.0, "loss_scale_factor": 64.0}),
+    ("Adagrad", {"learning_rate": SCHEDULE, "gradient_accumulation_steps": 3}),
+    ("Adadelta", {}),
+    ("Adadelta", {"learning_rate": 1.0, "rho": 0.8, "epsilon": 1e-6}),
+    ("Adadelta", {"learning_rate": 1.0, "clipvalue": 0.5, "use_ema": True,
+                  "ema_overwrite_frequency": 2}),
+    ("Adadelta", {"learning_rate": CALLABLE, "weight_decay": 0.1}),
+    ("Adamax", {}),
+    ("Adamax", {"learning_rate": 0.2, "beta_1": 0.85, "beta_2": 0.95, "epsilon": 1e-6}),
+    ("Adamax", {"learning_rate": 0.01, "gradient_accumulation_steps": 2, "clipnorm": 0.5}),
+    ("Adamax", {"decay": 0.1, "weight_decay": 0.01}),
+    ("Nadam", {}),
+    ("Nadam", {"learning_rate": 0.5, "beta_1": 0.5, "beta_2": 0.67, "epsilon": 1e-5}),
+    ("Nadam", {"learning_rate": 0.01, "schedule_decay": 0.004}),  # Keras 2's default
+    ("Nadam", {"learning_rate": 0.01, "schedule_decay": 1.0}),
+    ("Nadam", {"gradient_accumulation_steps": 3, "use_ema": True}),
+    ("Nadam", {"global_clipnorm": 1.0, "weight_decay": 0.05}),
+    ("Nadam", {"learning_rate": SCHEDULE, "schedule_decay": 0.004,
+               "gradient_accumulation_steps": 2}),
+    ("Lion", {}),
+    ("Lion", {"learning_rate": 0.01, "beta_1": 0.5, "beta_2": 0.9}),
+    ("Lion", {"learning_rate": 0.01, "beta_1": 1.0, "weight_decay": 0.1}),
+    ("Lion", {"clipvalue": 0.1, "gradient_accumulation_steps": 2, "use_ema": True}),
+    ("Ftrl", {}),
+    ("Ftrl", {"learning_rate": 0.05, "learning_rate_power": -0.2, "initial_accumulator_value": 0.4,
+              "l1_regularization_strength": 0.05, "l2_regularization_strength": 0.15,
+              "l2_shrinkage_regularization_strength": 0.01, "beta": 0.3}),
+    ("Ftrl", {"learning_rate": 0.1, "learning_rate_power": 0.0,
+              "l1_regularization_strength": 0.01}),
+    ("Ftrl", {"learning_rate": 0.1, "learning_rate_power": -1.0,
+              "l2_regularization_strength": 0.5}),
+    ("Ftrl", {"learning_rate": 0.1, "initial_accumulator_value": 0.0,
+              "l2_shrinkage_regularization_strength": 0.1, "beta": 0.5}),
+    ("Ftrl", {"learning_rate": SCHEDULE, "l1_regularization_strength": 0.1,
+              "gradient_accumulation_steps": 2, "use_ema": True, "clipnorm": 1.0}),
 ]
 
 
@@ -387,3 +434,18 @@ def test_accumulation_only_calls_leave_parameters_bitwise_unchanged():
         opt.apply_gradients([(np.array([5.0, 6.0, -7.0], np.float32), w)])
         np.testing.assert_array_equal(w, before)
     assert int(opt.iterations) == 0
+
+
+def test_lion_takes_one_minus_beta_in_the_variables_dtype():
+    # Keras casts beta_1 to the variable's dtype first: 1 - float32(0.9) = 0.100000024, not
+    # float32(1 - 0.9) = 0.1. With m = 1 and g = -8.999999 (float32), m * beta_1 + g * (1 - beta_1)
+    # is -1.2e-7 in Keras's arithmetic and +6e-8 with the other rounding: the sign of the step
+    # tells them apart (w moves by +lr in Keras's).
+    w = np.zeros(1, np.float32)
+    opt = fo.optimizers.Lion(learning_rate=0.5, beta_1=0.9)
+    opt.build([w])
+    opt.variables[2][...] = 1.0  # the momentum slot
+    g = np.array([np.nextafter(np.float32(-9.0), np.float32(0.0))], np.float32)
+    opt.apply_gradients([(g, w)])
+    np.testing.assert_array_equal(w, [0.5])
+

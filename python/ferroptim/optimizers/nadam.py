@@ -124,14 +124,17 @@ class Nadam(Optimizer):
         """
         if self.built:
             return
-        variables = self._names_and_variables(var_list)[1]
         super().build(var_list)
         self._momentums, self._velocities = self.add_optimizer_variables(
             var_list, ["momentum", "velocity"]
         )
-        # Keras creates it as an unnamed variable (automatic name "variable", "variable_1", ...).
+        # Keras leaves this variable unnamed (it gets a session-dependent automatic name,
+        # "variable", "variable_1", ...); it is named here after Keras's attribute.
+        variables = self._trainable_variables
         dtype = variables[0].dtype if variables else np.float32
         self._u_product = self.add_variable((), initializer="ones", dtype=dtype, name="u_product")
+        # The value the kernels get; a call that only accumulates gradients does not read it.
+        self._u_product_next = self._u_product[()]
 
     def _begin_update_step(self, iterations: int) -> None:
         # Keras's `_backend_update_step`: (u_product * beta_1) * (1 - 0.5 * 0.96**t), every
