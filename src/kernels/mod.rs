@@ -12,6 +12,7 @@ pub mod layout;
 pub mod lamb;
 pub mod lion;
 pub mod nadam;
+pub mod newton_schulz;
 pub mod pool;
 pub mod prologue;
 pub mod real;

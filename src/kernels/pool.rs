@@ -1,9 +1,9 @@
 //! The thread pool the driver runs its work lists on.
 //!
 //! A dedicated rayon pool (not the global one) so `set_num_threads` can resize it. The
-//! calling thread always takes a share of the work itself (`run_parts`), so the pool has
-//! `threads - 1` workers and a step on two threads wakes one worker, not two while the caller
-//! sleeps. Two rules keep it safe:
+//! calling thread always takes a share of the work itself (`run_parts`), so a step on two
+//! threads wakes one worker, not two while the caller sleeps; matrix products
+//! (`newton_schulz`) run inside the pool on all its workers. Two rules keep it safe:
 //! - After `fork()` the child has none of the parent's worker threads; using the old pool
 //!   would hang. A `pthread_atfork` child handler bumps a generation counter and the next call
 //!   builds a fresh pool (the stale one is leaked, never dropped: its threads do not exist).
@@ -108,8 +108,7 @@ pub fn run_parts<F: Fn(usize) + Sync>(parts: usize, f: F) {
     }
 }
 
-/// The pool for the current thread count (with one worker fewer, the caller being the
-/// other), built on first use and after a fork. `None` when one thread is requested or the
+/// The pool for the current thread count, built on first use and after a fork. `None` when one thread is requested or the
 /// pool cannot be built: run inline then.
 #[must_use]
 pub fn pool() -> Option<Arc<rayon::ThreadPool>> {
@@ -132,7 +131,7 @@ pub fn pool() -> Option<Arc<rayon::ThreadPool>> {
         }
     }
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads - 1)
+        .num_threads(threads)
         .thread_name(|i| format!("ferroptim-{i}"))
         .build()
         .ok()
