@@ -29,8 +29,9 @@ class StepOptions:
     clipnorm / global_clipnorm / clipvalue: at most one is not None; applied to the (unscaled,
         averaged) gradient as Keras does. The norms are computed natively in the same call.
     weight_decay, weight_decay_mask: decoupled decay `w = w - w * wd * lr` (lr: the call's
-        learning rate) before the update, for the tensors whose mask entry is True (all when the
-        mask is None).
+        learning rate, or `weight_decay_learning_rate` when given, as Muon's AdamW path decays
+        with the base rate but updates with a scaled one) before the update, for the tensors
+        whose mask entry is True (all when the mask is None).
     averages, ema_momentum, ema_overwrite: after the update, `avg = m * avg + (1 - m) * w`
         (m = ema_momentum, pass 0.0 on the first step); then `w = avg` when ema_overwrite.
     """
@@ -47,6 +48,7 @@ class StepOptions:
         clipvalue: Optional[float] = None,
         weight_decay: Optional[float] = None,
         weight_decay_mask: Optional[Sequence[bool]] = None,
+        weight_decay_learning_rate: Optional[float] = None,
         averages: Optional[Sequence[NDArray[np.floating]]] = None,
         ema_momentum: float = 0.0,
         ema_overwrite: bool = False,
@@ -220,6 +222,11 @@ def schedule_free_adamw(
 def all_finite(arrays: Sequence[ArrayLike]) -> bool:
     """True if every element of every array is finite (a native read-only pass; float32 and
     float64 arrays of any layout are read in place, other real dtypes are converted)."""
+
+def newton_schulz(x: NDArray[np.floating], steps: int, a: float, b: float, c: float) -> NDArray[np.floating]:
+    """Muon's orthogonalization of a 2-D float32/float64 array (Keras's
+    `zeropower_via_newtonschulz5`): a new array of the same shape and dtype. Matrix products
+    run natively on the thread pool; results match Keras to rounding, not bitwise."""
 
 def ema(
     params: Sequence[NDArray[np.floating]],

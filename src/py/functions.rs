@@ -20,6 +20,7 @@ pub struct StepOptions {
     clip: Clip<f64>,
     weight_decay: Option<f64>,
     weight_decay_mask: Option<Vec<bool>>,
+    weight_decay_learning_rate: Option<f64>,
     averages: Option<Py<PyAny>>,
     ema_momentum: f64,
     ema_overwrite: bool,
@@ -38,8 +39,8 @@ impl StepOptions {
     #[new]
     #[pyo3(signature = (*, loss_scale=None, accumulators=None, accumulation_steps=0,
         accumulate_only=false, clipnorm=None, global_clipnorm=None, clipvalue=None,
-        weight_decay=None, weight_decay_mask=None, averages=None, ema_momentum=0.0,
-        ema_overwrite=false))]
+        weight_decay=None, weight_decay_mask=None, weight_decay_learning_rate=None,
+        averages=None, ema_momentum=0.0, ema_overwrite=false))]
     #[allow(clippy::too_many_arguments, clippy::fn_params_excessive_bools)]
     fn new(
         loss_scale: Option<f64>,
@@ -51,6 +52,7 @@ impl StepOptions {
         clipvalue: Option<f64>,
         weight_decay: Option<f64>,
         weight_decay_mask: Option<Vec<bool>>,
+        weight_decay_learning_rate: Option<f64>,
         averages: Option<Py<PyAny>>,
         ema_momentum: f64,
         ema_overwrite: bool,
@@ -73,6 +75,9 @@ impl StepOptions {
         if let Some(w) = weight_decay {
             finite("weight_decay", w)?;
         }
+        if let Some(lr) = weight_decay_learning_rate {
+            finite("weight_decay_learning_rate", lr)?;
+        }
         finite("ema_momentum", ema_momentum)?;
         if accumulators.is_some() && accumulation_steps < 1 {
             return Err(Error::value_error(
@@ -91,6 +96,7 @@ impl StepOptions {
             clip,
             weight_decay,
             weight_decay_mask,
+            weight_decay_learning_rate,
             averages,
             ema_momentum,
             ema_overwrite,
@@ -192,7 +198,9 @@ impl Call<'_, '_> {
                     Clip::GlobalNorm(c) => Clip::GlobalNorm(T::from_f64(c)),
                     Clip::Value(c) => Clip::Value(T::from_f64(c)),
                 },
-                weight_decay: o.weight_decay.map(|wd| (T::from_f64(wd), lr)),
+                weight_decay: o.weight_decay.map(|wd| {
+                    (T::from_f64(wd), o.weight_decay_learning_rate.map_or(lr, T::from_f64))
+                }),
                 ema: averages
                     .as_ref()
                     .map(|_| (T::from_f64(o.ema_momentum), o.ema_overwrite)),
@@ -319,6 +327,7 @@ pub fn ema<'py>(
             clip: Clip::None,
             weight_decay: None,
             weight_decay_mask: None,
+            weight_decay_learning_rate: None,
             averages: Some(averages.clone().unbind()),
             ema_momentum,
             ema_overwrite,
