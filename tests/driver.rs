@@ -30,7 +30,10 @@ fn tensor(p: &mut [f32], g: &mut [f32], slots: &mut [&mut Vec<f32>]) -> Tensor<f
         shape: vec![p.len()].into(),
         param: Operand::contiguous(p.as_mut_ptr()),
         grad: Some(Operand::contiguous(g.as_mut_ptr())),
-        slots: slots.iter_mut().map(|s| Operand::contiguous(s.as_mut_ptr())).collect(),
+        slots: slots
+            .iter_mut()
+            .map(|s| Operand::contiguous(s.as_mut_ptr()))
+            .collect(),
         accumulator: None,
         average: None,
         decay: true,
@@ -49,7 +52,17 @@ fn adam_ref(p: &mut f32, g: f32, m: &mut f32, v: &mut f32, t: u64) {
 
 fn lengths() -> Vec<usize> {
     let mut v: Vec<usize> = (0..=70).collect();
-    v.extend([511, 512, 513, 1000, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 5, INLINE_BELOW + 7]);
+    v.extend([
+        511,
+        512,
+        513,
+        1000,
+        CHUNK - 1,
+        CHUNK,
+        CHUNK + 1,
+        2 * CHUNK + 5,
+        INLINE_BELOW + 7,
+    ]);
     v
 }
 
@@ -62,7 +75,12 @@ fn adam_matches_scalar_loop_bitwise_for_every_length() {
         let (mut p2, mut m2, mut v2) = (p.clone(), m.clone(), v.clone());
         for step in 0..3u64 {
             let t = tensor(&mut p, &mut g, &mut [&mut m, &mut v]);
-            run(&Adam::<f32>::new(0.01, 0.9, 0.999, 1e-7, step, false), &[t], &Prologue::none(), Mode::Update);
+            run(
+                &Adam::<f32>::new(0.01, 0.9, 0.999, 1e-7, step, false),
+                &[t],
+                &Prologue::none(),
+                Mode::Update,
+            );
             for i in 0..n {
                 adam_ref(&mut p2[i], g[i], &mut m2[i], &mut v2[i], step);
             }
@@ -101,7 +119,12 @@ fn many_tensors_of_mixed_sizes_in_one_call() {
         .zip(ms.iter_mut())
         .map(|((p, g), m)| tensor(p, g, &mut [m]))
         .collect();
-    run(&Sgd::<f32>::new(0.1, 0.9, true), &tensors, &Prologue::none(), Mode::Update);
+    run(
+        &Sgd::<f32>::new(0.1, 0.9, true),
+        &tensors,
+        &Prologue::none(),
+        Mode::Update,
+    );
     assert_eq!(ps, want);
 }
 
@@ -116,14 +139,22 @@ fn strided_parameter_is_updated_in_place() {
         let t = Tensor {
             len: n,
             shape: vec![n].into(),
-            param: Operand { ptr: buf.as_mut_ptr(), strides: Some(vec![2].into()) },
+            param: Operand {
+                ptr: buf.as_mut_ptr(),
+                strides: Some(vec![2].into()),
+            },
             grad: Some(Operand::contiguous(g.as_mut_ptr())),
             slots: vec![],
             accumulator: None,
             average: None,
             decay: true,
         };
-        run(&Sgd::<f32>::new(0.5, 0.0, false), &[t], &Prologue::none(), Mode::Update);
+        run(
+            &Sgd::<f32>::new(0.5, 0.0, false),
+            &[t],
+            &Prologue::none(),
+            Mode::Update,
+        );
         for i in 0..n {
             assert_eq!(buf[2 * i], orig[2 * i] - g[i] * 0.5f32);
             assert_eq!(buf[2 * i + 1], orig[2 * i + 1]);
@@ -139,14 +170,22 @@ fn transposed_operands_meet_by_logical_index() {
     let t = Tensor {
         len: 12,
         shape: vec![4, 3].into(),
-        param: Operand { ptr: p.as_mut_ptr(), strides: Some(vec![1, 4].into()) },
+        param: Operand {
+            ptr: p.as_mut_ptr(),
+            strides: Some(vec![1, 4].into()),
+        },
         grad: Some(Operand::contiguous(g.as_mut_ptr())),
         slots: vec![],
         accumulator: None,
         average: None,
         decay: true,
     };
-    run(&Sgd::<f64>::new(1.0, 0.0, false), &[t], &Prologue::none(), Mode::Update);
+    run(
+        &Sgd::<f64>::new(1.0, 0.0, false),
+        &[t],
+        &Prologue::none(),
+        Mode::Update,
+    );
     for r in 0..4 {
         for c in 0..3 {
             // Logical element (r, c) of the transposed view lives at c * 4 + r.
@@ -174,9 +213,18 @@ fn fused_prologue_matches_keras_order() {
         weight_decay: Some((wd, lr)),
         ema: Some((mu, false)),
     };
-    run(&Sgd::<f32>::new(f64::from(lr), 0.0, false), &[t], &pro, Mode::Update);
+    run(
+        &Sgd::<f32>::new(f64::from(lr), 0.0, false),
+        &[t],
+        &pro,
+        Mode::Update,
+    );
     let unscaled: Vec<f32> = g.iter().map(|x| x / ls).collect();
-    let norm = (unscaled.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() as f32).sqrt();
+    let norm = (unscaled
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>() as f32)
+        .sqrt();
     let den = norm.max(c);
     for i in 0..n {
         let gi = (unscaled[i] * c) / den;
@@ -201,7 +249,10 @@ fn accumulation_then_update() {
     let mut g = g1.clone();
     let mut t = tensor(&mut p, &mut g, &mut []);
     t.accumulator = Some(Operand::contiguous(acc.as_mut_ptr()));
-    let pro = Prologue { accumulation_steps: Some(steps), ..Prologue::none() };
+    let pro = Prologue {
+        accumulation_steps: Some(steps),
+        ..Prologue::none()
+    };
     let sgd = Sgd::<f32>::new(1.0, 0.0, false);
     run(&sgd, &[t], &pro, Mode::AccumulateOnly);
     assert_eq!(p, p0);
@@ -225,15 +276,22 @@ fn global_clip_step(level: Option<simd::Level>, threads: usize) -> (Vec<f32>, Ve
     let mut gs: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n)).collect();
     let mut ms: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
     let mut vs: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
-    let tensors: Vec<Tensor<f32>> = (0..sizes.len())
-        .map(|i| {
-            let (p, g) = (&mut ps[i] as *mut Vec<f32>, &mut gs[i] as *mut Vec<f32>);
-            // SAFETY: distinct vectors of distinct lists.
-            unsafe { tensor(&mut *p, &mut *g, &mut [&mut ms[i], &mut vs[i]]) }
-        })
+    let tensors: Vec<Tensor<f32>> = ps
+        .iter_mut()
+        .zip(gs.iter_mut())
+        .zip(ms.iter_mut().zip(vs.iter_mut()))
+        .map(|((p, g), (m, v))| tensor(p, g, &mut [m, v]))
         .collect();
-    let pro = Prologue { clip: Clip::GlobalNorm(1.0), ..Prologue::none() };
-    run(&Adam::<f32>::new(0.01, 0.9, 0.999, 1e-7, 0, false), &tensors, &pro, Mode::Update);
+    let pro = Prologue {
+        clip: Clip::GlobalNorm(1.0),
+        ..Prologue::none()
+    };
+    run(
+        &Adam::<f32>::new(0.01, 0.9, 0.999, 1e-7, 0, false),
+        &tensors,
+        &pro,
+        Mode::Update,
+    );
     (ps.concat(), ms.concat())
 }
 
@@ -243,9 +301,17 @@ fn results_do_not_depend_on_threads_or_simd_level() {
     let base = global_clip_step(Some(simd::Level::Baseline), 1);
     let best = simd::detected();
     for threads in [1, 2, 3] {
-        for level in [simd::Level::Baseline, simd::Level::Avx2, simd::Level::Avx512] {
+        for level in [
+            simd::Level::Baseline,
+            simd::Level::Avx2,
+            simd::Level::Avx512,
+        ] {
             if level as u8 <= best as u8 {
-                assert_eq!(global_clip_step(Some(level), threads), base, "{level:?}, {threads} threads");
+                assert_eq!(
+                    global_clip_step(Some(level), threads),
+                    base,
+                    "{level:?}, {threads} threads"
+                );
             }
         }
     }

@@ -20,7 +20,13 @@ pub struct Adamax<T> {
 
 impl<T: Real> Adamax<T> {
     #[must_use]
-    pub fn new(learning_rate: f64, beta_1: f64, beta_2: f64, epsilon: f64, iterations: u64) -> Self {
+    pub fn new(
+        learning_rate: f64,
+        beta_1: f64,
+        beta_2: f64,
+        epsilon: f64,
+        iterations: u64,
+    ) -> Self {
         let t = T::from_f64((iterations as f64) + 1.0);
         Adamax {
             lr: T::from_f64(learning_rate),

@@ -225,7 +225,9 @@ where
         }
     });
     // `run_parts` returned: every part has finished and its stores are visible.
-    out.into_iter().map(|a| f64::from_bits(a.into_inner())).collect()
+    out.into_iter()
+        .map(|a| f64::from_bits(a.into_inner()))
+        .collect()
 }
 
 fn process_at<T: Real, R: Rule<T>>(level: Level, ctx: &Ctx<'_, T, R>, it: &Item) {
@@ -362,6 +364,7 @@ unsafe fn reduce_avx512<T: Real>(tensors: &[Tensor<T>], pro: &Prologue<T>, it: &
 /// the accumulator (reset to zero when `reset_accumulator`), or borrows it in place when
 /// nothing transforms it.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn load_gradient<'a, T: Real>(
     t: &'a Tensor<T>,
     pro: &Prologue<T>,
@@ -441,19 +444,33 @@ fn process<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
     let ema = pro.ema.filter(|_| t.average.is_some());
     let nslots = t.slots.len().min(MAX_SLOTS);
 
-    if ctx.mode == Mode::Update && grad_untouched && decay.is_none() && ema.is_none() && t.all_direct()
+    if ctx.mode == Mode::Update
+        && grad_untouched
+        && decay.is_none()
+        && ema.is_none()
+        && t.all_direct()
     {
         // The plain step: one pass of the rule over the whole item, in place.
         let n = it.end - it.start;
         // SAFETY: every operand is direct and holds `t.len` elements; this item alone touches
         // `start..end` of each; the gradient is not written.
-        let (p, g) = unsafe { (t.param.slice_mut(it.start, n), t.grad.as_ref().map(|g| &*g.slice_mut(it.start, n))) };
+        let (p, g) = unsafe {
+            (
+                t.param.slice_mut(it.start, n),
+                t.grad.as_ref().map(|g| &*g.slice_mut(it.start, n)),
+            )
+        };
         let mut sl: [&mut [T]; MAX_SLOTS] = std::array::from_fn(|_| -> &mut [T] { &mut [] });
         for (k, op) in t.slots.iter().take(nslots).enumerate() {
             // SAFETY: as above.
             sl[k] = unsafe { op.slice_mut(it.start, n) };
         }
-        ctx.rule.update_with(p, g.unwrap_or(&[]), &mut sl[..nslots], ctx.scalar(it.tensor));
+        ctx.rule.update_with(
+            p,
+            g.unwrap_or(&[]),
+            &mut sl[..nslots],
+            ctx.scalar(it.tensor),
+        );
         return;
     }
 
@@ -473,11 +490,13 @@ fn process<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
                 if let Some((wd, lr)) = decay {
                     prologue::weight_decay(p, wd, lr);
                 }
-                let mut sl: [&mut [T]; MAX_SLOTS] = std::array::from_fn(|_| -> &mut [T] { &mut [] });
+                let mut sl: [&mut [T]; MAX_SLOTS] =
+                    std::array::from_fn(|_| -> &mut [T] { &mut [] });
                 for ((slot, op), buf) in sl.iter_mut().zip(&t.slots).zip(sbuf.iter_mut()) {
                     *slot = load(op, &t.shape, b, n, buf);
                 }
-                ctx.rule.update_with(p, g, &mut sl[..nslots], ctx.scalar(it.tensor));
+                ctx.rule
+                    .update_with(p, g, &mut sl[..nslots], ctx.scalar(it.tensor));
                 for (slot, op) in sl.iter().zip(&t.slots) {
                     store(op, &t.shape, b, slot);
                 }
@@ -492,9 +511,13 @@ fn process<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
                 if ctx.mode == Mode::AccumulateOnly {
                     if let Some(acc_op) = t.accumulator.as_ref() {
                         // Unscaled, not averaged: the accumulator sums raw micro-gradients.
-                        let plain = Prologue { accumulation_steps: None, ..*pro };
+                        let plain = Prologue {
+                            accumulation_steps: None,
+                            ..*pro
+                        };
                         let in_place = plain.gradient_untouched(false);
-                        let g = load_gradient(t, &plain, b, n, in_place, false, &mut gbuf, &mut abuf);
+                        let g =
+                            load_gradient(t, &plain, b, n, in_place, false, &mut gbuf, &mut abuf);
                         let acc = load(acc_op, &t.shape, b, n, &mut sbuf[0]);
                         prologue::accumulate(acc, g);
                         store(acc_op, &t.shape, b, acc);

@@ -35,7 +35,14 @@ pub struct Ftrl<T> {
 
 impl<T: Real> Ftrl<T> {
     #[must_use]
-    pub fn new(learning_rate: f64, learning_rate_power: f64, l1: f64, l2: f64, l2_shrinkage: f64, beta: f64) -> Self {
+    pub fn new(
+        learning_rate: f64,
+        learning_rate_power: f64,
+        l1: f64,
+        l2: f64,
+        l2_shrinkage: f64,
+        beta: f64,
+    ) -> Self {
         let lr = T::from_f64(learning_rate);
         let l2_adj = T::from_f64(l2) + T::from_f64(beta) / (T::from_f64(2.0) * lr);
         let neg = -learning_rate_power;

@@ -24,7 +24,13 @@ pub struct Lamb<T> {
 
 impl<T: Real> Lamb<T> {
     #[must_use]
-    pub fn new(learning_rate: f64, beta_1: f64, beta_2: f64, epsilon: f64, iterations: u64) -> Self {
+    pub fn new(
+        learning_rate: f64,
+        beta_1: f64,
+        beta_2: f64,
+        epsilon: f64,
+        iterations: u64,
+    ) -> Self {
         let t = T::from_f64((iterations as f64) + 1.0);
         Lamb {
             lr: T::from_f64(learning_rate),

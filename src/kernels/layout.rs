@@ -40,6 +40,7 @@ impl<T: Copy> Operand<T> {
     /// The operand is direct, `start + n` is within its length, the buffer is alive, and no
     /// other live reference covers these elements.
     #[inline(always)]
+    #[must_use]
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn slice_mut(&self, start: usize, n: usize) -> &mut [T] {
         // SAFETY: guaranteed by the caller.

@@ -21,6 +21,7 @@ use std::any::TypeId;
 ///
 /// # Safety
 /// Every pointer addresses a row-major matrix of the stated size; `dst` aliases neither input.
+#[allow(clippy::too_many_arguments)]
 unsafe fn matmul<T: Real>(
     m: usize,
     n: usize,
@@ -37,27 +38,66 @@ unsafe fn matmul<T: Real>(
     // Row-major: column stride 1, row stride = number of columns. A transposed operand is
     // the row-major transpose stored as is: lhs (m x k) is a k x m array, rhs (k x n) an
     // n x k array, so its row stride is 1 and its column stride that array's row length.
-    let (lhs_cs, lhs_rs) = if lhs_transposed { (m as isize, 1) } else { (1, k as isize) };
-    let (rhs_cs, rhs_rs) = if rhs_transposed { (k as isize, 1) } else { (1, n as isize) };
+    let (lhs_cs, lhs_rs) = if lhs_transposed {
+        (m as isize, 1)
+    } else {
+        (1, k as isize)
+    };
+    let (rhs_cs, rhs_rs) = if rhs_transposed {
+        (k as isize, 1)
+    } else {
+        (1, n as isize)
+    };
     // SAFETY: guaranteed by the caller; `T` is f32 or f64, which `gemm` supports.
     unsafe {
         gemm(
-            m, n, k, dst, 1, n as isize, alpha != T::ZERO, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs,
-            alpha, beta, false, false, false, parallelism,
+            m,
+            n,
+            k,
+            dst,
+            1,
+            n as isize,
+            alpha != T::ZERO,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            alpha,
+            beta,
+            false,
+            false,
+            false,
+            parallelism,
         );
     }
 }
 
 /// Orthogonalizes the row-major `rows x cols` matrix `x` in place.
-pub fn newton_schulz<T: Real>(x: &mut [T], rows: usize, cols: usize, steps: usize, a: f64, b: f64, c: f64) {
-    debug_assert!(TypeId::of::<T>() == TypeId::of::<f32>() || TypeId::of::<T>() == TypeId::of::<f64>());
+pub fn newton_schulz<T: Real>(
+    x: &mut [T],
+    rows: usize,
+    cols: usize,
+    steps: usize,
+    a: f64,
+    b: f64,
+    c: f64,
+) {
+    debug_assert!(
+        TypeId::of::<T>() == TypeId::of::<f32>() || TypeId::of::<T>() == TypeId::of::<f64>()
+    );
     debug_assert_eq!(x.len(), rows * cols);
     if x.is_empty() {
         return;
     }
     // Work on the wide orientation: r <= k.
     let transposed = rows > cols;
-    let (r, k) = if transposed { (cols, rows) } else { (rows, cols) };
+    let (r, k) = if transposed {
+        (cols, rows)
+    } else {
+        (rows, cols)
+    };
     let mut cur: Vec<T> = if transposed {
         let mut t = vec![T::ZERO; x.len()];
         for i in 0..rows {
@@ -84,15 +124,51 @@ pub fn newton_schulz<T: Real>(x: &mut [T], rows: usize, cols: usize, steps: usiz
             // SAFETY: all buffers are row-major of the sizes given and distinct.
             unsafe {
                 // A = X X^T
-                matmul(r, r, k, gram.as_mut_ptr(), cur.as_ptr(), false, cur.as_ptr(), true, T::ZERO, T::ONE, par);
+                matmul(
+                    r,
+                    r,
+                    k,
+                    gram.as_mut_ptr(),
+                    cur.as_ptr(),
+                    false,
+                    cur.as_ptr(),
+                    true,
+                    T::ZERO,
+                    T::ONE,
+                    par,
+                );
                 // B = b A + c A A
                 for (p, g) in poly.iter_mut().zip(&gram) {
                     *p = b * *g;
                 }
-                matmul(r, r, r, poly.as_mut_ptr(), gram.as_ptr(), false, gram.as_ptr(), false, T::ONE, c, par);
+                matmul(
+                    r,
+                    r,
+                    r,
+                    poly.as_mut_ptr(),
+                    gram.as_ptr(),
+                    false,
+                    gram.as_ptr(),
+                    false,
+                    T::ONE,
+                    c,
+                    par,
+                );
                 // X = a X + B X
                 next.copy_from_slice(&cur);
-                matmul(r, k, r, next.as_mut_ptr(), poly.as_ptr(), false, cur.as_ptr(), false, a, T::ONE, par);
+                matmul(
+                    r,
+                    k,
+                    r,
+                    next.as_mut_ptr(),
+                    poly.as_ptr(),
+                    false,
+                    cur.as_ptr(),
+                    false,
+                    a,
+                    T::ONE,
+                    par,
+                );
             }
             std::mem::swap(&mut cur, &mut next);
         }
@@ -125,26 +201,50 @@ mod tests {
         let mut m: Vec<f64> = (0..r * k)
             .map(|idx| {
                 let (i, j) = (idx / k, idx % k);
-                if t { x[j * cols + i] } else { x[i * cols + j] }
+                if t {
+                    x[j * cols + i]
+                } else {
+                    x[i * cols + j]
+                }
             })
             .collect();
         let norm = m.iter().map(|v| v * v).sum::<f64>().sqrt() + 1e-7;
-        m.iter_mut().for_each(|v| *v /= norm);
+        for v in &mut m {
+            *v /= norm;
+        }
         for _ in 0..steps {
             let g: Vec<f64> = (0..r * r)
-                .map(|idx| (0..k).map(|l| m[(idx / r) * k + l] * m[(idx % r) * k + l]).sum())
+                .map(|idx| {
+                    (0..k)
+                        .map(|l| m[(idx / r) * k + l] * m[(idx % r) * k + l])
+                        .sum()
+                })
                 .collect();
             let p: Vec<f64> = (0..r * r)
-                .map(|idx| b * g[idx] + c * (0..r).map(|l| g[(idx / r) * r + l] * g[l * r + idx % r]).sum::<f64>())
+                .map(|idx| {
+                    b * g[idx]
+                        + c * (0..r)
+                            .map(|l| g[(idx / r) * r + l] * g[l * r + idx % r])
+                            .sum::<f64>()
+                })
                 .collect();
             m = (0..r * k)
-                .map(|idx| a * m[idx] + (0..r).map(|l| p[(idx / k) * r + l] * m[l * k + idx % k]).sum::<f64>())
+                .map(|idx| {
+                    a * m[idx]
+                        + (0..r)
+                            .map(|l| p[(idx / k) * r + l] * m[l * k + idx % k])
+                            .sum::<f64>()
+                })
                 .collect();
         }
         (0..rows * cols)
             .map(|idx| {
                 let (i, j) = (idx / cols, idx % cols);
-                if t { m[j * k + i] } else { m[i * k + j] }
+                if t {
+                    m[j * k + i]
+                } else {
+                    m[i * k + j]
+                }
             })
             .collect()
     }
@@ -152,7 +252,9 @@ mod tests {
     #[test]
     fn matches_plain_loops_for_every_orientation() {
         for (rows, cols) in [(3, 5), (5, 3), (4, 4), (1, 6), (6, 1), (17, 9)] {
-            let x: Vec<f64> = (0..rows * cols).map(|i| ((i * 7 % 11) as f64 - 5.0) / 3.0).collect();
+            let x: Vec<f64> = (0..rows * cols)
+                .map(|i| ((i * 7 % 11) as f64 - 5.0) / 3.0)
+                .collect();
             let want = reference(&x, rows, cols, 3);
             let mut got = x.clone();
             newton_schulz(&mut got, rows, cols, 3, 3.4445, -4.7750, 2.0315);
@@ -167,7 +269,7 @@ mod tests {
         // Keras's muon_test expectation for this input and 5 steps.
         let mut x = vec![0.2499f32, 0.9105, 0.2655, 0.8824];
         newton_schulz(&mut x, 2, 2, 5, 3.4445, -4.7750, 2.0315);
-        let want = [-0.44190204f32, 0.645592, 0.72815895, 0.29695582];
+        let want = [-0.441_902_04_f32, 0.645_592, 0.728_158_95, 0.296_955_82];
         for (g, w) in x.iter().zip(want) {
             assert!((g - w).abs() < 1e-5, "{x:?}");
         }

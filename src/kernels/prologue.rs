@@ -149,5 +149,8 @@ pub fn global_norm_scale<T: Real>(sum_squares: f64, c: T) -> T {
     let b = T::ONE / c;
     // `min` that keeps NaN, as `ops.minimum`.
     let m = if a.is_nan() || a < b { a } else { b };
-    c * m + (n - n)
+    // `n - n` is 0 for a finite norm and NaN otherwise: Keras's way to poison every gradient.
+    #[allow(clippy::eq_op)]
+    let poison = n - n;
+    c * m + poison
 }

@@ -24,8 +24,11 @@ pub trait Real:
     const NAME: &'static str;
     fn from_f64(x: f64) -> Self;
     fn to_f64(self) -> f64;
+    #[must_use]
     fn sqrt(self) -> Self;
+    #[must_use]
     fn abs(self) -> Self;
+    #[must_use]
     fn powf(self, e: Self) -> Self;
     fn is_nan(self) -> bool;
 }

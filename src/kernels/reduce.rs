@@ -74,6 +74,12 @@ mod tests {
                 x[i] = 1.0;
             }
         }
-        assert!(all_finite(&[f32::MAX, -f32::MAX, 0.0, -0.0, f32::MIN_POSITIVE / 2.0]));
+        assert!(all_finite(&[
+            f32::MAX,
+            -f32::MAX,
+            0.0,
+            -0.0,
+            f32::MIN_POSITIVE / 2.0
+        ]));
     }
 }

@@ -66,8 +66,18 @@ impl<T: Real> Rule<T> for ScheduleFree<T> {
     fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
         let n = p.len();
         let g = &g[..n];
-        let (lr, b1, c1, c2) = (self.lr, self.beta_1, self.one_minus_beta_1, self.one_minus_beta_2);
-        let (bias_2, eps, w, one_minus_w) = (self.bias_2, self.epsilon, self.weight, self.one_minus_weight);
+        let (lr, b1, c1, c2) = (
+            self.lr,
+            self.beta_1,
+            self.one_minus_beta_1,
+            self.one_minus_beta_2,
+        );
+        let (bias_2, eps, w, one_minus_w) = (
+            self.bias_2,
+            self.epsilon,
+            self.weight,
+            self.one_minus_weight,
+        );
         if let [z, v] = slots {
             let (z, v) = (&mut z[..n], &mut v[..n]);
             for i in 0..n {

@@ -39,7 +39,7 @@ impl<T: Real> Rule<T> for Sgd<T> {
         match slots {
             [] => {
                 for i in 0..n {
-                    p[i] = p[i] - g[i] * lr;
+                    p[i] -= g[i] * lr;
                 }
             }
             [m, ..] => {
@@ -47,12 +47,12 @@ impl<T: Real> Rule<T> for Sgd<T> {
                 if self.nesterov {
                     for i in 0..n {
                         m[i] = m[i] * mu - g[i] * lr;
-                        p[i] = p[i] + (m[i] * mu - g[i] * lr);
+                        p[i] += m[i] * mu - g[i] * lr;
                     }
                 } else {
                     for i in 0..n {
                         m[i] = m[i] * mu - g[i] * lr;
-                        p[i] = p[i] + m[i];
+                        p[i] += m[i];
                     }
                 }
             }

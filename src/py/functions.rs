@@ -30,7 +30,10 @@ fn finite(name: &str, x: f64) -> PyResult<f64> {
     if x.is_finite() {
         Ok(x)
     } else {
-        Err(Error::value_error(format!("`{name}` must be a finite number. Received: {name}={x}")).into())
+        Err(Error::value_error(format!(
+            "`{name}` must be a finite number. Received: {name}={x}"
+        ))
+        .into())
     }
 }
 
@@ -167,14 +170,8 @@ impl Call<'_, '_> {
             decay_mask: opts.and_then(|o| o.weight_decay_mask.as_deref()),
         };
         let mut keep = Vec::new();
-        let tensors = prepare::tensors::<T>(
-            py,
-            params,
-            grads.as_deref(),
-            &state,
-            &self.names,
-            &mut keep,
-        )?;
+        let tensors =
+            prepare::tensors::<T>(py, params, grads.as_deref(), &state, &self.names, &mut keep)?;
         let rule = rule();
         if mode == Mode::Update && rule.slots() != state.slots.len() {
             return Err(Error::value_error(format!(
@@ -199,7 +196,10 @@ impl Call<'_, '_> {
                     Clip::Value(c) => Clip::Value(T::from_f64(c)),
                 },
                 weight_decay: o.weight_decay.map(|wd| {
-                    (T::from_f64(wd), o.weight_decay_learning_rate.map_or(lr, T::from_f64))
+                    (
+                        T::from_f64(wd),
+                        o.weight_decay_learning_rate.map_or(lr, T::from_f64),
+                    )
                 }),
                 ema: averages
                     .as_ref()
@@ -219,7 +219,10 @@ impl Call<'_, '_> {
 
 fn check_iterations(iterations: i64) -> PyResult<u64> {
     u64::try_from(iterations).map_err(|_| {
-        Error::value_error(format!("`iterations` must be >= 0. Received: iterations={iterations}")).into()
+        Error::value_error(format!(
+            "`iterations` must be >= 0. Received: iterations={iterations}"
+        ))
+        .into()
     })
 }
 
@@ -241,7 +244,9 @@ pub fn sgd<'py>(
     finite("learning_rate", learning_rate)?;
     finite("momentum", momentum)?;
     if (momentum != 0.0) != momentums.is_some() {
-        return Err(Error::value_error("`momentums` must be given exactly when momentum != 0").into());
+        return Err(
+            Error::value_error("`momentums` must be given exactly when momentum != 0").into(),
+        );
     }
     let call = Call {
         params,
@@ -379,7 +384,10 @@ pub fn roofline<'py>(
 #[pyfunction]
 pub fn set_num_threads(n: i64) -> PyResult<()> {
     if n < 1 {
-        return Err(Error::value_error(format!("The number of threads must be >= 1. Received: {n}")).into());
+        return Err(Error::value_error(format!(
+            "The number of threads must be >= 1. Received: {n}"
+        ))
+        .into());
     }
     pool::set_num_threads(usize::try_from(n).unwrap_or(usize::MAX));
     Ok(())
@@ -457,7 +465,9 @@ pub fn rmsprop<'py>(
     finite("momentum", momentum)?;
     finite("epsilon", epsilon)?;
     if (momentum > 0.0) != momentums.is_some() {
-        return Err(Error::value_error("`momentums` must be given exactly when momentum > 0").into());
+        return Err(
+            Error::value_error("`momentums` must be given exactly when momentum > 0").into(),
+        );
     }
     let centered = average_gradients.is_some();
     let mut slots = vec![("velocity", velocities)];
@@ -485,7 +495,15 @@ pub fn adagrad<'py>(
     names: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
     finite("epsilon", epsilon)?;
-    update_call(params, grads, vec![("accumulator", accumulators)], learning_rate, options, names)?.run(
+    update_call(
+        params,
+        grads,
+        vec![("accumulator", accumulators)],
+        learning_rate,
+        options,
+        names,
+    )?
+    .run(
         py,
         || kernels::adagrad::Adagrad::<f32>::new(learning_rate, epsilon),
         || kernels::adagrad::Adagrad::<f64>::new(learning_rate, epsilon),
@@ -584,8 +602,28 @@ pub fn nadam<'py>(
     let slots = vec![("momentum", momentums), ("velocity", velocities)];
     update_call(params, grads, slots, learning_rate, options, names)?.run(
         py,
-        || kernels::nadam::Nadam::<f32>::new(learning_rate, beta_1, beta_2, epsilon, it, u_product, schedule_decay),
-        || kernels::nadam::Nadam::<f64>::new(learning_rate, beta_1, beta_2, epsilon, it, u_product, schedule_decay),
+        || {
+            kernels::nadam::Nadam::<f32>::new(
+                learning_rate,
+                beta_1,
+                beta_2,
+                epsilon,
+                it,
+                u_product,
+                schedule_decay,
+            )
+        },
+        || {
+            kernels::nadam::Nadam::<f64>::new(
+                learning_rate,
+                beta_1,
+                beta_2,
+                epsilon,
+                it,
+                u_product,
+                schedule_decay,
+            )
+        },
     )
 }
 
@@ -606,7 +644,15 @@ pub fn lion<'py>(
 ) -> PyResult<()> {
     finite("beta_1", beta_1)?;
     finite("beta_2", beta_2)?;
-    update_call(params, grads, vec![("momentum", momentums)], learning_rate, options, names)?.run(
+    update_call(
+        params,
+        grads,
+        vec![("momentum", momentums)],
+        learning_rate,
+        options,
+        names,
+    )?
+    .run(
         py,
         || kernels::lion::Lion::<f32>::new(learning_rate, beta_1, beta_2),
         || kernels::lion::Lion::<f64>::new(learning_rate, beta_1, beta_2),
@@ -638,7 +684,10 @@ pub fn ftrl<'py>(
         finite("learning_rate_power", learning_rate_power)?,
         finite("l1_regularization_strength", l1_regularization_strength)?,
         finite("l2_regularization_strength", l2_regularization_strength)?,
-        finite("l2_shrinkage_regularization_strength", l2_shrinkage_regularization_strength)?,
+        finite(
+            "l2_shrinkage_regularization_strength",
+            l2_shrinkage_regularization_strength,
+        )?,
     );
     finite("beta", beta)?;
     let slots = vec![("accumulator", accumulators), ("linear", linears)];
@@ -705,13 +754,33 @@ pub fn schedule_free_adamw<'py>(
     finite("epsilon", epsilon)?;
     let it = check_iterations(iterations)?;
     let warmup = u64::try_from(warmup_steps).map_err(|_| {
-        Error::value_error(format!("`warmup_steps` must be >= 0. Received: warmup_steps={warmup_steps}"))
+        Error::value_error(format!(
+            "`warmup_steps` must be >= 0. Received: warmup_steps={warmup_steps}"
+        ))
     })?;
     let slots = vec![("momentum", momentums), ("velocity", velocities)];
     update_call(params, grads, slots, learning_rate, options, names)?.run(
         py,
-        || kernels::schedule_free::ScheduleFree::<f32>::new(learning_rate, beta_1, beta_2, epsilon, warmup, it),
-        || kernels::schedule_free::ScheduleFree::<f64>::new(learning_rate, beta_1, beta_2, epsilon, warmup, it),
+        || {
+            kernels::schedule_free::ScheduleFree::<f32>::new(
+                learning_rate,
+                beta_1,
+                beta_2,
+                epsilon,
+                warmup,
+                it,
+            )
+        },
+        || {
+            kernels::schedule_free::ScheduleFree::<f64>::new(
+                learning_rate,
+                beta_1,
+                beta_2,
+                epsilon,
+                warmup,
+                it,
+            )
+        },
     )
 }
 
@@ -724,10 +793,16 @@ pub fn all_finite<'py>(py: Python<'py>, arrays: &Bound<'py, PyAny>) -> PyResult<
     let names = Names(None);
     for (i, obj) in items.iter().enumerate() {
         let ok = if let Ok(a) = obj.cast::<PyArrayDyn<f32>>() {
-            finite_array(py, &a.try_readonly().map_err(|e| Error::value_error(e.to_string()))?)
+            finite_array(
+                py,
+                &a.try_readonly()
+                    .map_err(|e| Error::value_error(e.to_string()))?,
+            )
         } else {
             let a = prepare::gradient_array::<f64>(py, obj, &names, i)?;
-            let ro = a.try_readonly().map_err(|e| Error::value_error(e.to_string()))?;
+            let ro = a
+                .try_readonly()
+                .map_err(|e| Error::value_error(e.to_string()))?;
             finite_array(py, &ro)
         };
         if !ok {
@@ -800,11 +875,15 @@ pub fn newton_schulz<'py>(
             ))
             .into());
         };
-        let ro = x.try_readonly().map_err(|e| Error::value_error(e.to_string()))?;
+        let ro = x
+            .try_readonly()
+            .map_err(|e| Error::value_error(e.to_string()))?;
         let mut data: Vec<T> = ro.as_array().iter().copied().collect();
         drop(ro);
         py.detach(|| kernels::newton_schulz::newton_schulz(&mut data, rows, cols, steps, a, b, c));
-        Ok(numpy::PyArray1::from_vec(py, data).reshape([rows, cols])?.into_any())
+        Ok(numpy::PyArray1::from_vec(py, data)
+            .reshape([rows, cols])?
+            .into_any())
     }
     let steps = usize::try_from(steps)
         .map_err(|_| Error::value_error(format!("`ns_steps` must be >= 0. Received: {steps}")))?;

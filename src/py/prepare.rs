@@ -26,6 +26,7 @@ pub struct Names<'a, 'py>(pub Option<&'a Bound<'py, PyAny>>);
 
 impl Names<'_, '_> {
     #[cold]
+    #[must_use]
     pub fn of(&self, i: usize) -> String {
         if let Some(names) = self.0 {
             if let Ok(item) = names.get_item(i) {
@@ -47,7 +48,9 @@ pub fn items<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<'py
         return Ok(tuple.iter().collect());
     }
     if obj.is_instance_of::<PyString>() {
-        return Err(Error::type_error(format!("`{what}` must be a list of arrays, got a string")).into());
+        return Err(
+            Error::type_error(format!("`{what}` must be a list of arrays, got a string")).into(),
+        );
     }
     let seq = obj.cast::<PySequence>().map_err(|_| {
         Error::type_error(format!(
@@ -187,7 +190,9 @@ pub fn gradient_array<'py, T: Element + Real>(
                 ))
             })?
             .cast_into::<PyUntypedArray>()
-            .map_err(|_| Error::type_error(format!("gradient {} is not array-like", names.of(i))))?,
+            .map_err(|_| {
+                Error::type_error(format!("gradient {} is not array-like", names.of(i)))
+            })?,
     };
     let kind = arr.dtype().kind();
     if !matches!(kind, b'f' | b'i' | b'u') {
@@ -433,7 +438,10 @@ pub fn tensors<'py, T: Element + Real>(
         let g = match g_obj {
             Some(obj) => {
                 let v = typed::<T>(obj).ok_or_else(|| {
-                    PyErr::from(Error::type_error(format!("gradient {} is not an array", names.of(i))))
+                    PyErr::from(Error::type_error(format!(
+                        "gradient {} is not an array",
+                        names.of(i)
+                    )))
                 })?;
                 if v.raw.shape != p.raw.shape {
                     return Err(Error::value_error(format!(
@@ -449,7 +457,11 @@ pub fn tensors<'py, T: Element + Real>(
             None => None,
         };
         // Views of the state arrays (validated above).
-        let slots: Vec<Raw<'_, T>> = state.slots.iter().filter_map(|(_, l)| view::<T>(&l[i])).collect();
+        let slots: Vec<Raw<'_, T>> = state
+            .slots
+            .iter()
+            .filter_map(|(_, l)| view::<T>(&l[i]))
+            .collect();
         let accumulator = state.accumulators.and_then(|a| view::<T>(&a[i]));
         let average = state.averages.and_then(|a| view::<T>(&a[i]));
 
@@ -475,7 +487,9 @@ pub fn tensors<'py, T: Element + Real>(
             average,
         };
         let decay = state.decay_mask.is_none_or(|m| m[i]);
-        out.push(tensor(&group, decay, &|| format!("parameter {}", names.of(i)))?);
+        out.push(tensor(&group, decay, &|| {
+            format!("parameter {}", names.of(i))
+        })?);
     }
     check_aliasing(&mut spans, names)?;
     Ok(out)
@@ -494,7 +508,11 @@ fn not_param<T: Real>(obj: &Bound<'_, PyAny>, names: &Names<'_, '_>, i: usize) -
     not_float_param(obj, names, i).into()
 }
 
-fn tensor<T: Real>(g: &Group<'_, T>, decay: bool, name: &dyn Fn() -> String) -> PyResult<Tensor<T>> {
+fn tensor<T: Real>(
+    g: &Group<'_, T>,
+    decay: bool,
+    name: &dyn Fn() -> String,
+) -> PyResult<Tensor<T>> {
     let all = || {
         std::iter::once(&g.param)
             .chain(g.grad.iter())
@@ -515,9 +533,17 @@ fn tensor<T: Real>(g: &Group<'_, T>, decay: bool, name: &dyn Fn() -> String) -> 
     Ok(Tensor {
         len,
         // The shape is only needed to walk strided operands.
-        shape: if flat || all().all(|r| r.c) { Box::default() } else { g.param.shape.into() },
+        shape: if flat || all().all(|r| r.c) {
+            Box::default()
+        } else {
+            g.param.shape.into()
+        },
         param: operand(&g.param, true, "the array")?,
-        grad: g.grad.as_ref().map(|r| operand(r, false, "the gradient")).transpose()?,
+        grad: g
+            .grad
+            .as_ref()
+            .map(|r| operand(r, false, "the gradient"))
+            .transpose()?,
         slots: g
             .slots
             .iter()
