@@ -11,7 +11,9 @@
 //! n     = n_new
 //! ```
 //! The variable is replaced, not incremented. `x^(-p)` is a square root for the default
-//! `p = -0.5` (vectorized and exact), 1 for `p = 0`, and a general power otherwise.
+//! `p = -0.5` (vectorized and exact), 1 for `p = 0`, and a general power otherwise; the case
+//! is chosen once per call, outside the loop, so each case vectorizes. The two divisions by
+//! `lr` are multiplications by `1 / lr`, as XLA (Keras's JAX backend) computes them.
 
 use super::real::clip;
 use super::{Real, Rule};
@@ -64,13 +66,21 @@ impl<T: Real> Ftrl<T> {
         }
     }
 
+    /// The update with `x^(-p)` computed by `pow`.
     #[inline(always)]
-    fn pow(&self, x: T) -> T {
-        match self.power {
-            Power::Zero => T::ONE,
-            Power::Half => x.sqrt(),
-            Power::One => x,
-            Power::Other => x.powf(self.neg_power),
+    fn run(&self, p: &mut [T], g: &[T], acc: &mut [T], z: &mut [T], pow: impl Fn(T) -> T) {
+        let n = p.len();
+        let (g, acc, z) = (&g[..n], &mut acc[..n], &mut z[..n]);
+        let (l1, two_l2, two_s) = (self.l1, self.two_l2, self.two_shrinkage);
+        let inv_lr = T::ONE / self.lr;
+        for i in 0..n {
+            let gs = g[i] + two_s * p[i];
+            let n_new = acc[i] + g[i] * g[i];
+            let pn_new = pow(n_new);
+            z[i] += gs - ((pn_new - pow(acc[i])) * inv_lr) * p[i];
+            let quad = pn_new * inv_lr + two_l2;
+            p[i] = (clip(z[i], -l1, l1) - z[i]) / quad;
+            acc[i] = n_new;
         }
     }
 }
@@ -82,19 +92,15 @@ impl<T: Real> Rule<T> for Ftrl<T> {
 
     #[inline(always)]
     fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
-        let n = p.len();
-        let g = &g[..n];
-        let (lr, l1, two_l2, two_s) = (self.lr, self.l1, self.two_l2, self.two_shrinkage);
         if let [acc, z] = slots {
-            let (acc, z) = (&mut acc[..n], &mut z[..n]);
-            for i in 0..n {
-                let gs = g[i] + two_s * p[i];
-                let n_new = acc[i] + g[i] * g[i];
-                let pn_new = self.pow(n_new);
-                z[i] += gs - ((pn_new - self.pow(acc[i])) / lr) * p[i];
-                let quad = pn_new / lr + two_l2;
-                p[i] = (clip(z[i], -l1, l1) - z[i]) / quad;
-                acc[i] = n_new;
+            match self.power {
+                Power::Zero => self.run(p, g, acc, z, |_| T::ONE),
+                Power::Half => self.run(p, g, acc, z, T::sqrt),
+                Power::One => self.run(p, g, acc, z, |x| x),
+                Power::Other => {
+                    let e = self.neg_power;
+                    self.run(p, g, acc, z, |x| x.powf(e));
+                }
             }
         }
     }

@@ -7,7 +7,8 @@
 //! ratio = |w| / |r| if both norms > 0, else 1      (whole-tensor norms; w after decay)
 //! w = w - (ratio * lr) * r
 //! ```
-//! The norms need the whole tensor before any element changes, so Lamb runs a read-only
+//! The divisions by the bias corrections are multiplications by their reciprocals, as XLA
+//! (Keras's JAX backend) computes them. The norms need the whole tensor before any element changes, so Lamb runs a read-only
 //! reduction pass (`reduce`) and then the update pass with the tensor's ratio.
 
 use super::reduce::sum_squares;
@@ -17,8 +18,8 @@ pub struct Lamb<T> {
     lr: T,
     one_minus_beta_1: T,
     one_minus_beta_2: T,
-    bias_1: T,
-    bias_2: T,
+    inv_bias_1: T,
+    inv_bias_2: T,
     epsilon: T,
 }
 
@@ -36,8 +37,8 @@ impl<T: Real> Lamb<T> {
             lr: T::from_f64(learning_rate),
             one_minus_beta_1: T::from_f64(1.0 - beta_1),
             one_minus_beta_2: T::from_f64(1.0 - beta_2),
-            bias_1: T::ONE - T::from_f64(beta_1).powf(t),
-            bias_2: T::ONE - T::from_f64(beta_2).powf(t),
+            inv_bias_1: T::ONE / (T::ONE - T::from_f64(beta_1).powf(t)),
+            inv_bias_2: T::ONE / (T::ONE - T::from_f64(beta_2).powf(t)),
             epsilon: T::from_f64(epsilon),
         }
     }
@@ -47,7 +48,7 @@ impl<T: Real> Lamb<T> {
     fn moments(&self, g: T, m: T, v: T) -> (T, T, T) {
         let m = m + (g - m) * self.one_minus_beta_1;
         let v = v + (g * g - v) * self.one_minus_beta_2;
-        let r = (m / self.bias_1) / ((v / self.bias_2).sqrt() + self.epsilon);
+        let r = (m * self.inv_bias_1) / ((v * self.inv_bias_2).sqrt() + self.epsilon);
         (m, v, r)
     }
 }

@@ -12,7 +12,10 @@
 //! w = w - (m_hat * lr) / (sqrt(v_hat) + epsilon)
 //! ```
 //! Here Keras casts `beta_1`, `beta_2` and 0.96 to the variable's dtype first, so `1 - beta`
-//! is computed in that dtype (unlike Adam). Keras 2's `schedule_decay` `s` replaces the
+//! is computed in that dtype (unlike Adam). The three divisions by per-step scalars are done
+//! as XLA (Keras's JAX backend, where Keras's golden values come from) does them, as a
+//! multiplication by the scalar's reciprocal: that reproduces Keras's numbers to the bit and
+//! leaves one divide and one square root per element, like Adam. Keras 2's `schedule_decay` `s` replaces the
 //! exponents `t` by `t * s` in the two caches.
 
 use super::{Real, Rule};
@@ -85,15 +88,16 @@ impl<T: Real> Rule<T> for Nadam<T> {
             self.epsilon,
         );
         let (u_t1, one_minus_u_t) = (self.u_t1, T::ONE - self.u_t);
-        let (den_next, den) = (T::ONE - self.u_product_next, T::ONE - self.u_product);
-        let bias_2 = self.bias_2;
+        let inv_next = T::ONE / (T::ONE - self.u_product_next);
+        let inv = T::ONE / (T::ONE - self.u_product);
+        let inv_bias_2 = T::ONE / self.bias_2;
         if let [m, v] = slots {
             let (m, v) = (&mut m[..n], &mut v[..n]);
             for i in 0..n {
                 m[i] += (g[i] - m[i]) * c1;
                 v[i] += (g[i] * g[i] - v[i]) * c2;
-                let m_hat = (u_t1 * m[i]) / den_next + (one_minus_u_t * g[i]) / den;
-                let v_hat = v[i] / bias_2;
+                let m_hat = (u_t1 * m[i]) * inv_next + (one_minus_u_t * g[i]) * inv;
+                let v_hat = v[i] * inv_bias_2;
                 p[i] -= (m_hat * lr) / (v_hat.sqrt() + eps);
             }
         }

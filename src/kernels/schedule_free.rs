@@ -11,7 +11,8 @@
 //! x_new = (1 - 1/t) * x_old + (1/t) * z_new
 //! y     = (1 - beta_1) * z_new + beta_1 * x_new
 //! ```
-//! Slots: momentum (z), velocity (v).
+//! Slots: momentum (z), velocity (v). Divisions by the scalars `1 - beta_2^t` and `beta_1`
+//! are multiplications by their reciprocals, as XLA (Keras's JAX backend) computes them.
 
 use super::{Real, Rule};
 
@@ -72,20 +73,16 @@ impl<T: Real> Rule<T> for ScheduleFree<T> {
             self.one_minus_beta_1,
             self.one_minus_beta_2,
         );
-        let (bias_2, eps, w, one_minus_w) = (
-            self.bias_2,
-            self.epsilon,
-            self.weight,
-            self.one_minus_weight,
-        );
+        let (eps, w, one_minus_w) = (self.epsilon, self.weight, self.one_minus_weight);
+        let (inv_bias_2, inv_beta_1) = (T::ONE / self.bias_2, T::ONE / b1);
         if let [z, v] = slots {
             let (z, v) = (&mut z[..n], &mut v[..n]);
             for i in 0..n {
                 let z_old = z[i];
                 v[i] += (g[i] * g[i] - v[i]) * c2;
-                let denom = (v[i] / bias_2).sqrt() + eps;
+                let denom = (v[i] * inv_bias_2).sqrt() + eps;
                 z[i] -= (lr * g[i]) / denom;
-                let x_old = (p[i] - c1 * z_old) / b1;
+                let x_old = (p[i] - c1 * z_old) * inv_beta_1;
                 let x_new = one_minus_w * x_old + w * z[i];
                 p[i] = c1 * z[i] + b1 * x_new;
             }
