@@ -2,7 +2,8 @@
 
 It re-derives, from the Keras 3 formulas (`keras/src/optimizers/base_optimizer.py`, `sgd.py`,
 `rmsprop.py`, `adam.py`, `adamw.py`, `adagrad.py`, `adadelta.py`, `adamax.py`, `nadam.py`,
-`lion.py`, `ftrl.py`), what one `apply` call does, in Keras's order of operations:
+`lion.py`, `ftrl.py`, `lamb.py`, `schedule_free_adamw.py`, `adafactor.py`, `muon.py` of Keras
+3.13+), what one `apply` call does, in Keras's order of operations:
 
     loss-scale unscale -> gradient accumulation -> clipnorm | global_clipnorm | clipvalue
     -> decoupled weight decay -> update_step (list order) -> EMA (+ overwrite) -> iterations += 1
@@ -22,10 +23,12 @@ float64 reference. The scalars follow Keras's rules:
    then cast to the working dtype (so float64 parameters see `float64(float32(lr))`).
 4. A schedule's or callable's value is cast to the working dtype as returned.
 
-The one place where the reference does not follow Keras's exact arithmetic is a sum of squares
-(clipnorm, global_clipnorm): it is accumulated in float64 and rounded once to the working dtype,
-the most accurate value a float32 implementation can produce; any summation order agrees with it
-to a few units in the last place.
+The one place where the reference does not follow Keras's exact arithmetic is a sum (of squares
+for clipnorm, global_clipnorm, Lamb's norms, Adafactor's RMS and Muon's Frobenius norm; of
+elements for Adafactor's row and column means): it is accumulated in float64 and rounded once to
+the working dtype, the most accurate value a float32 implementation can produce; any summation
+order agrees with it to a few units in the last place. Muon's matrix products are NumPy's, in the
+working dtype.
 
 Keras 2's `decay` (not in Keras 3) is modelled as tf.keras's OptimizerV2 did it:
 `lr_t = lr / (1 + decay * iterations)`, applied to the learning rate every use of it sees
@@ -492,9 +495,305 @@ class FtrlRule:
         accum[...] = new_accum
 
 
+class LambRule:
+    """Keras 3 Lamb's `update_step` (lamb.py): Adam's moments, a bias-corrected direction with
+    epsilon added after the square root, and a per-tensor trust ratio `||w|| / ||r||` (1 when
+    either norm is 0), `w` being the value after the base weight decay.
+
+    Args:
+        beta_1, beta_2: the moment decay rates (`1 - beta` is a Python scalar; `beta ** t` is
+            computed in the working dtype).
+        epsilon: added to `sqrt(v_hat)`.
+    """
+
+    # True: divide by the bias corrections as XLA does (see `_divide_by_scalar`).
+    xla_scalar_division = False
+
+    def __init__(self, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7):
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.momentums: List[np.ndarray] = []
+        self.velocities: List[np.ndarray] = []
+
+    def build(self, params: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Create the slots, interleaved: momentum, velocity."""
+        self.momentums = [np.zeros_like(p) for p in params]
+        self.velocities = [np.zeros_like(p) for p in params]
+        return _interleave(self.momentums, self.velocities)
+
+    def update(self, index: int, g: np.ndarray, w: np.ndarray, lr: float, iterations: int) -> None:
+        """One `update_step` of tensor `index`, in place (`iterations`: the count before it)."""
+        T = w.dtype.type
+        local_step = T(iterations + 1)
+        beta_1_power = np.power(T(self.beta_1), local_step)
+        beta_2_power = np.power(T(self.beta_2), local_step)
+        m = self.momentums[index]
+        v = self.velocities[index]
+        m[...] = m + (g - m) * T(1 - self.beta_1)
+        v[...] = v + (np.square(g) - v) * T(1 - self.beta_2)
+        xla = self.xla_scalar_division
+        m_t_hat = _divide_by_scalar(m, T(1.0) - beta_1_power, xla)
+        v_sqrt = np.sqrt(_divide_by_scalar(v, T(1.0) - beta_2_power, xla)) + T(self.epsilon)
+        update = m_t_hat / v_sqrt
+        w_norm = np.sqrt(T(sum_of_squares(w)))
+        g_norm = np.sqrt(T(sum_of_squares(update)))
+        ratio = w_norm / g_norm if w_norm > 0 and g_norm > 0 else T(1.0)
+        w[...] = w - (ratio * T(lr)) * update
+
+
+class ScheduleFreeAdamWRule:
+    """Keras 3 ScheduleFreeAdamW's `update_step` (schedule_free_adamw.py): the variable holds y,
+    the `momentum` slot z (a copy of the variable at build), `velocity` the second moment; every
+    scalar (the betas, 1 - beta, 1 / t, the warmup factor) is in the working dtype.
+
+    Args:
+        beta_1: the interpolation weight between x and z.
+        beta_2: the decay of the second moment.
+        epsilon: added to the bias-corrected square root.
+        warmup_steps: the learning rate is scaled by min(t / warmup_steps, 1) when > 0.
+    """
+
+    # True: divide by a scalar as XLA does (see `_divide_by_scalar`).
+    xla_scalar_division = False
+
+    def __init__(
+        self,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        warmup_steps: int = 0,
+    ):
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.warmup_steps = warmup_steps
+        self.momentums: List[np.ndarray] = []
+        self.velocities: List[np.ndarray] = []
+
+    def build(self, params: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Create the slots, interleaved: momentum (a copy of the variable), velocity (zeros)."""
+        self.momentums = [np.array(p, copy=True) for p in params]
+        self.velocities = [np.zeros_like(p) for p in params]
+        return _interleave(self.momentums, self.velocities)
+
+    def update(self, index: int, g: np.ndarray, w: np.ndarray, lr: float, iterations: int) -> None:
+        """One `update_step` of tensor `index`, in place (`iterations`: the count before it)."""
+        T = w.dtype.type
+        lr_t = T(lr)
+        local_step = T(iterations + 1)
+        beta_1 = T(self.beta_1)
+        beta_2 = T(self.beta_2)
+        if self.warmup_steps > 0:
+            lr_t = lr_t * np.minimum(local_step / T(self.warmup_steps), T(1.0))
+        z = self.momentums[index]
+        v = self.velocities[index]
+        z_old = z.copy()
+        bias_correction_2 = T(1) - np.power(beta_2, local_step)
+        v[...] = v + (np.square(g) - v) * (T(1) - beta_2)
+        xla = self.xla_scalar_division
+        denom = np.sqrt(_divide_by_scalar(v, bias_correction_2, xla)) + T(self.epsilon)
+        z[...] = z - (lr_t * g) / denom
+        weight = T(1.0) / local_step
+        x_old = _divide_by_scalar(w - (T(1) - beta_1) * z_old, beta_1, xla)
+        x_new = (T(1) - weight) * x_old + weight * z
+        w[...] = (T(1) - beta_1) * z + beta_1 * x_new
+
+
+def _mean(x: np.ndarray, axis: Optional[int] = None, keepdims: bool = False) -> np.ndarray:
+    """Keras's `ops.mean` in x's dtype: the sum (accumulated in float64, rounded once, as every
+    sum of the reference) divided by the element count."""
+    T = x.dtype.type
+    total = np.sum(x, axis=axis, dtype=np.float64, keepdims=keepdims)
+    count = x.size if axis is None else x.shape[axis]
+    return np.asarray(total).astype(x.dtype) / T(count)
+
+
+def _rms(x: np.ndarray):
+    """`sqrt(mean(x**2))` over the whole tensor, in x's dtype."""
+    T = x.dtype.type
+    return np.sqrt(T(sum_of_squares(x)) / T(x.size))
+
+
+class AdafactorRule:
+    """Keras 3 Adafactor's `update_step` (adafactor.py): a second moment factored into row and
+    column means over the last two axes for rank >= 2 (leading axes are a batch), a plain moving
+    average for rank < 2; no first moment; every scalar in the working dtype.
+
+    Args:
+        beta_2_decay: `beta_2_t = 1 - t ** beta_2_decay`.
+        epsilon_1: added to the squared gradient.
+        epsilon_2: the floor of RMS(w) in the step size.
+        clip_threshold: the update is divided by max(1, RMS(u) / clip_threshold).
+        relative_step: Keras caps the learning rate at 1 / sqrt(t) with it, then takes that
+            minimum again anyway: no effect, kept to show it.
+    """
+
+    # True: divide by a broadcast scalar as XLA does (see `_divide_by_scalar`).
+    xla_scalar_division = False
+
+    def __init__(
+        self,
+        beta_2_decay: float = -0.8,
+        epsilon_1: float = 1e-30,
+        epsilon_2: float = 1e-3,
+        clip_threshold: float = 1.0,
+        relative_step: bool = True,
+    ):
+        self.beta_2_decay = beta_2_decay
+        self.epsilon_1 = epsilon_1
+        self.epsilon_2 = epsilon_2
+        self.clip_threshold = clip_threshold
+        self.relative_step = relative_step
+        self.rs: List[np.ndarray] = []
+        self.cs: List[np.ndarray] = []
+        self.velocities: List[np.ndarray] = []
+
+    def build(self, params: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Create the slots, interleaved: r, c (int32 scalar zeros below rank 2), velocity."""
+        self.rs, self.cs = [], []
+        for p in params:
+            if p.ndim < 2:
+                self.rs.append(np.zeros((), np.int32))
+                self.cs.append(np.zeros((), np.int32))
+            else:
+                self.rs.append(np.zeros(p.shape[:-1], p.dtype))
+                self.cs.append(np.zeros(p.shape[:-2] + p.shape[-1:], p.dtype))
+        self.velocities = [np.zeros_like(p) for p in params]
+        return _interleave(self.rs, self.cs, self.velocities)
+
+    def update(self, index: int, g: np.ndarray, w: np.ndarray, lr: float, iterations: int) -> None:
+        """One `update_step` of tensor `index`, in place (`iterations`: the count before it)."""
+        T = w.dtype.type
+        xla = self.xla_scalar_division
+        lr_t = T(lr)
+        local_step = T(iterations + 1)
+        if self.relative_step:
+            lr_t = np.minimum(lr_t, T(1) / np.sqrt(local_step))
+        rho_t = np.minimum(lr_t, T(1) / np.sqrt(local_step))
+        alpha_t = np.maximum(T(self.epsilon_2), _rms(w)) * rho_t
+        regulated_grad_square = np.square(g) + T(self.epsilon_1)
+        beta_2_t = T(1) - _power(np.asarray(local_step), self.beta_2_decay)[()]
+        r, c, v = self.rs[index], self.cs[index], self.velocities[index]
+        if w.ndim >= 2:
+            r[...] = beta_2_t * r + (T(1) - beta_2_t) * _mean(regulated_grad_square, axis=-1)
+            c[...] = beta_2_t * c + (T(1) - beta_2_t) * _mean(regulated_grad_square, axis=-2)
+            row_mean = _mean(r, axis=-1, keepdims=True)
+            if r.ndim == 1:  # one matrix: its row mean is a broadcast scalar
+                normalized = _divide_by_scalar(r, row_mean[0], xla)
+            else:
+                normalized = r / row_mean
+            v[...] = np.expand_dims(normalized, -1) * np.expand_dims(c, -2)
+        else:
+            v[...] = beta_2_t * v + (T(1) - beta_2_t) * regulated_grad_square
+        u_t = g / np.sqrt(v)
+        u_t_hat = _divide_by_scalar(
+            u_t, np.maximum(T(1), _rms(u_t) / T(self.clip_threshold)), xla
+        )
+        w[...] = w - alpha_t * u_t_hat
+
+
+def newton_schulz(x: np.ndarray, steps: int, a: float, b: float, c: float) -> np.ndarray:
+    """Keras Muon's `zeropower_via_newtonschulz5` on a 2-D array, in x's dtype with NumPy's
+    matrix products (float64 products for a float64 reference)."""
+    T = x.dtype.type
+    transposed = x.shape[0] > x.shape[1]
+    if transposed:
+        x = x.T
+    x = x / (np.sqrt(T(sum_of_squares(x))) + T(1e-7))
+    for _ in range(steps):
+        temp_a = x @ x.T
+        temp_b = T(b) * temp_a + (T(c) * temp_a) @ temp_a
+        x = T(a) * x + temp_b @ x
+    return x.T if transposed else x
+
+
+class MuonRule:
+    """Keras 3.13+ Muon's `update_step` (muon.py): AdamW (no amsgrad, `lr * adam_lr_ratio`) for
+    variables whose rank is not 2, whose name contains "embedding" (with `exclude_embeddings`)
+    or matches a keyword of `exclude_layers`; otherwise momentum, Newton-Schulz
+    orthogonalization and Moonlight's RMS scaling. Weight decay is per path (`weight_decay_of`).
+
+    Args: Keras's Muon arguments except the base ones (see the class of the same name).
+    """
+
+    def __init__(
+        self,
+        adam_beta_1: float = 0.9,
+        adam_beta_2: float = 0.999,
+        adam_weight_decay: Optional[float] = 0.004,
+        epsilon: float = 1e-7,
+        exclude_layers: Optional[Sequence[str]] = None,
+        exclude_embeddings: bool = True,
+        muon_a: float = 3.4445,
+        muon_b: float = -4.7750,
+        muon_c: float = 2.0315,
+        adam_lr_ratio: float = 1,
+        momentum: float = 0.95,
+        ns_steps: int = 5,
+        nesterov: bool = True,
+        rms_rate: Optional[float] = 0.2,
+    ):
+        self.adam = AdamRule(adam_beta_1, adam_beta_2, epsilon)
+        self.adam_weight_decay = adam_weight_decay
+        self.exclude_layers = list(exclude_layers or [])
+        self.exclude_embeddings = exclude_embeddings
+        self.muon_a, self.muon_b, self.muon_c = muon_a, muon_b, muon_c
+        self.adam_lr_ratio = adam_lr_ratio
+        self.momentum = momentum
+        self.ns_steps = ns_steps
+        self.nesterov = nesterov
+        self.rms_rate = rms_rate
+        # Set by ReferenceOptimizer.build before `build` (None for unnamed variables).
+        self.names: List[Optional[str]] = []
+        self.uses_adamw: List[bool] = []
+
+    def _should_use_adamw(self, p: np.ndarray, name: str) -> bool:
+        if p.ndim != 2:
+            return True
+        if self.exclude_embeddings and "embedding" in name.lower():
+            return True
+        return any(re.search(keyword, name) for keyword in self.exclude_layers)
+
+    def build(self, params: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Create `momentum` for every variable, `velocity` right after it on the AdamW path."""
+        # A list's variables are named `variable_<i>` by ferroptim; exclude_layers sees that.
+        names = [n if n is not None else f"variable_{i}"
+                 for i, n in enumerate(self.names or [None] * len(params))]
+        self.uses_adamw = [self._should_use_adamw(p, n) for p, n in zip(params, names)]
+        self.adam.momentums = [np.zeros_like(p) for p in params]
+        self.adam.velocities = [np.zeros_like(p) if a else None  # type: ignore[misc]
+                                for p, a in zip(params, self.uses_adamw)]
+        order: List[np.ndarray] = []
+        for m, v in zip(self.adam.momentums, self.adam.velocities):
+            order += [m] if v is None else [m, v]
+        return order
+
+    def weight_decay_of(self, index: int, weight_decay: Optional[float]) -> Optional[float]:
+        """Muon's `_apply_weight_decay`: `adam_weight_decay` on the AdamW path, the base
+        `weight_decay` on the Muon path (None: no decay); both with the base learning rate."""
+        return self.adam_weight_decay if self.uses_adamw[index] else weight_decay
+
+    def update(self, index: int, g: np.ndarray, w: np.ndarray, lr: float, iterations: int) -> None:
+        """One `update_step` of tensor `index`, in place (`iterations`: the count before it)."""
+        T = w.dtype.type
+        if self.uses_adamw[index]:
+            # Keras multiplies its float32 learning rate by the ratio in float32.
+            adam_lr = float(np.float32(lr) * np.float32(self.adam_lr_ratio))
+            self.adam.update(index, g, w, adam_lr, iterations)
+            return
+        m = self.adam.momentums[index]
+        m[...] = m + (g + m * T(self.momentum - 1))
+        x = g + T(self.momentum) * m if self.nesterov else m
+        u = T(lr) * newton_schulz(x, self.ns_steps, self.muon_a, self.muon_b, self.muon_c)
+        if self.rms_rate is not None:
+            u = u * T(np.sqrt(max(w.shape))) * T(self.rms_rate)
+        w[...] = w - u
+
+
 Rule = Union[
     SGDRule, RMSpropRule, AdamRule, AdagradRule, AdadeltaRule, AdamaxRule, NadamRule, LionRule,
-    FtrlRule,
+    FtrlRule, LambRule, ScheduleFreeAdamWRule, AdafactorRule, MuonRule,
 ]
 
 
@@ -574,6 +873,8 @@ class ReferenceOptimizer:
         self.accumulators = (
             [np.zeros_like(p) for p in self.params] if self.gradient_accumulation_steps else []
         )
+        if hasattr(self.rule, "names"):
+            self.rule.names = self.names  # Muon routes by name
         self.slots = self.rule.build(self.params)
 
     def exclude_from_weight_decay(
@@ -664,12 +965,14 @@ class ReferenceOptimizer:
 
     def _update(self, gs: Dict[int, np.ndarray], present: List[int], lr: float, it: int) -> None:
         self._clip(gs, present)
-        if self.weight_decay is not None:
-            for i in present:
-                if self.uses_weight_decay(i):
-                    w = self.params[i]
-                    T = w.dtype.type
-                    w[...] = w - w * T(self.weight_decay) * T(lr)
+        # A rule with `weight_decay_of(index, weight_decay)` (Muon) picks each tensor's rate.
+        decay_of = getattr(self.rule, "weight_decay_of", None)
+        for i in present:
+            wd = self.weight_decay if decay_of is None else decay_of(i, self.weight_decay)
+            if wd is not None and self.uses_weight_decay(i):
+                w = self.params[i]
+                T = w.dtype.type
+                w[...] = w - w * T(wd) * T(lr)
         begin_step = getattr(self.rule, "begin_step", None)
         if begin_step is not None:
             begin_step(it)
@@ -748,8 +1051,12 @@ _RULES: Dict[str, Callable[..., Rule]] = {
     "Nadam": NadamRule,
     "Lion": LionRule,
     "Ftrl": FtrlRule,
+    "Lamb": LambRule,
+    "ScheduleFreeAdamW": ScheduleFreeAdamWRule,
+    "Adafactor": AdafactorRule,
+    "Muon": MuonRule,
 }
-_DEFAULT_LR = {"SGD": 0.01}  # every other optimizer: 0.001
+_DEFAULT_LR = {"SGD": 0.01, "ScheduleFreeAdamW": 0.0025}  # every other optimizer: 0.001
 _BASE_ARGS = (
     "weight_decay",
     "clipnorm",
@@ -765,17 +1072,19 @@ _BASE_ARGS = (
 
 
 def make_reference(
-    name: str, kwargs: Optional[dict] = None, *, xla_scalar_division: bool = False
+    name: str, kwargs: Optional[dict] = None, *, xla_scalar_division: bool = True
 ) -> ReferenceOptimizer:
     """A reference for `keras.optimizers.<name>(**kwargs)`.
 
     Args:
         name: a Keras optimizer class name ("SGD", "RMSprop", "Adam", "AdamW", "Adagrad",
-            "Adadelta", "Adamax", "Nadam", "Lion" or "Ftrl").
+            "Adadelta", "Adamax", "Nadam", "Lion", "Ftrl", "Lamb", "ScheduleFreeAdamW", "Adafactor"
+            or "Muon").
         kwargs: the Keras 3 constructor arguments (plus Keras 2's `lr`, `decay`,
             `epsilon=None` and Nadam's `schedule_decay`).
-        xla_scalar_division: divide a tensor by a scalar as XLA does (Keras's JAX backend),
-            not as Keras's source writes it (see `_divide_by_scalar`).
+        xla_scalar_division: divide a tensor by a scalar as XLA does (Keras's JAX backend,
+            which produced Keras's golden values, and what ferroptim's kernels do), rather than
+            as Keras's source writes it (see `_divide_by_scalar`).
     """
     if name not in _RULES:
         raise ValueError(f"no reference for {name}")
@@ -785,7 +1094,7 @@ def make_reference(
     kwargs.pop("name", None)
     if "epsilon" in kwargs and kwargs["epsilon"] is None:
         kwargs["epsilon"] = 1e-7  # Keras 2's K.epsilon()
-    if name == "AdamW":
+    if name in ("AdamW", "Muon"):
         base.setdefault("weight_decay", 0.004)
     rule = _RULES[name](**kwargs)
     if xla_scalar_division:
@@ -809,6 +1118,9 @@ SINGLE_STEP = {  # learning_rate=0.5, every other argument at its default
     "Nadam": [0.46860617, 1.468606, 2.468606, 3.468606],
     "Lion": [0.5, 1.5, 2.5, 3.5],
     "Ftrl": [0.22175731, 1.3954297, 2.3651214, 2.8814402],
+    "Lamb": [-0.36930645, 0.63069344, 1.6306936, 2.6306934],
+    "ScheduleFreeAdamW": [0.5, 1.5, 2.5, 3.5],
+    "Adafactor": [-0.36930645, 0.63069355, 1.6306936, 2.6306934],
 }
 
 # `test_correctness_with_golden`: x = ones(10); step 1 uses FIRST_GRADS, steps 2..6 use GRADS.
@@ -816,13 +1128,14 @@ SINGLE_STEP = {  # learning_rate=0.5, every other argument at its default
 # 0.90000004, not float32(0.7) and float32(0.9).
 GOLDEN_FIRST_GRADS = [0.01] * 10
 GOLDEN_GRADS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.70000005, 0.8, 0.90000004, 1.0]
-# Keras's Ftrl test builds them with `np.arange(0.1, 1.1, 0.1)`, cast from float64 to float32.
+# Keras's Ftrl and Adafactor tests build them with `np.arange(0.1, 1.1, 0.1)`, cast from float64
+# to float32.
 GOLDEN_NP_ARANGE_GRADS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 
 
 def golden_grads(name: str) -> List[float]:
     """The gradients of steps 2..6 of `name`'s golden trajectory, as that Keras test made them."""
-    return GOLDEN_NP_ARANGE_GRADS if name == "Ftrl" else GOLDEN_GRADS
+    return GOLDEN_NP_ARANGE_GRADS if name in ("Ftrl", "Adafactor") else GOLDEN_GRADS
 
 GOLDEN_TRAJECTORIES = [  # (optimizer, kwargs, x after steps 1..6)
     (
@@ -998,6 +1311,23 @@ GOLDEN_TRAJECTORIES = [  # (optimizer, kwargs, x after steps 1..6)
              -0.12151974, -0.13462251, -0.14708684, -0.15900677],
         ],
     ),
+    (
+        "Lamb",
+        {},
+        [
+            [0.999] * 10,
+            [0.99794376, 0.9979836, 0.99799746, 0.9980045, 0.9980088, 0.99801165, 0.9980137,
+             0.9980152, 0.9980164, 0.9980174],
+            [0.99691826, 0.99697715, 0.9969977, 0.9970081, 0.99701446, 0.9970187, 0.9970217,
+             0.997024, 0.9970257, 0.99702716],
+            [0.9959039, 0.99597484, 0.9959996, 0.9960121, 0.9960198, 0.99602485, 0.9960285,
+             0.9960312, 0.9960334, 0.99603504],
+            [0.99489564, 0.99497503, 0.99500275, 0.9950168, 0.9950254, 0.99503106, 0.9950352,
+             0.9950382, 0.99504066, 0.9950425],
+            [0.99389136, 0.9939772, 0.9940071, 0.9940223, 0.9940316, 0.99403775, 0.99404216,
+             0.9940455, 0.9940481, 0.9940501],
+        ],
+    ),
 ]
 
 # `optimizer_test.test_ema`: SGD(learning_rate=1.0, use_ema=True, ema_momentum=0.9,
@@ -1023,6 +1353,40 @@ ACCUMULATION_TABLE = [  # (w after, accumulator after, raw iterations, iteration
 # `test_weight_decay`: 2 * (1 - 0.004)**3 in float32, after three one-step optimizers.
 WEIGHT_DECAY_VAR1 = 1.9760959
 
+# Adafactor's test_single_step on a matrix (learning_rate=0.5, other arguments at their default).
+ADAFACTOR_SINGLE_STEP_2D_VAR = [[1.0, 2.0], [3.0, 4.0]]
+ADAFACTOR_SINGLE_STEP_2D_GRAD = [[1.0, 6.0], [7.0, 2.0]]
+ADAFACTOR_SINGLE_STEP_2D = [[0.7006545, -0.008070946], [1.2492113, 3.440731]]
+
+# Adafactor's `test_correctness_with_golden` (the protocol of GOLDEN_TRAJECTORIES, np.arange
+# gradients). Kept apart from GOLDEN_TRAJECTORIES: Keras sums the means in float32, the reference
+# in float64, and over six steps the two drift apart by a few float32 ulps (see test_reference).
+ADAFACTOR_GOLDEN_KWARGS = {"learning_rate": 0.5, "beta_2_decay": -0.65, "epsilon_1": 1e-15,
+                           "epsilon_2": 1e-4, "clip_threshold": 0.9, "relative_step": False}
+ADAFACTOR_GOLDEN = [
+    [0.55] * 10,
+    [0.3030929, 0.30256718, 0.3024695, 0.30243528, 0.3024194, 0.30241078, 0.3024056, 0.30240226,
+     0.30239993, 0.30239826],
+    [0.16709827, 0.16645683, 0.16633765, 0.16629595, 0.16627657, 0.16626607, 0.16625975,
+     0.16625568, 0.16625285, 0.1662508],
+    [0.09226845, 0.09159237, 0.09146677, 0.091422826, 0.091402404, 0.09139133, 0.09138468,
+     0.09138039, 0.0913774, 0.09137525],
+    [0.055449717, 0.05476304, 0.054635473, 0.054590844, 0.054570097, 0.05455886, 0.0545521,
+     0.054547742, 0.054544706, 0.05454252],
+    [0.035364795, 0.034674235, 0.034545943, 0.03450107, 0.0344802, 0.0344689, 0.0344621,
+     0.03445772, 0.034454666, 0.03445247],
+]
+
+# muon_test.py, with update_step called directly (no weight decay, iterations = 0), lr = 0.5:
+# the AdamW path on SINGLE_STEP_VAR / SINGLE_STEP_GRAD, and the Muon path on a matrix.
+MUON_ADAMW_SINGLE_STEP = [0.50000495, 1.5000036, 2.5000036, 3.500004]
+MUON_SINGLE_STEP_VAR = [[1.0, 2.0], [3.0, 4.0]]
+MUON_SINGLE_STEP_GRAD = [[1.0, 6.0], [7.0, 2.0]]
+MUON_SINGLE_STEP = [[0.98877484, 1.8870527], [2.8734279, 3.9703503]]
+# `Muon().zeropower_via_newtonschulz5(NS_INPUT, 5)` in float32.
+NS_INPUT = [[0.2499, 0.9105], [0.2655, 0.8824]]
+NS_OUTPUT = [[-0.44190204, 0.645592], [0.72815895, 0.29695582]]
+
 
 # --- comparison ---------------------------------------------------------------------------------
 
@@ -1032,18 +1396,22 @@ FLOAT32_ULPS = 2
 FLOAT64_RTOL = 1e-12
 
 
-def assert_close(actual, expected, *, ulps: int = FLOAT32_ULPS, err_msg: str = "") -> None:
+def assert_close(
+    actual, expected, *, ulps: int = FLOAT32_ULPS, rtol64: float = FLOAT64_RTOL, err_msg: str = ""
+) -> None:
     """Assert an implementation's array equals the reference's to the precision of its dtype.
 
     float32: within `ulps` units of float32 precision, relative to each element and to the
     largest finite magnitude of the expected array (so elements that cancel to near zero are judged
-    on the scale of the values that produced them). float64: relative 1e-12 on the same terms.
-    NaN must match NaN and inf must match inf of the same sign. The dtypes must be equal.
+    on the scale of the values that produced them). float64: relative `rtol64` (1e-12) on the
+    same terms. NaN must match NaN and inf must match inf of the same sign. The dtypes must be
+    equal.
 
     Args:
         actual: the implementation's array.
         expected: the reference's array (its dtype decides the precision).
         ulps: the float32 budget.
+        rtol64: the float64 budget.
         err_msg: context for the failure message.
     """
     actual = np.asarray(actual)
@@ -1053,7 +1421,7 @@ def assert_close(actual, expected, *, ulps: int = FLOAT32_ULPS, err_msg: str = "
     if expected.dtype == np.float32:
         rtol = ulps * float(np.finfo(np.float32).eps)
     elif expected.dtype == np.float64:
-        rtol = FLOAT64_RTOL
+        rtol = rtol64
     else:
         np.testing.assert_array_equal(actual, expected, err_msg=err_msg)
         return

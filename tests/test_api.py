@@ -19,18 +19,20 @@ import ferroptim as fo
 from ferroptim.optimizers import (
     SGD,
     Adadelta,
+    Adafactor,
     Adagrad,
     Adam,
     Adamax,
     AdamW,
     Ftrl,
     Lion,
+    Muon,
     Nadam,
     Optimizer,
     RMSprop,
 )
 
-OPTIMIZERS = [SGD, RMSprop, Adam, AdamW, Adadelta, Adagrad, Adamax, Nadam, Lion, Ftrl]
+OPTIMIZERS = [SGD, RMSprop, Adam, AdamW, Adadelta, Adagrad, Adamax, Nadam, Lion, Ftrl, Adafactor]
 
 BASE_KEYS = [
     "name",
@@ -60,6 +62,8 @@ OWN_DEFAULTS = {
     Ftrl: {"learning_rate_power": -0.5, "initial_accumulator_value": 0.1,
            "l1_regularization_strength": 0.0, "l2_regularization_strength": 0.0,
            "l2_shrinkage_regularization_strength": 0.0, "beta": 0.0},
+    Adafactor: {"beta_2_decay": -0.8, "epsilon_1": 1e-30, "epsilon_2": 1e-3,
+                "clip_threshold": 1.0, "relative_step": True},
 }
 OWN_KEYS = {cls: list(defaults) for cls, defaults in OWN_DEFAULTS.items()}
 DEFAULT_LEARNING_RATE = {cls: 0.001 for cls in OPTIMIZERS}
@@ -67,7 +71,7 @@ DEFAULT_LEARNING_RATE[SGD] = 0.01
 # Keras 3's default `name` (None: automatic, see test_default_names_are_keras_defaults).
 DEFAULT_NAMES = {SGD: None, RMSprop: "rmsprop", Adam: "adam", AdamW: "adamw",
                  Adadelta: "adadelta", Adagrad: "adagrad", Adamax: "adamax", Nadam: "nadam",
-                 Lion: "lion", Ftrl: "ftrl"}
+                 Lion: "lion", Ftrl: "ftrl", Adafactor: "adafactor"}
 WITH_EPSILON = [cls for cls in OPTIMIZERS if "epsilon" in OWN_DEFAULTS[cls]]
 
 
@@ -87,6 +91,10 @@ def test_package_exports():
     for name in fo.optimizers.__all__:
         obj = getattr(fo.optimizers, name)
         if isinstance(obj, type) and issubclass(obj, Optimizer) and obj is not Optimizer:
+            if name in ("LossScaleOptimizer", "MultiOptimizer"):
+                # Wrappers need the optimizers they wrap: a name alone cannot build them (in
+                # Keras neither); test_loss_scale.py and test_multi_optimizer.py cover them.
+                continue
             # Every optimizer class exported is reachable by name through `get`.
             assert type(fo.optimizers.get(name.upper())) is obj
 
@@ -111,7 +119,8 @@ def test_set_num_threads_round_trip_and_validation():
 
 @pytest.mark.parametrize("module", ["ferroptim"] + [
     f"ferroptim.optimizers.{name}" for name in
-    ["sgd", "rmsprop", "adam", "adamw", "adadelta", "adagrad", "adamax", "nadam", "lion", "ftrl"]
+    ["sgd", "rmsprop", "adam", "adamw", "adadelta", "adagrad", "adamax", "nadam", "lion", "ftrl",
+     "adafactor", "muon"]
 ])
 def test_docstring_examples_run(module):
     results = doctest.testmod(importlib.import_module(module))
@@ -676,6 +685,14 @@ def test_set_weights():
                 "initial_accumulator_value": 0.4, "l1_regularization_strength": 0.05,
                 "l2_regularization_strength": 0.15, "l2_shrinkage_regularization_strength": 0.01,
                 "beta": 0.3}),
+        (Adafactor, {"learning_rate": 0.5, "beta_2_decay": -0.65, "epsilon_1": 1e-15,
+                     "epsilon_2": 1e-4, "clip_threshold": 0.9, "relative_step": False,
+                     "weight_decay": 0.01}),
+        (Muon, {"adam_beta_1": 0.8, "adam_beta_2": 0.99, "adam_weight_decay": None,
+                "epsilon": 1e-6, "weight_decay": 0.1, "exclude_layers": ["head", "^out/"],
+                "exclude_embeddings": False, "muon_a": 2.0, "muon_b": -1.5, "muon_c": 0.5,
+                "adam_lr_ratio": 0.1, "momentum": 0.9, "ns_steps": 6, "nesterov": False,
+                "rms_rate": None, "global_clipnorm": 1.0}),
     ],
 )
 def test_config_round_trip(cls, kwargs):
@@ -742,7 +759,9 @@ def test_serialize_format():
                                              ("RMSprop", RMSprop), ("adadelta", Adadelta),
                                              ("adagrad", Adagrad), ("adamax", Adamax),
                                              ("nadam", Nadam), ("Nadam", Nadam),
-                                             ("ftrl", Ftrl), ("FTRL", Ftrl), ("lion", Lion)])
+                                             ("ftrl", Ftrl), ("FTRL", Ftrl), ("lion", Lion),
+                                             ("adafactor", Adafactor), ("Adafactor", Adafactor),
+                                             ("muon", Muon), ("MUON", Muon)])
 def test_get_by_name_is_case_insensitive(identifier, cls):
     opt = fo.optimizers.get(identifier)
     assert type(opt) is cls
@@ -957,6 +976,8 @@ def _single_dtype_twin(cls, kwargs, params, grads_list):
     (Lion, {"learning_rate": 0.01, "weight_decay": 0.1}),
     (Ftrl, {"learning_rate": 0.1, "learning_rate_power": -0.2, "l1_regularization_strength": 0.01,
             "beta": 0.5}),
+    (Adafactor, {"learning_rate": 0.1, "weight_decay": 0.1, "clipnorm": 0.5}),
+    (Muon, {"learning_rate": 0.1, "use_ema": True, "gradient_accumulation_steps": 2}),
 ])
 def test_mixed_dtypes_equal_one_optimizer_per_dtype(cls, kwargs):
     rng = np.random.default_rng(4)
@@ -971,7 +992,8 @@ def test_mixed_dtypes_equal_one_optimizer_per_dtype(cls, kwargs):
     for p, e in zip(params, expected):
         assert p.dtype == e.dtype
         np.testing.assert_array_equal(p, e)
-    assert opt.variable_names[2].startswith("variable_0_")
+    # The first slot is variable 0's (Adafactor's r and c carry the bare variable name).
+    assert opt.variable_names[2].startswith("variable_0")
 
 
 def test_mixed_dtypes_global_clipnorm_uses_the_norm_of_all_gradients():
@@ -1353,4 +1375,283 @@ def test_nadam_save_load_and_pickle_resume_training_exactly():
     weights[-1] = np.array(0.5, np.float32)
     first.set_weights(weights)
     assert first.variables[-1] == 0.5
+
+
+# --- Adafactor and Muon --------------------------------------------------------------------------
+
+
+def test_muon_signature_config_and_name_are_keras():
+    # Keras 3.13+: Muon's own arguments around the base ones, weight_decay 0.004, name None.
+    parameters = inspect.signature(Muon).parameters
+    assert list(parameters) == [
+        "learning_rate", "adam_beta_1", "adam_beta_2", "adam_weight_decay", "epsilon",
+        "weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema", "ema_momentum",
+        "ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps", "name",
+        "exclude_layers", "exclude_embeddings", "muon_a", "muon_b", "muon_c", "adam_lr_ratio",
+        "momentum", "ns_steps", "nesterov", "rms_rate", "kwargs",
+    ]
+    defaults = {"learning_rate": 0.001, "adam_beta_1": 0.9, "adam_beta_2": 0.999,
+                "adam_weight_decay": 0.004, "epsilon": 1e-7, "weight_decay": 0.004,
+                "name": None, "exclude_layers": None, "exclude_embeddings": True,
+                "muon_a": 3.4445, "muon_b": -4.7750, "muon_c": 2.0315, "adam_lr_ratio": 1,
+                "momentum": 0.95, "ns_steps": 5, "nesterov": True, "rms_rate": 0.2}
+    for key, default in defaults.items():
+        assert parameters[key].default == default, key
+        assert type(parameters[key].default) is type(default), key
+    config = Muon().get_config()
+    assert list(config) == BASE_KEYS + [
+        "adam_beta_1", "adam_beta_2", "epsilon", "exclude_layers", "muon_a", "muon_b", "muon_c",
+        "adam_lr_ratio", "momentum", "ns_steps", "nesterov", "exclude_embeddings",
+        "adam_weight_decay", "rms_rate",
+    ]
+    assert config["weight_decay"] == 0.004 and config["exclude_layers"] == []
+    assert re.fullmatch(r"muon(_\d+)?", Muon().name)
+    muon = Muon(0.5, 0.8, 0.75, 0.25, 0.125, 0.01)
+    assert (muon.adam_beta_1, muon.adam_beta_2, muon.adam_weight_decay, muon.epsilon,
+            muon.weight_decay) == (0.8, 0.75, 0.25, 0.125, 0.01)
+
+
+@pytest.mark.parametrize("factory,message", [
+    (lambda: Muon(ns_steps=2.5), "Argument `ns_steps` must be an integer >= 0. Received: "
+                                 "ns_steps=2.5"),
+    (lambda: Muon(ns_steps=-1), "Argument `ns_steps` must be an integer >= 0."),
+    (lambda: Muon(ns_steps=True), "Argument `ns_steps` must be an integer >= 0."),
+    (lambda: Muon(momentum=float("nan")), "Argument `momentum` must be a finite number."),
+    (lambda: Muon(rms_rate="0.2"), "Argument `rms_rate` must be a finite number."),
+    (lambda: Muon(adam_weight_decay=float("inf")),
+     "Argument `adam_weight_decay` must be a finite number."),
+    (lambda: Adafactor(clip_threshold=float("inf")),
+     "Argument `clip_threshold` must be a finite number."),
+    (lambda: Adafactor(beta_2_decay="-0.8"), "Argument `beta_2_decay` must be a finite number."),
+    (lambda: Adafactor(beta_1=0.9), "Argument(s) not recognized: {'beta_1': 0.9}"),
+])
+def test_adafactor_and_muon_constructor_errors(factory, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        factory()
+
+
+def test_adafactor_slots():
+    # r and c per variable, named after it with no suffix, then its velocity; rank < 2 gets
+    # scalar int32 placeholders; rank 3 factors its last two axes.
+    params = {"kern": np.ones((2, 3), np.float32), "bias": np.ones(3, np.float64),
+              "dense/cube": np.ones((2, 3, 4), np.float32)}
+    opt = Adafactor()
+    opt.build(params)
+    assert opt.variable_names == [
+        "iteration", "learning_rate", "kern", "kern", "kern_velocity", "bias", "bias",
+        "bias_velocity", "dense_cube", "dense_cube", "dense_cube_velocity"]
+    slots = opt.variables[2:]
+    assert [s.shape for s in slots] == [(2,), (3,), (2, 3), (), (), (3,), (2, 3), (2, 4),
+                                        (2, 3, 4)]
+    assert [s.dtype for s in slots] == [np.float32] * 3 + [np.int32, np.int32, np.float64] + [
+        np.float32] * 3
+    assert not any(s.any() for s in slots)
+
+
+def test_adafactor_relative_step_changes_nothing():
+    rng = np.random.default_rng(6)
+    params = [rng.standard_normal((4, 3)), rng.standard_normal(5)]
+    grads = [[rng.standard_normal(p.shape) for p in params] for _ in range(4)]
+    copies = [p.copy() for p in params]
+    _run(Adafactor(learning_rate=0.9, relative_step=True), params, grads)
+    _run(Adafactor(learning_rate=0.9, relative_step=False), copies, grads)
+    for a, b in zip(params, copies):
+        np.testing.assert_array_equal(a, b)
+
+
+def _slot_owners(opt, slot):
+    return [n[: -len(slot) - 1] for n in opt.variable_names if n.endswith("_" + slot)]
+
+
+def test_muon_routing():
+    # AdamW path: rank != 2, "embedding" in the lower-cased name, or an exclude_layers regex
+    # found in the name (re.search). The velocity slot follows its momentum.
+    params = {
+        "dense/kernel": np.ones((3, 2)),
+        "dense/bias": np.ones(2),
+        "scale": np.ones(()),
+        "conv/kernel": np.ones((3, 3, 2)),
+        "conv4d/kernel": np.ones((2, 2, 2, 2)),
+        "Token_Embedding/embeddings": np.ones((5, 2)),
+        "output_dense/kernel": np.ones((2, 4)),
+        "dense_1/kernel": np.ones((2, 2)),
+        "head": np.ones((2, 2)),
+        "header": np.ones((2, 2)),
+    }
+    opt = Muon(exclude_layers=["output_dense", "^he.d$"])
+    opt.build(params)
+    adamw = ["dense_bias", "scale", "conv_kernel", "conv4d_kernel", "Token_Embedding_embeddings",
+             "output_dense_kernel", "head"]
+    assert _slot_owners(opt, "velocity") == adamw
+    assert len(_slot_owners(opt, "momentum")) == len(params)
+    names = opt.variable_names
+    for owner in adamw:
+        assert names[names.index(owner + "_momentum") + 1] == owner + "_velocity"
+    opt = Muon(exclude_embeddings=False)
+    opt.build(params)
+    assert "Token_Embedding_embeddings" not in _slot_owners(opt, "velocity")
+    assert "output_dense_kernel" not in _slot_owners(opt, "velocity")
+    # A list's variables are named by position, and exclude_layers sees those names.
+    opt = Muon(exclude_layers=["variable_1"])
+    opt.build([np.ones((2, 2)), np.ones((2, 2)), np.ones((2, 2))])
+    assert _slot_owners(opt, "velocity") == ["variable_1"]
+
+
+def test_muon_adamw_path_is_adamw_and_muon_path_is_not():
+    # An excluded matrix is updated exactly as AdamW updates it (the same fused kernel, decay
+    # included); the same matrix on the Muon path moves elsewhere.
+    rng = np.random.default_rng(7)
+    w0 = rng.standard_normal((4, 3)).astype(np.float32)
+    grads = [rng.standard_normal((4, 3)).astype(np.float32) for _ in range(3)]
+    excluded, adamw, muon = w0.copy(), w0.copy(), w0.copy()
+    opt = Muon(learning_rate=0.01, exclude_layers=["excluded"])
+    reference = AdamW(learning_rate=0.01, weight_decay=0.004)
+    plain = Muon(learning_rate=0.01)
+    for g in grads:
+        opt.apply({"excluded": g}, {"excluded": excluded})
+        reference.apply_gradients([(g, adamw)])
+        plain.apply_gradients([(g, muon)])
+    np.testing.assert_array_equal(excluded, adamw)
+    assert np.abs(muon - adamw).max() > 1e-3
+
+
+def test_muon_weight_decay_per_path_with_the_base_learning_rate():
+    # weight_decay on the Muon path, adam_weight_decay on the AdamW path, both times the base
+    # learning rate (adam_lr_ratio scales Adam's step only); None turns a path's decay off;
+    # exclude_from_weight_decay applies to both. Zero gradients leave only the decay.
+    f32 = np.float32
+
+    def run(**kwargs):
+        params = {"w": np.ones((2, 2), f32), "b": np.ones(2, f32), "skip_w": np.ones((2, 2), f32),
+                  "skip_b": np.ones(2, f32)}
+        opt = Muon(learning_rate=0.5, adam_lr_ratio=0.1, **kwargs)
+        opt.exclude_from_weight_decay(var_names=["skip"])
+        opt.apply({k: np.zeros_like(v) for k, v in params.items()}, params)
+        return {k: float(v.flat[0]) for k, v in params.items()}
+
+    def decayed(wd):
+        return float(f32(1) - f32(1) * f32(wd) * f32(0.5))
+
+    assert run(weight_decay=0.1, adam_weight_decay=0.2) == {
+        "w": decayed(0.1), "b": decayed(0.2), "skip_w": 1.0, "skip_b": 1.0}
+    assert run(weight_decay=None, adam_weight_decay=0.2) == {
+        "w": 1.0, "b": decayed(0.2), "skip_w": 1.0, "skip_b": 1.0}
+    assert run(weight_decay=0.1, adam_weight_decay=None) == {
+        "w": decayed(0.1), "b": 1.0, "skip_w": 1.0, "skip_b": 1.0}
+
+
+def test_muon_adam_lr_ratio_scales_the_adamw_step():
+    rng = np.random.default_rng(8)
+    b, twin = np.ones(5), np.ones(5)
+    opt = Muon(learning_rate=0.5, adam_lr_ratio=0.25, adam_weight_decay=None)
+    adam = Adam(learning_rate=0.125)
+    for _ in range(3):
+        g = rng.standard_normal(5)
+        opt.apply_gradients([(g, b)])
+        adam.apply_gradients([(g, twin)])
+    np.testing.assert_array_equal(b, twin)
+
+
+def test_muon_rms_rate_scales_the_update_by_sqrt_of_the_larger_side():
+    # Keras's lr_adjust test: rms_rate 0.2 on a (4, 2) update gives 0.2 * sqrt(4) = 0.4 times
+    # the unscaled one (from w = 0 and no decay, w is minus the update).
+    g = np.random.default_rng(9).standard_normal((4, 2))
+    scaled, plain = np.zeros((4, 2)), np.zeros((4, 2))
+    Muon(learning_rate=1.0, weight_decay=None).apply_gradients([(g, scaled)])
+    Muon(learning_rate=1.0, weight_decay=None, rms_rate=None).apply_gradients([(g, plain)])
+    np.testing.assert_allclose(scaled, plain * 0.4, rtol=1e-15)
+    assert np.abs(plain).max() > 0.1
+
+
+def test_muon_zeropower_takes_leading_axes_as_a_batch():
+    opt = Muon()
+    x = np.random.default_rng(10).standard_normal((2, 3, 4, 5))
+    out = opt.zeropower_via_newtonschulz5(x, 5)
+    assert out.shape == x.shape and out.dtype == np.float64
+    for i, j in np.ndindex(2, 3):
+        np.testing.assert_array_equal(out[i, j], opt.zeropower_via_newtonschulz5(x[i, j], 5))
+    with pytest.raises(ValueError, match="rank >= 2"):
+        opt.zeropower_via_newtonschulz5(np.ones(3), 5)
+
+
+@pytest.mark.parametrize("cls", [Adafactor, Muon])
+def test_accumulated_matrix_update_equals_one_step_on_the_mean(cls):
+    # The factored (Adafactor) and orthogonalized (Muon) paths, as Keras's accumulation test:
+    # three dyadic float64 micro-batches give the same variables as one step on their mean.
+    micro = [np.array([[0.5, -1.25, 2.0], [1.0, 0.25, -0.5]]),
+             np.array([[1.5, 0.25, -4.0], [-2.0, 0.5, 0.75]]),
+             np.array([[-0.5, 2.0, 1.0], [0.25, -1.0, 3.0]])]
+    mean = sum(micro) / 3
+    one_var, many_var = np.arange(6.0).reshape(2, 3), np.arange(6.0).reshape(2, 3)
+    one = cls(learning_rate=0.1, weight_decay=0.05)
+    many = cls(learning_rate=0.1, weight_decay=0.05, gradient_accumulation_steps=3)
+    for cycle, scale in enumerate([1.0, 2.0, 0.5], start=1):
+        one.apply_gradients([(mean * scale, one_var)])
+        for g in micro:
+            many.apply_gradients([(g * scale, many_var)])
+        np.testing.assert_array_equal(many_var, one_var, err_msg=f"cycle {cycle}")
+    for a, b in zip(list(many.variables)[3:], list(one.variables)[2:], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cls,kwargs", [
+    (Adafactor, {"learning_rate": 0.1, "use_ema": True, "clipnorm": 1.0}),
+    (Muon, {"learning_rate": 0.1, "use_ema": True, "global_clipnorm": 1.0}),
+])
+def test_a_bad_gradient_changes_nothing(cls, kwargs):
+    # Every gradient is checked before the first array changes: the AdamW-path tensors (one
+    # native call) and the Muon or Adafactor tensors (NumPy) alike.
+    rng = np.random.default_rng(11)
+    params = {"bias": rng.standard_normal(3).astype(np.float32),
+              "kernel": rng.standard_normal((3, 2)).astype(np.float32),
+              "last": rng.standard_normal((2, 2)).astype(np.float32)}
+    opt = cls(**kwargs)
+    for _ in range(2):
+        opt.apply({k: rng.standard_normal(v.shape) for k, v in params.items()}, params)
+    before = [np.array(v, copy=True) for v in list(params.values()) + list(opt.variables)]
+    good = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+    # A (2, 2) view over the 3 elements of the bias's velocity (an AdamW-path slot in Muon).
+    velocity = opt.variables[opt.variable_names.index("bias_velocity")]
+    overlapping = np.lib.stride_tricks.as_strided(velocity, (2, 2), (velocity.itemsize,) * 2)
+    faults = [
+        (dict(good, last=np.ones(3)), ValueError, "'last'.*shape"),
+        (dict(good, last=np.ones((2, 2), np.complex64)), TypeError, "cast"),
+        (dict(good, last=params["kernel"][:2]), ValueError, "memory"),
+        (dict(good, last=overlapping), ValueError, "memory"),
+    ]
+    for grads, error, pattern in faults:
+        with pytest.raises(error, match=pattern):
+            opt.apply(grads, params)
+        after = list(params.values()) + list(opt.variables)
+        for a, b in zip(after, before, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert opt.iterations == 2
+
+
+@pytest.mark.parametrize("cls,kwargs", [
+    (Adafactor, {"learning_rate": 0.1, "weight_decay": 0.01, "use_ema": True}),
+    (Muon, {"learning_rate": 0.05, "gradient_accumulation_steps": 2}),
+])
+def test_adafactor_and_muon_save_load_and_pickle_resume_training_exactly(cls, kwargs):
+    rng = np.random.default_rng(12)
+    params = [rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(4),
+              rng.standard_normal((2, 2, 3)).astype(np.float32)]
+    grads = [[rng.standard_normal(p.shape).astype(p.dtype) for p in params] for _ in range(7)]
+    first = cls(**kwargs)
+    _run(first, params, grads[:3])
+    store = {}
+    first.save_own_variables(store)
+    copies = [p.copy() for p in params]
+    resumed = cls(**kwargs)
+    resumed.build(copies)
+    resumed.load_own_variables(store)
+    pickled_params, pickled = pickle.loads(pickle.dumps((params, first)))
+    _run(first, params, grads[3:])
+    _run(resumed, copies, grads[3:])
+    _run(pickled, pickled_params, grads[3:])
+    for other_params, other in ((copies, resumed), (pickled_params, pickled)):
+        for a, b in zip(params, other_params):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(first.variables, other.variables, strict=True):
+            np.testing.assert_array_equal(a, b)
 

@@ -505,3 +505,173 @@ def test_native_thread_count_rejects_junk():
     with pytest.raises(JUNK_ERRORS + (OverflowError,)):
         _native.set_num_threads(-1)
     assert _native.get_num_threads() == threads
+
+
+# --- the other optimizers' native functions, called directly with junk ---------------------------
+
+# name -> (slot lists, hyperparameters after them, index of `iterations` among them or None):
+# `fn(params, grads, *slots, *hyperparameters)` is a valid call (see _native.pyi).
+NATIVE_UPDATES = {
+    "rmsprop": (3, (0.1, 0.9, 0.9, 1e-7), None),  # velocities, momentums, average_gradients
+    "adagrad": (1, (0.1, 1e-7), None),
+    "adadelta": (2, (0.1, 0.95, 1e-7), None),
+    "adamax": (2, (0.1, 0.9, 0.999, 1e-7, 0), 4),
+    "nadam": (2, (0.1, 0.9, 0.999, 1e-7, 0, 0.5, 1.0), 4),
+    "lion": (1, (0.1, 0.9, 0.99), None),
+    "ftrl": (2, (0.1, -0.5, 0.0, 0.0, 0.0, 0.0), None),
+    "lamb": (2, (0.1, 0.9, 0.999, 1e-7, 0), 4),
+    "schedule_free_adamw": (2, (0.1, 0.9, 0.999, 1e-8, 0, 0), 5),
+}
+SLOT_VALUE = 0.25
+
+
+class NativeCall:
+    """A valid call of one native update function, to be spoiled by one junk edit.
+
+    Args:
+        name: the function's name in `_native`.
+    """
+
+    def __init__(self, name):
+        slot_lists, hyperparameters, iterations_index = NATIVE_UPDATES[name]
+        self.function = getattr(_native, name)
+        self.params = [_f32(3), _f32(2, 2)]
+        self.grads = [_f32(3), _f32(2, 2)]
+        self.slots = [[np.full(p.shape, SLOT_VALUE, np.float32) for p in self.params]
+                      for _ in range(slot_lists)]
+        self.hyperparameters = list(hyperparameters)
+        self.iterations_index = iterations_index
+        self.kwargs = {}
+        # What the junk may replace in the call, but what must hold its values afterwards.
+        self.arrays = [*self.params, *self.grads]
+        self.slot_arrays = [a for kind in self.slots for a in kind]
+
+    def __call__(self):
+        return self.function(self.params, self.grads, *self.slots, *self.hyperparameters,
+                             **self.kwargs)
+
+    def check_unchanged(self):
+        for a in self.arrays:
+            np.testing.assert_array_equal(a, 1.0)
+        for a in self.slot_arrays:
+            np.testing.assert_array_equal(a, SLOT_VALUE)
+
+
+def _read_only(array):
+    array.flags.writeable = False
+
+
+# (id, edit of a NativeCall, whether it applies to a call): every edit leaves a call that must
+# raise TypeError or ValueError before it modifies anything.
+NATIVE_JUNK = [
+    ("params-none", lambda c: setattr(c, "params", None), None),
+    ("grads-none", lambda c: setattr(c, "grads", None), None),
+    ("params-an-array", lambda c: setattr(c, "params", c.params[0]), None),
+    ("more-grads", lambda c: setattr(c, "grads", c.grads + c.grads), None),
+    ("fewer-grads", lambda c: setattr(c, "grads", c.grads[:1]), None),
+    ("fewer-first-slots", lambda c: c.slots.__setitem__(0, c.slots[0][:1]), None),
+    ("fewer-last-slots", lambda c: c.slots.__setitem__(-1, c.slots[-1][:1]), None),
+    ("first-slots-none", lambda c: c.slots.__setitem__(0, None), None),
+    ("float-params", lambda c: setattr(c, "params", [1.0, 2.0]), None),
+    ("nested-list-params",
+     lambda c: setattr(c, "params", [[1.0, 1.0, 1.0], [[1.0, 1.0], [1.0, 1.0]]]), None),
+    ("int-params", lambda c: setattr(c, "params", [np.ones(3, np.int32),
+                                                   np.ones((2, 2), np.int32)]), None),
+    ("mixed-dtype-params", lambda c: c.params.__setitem__(1, np.ones((2, 2))), None),
+    ("ragged-grad", lambda c: c.grads.__setitem__(0, [[1.0, 2.0], [3.0]]), None),
+    ("string-grad", lambda c: c.grads.__setitem__(0, "abc"), None),
+    ("object-grad", lambda c: c.grads.__setitem__(0, object()), None),
+    ("complex-grad", lambda c: c.grads.__setitem__(0, np.ones(3, np.complex64)), None),
+    ("grad-shape", lambda c: c.grads.__setitem__(1, _f32(4)), None),
+    ("grad-shape-same-size", lambda c: c.grads.__setitem__(1, _f32(4, 1)), None),
+    ("slot-shape", lambda c: c.slots[-1].__setitem__(1, np.zeros(5, np.float32)), None),
+    ("slots-float64", lambda c: c.slots.__setitem__(0, [np.zeros(3), np.zeros((2, 2))]), None),
+    ("slot-int32", lambda c: c.slots[-1].__setitem__(0, np.zeros(3, np.int32)), None),
+    ("slot-a-list", lambda c: c.slots[0].__setitem__(0, [0.0, 0.0, 0.0]), None),
+    ("read-only-param", lambda c: _read_only(c.params[1]), None),
+    ("read-only-slot", lambda c: _read_only(c.slots[-1][1]), None),
+    ("slot-is-its-param", lambda c: c.slots[0].__setitem__(1, c.params[1]), None),
+    ("slot-is-a-view-of-its-param",
+     lambda c: c.slots[-1].__setitem__(1, c.params[1][::-1]), None),
+    ("slot-is-another-param", lambda c: c.slots[-1].__setitem__(0, c.params[1].reshape(4)[:3]),
+     None),
+    ("grad-is-its-param", lambda c: c.grads.__setitem__(0, c.params[0]), None),
+    ("grad-is-a-slot", lambda c: c.grads.__setitem__(1, c.slots[0][1]), None),
+    ("same-param-twice", lambda c: setattr(c, "params", [c.params[1], c.params[1]]), None),
+    ("same-slots-twice", lambda c: c.slots.__setitem__(-1, c.slots[0]),
+     lambda c: len(c.slots) > 1),
+    ("string-learning-rate", lambda c: c.hyperparameters.__setitem__(0, "0.1"), None),
+    ("none-learning-rate", lambda c: c.hyperparameters.__setitem__(0, None), None),
+    ("string-last-hyperparameter", lambda c: c.hyperparameters.__setitem__(-1, "x"), None),
+    ("negative-iterations", lambda c: c.hyperparameters.__setitem__(c.iterations_index, -1),
+     lambda c: c.iterations_index is not None),
+    ("float-iterations", lambda c: c.hyperparameters.__setitem__(c.iterations_index, 1.5),
+     lambda c: c.iterations_index is not None),
+    ("options-int", lambda c: c.kwargs.update(options=42), None),
+    ("accumulators-length", lambda c: c.kwargs.update(options=_native.StepOptions(
+        accumulators=[_f32(3)], accumulation_steps=2)), None),
+    ("averages-length", lambda c: c.kwargs.update(options=_native.StepOptions(
+        averages=[_f32(3)])), None),
+    ("average-is-a-slot", lambda c: c.kwargs.update(options=_native.StepOptions(
+        averages=[c.slots[-1][0], np.zeros((2, 2), np.float32)])), None),
+    ("accumulator-is-a-param", lambda c: c.kwargs.update(options=_native.StepOptions(
+        accumulators=[c.params[0], np.zeros((2, 2), np.float32)], accumulation_steps=2)),
+     None),
+]
+
+
+@pytest.mark.parametrize("name", sorted(NATIVE_UPDATES))
+def test_native_update_call_of_the_junk_table_is_valid(name):
+    # The junk below fails because of its one edit, not because the call it edits is wrong.
+    call = NativeCall(name)
+    call()
+    assert np.all(np.isfinite(call.params[0])) and np.any(call.params[0] != 1.0)
+
+
+@pytest.mark.parametrize(
+    "name,edit",
+    [pytest.param(name, edit, id=f"{name}-{junk_id}")
+     for name in sorted(NATIVE_UPDATES)
+     for junk_id, edit, applies in NATIVE_JUNK
+     if applies is None or applies(NativeCall(name))],
+)
+def test_native_updates_reject_junk(name, edit):
+    call = NativeCall(name)
+    edit(call)
+    with pytest.raises(JUNK_ERRORS):
+        call()
+    call.check_unchanged()
+
+
+def test_all_finite_reads_arrays():
+    # The other side of the junk below: lists of arrays of any real dtype are read in place.
+    assert _native.all_finite([_f32(3), np.ones((2, 2)), np.ones(2, np.int64)])
+    assert _native.all_finite([])
+    values = _f32(5)
+    values[3] = np.nan
+    assert not _native.all_finite([_f32(2), values])
+    assert not _native.all_finite([np.array([1.0, -np.inf])[::-1]])
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        pytest.param(None, id="none"),
+        pytest.param(42, id="int"),
+        pytest.param("abc", id="string"),
+        pytest.param(np.ones(3, np.float32), id="an-array"),
+        pytest.param([None], id="list-of-none"),
+        pytest.param([[[1.0], [1.0, 2.0]]], id="ragged"),
+        pytest.param([np.ones(3, np.complex64)], id="complex"),
+        pytest.param([np.ones(3).astype(object)], id="object"),
+        pytest.param([np.array(["a", "b"])], id="strings"),
+        pytest.param([object()], id="an-object"),
+    ],
+)
+def test_all_finite_rejects_junk(junk):
+    good = _f32(3)
+    # A junk element after a good array: the good one is read, not changed.
+    for arrays in [junk] + ([[good, *junk]] if isinstance(junk, list) else []):
+        with pytest.raises(JUNK_ERRORS):
+            _native.all_finite(arrays)
+    np.testing.assert_array_equal(good, 1.0)

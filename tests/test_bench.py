@@ -4,6 +4,7 @@ Nothing here asserts a speed; the harness runs with tiny sizes and blocks only t
 prints and writes.
 """
 
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -36,13 +37,13 @@ def _run_ferroptim(spec, params, grads):
 
 
 def _run_numpy(spec, params, grads):
-    slots = spec.make_slots(params)
+    slots = spec.make_numpy_state(params)
     for iterations in range(STEPS):
         spec.numpy_step(params, grads, slots, iterations, **spec.kwargs)
 
 
 def _run_numpy_out(spec, params, grads):
-    slots = spec.make_slots(params)
+    slots = spec.make_numpy_state(params)
     scratch = _bench.make_scratch(spec, params)
     for iterations in range(STEPS):
         spec.numpy_out_step(params, grads, slots, scratch, iterations, **spec.kwargs)
@@ -85,6 +86,79 @@ def test_bytes_per_element_count_every_stream():
     # writes p, m.
     assert _bench.OPTIMIZERS["adam"].bytes_per_element(4) == 28
     assert _bench.OPTIMIZERS["sgd"].bytes_per_element(4) == 20
+    # One slot: 5 streams; two: 7; RMSprop's velocity, momentum and average_gradient: 9.
+    # Nadam's u_product is one scalar per step, not a stream.
+    for name in ["rmsprop", "adagrad", "lion"]:
+        assert _bench.OPTIMIZERS[name].bytes_per_element(4) == 20, name
+    for name in ["adadelta", "adamax", "nadam", "ftrl", "lamb", "schedule_free_adamw"]:
+        assert _bench.OPTIMIZERS[name].bytes_per_element(4) == 28, name
+    assert _bench.OPTIMIZERS["rmsprop_centered"].bytes_per_element(4) == 36
+    assert _bench.OPTIMIZERS["adam"].bytes_per_element(8) == 56
+
+
+def test_every_optimizer_class_is_benchmarked():
+    # The element-wise optimizers, whose floor is the roofline of their streams. AdamW is
+    # Adam's kernel after the decoupled decay that every optimizer shares; LossScaleOptimizer
+    # and MultiOptimizer have no kernel: they run their inner optimizers'. Adafactor (factored
+    # second moments) and Muon (Newton-Schulz matrix products) are not element-wise.
+    classes = {name for name in fo.optimizers.__all__
+               if isinstance(getattr(fo.optimizers, name), type)
+               and issubclass(getattr(fo.optimizers, name), fo.optimizers.Optimizer)}
+    benchmarked = {spec.keras_name for spec in _bench.OPTIMIZERS.values()}
+    not_element_wise = {"Optimizer", "AdamW", "LossScaleOptimizer", "MultiOptimizer",
+                        "Adafactor", "Muon"}
+    assert classes - not_element_wise <= benchmarked
+    assert benchmarked <= classes
+
+
+def test_slots_start_as_keras_builds_them():
+    params = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(4, np.float32)]
+    adagrad = _bench.OPTIMIZERS["adagrad"].make_slots(params)
+    assert [a.shape for a in adagrad[0]] == [(2, 3), (4,)]
+    assert all(np.all(a == np.float32(0.1)) for a in adagrad[0])
+    # ScheduleFreeAdamW's z starts as a copy of the parameter (not a view of it).
+    z, v = _bench.OPTIMIZERS["schedule_free_adamw"].make_slots(params)
+    for p, z_i, v_i in zip(params, z, v):
+        np.testing.assert_array_equal(z_i, p)
+        assert not np.shares_memory(z_i, p)
+        np.testing.assert_array_equal(v_i, 0.0)
+    # Nadam's NumPy steps carry the momentum-cache product, 1.0 in the parameters' dtype.
+    *slots, u_product = _bench.OPTIMIZERS["nadam"].make_numpy_state(params)
+    assert len(slots) == 2
+    assert u_product.shape == () and u_product.dtype == np.float32 and u_product == 1.0
+
+
+def _settings(*argv):
+    parser = argparse.ArgumentParser()
+    _bench.add_arguments(parser)
+    return _bench.settings_from_args(parser.parse_args(list(argv)))
+
+
+def test_optimizers_option_selects_a_list_or_all():
+    assert _settings().optimizers == ["sgd", "adam"]
+    assert _settings("--optimizers", "all").optimizers == list(_bench.OPTIMIZERS)
+    assert _settings("--optimizers", "Lion, ftrl").optimizers == ["lion", "ftrl"]
+    with pytest.raises(ValueError, match="unknown all;"):
+        # `all` stands alone: with other names it is an unknown name.
+        _settings("--optimizers", "adam,all")
+
+
+def test_every_optimizer_but_adam_is_held_to_085_of_its_roofline_at_32m():
+    def result(name, ferroptim_s, roofline_s):
+        timings = {"ferroptim": _bench.Timing(1, [ferroptim_s]),
+                   "roofline": _bench.Timing(1, [roofline_s])}
+        spec = _bench.OPTIMIZERS[name]
+        return _bench.CaseResult(name, _bench.parse_case("32M"), 2, spec.bytes_per_element(4),
+                                 timings, {}, {})
+
+    settings = _settings("--optimizers", "adam,lion,ftrl", "--sizes", "32M")
+    report = _bench.Report(settings, {}, [result("adam", 1.0, 0.88), result("lion", 1.0, 0.86),
+                                          result("ftrl", 1.0, 0.5)], [])
+    rows = {text: (value, met) for text, value, met in _bench.targets(report)}
+    assert rows["Adam 32M: >= 0.9 of the roofline"] == ("0.88", False)
+    assert rows["lion 32M: >= 0.85 of the roofline"] == ("0.86", True)
+    assert rows["ftrl 32M: >= 0.85 of the roofline"] == ("0.50", False)
+    assert not any(text.startswith("adam 32M") for text in rows)
 
 
 def test_unknown_optimizer_is_a_usage_error(capsys):

@@ -101,7 +101,7 @@ def test_gradient_accumulation():
 
 
 @pytest.mark.parametrize("name", ["SGD", "RMSprop", "Adam", "AdamW", "Adadelta", "Adagrad",
-                                  "Adamax", "Nadam", "Lion"])
+                                  "Adamax", "Nadam", "Lion", "Lamb", "Adafactor"])
 def test_weight_decay(name):
     grads = np.zeros((), np.float32)
     var1, var2, var3 = (np.array(2.0, np.float32) for _ in range(3))
@@ -119,7 +119,8 @@ def test_weight_decay(name):
 
 
 @pytest.mark.parametrize("name", ["SGD", "RMSprop", "Adam", "AdamW", "Adadelta", "Adagrad",
-                                  "Adamax", "Nadam", "Lion", "Ftrl"])
+                                  "Adamax", "Nadam", "Lion", "Ftrl", "Lamb",
+                                  "ScheduleFreeAdamW", "Adafactor", "Muon"])
 def test_gradient_accumulation_with_weight_decay(name):
     # Keras's test_gradient_accumulation_with_weigth_decay: k = 3 micro-batches update the
     # variables exactly as one step on their mean, weight decay and bias corrections included.
@@ -212,3 +213,73 @@ def test_empty_gradient_list_is_a_no_op():
     opt = fo.optimizers.Adam()
     opt.apply([], [])
     assert int(opt.iterations) == 0
+
+
+# --- Adafactor and Muon (KERAS_SPEC §4.1, §4.2) ---------------------------------------------------
+
+
+def test_adafactor_matrix_single_step():
+    # adafactor_test.test_single_step's second case: the factored second moment.
+    opt = fo.optimizers.Adafactor(learning_rate=0.5)
+    var = np.array(ref.ADAFACTOR_SINGLE_STEP_2D_VAR, np.float32)
+    opt.apply_gradients([(np.array(ref.ADAFACTOR_SINGLE_STEP_2D_GRAD, np.float32), var)])
+    assert_keras_float32(var, ref.ADAFACTOR_SINGLE_STEP_2D)
+
+
+def test_adafactor_correctness_with_golden():
+    # Keras sums Adafactor's means in float32, ferroptim in float64 (the correctly rounded
+    # value): the trajectories drift apart by a few float32 ulps over six steps, within
+    # assert_keras_float32's budget.
+    opt = fo.optimizers.Adafactor(**ref.ADAFACTOR_GOLDEN_KWARGS)
+    x = np.ones(10, np.float32)
+    opt.apply_gradients([(np.array(ref.GOLDEN_FIRST_GRADS, np.float32), x)])
+    grads = np.array(ref.golden_grads("Adafactor"), np.float32)
+    for step, row in enumerate(ref.ADAFACTOR_GOLDEN, start=1):
+        assert_keras_float32(x, row, err_msg=f"after step {step}")
+        if step < len(ref.ADAFACTOR_GOLDEN):
+            opt.apply_gradients([(grads, x)])
+
+
+def test_muon_adamw_path_single_step():
+    # muon_test: a 1-D variable named `test_vars` takes the AdamW path; Keras calls update_step
+    # directly, so no weight decay: here adam_weight_decay=None gives the same step.
+    opt = fo.optimizers.Muon(learning_rate=0.5, adam_weight_decay=None)
+    var = np.array(ref.SINGLE_STEP_VAR, np.float32)
+    opt.apply({"test_vars": np.array(ref.SINGLE_STEP_GRAD, np.float32)}, {"test_vars": var})
+    assert opt.variable_names[-2:] == ["test_vars_momentum", "test_vars_velocity"]
+    assert_keras_float32(var, ref.MUON_ADAMW_SINGLE_STEP)
+
+
+def test_muon_muon_path_single_step():
+    # muon_test: Muon(learning_rate=0.5, weight_decay=0) on a matrix (w - w * 0 * lr is w).
+    # Newton-Schulz's matrix products round differently from XLA's: KERAS_SPEC §4.2 sees up to
+    # 4e-6 relative between Keras's own backends on Muon, hence that rtol.
+    opt = fo.optimizers.Muon(learning_rate=0.5, weight_decay=0)
+    var = np.array(ref.MUON_SINGLE_STEP_VAR, np.float32)
+    opt.apply_gradients([(np.array(ref.MUON_SINGLE_STEP_GRAD, np.float32), var)])
+    assert opt.variable_names[-1] == "variable_0_momentum"  # no velocity: the Muon path
+    np.testing.assert_allclose(var, ref.MUON_SINGLE_STEP, rtol=4e-6)
+    assert var.dtype == np.float32
+
+
+def test_muon_newton_schulz_keras_value():
+    # Same budget as above: 4e-6 relative between backends (KERAS_SPEC §4.2).
+    x = fo.optimizers.Muon().zeropower_via_newtonschulz5(ref.NS_INPUT, 5)
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(x, ref.NS_OUTPUT, rtol=4e-6)
+
+
+def test_muon_weight_decay_keras_test():
+    # muon_test's weight decay checks (lr 1, decay 0.01): a matrix through `weight_decay`, the
+    # scalar 2.0 through `adam_weight_decay`; a zero gradient makes both updates exactly zero
+    # (Muon: NS(0) = 0; AdamW: 0 / (0 + epsilon)), leaving w - 0.01 * w.
+    matrix = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    scalar = np.array(2.0, np.float32)
+    opt = fo.optimizers.Muon(learning_rate=1.0, weight_decay=0.01, adam_weight_decay=0.01)
+    opt.apply_gradients([(np.zeros((2, 2), np.float32), matrix),
+                         (np.zeros((), np.float32), scalar)])
+    f32 = np.float32
+    expected = np.array([[1.0, 2.0], [3.0, 4.0]], f32)
+    np.testing.assert_array_equal(matrix, expected - expected * f32(0.01) * f32(1.0))
+    assert scalar == f32(2.0) - f32(2.0) * f32(0.01) * f32(1.0)
+

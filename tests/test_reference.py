@@ -14,10 +14,11 @@ import pytest
 import reference as ref
 
 F32_EPS = float(np.finfo(np.float32).eps)
-ALL = ["SGD", "RMSprop", "Adam", "AdamW", "Adadelta", "Adagrad", "Adamax", "Nadam", "Lion", "Ftrl"]
+ALL = ["SGD", "RMSprop", "Adam", "AdamW", "Adadelta", "Adagrad", "Adamax", "Nadam", "Lion", "Ftrl",
+       "Lamb", "ScheduleFreeAdamW", "Adafactor"]
 # The optimizers whose Keras test file has `test_weight_decay` (a zero gradient leaves only the
-# decay): all but Ftrl.
-WEIGHT_DECAY_TESTS = [name for name in ALL if name != "Ftrl"]
+# decay): all but Ftrl and ScheduleFreeAdamW (its first step moves y to z, undoing the decay).
+WEIGHT_DECAY_TESTS = [name for name in ALL if name not in ("Ftrl", "ScheduleFreeAdamW")]
 
 
 def _run(name, kwargs, var, grads_per_step, dtype, names=None, xla=False):
@@ -33,8 +34,10 @@ def _run(name, kwargs, var, grads_per_step, dtype, names=None, xla=False):
 
 @pytest.mark.parametrize("name", sorted(ref.SINGLE_STEP))
 def test_single_step_float32_is_bit_exact(name):
+    # Keras ran on JAX: XLA's division by a broadcast scalar is emulated (Lamb's first element
+    # moves by 4 ulps with a true division by its bias corrections).
     _, states = _run(name, {"learning_rate": 0.5}, ref.SINGLE_STEP_VAR, [ref.SINGLE_STEP_GRAD],
-                     np.float32)
+                     np.float32, xla=True)
     np.testing.assert_array_equal(states[0], np.array(ref.SINGLE_STEP[name], np.float32))
 
 
@@ -119,6 +122,7 @@ def test_keras_test_golden_rows_at_keras_tolerance():
              -1.7454],
         ],
         "Lion": [[0.999] * 10, [0.998] * 10, [0.997] * 10, [0.996] * 10, [0.995] * 10],
+        "Lamb": [[0.999] * 10, [0.9982] * 10, [0.9974] * 10, [0.9965] * 10, [0.9955] * 10],
         "Ftrl": [
             [0.0] * 10,
             [-0.0034, -0.0077, -0.0118, -0.0157, -0.0194, -0.023, -0.0263, -0.0294, -0.0325,
@@ -375,3 +379,87 @@ def test_variables_order():
     assert opt.variables[6] is opt.rule.momentums[0] and opt.variables[7] is opt.rule.velocities[0]
     assert opt.variables[10] is opt.rule.velocity_hats[0]
     assert len(ref.make_reference("SGD").rule.build([a])) == 0
+
+
+# --- Adafactor and Muon (KERAS_SPEC §1.9, §1.13, §4.2) --------------------------------------------
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_adafactor_matrix_single_step_float32_is_bit_exact(xla):
+    _, states = _run("Adafactor", {"learning_rate": 0.5}, ref.ADAFACTOR_SINGLE_STEP_2D_VAR,
+                     [ref.ADAFACTOR_SINGLE_STEP_2D_GRAD], np.float32, xla=xla)
+    np.testing.assert_array_equal(states[0], np.array(ref.ADAFACTOR_SINGLE_STEP_2D, np.float32))
+
+
+def test_adafactor_golden_trajectory():
+    # Keras sums the means and RMS in float32, the reference in float64: 7 float32 ulps of the
+    # row's scale apart by step 6 (measured), while the weights shrink 30-fold. float64 agrees
+    # to float32 accuracy, as for GOLDEN_TRAJECTORIES.
+    grads = [ref.GOLDEN_FIRST_GRADS] + [ref.golden_grads("Adafactor")] * 5
+    _, states = _run("Adafactor", ref.ADAFACTOR_GOLDEN_KWARGS, np.ones(10), grads, np.float32)
+    _, states64 = _run("Adafactor", ref.ADAFACTOR_GOLDEN_KWARGS, np.ones(10), grads, np.float64)
+    for step, (state, state64, row) in enumerate(zip(states, states64, ref.ADAFACTOR_GOLDEN),
+                                                 start=1):
+        scale = float(np.abs(row).max())
+        np.testing.assert_allclose(state, row, rtol=2 * F32_EPS, atol=10 * F32_EPS * scale,
+                                   err_msg=f"step {step}")
+        np.testing.assert_allclose(state64, row, rtol=2e-5, atol=2e-6, err_msg=f"step {step}")
+
+
+def test_adafactor_batches_the_leading_axes_and_ignores_relative_step():
+    # Rank 3: each matrix of the leading axis is factored on its own; the RMS of w and of the
+    # update are over the whole tensor, so the batch equals separate runs only when those are
+    # equal: the same matrix twice. relative_step=False changes nothing (KERAS_SPEC §1.9).
+    rng = np.random.default_rng(0)
+    matrix = rng.standard_normal((3, 4))
+    grads = [rng.standard_normal((3, 4)) for _ in range(3)]
+    single = ref.make_reference("Adafactor", {"learning_rate": 0.5})
+    single.build([matrix.copy()])
+    batch = ref.make_reference("Adafactor", {"learning_rate": 0.5, "relative_step": False})
+    batch.build([np.stack([matrix, matrix])])
+    for g in grads:
+        single.apply([g])
+        batch.apply([np.stack([g, g])])
+        for half in batch.params[0]:
+            np.testing.assert_allclose(half, single.params[0], rtol=1e-13)
+    assert batch.rule.rs[0].shape == (2, 3) and batch.rule.cs[0].shape == (2, 4)
+
+
+def test_muon_single_steps_and_newton_schulz_float32_are_bit_exact():
+    _, adamw = _run("Muon", {"learning_rate": 0.5, "adam_weight_decay": None},
+                    ref.SINGLE_STEP_VAR, [ref.SINGLE_STEP_GRAD], np.float32)
+    np.testing.assert_array_equal(adamw[0], np.array(ref.MUON_ADAMW_SINGLE_STEP, np.float32))
+    _, muon = _run("Muon", {"learning_rate": 0.5, "weight_decay": 0}, ref.MUON_SINGLE_STEP_VAR,
+                   [ref.MUON_SINGLE_STEP_GRAD], np.float32)
+    np.testing.assert_array_equal(muon[0], np.array(ref.MUON_SINGLE_STEP, np.float32))
+    ns = ref.newton_schulz(np.array(ref.NS_INPUT, np.float32), 5, 3.4445, -4.7750, 2.0315)
+    np.testing.assert_array_equal(ns, np.array(ref.NS_OUTPUT, np.float32))
+
+
+def test_newton_schulz_transposes_tall_matrices_and_lr_adjust():
+    # NS(X^T) = NS(X)^T (a tall matrix is orthogonalized through its transpose); Keras's
+    # lr_adjust test: rms_rate 0.2 scales a (4, 2) update by sqrt(4) * 0.2 = 0.4.
+    x = np.random.default_rng(1).standard_normal((5, 3))
+    np.testing.assert_allclose(ref.newton_schulz(x, 5, 3.4445, -4.7750, 2.0315),
+                               ref.newton_schulz(x.T, 5, 3.4445, -4.7750, 2.0315).T, rtol=1e-13)
+    g = np.ones((4, 2))
+    scaled = ref.make_reference("Muon", {"learning_rate": 1.0, "weight_decay": None})
+    plain = ref.make_reference("Muon", {"learning_rate": 1.0, "weight_decay": None,
+                                        "rms_rate": None})
+    for opt in (scaled, plain):
+        opt.build([np.zeros((4, 2))])
+        opt.apply([g])
+    np.testing.assert_allclose(scaled.params[0], plain.params[0] * 0.4, rtol=1e-15)
+
+
+def test_muon_routing_and_weight_decay_per_path():
+    names = ["dense/kernel", "token_Embedding/embeddings", "head/kernel", "dense/bias", "conv"]
+    shapes = [(3, 2), (4, 2), (2, 2), (2,), (2, 2, 2)]
+    opt = ref.make_reference("Muon", {"learning_rate": 1.0, "weight_decay": 0.5,
+                                      "adam_weight_decay": 0.25, "exclude_layers": ["^head"]})
+    opt.build([np.ones(s) for s in shapes], names=names)
+    assert opt.rule.uses_adamw == [False, True, True, True, True]
+    opt.apply([np.zeros(s) for s in shapes])
+    for w, adamw in zip(opt.params, opt.rule.uses_adamw):
+        np.testing.assert_array_equal(w, np.full(w.shape, 0.75 if adamw else 0.5))
+

@@ -32,7 +32,8 @@ import re
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple,
+                    Union)
 
 import numpy as np
 
@@ -132,6 +133,544 @@ def adam_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
         p -= s
 
 
+def rmsprop_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
+                  learning_rate: float, rho: float, momentum: float, epsilon: float,
+                  centered: bool) -> None:
+    """RMSprop as a NumPy user writes it (keras/src/optimizers/rmsprop.py order: epsilon
+    inside the square root).
+
+    Args:
+        params: parameters, updated in place.
+        grads: gradients, one per parameter.
+        slots: `[velocities]`, then `momentums` if momentum > 0, then `average_gradients` if
+            centered (Keras's three groups), each one array per parameter, updated in place.
+        iterations: steps done before this one (unused: RMSprop has no bias correction).
+        learning_rate, rho, momentum, epsilon, centered: Keras's RMSprop hyperparameters.
+    """
+    del iterations
+    velocities = slots[0]
+    momentums = slots[1] if momentum > 0 else None
+    average_gradients = slots[-1] if centered else None
+    for i, (p, g) in enumerate(zip(params, grads)):
+        v = velocities[i]
+        v[...] = rho * v + (1 - rho) * g * g
+        if average_gradients is not None:
+            a = average_gradients[i]
+            a[...] = rho * a + (1 - rho) * g
+            denominator = v - a * a + epsilon
+        else:
+            denominator = v + epsilon
+        increment = learning_rate * g / np.sqrt(denominator)
+        if momentums is not None:
+            m = momentums[i]
+            m[...] = momentum * m + increment
+            p -= m
+        else:
+            p -= increment
+
+
+def rmsprop_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
+                      scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
+                      rho: float, momentum: float, epsilon: float, centered: bool) -> None:
+    """RMSprop in in-place ufuncs over preallocated scratch (no temporaries).
+
+    Args:
+        params, grads, slots, iterations, learning_rate, rho, momentum, epsilon, centered: as in
+            `rmsprop_numpy`.
+        scratch: per parameter, `[s]`: one array of the parameter's shape to overwrite.
+    """
+    del iterations
+    velocities = slots[0]
+    momentums = slots[1] if momentum > 0 else None
+    average_gradients = slots[-1] if centered else None
+    for i, (p, g, (s,)) in enumerate(zip(params, grads, scratch)):
+        v = velocities[i]
+        v *= rho
+        np.multiply(g, g, out=s)
+        s *= 1 - rho
+        v += s
+        if average_gradients is not None:
+            a = average_gradients[i]
+            a *= rho
+            np.multiply(g, 1 - rho, out=s)
+            a += s
+            np.multiply(a, a, out=s)
+            np.subtract(v, s, out=s)
+            s += epsilon
+        else:
+            np.add(v, epsilon, out=s)
+        np.sqrt(s, out=s)
+        np.divide(g, s, out=s)
+        s *= learning_rate
+        if momentums is not None:
+            m = momentums[i]
+            m *= momentum
+            m += s
+            p -= m
+        else:
+            p -= s
+
+
+def adagrad_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
+                  learning_rate: float, initial_accumulator_value: float,
+                  epsilon: float) -> None:
+    """Adagrad as a NumPy user writes it (keras/src/optimizers/adagrad.py order: epsilon
+    inside the square root).
+
+    Args:
+        params: parameters, updated in place.
+        grads: gradients, one per parameter.
+        slots: `[accumulators]`, one array per parameter, updated in place.
+        iterations: steps done before this one (unused).
+        learning_rate, epsilon: Keras's Adagrad hyperparameters.
+        initial_accumulator_value: unused here: it is the accumulators' initial value.
+    """
+    del iterations, initial_accumulator_value
+    (accumulators,) = slots
+    for p, g, acc in zip(params, grads, accumulators):
+        acc += g * g
+        p -= learning_rate * g / np.sqrt(acc + epsilon)
+
+
+def adagrad_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
+                      scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
+                      initial_accumulator_value: float, epsilon: float) -> None:
+    """Adagrad in in-place ufuncs over preallocated scratch (no temporaries).
+
+    Args:
+        params, grads, slots, iterations, learning_rate, initial_accumulator_value, epsilon:
+            as in `adagrad_numpy`.
+        scratch: per parameter, `[s]`: one array of the parameter's shape to overwrite.
+    """
+    del iterations, initial_accumulator_value
+    (accumulators,) = slots
+    for p, g, acc, (s,) in zip(params, grads, accumulators, scratch):
+        np.multiply(g, g, out=s)
+        acc += s
+        np.add(acc, epsilon, out=s)
+        np.sqrt(s, out=s)
+        np.divide(g, s, out=s)
+        s *= learning_rate
+        p -= s
+
+
+def adadelta_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
+                   learning_rate: float, rho: float, epsilon: float) -> None:
+    """Adadelta as a NumPy user writes it (keras/src/optimizers/adadelta.py order).
+
+    Args:
+        params: parameters, updated in place.
+        grads: gradients, one per parameter.
+        slots: `[accumulated_grads, accumulated_delta_vars]`, each one array per parameter,
+            updated in place.
+        iterations: steps done before this one (unused).
+        learning_rate, rho, epsilon: Keras's Adadelta hyperparameters.
+    """
+    del iterations
+    accumulated_grads, accumulated_delta_vars = slots
+    for p, g, eg, edx in zip(params, grads, accumulated_grads, accumulated_delta_vars):
+        eg[...] = rho * eg + (1 - rho) * g * g
+        delta = -np.sqrt(edx + epsilon) * g / np.sqrt(eg + epsilon)
+        edx[...] = rho * edx + (1 - rho) * delta * delta
+        p += learning_rate * delta
+
+
+def adadelta_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
+                       scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
+                       rho: float, epsilon: float) -> None:
+    """Adadelta in in-place ufuncs over preallocated scratch (no temporaries).
+
+    Args:
+        params, grads, slots, iterations, learning_rate, rho, epsilon: as in `adadelta_numpy`.
+        scratch: per parameter, `[s, t]`: two arrays of the parameter's shape to overwrite.
+    """
+    del iterations
+    accumulated_grads, accumulated_delta_vars = slots
+    for p, g, eg, edx, (s, t) in zip(params, grads, accumulated_grads, accumulated_delta_vars,
+                                     scratch):
+        eg *= rho
+        np.multiply(g, g, out=s)
+        s *= 1 - rho
+        eg += s
+        # s = -delta: the sign is folded into the final subtraction.
+        np.add(edx, epsilon, out=s)
+        np.sqrt(s, out=s)
+        s *= g
+        np.add(eg, epsilon, out=t)
+        np.sqrt(t, out=t)
+        s /= t
+        edx *= rho
+        np.multiply(s, s, out=t)
+        t *= 1 - rho
+        edx += t
+        s *= learning_rate
+        p -= s
+
+
+def adamax_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
+                 learning_rate: float, beta_1: float, beta_2: float, epsilon: float) -> None:
+    """Adamax as a NumPy user writes it (keras/src/optimizers/adamax.py order).
+
+    Args:
+        params: parameters, updated in place.
+        grads: gradients, one per parameter.
+        slots: `[momentums, norms]`, each one array per parameter, updated in place.
+        iterations: steps done before this one.
+        learning_rate, beta_1, beta_2, epsilon: Keras's Adamax hyperparameters.
+    """
+    t = iterations + 1
+    momentums, norms = slots
+    for p, g, m, u in zip(params, grads, momentums, norms):
+        m += (g - m) * (1 - beta_1)
+        u[...] = np.maximum(beta_2 * u, np.abs(g))
+        p -= learning_rate * m / ((1 - beta_1**t) * (u + epsilon))
+
+
+def adamax_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
+                     scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
+                     beta_1: float, beta_2: float, epsilon: float) -> None:
+    """Adamax in in-place ufuncs over preallocated scratch (no temporaries).
+
+    Args:
+        params, grads, slots, iterations, learning_rate, beta_1, beta_2, epsilon: as in
+            `adamax_numpy`.
+        scratch: per parameter, `[s]`: one array of the parameter's shape to overwrite.
+    """
+    t = iterations + 1
+    step_size = learning_rate / (1 - beta_1**t)
+    momentums, norms = slots
+    for p, g, m, u, (s,) in zip(params, grads, momentums, norms, scratch):
+        np.subtract(g, m, out=s)
+        s *= 1 - beta_1
+        m += s
+        u *= beta_2
+        np.abs(g, out=s)
+        np.maximum(u, s, out=u)
+        np.add(u, epsilon, out=s)
+        np.divide(m, s, out=s)
+        s *= step_size
+        p -= s
+
+
+def _nadam_scalars(u_product: np.ndarray, iterations: int, beta_1: float,
+                   beta_2: float) -> Tuple[float, float, float, float, float]:
+    # Once per step, before any tensor: the momentum-cache product advances (kept in the
+    # parameters' dtype, as Keras keeps it).
+    t = iterations + 1
+    u_t = beta_1 * (1 - 0.5 * 0.96**t)
+    u_t_1 = beta_1 * (1 - 0.5 * 0.96 ** (t + 1))
+    u_product[()] = u_product * u_t
+    u_product_t = float(u_product)
+    return u_t, u_t_1, u_product_t, u_product_t * u_t_1, beta_2**t
+
+
+def nadam_numpy(params: Arrays, grads: Arrays, slots: Sequence[Any], iterations: int, *,
+                learning_rate: float, beta_1: float, beta_2: float, epsilon: float) -> None:
+    """Nadam as a NumPy user writes it (keras/src/optimizers/nadam.py order).
+
+    Args:
+        params: parameters, updated in place.
+        grads: gradients, one per parameter.
+        slots: `[momentums, velocities, u_product]`: two lists of one array per parameter and
+            the 0-d momentum-cache product, all updated in place.
+        iterations: steps done before this one.
+        learning_rate, beta_1, beta_2, epsilon: Keras's Nadam hyperparameters.
+    """
+    momentums, velocities, u_product = slots
+    u_t, u_t_1, u_product_t, u_product_t_1, beta_2_power = _nadam_scalars(
+        u_product, iterations, beta_1, beta_2)
+    for p, g, m, v in zip(params, grads, momentums, velocities):
+        m += (g - m) * (1 - beta_1)
+        v += (g * g - v) * (1 - beta_2)
+        m_hat = u_t_1 * m / (1 - u_product_t_1) + (1 - u_t) * g / (1 - u_product_t)
+        v_hat = v / (1 - beta_2_power)
+        p -= (m_hat * learning_rate) / (np.sqrt(v_hat) + epsilon)
+
+
+def nadam_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Any],
+                    scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
+                    beta_1: float, beta_2: float, epsilon: float) -> None:
+    """Nadam in in-place ufuncs over preallocated scratch (no temporaries).
+
+    Args:
+        params, grads, slots, iterations, learning_rate, beta_1, beta_2, epsilon: as in
+            `nadam_numpy`.
+        scratch: per parameter, `[s, t]`: two arrays of the parameter's shape to overwrite.
+    """
+    momentums, velocities, u_product = slots
+    u_t, u_t_1, u_product_t, u_product_t_1, beta_2_power = _nadam_scalars(
+        u_product, iterations, beta_1, beta_2)
+    m_scale = u_t_1 / (1 - u_product_t_1)
+    g_scale = (1 - u_t) / (1 - u_product_t)
+    v_scale = 1 / (1 - beta_2_power)
+    for p, g, m, v, (s, t) in zip(params, grads, momentums, velocities, scratch):
+        np.subtract(g, m, out=s)
+        s *= 1 - beta_1
+        m += s
+        np.multiply(g, g, out=s)
+        s -= v
+        s *= 1 - beta_2
+        v += s
+        np.multiply(m, m_scale, out=s)
+        np.multiply(g, g_scale, out=t)
+        s += t
+        np.multiply(v, v_scale, out=t)
+        np.sqrt(t, out=t)
+        t += epsilon
+        s /= t
+        s *= learning_rate
+        p -= s
+
+
+def lion_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
+               learning_rate: float, beta_1: float, beta_2: float) -> None:
+    """Lion as a NumPy user writes it (keras/src/optimizers/lion.py order).
+
+    Args:
+        params: parameters, updated in place.
+        grads: gradients, one per parameter.
+        slots: `[momentums]`, one array per parameter, updated in place.
+        iterations: steps done before this one (unused).
+        learning_rate, beta_1, beta_2: Keras's Lion hyperparameters.
+    """
+    del iterations
+    (momentums,) = slots
+    for p, g, m in zip(params, grads, momentums):
+        p -= learning_rate * np.sign(m * beta_1 + g * (1 - beta_1))
+        m[...] = m * beta_2 + g * (1 - beta_2)
+
+
+def lion_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
+                   scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
+                   beta_1: float, beta_2: float) -> None:
+    """Lion in in-place ufuncs over preallocated scratch (no temporaries).
+
+    Args:
+        params, grads, slots, iterations, learning_rate, beta_1, beta_2: as in `lion_numpy`.
+        scratch: per parameter, `[s, t]`: two arrays of the parameter's shape to overwrite.
+    """
+    del iterations
+    (momentums,) = slots
+    for p, g, m, (s, t) in zip(params, grads, momentums, scratch):
+        np.multiply(m, beta_1, out=s)
+        np.multiply(g, 1 - beta_1, out=t)
+        s += t
+        np.sign(s, out=s)
+        s *= learning_rate
+        p -= s
+        m *= beta_2
+        np.multiply(g, 1 - beta_2, out=t)
+        m += t
+
+
+def ftrl_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
+               learning_rate: float, learning_rate_power: float,
+               initial_accumulator_value: float, l1_regularization_strength: float,
+               l2_regularization_strength: float, l2_shrinkage_regularization_strength: float,
+               beta: float) -> None:
+    """FTRL as a NumPy user writes it (keras/src/optimizers/ftrl.py order).
+
+    Args:
+        params: parameters, replaced in place.
+        grads: gradients, one per parameter.
+        slots: `[accumulators, linears]`, each one array per parameter, updated in place.
+        iterations: steps done before this one (unused).
+        learning_rate, learning_rate_power, l1_regularization_strength,
+        l2_regularization_strength, l2_shrinkage_regularization_strength, beta: Keras's Ftrl
+            hyperparameters.
+        initial_accumulator_value: unused here: it is the accumulators' initial value.
+    """
+    del iterations, initial_accumulator_value
+    power = -learning_rate_power
+    l1 = l1_regularization_strength
+    l2 = l2_regularization_strength + beta / (2 * learning_rate)
+    accumulators, linears = slots
+    for p, g, n, z in zip(params, grads, accumulators, linears):
+        grad_to_use = g + 2 * l2_shrinkage_regularization_strength * p
+        new_n = n + g * g
+        sigma = (new_n**power - n**power) / learning_rate
+        z += grad_to_use - sigma * p
+        quadratic = new_n**power / learning_rate + 2 * l2
+        p[...] = (np.clip(z, -l1, l1) - z) / quadratic
+        n[...] = new_n
+
+
+def _power_out(x: np.ndarray, power: float, out: np.ndarray) -> None:
+    # `x ** 0.5` takes NumPy's square-root fast path, `np.power(x, 0.5, out=)` does not: a
+    # careful user calls np.sqrt for the default learning_rate_power.
+    if power == 0.5:
+        np.sqrt(x, out=out)
+    else:
+        np.power(x, power, out=out)
+
+
+def ftrl_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
+                   scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
+                   learning_rate_power: float, initial_accumulator_value: float,
+                   l1_regularization_strength: float, l2_regularization_strength: float,
+                   l2_shrinkage_regularization_strength: float, beta: float) -> None:
+    """FTRL in in-place ufuncs over preallocated scratch (no temporaries).
+
+    Args:
+        params, grads, slots, iterations, learning_rate, learning_rate_power,
+        initial_accumulator_value, l1_regularization_strength, l2_regularization_strength,
+        l2_shrinkage_regularization_strength, beta: as in `ftrl_numpy`.
+        scratch: per parameter, `[s, t]`: two arrays of the parameter's shape to overwrite.
+    """
+    del iterations, initial_accumulator_value
+    power = -learning_rate_power
+    l1 = l1_regularization_strength
+    l2 = l2_regularization_strength + beta / (2 * learning_rate)
+    shrinkage = 2 * l2_shrinkage_regularization_strength
+    accumulators, linears = slots
+    for p, g, n, z, (s, t) in zip(params, grads, accumulators, linears, scratch):
+        _power_out(n, power, t)
+        np.multiply(g, g, out=s)
+        n += s
+        _power_out(n, power, s)
+        # t = grad_to_use - sigma * p = g + p * (2 * l2_shrinkage - (new_n**power -
+        # n**power) / learning_rate): the shrinkage joins sigma's factor of p, no scratch.
+        t -= s
+        t *= 1 / learning_rate
+        if shrinkage:
+            t += shrinkage
+        t *= p
+        t += g
+        z += t
+        s *= 1 / learning_rate
+        s += 2 * l2
+        np.clip(z, -l1, l1, out=t)
+        t -= z
+        np.divide(t, s, out=p)
+
+
+def lamb_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
+               learning_rate: float, beta_1: float, beta_2: float, epsilon: float) -> None:
+    """Lamb as a NumPy user writes it (keras/src/optimizers/lamb.py order).
+
+    Args:
+        params: parameters, updated in place.
+        grads: gradients, one per parameter.
+        slots: `[momentums, velocities]`, each one array per parameter, updated in place.
+        iterations: steps done before this one.
+        learning_rate, beta_1, beta_2, epsilon: Keras's Lamb hyperparameters.
+    """
+    t = iterations + 1
+    momentums, velocities = slots
+    for p, g, m, v in zip(params, grads, momentums, velocities):
+        m += (g - m) * (1 - beta_1)
+        v += (g * g - v) * (1 - beta_2)
+        update = (m / (1 - beta_1**t)) / (np.sqrt(v / (1 - beta_2**t)) + epsilon)
+        w_norm = np.sqrt(np.sum(p**2))
+        r_norm = np.sqrt(np.sum(update**2))
+        ratio = w_norm / r_norm if w_norm > 0 and r_norm > 0 else 1.0
+        p -= ratio * learning_rate * update
+
+
+def lamb_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
+                   scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
+                   beta_1: float, beta_2: float, epsilon: float) -> None:
+    """Lamb in in-place ufuncs over preallocated scratch (no temporaries; the norms are BLAS
+    dot products).
+
+    Args:
+        params, grads, slots, iterations, learning_rate, beta_1, beta_2, epsilon: as in
+            `lamb_numpy`.
+        scratch: per parameter, `[s]`: one array of the parameter's shape to overwrite.
+    """
+    t = iterations + 1
+    m_scale = 1 / (1 - beta_1**t)
+    v_scale = 1 / (1 - beta_2**t)
+    momentums, velocities = slots
+    for p, g, m, v, (s,) in zip(params, grads, momentums, velocities, scratch):
+        np.subtract(g, m, out=s)
+        s *= 1 - beta_1
+        m += s
+        np.multiply(g, g, out=s)
+        s -= v
+        s *= 1 - beta_2
+        v += s
+        np.multiply(v, v_scale, out=s)
+        np.sqrt(s, out=s)
+        s += epsilon
+        np.divide(m, s, out=s)
+        s *= m_scale
+        flat_p, flat_s = p.reshape(-1), s.reshape(-1)
+        w_norm = math.sqrt(float(np.dot(flat_p, flat_p)))
+        r_norm = math.sqrt(float(np.dot(flat_s, flat_s)))
+        ratio = w_norm / r_norm if w_norm > 0 and r_norm > 0 else 1.0
+        s *= ratio * learning_rate
+        p -= s
+
+
+def schedule_free_adamw_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
+                              iterations: int, *, learning_rate: float, beta_1: float,
+                              beta_2: float, epsilon: float, warmup_steps: int) -> None:
+    """ScheduleFreeAdamW as a NumPy user writes it (keras/src/optimizers/schedule_free_adamw.py
+    order): the parameters hold y, the `momentums` z.
+
+    Args:
+        params: parameters (y), updated in place.
+        grads: gradients, one per parameter.
+        slots: `[momentums, velocities]` (z, starting as copies of the parameters, and the
+            second moment), each one array per parameter, updated in place.
+        iterations: steps done before this one.
+        learning_rate, beta_1, beta_2, epsilon, warmup_steps: Keras's ScheduleFreeAdamW
+            hyperparameters.
+    """
+    t = iterations + 1
+    lr = learning_rate * min(t / warmup_steps, 1.0) if warmup_steps > 0 else learning_rate
+    c = 1 / t
+    momentums, velocities = slots
+    for y, g, z, v in zip(params, grads, momentums, velocities):
+        z_old = z.copy()
+        v += (g * g - v) * (1 - beta_2)
+        denominator = np.sqrt(v / (1 - beta_2**t)) + epsilon
+        z -= lr * g / denominator
+        x_old = (y - (1 - beta_1) * z_old) / beta_1
+        x_new = (1 - c) * x_old + c * z
+        y[...] = (1 - beta_1) * z + beta_1 * x_new
+
+
+def schedule_free_adamw_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
+                                  scratch: Sequence[Arrays], iterations: int, *,
+                                  learning_rate: float, beta_1: float, beta_2: float,
+                                  epsilon: float, warmup_steps: int) -> None:
+    """ScheduleFreeAdamW in in-place ufuncs over preallocated scratch (no temporaries).
+
+    Args:
+        params, grads, slots, iterations, learning_rate, beta_1, beta_2, epsilon,
+        warmup_steps: as in `schedule_free_adamw_numpy`.
+        scratch: per parameter, `[s, x]`: two arrays of the parameter's shape to overwrite.
+    """
+    t = iterations + 1
+    lr = learning_rate * min(t / warmup_steps, 1.0) if warmup_steps > 0 else learning_rate
+    c = 1 / t
+    v_scale = 1 / (1 - beta_2**t)
+    momentums, velocities = slots
+    for y, g, z, v, (s, x) in zip(params, grads, momentums, velocities, scratch):
+        # x_old first, while z is still z_old.
+        np.multiply(z, 1 - beta_1, out=x)
+        np.subtract(y, x, out=x)
+        x *= 1 / beta_1
+        np.multiply(g, g, out=s)
+        s -= v
+        s *= 1 - beta_2
+        v += s
+        np.multiply(v, v_scale, out=s)
+        np.sqrt(s, out=s)
+        s += epsilon
+        np.divide(g, s, out=s)
+        s *= lr
+        z -= s
+        x *= 1 - c
+        np.multiply(z, c, out=s)
+        x += s
+        np.multiply(z, 1 - beta_1, out=s)
+        np.multiply(x, beta_1, out=y)
+        y += s
+
+
 def _sgd_torch(torch: Any, tensors: list, implementation: Mapping[str, Any], *,
                learning_rate: float, momentum: float) -> Any:
     # torch keeps `buf = momentum * buf + g; p -= lr * buf`: the same streams as Keras's form.
@@ -146,6 +685,20 @@ def _adam_torch(torch: Any, tensors: list, implementation: Mapping[str, Any], *,
                             **implementation)
 
 
+def _adagrad_torch(torch: Any, tensors: list, implementation: Mapping[str, Any], *,
+                   learning_rate: float, initial_accumulator_value: float,
+                   epsilon: float) -> Any:
+    # torch adds eps to sqrt(accumulator) where Keras adds it inside the square root: the
+    # numbers differ slightly, the work per element does not.
+    return torch.optim.Adagrad(tensors, lr=learning_rate,
+                               initial_accumulator_value=initial_accumulator_value, eps=epsilon,
+                               **implementation)
+
+
+# A slot initial value: a copy of the parameter (ScheduleFreeAdamW's z) rather than a constant.
+PARAMETER_COPY = "parameter"
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchOptimizer:
     """One optimizer as every peer runs it.
@@ -155,25 +708,32 @@ class BenchOptimizer:
         keras_name: the class name in `ferroptim.optimizers` (Keras's), e.g. "Adam".
         kwargs: constructor arguments (Keras names), given to every peer; list every
             hyperparameter the NumPy steps need, even at its Keras default.
-        slot_inits: the initial value of each slot, in Keras's slot order; their count sets the
-            roofline's streams and the bytes per element.
-        numpy_step: `f(params, grads, slots, iterations, **kwargs)`, NumPy as a user writes it.
+        slot_inits: the initial value of each slot, in Keras's slot order: a float, or
+            `PARAMETER_COPY` for a copy of the parameter; their count sets the roofline's
+            streams and the bytes per element.
+        numpy_step: `f(params, grads, slots, iterations, **kwargs)`, NumPy as a user writes it;
+            `slots` is `make_numpy_state(params)`.
         numpy_out_step: `f(params, grads, slots, scratch, iterations, **kwargs)` with in-place
             ufuncs, or None when there is none.
         scratch_per_tensor: how many scratch arrays `numpy_out_step` needs per parameter.
         torch_optimizer: `f(torch, tensors, implementation, **kwargs)` building the
             torch.optim optimizer, `implementation` (`{"fused": True}` or `{}`) among its
-            arguments; None when torch has no counterpart.
+            arguments; None when torch has no fused CPU kernel for it.
+        scalar_inits: initial values of the optimizer-wide scalars the NumPy steps carry from
+            step to step (Nadam's momentum-cache product); they follow the slots in the NumPy
+            steps' `slots`, as 0-d arrays of the parameters' dtype. Per step, not per element:
+            they add nothing to the bytes per element.
     """
 
     name: str
     keras_name: str
     kwargs: Mapping[str, Any]
-    slot_inits: Tuple[float, ...]
+    slot_inits: Tuple[Union[float, str], ...]
     numpy_step: Callable[..., None]
     numpy_out_step: Optional[Callable[..., None]] = None
     scratch_per_tensor: int = 1
     torch_optimizer: Optional[Callable[..., Any]] = None
+    scalar_inits: Tuple[float, ...] = ()
 
     def bytes_per_element(self, itemsize: int) -> int:
         """Bytes a fused step moves per parameter element: reads the parameter, the gradient
@@ -191,7 +751,19 @@ class BenchOptimizer:
         Args:
             params: the parameters the slots belong to.
         """
-        return [[np.full_like(p, value) for p in params] for value in self.slot_inits]
+        return [[p.copy() if value == PARAMETER_COPY else np.full_like(p, value) for p in params]
+                for value in self.slot_inits]
+
+    def make_numpy_state(self, params: Arrays) -> List[Any]:
+        """What the NumPy steps carry between steps: `make_slots(params)`, then one 0-d array
+        per `scalar_inits` entry (in the first parameter's dtype, as Keras keeps them).
+
+        Args:
+            params: the parameters the state belongs to.
+        """
+        dtype = params[0].dtype if params else DTYPE
+        scalars = [np.full((), value, dtype=dtype) for value in self.scalar_inits]
+        return [*self.make_slots(params), *scalars]
 
 
 OPTIMIZERS: Dict[str, BenchOptimizer] = {
@@ -202,8 +774,54 @@ OPTIMIZERS: Dict[str, BenchOptimizer] = {
         BenchOptimizer("adam", "Adam",
                        {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
                        (0.0, 0.0), adam_numpy, adam_numpy_out, 1, _adam_torch),
+        BenchOptimizer("rmsprop", "RMSprop",
+                       {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7,
+                        "centered": False},
+                       (0.0,), rmsprop_numpy, rmsprop_numpy_out, 1),
+        # Every RMSprop stream at once: velocity, momentum and average_gradient.
+        BenchOptimizer("rmsprop_centered", "RMSprop",
+                       {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.9, "epsilon": 1e-7,
+                        "centered": True},
+                       (0.0, 0.0, 0.0), rmsprop_numpy, rmsprop_numpy_out, 1),
+        BenchOptimizer("adagrad", "Adagrad",
+                       {"learning_rate": 0.001, "initial_accumulator_value": 0.1,
+                        "epsilon": 1e-7},
+                       (0.1,), adagrad_numpy, adagrad_numpy_out, 1, _adagrad_torch),
+        BenchOptimizer("adadelta", "Adadelta",
+                       {"learning_rate": 0.001, "rho": 0.95, "epsilon": 1e-7},
+                       (0.0, 0.0), adadelta_numpy, adadelta_numpy_out, 2),
+        BenchOptimizer("adamax", "Adamax",
+                       {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+                       (0.0, 0.0), adamax_numpy, adamax_numpy_out, 1),
+        BenchOptimizer("nadam", "Nadam",
+                       {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+                       (0.0, 0.0), nadam_numpy, nadam_numpy_out, 2, scalar_inits=(1.0,)),
+        BenchOptimizer("lion", "Lion",
+                       {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.99},
+                       (0.0,), lion_numpy, lion_numpy_out, 2),
+        BenchOptimizer("ftrl", "Ftrl",
+                       {"learning_rate": 0.001, "learning_rate_power": -0.5,
+                        "initial_accumulator_value": 0.1, "l1_regularization_strength": 0.0,
+                        "l2_regularization_strength": 0.0,
+                        "l2_shrinkage_regularization_strength": 0.0, "beta": 0.0},
+                       (0.1, 0.0), ftrl_numpy, ftrl_numpy_out, 2),
+        # Lamb reads its tensors twice (a read-only pass for the trust ratio's norms, then the
+        # update), yet its floor here is the one-pass roofline of its two slots: the extra
+        # pass shows as a lower fraction of the roofline.
+        BenchOptimizer("lamb", "Lamb",
+                       {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+                       (0.0, 0.0), lamb_numpy, lamb_numpy_out, 1),
+        BenchOptimizer("schedule_free_adamw", "ScheduleFreeAdamW",
+                       {"learning_rate": 0.0025, "beta_1": 0.9, "beta_2": 0.999,
+                        "epsilon": 1e-8, "warmup_steps": 0},
+                       (PARAMETER_COPY, 0.0), schedule_free_adamw_numpy,
+                       schedule_free_adamw_numpy_out, 2),
     ]
 }
+
+# What `--optimizers` runs when not given: the full set at every default size would take
+# far longer than the two most used optimizers (`--optimizers all` runs the rest).
+DEFAULT_OPTIMIZERS = ("sgd", "adam")
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,9 +959,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"small sizes ({QUICK_SIZES}) and short timing: a smoke test "
                              "that finishes in well under a minute")
-    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS), metavar="LIST",
+    parser.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS), metavar="LIST",
                         help="comma-separated, from: " + ", ".join(OPTIMIZERS)
-                             + " (default: all)")
+                             + "; or all (default: " + ",".join(DEFAULT_OPTIMIZERS) + ")")
     parser.add_argument("--sizes", metavar="LIST",
                         help=f"cases of the main table (default: {DEFAULT_SIZES}); "
                              "<n>[K|M] is one tensor of n elements (K=1e3, M=1e6), "
@@ -368,11 +986,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     Args:
         args: the namespace `add_arguments` options were parsed into.
     """
-    optimizers = _split(args.optimizers)
-    unknown = [name for name in optimizers if name.lower() not in OPTIMIZERS]
+    optimizers = [name.lower() for name in _split(args.optimizers)]
+    if optimizers == ["all"]:
+        optimizers = list(OPTIMIZERS)
+    unknown = [name for name in optimizers if name not in OPTIMIZERS]
     if unknown or not optimizers:
         raise ValueError(f"--optimizers: unknown {', '.join(unknown) or '(empty list)'}; "
-                         f"known: {', '.join(OPTIMIZERS)}")
+                         f"known: {', '.join(OPTIMIZERS)}, or all")
     try:
         threads = [int(n) for n in _split(args.threads)]
     except ValueError:
@@ -384,7 +1004,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if scaling is None:
         scaling = QUICK_SCALING_SIZES if args.quick else DEFAULT_SCALING_SIZES
     settings = Settings(
-        optimizers=[name.lower() for name in optimizers],
+        optimizers=optimizers,
         sizes=[parse_case(text) for text in _split(sizes)],
         scaling_sizes=[parse_case(text) for text in _split(scaling)],
         threads=threads,
@@ -577,7 +1197,7 @@ def numpy_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays) -> Peer:
         spec: the optimizer.
         params, grads: the case's arrays.
     """
-    slots = spec.make_slots(params)
+    slots = spec.make_numpy_state(params)
     counter = itertools.count()
 
     def step() -> None:
@@ -609,7 +1229,7 @@ def numpy_out_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays) -> Peer:
     if spec.numpy_out_step is None:
         raise Unavailable(f"no NumPy out= step for {spec.name}")
     out_step = spec.numpy_out_step
-    slots = spec.make_slots(params)
+    slots = spec.make_numpy_state(params)
     scratch = make_scratch(spec, params)
     counter = itertools.count()
 
@@ -632,7 +1252,7 @@ def torch_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays, threads: int
     """
     torch = _torch()
     if spec.torch_optimizer is None:
-        raise Unavailable(f"torch has no counterpart of {spec.keras_name}")
+        raise Unavailable(f"torch has no fused CPU {spec.keras_name}")
     torch.set_num_threads(threads)
     tensors = []
     for p, g in zip(params, grads):
@@ -1046,8 +1666,9 @@ def targets(report: Report) -> List[Tuple[str, str, Optional[bool]]]:
     """
     rows: List[Tuple[str, str, Optional[bool]]] = []
 
-    def ratio_target(case: str, text: str, peer: str, bound: float, roofline: bool = False):
-        result = report.find("adam", case)
+    def ratio_target(case: str, text: str, peer: str, bound: float, roofline: bool = False,
+                     optimizer: str = "adam"):
+        result = report.find(optimizer, case)
         if result is None:
             return
         fo, other = result.best("ferroptim"), result.best(peer)
@@ -1071,6 +1692,12 @@ def targets(report: Report) -> List[Tuple[str, str, Optional[bool]]]:
     time_target("1K", "Adam 1K, one tensor: <= 3 us per call", 3.0)
     time_target("mlp", "Adam MLP 784-256-128-10: <= 40 us per step", 40.0)
     ratio_target("gpt2", "Adam GPT-2 small: no slower than torch fused", "torch", 1.0)
+    # Every other optimizer's kernel is held to the floor of its own streams (Adam, above, to
+    # a stricter bound).
+    for name in report.settings.optimizers:
+        if name != "adam":
+            ratio_target("32M", f"{name} 32M: >= 0.85 of the roofline", "roofline", 0.85,
+                         roofline=True, optimizer=name)
     for name, peer, _, _, extra in marginal(report):
         if name == "adam" and peer == "ferroptim":
             rows.append(("Adam: one more 1K tensor in a call <= 1 us",

@@ -6,19 +6,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Type
+from typing import Any, Dict, Optional
 
 from ferroptim.optimizers import schedules
 from ferroptim.optimizers.adadelta import Adadelta
+from ferroptim.optimizers.adafactor import Adafactor
 from ferroptim.optimizers.adagrad import Adagrad
 from ferroptim.optimizers.adam import Adam
 from ferroptim.optimizers.adamax import Adamax
 from ferroptim.optimizers.adamw import AdamW
 from ferroptim.optimizers.ftrl import Ftrl
+from ferroptim.optimizers.lamb import Lamb
 from ferroptim.optimizers.lion import Lion
+from ferroptim.optimizers.loss_scale_optimizer import LossScaleOptimizer
+from ferroptim.optimizers.multi_optimizer import MultiOptimizer, OptimizerMap
+from ferroptim.optimizers.muon import Muon
 from ferroptim.optimizers.nadam import Nadam
 from ferroptim.optimizers.optimizer import Optimizer
 from ferroptim.optimizers.rmsprop import RMSprop
+from ferroptim.optimizers.schedule_free_adamw import ScheduleFreeAdamW
 from ferroptim.optimizers.sgd import SGD
 
 __all__ = [
@@ -33,6 +39,13 @@ __all__ = [
     "Nadam",
     "Lion",
     "Ftrl",
+    "Lamb",
+    "ScheduleFreeAdamW",
+    "Adafactor",
+    "Muon",
+    "LossScaleOptimizer",
+    "MultiOptimizer",
+    "OptimizerMap",
     "schedules",
     "get",
     "serialize",
@@ -40,8 +53,9 @@ __all__ = [
 ]
 
 # A new optimizer is registered by adding its class here (Keras's ALL_OBJECTS; unlike Keras,
-# every class we ship is listed, Lamb included).
-_BUILTINS: Dict[str, Type[Optimizer]] = {
+# every class we ship is listed, Lamb included). OptimizerMap is not an optimizer: it is listed,
+# as in Keras, so that a serialized MultiOptimizer can be deserialized.
+_BUILTINS: Dict[str, type] = {
     cls.__name__.lower(): cls
     for cls in (
         Optimizer,
@@ -52,18 +66,25 @@ _BUILTINS: Dict[str, Type[Optimizer]] = {
         AdamW,
         Adagrad,
         Adamax,
+        Adafactor,
+        Muon,
+        MultiOptimizer,
+        OptimizerMap,
         Nadam,
         Ftrl,
         Lion,
+        Lamb,
+        LossScaleOptimizer,
+        ScheduleFreeAdamW,
     )
 }
 
 
-def serialize(optimizer: Optimizer) -> Dict[str, Any]:
+def serialize(optimizer: Any) -> Dict[str, Any]:
     """The optimizer's configuration as a Keras-style dict.
 
     Args:
-        optimizer: an `Optimizer` instance.
+        optimizer: an `Optimizer` instance (or an `OptimizerMap`).
 
     Returns:
         `{"module": "keras.optimizers", "class_name": ..., "config": optimizer.get_config(),

@@ -21,11 +21,15 @@ from __future__ import annotations
 import collections
 import inspect
 import math
+import os
 import re
+import sys
+import threading
 import warnings
+import weakref
 from itertools import repeat
 from operator import is_, is_not
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -58,8 +62,28 @@ _LEARNING_RATE = _Marker("_LEARNING_RATE")
 # `_fast_options` when the StepOptions of a full step change from one call to the next.
 _VARYING = object()
 
+# The largest `gradient_accumulation_steps` the kernels take (a 32-bit unsigned count).
+_MAX_ACCUMULATION_STEPS = 2**32 - 1
+# The iteration counter is a 64-bit signed integer in the kernels and in `variables`.
+_MAX_ITERATIONS = 2**63 - 1
+
 # Per-process counters behind automatic names ("adam", "adam_1", ...), as Keras's `uniquify`.
 _NAME_UIDS: Dict[str, int] = collections.defaultdict(int)
+
+# Every live optimizer, so a forked child can free the step guards it inherited (see
+# `Optimizer._init_step_guard`).
+_LIVE_OPTIMIZERS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def _reset_step_guards_after_fork() -> None:
+    # The child has only the thread that forked: a step another thread of the parent was
+    # running will never end here, and its guard would block every step of the child forever.
+    for optimizer in list(_LIVE_OPTIMIZERS):
+        optimizer._init_step_guard()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_step_guards_after_fork)
 
 
 def _to_snake_case(name: str) -> str:
@@ -89,8 +113,55 @@ def check_hyperparameter(name: str, value: Any) -> None:
         name: the argument's name, for the message.
         value: the argument's value.
     """
-    if value is not None and (not _is_number(value) or not math.isfinite(value)):
+    if value is not None and (not _is_number(value) or not _is_finite(value)):
         raise ValueError(f"Argument `{name}` must be a finite number. Received: {name}={value}")
+
+
+def _is_finite(value: Any) -> bool:
+    # An int beyond float's range is refused too (math.isfinite would raise OverflowError).
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _checked_variable_value(name: str, target: Any, value: Any) -> Any:
+    """`value` converted for one entry of the variable table, or a TypeError / ValueError.
+
+    The iteration count must be an integer in [0, 2**63 - 1] (the kernels' range), the
+    learning rate a finite number, a slot's value real numbers (cast to the slot's dtype).
+    """
+    array = np.asarray(value)
+    if target is _ITERATION:
+        item = array.item() if array.dtype.kind in "iufO" else None
+        if isinstance(item, float) and math.isfinite(item) and item.is_integer():
+            item = int(item)
+        if not isinstance(item, int) or isinstance(item, bool):
+            raise TypeError(
+                f"Optimizer variable {name} (the iteration count) must be an integer. "
+                f"Received: {value!r}"
+            )
+        if not 0 <= item <= _MAX_ITERATIONS:
+            raise ValueError(
+                f"Optimizer variable {name} (the iteration count) must be in [0, 2**63 - 1]. "
+                f"Received: {item}"
+            )
+        return item
+    if array.dtype.kind not in "iuf":
+        raise TypeError(
+            f"Optimizer variable {name} takes real numbers; received an array of dtype "
+            f"{array.dtype}."
+        )
+    if target is _LEARNING_RATE:
+        with np.errstate(over="ignore"):
+            learning_rate = float(np.float32(array))
+        if not math.isfinite(learning_rate):
+            raise ValueError(
+                f"Optimizer variable {name} must be a finite number. Received: {value!r}"
+            )
+        return learning_rate
+    with np.errstate(over="ignore"):
+        return array.astype(target.dtype, copy=False)
 
 
 class _PlanAttribute:
@@ -261,6 +332,10 @@ class Optimizer:
     # (Nadam's `u_product`): see `_begin_update_step`. Its steps all take `_step`, the path that
     # knows whether a call updates or only accumulates.
     _has_step_state = False
+    # False in a subclass whose rule runs (in part) outside the fused kernels: its
+    # `_update_step` then receives, instead of a StepOptions, the dict of StepOptions keyword
+    # arguments (None when empty), and applies those parts itself.
+    _fused_options = True
 
     weight_decay = _PlanAttribute()
     clipnorm = _PlanAttribute()
@@ -287,6 +362,7 @@ class Optimizer:
     ):
         self._plan: Optional[List[_Group]] = None
         self._fast_params: Optional[List[np.ndarray]] = None
+        self._init_step_guard()
 
         if "lr" in kwargs:
             lr = kwargs.pop("lr")
@@ -328,6 +404,12 @@ class Optimizer:
                 raise ValueError(
                     "`gradient_accumulation_steps` must be an integer >= 2. "
                     "Received: gradient_accumulation_steps="
+                    f"{gradient_accumulation_steps}"
+                )
+            if gradient_accumulation_steps > _MAX_ACCUMULATION_STEPS:
+                raise ValueError(
+                    "`gradient_accumulation_steps` must be at most 2**32 - 1 (the kernels "
+                    "count in 32 bits). Received: gradient_accumulation_steps="
                     f"{gradient_accumulation_steps}"
                 )
         self._accumulation_steps = int(gradient_accumulation_steps or 0)
@@ -422,6 +504,107 @@ class Optimizer:
     def _invalidate_plan(self) -> None:
         self.__dict__["_plan"] = None
         self.__dict__["_fast_params"] = None
+
+    # --- one step at a time ----------------------------------------------------------------
+
+    def _init_step_guard(self) -> None:
+        """Create the guard that serializes steps (and state reads and writes) across threads.
+
+        The kernels release the GIL, so two threads stepping one optimizer would otherwise run
+        inside the same step. The guard is a token in a list: `list.pop` and `list.append` are
+        atomic, so an uncontended step takes it and gives it back for a fraction of a
+        `threading.Lock`'s cost. A thread that finds it taken queues up (`_wait_for_step`) and
+        is handed the token in turn, first come first served, so a thread stepping in a tight
+        loop cannot starve a thread that saves a checkpoint. The guard is per process and per
+        object: it is not pickled, and a forked child gets a fresh one
+        (`_reset_step_guards_after_fork`).
+        """
+        self._step_token = [True]
+        # The number of queued threads (read without the lock on the release path) and their
+        # wake-up locks, in arrival order, under `_step_queue_lock`.
+        self._step_waiters = 0
+        self._step_queue: Deque[Any] = collections.deque()
+        self._step_queue_lock = threading.Lock()
+        _LIVE_OPTIMIZERS.add(self)
+
+    def _wait_for_step(self, token: List[bool]) -> None:
+        """Take `token` once it is handed over (the contended path)."""
+        if self._step_held_by_this_thread():
+            raise RuntimeError(
+                f"Optimizer '{self.name}' is already running a step on this thread (a "
+                "learning-rate callable or a signal handler called into it); a step, `save` or "
+                "a state load cannot start inside another step of the same optimizer."
+            )
+        with self._step_queue_lock:
+            # Counted before looking at the token: a release that puts the token back after
+            # this line sees the count and hands the token over; one before it left the token
+            # in the list for the `pop` below.
+            self._step_waiters += 1
+            try:
+                token.pop()
+            except IndexError:
+                wake = threading.Lock()
+                wake.acquire()
+                self._step_queue.append(wake)
+            else:
+                self._step_waiters -= 1
+                return
+        try:
+            wake.acquire()  # released by `_hand_over_step`: the token is ours
+        except BaseException:
+            # Interrupted (KeyboardInterrupt): leave the queue, or pass on a token that was
+            # handed over at the same moment.
+            with self._step_queue_lock:
+                if wake in self._step_queue:
+                    self._step_queue.remove(wake)
+                    self._step_waiters -= 1
+                    raise
+            self._release_step(token)
+            raise
+
+    def _release_step(self, token: List[bool]) -> None:
+        # The token goes back first, then the count is read (see `_wait_for_step`).
+        token.append(True)
+        if self._step_waiters:
+            self._hand_over_step(token)
+
+    def _hand_over_step(self, token: List[bool]) -> None:
+        # The token goes to the first queued thread rather than staying in the list, where the
+        # thread that just released it, stepping in a loop, would take it again at once.
+        with self._step_queue_lock:
+            if not self._step_queue:
+                return
+            try:
+                token.pop()
+            except IndexError:
+                return  # taken by another thread: its release hands it over
+            self._step_waiters -= 1
+            self._step_queue.popleft().release()
+
+    def _step_held_by_this_thread(self) -> bool:
+        # Only reached when the token is taken: a frame further down this thread's stack that
+        # holds it for this optimizer means waiting would never end. Walking the stack here
+        # costs nothing on the uncontended path. Frames 1 and 2 are `_wait_for_step` and the
+        # call that is about to wait.
+        frame = sys._getframe(3)
+        while frame is not None:
+            if frame.f_code in _STEP_HOLDERS and frame.f_locals.get("self") is self:
+                return True
+            frame = frame.f_back
+        return False
+
+    def _run_exclusive(self, function: Any, *args: Any) -> Any:
+        """Call `function(*args)` holding the step guard: no step of this optimizer runs
+        meanwhile (a consistent snapshot for `save`, an atomic restore for the loaders)."""
+        token = self._step_token
+        try:
+            token.pop()
+        except IndexError:
+            self._wait_for_step(token)
+        try:
+            return function(*args)
+        finally:
+            self._release_step(token)
 
     # --- iterations and learning rate ----------------------------------------------------
 
@@ -671,8 +854,9 @@ class Optimizer:
 
     def _assign_variables(self, values: Sequence[Any]) -> None:
         """Assign `values` to the first len(values) entries of the variable table, in place,
-        after checking every shape (so a bad entry assigns nothing)."""
+        after checking and converting every value (so a bad entry assigns nothing)."""
         pairs = list(zip(self._variables, values))
+        converted = []
         for (name, target), value in pairs:
             scalar = target is _ITERATION or target is _LEARNING_RATE
             expected = () if scalar else target.shape
@@ -681,14 +865,15 @@ class Optimizer:
                     f"Optimizer variable {name} has shape {expected} not compatible with "
                     f"provided weight shape {np.shape(value)}."
                 )
-        for (_, target), value in pairs:
+            converted.append(_checked_variable_value(name, target, value))
+        for ((_, target), _), value in zip(pairs, converted):
             if target is _ITERATION:
-                self._iterations = int(np.asarray(value))
+                self._iterations = value
             elif target is _LEARNING_RATE:
-                self._learning_rate = float(np.float32(np.asarray(value)))
+                self._learning_rate = value
                 self._refresh_lr_cache()
             else:
-                np.copyto(target, np.asarray(value), casting="unsafe")
+                np.copyto(target, value)
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Set the optimizer's state from a list of arrays in the order of `variables`.
@@ -704,7 +889,7 @@ class Optimizer:
                 "`optimizer.build(trainable_variables)` to create the "
                 "optimizer weights before calling `set_weights()`."
             )
-        self._assign_variables(weights)
+        self._run_exclusive(self._assign_variables, weights)
 
     def save_own_variables(self, store: Any) -> None:
         """Write the state into `store[str(i)]` (copies), in the order of `variables`.
@@ -712,8 +897,10 @@ class Optimizer:
         Args:
             store: a dict-like object.
         """
-        for i, value in enumerate(self.variables):
-            store[str(i)] = np.array(value, copy=True)
+        # Copied in one go, so a step running in another thread cannot split the snapshot.
+        values = self._run_exclusive(lambda: [np.array(v, copy=True) for v in self.variables])
+        for i, value in enumerate(values):
+            store[str(i)] = value
 
     def load_own_variables(self, store: Any) -> None:
         """Read the state from `store[str(i)]`, as written by `save_own_variables`.
@@ -723,7 +910,12 @@ class Optimizer:
         Args:
             store: a dict-like object.
         """
-        n = len(self._variables)
+        if not callable(getattr(store, "keys", None)):
+            raise TypeError(
+                f"`store` must be a dict-like object. Received: {type(store).__name__}"
+            )
+        # `variables`, not the own table: a wrapper's entries include its inner optimizers'.
+        n = len(self.variables)
         if len(store.keys()) != n:
             msg = (
                 f"Skipping variable loading for optimizer '{self.name}', "
@@ -734,7 +926,69 @@ class Optimizer:
                 msg += "This is likely because the optimizer has not been called/built yet."
             warnings.warn(msg, stacklevel=2)
             return
-        self._assign_variables([store[str(i)] for i in range(n)])
+        self._run_exclusive(self._assign_variables, [store[str(i)] for i in range(n)])
+
+    # --- checkpoint files (ferroptim.optimizers.checkpoint) -------------------------------
+
+    def save(self, filepath: Any, include_variables: bool = True) -> None:
+        """Write the configuration and the whole state to a checkpoint file, atomically.
+
+        The file (a documented ZIP/`.npz` format, no pickle; see
+        `ferroptim.optimizers.checkpoint`) holds `get_config()`, every entry of `variables`
+        (iterations, slots, EMA averages, gradient accumulators...), the weight-decay
+        exclusions and, by default, the values of the variables the optimizer was built on.
+        It is written to a temporary file that is flushed, fsynced and renamed over
+        `filepath`, so a crash never leaves a truncated checkpoint. No step runs meanwhile.
+
+        Args:
+            filepath: a path (str or os.PathLike); an existing file is replaced.
+            include_variables: also save the built variables' values (the model's parameters).
+        """
+        from ferroptim.optimizers import checkpoint
+
+        checkpoint.save(self, filepath, include_variables=include_variables)
+
+    @classmethod
+    def load(
+        cls,
+        filepath: Any,
+        var_list: Optional[ParamsArg] = None,
+        custom_objects: Optional[Dict[str, Any]] = None,
+    ) -> "Optimizer":
+        """Create an optimizer from a checkpoint written by `save`, built and restored.
+
+        `Optimizer.load` accepts any optimizer class; `Adam.load` refuses a checkpoint of
+        another class. The variables must have the saved names (a dict's keys, or
+        `variable_<i>` for a list), shapes and dtypes; when the file holds their values they are
+        overwritten in place. Anything that does not match is a ValueError and changes nothing.
+
+        Args:
+            filepath: the checkpoint's path.
+            var_list: the variables to build on (list, tuple or dict), as given to `build`.
+                None only for the checkpoint of an optimizer that was never built.
+            custom_objects: classes by name for a custom optimizer class or schedule.
+
+        Returns:
+            The optimizer, ready to continue exactly where the saved one stopped.
+        """
+        from ferroptim.optimizers import checkpoint
+
+        return checkpoint.load(filepath, var_list, custom_objects=custom_objects, cls=cls)
+
+    def load_state(self, filepath: Any, var_list: Optional[ParamsArg] = None) -> None:
+        """Restore the state saved by `save` into this optimizer, keeping its configuration.
+
+        The file must come from an optimizer of the same class built on variables of the same
+        names, shapes and dtypes (a learning rate that is a callable is kept; a checkpoint of
+        such an optimizer can only be read this way). No step runs meanwhile.
+
+        Args:
+            filepath: the checkpoint's path.
+            var_list: the variables to build on when the optimizer is not built yet.
+        """
+        from ferroptim.optimizers import checkpoint
+
+        checkpoint.load_state(self, filepath, var_list)
 
     # --- weight decay and EMA ------------------------------------------------------------
 
@@ -819,41 +1073,54 @@ class Optimizer:
             trainable_variables: the variables (list/tuple or dict) or None for the built ones.
                 The first call builds the optimizer on them.
         """
-        # The common step: one dtype, every built variable in build order. Everything else
-        # goes through `_apply_general`.
-        p = self._fast_params
-        if (
-            p is not None
-            and type(grads) in _SEQUENCES
-            and len(grads) == len(p)
-            and (
-                trainable_variables is None
-                or (
-                    type(trainable_variables) in _SEQUENCES
-                    and len(trainable_variables) == len(p)
-                    and all(map(is_, trainable_variables, p))
+        # One step at a time (see `_init_step_guard`); the uncontended path is two list
+        # operations.
+        token = self._step_token
+        try:
+            token.pop()
+        except IndexError:
+            self._wait_for_step(token)
+        try:
+            # The common step: one dtype, every built variable in build order. Everything else
+            # goes through `_apply_general`.
+            p = self._fast_params
+            if (
+                p is not None
+                and type(grads) in _SEQUENCES
+                and len(grads) == len(p)
+                and (
+                    trainable_variables is None
+                    or (
+                        type(trainable_variables) in _SEQUENCES
+                        and len(trainable_variables) == len(p)
+                        and all(map(is_, trainable_variables, p))
+                    )
                 )
-            )
-        ):
-            # A None gradient is not looked for here: the kernel refuses it before changing
-            # anything, and the general path then drops it with Keras's warning.
-            options = self._fast_options
-            try:
-                if options is _VARYING:
-                    self._step([(self._plan[0], None, grads)], [])
+            ):
+                # A None gradient is not looked for here: the kernel refuses it before changing
+                # anything, and the general path then drops it with Keras's warning.
+                options = self._fast_options
+                try:
+                    if options is _VARYING:
+                        self._step([(self._plan[0], None, grads)], [])
+                        return
+                    lr = self._lr_const
+                    if lr is None:
+                        lr = self._step_learning_rate(self._iterations, self.iterations)
+                    self._update_step(p, grads, self._fast_slots, lr, options)
+                except (TypeError, ValueError) as error:
+                    if all(map(is_not, grads, _NONES)):
+                        _name_variables(error, self._fast_names)
+                        raise
+                else:
+                    self._iterations += 1
                     return
-                lr = self._lr_const
-                if lr is None:
-                    lr = self._step_learning_rate(self._iterations, self.iterations)
-                self._update_step(p, grads, self._fast_slots, lr, options)
-            except (TypeError, ValueError) as error:
-                if all(map(is_not, grads, _NONES)):
-                    _name_variables(error, self._fast_names)
-                    raise
-            else:
-                self._iterations += 1
-                return
-        self._apply_general(grads, trainable_variables)
+            self._apply_general(grads, trainable_variables)
+        finally:
+            # `_release_step`, inlined: this is the hot path.
+            token.append(True)
+            if self._step_waiters:
+                self._hand_over_step(token)
 
     def _apply_general(self, grads: Any, trainable_variables: Optional[ParamsArg]) -> None:
         if isinstance(grads, Mapping):
@@ -1146,7 +1413,9 @@ class Optimizer:
             )
             kwargs["ema_momentum"] = ema_momentum
             kwargs["ema_overwrite"] = ema_overwrite
-        return _native.StepOptions(**kwargs) if kwargs else None
+        if not kwargs:
+            return None
+        return _native.StepOptions(**kwargs) if self._fused_options else kwargs
 
     def _step(self, calls: List[_Call], missing: List[int]) -> None:
         """One step, in Keras's order, over `calls` (one native call each); `missing` are the
@@ -1275,7 +1544,8 @@ class Optimizer:
             slots: the optimizer's slots by slot name (as created by `add_optimizer_variables`),
                 each list aligned with `params`.
             learning_rate: this step's learning rate (a Python float).
-            options: the cross-cutting parts of the step (a `StepOptions`), or None.
+            options: the cross-cutting parts of the step (a `StepOptions`; the dict of its
+                keyword arguments when `_fused_options` is False), or None.
         """
         raise NotImplementedError
 
@@ -1346,6 +1616,10 @@ class Optimizer:
         # Derived from object identities or holding native objects: rebuilt after loading.
         for key in ("_plan", "_fast_params", "_fast_slots", "_fast_names", "_fast_options"):
             state.pop(key, None)
+        # The step guard belongs to this process and this object (a pickle taken while
+        # another thread steps must not carry a taken token).
+        for key in ("_step_token", "_step_waiters", "_step_queue", "_step_queue_lock"):
+            state.pop(key, None)
         state["_trainable_variables_indices"] = None
         state["_exclude_from_weight_decay_cache"] = {}
         return state
@@ -1357,6 +1631,11 @@ class Optimizer:
         }
         self._plan = None
         self._fast_params = None
+        self._init_step_guard()
 
     def __repr__(self) -> str:
         return f"<{self.__class__.__name__} name={self.name!r} built={self.built}>"
+
+
+# The frames that hold an optimizer's step guard (see `Optimizer._step_held_by_this_thread`).
+_STEP_HOLDERS = frozenset((Optimizer.apply.__code__, Optimizer._run_exclusive.__code__))

@@ -1,0 +1,56 @@
+"""State of an optimizer that holds other optimizers (LossScaleOptimizer, MultiOptimizer).
+
+Keras lists such an optimizer's variables as its own, then each inner optimizer's; saving,
+loading and `set_weights` follow the same order. The mixin below gives an `Optimizer` subclass
+that view from one hook, `_sub_optimizers`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Sequence
+
+import numpy as np
+
+__all__ = ["Composite"]
+
+
+class Composite:
+    """Mixin (before `Optimizer` in the bases): `variables`, `variable_names`, `set_weights`,
+    `save_own_variables` and `load_own_variables` span the optimizer's own variables, then
+    those of each optimizer returned by `_sub_optimizers()`, in that order."""
+
+    def _sub_optimizers(self) -> List[Any]:
+        """The inner optimizers, in the order their variables follow the own ones."""
+        raise NotImplementedError
+
+    @property
+    def variables(self) -> List[np.ndarray]:
+        """The own variables (iteration, learning_rate, ...), then every inner optimizer's."""
+        out = list(super().variables)  # type: ignore[misc]
+        for sub in self._sub_optimizers():
+            out.extend(sub.variables)
+        return out
+
+    @property
+    def variable_names(self) -> List[str]:
+        """The names of `variables`, in the same order."""
+        out = list(super().variable_names)  # type: ignore[misc]
+        for sub in self._sub_optimizers():
+            out.extend(sub.variable_names)
+        return out
+
+    def _assign_variables(self, values: Sequence[Any]) -> None:
+        # Every shape is checked before anything is assigned, inner optimizers included.
+        values = list(values)
+        for name, target, value in zip(self.variable_names, self.variables, values):
+            if np.shape(value) != np.shape(target):
+                raise ValueError(
+                    f"Optimizer variable {name} has shape {np.shape(target)} not compatible "
+                    f"with provided weight shape {np.shape(value)}."
+                )
+        start = len(self._variables)  # type: ignore[attr-defined]
+        super()._assign_variables(values[:start])  # type: ignore[misc]
+        for sub in self._sub_optimizers():
+            count = len(sub.variables)
+            sub._assign_variables(values[start : start + count])
+            start += count
