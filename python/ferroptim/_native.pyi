@@ -12,7 +12,7 @@ All arguments are validated before any element changes: on any exception no para
 accumulator or average has been modified.
 """
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -227,6 +227,15 @@ def newton_schulz(x: NDArray[np.floating], steps: int, a: float, b: float, c: fl
     """Muon's orthogonalization of a 2-D float32/float64 array (Keras's
     `zeropower_via_newtonschulz5`): a new array of the same shape and dtype. Matrix products
     run natively on the thread pool; results match Keras to rounding, not bitwise."""
+
+def check_disjoint(
+    readonly: Sequence[NDArray[Any]],
+    writable: Sequence[NDArray[Any]],
+    names: Optional[Sequence[str]] = None,
+) -> None:
+    """ValueError if an array of `readonly` overlaps one of `writable`, or two of `writable`
+    overlap (by address range, as every update function checks its own arrays); `names` name
+    the `readonly` arrays. For steps that span several native calls."""
 
 def ema(
     params: Sequence[NDArray[np.floating]],

@@ -898,3 +898,19 @@ pub fn newton_schulz<'py>(
         Err(Error::type_error("newton_schulz takes a float32 or float64 numpy.ndarray").into())
     }
 }
+
+/// Refuses any memory overlap between an array of `readonly` and one of `writable`, or
+/// between two arrays of `writable`, by the same sorted sweep as the update functions. For
+/// steps that span several native calls (several dtype groups), so that a clash between two
+/// groups is found before the first one writes.
+#[pyfunction]
+#[pyo3(signature = (readonly, writable, names=None))]
+pub fn check_disjoint<'py>(
+    readonly: &Bound<'py, PyAny>,
+    writable: &Bound<'py, PyAny>,
+    names: Option<&Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    let ro = prepare::items(readonly, "readonly")?;
+    let rw = prepare::items(writable, "writable")?;
+    prepare::check_disjoint(&ro, &rw, &Names(names))
+}

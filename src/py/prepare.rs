@@ -286,12 +286,33 @@ struct Span {
 }
 
 fn span<T>(r: &Raw<'_, T>, writable: bool, tensor: usize, role: &'static str) -> Option<Span> {
-    if r.shape.contains(&0) {
+    span_bytes(
+        r.ptr as usize,
+        r.shape,
+        r.strides,
+        std::mem::size_of::<T>(),
+        writable,
+        tensor,
+        role,
+    )
+}
+
+/// The bytes from the lowest to one past the highest element of an array with this data
+/// address, shape, byte strides and item size; `None` for an empty array.
+fn span_bytes(
+    base: usize,
+    shape: &[usize],
+    strides: &[isize],
+    item: usize,
+    writable: bool,
+    tensor: usize,
+    role: &'static str,
+) -> Option<Span> {
+    if shape.contains(&0) {
         return None;
     }
-    let base = r.ptr as usize;
     let (mut lo, mut hi) = (0isize, 0isize);
-    for (&n, &s) in r.shape.iter().zip(r.strides) {
+    for (&n, &s) in shape.iter().zip(strides) {
         let reach = (n as isize - 1) * s;
         if reach < 0 {
             lo += reach;
@@ -301,7 +322,7 @@ fn span<T>(r: &Raw<'_, T>, writable: bool, tensor: usize, role: &'static str) ->
     }
     Some(Span {
         lo: base.wrapping_add_signed(lo),
-        hi: base.wrapping_add_signed(hi) + std::mem::size_of::<T>(),
+        hi: base.wrapping_add_signed(hi) + item,
         writable,
         tensor,
         role,
@@ -316,7 +337,13 @@ fn check_aliasing(spans: &mut [Span], names: &Names<'_, '_>) -> PyResult<()> {
     for s in spans.iter() {
         let clash = if s.writable { reach_any } else { reach_written };
         if let Some(prev) = clash.filter(|p| p.hi > s.lo) {
-            let what = |sp: &Span| format!("{} {}", sp.role, names.of(sp.tensor));
+            let what = |sp: &Span| {
+                if sp.tensor == usize::MAX {
+                    sp.role.to_owned()
+                } else {
+                    format!("{} {}", sp.role, names.of(sp.tensor))
+                }
+            };
             return Err(Error::value_error(format!(
                 "{} shares memory with {} (the same array given twice, overlapping views, or a \
                  gradient that aliases a parameter or a slot); arrays updated in place must not \
@@ -561,4 +588,43 @@ fn tensor<T: Real>(
             .transpose()?,
         decay,
     })
+}
+
+/// The span of any ndarray (any dtype), or a TypeError naming what it is.
+fn any_span(
+    obj: &Bound<'_, PyAny>,
+    writable: bool,
+    tensor: usize,
+    role: &'static str,
+) -> PyResult<Option<Span>> {
+    let arr = obj.cast::<PyUntypedArray>().map_err(|_| {
+        Error::type_error(format!("expected a numpy.ndarray, got {}", type_name(obj)))
+    })?;
+    // SAFETY: reads the data pointer of a live array.
+    let base = unsafe { (*arr.as_array_ptr()).data } as usize;
+    Ok(span_bytes(
+        base,
+        arr.shape(),
+        arr.strides(),
+        arr.dtype().itemsize(),
+        writable,
+        tensor,
+        role,
+    ))
+}
+
+/// See `functions::check_disjoint`.
+pub fn check_disjoint(
+    readonly: &[Bound<'_, PyAny>],
+    writable: &[Bound<'_, PyAny>],
+    names: &Names<'_, '_>,
+) -> PyResult<()> {
+    let mut spans = Vec::with_capacity(readonly.len() + writable.len());
+    for (i, a) in readonly.iter().enumerate() {
+        spans.extend(any_span(a, false, i, "gradient")?);
+    }
+    for a in writable {
+        spans.extend(any_span(a, true, usize::MAX, "an array this step writes")?);
+    }
+    check_aliasing(&mut spans, names)
 }

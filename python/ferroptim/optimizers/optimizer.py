@@ -234,12 +234,6 @@ ParamsArg = Union[Sequence[np.ndarray], Mapping[str, np.ndarray]]
 # order) and their gradients.
 _Call = Tuple[_Group, Optional[List[int]], Sequence[Any]]
 
-try:
-    from numpy.lib.array_utils import byte_bounds as _byte_bounds
-except ImportError:  # NumPy < 2
-    _byte_bounds = np.byte_bounds
-
-
 _AT_INDEX = re.compile(r"at index (\d+)")
 
 
@@ -260,25 +254,12 @@ def _name_variables(error: Exception, names: List[str]) -> None:
 
 
 def _check_no_aliasing(grads: List[Tuple[str, np.ndarray]], writable: List[np.ndarray]) -> None:
-    """Raise a ValueError if a gradient shares memory with an array the step writes.
-
-    Address ranges find the candidates (vectorized), `np.shares_memory` decides exactly.
-    """
-    if not grads or not writable:
+    """Raise a ValueError if a gradient shares memory with an array the step writes, or two
+    written arrays overlap: the native sorted sweep over address ranges that every update
+    function runs on its own arrays, here across the several calls of one step."""
+    if len(grads) + len(writable) < 2:
         return
-    bounds = np.array([_byte_bounds(w) for w in writable], dtype=np.int64).reshape(-1, 2)
-    for name, g in grads:
-        low, high = _byte_bounds(g)
-        if low == high:
-            continue
-        hits = np.nonzero((bounds[:, 0] < high) & (bounds[:, 1] > low))[0]
-        for j in hits:
-            if np.shares_memory(g, writable[j]):
-                raise ValueError(
-                    f"gradient '{name}' shares memory with another array of this call (the same "
-                    "array given twice, overlapping views, or a gradient that aliases a "
-                    "parameter or a slot)"
-                )
+    _native.check_disjoint([g for _, g in grads], writable, [name for name, _ in grads])
 
 
 class Optimizer:
