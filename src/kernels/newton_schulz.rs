@@ -174,7 +174,7 @@ pub fn newton_schulz<T: Real>(
         }
         cur
     };
-    let cur = match pool::pool() {
+    let cur = match pool::pool(pool::Kind::Full) {
         Some(p) if threads > 1 => p.install(|| iterate(Parallelism::Rayon(threads))),
         _ => iterate(Parallelism::None),
     };

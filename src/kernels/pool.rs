@@ -1,9 +1,10 @@
-//! The thread pool the driver runs its work lists on.
+//! The thread pools the kernels run on.
 //!
-//! A dedicated rayon pool (not the global one) so `set_num_threads` can resize it. The
-//! calling thread always takes a share of the work itself (`run_parts`), so a step on two
-//! threads wakes one worker, not two while the caller sleeps; matrix products
-//! (`newton_schulz`) run inside the pool on all its workers. Two rules keep it safe:
+//! Dedicated rayon pools (never rayon's global one) so `set_num_threads` can resize them. The
+//! driver's calling thread always takes a share of the work itself (`run_parts`), so its pool
+//! has one worker fewer than the thread count: a step on two threads wakes one worker, and no
+//! idle worker spins against the caller. Matrix products (`newton_schulz`) run entirely inside
+//! a second, full pool, built only when first used. Two rules keep them safe:
 //! - After `fork()` the child has none of the parent's worker threads; using the old pool
 //!   would hang. A `pthread_atfork` child handler bumps a generation counter and the next call
 //!   builds a fresh pool (the stale one is leaked, never dropped: its threads do not exist).
@@ -20,7 +21,15 @@ struct Entry {
     pool: Arc<rayon::ThreadPool>,
 }
 
-static POOL: Mutex<Option<Entry>> = Mutex::new(None);
+/// Which pool: the helpers of `run_parts` (one worker fewer than the thread count, the caller
+/// being the other) or a full one for work that runs entirely inside a pool (matrix products).
+#[derive(Clone, Copy)]
+pub enum Kind {
+    Helpers = 0,
+    Full = 1,
+}
+
+static POOL: Mutex<[Option<Entry>; 2]> = Mutex::new([None, None]);
 /// 0 = not set: use `FERROPTIM_NUM_THREADS`, else the number of CPUs.
 static REQUESTED: AtomicUsize = AtomicUsize::new(0);
 static GENERATION: AtomicUsize = AtomicUsize::new(0);
@@ -94,7 +103,7 @@ fn register_at_fork() {
 /// thread, the others on the pool (or all inline when there is no pool).
 pub fn run_parts<F: Fn(usize) + Sync>(parts: usize, f: F) {
     if parts > 1 {
-        if let Some(p) = pool() {
+        if let Some(p) = pool(Kind::Helpers) {
             p.in_place_scope(|s| {
                 let f = &f;
                 for i in 1..parts {
@@ -110,17 +119,18 @@ pub fn run_parts<F: Fn(usize) + Sync>(parts: usize, f: F) {
     }
 }
 
-/// The pool for the current thread count, built on first use and after a fork. `None` when one thread is requested or the
-/// pool cannot be built: run inline then.
+/// The pool of this kind for the current thread count, built on first use and after a fork.
+/// `None` when one thread is requested or the pool cannot be built: run inline then.
 #[must_use]
-pub fn pool() -> Option<Arc<rayon::ThreadPool>> {
+pub fn pool(kind: Kind) -> Option<Arc<rayon::ThreadPool>> {
     let threads = num_threads();
     if threads <= 1 {
         return None;
     }
     register_at_fork();
     let generation = GENERATION.load(Ordering::Relaxed);
-    let mut slot = POOL.lock();
+    let mut slots = POOL.lock();
+    let slot = &mut slots[kind as usize];
     if let Some(e) = slot.as_ref() {
         if e.threads == threads && e.generation == generation {
             return Some(Arc::clone(&e.pool));
@@ -132,8 +142,12 @@ pub fn pool() -> Option<Arc<rayon::ThreadPool>> {
             std::mem::forget(stale);
         }
     }
+    let workers = match kind {
+        Kind::Helpers => threads - 1,
+        Kind::Full => threads,
+    };
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
+        .num_threads(workers)
         .thread_name(|i| format!("ferroptim-{i}"))
         .build()
         .ok()
