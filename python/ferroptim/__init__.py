@@ -21,7 +21,7 @@ def set_num_threads(n: int) -> None:
     """Set the number of threads the kernels use.
 
     Args:
-        n: an int >= 1.
+        n: an int from 1 to 1024.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"`n` must be an int >= 1. Received: n={n!r}")

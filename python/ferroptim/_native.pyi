@@ -254,7 +254,8 @@ def roofline(
     """Benchmark floor: moves the bytes of a step (reads params, grads and every slot, writes
     params and every slot) through the same driver, with one add per element and stream."""
 
-def set_num_threads(n: int) -> None: ...
+def set_num_threads(n: int) -> None:
+    """1 to 1024 threads; a ValueError otherwise."""
 def get_num_threads() -> int: ...
 def simd_level() -> str:
     """The instruction set the kernels run with: "avx512", "avx2" or "baseline"."""

@@ -381,15 +381,19 @@ pub fn roofline<'py>(
     )
 }
 
+/// Most threads a step may use: far above any machine's core count, low enough that a
+/// mistaken huge count is refused rather than spawning threads until the process stalls.
+const MAX_THREADS: i64 = 1024;
+
 #[pyfunction]
 pub fn set_num_threads(n: i64) -> PyResult<()> {
-    if n < 1 {
+    if !(1..=MAX_THREADS).contains(&n) {
         return Err(Error::value_error(format!(
-            "The number of threads must be >= 1. Received: {n}"
+            "The number of threads must be between 1 and {MAX_THREADS}. Received: {n}"
         ))
         .into());
     }
-    pool::set_num_threads(usize::try_from(n).unwrap_or(usize::MAX));
+    pool::set_num_threads(usize::try_from(n).unwrap_or(1));
     Ok(())
 }
 

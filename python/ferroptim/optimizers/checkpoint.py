@@ -25,7 +25,9 @@ A ZIP archive, members stored uncompressed, that `numpy.load` also opens as an `
       on, in build order; `"variables_saved"`: whether their values are in the file;
     - `"optimizer_variables"`: the same for `variables` (Keras's order: `iteration` int64,
       `learning_rate` float32 when the rate is a float, then the rest);
-    - `"exclude_from_weight_decay"`: `{"indices": [build positions], "pattern": regex or null}`.
+    - `"exclude_from_weight_decay"`: one `{"indices": [build positions], "pattern": regex or
+      null}` for the optimizer, then one for each optimizer it holds (a LossScaleOptimizer's
+      inner optimizer, a MultiOptimizer's sub-optimizers), depth first.
 - `optimizer/<i>.npy`: entry i of `variables`, in NumPy's `.npy` format (no pickled objects).
 - `variables/<i>.npy`: the i-th built variable, when `"variables_saved"`.
 
@@ -66,7 +68,6 @@ _MAX_HEADER_BYTES = 64 * 2**20
 _DATE_TIME = (1980, 1, 1, 0, 0, 0)
 # Arrays are read in pieces of this many bytes (the zip reader copies each piece once).
 _READ_CHUNK = 16 * 2**20
-_DTYPES = ("float32", "float64", "int64")
 
 
 class CheckpointError(ValueError):
@@ -117,9 +118,6 @@ def _snapshot(optimizer: Any, include_variables: bool) -> Tuple[bytes, List[Tupl
     learning_rate_callable = callable(config.get("learning_rate"))
     if learning_rate_callable:
         config = dict(config, learning_rate=None)
-    excluded = optimizer._exclude_from_weight_decay_vars
-    pattern = optimizer._exclude_from_weight_decay_pattern
-
     from ferroptim import __version__
 
     header = {
@@ -132,10 +130,7 @@ def _snapshot(optimizer: Any, include_variables: bool) -> Tuple[bytes, List[Tupl
         "variables": [_spec(n, v) for n, v in zip(built_names, built)],
         "variables_saved": include_variables,
         "optimizer_variables": [_spec(n, v) for n, v in zip(names, values)],
-        "exclude_from_weight_decay": {
-            "indices": [i for i, v in enumerate(built) if any(v is e for e in excluded)],
-            "pattern": None if pattern is None else pattern.pattern,
-        },
+        "exclude_from_weight_decay": [_exclusions(o) for o in _optimizer_tree(optimizer)],
     }
     try:
         encoded = json.dumps(header, default=_json_default, indent=1).encode("utf-8")
@@ -148,6 +143,48 @@ def _snapshot(optimizer: Any, include_variables: bool) -> Tuple[bytes, List[Tupl
     if include_variables:
         members += [(f"variables/{i}.npy", v) for i, v in enumerate(built)]
     return encoded, members
+
+
+def _optimizer_tree(optimizer: Any) -> List[Any]:
+    """The optimizer, then the optimizers it holds (LossScaleOptimizer, MultiOptimizer), depth
+    first, in the order of their variables."""
+    out = [optimizer]
+    sub_optimizers = getattr(optimizer, "_sub_optimizers", None)
+    if sub_optimizers is not None:
+        for sub in sub_optimizers():
+            out.extend(_optimizer_tree(sub))
+    return out
+
+
+def _exclusions(optimizer: Any) -> Dict[str, Any]:
+    built = optimizer._trainable_variables
+    excluded = optimizer._exclude_from_weight_decay_vars
+    pattern = optimizer._exclude_from_weight_decay_pattern
+    return {
+        "indices": [i for i, v in enumerate(built) if any(v is e for e in excluded)],
+        "pattern": None if pattern is None else pattern.pattern,
+    }
+
+
+def _restore_exclusions(optimizer: Any, saved: List[Dict[str, Any]], path: str) -> None:
+    tree = _optimizer_tree(optimizer)
+    if len(tree) != len(saved):
+        raise CheckpointError(
+            f"{path} holds weight-decay exclusions for {len(saved)} optimizers but "
+            f"'{optimizer.name}' is made of {len(tree)}."
+        )
+    for sub, exclusions in zip(tree, saved):
+        variables = sub._trainable_variables
+        if any(i >= len(variables) for i in exclusions["indices"]):
+            raise CheckpointError(
+                f"{path}: a weight-decay exclusion of '{sub.name}' names a variable it does not "
+                "have."
+            )
+    for sub, exclusions in zip(tree, saved):
+        variables = sub._trainable_variables
+        sub.exclude_from_weight_decay(var_list=[variables[i] for i in exclusions["indices"]])
+        if exclusions["pattern"] is not None:
+            sub._exclude_from_weight_decay_pattern = re.compile(exclusions["pattern"])
 
 
 def _spec(name: str, value: Any) -> Dict[str, Any]:
@@ -299,11 +336,7 @@ def load(
             ) from error
         _build(optimizer, header, var_list, path)
         _restore(optimizer, archive, header, path)
-    exclusions = header["exclude_from_weight_decay"]
-    variables = optimizer._trainable_variables
-    optimizer.exclude_from_weight_decay(var_list=[variables[i] for i in exclusions["indices"]])
-    if exclusions["pattern"] is not None:
-        optimizer._exclude_from_weight_decay_pattern = re.compile(exclusions["pattern"])
+    _restore_exclusions(optimizer, header["exclude_from_weight_decay"], path)
     return optimizer
 
 
@@ -380,7 +413,7 @@ def _read_header(archive: zipfile.ZipFile, path: str) -> Dict[str, Any]:
         ("variables", list),
         ("variables_saved", bool),
         ("optimizer_variables", list),
-        ("exclude_from_weight_decay", dict),
+        ("exclude_from_weight_decay", list),
     ):
         if not isinstance(header.get(key), kind):
             raise bad(f"'{key}' is missing or not a {kind.__name__}")
@@ -388,20 +421,19 @@ def _read_header(archive: zipfile.ZipFile, path: str) -> Dict[str, Any]:
         for entry in header[key]:
             if not _valid_spec(entry):
                 raise bad(f"an entry of '{key}' is not a {{name, shape, dtype}} record: {entry!r}")
-    exclusions = header["exclude_from_weight_decay"]
-    indices = exclusions.get("indices")
-    pattern = exclusions.get("pattern")
-    if (
-        not isinstance(indices, list)
-        or not all(_is_int(i) and 0 <= i < len(header["variables"]) for i in indices)
-        or not (pattern is None or isinstance(pattern, str))
-    ):
-        raise bad(f"'exclude_from_weight_decay' is malformed: {exclusions!r}")
-    if pattern is not None:
-        try:
-            re.compile(pattern)
-        except re.error as error:
-            raise bad(f"the weight-decay exclusion pattern does not compile: {error}") from error
+    for exclusions in header["exclude_from_weight_decay"]:
+        if (
+            not isinstance(exclusions, dict)
+            or not isinstance(exclusions.get("indices"), list)
+            or not all(_is_int(i) and i >= 0 for i in exclusions["indices"])
+            or not (exclusions.get("pattern") is None or isinstance(exclusions["pattern"], str))
+        ):
+            raise bad(f"'exclude_from_weight_decay' is malformed: {exclusions!r}")
+        if exclusions["pattern"] is not None:
+            try:
+                re.compile(exclusions["pattern"])
+            except re.error as error:
+                raise bad(f"a weight-decay exclusion pattern does not compile: {error}") from error
     return header
 
 
@@ -415,8 +447,20 @@ def _valid_spec(entry: Any) -> bool:
         and isinstance(entry.get("name"), str)
         and isinstance(entry.get("shape"), list)
         and all(_is_int(n) and n >= 0 for n in entry["shape"])
-        and entry.get("dtype") in _DTYPES
+        and _is_numeric_dtype(entry.get("dtype"))
     )
+
+
+def _is_numeric_dtype(name: Any) -> bool:
+    # Optimizer state is numbers (float slots, an int64 iteration count, Adafactor's int32
+    # counter); anything else (objects, strings, records) is refused before NumPy reads it.
+    if not isinstance(name, str):
+        return False
+    try:
+        dtype = np.dtype(name)
+    except Exception:
+        return False
+    return dtype.kind in "biuf" and dtype.name == name
 
 
 def _mismatch(path: str, what: str, saved: List[Dict[str, Any]], actual: List[Dict[str, Any]]) -> None:
@@ -488,6 +532,13 @@ def _restore(optimizer: Any, archive: zipfile.ZipFile, header: Dict[str, Any], p
         _read_array(archive, f"optimizer/{i}.npy", v.shape, v.dtype, path)
         for i, v in enumerate(current)
     ]
+    # `_assign_variables` checks these too, but an optimizer that holds others assigns its own
+    # entries before it reaches theirs: a bad inner value must be refused before any write.
+    for name, value in zip(names, values):
+        if name == "iteration" and value.shape == () and not 0 <= int(value):
+            raise CheckpointError(f"{path}: an iteration count is negative ({int(value)})")
+        if name == "learning_rate" and value.shape == () and not np.isfinite(value):
+            raise CheckpointError(f"{path}: a learning rate is not finite ({value})")
     parameters: List[Tuple[np.ndarray, np.ndarray]] = []
     if header["variables_saved"]:
         for i, variable in enumerate(optimizer._trainable_variables):
