@@ -334,8 +334,7 @@ def load(
             raise CheckpointError(
                 f"{path}: the saved configuration does not create a {class_name}: {error}"
             ) from error
-        _build(optimizer, header, var_list, path)
-        _restore(optimizer, archive, header, path)
+        _build_and_restore(optimizer, archive, header, var_list, path)
     _restore_exclusions(optimizer, header["exclude_from_weight_decay"], path)
     return optimizer
 
@@ -365,8 +364,7 @@ def load_state(optimizer: Any, filepath: Any, var_list: Any = None) -> None:
                 f"{path} holds a '{class_name}' optimizer; it cannot be loaded into a "
                 f"'{type(optimizer).__name__}'."
             )
-        _build(optimizer, header, var_list, path)
-        _restore(optimizer, archive, header, path)
+        _build_and_restore(optimizer, archive, header, var_list, path)
 
 
 def _open(path: str) -> zipfile.ZipFile:
@@ -477,6 +475,21 @@ def _mismatch(path: str, what: str, saved: List[Dict[str, Any]], actual: List[Di
                 f"{tuple(s['shape'])} and dtype {s['dtype']}, here '{a['name']}' with shape "
                 f"{tuple(a['shape'])} and dtype {a['dtype']}."
             )
+
+
+def _build_and_restore(
+    optimizer: Any, archive: zipfile.ZipFile, header: Dict[str, Any], var_list: Any, path: str
+) -> None:
+    if not header["variables"] and var_list is not None and not optimizer.built:
+        # Saved before it was built (the iteration count and a float learning rate only): the
+        # state is restored first, then the optimizer is built with fresh slots, as the saved
+        # one would have been at its first step.
+        _build(optimizer, header, None, path)
+        _restore(optimizer, archive, header, path)
+        optimizer.build(var_list)
+        return
+    _build(optimizer, header, var_list, path)
+    _restore(optimizer, archive, header, path)
 
 
 def _build(optimizer: Any, header: Dict[str, Any], var_list: Any, path: str) -> None:
