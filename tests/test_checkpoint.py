@@ -280,6 +280,32 @@ def test_a_callable_learning_rate_is_restored_with_load_state_only(tmp_path):
         np.testing.assert_array_equal(restored[k], params[k])
 
 
+def test_a_configuration_json_cannot_hold_still_saves_the_state(tmp_path):
+    # A MultiOptimizer whose map is a function: its config holds the function.
+    params, grads = _model()
+
+    def make():
+        adam, sgd = O.Adam(learning_rate=0.01), O.SGD(learning_rate=0.05, momentum=0.9)
+        return O.MultiOptimizer(lambda name: sgd if name.endswith("bias") else adam)
+
+    opt = make()
+    _run(opt, params, grads[:STOP])
+    path = tmp_path / "multi.ckpt"
+    opt.save(path)
+    header = checkpoint.read_header(path)
+    assert header["config"] is None and "function" in header["config_error"]
+    with pytest.raises(ValueError, match="holds no configuration.*load_state"):
+        O.Optimizer.load(path, _zeros_like(params))
+    fresh, restored = make(), _zeros_like(params)
+    fresh.load_state(path, restored)
+    _run(fresh, restored, grads[STOP:])
+    _run(opt, params, grads[STOP:])
+    for k in params:
+        np.testing.assert_array_equal(restored[k], params[k])
+    for a, b in zip(fresh.variables, opt.variables):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_save_replaces_an_existing_file(tmp_path):
     opt, params = _trained()
     path = tmp_path / "run.ckpt"

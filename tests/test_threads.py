@@ -34,7 +34,7 @@ def one_kernel_thread():
 
 def _mid_step(param):
     """Whether a uniform update of `param` is under way (its probed elements differ)."""
-    sample = param[PROBES]
+    sample = param[PROBES * (param.size // N)]
     return bool(np.any(sample != sample[0]))
 
 
@@ -91,11 +91,12 @@ def test_two_optimizers_step_in_parallel(one_kernel_thread):
     # Proof of overlap without timing: A is seen mid-step, then B, then A again. A single sweep
     # that is under way at two moments is under way between them, so B's and A's calls ran at
     # the same time; a lock around native calls (or the GIL held by a kernel) makes it impossible.
-    a = _sgd()
-    b = _sgd()
+    # Long sweeps (32 MiB per array), many rounds: on a loaded machine the scheduler may still
+    # run two sweeps one after the other now and then.
+    a = _sgd(N * 2)
+    b = _sgd(N * 2)
     overlaps = 0
-    # On a loaded machine the scheduler may run the two sweeps one after the other: try again.
-    for round_ in range(1, 41):
+    for round_ in range(1, 61):
         start = threading.Barrier(3)
         done = []
 

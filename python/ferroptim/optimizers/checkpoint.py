@@ -20,7 +20,9 @@ A ZIP archive, members stored uncompressed, that `numpy.load` also opens as an `
     - `"config"`: `get_config()`, a `LearningRateSchedule` serialized as
       `ferroptim.optimizers.schedules.serialize` does; `"learning_rate_callable"`: true when the
       learning rate was a plain callable, whose place in `"config"` is then null (a file holds no
-      code: such a checkpoint is read with `load_state`);
+      code: such a checkpoint is read with `load_state`); `"config"` is null as a whole, with
+      the reason in `"config_error"`, when some other entry cannot be written as JSON (an inner
+      optimizer's callable learning rate, a MultiOptimizer's callable map);
     - `"variables"`: `[{"name", "shape", "dtype"}, ...]`, the variables the optimizer was built
       on, in build order; `"variables_saved"`: whether their values are in the file;
     - `"optimizer_variables"`: the same for `variables` (Keras's order: `iteration` int64,
@@ -135,10 +137,11 @@ def _snapshot(optimizer: Any, include_variables: bool) -> Tuple[bytes, List[Tupl
     try:
         encoded = json.dumps(header, default=_json_default, indent=1).encode("utf-8")
     except TypeError as error:
-        raise TypeError(
-            f"The configuration of optimizer '{optimizer.name}' cannot be written to a "
-            f"checkpoint: {error}"
-        ) from error
+        # The state is still worth saving: `load_state` restores it into an optimizer built
+        # by the caller's code.
+        header["config"] = None
+        header["config_error"] = str(error)
+        encoded = json.dumps(header, default=_json_default, indent=1).encode("utf-8")
     members = [(f"optimizer/{i}.npy", v) for i, v in enumerate(values)]
     if include_variables:
         members += [(f"variables/{i}.npy", v) for i, v in enumerate(built)]
@@ -328,6 +331,12 @@ def load(
                 "a file cannot hold. Create the optimizer with that callable, then call "
                 "`optimizer.load_state(filepath, var_list)`."
             )
+        if header["config"] is None:
+            raise CheckpointError(
+                f"{path} holds no configuration (it could not be written: "
+                f"{header.get('config_error')}). Create the optimizer, then call "
+                "`optimizer.load_state(filepath, var_list)`."
+            )
         try:
             optimizer = found.from_config(header["config"], custom_objects=custom_objects)
         except (TypeError, ValueError) as error:
@@ -406,7 +415,6 @@ def _read_header(archive: zipfile.ZipFile, path: str) -> Dict[str, Any]:
         )
     for key, kind in (
         ("class_name", str),
-        ("config", dict),
         ("learning_rate_callable", bool),
         ("variables", list),
         ("variables_saved", bool),
@@ -415,6 +423,8 @@ def _read_header(archive: zipfile.ZipFile, path: str) -> Dict[str, Any]:
     ):
         if not isinstance(header.get(key), kind):
             raise bad(f"'{key}' is missing or not a {kind.__name__}")
+    if not isinstance(header.get("config", 0), (dict, type(None))):
+        raise bad("'config' is missing or not a dict")
     for key in ("variables", "optimizer_variables"):
         for entry in header[key]:
             if not _valid_spec(entry):
