@@ -13,8 +13,8 @@ mod _native {
     #[pymodule_export]
     use crate::py::functions::{
         adadelta, adagrad, adam, adamax, all_finite, check_disjoint, ema, ftrl, get_num_threads,
-        lamb, lion, nadam, newton_schulz, rmsprop, roofline, schedule_free_adamw, set_num_threads,
-        set_simd_level, sgd, simd_level, StepOptions,
+        gradient_sum_squares, lamb, lion, nadam, newton_schulz, rmsprop, roofline,
+        schedule_free_adamw, set_num_threads, set_simd_level, sgd, simd_level, StepOptions,
     };
 
     #[pymodule_init]

@@ -283,7 +283,7 @@ fn global_clip_step(level: Option<simd::Level>, threads: usize) -> (Vec<f32>, Ve
         .map(|((p, g), (m, v))| tensor(p, g, &mut [m, v]))
         .collect();
     let pro = Prologue {
-        clip: Clip::GlobalNorm(1.0),
+        clip: Clip::GlobalNorm(1.0, 1.0),
         ..Prologue::none()
     };
     run(

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import ferroptim as fo
+from ferroptim import _native
 from ferroptim.optimizers import (
     SGD,
     Adadelta,
@@ -1005,6 +1006,43 @@ def test_mixed_dtypes_global_clipnorm_uses_the_norm_of_all_gradients():
     opt.apply_gradients([(ga, a), (gb, b)])
     np.testing.assert_allclose(a, [-0.6, 0.0], rtol=1e-6)
     np.testing.assert_allclose(b, [0.0, -0.8], rtol=1e-14)
+
+
+def test_mixed_dtypes_global_clipnorm_with_loss_scale_and_accumulation():
+    # The global norm is that of the unscaled, averaged gradients of both groups:
+    # step 1 accumulates, step 2 averages (g1 + g2) / 2 = g, unscales by 4, clips by 1 / N.
+    a = np.zeros(2, np.float32)
+    b = np.zeros(2, np.float64)
+    opt = SGD(learning_rate=1.0, global_clipnorm=1.0, loss_scale_factor=4.0,
+              gradient_accumulation_steps=2)
+    ga, gb = np.array([12.0, 0.0], np.float32), np.array([0.0, 16.0])
+    opt.apply_gradients([(ga, a), (gb, b)])
+    assert not a.any() and not b.any()
+    opt.apply_gradients([(ga, a), (gb, b)])
+    # Unscaled gradients (3, 0) and (0, 4): N = 5.
+    np.testing.assert_allclose(a, [-0.6, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(b, [0.0, -0.8], rtol=1e-14)
+
+
+def test_gradient_sum_squares_is_the_norm_a_step_sees():
+    rng = np.random.default_rng(3)
+    params = [np.zeros(n, np.float32) for n in (5, 70_000, 3)]
+    grads = [rng.standard_normal(p.size).astype(np.float64) for p in params]
+    accumulators = [rng.standard_normal(p.size).astype(np.float32) for p in params]
+    before = [x.copy() for x in params + accumulators]
+    options = _native.StepOptions(loss_scale=8.0, accumulators=accumulators,
+                                  accumulation_steps=3)
+    total = _native.gradient_sum_squares(params, grads, options)
+    expected = 0.0
+    for g, acc in zip(grads, accumulators):
+        final = (g.astype(np.float32) / np.float32(8.0) + acc) / np.float32(3.0)
+        expected += float(np.sum(final.astype(np.float64) ** 2))
+    assert total == pytest.approx(expected, rel=1e-13)
+    for x, y in zip(params + accumulators, before):
+        np.testing.assert_array_equal(x, y)
+    assert _native.gradient_sum_squares([], []) == 0.0
+    with pytest.raises(ValueError):
+        _native.gradient_sum_squares(params, grads[:2])
 
 
 def test_mixed_dtypes_bad_gradient_changes_nothing():

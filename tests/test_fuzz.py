@@ -372,12 +372,6 @@ def test_interleaved_or_overlapping_views_in_one_call_are_refused_or_updated_exa
     ids=["iterations=2**63", "iterations=2**64", "learning_rate=10**400",
          "accumulation_steps=-1", "accumulation_steps=2**32", "ns_steps=2**64"],
 )
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="native bindings: an integer beyond the argument's Rust type (i64, u32, f64) raises "
-    "OverflowError where the contract (DESIGN.md section 5) is a ValueError",
-)
 def test_out_of_range_integers_are_value_errors(call):
     env = Env()
     before = [a.copy() for a in env.arrays()]

@@ -293,14 +293,6 @@ def test_every_drawn_optimizer_has_a_reference(name):
     assert name in ref._RULES and hasattr(fo.optimizers, name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="native sgd: the rule counts its slots from the momentum rounded to the parameters' "
-    "dtype (`Sgd::slots`: momentum != 0 in float32) while the binding requires the momentum "
-    "slots from the float64 value, so a momentum below float32's smallest subnormal "
-    "(~7e-46) fails every float32 step with 'this update needs 0 slot lists, got 1'",
-)
 @pytest.mark.parametrize("momentum", [1e-50, 1e-300])
 def test_a_momentum_that_float32_rounds_to_zero_still_steps(momentum):
     # Keras creates the momentum slot (momentum != 0) and computes in float32, where the
@@ -316,12 +308,6 @@ def test_a_momentum_that_float32_rounds_to_zero_still_steps(momentum):
     np.testing.assert_array_equal(w, reference.params[0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="native prologue::global_norm_scale computes 1 / clipnorm in the parameters' dtype "
-    "(T::ONE / c); Keras computes `1.0 / clip_norm` as a Python float and rounds it once, so "
-    "the scale, and the clipped gradient, is one ulp off in about a fifth of cases",
-)
 def test_the_global_clipnorm_scale_is_keras_s_to_the_bit():
     # Found by the property test. The norm (0.98) is below the clip value, so Keras's scale is
     # float32(c) * float32(1 / c), which is not 1 here.

@@ -93,12 +93,6 @@ def test_a_step_allocates_nothing_in_proportion_to_the_model(case):
     assert peak < 64 * KIB, f"{case}: {peak / KIB:.1f} KiB traced during one step"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Optimizer._split_global_clipnorm sums the squares of every gradient through a "
-    "float64 copy of it (a global clipnorm over float32 and float64 parameters together): "
-    "about 8 MiB for this 1M-parameter model",
-)
 def test_a_global_clipnorm_over_two_dtypes_allocates_nothing_in_proportion():
     params, grads = _model(mixed=True)
     peak = _traced_peak(_stepper(O.Adam(global_clipnorm=1.0), params, grads, "list"))

@@ -237,6 +237,17 @@ def check_disjoint(
     overlap (by address range, as every update function checks its own arrays); `names` name
     the `readonly` arrays. For steps that span several native calls."""
 
+def gradient_sum_squares(
+    params: Sequence[NDArray[np.floating]],
+    grads: Sequence[ArrayLike],
+    options: Optional[StepOptions] = None,
+    names: Optional[Sequence[str]] = None,
+) -> float:
+    """The float64 sum of squares of the gradients as an update step of these parameters sees
+    them (cast to the parameters' dtype, unscaled by `loss_scale`, averaged with
+    `accumulators`; the options' clipping, weight decay and EMA are ignored). Writes nothing;
+    the same value for any thread count. For a `global_clipnorm` that spans several calls."""
+
 def ema(
     params: Sequence[NDArray[np.floating]],
     averages: Sequence[NDArray[np.floating]],

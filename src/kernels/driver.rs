@@ -136,20 +136,14 @@ pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<
     // Norm clipping needs the norms of the final gradients before anything changes.
     let mut denominators = Vec::new();
     let clip = match (mode, pro.clip) {
-        (Mode::Update, Clip::Norm(c) | Clip::GlobalNorm(c)) => {
-            let partials = map_items(&items, &parts, 1, |it, out| {
-                out[0] = reduce_at(level, tensors, pro, it);
-            });
-            let mut sums = vec![0.0f64; tensors.len()];
-            for (it, s) in items.iter().zip(&partials) {
-                sums[it.tensor] += s;
-            }
-            if let Clip::Norm(_) = pro.clip {
+        (Mode::Update, Clip::Norm(c) | Clip::GlobalNorm(c, _)) => {
+            let sums = gradient_sums(level, tensors, pro, &items, &parts);
+            if let Clip::GlobalNorm(_, inverse) = pro.clip {
+                let global: f64 = sums.iter().sum();
+                ClipStage::Scale(prologue::global_norm_scale(global, c, inverse))
+            } else {
                 denominators.extend(sums.iter().map(|&s| prologue::norm_denominator(s, c)));
                 ClipStage::PerTensor(c, &denominators)
-            } else {
-                let global: f64 = sums.iter().sum();
-                ClipStage::Scale(prologue::global_norm_scale(global, c))
             }
         }
         (Mode::Update, Clip::Value(c)) => ClipStage::Value(c),
@@ -185,6 +179,43 @@ pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<
             process_at(level, ctx, it);
         }
     });
+}
+
+/// The sum of squares of each tensor's final gradient (unscaled and averaged with its
+/// accumulator as an update step would, nothing written), in the fixed order of the norm
+/// clipping pass: the same value for any thread count.
+fn gradient_sums<T: Real>(
+    level: Level,
+    tensors: &[Tensor<T>],
+    pro: &Prologue<T>,
+    items: &[Item],
+    parts: &[usize],
+) -> Vec<f64> {
+    let partials = map_items(items, parts, 1, |it, out| {
+        out[0] = reduce_at(level, tensors, pro, it);
+    });
+    let mut sums = vec![0.0f64; tensors.len()];
+    for (it, s) in items.iter().zip(&partials) {
+        sums[it.tensor] += s;
+    }
+    sums
+}
+
+/// The sum of squares of the final gradients of a whole call, as `global_clipnorm` sees it:
+/// for a global norm over several calls (a model of float32 and float64 variables). Reads
+/// only; the prologue's clipping, weight decay and EMA play no part.
+#[must_use]
+pub fn gradient_sum_squares<T: Real>(tensors: &[Tensor<T>], pro: &Prologue<T>) -> f64 {
+    let items = work_items(tensors);
+    let total: usize = tensors.iter().map(|t| t.len).sum();
+    let parts = if total >= INLINE_BELOW {
+        split(&items, pool::num_threads())
+    } else {
+        vec![0, items.len()]
+    };
+    gradient_sums(simd::current(), tensors, pro, &items, &parts)
+        .iter()
+        .sum()
 }
 
 /// Cuts the work list into at most `threads` contiguous runs of about equal element counts:

@@ -3,6 +3,7 @@
 //! views (`layout::Operand`) that are guaranteed disjoint and correctly sized.
 
 pub mod adadelta;
+pub mod adafactor;
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;
@@ -23,7 +24,7 @@ pub mod schedule_free;
 pub mod sgd;
 pub mod simd;
 
-pub use driver::{run, Mode, Tensor};
+pub use driver::{gradient_sum_squares, run, Mode, Tensor};
 pub use prologue::{Clip, Prologue};
 pub use real::Real;
 

@@ -21,8 +21,10 @@ pub enum Clip<T> {
     None,
     /// Per-tensor norm clipping with this `clipnorm`.
     Norm(T),
-    /// Clipping by the norm over all tensors of the call with this `global_clipnorm`.
-    GlobalNorm(T),
+    /// Clipping by the norm over all tensors of the call with this `global_clipnorm`, and
+    /// `1 / global_clipnorm` computed in float64 and rounded once (Keras computes `1.0 / c`
+    /// on the Python float).
+    GlobalNorm(T, T),
     /// Element-wise clipping to `[-c, c]`.
     Value(T),
 }
@@ -141,12 +143,12 @@ pub fn norm_denominator<T: Real>(sum_squares: f64, c: T) -> T {
 }
 
 /// Keras's `clip_by_global_norm` scale: `c * min(1/N, 1/c) + (N - N)`; NaN if N is not
-/// finite.
+/// finite. `inverse` is `1/c` as `Clip::GlobalNorm` carries it.
 #[must_use]
-pub fn global_norm_scale<T: Real>(sum_squares: f64, c: T) -> T {
+pub fn global_norm_scale<T: Real>(sum_squares: f64, c: T, inverse: T) -> T {
     let n = T::from_f64(sum_squares).sqrt();
     let a = T::ONE / n;
-    let b = T::ONE / c;
+    let b = inverse;
     // `min` that keeps NaN, as `ops.minimum`.
     let m = if a.is_nan() || a < b { a } else { b };
     // `n - n` is 0 for a finite norm and NaN otherwise: Keras's way to poison every gradient.

@@ -12,6 +12,9 @@ use super::{Real, Rule};
 pub struct Sgd<T> {
     lr: T,
     momentum: T,
+    /// Decided on the float64 momentum, as Keras decides whether to create the slot: a
+    /// momentum that rounds to 0 in float32 still keeps (and updates) a momentum slot.
+    has_momentum: bool,
     nesterov: bool,
 }
 
@@ -21,6 +24,7 @@ impl<T: Real> Sgd<T> {
         Sgd {
             lr: T::from_f64(learning_rate),
             momentum: T::from_f64(momentum),
+            has_momentum: momentum != 0.0,
             nesterov,
         }
     }
@@ -28,7 +32,7 @@ impl<T: Real> Sgd<T> {
 
 impl<T: Real> Rule<T> for Sgd<T> {
     fn slots(&self) -> usize {
-        usize::from(self.momentum != T::ZERO)
+        usize::from(self.has_momentum)
     }
 
     #[inline(always)]

@@ -1,5 +1,6 @@
 //! The `#[pyfunction]`s: one per update rule, each a thin shell over `run_rule`.
 
+use super::args;
 use super::prepare::{self, Dtype, Names, State};
 use crate::error::Error;
 use crate::kernels::{self, pool, simd, Clip, Mode, Prologue, Real, Rule};
@@ -46,24 +47,27 @@ impl StepOptions {
         averages=None, ema_momentum=0.0, ema_overwrite=false))]
     #[allow(clippy::too_many_arguments, clippy::fn_params_excessive_bools)]
     fn new(
-        loss_scale: Option<f64>,
+        #[pyo3(from_py_with = args::opt_real)] loss_scale: Option<f64>,
         accumulators: Option<Py<PyAny>>,
-        accumulation_steps: u32,
+        #[pyo3(from_py_with = args::uint32)] accumulation_steps: u32,
         accumulate_only: bool,
-        clipnorm: Option<f64>,
-        global_clipnorm: Option<f64>,
-        clipvalue: Option<f64>,
-        weight_decay: Option<f64>,
+        #[pyo3(from_py_with = args::opt_real)] clipnorm: Option<f64>,
+        #[pyo3(from_py_with = args::opt_real)] global_clipnorm: Option<f64>,
+        #[pyo3(from_py_with = args::opt_real)] clipvalue: Option<f64>,
+        #[pyo3(from_py_with = args::opt_real)] weight_decay: Option<f64>,
         weight_decay_mask: Option<Vec<bool>>,
-        weight_decay_learning_rate: Option<f64>,
+        #[pyo3(from_py_with = args::opt_real)] weight_decay_learning_rate: Option<f64>,
         averages: Option<Py<PyAny>>,
-        ema_momentum: f64,
+        #[pyo3(from_py_with = args::real)] ema_momentum: f64,
         ema_overwrite: bool,
     ) -> PyResult<Self> {
         let clip = match (clipnorm, global_clipnorm, clipvalue) {
             (None, None, None) => Clip::None,
             (Some(c), None, None) => Clip::Norm(finite("clipnorm", c)?),
-            (None, Some(c), None) => Clip::GlobalNorm(finite("global_clipnorm", c)?),
+            (None, Some(c), None) => {
+                let c = finite("global_clipnorm", c)?;
+                Clip::GlobalNorm(c, 1.0 / c)
+            }
             (None, None, Some(c)) => Clip::Value(finite("clipvalue", c)?),
             _ => {
                 return Err(Error::value_error(
@@ -145,6 +149,29 @@ impl Call<'_, '_> {
         params: &[Bound<'py, PyAny>],
         rule: impl FnOnce() -> R,
     ) -> PyResult<()> {
+        self.with_tensors::<T, ()>(py, params, |tensors, pro, mode, slots| {
+            let rule = rule();
+            if mode == Mode::Update && rule.slots() != slots {
+                return Err(Error::value_error(format!(
+                    "this update needs {} slot lists, got {slots}",
+                    rule.slots(),
+                ))
+                .into());
+            }
+            detach_if_large(py, tensors, || kernels::run(&rule, tensors, pro, mode));
+            Ok(())
+        })
+    }
+
+    /// Validates every array of the call and hands `f` the tensors, the prologue's scalars,
+    /// the mode and the number of slot lists given. The arrays stay borrowed until `f`
+    /// returns.
+    fn with_tensors<'py, T: Real + Element, Out>(
+        &self,
+        py: Python<'py>,
+        params: &[Bound<'py, PyAny>],
+        f: impl FnOnce(&[kernels::Tensor<T>], &Prologue<T>, Mode, usize) -> PyResult<Out>,
+    ) -> PyResult<Out> {
         let grads = self.grads.map(|g| prepare::items(g, "grads")).transpose()?;
         let mut slots = Vec::with_capacity(self.slots.len());
         for (what, list) in &self.slots {
@@ -172,15 +199,6 @@ impl Call<'_, '_> {
         let mut keep = Vec::new();
         let tensors =
             prepare::tensors::<T>(py, params, grads.as_deref(), &state, &self.names, &mut keep)?;
-        let rule = rule();
-        if mode == Mode::Update && rule.slots() != state.slots.len() {
-            return Err(Error::value_error(format!(
-                "this update needs {} slot lists, got {}",
-                rule.slots(),
-                state.slots.len()
-            ))
-            .into());
-        }
         let lr = T::from_f64(self.learning_rate);
         let pro = match opts {
             None => Prologue::none(),
@@ -192,7 +210,9 @@ impl Call<'_, '_> {
                 clip: match o.clip {
                     Clip::None => Clip::None,
                     Clip::Norm(c) => Clip::Norm(T::from_f64(c)),
-                    Clip::GlobalNorm(c) => Clip::GlobalNorm(T::from_f64(c)),
+                    Clip::GlobalNorm(c, inverse) => {
+                        Clip::GlobalNorm(T::from_f64(c), T::from_f64(inverse))
+                    }
                     Clip::Value(c) => Clip::Value(T::from_f64(c)),
                 },
                 weight_decay: o.weight_decay.map(|wd| {
@@ -206,14 +226,23 @@ impl Call<'_, '_> {
                     .map(|_| (T::from_f64(o.ema_momentum), o.ema_overwrite)),
             },
         };
-        let total: usize = tensors.iter().map(|t| t.len).sum();
-        if total >= DETACH_FROM {
-            py.detach(|| kernels::run(&rule, &tensors, &pro, mode));
-        } else {
-            kernels::run(&rule, &tensors, &pro, mode);
-        }
+        let out = f(&tensors, &pro, mode, state.slots.len());
         drop(keep);
-        Ok(())
+        out
+    }
+}
+
+/// Runs `work` with the GIL released when the call is large enough to be worth it.
+fn detach_if_large<T: Real, Out: Send>(
+    py: Python<'_>,
+    tensors: &[kernels::Tensor<T>],
+    work: impl FnOnce() -> Out + Send,
+) -> Out {
+    let total: usize = tensors.iter().map(|t| t.len).sum();
+    if total >= DETACH_FROM {
+        py.detach(work)
+    } else {
+        work()
     }
 }
 
@@ -235,8 +264,8 @@ pub fn sgd<'py>(
     params: &Bound<'py, PyAny>,
     grads: &Bound<'py, PyAny>,
     momentums: Option<&Bound<'py, PyAny>>,
-    learning_rate: f64,
-    momentum: f64,
+    #[pyo3(from_py_with = args::real)] learning_rate: f64,
+    #[pyo3(from_py_with = args::real)] momentum: f64,
     nesterov: bool,
     options: Option<&Bound<'py, StepOptions>>,
     names: Option<&Bound<'py, PyAny>>,
@@ -276,11 +305,11 @@ pub fn adam<'py>(
     momentums: &Bound<'py, PyAny>,
     velocities: &Bound<'py, PyAny>,
     velocity_hats: Option<&Bound<'py, PyAny>>,
-    learning_rate: f64,
-    beta_1: f64,
-    beta_2: f64,
-    epsilon: f64,
-    iterations: i64,
+    #[pyo3(from_py_with = args::real)] learning_rate: f64,
+    #[pyo3(from_py_with = args::real)] beta_1: f64,
+    #[pyo3(from_py_with = args::real)] beta_2: f64,
+    #[pyo3(from_py_with = args::real)] epsilon: f64,
+    #[pyo3(from_py_with = args::int)] iterations: i64,
     options: Option<&Bound<'py, StepOptions>>,
     names: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
@@ -310,6 +339,45 @@ pub fn adam<'py>(
     )
 }
 
+/// The sum of squares of the gradients as an update step would see them (unscaled and
+/// averaged with the accumulators per `options`; its clipping, weight decay and EMA are
+/// ignored). Writes nothing. For a `global_clipnorm` over several calls.
+#[pyfunction]
+#[pyo3(signature = (params, grads, options=None, names=None))]
+pub fn gradient_sum_squares<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+    grads: &Bound<'py, PyAny>,
+    options: Option<&Bound<'py, StepOptions>>,
+    names: Option<&Bound<'py, PyAny>>,
+) -> PyResult<f64> {
+    let call = Call {
+        params,
+        grads: Some(grads),
+        slots: Vec::new(),
+        learning_rate: 0.0,
+        options,
+        names: Names(names),
+        mode: Mode::Update,
+    };
+    let params = prepare::items(params, "params")?;
+    let Some(first) = params.first() else {
+        return Ok(0.0);
+    };
+    match prepare::group_dtype(first, &call.names)? {
+        Dtype::F32 => call.with_tensors::<f32, f64>(py, &params, |tensors, pro, _, _| {
+            Ok(detach_if_large(py, tensors, || {
+                kernels::gradient_sum_squares(tensors, pro)
+            }))
+        }),
+        Dtype::F64 => call.with_tensors::<f64, f64>(py, &params, |tensors, pro, _, _| {
+            Ok(detach_if_large(py, tensors, || {
+                kernels::gradient_sum_squares(tensors, pro)
+            }))
+        }),
+    }
+}
+
 /// The EMA stage alone, for variables that took no part in the step.
 #[pyfunction]
 #[pyo3(signature = (params, averages, ema_momentum, ema_overwrite, names=None))]
@@ -317,7 +385,7 @@ pub fn ema<'py>(
     py: Python<'py>,
     params: &Bound<'py, PyAny>,
     averages: &Bound<'py, PyAny>,
-    ema_momentum: f64,
+    #[pyo3(from_py_with = args::real)] ema_momentum: f64,
     ema_overwrite: bool,
     names: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
@@ -386,7 +454,7 @@ pub fn roofline<'py>(
 const MAX_THREADS: i64 = 1024;
 
 #[pyfunction]
-pub fn set_num_threads(n: i64) -> PyResult<()> {
+pub fn set_num_threads(#[pyo3(from_py_with = args::int)] n: i64) -> PyResult<()> {
     if !(1..=MAX_THREADS).contains(&n) {
         return Err(Error::value_error(format!(
             "The number of threads must be between 1 and {MAX_THREADS}. Received: {n}"
@@ -458,10 +526,10 @@ pub fn rmsprop<'py>(
     velocities: &Bound<'py, PyAny>,
     momentums: Option<&Bound<'py, PyAny>>,
     average_gradients: Option<&Bound<'py, PyAny>>,
-    learning_rate: f64,
-    rho: f64,
-    momentum: f64,
-    epsilon: f64,
+    #[pyo3(from_py_with = args::real)] learning_rate: f64,
+    #[pyo3(from_py_with = args::real)] rho: f64,
+    #[pyo3(from_py_with = args::real)] momentum: f64,
+    #[pyo3(from_py_with = args::real)] epsilon: f64,
     options: Option<&Bound<'py, StepOptions>>,
     names: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
@@ -493,8 +561,8 @@ pub fn adagrad<'py>(
     params: &Bound<'py, PyAny>,
     grads: &Bound<'py, PyAny>,
     accumulators: &Bound<'py, PyAny>,
-    learning_rate: f64,
-    epsilon: f64,
+    #[pyo3(from_py_with = args::real)] learning_rate: f64,
+    #[pyo3(from_py_with = args::real)] epsilon: f64,
     options: Option<&Bound<'py, StepOptions>>,
     names: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
@@ -525,9 +593,9 @@ pub fn adadelta<'py>(
     grads: &Bound<'py, PyAny>,
     accumulated_grads: &Bound<'py, PyAny>,
     accumulated_delta_vars: &Bound<'py, PyAny>,
-    learning_rate: f64,
-    rho: f64,
-    epsilon: f64,
+    #[pyo3(from_py_with = args::real)] learning_rate: f64,
+    #[pyo3(from_py_with = args::real)] rho: f64,
+    #[pyo3(from_py_with = args::real)] epsilon: f64,
     options: Option<&Bound<'py, StepOptions>>,
     names: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
@@ -555,11 +623,11 @@ pub fn adamax<'py>(
     grads: &Bound<'py, PyAny>,
     momentums: &Bound<'py, PyAny>,
     norms: &Bound<'py, PyAny>,
-    learning_rate: f64,
-    beta_1: f64,
-    beta_2: f64,
-    epsilon: f64,
-    iterations: i64,
+    #[pyo3(from_py_with = args::real)] learning_rate: f64,
+    #[pyo3(from_py_with = args::real)] beta_1: f64,
+    #[pyo3(from_py_with = args::real)] beta_2: f64,
+    #[pyo3(from_py_with = args::real)] epsilon: f64,
+    #[pyo3(from_py_with = args::int)] iterations: i64,
     options: Option<&Bound<'py, StepOptions>>,
     names: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
@@ -587,13 +655,13 @@ pub fn nadam<'py>(
     grads: &Bound<'py, PyAny>,
     momentums: &Bound<'py, PyAny>,
     velocities: &Bound<'py, PyAny>,
-    learning_rate: f64,
-    beta_1: f64,
-    beta_2: f64,
-    epsilon: f64,
-    iterations: i64,
-    u_product: f64,
-    schedule_decay: f64,
+    #[pyo3(from_py_with = args::real)] learning_rate: f64,
+    #[pyo3(from_py_with = args::real)] beta_1: f64,
+    #[pyo3(from_py_with = args::real)] beta_2: f64,
+    #[pyo3(from_py_with = args::real)] epsilon: f64,
+    #[pyo3(from_py_with = args::int)] iterations: i64,
+    #[pyo3(from_py_with = args::real)] u_product: f64,
+    #[pyo3(from_py_with = args::real)] schedule_decay: f64,
     options: Option<&Bound<'py, StepOptions>>,
     names: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
@@ -640,9 +708,9 @@ pub fn lion<'py>(
     params: &Bound<'py, PyAny>,
     grads: &Bound<'py, PyAny>,
     momentums: &Bound<'py, PyAny>,
-    learning_rate: f64,
-    beta_1: f64,
-    beta_2: f64,
+    #[pyo3(from_py_with = args::real)] learning_rate: f64,
+    #[pyo3(from_py_with = args::real)] beta_1: f64,
+    #[pyo3(from_py_with = args::real)] beta_2: f64,
     options: Option<&Bound<'py, StepOptions>>,
     names: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
@@ -675,12 +743,12 @@ pub fn ftrl<'py>(
     grads: &Bound<'py, PyAny>,
     accumulators: &Bound<'py, PyAny>,
     linears: &Bound<'py, PyAny>,
-    learning_rate: f64,
-    learning_rate_power: f64,
-    l1_regularization_strength: f64,
-    l2_regularization_strength: f64,
-    l2_shrinkage_regularization_strength: f64,
-    beta: f64,
+    #[pyo3(from_py_with = args::real)] learning_rate: f64,
+    #[pyo3(from_py_with = args::real)] learning_rate_power: f64,
+    #[pyo3(from_py_with = args::real)] l1_regularization_strength: f64,
+    #[pyo3(from_py_with = args::real)] l2_regularization_strength: f64,
+    #[pyo3(from_py_with = args::real)] l2_shrinkage_regularization_strength: f64,
+    #[pyo3(from_py_with = args::real)] beta: f64,
     options: Option<&Bound<'py, StepOptions>>,
     names: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
@@ -713,11 +781,11 @@ pub fn lamb<'py>(
     grads: &Bound<'py, PyAny>,
     momentums: &Bound<'py, PyAny>,
     velocities: &Bound<'py, PyAny>,
-    learning_rate: f64,
-    beta_1: f64,
-    beta_2: f64,
-    epsilon: f64,
-    iterations: i64,
+    #[pyo3(from_py_with = args::real)] learning_rate: f64,
+    #[pyo3(from_py_with = args::real)] beta_1: f64,
+    #[pyo3(from_py_with = args::real)] beta_2: f64,
+    #[pyo3(from_py_with = args::real)] epsilon: f64,
+    #[pyo3(from_py_with = args::int)] iterations: i64,
     options: Option<&Bound<'py, StepOptions>>,
     names: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
@@ -744,12 +812,12 @@ pub fn schedule_free_adamw<'py>(
     grads: &Bound<'py, PyAny>,
     momentums: &Bound<'py, PyAny>,
     velocities: &Bound<'py, PyAny>,
-    learning_rate: f64,
-    beta_1: f64,
-    beta_2: f64,
-    epsilon: f64,
-    warmup_steps: i64,
-    iterations: i64,
+    #[pyo3(from_py_with = args::real)] learning_rate: f64,
+    #[pyo3(from_py_with = args::real)] beta_1: f64,
+    #[pyo3(from_py_with = args::real)] beta_2: f64,
+    #[pyo3(from_py_with = args::real)] epsilon: f64,
+    #[pyo3(from_py_with = args::int)] warmup_steps: i64,
+    #[pyo3(from_py_with = args::int)] iterations: i64,
     options: Option<&Bound<'py, StepOptions>>,
     names: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
@@ -860,10 +928,10 @@ unsafe impl<T> Send for SendSlice<'_, T> {}
 pub fn newton_schulz<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
-    steps: i64,
-    a: f64,
-    b: f64,
-    c: f64,
+    #[pyo3(from_py_with = args::int)] steps: i64,
+    #[pyo3(from_py_with = args::real)] a: f64,
+    #[pyo3(from_py_with = args::real)] b: f64,
+    #[pyo3(from_py_with = args::real)] c: f64,
 ) -> PyResult<Bound<'py, PyAny>> {
     use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
     fn run<'py, T: Real + Element>(

@@ -6,10 +6,11 @@
 //! - dtype: every parameter, slot, accumulator and average has the group's dtype; gradients of
 //!   another real dtype, lists and scalars are converted as `numpy.asarray(g, dtype)` would;
 //! - shapes: every operand has its parameter's shape;
-//! - writability and aliasing: parameters and state are borrowed read-write and gradients
-//!   read-only through rust-numpy's borrow tracking, which refuses a read-only array, the
-//!   same array twice, and overlapping views of one buffer;
+//! - writability and aliasing: parameters and state must be writable; the byte ranges of all
+//!   arrays of the call are sorted and swept once, and any overlap that involves a writable
+//!   array is refused (see `prepare`);
 //! - layout: aligned, element-multiple strides, and no writable operand that overlaps itself.
 
+pub mod args;
 pub mod functions;
 pub mod prepare;

@@ -1470,26 +1470,26 @@ class Optimizer:
         A kernel sees the norm of its own call only, so each call gets the clip value that gives
         the global scale from its own norm: `c_i = c * N_i / N` makes
         `c_i * min(1 / N_i, 1 / c_i) == c * min(1 / N, 1 / c)`. The squared norms are summed here
-        in float64, of the gradients as the kernel sees them (cast to the variable's dtype,
-        unscaled and averaged in that dtype).
+        natively in float64, of the gradients as the kernel sees them (cast to the variable's
+        dtype, unscaled and averaged in that dtype), without a copy of any of them.
         """
-        k = self._accumulation_steps
-        scale = self.loss_scale_factor
+        kwargs: Dict[str, Any] = {}
+        if self.loss_scale_factor is not None:
+            kwargs["loss_scale"] = float(self.loss_scale_factor)
         sums = []
         for group, members, grads in calls:
             chosen = group.indices if members is None else members
-            total = 0.0
-            for i, g in zip(chosen, grads):
-                dtype = self._trainable_variables[i].dtype
-                g = np.asarray(g).astype(dtype, copy=False)
-                with np.errstate(all="ignore"):
-                    if scale is not None:
-                        g = g / dtype.type(scale)
-                    if k:
-                        g = (g + self._accumulated_gradients[i]) / dtype.type(k)
-                    g64 = g.astype(np.float64).ravel()
-                    total += float(np.dot(g64, g64))
-            sums.append(total)
+            if self._accumulation_steps:
+                kwargs["accumulators"] = [self._accumulated_gradients[i] for i in chosen]
+                kwargs["accumulation_steps"] = self._accumulation_steps
+            sums.append(
+                _native.gradient_sum_squares(
+                    [self._trainable_variables[i] for i in chosen],
+                    grads,
+                    _native.StepOptions(**kwargs) if kwargs else None,
+                    [self._trainable_variable_names[i] for i in chosen],
+                )
+            )
         norm = math.sqrt(sum(sums))
         out_calls: List[_Call] = []
         clipnorms: List[Optional[float]] = []
