@@ -5,7 +5,7 @@ use _native::kernels::adam::Adam;
 use _native::kernels::driver::{CHUNK, INLINE_BELOW};
 use _native::kernels::layout::Operand;
 use _native::kernels::sgd::Sgd;
-use _native::kernels::{pool, run, simd, Clip, Mode, Prologue, Tensor};
+use _native::kernels::{pool, run, simd, Clip, Grad, Mode, Prologue, Tensor};
 use std::sync::Mutex;
 
 /// Tests that change the process-wide thread count or SIMD level take this lock.
@@ -29,7 +29,7 @@ fn tensor(p: &mut [f32], g: &mut [f32], slots: &mut [&mut Vec<f32>]) -> Tensor<f
         len: p.len(),
         shape: vec![p.len()].into(),
         param: Operand::contiguous(p.as_mut_ptr()),
-        grad: Some(Operand::contiguous(g.as_mut_ptr())),
+        grad: Some(Grad::Same(Operand::contiguous(g.as_mut_ptr()))),
         slots: slots
             .iter_mut()
             .map(|s| Operand::contiguous(s.as_mut_ptr()))
@@ -143,7 +143,7 @@ fn strided_parameter_is_updated_in_place() {
                 ptr: buf.as_mut_ptr(),
                 strides: Some(vec![2].into()),
             },
-            grad: Some(Operand::contiguous(g.as_mut_ptr())),
+            grad: Some(Grad::Same(Operand::contiguous(g.as_mut_ptr()))),
             slots: vec![],
             accumulator: None,
             average: None,
@@ -163,6 +163,56 @@ fn strided_parameter_is_updated_in_place() {
 }
 
 #[test]
+fn a_gradient_of_the_other_dtype_is_rounded_as_it_is_read() {
+    // f64 gradients of an f32 parameter, contiguous and every-third-element strided, give
+    // exactly the result of the gradients rounded to f32 first (NumPy's astype).
+    let mut rng = Rng(21);
+    for n in [1usize, 7, 513, 3 * CHUNK + 5] {
+        let g64: Vec<f64> = (0..3 * n)
+            .map(|i| f64::from(rng.next()) * (1.0 + 1e-9 * i as f64))
+            .collect();
+        let g_contiguous: Vec<f64> = g64[..n].to_vec();
+        let start = rng.vec(n);
+        for strided in [false, true] {
+            let mut g = if strided {
+                g64.clone()
+            } else {
+                g_contiguous.clone()
+            };
+            let rounded: Vec<f32> = (0..n)
+                .map(|i| g[if strided { 3 * i } else { i }] as f32)
+                .collect();
+            let mut p = start.clone();
+            let mut m = vec![0.25f32; n];
+            let t = Tensor {
+                len: n,
+                shape: vec![n].into(),
+                param: Operand::contiguous(p.as_mut_ptr()),
+                grad: Some(Grad::Cast(Operand {
+                    ptr: g.as_mut_ptr(),
+                    strides: strided.then(|| vec![3].into()),
+                })),
+                slots: vec![Operand::contiguous(m.as_mut_ptr())],
+                accumulator: None,
+                average: None,
+                decay: true,
+            };
+            run(
+                &Sgd::<f32>::new(0.1, 0.9, false),
+                &[t],
+                &Prologue::none(),
+                Mode::Update,
+            );
+            for i in 0..n {
+                let m_want = 0.25f32 * 0.9f32 - rounded[i] * 0.1f32;
+                assert_eq!(m[i], m_want, "n = {n}, strided = {strided}, i = {i}");
+                assert_eq!(p[i], start[i] + m_want);
+            }
+        }
+    }
+}
+
+#[test]
 fn transposed_operands_meet_by_logical_index() {
     // Parameter: a 3x4 C array seen transposed (shape 4x3, strides 1, 4); gradient: C order.
     let mut p: Vec<f64> = (0..12).map(f64::from).collect();
@@ -174,7 +224,7 @@ fn transposed_operands_meet_by_logical_index() {
             ptr: p.as_mut_ptr(),
             strides: Some(vec![1, 4].into()),
         },
-        grad: Some(Operand::contiguous(g.as_mut_ptr())),
+        grad: Some(Grad::Same(Operand::contiguous(g.as_mut_ptr()))),
         slots: vec![],
         accumulator: None,
         average: None,

@@ -99,11 +99,6 @@ def test_a_global_clipnorm_over_two_dtypes_allocates_nothing_in_proportion():
     assert peak < 64 * KIB, f"{peak / KIB:.1f} KiB traced during one step"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a gradient of another float dtype than its parameter is converted by "
-    "numpy.asarray before the kernel runs: one copy of every such gradient per step",
-)
 def test_gradients_of_another_dtype_are_cast_without_a_copy():
     params, grads = _model()
     wide = [g.astype(np.float64) for g in grads.values()]

@@ -304,6 +304,23 @@ def _other_dtype_grads(dtype, rng):
     return Layout(params, lambda r: [_grad_like(r, p, other) for p in params])
 
 
+def _other_dtype_strided_grads(dtype, rng):
+    # Read with a cast through every walk: strided, transposed, and Fortran order beside a
+    # Fortran parameter (memory order).
+    other = np.float64 if dtype == np.float32 else np.float32
+    params = [_random(rng, (33,), dtype), _random(rng, (4, 5), dtype),
+              np.asfortranarray(_random(rng, (6, 7), dtype))]
+
+    def grads(r):
+        return [
+            _random(r, (33, 3), other)[:, 1],
+            _random(r, (5, 4), other).T,
+            np.asfortranarray(_random(r, (6, 7), other)),
+        ]
+
+    return Layout(params, grads)
+
+
 def _list_grads(dtype, rng):
     params = [_random(rng, s, dtype) for s in [(7,), (2, 3), ()]]
     return Layout(params, lambda r: [_grad_like(r, p, np.float64).tolist() for p in params])
@@ -319,6 +336,7 @@ LAYOUTS = {
     "strided_params": _strided_views,
     "strided_grads": _strided_grads,
     "other_dtype_grads": _other_dtype_grads,
+    "other_dtype_strided_grads": _other_dtype_strided_grads,
     "list_grads": _list_grads,
 }
 

@@ -46,13 +46,13 @@ pub enum Mode {
 
 /// One tensor of a call: the parameter and the operands aligned with it.
 #[derive(Debug)]
-pub struct Tensor<T> {
+pub struct Tensor<T: Real> {
     pub len: usize,
     /// Logical shape, used to walk strided operands.
     pub shape: Box<[usize]>,
     pub param: Operand<T>,
     /// `None` only in `Mode::EmaOnly`.
-    pub grad: Option<Operand<T>>,
+    pub grad: Option<Grad<T>>,
     pub slots: Vec<Operand<T>>,
     pub accumulator: Option<Operand<T>>,
     pub average: Option<Operand<T>>,
@@ -60,10 +60,28 @@ pub struct Tensor<T> {
     pub decay: bool,
 }
 
-impl<T: Copy> Tensor<T> {
+/// A gradient: of the parameters' dtype, or of the other float dtype, converted block by
+/// block as it is read (no copy of the whole gradient).
+#[derive(Debug)]
+pub enum Grad<T: Real> {
+    Same(Operand<T>),
+    Cast(Operand<T::Other>),
+}
+
+impl<T: Real> Grad<T> {
+    /// The operand when it can be read in place (same dtype, contiguous).
+    fn direct(&self) -> Option<&Operand<T>> {
+        match self {
+            Grad::Same(op) if op.is_direct() => Some(op),
+            _ => None,
+        }
+    }
+}
+
+impl<T: Real> Tensor<T> {
     fn all_direct(&self) -> bool {
         self.param.is_direct()
-            && self.grad.as_ref().is_none_or(Operand::is_direct)
+            && self.grad.as_ref().is_none_or(|g| g.direct().is_some())
             && self.slots.iter().all(Operand::is_direct)
             && self.accumulator.as_ref().is_none_or(Operand::is_direct)
             && self.average.as_ref().is_none_or(Operand::is_direct)
@@ -87,7 +105,7 @@ enum ClipStage<'a, T> {
     Value(T),
 }
 
-struct Ctx<'a, T, R> {
+struct Ctx<'a, T: Real, R> {
     rule: &'a R,
     tensors: &'a [Tensor<T>],
     pro: &'a Prologue<T>,
@@ -103,7 +121,7 @@ impl<T: Real, R> Ctx<'_, T, R> {
     }
 }
 
-fn work_items<T>(tensors: &[Tensor<T>]) -> Vec<Item> {
+fn work_items<T: Real>(tensors: &[Tensor<T>]) -> Vec<Item> {
     let mut items = Vec::with_capacity(tensors.len());
     for (i, t) in tensors.iter().enumerate() {
         let mut start = 0;
@@ -409,18 +427,37 @@ fn load_gradient<'a, T: Real>(
     let Some(grad) = t.grad.as_ref() else {
         return &mut gbuf[..0];
     };
-    if in_place && grad.is_direct() {
+    if let (true, Some(direct)) = (in_place, grad.direct()) {
         // SAFETY: in range, alive; the gradient is read only, and the bindings guarantee no
         // writable operand shares its memory.
-        return unsafe { grad.slice_mut(b, n) };
+        return unsafe { direct.slice_mut(b, n) };
     }
     let g = &mut gbuf[..n];
-    if grad.is_direct() {
-        // SAFETY: as above.
-        g.copy_from_slice(unsafe { grad.slice_mut(b, n) });
-    } else {
-        // SAFETY: the strides and shape come from the gradient array itself.
-        unsafe { grad.gather(&t.shape, b, g) };
+    match grad {
+        Grad::Same(op) if op.is_direct() => {
+            // SAFETY: as above.
+            g.copy_from_slice(unsafe { op.slice_mut(b, n) });
+        }
+        Grad::Same(op) => {
+            // SAFETY: the strides and shape come from the gradient array itself.
+            unsafe { op.gather(&t.shape, b, g) };
+        }
+        Grad::Cast(op) if op.is_direct() => {
+            // SAFETY: as above.
+            let src = unsafe { op.slice_mut(b, n) };
+            for (d, &s) in g.iter_mut().zip(src.iter()) {
+                *d = T::from_other(s);
+            }
+        }
+        Grad::Cast(op) => {
+            let mut other = [<T::Other as Real>::ZERO; BLOCK];
+            let other = &mut other[..n];
+            // SAFETY: as above.
+            unsafe { op.gather(&t.shape, b, other) };
+            for (d, &s) in g.iter_mut().zip(other.iter()) {
+                *d = T::from_other(s);
+            }
+        }
     }
     if let Some(ls) = pro.loss_scale {
         prologue::unscale(g, ls);
@@ -488,7 +525,10 @@ fn process<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
         let (p, g) = unsafe {
             (
                 t.param.slice_mut(it.start, n),
-                t.grad.as_ref().map(|g| &*g.slice_mut(it.start, n)),
+                t.grad
+                    .as_ref()
+                    .and_then(Grad::direct)
+                    .map(|g| &*g.slice_mut(it.start, n)),
             )
         };
         let mut sl: [&mut [T]; MAX_SLOTS] = std::array::from_fn(|_| -> &mut [T] { &mut [] });

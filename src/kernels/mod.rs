@@ -24,7 +24,7 @@ pub mod schedule_free;
 pub mod sgd;
 pub mod simd;
 
-pub use driver::{gradient_sum_squares, run, Mode, Tensor};
+pub use driver::{gradient_sum_squares, run, Grad, Mode, Tensor};
 pub use prologue::{Clip, Prologue};
 pub use real::Real;
 

@@ -22,6 +22,11 @@ pub trait Real:
     const ZERO: Self;
     const ONE: Self;
     const NAME: &'static str;
+    /// The other float type (f64 for f32 and back): a gradient may come in it.
+    type Other: Real<Other = Self>;
+    /// Rounds to nearest (even), as NumPy's `astype` does: f64 -> f32 may round, overflow to
+    /// inf, and keeps NaN; f32 -> f64 is exact.
+    fn from_other(x: Self::Other) -> Self;
     fn from_f64(x: f64) -> Self;
     fn to_f64(self) -> f64;
     #[must_use]
@@ -34,11 +39,17 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty, $name:literal) => {
+    ($t:ty, $other:ty, $name:literal) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const NAME: &'static str = $name;
+            type Other = $other;
+            #[inline(always)]
+            #[allow(clippy::cast_possible_truncation, clippy::cast_lossless)]
+            fn from_other(x: $other) -> Self {
+                x as $t
+            }
             #[inline(always)]
             fn from_f64(x: f64) -> Self {
                 x as $t
@@ -66,8 +77,8 @@ macro_rules! impl_real {
         }
     };
 }
-impl_real!(f32, "float32");
-impl_real!(f64, "float64");
+impl_real!(f32, f64, "float32");
+impl_real!(f64, f32, "float64");
 
 /// `max` that propagates NaN from either side, like `numpy.maximum` and Keras's
 /// `ops.maximum` (`f32::max` drops NaN). Written as selects so it vectorizes.

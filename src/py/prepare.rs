@@ -14,7 +14,7 @@
 
 use crate::error::Error;
 use crate::kernels::layout::{is_non_overlapping, Operand};
-use crate::kernels::{Real, Tensor};
+use crate::kernels::{Grad, Real, Tensor};
 use numpy::npyffi::{flags, NPY_TYPES};
 use numpy::{Element, PyArrayDescrMethods, PyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -150,10 +150,47 @@ fn element_strides<T>(
     Ok(Some(out.into_boxed_slice()))
 }
 
+/// A gradient array of the parameters' dtype or of the other float dtype (read with a cast).
+enum GradRaw<'a, T: Real> {
+    Same(Raw<'a, T>),
+    Cast(Raw<'a, T::Other>),
+}
+
+impl<T: Real> GradRaw<'_, T> {
+    fn shape(&self) -> &[usize] {
+        match self {
+            GradRaw::Same(r) => r.shape,
+            GradRaw::Cast(r) => r.shape,
+        }
+    }
+
+    fn c(&self) -> bool {
+        match self {
+            GradRaw::Same(r) => r.c,
+            GradRaw::Cast(r) => r.c,
+        }
+    }
+
+    fn f(&self) -> bool {
+        match self {
+            GradRaw::Same(r) => r.f,
+            GradRaw::Cast(r) => r.f,
+        }
+    }
+
+    fn span(&self, tensor: usize) -> Option<Span> {
+        let role = "the gradient of parameter";
+        match self {
+            GradRaw::Same(r) => span(r, false, tensor, role),
+            GradRaw::Cast(r) => span(r, false, tensor, role),
+        }
+    }
+}
+
 /// The arrays of one tensor before layout is decided.
-struct Group<'a, T> {
+struct Group<'a, T: Real> {
     param: Raw<'a, T>,
-    grad: Option<Raw<'a, T>>,
+    grad: Option<GradRaw<'a, T>>,
     slots: Vec<Raw<'a, T>>,
     accumulator: Option<Raw<'a, T>>,
     average: Option<Raw<'a, T>>,
@@ -409,12 +446,13 @@ pub fn tensors<'py, T: Element + Real>(
         check_len(m.len(), "weight-decay mask entries")?;
     }
 
-    // Gradients that are not arrays of `T` are converted first (they are new arrays, so they
-    // cannot alias anything); `keep` holds them for the whole call.
+    // Gradients that are neither arrays of `T` nor of the other float type (read with a cast
+    // as they are used) are converted first (they are new arrays, so they cannot alias
+    // anything); `keep` holds them for the whole call.
     let mut converted: Vec<Option<usize>> = vec![None; n];
     if let Some(gs) = grads {
         for (i, g) in gs.iter().enumerate() {
-            if typed::<T>(g).is_none() {
+            if typed::<T>(g).is_none() && typed::<T::Other>(g).is_none() {
                 converted[i] = Some(keep.len());
                 keep.push(gradient_array::<T>(py, g, names, i)?.into_any());
             }
@@ -464,22 +502,27 @@ pub fn tensors<'py, T: Element + Real>(
         let g_obj = grads.map(|gs| converted[i].map_or(&gs[i], |k| &keep[k]));
         let g = match g_obj {
             Some(obj) => {
-                let v = typed::<T>(obj).ok_or_else(|| {
-                    PyErr::from(Error::type_error(format!(
-                        "gradient {} is not an array",
-                        names.of(i)
-                    )))
-                })?;
-                if v.raw.shape != p.raw.shape {
+                let v = match (typed::<T>(obj), typed::<T::Other>(obj)) {
+                    (Some(v), _) => GradRaw::Same(v.raw),
+                    (None, Some(v)) => GradRaw::Cast(v.raw),
+                    (None, None) => {
+                        return Err(Error::type_error(format!(
+                            "gradient {} is not an array",
+                            names.of(i)
+                        ))
+                        .into())
+                    }
+                };
+                if v.shape() != p.raw.shape {
                     return Err(Error::value_error(format!(
                         "gradient {} has shape {:?} but the parameter has shape {:?}",
                         names.of(i),
-                        v.raw.shape,
+                        v.shape(),
                         p.raw.shape
                     ))
                     .into());
                 }
-                Some(v.raw)
+                Some(v)
             }
             None => None,
         };
@@ -494,7 +537,7 @@ pub fn tensors<'py, T: Element + Real>(
 
         spans.extend(span(&p.raw, true, i, "parameter"));
         if let Some(g) = &g {
-            spans.extend(span(g, false, i, "the gradient of parameter"));
+            spans.extend(g.span(i));
         }
         for ((what, _), r) in state.slots.iter().zip(&slots) {
             spans.extend(span(r, true, i, what));
@@ -542,13 +585,15 @@ fn tensor<T: Real>(
 ) -> PyResult<Tensor<T>> {
     let all = || {
         std::iter::once(&g.param)
-            .chain(g.grad.iter())
             .chain(g.slots.iter())
             .chain(g.accumulator.iter())
             .chain(g.average.iter())
     };
+    let grad_c = g.grad.as_ref().is_none_or(GradRaw::c);
+    let grad_f = g.grad.as_ref().is_none_or(GradRaw::f);
     // Walk memory order when every operand is laid out alike, else logical C order.
-    let flat = all().all(|r| r.c) || all().all(|r| r.f);
+    let all_c = grad_c && all().all(|r| r.c);
+    let flat = all_c || (grad_f && all().all(|r| r.f));
     let operand = |r: &Raw<'_, T>, writable: bool, what: &str| -> PyResult<Operand<T>> {
         let strides = element_strides(r, writable, &|| format!("{what} of {}", name()))?;
         Ok(Operand {
@@ -556,21 +601,29 @@ fn tensor<T: Real>(
             strides: if flat { None } else { strides },
         })
     };
+    let what = || format!("the gradient of {}", name());
+    let grad = match &g.grad {
+        None => None,
+        Some(GradRaw::Same(r)) => Some(Grad::Same(operand(r, false, "the gradient")?)),
+        Some(GradRaw::Cast(r)) => {
+            let strides = element_strides(r, false, &what)?;
+            Some(Grad::Cast(Operand {
+                ptr: r.ptr,
+                strides: if flat { None } else { strides },
+            }))
+        }
+    };
     let len = g.param.shape.iter().product();
     Ok(Tensor {
         len,
         // The shape is only needed to walk strided operands.
-        shape: if flat || all().all(|r| r.c) {
+        shape: if flat || all_c {
             Box::default()
         } else {
             g.param.shape.into()
         },
         param: operand(&g.param, true, "the array")?,
-        grad: g
-            .grad
-            .as_ref()
-            .map(|r| operand(r, false, "the gradient"))
-            .transpose()?,
+        grad,
         slots: g
             .slots
             .iter()
