@@ -285,6 +285,28 @@ def test_set_weights_checks_every_shape_before_assigning():
     np.testing.assert_array_equal(opt.variables[-1], [7.0, 7.0])
 
 
+@pytest.mark.parametrize(
+    "index, bad_value",
+    [(5, np.array("x")), (4, np.array(-1)), (7, np.ones(2, np.complex64))],
+    ids=["text", "negative_iterations", "complex"],
+)
+def test_set_weights_converts_every_value_before_assigning(index, bad_value):
+    # The outer optimizer's entries come first: a value of the inner optimizer that cannot be
+    # converted must still leave the outer ones (and everything else) as they were.
+    opt = LossScaleOptimizer(Adam(), initial_scale=8.0)
+    w = np.ones(2, np.float32)
+    opt.build([w])
+    before = [np.array(v, copy=True) for v in opt.variables]
+    bad = [np.array(4), np.array(16.0), np.array(5), np.array(2.0), np.array(3),
+           np.array(0.5), np.ones(2), np.ones(2)]
+    bad[index] = bad_value
+    with pytest.raises((TypeError, ValueError)):
+        opt.set_weights(bad)
+    for a, b in zip(opt.variables, before):
+        np.testing.assert_array_equal(a, b)
+    assert opt.iterations == 0 and float(opt.dynamic_scale) == 8.0
+
+
 def test_pickle_mid_trajectory_continues_identically():
     opt = LossScaleOptimizer(Nadam(learning_rate=0.1), initial_scale=16.0,
                              dynamic_growth_steps=2)

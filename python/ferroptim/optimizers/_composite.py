@@ -39,8 +39,9 @@ class Composite:
             out.extend(sub.variable_names)
         return out
 
-    def _assign_variables(self, values: Sequence[Any]) -> None:
-        # Every shape is checked before anything is assigned, inner optimizers included.
+    def _checked_variables(self, values: Sequence[Any]) -> List[Any]:
+        # Every value is checked and converted, for this optimizer and the inner ones (and
+        # theirs), before `_assign_variables` assigns any: a bad value changes nothing.
         values = list(values)
         for name, target, value in zip(self.variable_names, self.variables, values):
             if np.shape(value) != np.shape(target):
@@ -49,8 +50,9 @@ class Composite:
                     f"with provided weight shape {np.shape(value)}."
                 )
         start = len(self._variables)  # type: ignore[attr-defined]
-        super()._assign_variables(values[:start])  # type: ignore[misc]
+        checked = super()._checked_variables(values[:start])  # type: ignore[misc]
         for sub in self._sub_optimizers():
             count = len(sub.variables)
-            sub._assign_variables(values[start : start + count])
+            checked += sub._checked_variables(values[start : start + count])
             start += count
+        return checked

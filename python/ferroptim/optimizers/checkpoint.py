@@ -555,8 +555,8 @@ def _restore(optimizer: Any, archive: zipfile.ZipFile, header: Dict[str, Any], p
         _read_array(archive, f"optimizer/{i}.npy", v.shape, v.dtype, path)
         for i, v in enumerate(current)
     ]
-    # `_assign_variables` checks these too, but an optimizer that holds others assigns its own
-    # entries before it reaches theirs: a bad inner value must be refused before any write.
+    # `_assign_variables` refuses these too (before any write); checked here for the error
+    # that names the file.
     for name, value in zip(names, values):
         if name == "iteration" and value.shape == () and not 0 <= int(value):
             raise CheckpointError(f"{path}: an iteration count is negative ({int(value)})")

@@ -836,6 +836,11 @@ class Optimizer:
     def _assign_variables(self, values: Sequence[Any]) -> None:
         """Assign `values` to the first len(values) entries of the variable table, in place,
         after checking and converting every value (so a bad entry assigns nothing)."""
+        self._commit_variables(self._checked_variables(values))
+
+    def _checked_variables(self, values: Sequence[Any]) -> List[Tuple[Any, Any, Any]]:
+        """(owner, target, converted value) for the first len(values) entries of the variable
+        table; raises before anything is assigned."""
         pairs = list(zip(self._variables, values))
         converted = []
         for (name, target), value in pairs:
@@ -847,12 +852,17 @@ class Optimizer:
                     f"provided weight shape {np.shape(value)}."
                 )
             converted.append(_checked_variable_value(name, target, value))
-        for ((_, target), _), value in zip(pairs, converted):
+        return [(self, target, value) for ((_, target), _), value in zip(pairs, converted)]
+
+    @staticmethod
+    def _commit_variables(checked: List[Tuple[Any, Any, Any]]) -> None:
+        """Assign what `_checked_variables` returned (cannot fail)."""
+        for owner, target, value in checked:
             if target is _ITERATION:
-                self._iterations = value
+                owner._iterations = value
             elif target is _LEARNING_RATE:
-                self._learning_rate = value
-                self._refresh_lr_cache()
+                owner._learning_rate = value
+                owner._refresh_lr_cache()
             else:
                 np.copyto(target, value)
 
