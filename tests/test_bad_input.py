@@ -653,6 +653,17 @@ def test_all_finite_reads_arrays():
     assert not _native.all_finite([np.array([1.0, -np.inf])[::-1]])
 
 
+def test_all_finite_reads_a_broadcast_axis_once():
+    # 2**40 logical elements in 16 bytes: each broadcast axis is read once, or this would
+    # take half an hour.
+    row = np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)
+    assert _native.all_finite([np.broadcast_to(row, (2**38, 4))])
+    row[0, 2] = np.inf
+    assert not _native.all_finite([np.broadcast_to(row, (2**38, 4))])
+    assert not _native.all_finite([np.broadcast_to(row.T, (4, 2**38))])
+    assert _native.all_finite([np.broadcast_to(row, (0, 4))])
+
+
 @pytest.mark.parametrize(
     "junk",
     [

@@ -893,10 +893,15 @@ fn finite_array<T: Real + Element>(py: Python<'_>, a: &numpy::PyReadonlyArrayDyn
         }
         return kernels::reduce::all_finite(s);
     }
-    // Strided: walk it in blocks of the logical order.
+    // Strided: walk it in blocks of the logical order. A broadcast axis (stride 0) repeats the
+    // same elements, so it is walked once: `numpy.broadcast_to(x, huge)` costs what x costs.
     let size = std::mem::size_of::<T>() as isize;
-    let shape = a.shape().to_vec();
-    let strides: Vec<isize> = a.strides().iter().map(|s| s / size).collect();
+    let (shape, strides): (Vec<usize>, Vec<isize>) = a
+        .shape()
+        .iter()
+        .zip(a.strides())
+        .map(|(&n, &s)| if s == 0 { (n.min(1), 0) } else { (n, s / size) })
+        .unzip();
     let ptr = a.data();
     let len: usize = shape.iter().product();
     let mut buf = [T::ZERO; kernels::driver::BLOCK];
