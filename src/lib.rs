@@ -11,6 +11,8 @@ pub mod py;
 #[pyo3::pymodule(gil_used = false)]
 mod _native {
     #[pymodule_export]
+    use crate::py::adafactor::adafactor;
+    #[pymodule_export]
     use crate::py::functions::{
         adadelta, adagrad, adam, adamax, all_finite, check_disjoint, ema, ftrl, get_num_threads,
         gradient_sum_squares, lamb, lion, nadam, newton_schulz, rmsprop, roofline,

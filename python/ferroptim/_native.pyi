@@ -219,6 +219,31 @@ def schedule_free_adamw(
     (initialised to a copy of the parameters), `velocities` the second moment. The warmup
     factor min(t / warmup_steps, 1) is applied natively."""
 
+def adafactor(
+    params: Sequence[NDArray[np.floating]],
+    grads: Sequence[ArrayLike],
+    r: Sequence[Any],
+    c: Sequence[Any],
+    velocities: Sequence[NDArray[np.floating]],
+    rho_t: float,
+    beta_2_t: float,
+    epsilon_1: float,
+    epsilon_2: float,
+    clip_threshold: float,
+    names: Optional[Sequence[str]] = None,
+) -> None:
+    """Adafactor (adafactor.py), the update alone: the gradients are final (unscaled,
+    accumulated, clipped) and the parameters already weight-decayed. `rho_t` =
+    min(learning_rate, 1 / sqrt(t)) and `beta_2_t` = 1 - t ** beta_2_decay are this step's
+    scalars, in the parameters' dtype (1 - beta_2_t is computed in that dtype).
+
+    Parameters, velocities and, for parameters of rank >= 2, `r` (shape `w.shape[:-1]`) and
+    `c` (shape `w.shape[:-2] + w.shape[-1:]`) must be C-contiguous arrays of the parameters'
+    dtype; they are updated in place. For a parameter of rank < 2 its entries of `r` and `c`
+    are not read (Keras's int32 placeholders, or None). Gradients of another real dtype or
+    layout are converted. Sums (RMS, row and column means) are accumulated in float64 and
+    rounded once; the results do not depend on the thread count."""
+
 def all_finite(arrays: Sequence[ArrayLike]) -> bool:
     """True if every element of every array is finite (a native read-only pass; float32 and
     float64 arrays of any layout are read in place, other real dtypes are converted)."""

@@ -3,6 +3,7 @@
 //! views (`layout::Operand`) that are guaranteed disjoint and correctly sized.
 
 pub mod adadelta;
+pub mod adafactor;
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;

@@ -8,7 +8,7 @@ use numpy::Element;
 use pyo3::prelude::*;
 
 /// Calls smaller than this keep the GIL: releasing and re-taking it costs more than the work.
-const DETACH_FROM: usize = 1 << 14;
+pub(crate) const DETACH_FROM: usize = 1 << 14;
 
 /// The cross-cutting parts of a step (see `_native.pyi`). Built by the Python optimizer for
 /// steps that use any of them; immutable once built.

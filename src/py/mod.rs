@@ -11,6 +11,7 @@
 //!   array is refused (see `prepare`);
 //! - layout: aligned, element-multiple strides, and no writable operand that overlaps itself.
 
+pub mod adafactor;
 pub mod args;
 pub mod functions;
 pub mod prepare;

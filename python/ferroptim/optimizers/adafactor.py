@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -46,11 +47,14 @@ class Adafactor(Unfused, Optimizer):
     of rank < 2, `r` and `c` are scalar int32 zeros that are never used but are listed in
     `variables` (and saved) as Keras lists them.
 
-    Numerics: the update runs in NumPy in the variable's dtype, in Keras's order of operations;
-    the sums behind each mean and RMS are accumulated in float64 and rounded once to that dtype
+    Numerics: every operation is in the variable's dtype, in Keras's order of operations; the
+    sums behind each mean and RMS are accumulated in float64 and rounded once to that dtype
     (Keras sums in the dtype itself), so a float32 result agrees with Keras to float32 rounding
-    rather than to the bit. Loss scaling, accumulation, clipping and the EMA run in the native
-    kernels (see `ferroptim.optimizers._unfused`).
+    rather than to the bit. The update of every C-contiguous variable of a dtype runs in one
+    native call per step (`_native.adafactor`, whose results do not depend on the thread
+    count); a strided variable (a view) is updated in place by the same operations in NumPy.
+    Loss scaling, accumulation, clipping and the EMA run in the native kernels, weight decay in
+    NumPy (see `ferroptim.optimizers._unfused`).
 
     Example:
 
@@ -199,36 +203,63 @@ class Adafactor(Unfused, Optimizer):
             )
         if not parts.accumulate_only:
             t = self.iterations + 1
-            scalars: Dict[np.dtype, Tuple[Any, ...]] = {}
+            # dtype -> the aligned lists (params, grads, r, c, velocities) of the native call.
+            native: Dict[np.dtype, Tuple[List[Any], ...]] = {}
+            strided = []
+            for k, (w, g, r, c, v, i) in enumerate(
+                zip(params, checked, slots["r"], slots["c"], slots["velocity"], indices)
+            ):
+                if parts.decays(k):
+                    work = self._work(w.dtype)[0]
+                    with np.errstate(all="ignore"):
+                        decay(w, parts.weight_decay, learning_rate, work[: w.size].reshape(w.shape))
+                if _native_layout(w, r, c, v):
+                    lists = native.get(w.dtype)
+                    if lists is None:
+                        lists = native[w.dtype] = ([], [], [], [], [])
+                    for lst, x in zip(lists, (w, g, r, c, v)):
+                        lst.append(x)
+                else:
+                    strided.append((w, g, r, c, v, i))
+            for dtype, (ws, gs, rs, cs, vs) in native.items():
+                rho_t, beta_2_t, _, epsilon_1, epsilon_2, clip_threshold = self._step_scalars(
+                    dtype.type, learning_rate, t
+                )
+                # Every argument is a value of the dtype, so the kernel's rounding is exact.
+                _native.adafactor(
+                    ws, gs, rs, cs, vs, float(rho_t), float(beta_2_t), float(epsilon_1),
+                    float(epsilon_2), float(clip_threshold),
+                )
             with np.errstate(all="ignore"):
-                for k, (w, g, r, c, v, i) in enumerate(
-                    zip(params, checked, slots["r"], slots["c"], slots["velocity"], indices)
-                ):
-                    T = w.dtype.type
-                    if w.dtype not in scalars:
-                        scalars[w.dtype] = self._step_scalars(T, learning_rate, t)
+                for w, g, r, c, v, i in strided:
                     work, chunk = self._work(w.dtype)
-                    scratch = work[: w.size].reshape(w.shape)
-                    if parts.decays(k):
-                        decay(w, parts.weight_decay, learning_rate, scratch)
                     factored = self._factored_scratch(i, r, c) if w.ndim >= 2 else None
                     self._update_one(
                         w, np.asarray(g, w.dtype), r, c, v, work, chunk, factored,
-                        scalars[w.dtype],
+                        self._step_scalars(w.dtype.type, learning_rate, t),
                     )
         parts.apply_ema(params)
 
     def _step_scalars(self, T: type, learning_rate: float, t: int) -> Tuple[Any, ...]:
         """This step's scalars in dtype T: rho_t, beta_2_t, 1 - beta_2_t, epsilon_1, epsilon_2,
-        clip_threshold."""
-        local_step = T(t)
-        rho_t = np.minimum(T(learning_rate), T(1) / np.sqrt(local_step))
+        clip_threshold.
+
+        Keras's `min(lr, 1 / sqrt(t))` and `1 - t ** beta_2_decay` in T, with Python floats
+        rounded to T after every operation: a float64 sqrt, division or subtraction of T's
+        values rounded once to T is T's own operation (float64 has more than twice float32's
+        precision), and Python floats cost far less per step than NumPy scalars.
+        """
+        local_step = float(T(t))
+        cap = T(1.0 / float(T(math.sqrt(local_step))))
+        lr = T(learning_rate)
+        # `ops.minimum`: a NaN learning rate stays NaN.
+        rho_t = lr if (lr < cap or lr != lr) else cap
         # t ** beta_2_decay, correctly rounded to T (a float64 power of T's values).
-        beta_2_t = T(1) - T(float(local_step) ** float(T(self.beta_2_decay)))
+        beta_2_t = T(1.0 - float(T(local_step ** float(T(self.beta_2_decay)))))
         return (
             rho_t,
             beta_2_t,
-            T(1) - beta_2_t,
+            T(1.0 - float(beta_2_t)),
             T(self.epsilon_1),
             T(self.epsilon_2),
             T(self.clip_threshold),
@@ -246,7 +277,8 @@ class Adafactor(Unfused, Optimizer):
         factored: Optional[Tuple[np.ndarray, ...]],
         scalars: Tuple[Any, ...],
     ) -> None:
-        """Keras's `update_step` for one variable, in place, in Keras's order of operations.
+        """Keras's `update_step` for one variable, in place, in Keras's order of operations, in
+        NumPy: the path of the variables `_native.adafactor` does not take (strided ones).
 
         `work` (flat, at least w.size elements) and `chunk` are scratch; `factored` holds the
         scratch of the row and column reductions (rank >= 2 only).
@@ -315,3 +347,11 @@ class Adafactor(Unfused, Optimizer):
             }
         )
         return config
+
+
+def _native_layout(w: np.ndarray, r: np.ndarray, c: np.ndarray, v: np.ndarray) -> bool:
+    """Whether `_native.adafactor` can update this variable: it and its slots are C-contiguous
+    and aligned (`r` and `c` only count at rank >= 2, where they are used)."""
+    if not (w.flags.c_contiguous and w.flags.aligned and v.flags.c_contiguous):
+        return False
+    return w.ndim < 2 or (r.flags.c_contiguous and c.flags.c_contiguous)
