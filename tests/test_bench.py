@@ -30,20 +30,22 @@ def _arrays(seed):
     return params, grads
 
 
-def _run_ferroptim(spec, params, grads):
+def _run_ferroptim(spec, params, grads, names=None):
     optimizer = getattr(fo.optimizers, spec.keras_name)(**spec.kwargs)
+    if names is not None:
+        optimizer.build(dict(zip(names, params)))
     for _ in range(STEPS):
         optimizer.apply_gradients(zip(grads, params))
 
 
-def _run_numpy(spec, params, grads):
-    slots = spec.make_numpy_state(params)
+def _run_numpy(spec, params, grads, names=None):
+    slots = spec.make_numpy_state(params, names)
     for iterations in range(STEPS):
         spec.numpy_step(params, grads, slots, iterations, **spec.kwargs)
 
 
-def _run_numpy_out(spec, params, grads):
-    slots = spec.make_numpy_state(params)
+def _run_numpy_out(spec, params, grads, names=None):
+    slots = spec.make_numpy_state(params, names)
     scratch = _bench.make_scratch(spec, params)
     for iterations in range(STEPS):
         spec.numpy_out_step(params, grads, slots, scratch, iterations, **spec.kwargs)
@@ -68,6 +70,48 @@ def test_numpy_peers_do_ferroptims_work(name, peer):
         assert np.any(p_fo != p0)
 
 
+# Keras's names decide Muon's routing: the embedding (by name) and the bias (by rank) take the
+# AdamW path, the two kernels (one tall, one wide) Newton-Schulz.
+NAMED_SHAPES = {"token_embedding/embeddings": (11, 6), "dense/kernel": (6, 9),
+                "dense/bias": (9,), "dense_1/kernel": (9, 4)}
+
+
+@pytest.mark.parametrize("name", ["adafactor", "muon"])
+@pytest.mark.parametrize("peer", [_run_numpy, _run_numpy_out], ids=["numpy", "numpy_out"])
+def test_numpy_peers_of_matrix_optimizers_follow_variable_names(name, peer):
+    spec = _bench.OPTIMIZERS[name]
+    names = list(NAMED_SHAPES)
+    rng = np.random.default_rng(5)
+    initial = [rng.standard_normal(shape).astype(np.float32) for shape in NAMED_SHAPES.values()]
+    grads = [rng.standard_normal(p.shape).astype(np.float32) * 0.1 for p in initial]
+    ours = [p.copy() for p in initial]
+    theirs = [p.copy() for p in initial]
+    _run_ferroptim(spec, ours, grads, names)
+    peer(spec, theirs, grads, names)
+    for p0, p_fo, p_np in zip(initial, ours, theirs):
+        np.testing.assert_allclose(p_np, p_fo, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(p_np - p0, p_fo - p0, rtol=1e-3, atol=1e-6)
+        assert np.any(p_fo != p0)
+
+
+def test_muon_numpy_state_routes_as_keras():
+    params = [np.zeros(shape, np.float32) for shape in NAMED_SHAPES.values()]
+    momentums, velocities = _bench.OPTIMIZERS["muon"].make_numpy_state(params,
+                                                                       list(NAMED_SHAPES))
+    assert [m.shape for m in momentums] == list(NAMED_SHAPES.values())
+    assert [v is not None for v in velocities] == [True, False, True, False]
+    # Without names (a list: variable_0, ...) only the rank routes.
+    _, velocities = _bench.OPTIMIZERS["muon"].make_numpy_state(params)
+    assert [v is not None for v in velocities] == [False, False, True, False]
+
+
+def test_adafactor_numpy_state_factors_matrices():
+    params = [np.zeros((4, 3, 2), np.float32), np.zeros(5, np.float32)]
+    rs, cs, vs = _bench.OPTIMIZERS["adafactor"].make_numpy_state(params)
+    assert rs[0].shape == (4, 3) and cs[0].shape == (4, 2) and vs[0].shape == (4, 3, 2)
+    assert rs[1] is None and cs[1] is None and vs[1].shape == (5,)
+
+
 def test_cases_have_the_documented_shapes():
     mlp = _bench.parse_case("mlp")
     assert len(mlp.shapes) == 6
@@ -77,8 +121,22 @@ def test_cases_have_the_documented_shapes():
     assert gpt2.elements == 124_439_808  # GPT-2 small's parameter count
     assert _bench.parse_case("32M").shapes == ((32_000_000,),)
     assert _bench.parse_case("100x1k").shapes == ((1000,),) * 100
-    with pytest.raises(ValueError, match="Unknown size"):
-        _bench.parse_case("0x1K")
+    assert _bench.parse_case("768*3072").shapes == ((768, 3072),)
+    assert _bench.parse_case("3x4*5").shapes == ((4, 5),) * 3
+    for bad in ["0x1K", "0*5", "4*0", "4*5*6", "4*"]:
+        with pytest.raises(ValueError, match="Unknown size"):
+            _bench.parse_case(bad)
+    # Named cases carry Keras-style variable names, one per tensor: Muon routes GPT-2's two
+    # embeddings (wte, wpe) to its AdamW path by name.
+    assert mlp.names == ("dense/kernel", "dense/bias", "dense_1/kernel", "dense_1/bias",
+                         "dense_2/kernel", "dense_2/bias")
+    assert len(set(gpt2.names)) == 148
+    embeddings = [(name, shape) for name, shape in zip(gpt2.names, gpt2.shapes)
+                  if "embedding" in name]
+    assert embeddings == [("token_embedding/embeddings", (50257, 768)),
+                          ("position_embedding/embeddings", (1024, 768))]
+    assert sum(len(shape) == 2 for shape in gpt2.shapes) == 2 + 12 * 4
+    assert _bench.parse_case("1K").names is None
 
 
 def test_bytes_per_element_count_every_stream():
@@ -94,21 +152,25 @@ def test_bytes_per_element_count_every_stream():
         assert _bench.OPTIMIZERS[name].bytes_per_element(4) == 28, name
     assert _bench.OPTIMIZERS["rmsprop_centered"].bytes_per_element(4) == 36
     assert _bench.OPTIMIZERS["adam"].bytes_per_element(8) == 56
+    # Not element-wise: no bytes per element, no roofline.
+    for name in ["adafactor", "muon"]:
+        assert _bench.OPTIMIZERS[name].bytes_per_element(4) is None, name
 
 
 def test_every_optimizer_class_is_benchmarked():
-    # The element-wise optimizers, whose floor is the roofline of their streams. AdamW is
-    # Adam's kernel after the decoupled decay that every optimizer shares; LossScaleOptimizer
-    # and MultiOptimizer have no kernel: they run their inner optimizers'. Adafactor (factored
-    # second moments) and Muon (Newton-Schulz matrix products) are not element-wise.
+    # AdamW is Adam's kernel after the decoupled decay that every optimizer shares;
+    # LossScaleOptimizer and MultiOptimizer have no kernel: they run their inner optimizers'.
     classes = {name for name in fo.optimizers.__all__
                if isinstance(getattr(fo.optimizers, name), type)
                and issubclass(getattr(fo.optimizers, name), fo.optimizers.Optimizer)}
     benchmarked = {spec.keras_name for spec in _bench.OPTIMIZERS.values()}
-    not_element_wise = {"Optimizer", "AdamW", "LossScaleOptimizer", "MultiOptimizer",
-                        "Adafactor", "Muon"}
-    assert classes - not_element_wise <= benchmarked
+    without_own_entry = {"Optimizer", "AdamW", "LossScaleOptimizer", "MultiOptimizer"}
+    assert classes - without_own_entry <= benchmarked
     assert benchmarked <= classes
+    # Adafactor (factored second moments) and Muon (Newton-Schulz matrix products) are the
+    # ones that are not element-wise.
+    assert {spec.keras_name for spec in _bench.OPTIMIZERS.values()
+            if not spec.element_wise} == {"Adafactor", "Muon"}
 
 
 def test_slots_start_as_keras_builds_them():
@@ -137,6 +199,7 @@ def _settings(*argv):
 def test_optimizers_option_selects_a_list_or_all():
     assert _settings().optimizers == ["sgd", "adam"]
     assert _settings("--optimizers", "all").optimizers == list(_bench.OPTIMIZERS)
+    assert {"adafactor", "muon"} <= set(_settings("--optimizers", "all").optimizers)
     assert _settings("--optimizers", "Lion, ftrl").optimizers == ["lion", "ftrl"]
     with pytest.raises(ValueError, match="unknown all;"):
         # `all` stands alone: with other names it is an unknown name.
@@ -159,6 +222,48 @@ def test_every_optimizer_but_adam_is_held_to_085_of_its_roofline_at_32m():
     assert rows["lion 32M: >= 0.85 of the roofline"] == ("0.86", True)
     assert rows["ftrl 32M: >= 0.85 of the roofline"] == ("0.50", False)
     assert not any(text.startswith("adam 32M") for text in rows)
+
+
+def _case_names(cases):
+    return [case.name for case in cases]
+
+
+def test_matrix_optimizers_default_to_matrix_cases_unless_sizes_are_given():
+    adam, muon, adafactor = (_bench.OPTIMIZERS[name] for name in ["adam", "muon", "adafactor"])
+    settings = _settings("--optimizers", "all")
+    assert _case_names(settings.cases(adam)) == _bench.DEFAULT_SIZES.split(",")
+    for spec in [muon, adafactor]:
+        assert _case_names(settings.cases(spec)) == ["mlp", "768*768", "768*3072"]
+        assert _case_names(settings.scaling_cases(spec)) == ["768*768"]
+    quick = _settings("--quick", "--optimizers", "muon")
+    assert _case_names(quick.cases(muon)) == _bench.QUICK_MATRIX_SIZES.split(",")
+    assert _case_names(quick.scaling_cases(muon)) == _bench.QUICK_MATRIX_SCALING_SIZES.split(",")
+    # A list given applies to every optimizer.
+    given = _settings("--optimizers", "adam,muon", "--sizes", "1K,4*5", "--scaling-sizes", "")
+    for spec in [adam, muon]:
+        assert _case_names(given.cases(spec)) == ["1K", "4*5"]
+        assert given.scaling_cases(spec) == []
+
+
+def test_settle_sleeps_before_each_calibration_and_timed_block(monkeypatch):
+    events = []
+    monkeypatch.setattr(_bench.time, "sleep", lambda seconds: events.append(seconds))
+    peers = [_bench.Peer(name, lambda name=name: events.append(name)) for name in ["a", "b"]]
+    settings = _settings("--repeats", "2", "--min-block-ms", "0.001")
+    _bench.time_peers(peers, settings, settle=0.2)
+    # Two calibrations, then 2 rounds of 2 blocks: each starts right after a sleep and holds one
+    # peer's steps only.
+    assert events.count(0.2) == 6
+    starts = [i for i, event in enumerate(events) if event == 0.2]
+    blocks = [events[i + 1:j] for i, j in zip(starts, starts[1:] + [len(events)])]
+    assert [block[0] for block in blocks] == ["a", "b", "a", "b", "a", "b"]
+    assert all(len(set(block)) == 1 for block in blocks)
+    # Muon's NumPy peers multiply matrices on OpenBLAS's threads: its cases settle.
+    assert _bench.OPTIMIZERS["muon"].settle > 0
+    assert all(spec.settle == 0 for spec in _bench.OPTIMIZERS.values() if spec.element_wise)
+    events.clear()
+    _bench.time_peers(peers, settings)
+    assert 0.2 not in events and all(isinstance(event, str) for event in events)
 
 
 def test_unknown_optimizer_is_a_usage_error(capsys):
@@ -236,3 +341,47 @@ def test_quick_run_prints_the_tables_and_writes_json(tmp_path):
                      rows[3]))
     assert _number(cells["GB/s"]) == pytest.approx(28 * 100_000 / best / 1e9, rel=0.01, abs=0.01)
     assert _number(cells["ferroptim us"]) == pytest.approx(best * 1e6, rel=0.01, abs=0.01)
+
+
+def test_matrix_optimizers_report_ms_and_no_roofline(tmp_path):
+    path = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "ferroptim", "bench", "--optimizers", "adafactor,muon",
+               "--sizes", "24*40,2x40*24", "--scaling-sizes", "24*40", "--threads", "1,2",
+               "--repeats", "2", "--min-block-ms", "2", "--json", str(path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+
+    # Only the table of the optimizers that are not element-wise: no roofline columns.
+    assert "| optimizer | case | elements | ferroptim us |" not in out
+    header, rows = _table(out, "optimizer | case | elements | tensors")
+    assert header == ["optimizer", "case", "elements", "tensors", "ferroptim ms", "Melem/s",
+                      "NumPy ms", "vs NumPy", "NumPy out= ms", "vs NumPy out=", "torch ms",
+                      "vs torch"]
+    assert [row[:4] for row in rows] == [
+        ["adafactor", "24*40", "960", "1"], ["adafactor", "2x40*24", "1,920", "2"],
+        ["muon", "24*40", "960", "1"], ["muon", "2x40*24", "1,920", "2"]]
+    for row in rows:
+        cells = dict(zip(header, row))
+        for column in ["ferroptim ms", "Melem/s", "NumPy ms", "vs NumPy", "NumPy out= ms",
+                       "vs NumPy out="]:
+            assert _number(cells[column]) > 0, (column, row)
+    for name in ["Adafactor", "Muon"]:
+        assert f"- roofline: {name} is not element-wise" in out
+
+    header, rows = _table(out, "optimizer | case | threads")
+    assert [row[:3] for row in rows] == [["adafactor", "24*40", "1"], ["adafactor", "24*40", "2"],
+                                         ["muon", "24*40", "1"], ["muon", "24*40", "2"]]
+    assert all(row[5:] == ["n/a", "n/a"] for row in rows)
+    assert "### Targets" not in out
+
+    data = json.loads(path.read_text())
+    muon = {case["case"]: case for case in data["cases"] if case["optimizer"] == "muon"}
+    assert muon["2x40*24"]["bytes_per_element"] is None
+    assert "roofline" in muon["2x40*24"]["unavailable"]
+    assert set(muon["2x40*24"]["peers"]) == {"ferroptim", "numpy", "numpy_out"}
+    # The table's milliseconds are the JSON's best time.
+    _, rows = _table(out, "optimizer | case | elements | tensors")
+    best = muon["2x40*24"]["peers"]["ferroptim"]["best_s"]
+    assert _number(rows[3][4]) == pytest.approx(best * 1e3, rel=0.01, abs=0.001)
+    assert data["settings"]["matrix_sizes"] is None

@@ -8,14 +8,17 @@ even on a noisy shared machine where absolute times drift from run to run:
 - NumPy with `out=`: in-place ufuncs and preallocated scratch, the best a careful user can do;
 - torch: `torch.optim.<Name>(fused=True)` on CPU over the same memory, when torch imports;
 - roofline: `_native.roofline`, a streaming kernel that moves the same bytes as the step through
-  the same driver with no arithmetic to speak of. It is the floor a step can approach.
+  the same driver with no arithmetic to speak of. It is the floor a step can approach. Adafactor
+  and Muon are not element-wise (row and column reductions; matrix products): they have no
+  roofline and a table of their own, and by default run on matrices, not 1-D tensors.
 
 Timing: each peer is warmed up, then called in a loop for a block of at least `min_block`
 seconds; blocks of all peers of a case alternate (round robin) so a noisy moment hurts them
 alike; the table reports the best block (the least disturbed one), the JSON keeps every block.
 
-A new optimizer is one entry in `OPTIMIZERS`: its constructor arguments, its slots, and its
-NumPy reference steps (which must do the same work as ferroptim: tests check that they agree).
+A new optimizer is one entry in `OPTIMIZERS`: its constructor arguments, its slots (or a
+function building its state), and its NumPy reference steps (which must do the same work as
+ferroptim: tests check that they agree).
 """
 
 from __future__ import annotations
@@ -671,6 +674,265 @@ def schedule_free_adamw_numpy_out(params: Arrays, grads: Arrays, slots: Sequence
         y += s
 
 
+def adafactor_state(params: Arrays, names: Sequence[str], **hyperparameters: Any) -> List[Any]:
+    """Adafactor's NumPy state, as Keras builds it: `[rs, cs, velocities]`, one entry per
+    parameter; r (shape `p.shape[:-1]`) and c (`p.shape[:-2] + p.shape[-1:]`) for a parameter of
+    rank >= 2, None below (Keras's unused placeholders), the velocity of the parameter's shape.
+
+    Args:
+        params: the parameters.
+        names: their names (unused: Adafactor treats every variable alike).
+        **hyperparameters: the optimizer's (unused).
+    """
+    del names, hyperparameters
+    rs = [np.zeros(p.shape[:-1], p.dtype) if p.ndim >= 2 else None for p in params]
+    cs = [np.zeros(p.shape[:-2] + p.shape[-1:], p.dtype) if p.ndim >= 2 else None
+          for p in params]
+    return [rs, cs, [np.zeros_like(p) for p in params]]
+
+
+def _adafactor_scalars(iterations: int, learning_rate: float,
+                       beta_2_decay: float) -> Tuple[float, float]:
+    # rho_t and beta_2_t. `relative_step` caps the learning rate at 1 / sqrt(t), then Keras
+    # takes the same minimum again unconditionally: the switch changes nothing.
+    t = iterations + 1
+    return min(learning_rate, 1 / math.sqrt(t)), 1 - t**beta_2_decay
+
+
+def adafactor_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
+                    learning_rate: float, beta_2_decay: float, epsilon_1: float,
+                    epsilon_2: float, clip_threshold: float, relative_step: bool) -> None:
+    """Adafactor as a NumPy user writes it (keras/src/optimizers/adafactor.py order).
+
+    Args:
+        params: parameters, updated in place.
+        grads: gradients, one per parameter.
+        slots: `adafactor_state(params)`, updated in place.
+        iterations: steps done before this one.
+        learning_rate, beta_2_decay, epsilon_1, epsilon_2, clip_threshold: Keras's Adafactor
+            hyperparameters.
+        relative_step: no numerical effect (see `_adafactor_scalars`).
+    """
+    del relative_step
+    rho_t, beta_2_t = _adafactor_scalars(iterations, learning_rate, beta_2_decay)
+    for p, g, r, c, v in zip(params, grads, *slots):
+        alpha_t = max(epsilon_2, math.sqrt(np.mean(p * p))) * rho_t
+        regulated_grad_square = g * g + epsilon_1
+        if p.ndim >= 2:
+            r[...] = beta_2_t * r + (1 - beta_2_t) * regulated_grad_square.mean(axis=-1)
+            c[...] = beta_2_t * c + (1 - beta_2_t) * regulated_grad_square.mean(axis=-2)
+            v[...] = (r / r.mean(axis=-1, keepdims=True))[..., :, None] * c[..., None, :]
+        else:
+            v[...] = beta_2_t * v + (1 - beta_2_t) * regulated_grad_square
+        u = g / np.sqrt(v)
+        u_hat = u / max(1.0, math.sqrt(np.mean(u * u)) / clip_threshold)
+        p -= alpha_t * u_hat
+
+
+def adafactor_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
+                        scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
+                        beta_2_decay: float, epsilon_1: float, epsilon_2: float,
+                        clip_threshold: float, relative_step: bool) -> None:
+    """Adafactor in in-place ufuncs over preallocated scratch (no temporaries; the sums of
+    squares are BLAS dot products).
+
+    Args:
+        params, grads, slots, iterations, learning_rate, beta_2_decay, epsilon_1, epsilon_2,
+        clip_threshold, relative_step: as in `adafactor_numpy`.
+        scratch: per parameter, `[s, t]`: two arrays of the parameter's shape to overwrite;
+            their leading elements also hold the row and column means.
+    """
+    del relative_step
+    rho_t, beta_2_t = _adafactor_scalars(iterations, learning_rate, beta_2_decay)
+    for p, g, r, c, v, (s, t) in zip(params, grads, *slots, scratch):
+        flat_p, flat_s = p.reshape(-1), s.reshape(-1)
+        alpha_t = max(epsilon_2, math.sqrt(float(np.dot(flat_p, flat_p)) / p.size)) * rho_t
+        if p.ndim >= 2:
+            # v holds the regulated squared gradient until it is rebuilt from r and c.
+            np.multiply(g, g, out=v)
+            v += epsilon_1
+            row = flat_s[:r.size].reshape(r.shape)
+            np.mean(v, axis=-1, out=row)
+            row *= 1 - beta_2_t
+            r *= beta_2_t
+            r += row
+            column = flat_s[:c.size].reshape(c.shape)
+            np.mean(v, axis=-2, out=column)
+            column *= 1 - beta_2_t
+            c *= beta_2_t
+            c += column
+            r_mean = flat_s[:r.size // r.shape[-1]].reshape(r.shape[:-1] + (1,))
+            np.mean(r, axis=-1, keepdims=True, out=r_mean)
+            ratio = t.reshape(-1)[:r.size].reshape(r.shape)
+            np.divide(r, r_mean, out=ratio)
+            np.multiply(ratio[..., :, None], c[..., None, :], out=v)
+        else:
+            np.multiply(g, g, out=s)
+            s += epsilon_1
+            s *= 1 - beta_2_t
+            v *= beta_2_t
+            v += s
+        np.sqrt(v, out=s)
+        np.divide(g, s, out=s)
+        rms_u = math.sqrt(float(np.dot(flat_s, flat_s)) / p.size)
+        s *= alpha_t / max(1.0, rms_u / clip_threshold)
+        p -= s
+
+
+def muon_state(params: Arrays, names: Sequence[str], *, exclude_embeddings: bool,
+               exclude_layers: Optional[Sequence[str]], **hyperparameters: Any) -> List[Any]:
+    """Muon's NumPy state, routed as Keras routes at build: `[momentums, velocities]`, one
+    entry per parameter; the velocity is None for a parameter on the Muon path (rank 2, its
+    name neither an embedding's, when `exclude_embeddings`, nor matched by `exclude_layers`).
+
+    Args:
+        params: the parameters.
+        names: their names, as the optimizer was built with them.
+        exclude_embeddings, exclude_layers: Keras's Muon routing arguments.
+        **hyperparameters: the optimizer's others (unused).
+    """
+    del hyperparameters
+
+    def adamw(p: np.ndarray, name: str) -> bool:
+        return (p.ndim != 2 or (exclude_embeddings and "embedding" in name.lower())
+                or any(re.search(keyword, name) for keyword in exclude_layers or ()))
+
+    return [[np.zeros_like(p) for p in params],
+            [np.zeros_like(p) if adamw(p, name) else None for p, name in zip(params, names)]]
+
+
+def _newton_schulz_numpy(x: np.ndarray, steps: int, a: float, b: float, c: float) -> np.ndarray:
+    # keras.optimizers.Muon.zeropower_via_newtonschulz5, for one matrix.
+    transposed = x.shape[0] > x.shape[1]
+    if transposed:
+        x = x.T
+    x = x / (np.linalg.norm(x) + 1e-7)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * (gram @ gram)) @ x
+    return x.T if transposed else x
+
+
+def muon_numpy(params: Arrays, grads: Arrays, slots: Sequence[Any], iterations: int, *,
+               learning_rate: float, adam_beta_1: float, adam_beta_2: float,
+               adam_weight_decay: Optional[float], epsilon: float,
+               weight_decay: Optional[float], exclude_layers: Optional[Sequence[str]],
+               exclude_embeddings: bool, muon_a: float, muon_b: float, muon_c: float,
+               adam_lr_ratio: float, momentum: float, ns_steps: int, nesterov: bool,
+               rms_rate: Optional[float]) -> None:
+    """Muon as a NumPy user writes it (keras/src/optimizers/muon.py order): momentum, Newton-
+    Schulz with NumPy's matrix products, and Adam (`adam_numpy`) on the AdamW path.
+
+    Args:
+        params: parameters, updated in place.
+        grads: gradients, one per parameter.
+        slots: `muon_state(params, names)`, updated in place.
+        iterations: steps done before this one.
+        learning_rate, adam_beta_1, adam_beta_2, adam_weight_decay, epsilon, weight_decay,
+        muon_a, muon_b, muon_c, adam_lr_ratio, momentum, ns_steps, nesterov, rms_rate: Keras's
+            Muon hyperparameters. Weight decay (`w - w * wd * learning_rate`, before the
+            update) takes `adam_weight_decay` on the AdamW path, `weight_decay` on the other.
+        exclude_layers, exclude_embeddings: unused here: the routing is in `slots`.
+    """
+    del exclude_layers, exclude_embeddings
+    momentums, velocities = slots
+    for p, g, m, v in zip(params, grads, momentums, velocities):
+        if v is not None:
+            if adam_weight_decay is not None:
+                p -= p * adam_weight_decay * learning_rate
+            adam_numpy([p], [g], [[m], [v]], iterations,
+                       learning_rate=learning_rate * adam_lr_ratio, beta_1=adam_beta_1,
+                       beta_2=adam_beta_2, epsilon=epsilon)
+            continue
+        if weight_decay is not None:
+            p -= p * weight_decay * learning_rate
+        m += g + m * (momentum - 1)
+        x = g + momentum * m if nesterov else m
+        update = learning_rate * _newton_schulz_numpy(x, ns_steps, muon_a, muon_b, muon_c)
+        if rms_rate is not None:
+            update *= math.sqrt(max(p.shape)) * rms_rate
+        p -= update
+
+
+def _newton_schulz_numpy_out(x: np.ndarray, steps: int, a: float, b: float, c: float,
+                             other: np.ndarray, gram_buffer: np.ndarray,
+                             poly_buffer: np.ndarray) -> np.ndarray:
+    # `_newton_schulz_numpy` with `out=` products into scratch; `x` is overwritten and the
+    # result is `x` or `other` (both of x's shape). A tall x = X^T is not transposed: the
+    # iteration on X runs on x itself, A = x^T x and x' = a x + x B (A and B are symmetric),
+    # so every product writes a contiguous array.
+    wide = x.shape[0] <= x.shape[1]
+    size = min(x.shape)
+    gram = gram_buffer.reshape(-1)[:size * size].reshape(size, size)
+    poly = poly_buffer.reshape(-1)[:size * size].reshape(size, size)
+    flat = x.reshape(-1)
+    x /= math.sqrt(float(np.dot(flat, flat))) + 1e-7
+    for _ in range(steps):
+        if wide:
+            np.matmul(x, x.T, out=gram)
+        else:
+            np.matmul(x.T, x, out=gram)
+        np.matmul(gram, gram, out=poly)
+        poly *= c
+        gram *= b
+        poly += gram
+        if wide:
+            np.matmul(poly, x, out=other)
+        else:
+            np.matmul(x, poly, out=other)
+        x *= a
+        other += x
+        x, other = other, x
+    return x
+
+
+def muon_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Any],
+                   scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
+                   adam_beta_1: float, adam_beta_2: float, adam_weight_decay: Optional[float],
+                   epsilon: float, weight_decay: Optional[float],
+                   exclude_layers: Optional[Sequence[str]], exclude_embeddings: bool,
+                   muon_a: float, muon_b: float, muon_c: float, adam_lr_ratio: float,
+                   momentum: float, ns_steps: int, nesterov: bool,
+                   rms_rate: Optional[float]) -> None:
+    """Muon in in-place ufuncs and `out=` matrix products over preallocated scratch, and
+    `adam_numpy_out` on the AdamW path.
+
+    Args:
+        params, grads, slots, iterations, learning_rate, adam_beta_1, adam_beta_2,
+        adam_weight_decay, epsilon, weight_decay, exclude_layers, exclude_embeddings, muon_a,
+        muon_b, muon_c, adam_lr_ratio, momentum, ns_steps, nesterov, rms_rate: as in
+            `muon_numpy`.
+        scratch: per parameter, `[s, t, gram, poly]`: four arrays of the parameter's shape to
+            overwrite (the last two hold the min(rows, cols)-square matrices).
+    """
+    del exclude_layers, exclude_embeddings
+    momentums, velocities = slots
+    for p, g, m, v, (s, t, gram, poly) in zip(params, grads, momentums, velocities, scratch):
+        decay = adam_weight_decay if v is not None else weight_decay
+        if decay is not None:
+            np.multiply(p, decay, out=s)
+            s *= learning_rate
+            p -= s
+        if v is not None:
+            adam_numpy_out([p], [g], [[m], [v]], [[s]], iterations,
+                           learning_rate=learning_rate * adam_lr_ratio, beta_1=adam_beta_1,
+                           beta_2=adam_beta_2, epsilon=epsilon)
+            continue
+        np.multiply(m, momentum - 1, out=s)
+        s += g
+        m += s
+        if nesterov:
+            np.multiply(m, momentum, out=s)
+            s += g
+        else:
+            np.copyto(s, m)
+        update = _newton_schulz_numpy_out(s, ns_steps, muon_a, muon_b, muon_c, t, gram, poly)
+        update *= learning_rate
+        if rms_rate is not None:
+            update *= math.sqrt(max(p.shape)) * rms_rate
+        p -= update
+
+
 def _sgd_torch(torch: Any, tensors: list, implementation: Mapping[str, Any], *,
                learning_rate: float, momentum: float) -> Any:
     # torch keeps `buf = momentum * buf + g; p -= lr * buf`: the same streams as Keras's form.
@@ -710,9 +972,9 @@ class BenchOptimizer:
             hyperparameter the NumPy steps need, even at its Keras default.
         slot_inits: the initial value of each slot, in Keras's slot order: a float, or
             `PARAMETER_COPY` for a copy of the parameter; their count sets the roofline's
-            streams and the bytes per element.
+            streams and the bytes per element. Empty when `state_init` is given.
         numpy_step: `f(params, grads, slots, iterations, **kwargs)`, NumPy as a user writes it;
-            `slots` is `make_numpy_state(params)`.
+            `slots` is `make_numpy_state(params, names)`.
         numpy_out_step: `f(params, grads, slots, scratch, iterations, **kwargs)` with in-place
             ufuncs, or None when there is none.
         scratch_per_tensor: how many scratch arrays `numpy_out_step` needs per parameter.
@@ -723,6 +985,16 @@ class BenchOptimizer:
             step to step (Nadam's momentum-cache product); they follow the slots in the NumPy
             steps' `slots`, as 0-d arrays of the parameters' dtype. Per step, not per element:
             they add nothing to the bytes per element.
+        state_init: `f(params, names, **kwargs)` building the NumPy steps' state, for an
+            optimizer that is not element-wise, whose state is not one array of the
+            parameter's shape per slot (Adafactor's row and column factors, Muon's routing by
+            rank and name); None for the element-wise ones. An optimizer that has one has no
+            roofline: its step is not one streaming pass over its slots.
+        settle: seconds the harness sleeps before each timed block of a case. NumPy's matrix
+            products run on OpenBLAS's threads, which keep spinning for about 0.1 s after a
+            call and would take a core from the next peer's block (measured: Muon's ferroptim
+            step 1.6x slower right after NumPy's than after a pause of 0.2 s); 0 for
+            optimizers whose NumPy steps are ufuncs.
     """
 
     name: str
@@ -734,14 +1006,25 @@ class BenchOptimizer:
     scratch_per_tensor: int = 1
     torch_optimizer: Optional[Callable[..., Any]] = None
     scalar_inits: Tuple[float, ...] = ()
+    state_init: Optional[Callable[..., List[Any]]] = None
+    settle: float = 0.0
 
-    def bytes_per_element(self, itemsize: int) -> int:
+    @property
+    def element_wise(self) -> bool:
+        """Whether a step is one streaming pass over the parameter, gradient and slots (then
+        the roofline is its floor)."""
+        return self.state_init is None
+
+    def bytes_per_element(self, itemsize: int) -> Optional[int]:
         """Bytes a fused step moves per parameter element: reads the parameter, the gradient
-        and every slot, writes the parameter and every slot.
+        and every slot, writes the parameter and every slot; None for an optimizer that is
+        not element-wise.
 
         Args:
             itemsize: bytes per element of the dtype.
         """
+        if not self.element_wise:
+            return None
         slots = len(self.slot_inits)
         return itemsize * ((2 + slots) + (1 + slots))
 
@@ -754,13 +1037,21 @@ class BenchOptimizer:
         return [[p.copy() if value == PARAMETER_COPY else np.full_like(p, value) for p in params]
                 for value in self.slot_inits]
 
-    def make_numpy_state(self, params: Arrays) -> List[Any]:
-        """What the NumPy steps carry between steps: `make_slots(params)`, then one 0-d array
-        per `scalar_inits` entry (in the first parameter's dtype, as Keras keeps them).
+    def make_numpy_state(self, params: Arrays,
+                         names: Optional[Sequence[str]] = None) -> List[Any]:
+        """What the NumPy steps carry between steps: `state_init(params, names, **kwargs)`
+        when there is one, else `make_slots(params)` then one 0-d array per `scalar_inits`
+        entry (in the first parameter's dtype, as Keras keeps them).
 
         Args:
             params: the parameters the state belongs to.
+            names: their names, as the optimizer is built with them (default: Keras's
+                `variable_0`, `variable_1`, ... of a list).
         """
+        if self.state_init is not None:
+            if names is None:
+                names = [f"variable_{i}" for i in range(len(params))]
+            return self.state_init(params, names, **self.kwargs)
         dtype = params[0].dtype if params else DTYPE
         scalars = [np.full((), value, dtype=dtype) for value in self.scalar_inits]
         return [*self.make_slots(params), *scalars]
@@ -816,6 +1107,19 @@ OPTIMIZERS: Dict[str, BenchOptimizer] = {
                         "epsilon": 1e-8, "warmup_steps": 0},
                        (PARAMETER_COPY, 0.0), schedule_free_adamw_numpy,
                        schedule_free_adamw_numpy_out, 2),
+        # Not element-wise: no roofline, and default cases of 2-D matrices.
+        BenchOptimizer("adafactor", "Adafactor",
+                       {"learning_rate": 0.001, "beta_2_decay": -0.8, "epsilon_1": 1e-30,
+                        "epsilon_2": 1e-3, "clip_threshold": 1.0, "relative_step": True},
+                       (), adafactor_numpy, adafactor_numpy_out, 2,
+                       state_init=adafactor_state),
+        BenchOptimizer("muon", "Muon",
+                       {"learning_rate": 0.001, "adam_beta_1": 0.9, "adam_beta_2": 0.999,
+                        "adam_weight_decay": 0.004, "epsilon": 1e-7, "weight_decay": 0.004,
+                        "exclude_layers": None, "exclude_embeddings": True, "muon_a": 3.4445,
+                        "muon_b": -4.7750, "muon_c": 2.0315, "adam_lr_ratio": 1.0,
+                        "momentum": 0.95, "ns_steps": 5, "nesterov": True, "rms_rate": 0.2},
+                       (), muon_numpy, muon_numpy_out, 4, state_init=muon_state, settle=0.2),
     ]
 }
 
@@ -835,10 +1139,14 @@ class Case:
     Args:
         name: how `--sizes` spells it and the table shows it.
         shapes: one shape per tensor.
+        names: the tensors' names, as the variables of a Keras model are named (Muon sends
+            the embeddings to its AdamW path by name), or None for Keras's names of a list
+            (`variable_0`, `variable_1`, ...).
     """
 
     name: str
     shapes: Tuple[Shape, ...]
+    names: Optional[Tuple[str, ...]] = None
 
     @property
     def elements(self) -> int:
@@ -846,33 +1154,42 @@ class Case:
         return sum(math.prod(shape) for shape in self.shapes)
 
 
-def _mlp_shapes() -> List[Shape]:
+def _mlp_variables() -> List[Tuple[str, Shape]]:
     sizes = [784, 256, 128, 10]
-    shapes: List[Shape] = []
-    for fan_in, fan_out in zip(sizes, sizes[1:]):
-        shapes += [(fan_in, fan_out), (fan_out,)]
-    return shapes
+    variables: List[Tuple[str, Shape]] = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+        layer = "dense" if i == 0 else f"dense_{i}"
+        variables += [(f"{layer}/kernel", (fan_in, fan_out)), (f"{layer}/bias", (fan_out,))]
+    return variables
 
 
-def _gpt2_small_shapes() -> List[Shape]:
+def _gpt2_small_variables() -> List[Tuple[str, Shape]]:
+    # GPT-2's tensors (wte, wpe, then per block ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc,
+    # mlp.c_proj, and ln_f) under the names of Keras layers: Embedding, LayerNormalization
+    # (gamma, beta) and Dense (kernel, bias).
     d, ff, vocab, context, layers = 768, 3072, 50257, 1024, 12
-    shapes: List[Shape] = [(vocab, d), (context, d)]  # wte, wpe
-    for _ in range(layers):
-        shapes += [
-            (d,), (d,),                  # ln_1 weight, bias
-            (d, 3 * d), (3 * d,),        # attn.c_attn
-            (d, d), (d,),                # attn.c_proj
-            (d,), (d,),                  # ln_2
-            (d, ff), (ff,),              # mlp.c_fc
-            (ff, d), (d,),               # mlp.c_proj
-        ]
-    return shapes + [(d,), (d,)]         # ln_f
+    variables: List[Tuple[str, Shape]] = [("token_embedding/embeddings", (vocab, d)),
+                                          ("position_embedding/embeddings", (context, d))]
+    for i in range(layers):
+        block = f"transformer_layer_{i}"
+        for layer, fan_in, fan_out in [("ln_1", None, d), ("attn/c_attn", d, 3 * d),
+                                       ("attn/c_proj", d, d), ("ln_2", None, d),
+                                       ("mlp/c_fc", d, ff), ("mlp/c_proj", ff, d)]:
+            if fan_in is None:
+                variables += [(f"{block}/{layer}/gamma", (fan_out,)),
+                              (f"{block}/{layer}/beta", (fan_out,))]
+            else:
+                variables += [(f"{block}/{layer}/kernel", (fan_in, fan_out)),
+                              (f"{block}/{layer}/bias", (fan_out,))]
+    return variables + [("ln_f/gamma", (d,)), ("ln_f/beta", (d,))]
 
 
-NAMED_CASES: Dict[str, Callable[[], List[Shape]]] = {"mlp": _mlp_shapes, "gpt2": _gpt2_small_shapes}
+NAMED_CASES: Dict[str, Callable[[], List[Tuple[str, Shape]]]] = {
+    "mlp": _mlp_variables, "gpt2": _gpt2_small_variables}
 
 _SUFFIXES = {"": 1, "K": 10**3, "M": 10**6}
 _SIZE = re.compile(r"^(?:(\d+)x)?(\d+)([KM]?)$", re.IGNORECASE)
+_MATRIX = re.compile(r"^(?:(\d+)x)?(\d+)\*(\d+)$", re.IGNORECASE)
 
 
 def parse_case(text: str) -> Case:
@@ -880,16 +1197,22 @@ def parse_case(text: str) -> Case:
 
     Args:
         text: "mlp" (784-256-128-10, 6 tensors), "gpt2" (GPT-2 small, 148 tensors),
-            "<n>" / "<n>K" / "<n>M" (one 1-D tensor; K = 10**3, M = 10**6 elements), or
-            "<count>x<size>" (that many tensors of that size), e.g. "100x1K".
+            "<n>" / "<n>K" / "<n>M" (one 1-D tensor; K = 10**3, M = 10**6 elements),
+            "<rows>*<cols>" (one matrix), or either prefixed by "<count>x" (that many tensors
+            of that size), e.g. "100x1K" or "4x768*768".
     """
     key = text.strip()
     if key.lower() in NAMED_CASES:
-        return Case(key.lower(), tuple(NAMED_CASES[key.lower()]()))
+        names, shapes = zip(*NAMED_CASES[key.lower()]())
+        return Case(key.lower(), tuple(shapes), tuple(names))
+    matrix = _MATRIX.match(key)
+    if matrix is not None and 0 not in {int(group or 1) for group in matrix.groups()}:
+        count, rows, cols = (int(group or 1) for group in matrix.groups())
+        return Case(key.lower(), ((rows, cols),) * count)
     match = _SIZE.match(key)
     if match is None or int(match.group(2)) == 0 or int(match.group(1) or 1) == 0:
-        raise ValueError(f"Unknown size {text!r}: expected mlp, gpt2, <n>[K|M] or "
-                         f"<count>x<n>[K|M], e.g. 32M or 100x1K.")
+        raise ValueError(f"Unknown size {text!r}: expected mlp, gpt2, <n>[K|M], <rows>*<cols> "
+                         f"or <count>x one of the last two, e.g. 32M, 100x1K or 768*3072.")
     count = int(match.group(1) or 1)
     size = int(match.group(2)) * _SUFFIXES[match.group(3).upper()]
     name = key.upper().replace("X", "x") if match.group(3) else key
@@ -903,6 +1226,13 @@ DEFAULT_SIZES = "1K,100K,4M,32M,mlp,gpt2,100x1K"
 QUICK_SIZES = "1K,100K,mlp,100x1K"
 DEFAULT_SCALING_SIZES = "100K,1M"
 QUICK_SCALING_SIZES = "100K"
+# The same for the optimizers that are not element-wise (Adafactor, Muon), which are made for
+# matrices: Muon steps a 1-D tensor with Adam. `--sizes gpt2` is Muon's realistic case, but
+# Newton-Schulz on its 48 block matrices takes seconds per step and peer.
+MATRIX_SIZES = "mlp,768*768,768*3072"
+QUICK_MATRIX_SIZES = "mlp,128*512"
+MATRIX_SCALING_SIZES = "768*768"
+QUICK_MATRIX_SCALING_SIZES = "128*512"
 # The marginal cost of one more small tensor is read off these two cases of the main table.
 MARGINAL_PAIR = ("1K", "100x1K")
 
@@ -913,7 +1243,7 @@ class Settings:
 
     Args:
         optimizers: registry keys of `OPTIMIZERS`.
-        sizes: cases of the main table.
+        sizes: cases of the element-wise optimizers.
         scaling_sizes: cases of the thread-scaling table (ferroptim and roofline only).
         threads: thread counts of the scaling table; the main table runs with the largest.
         min_block: seconds a timed block lasts at least (calls are looped to fill it).
@@ -922,6 +1252,8 @@ class Settings:
         budget: seconds of timed blocks after which a slow peer stops repeating.
         json_path: where to write the raw results, or None.
         seed: seed of the random parameters and gradients.
+        matrix_sizes, matrix_scaling_sizes: `sizes` and `scaling_sizes` of the optimizers
+            that are not element-wise, or None for the same as the others'.
     """
 
     optimizers: List[str]
@@ -934,11 +1266,33 @@ class Settings:
     budget: float = 3.0
     json_path: Optional[str] = None
     seed: int = 0
+    matrix_sizes: Optional[List[Case]] = None
+    matrix_scaling_sizes: Optional[List[Case]] = None
 
     @property
     def main_threads(self) -> int:
         """The thread count of the main table."""
         return max(self.threads)
+
+    def cases(self, spec: BenchOptimizer) -> List[Case]:
+        """The cases `spec` runs.
+
+        Args:
+            spec: the optimizer.
+        """
+        if spec.element_wise or self.matrix_sizes is None:
+            return self.sizes
+        return self.matrix_sizes
+
+    def scaling_cases(self, spec: BenchOptimizer) -> List[Case]:
+        """The thread-scaling cases `spec` runs.
+
+        Args:
+            spec: the optimizer.
+        """
+        if spec.element_wise or self.matrix_scaling_sizes is None:
+            return self.scaling_sizes
+        return self.matrix_scaling_sizes
 
 
 DESCRIPTION = ("Time ferroptim's optimizer steps against NumPy, NumPy with out=, torch (when "
@@ -963,13 +1317,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated, from: " + ", ".join(OPTIMIZERS)
                              + "; or all (default: " + ",".join(DEFAULT_OPTIMIZERS) + ")")
     parser.add_argument("--sizes", metavar="LIST",
-                        help=f"cases of the main table (default: {DEFAULT_SIZES}); "
-                             "<n>[K|M] is one tensor of n elements (K=1e3, M=1e6), "
-                             "<count>x<n>[K|M] that many tensors, mlp is 784-256-128-10, "
+                        help=f"cases of every optimizer (default: {DEFAULT_SIZES}; for "
+                             f"adafactor and muon, which are not element-wise: "
+                             f"{MATRIX_SIZES}); <n>[K|M] is one tensor of n elements (K=1e3, "
+                             "M=1e6), <rows>*<cols> one matrix, <count>x<n>[K|M] or "
+                             "<count>x<rows>*<cols> that many tensors, mlp is 784-256-128-10, "
                              "gpt2 the 148 tensors of GPT-2 small")
     parser.add_argument("--scaling-sizes", metavar="LIST",
                         help=f"cases of the thread-scaling table (default: "
-                             f"{DEFAULT_SCALING_SIZES}; empty to skip)")
+                             f"{DEFAULT_SCALING_SIZES}; adafactor and muon: "
+                             f"{MATRIX_SCALING_SIZES}; empty to skip)")
     parser.add_argument("--threads", metavar="LIST", default=f"1,{cores}" if cores > 1 else "1",
                         help="thread counts compared in the scaling table; the main table "
                              "uses the largest (default: 1,<cores>)")
@@ -999,17 +1356,24 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         threads = []
     if not threads or min(threads) < 1:
         raise ValueError(f"--threads: expected positive integers, got {args.threads!r}")
-    sizes = args.sizes if args.sizes is not None else (QUICK_SIZES if args.quick else DEFAULT_SIZES)
-    scaling = args.scaling_sizes
-    if scaling is None:
-        scaling = QUICK_SCALING_SIZES if args.quick else DEFAULT_SCALING_SIZES
+
+    def cases(given: Optional[str], default: str, quick: str) -> List[Case]:
+        text = given if given is not None else quick if args.quick else default
+        return [parse_case(item) for item in _split(text)]
+
     settings = Settings(
         optimizers=optimizers,
-        sizes=[parse_case(text) for text in _split(sizes)],
-        scaling_sizes=[parse_case(text) for text in _split(scaling)],
+        sizes=cases(args.sizes, DEFAULT_SIZES, QUICK_SIZES),
+        scaling_sizes=cases(args.scaling_sizes, DEFAULT_SCALING_SIZES, QUICK_SCALING_SIZES),
         threads=threads,
         json_path=args.json,
     )
+    # A list given applies to every optimizer; the defaults differ by kind.
+    if args.sizes is None:
+        settings.matrix_sizes = cases(None, MATRIX_SIZES, QUICK_MATRIX_SIZES)
+    if args.scaling_sizes is None:
+        settings.matrix_scaling_sizes = cases(None, MATRIX_SCALING_SIZES,
+                                              QUICK_MATRIX_SCALING_SIZES)
     if args.quick:
         settings.min_block, settings.repeats, settings.budget = 0.010, 3, 0.3
     if args.repeats is not None:
@@ -1099,17 +1463,22 @@ def _calls_per_block(peer: Peer, min_block: float) -> int:
         calls = max(calls * 2, math.ceil(calls * 1.2 * min_block / max(elapsed, 1e-9)))
 
 
-def time_peers(peers: Sequence[Peer], settings: Settings) -> Dict[str, Timing]:
+def time_peers(peers: Sequence[Peer], settings: Settings,
+               settle: float = 0.0) -> Dict[str, Timing]:
     """Time every peer in alternating blocks.
 
     Args:
         peers: the contestants; their steps must be ready to run (state built lazily is fine).
         settings: block length, repeats and budget.
+        settle: seconds to sleep before each peer's calibration and each timed block, so that
+            the threads the previous block woke have gone idle (`BenchOptimizer.settle`).
     """
     calls: Dict[str, int] = {}
     for peer in peers:
         if peer.setup is not None:
             peer.setup()
+        if settle:
+            time.sleep(settle)
         peer.step()
         calls[peer.name] = _calls_per_block(peer, settings.min_block)
     samples: Dict[str, List[float]] = {peer.name: [] for peer in peers}
@@ -1120,6 +1489,8 @@ def time_peers(peers: Sequence[Peer], settings: Settings) -> Dict[str, Timing]:
                 continue
             if peer.setup is not None:
                 peer.setup()
+            if settle:
+                time.sleep(settle)
             elapsed = _block(peer.step, calls[peer.name])
             spent[peer.name] += elapsed
             samples[peer.name].append(elapsed / calls[peer.name])
@@ -1149,7 +1520,8 @@ def _torch() -> Any:
 
 
 def ferroptim_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays, name: str = "ferroptim",
-                   threads: Optional[int] = None) -> Peer:
+                   threads: Optional[int] = None,
+                   names: Optional[Sequence[str]] = None) -> Peer:
     """ferroptim through its public API: `opt.apply_gradients(zip(grads, params))`.
 
     Args:
@@ -1157,10 +1529,13 @@ def ferroptim_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays, name: st
         params, grads: the case's arrays (params are updated in place).
         name: the peer's name in the results.
         threads: set before every block when given (for thread-scaling comparisons).
+        names: the parameters' names, which the optimizer is built with when given.
     """
     import ferroptim
 
     optimizer = getattr(ferroptim.optimizers, spec.keras_name)(**spec.kwargs)
+    if names is not None:
+        optimizer.build(dict(zip(names, params)))
 
     def step() -> None:
         optimizer.apply_gradients(zip(grads, params))
@@ -1174,12 +1549,16 @@ def roofline_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays, name: str
     """The native streaming floor: the same streams as the optimizer's step.
 
     Args:
-        spec: the optimizer whose slot count sets the streams.
+        spec: the optimizer whose slot count sets the streams (an element-wise one).
         params, grads: the case's arrays.
         name: the peer's name in the results.
         threads: set before every block when given.
     """
     from ferroptim import _native
+
+    if not spec.element_wise:
+        raise Unavailable(f"{spec.keras_name} is not element-wise: its step is not one pass "
+                          "over memory, so it has no streaming floor")
 
     slots = spec.make_slots(params)
 
@@ -1190,14 +1569,16 @@ def roofline_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays, name: str
     return Peer(name, step, setup)
 
 
-def numpy_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays) -> Peer:
+def numpy_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays,
+               names: Optional[Sequence[str]] = None) -> Peer:
     """NumPy as a user writes it (`spec.numpy_step`), with its own slots.
 
     Args:
         spec: the optimizer.
         params, grads: the case's arrays.
+        names: the parameters' names, or None.
     """
-    slots = spec.make_numpy_state(params)
+    slots = spec.make_numpy_state(params, names)
     counter = itertools.count()
 
     def step() -> None:
@@ -1219,17 +1600,19 @@ def make_scratch(spec: BenchOptimizer, params: Arrays) -> List[Arrays]:
     return [[buffer[:p.size].reshape(p.shape) for buffer in buffers] for p in params]
 
 
-def numpy_out_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays) -> Peer:
+def numpy_out_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays,
+                   names: Optional[Sequence[str]] = None) -> Peer:
     """NumPy with `out=` and preallocated scratch (`spec.numpy_out_step`).
 
     Args:
         spec: the optimizer.
         params, grads: the case's arrays.
+        names: the parameters' names, or None.
     """
     if spec.numpy_out_step is None:
         raise Unavailable(f"no NumPy out= step for {spec.name}")
     out_step = spec.numpy_out_step
-    slots = spec.make_numpy_state(params)
+    slots = spec.make_numpy_state(params, names)
     scratch = make_scratch(spec, params)
     counter = itertools.count()
 
@@ -1291,7 +1674,8 @@ class CaseResult:
         optimizer: registry key.
         case: the case.
         threads: ferroptim's (and torch's) thread count.
-        bytes_per_element: bytes a fused step moves per element.
+        bytes_per_element: bytes a fused step moves per element; None when the optimizer is
+            not element-wise.
         timings: peer name -> Timing, for the peers that ran.
         unavailable: peer name -> why it did not run.
         labels: peer name -> descriptive label, where it has one.
@@ -1300,7 +1684,7 @@ class CaseResult:
     optimizer: str
     case: Case
     threads: int
-    bytes_per_element: int
+    bytes_per_element: Optional[int]
     timings: Dict[str, Timing]
     unavailable: Dict[str, str]
     labels: Dict[str, str]
@@ -1357,11 +1741,12 @@ def run_case(spec: BenchOptimizer, case: Case, settings: Settings) -> CaseResult
     threads = settings.main_threads
     _set_threads(threads)
     params, grads = make_arrays(case, settings.seed)
+    names = case.names
     builders: Dict[str, Callable[[], Peer]] = {
-        "ferroptim": lambda: ferroptim_peer(spec, params, grads),
+        "ferroptim": lambda: ferroptim_peer(spec, params, grads, names=names),
         "roofline": lambda: roofline_peer(spec, params, grads),
-        "numpy": lambda: numpy_peer(spec, params, grads),
-        "numpy_out": lambda: numpy_out_peer(spec, params, grads),
+        "numpy": lambda: numpy_peer(spec, params, grads, names),
+        "numpy_out": lambda: numpy_out_peer(spec, params, grads, names),
         "torch": lambda: torch_peer(spec, params, grads, threads),
     }
     peers, unavailable = [], {}
@@ -1370,7 +1755,7 @@ def run_case(spec: BenchOptimizer, case: Case, settings: Settings) -> CaseResult
             peers.append(builders[name]())
         except Unavailable as reason:
             unavailable[name] = str(reason)
-    timings = time_peers(peers, settings)
+    timings = time_peers(peers, settings, spec.settle)
     labels = {peer.name: peer.label for peer in peers if peer.label}
     result = CaseResult(spec.name, case, threads, spec.bytes_per_element(DTYPE().itemsize),
                         timings, unavailable, labels)
@@ -1386,7 +1771,8 @@ class ScalingResult:
     Args:
         optimizer: registry key.
         case: the case.
-        timings: thread count -> {"ferroptim": Timing, "roofline": Timing}.
+        timings: thread count -> {"ferroptim": Timing, "roofline": Timing}, without the
+            roofline for an optimizer that is not element-wise.
     """
 
     optimizer: str
@@ -1412,12 +1798,15 @@ def run_scaling(spec: BenchOptimizer, case: Case, settings: Settings) -> Scaling
     params, grads = make_arrays(case, settings.seed)
     peers = []
     for n in settings.threads:
-        peers.append(ferroptim_peer(spec, params, grads, f"ferroptim@{n}", threads=n))
-        peers.append(roofline_peer(spec, params, grads, f"roofline@{n}", threads=n))
+        peers.append(ferroptim_peer(spec, params, grads, f"ferroptim@{n}", threads=n,
+                                    names=case.names))
+        if spec.element_wise:
+            peers.append(roofline_peer(spec, params, grads, f"roofline@{n}", threads=n))
     timings = time_peers(peers, settings)
     _set_threads(settings.main_threads)
     result = ScalingResult(spec.name, case, {
-        n: {"ferroptim": timings[f"ferroptim@{n}"], "roofline": timings[f"roofline@{n}"]}
+        n: {peer: timings[f"{peer}@{n}"] for peer in ("ferroptim", "roofline")
+            if f"{peer}@{n}" in timings}
         for n in settings.threads})
     del peers, params, grads
     gc.collect()
@@ -1489,8 +1878,9 @@ class Report:
     def to_json(self) -> Dict[str, Any]:
         """The raw results as plain JSON values."""
         settings = dataclasses.asdict(self.settings)
-        settings["sizes"] = [case.name for case in self.settings.sizes]
-        settings["scaling_sizes"] = [case.name for case in self.settings.scaling_sizes]
+        for key in ["sizes", "scaling_sizes", "matrix_sizes", "matrix_scaling_sizes"]:
+            cases = getattr(self.settings, key)
+            settings[key] = None if cases is None else [case.name for case in cases]
         return {"environment": self.env, "settings": settings,
                 "cases": [result.to_json() for result in self.cases],
                 "scaling": [result.to_json() for result in self.scaling]}
@@ -1519,14 +1909,14 @@ def run(settings: Settings) -> Report:
     try:
         for name in settings.optimizers:
             spec = OPTIMIZERS[name]
-            for case in settings.sizes:
+            for case in settings.cases(spec):
                 _log(f"[{name} {case.name}] {case.elements:,} elements, "
                      f"{len(case.shapes)} tensors ...")
                 result = run_case(spec, case, settings)
                 _log("    " + ", ".join(f"{peer} {_fmt_us(result.best(peer))} us"
                                         for peer in result.timings))
                 cases.append(result)
-            for case in settings.scaling_sizes:
+            for case in settings.scaling_cases(spec):
                 _log(f"[{name} {case.name}] thread scaling over {settings.threads} ...")
                 scaling.append(run_scaling(spec, case, settings))
     finally:
@@ -1543,6 +1933,10 @@ MAIN_COLUMNS = (
     "optimizer", "case", "elements", "ferroptim us", "Gelem/s", "GB/s", "roofline us",
     "roofline GB/s", "of roofline", "NumPy us", "vs NumPy", "NumPy out= us", "vs NumPy out=",
     "torch us", "vs torch",
+)
+MATRIX_COLUMNS = (
+    "optimizer", "case", "elements", "tensors", "ferroptim ms", "Melem/s", "NumPy ms",
+    "vs NumPy", "NumPy out= ms", "vs NumPy out=", "torch ms", "vs torch",
 )
 MARGINAL_COLUMNS = ("optimizer", "peer", "1 x 1K us", "100 x 1K us", "us per extra tensor")
 SCALING_COLUMNS = ("optimizer", "case", "threads", "ferroptim us", "speedup", "roofline us",
@@ -1565,6 +1959,15 @@ def _fmt_us(seconds: Optional[float]) -> str:
     if us < 100:
         return f"{us:.1f}"
     return f"{us:,.0f}"
+
+
+def _fmt_ms(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return NA
+    ms = seconds * 1e3
+    if ms < 1:
+        return f"{ms:.3f}"
+    return f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 100 else f"{ms:,.0f}"
 
 
 def _fmt_rate(value: Optional[float]) -> str:
@@ -1598,13 +2001,16 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[str]], left: int) -> 
 
 
 def main_rows(report: Report) -> List[List[str]]:
-    """The main table's cells, one row per (optimizer, case), columns as `MAIN_COLUMNS`.
+    """The main table's cells, one row per (element-wise optimizer, case), columns as
+    `MAIN_COLUMNS`.
 
     Args:
         report: the run.
     """
     rows = []
     for result in report.cases:
+        if result.bytes_per_element is None:
+            continue
         fo, roof = result.best("ferroptim"), result.best("roofline")
         elements, bpe = result.case.elements, result.bytes_per_element
         rows.append([
@@ -1617,6 +2023,26 @@ def main_rows(report: Report) -> List[List[str]]:
             _fmt_speedup(_ratio(result.best("numpy_out"), fo)),
             _fmt_us(result.best("torch")), _fmt_speedup(_ratio(result.best("torch"), fo)),
         ])
+    return rows
+
+
+def matrix_rows(report: Report) -> List[List[str]]:
+    """The cells of the table of the optimizers that are not element-wise (no roofline, no
+    bytes per element), one row per (optimizer, case), columns as `MATRIX_COLUMNS`.
+
+    Args:
+        report: the run.
+    """
+    rows = []
+    for result in report.cases:
+        if result.bytes_per_element is not None:
+            continue
+        fo = result.best("ferroptim")
+        rows.append([result.optimizer, result.case.name, f"{result.case.elements:,}",
+                     str(len(result.case.shapes)), _fmt_ms(fo),
+                     _fmt_rate(_ratio(result.case.elements / 1e6, fo))])
+        for peer in ("numpy", "numpy_out", "torch"):
+            rows[-1] += [_fmt_ms(result.best(peer)), _fmt_speedup(_ratio(result.best(peer), fo))]
     return rows
 
 
@@ -1651,10 +2077,13 @@ def scaling_rows(report: Report) -> List[List[str]]:
     for result in report.scaling:
         base = result.timings[report.settings.threads[0]]
         for n, peers in result.timings.items():
-            fo, roof = peers["ferroptim"].best, peers["roofline"].best
-            rows.append([result.optimizer, result.case.name, str(n), _fmt_us(fo),
-                         _fmt_speedup(base["ferroptim"].best / fo), _fmt_us(roof),
-                         _fmt_speedup(base["roofline"].best / roof)])
+            row = [result.optimizer, result.case.name, str(n)]
+            # No roofline for an optimizer that is not element-wise: n/a.
+            for peer in ("ferroptim", "roofline"):
+                best = peers[peer].best if peer in peers else None
+                first = base[peer].best if peer in base else None
+                row += [_fmt_us(best), _fmt_speedup(_ratio(first, best))]
+            rows.append(row)
     return rows
 
 
@@ -1695,7 +2124,7 @@ def targets(report: Report) -> List[Tuple[str, str, Optional[bool]]]:
     # Every other optimizer's kernel is held to the floor of its own streams (Adam, above, to
     # a stricter bound).
     for name in report.settings.optimizers:
-        if name != "adam":
+        if name != "adam" and OPTIMIZERS[name].element_wise:
             ratio_target("32M", f"{name} 32M: >= 0.85 of the roofline", "roofline", 0.85,
                          roofline=True, optimizer=name)
     for name, peer, _, _, extra in marginal(report):
@@ -1729,9 +2158,19 @@ def render_markdown(report: Report) -> str:
         f"{_fmt_load(env['load_average'])}. float32. "
         f"Best of {settings.repeats} timed blocks of >= {settings.min_block * 1e3:g} ms per peer, "
         f"peers alternating, all in one process.",
-        "",
-        _table(MAIN_COLUMNS, main_rows(report), left=2),
     ]
+    rows = main_rows(report)
+    if rows:
+        out += ["", _table(MAIN_COLUMNS, rows, left=2)]
+    rows = matrix_rows(report)
+    if rows:
+        out += ["", "### Optimizers that are not element-wise", "",
+                "Adafactor reduces the rows and columns of each matrix and needs the RMS of "
+                "its update before applying it; Muon multiplies matrices (Newton-Schulz) for "
+                "its 2-D parameters and runs Adam on the others and on embeddings. Neither step "
+                "is one pass over memory: no roofline. Milliseconds per step. NumPy's matrix "
+                "products run on its BLAS with the BLAS's own thread count.",
+                "", _table(MATRIX_COLUMNS, rows, left=2)]
     notes = sorted({f"{peer}: {reason}" for r in report.cases
                     for peer, reason in r.unavailable.items()}
                    | {f"{peer} ({r.optimizer}): {label}" for r in report.cases
