@@ -6,6 +6,8 @@ use _native::kernels::driver::{CHUNK, INLINE_BELOW};
 use _native::kernels::layout::Operand;
 use _native::kernels::sgd::Sgd;
 use _native::kernels::{pool, run, simd, Clip, Grad, Mode, Prologue, Tensor};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Tests that change the process-wide thread count or SIMD level take this lock.
@@ -321,7 +323,8 @@ fn global_clip_step(level: Option<simd::Level>, threads: usize) -> (Vec<f32>, Ve
     pool::set_num_threads(threads);
     simd::set(level).unwrap();
     let mut rng = Rng(99);
-    let sizes = [3 * CHUNK + 11, 17, 100_000];
+    // More than `COLD_PARALLEL_FROM` elements: the pool runs the call even when parked.
+    let sizes = [3 * CHUNK + 11, 17, 600_000];
     let mut ps: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n)).collect();
     let mut gs: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n)).collect();
     let mut ms: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
@@ -367,4 +370,20 @@ fn results_do_not_depend_on_threads_or_simd_level() {
     }
     simd::set(None).unwrap();
     pool::set_num_threads(2);
+}
+
+#[test]
+fn every_part_runs_once_and_the_caller_and_a_worker_share_them() {
+    let _guard = GLOBAL.lock().unwrap();
+    pool::set_num_threads(2);
+    let runs: Vec<AtomicUsize> = (0..16).map(|_| AtomicUsize::new(0)).collect();
+    let threads = Mutex::new(HashSet::new());
+    pool::run_parts(runs.len(), |i| {
+        // Long enough parts that the worker wakes up before the caller has claimed them all.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        runs[i].fetch_add(1, Ordering::Relaxed);
+        threads.lock().unwrap().insert(std::thread::current().id());
+    });
+    assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1));
+    assert_eq!(threads.lock().unwrap().len(), 2);
 }

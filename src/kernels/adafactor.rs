@@ -34,7 +34,7 @@
 //! sum needs every row, so pass 1 cuts each matrix into at most `MAX_GROUPS` groups of rows
 //! with one row of partial column sums each, added in group order afterwards.
 
-use super::driver::{CHUNK, INLINE_BELOW};
+use super::driver::{self, CHUNK};
 use super::pool;
 use super::real::{max_nan, Real};
 use super::simd::{self, Level};
@@ -671,7 +671,7 @@ fn between_passes<T: Real>(
 pub fn step<T: Real>(vars: &mut [Variable<'_, T>], s: &Scalars<T>) {
     let (mut views, rows) = views(vars);
     let total: usize = views.iter().map(|v| v.n).sum();
-    let parallel = total >= INLINE_BELOW;
+    let parallel = driver::worth_parallel(total);
 
     let (reduce, out_len) = reduce_items(&views);
     let mut out = vec![0.0f64; out_len];
@@ -717,6 +717,7 @@ pub fn step<T: Real>(vars: &mut [Variable<'_, T>], s: &Scalars<T>) {
         normalized: &normalized,
     };
     run_pass(Pass::Apply, &ctx, &apply, parallel);
+    driver::ended(total);
 }
 
 #[cfg(test)]

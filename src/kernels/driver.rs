@@ -1,10 +1,11 @@
 //! The one multi-tensor driver every rule runs through.
 //!
 //! A call covers all tensors of one dtype group. Each tensor is cut into work items of at
-//! most `CHUNK` elements; all items of the call form one flat list that rayon runs once (one
-//! fork/join per step), so many small tensors and a few huge ones balance across threads.
-//! Below `INLINE_BELOW` elements in total the list runs on the calling thread: waking the
-//! pool would cost more than the work.
+//! most `CHUNK` elements; all items of the call form one flat list that the calling thread and
+//! the pool's workers claim item by item (`pool::run_parts`), so many small tensors and a few
+//! huge ones balance across threads and the caller never waits for a worker to wake up. Small
+//! calls run on the calling thread (`worth_parallel`): waking the pool would cost more than
+//! the work.
 //!
 //! Within an item, the fused pipeline of `prologue` runs block by block (`BLOCK` elements,
 //! L1-resident): load and transform the gradient, decay, update, EMA, write back. When an item
@@ -26,12 +27,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Elements per block of the fused pipeline.
 pub const BLOCK: usize = 512;
-/// Elements per work item (the unit of parallelism and of the norm reduction order).
+/// Elements per work item: the unit the threads claim one by one, and of the norm reduction
+/// order (so it depends on nothing but the shapes).
 pub const CHUNK: usize = 1 << 15;
 /// Calls smaller than this run on the calling thread.
 pub const INLINE_BELOW: usize = 1 << 16;
+/// Calls from this size use the pool even when its worker is parked (see `worth_parallel`).
+pub const COLD_PARALLEL_FROM: usize = 1 << 19;
+/// A call this soon after the end of the previous large one finds the worker awake.
+const WARM_NS: u64 = 15_000;
 /// The most slots a rule may have.
 pub const MAX_SLOTS: usize = 4;
+/// The most per-tensor sums a rule may ask for (`Rule::sums`).
+pub const MAX_SUMS: usize = 4;
 
 /// What a call does to each tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,19 +151,14 @@ fn work_items<T: Real>(tensors: &[Tensor<T>]) -> Vec<Item> {
 /// (gradients, accumulators, averages) are present on every tensor.
 pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<T>, mode: Mode) {
     let items = work_items(tensors);
-    let total: usize = tensors.iter().map(|t| t.len).sum();
-    let parts = if total >= INLINE_BELOW {
-        split(&items, pool::num_threads())
-    } else {
-        vec![0, items.len()]
-    };
+    let parallel = runs_in_parallel(tensors);
     let level = simd::current();
 
     // Norm clipping needs the norms of the final gradients before anything changes.
     let mut denominators = Vec::new();
     let clip = match (mode, pro.clip) {
         (Mode::Update, Clip::Norm(c) | Clip::GlobalNorm(c, _)) => {
-            let sums = gradient_sums(level, tensors, pro, &items, &parts);
+            let sums = gradient_sums(level, tensors, pro, &items, parallel);
             if let Clip::GlobalNorm(_, inverse) = pro.clip {
                 let global: f64 = sums.iter().sum();
                 ClipStage::Scale(prologue::global_norm_scale(global, c, inverse))
@@ -176,10 +179,11 @@ pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<
         scalars: &[],
     };
     // A rule that needs whole-tensor sums (Lamb) gets them from a read-only pass first.
-    let k = rule.sums();
+    // At most `MAX_SUMS` (Lamb asks for 2): the per-item buffers are fixed arrays.
+    let k = rule.sums().min(MAX_SUMS);
     let scalars: Vec<T>;
     if mode == Mode::Update && k > 0 {
-        let partials = map_items(&items, &parts, k, |it, out| {
+        let partials = map_items(&items, parallel, k, |it, out| {
             out.copy_from_slice(&rule_reduce_at(level, &ctx, it));
         });
         let mut sums = vec![vec![0.0f64; k]; tensors.len()];
@@ -192,11 +196,43 @@ pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<
         ctx.scalars = &scalars;
     }
     let ctx = &ctx;
-    pool::run_parts(parts.len() - 1, |part| {
-        for it in &items[parts[part]..parts[part + 1]] {
+    if parallel {
+        pool::run_parts(items.len(), |i| process_at(level, ctx, &items[i]));
+    } else {
+        for it in &items {
             process_at(level, ctx, it);
         }
-    });
+    }
+    call_ended(tensors);
+}
+
+fn runs_in_parallel<T: Real>(tensors: &[Tensor<T>]) -> bool {
+    worth_parallel(tensors.iter().map(|t| t.len).sum())
+}
+
+fn call_ended<T: Real>(tensors: &[Tensor<T>]) {
+    ended(tensors.iter().map(|t| t.len).sum());
+}
+
+/// Whether a call of `total` elements is worth the pool. The pool's worker parks ~20 us after
+/// its last job, and waking a parked thread costs the caller ~10 us and the worker ~30-60 us
+/// more before it starts (on this kind of virtual machine). So a call that follows another
+/// large call within `WARM_NS` (a tight loop of steps: the worker is still awake) uses the pool
+/// from `INLINE_BELOW` elements, and a call after a pause (a forward and backward pass in
+/// between) only from `COLD_PARALLEL_FROM`, where half the work outweighs the wake-up.
+#[must_use]
+pub fn worth_parallel(total: usize) -> bool {
+    if total < INLINE_BELOW || pool::num_threads() < 2 {
+        return false;
+    }
+    total >= COLD_PARALLEL_FROM || pool::recently_active(WARM_NS)
+}
+
+/// Records the end of a call of `total` elements for `worth_parallel`.
+pub fn ended(total: usize) {
+    if total >= INLINE_BELOW {
+        pool::mark_active();
+    }
 }
 
 /// The sum of squares of each tensor's final gradient (unscaled and averaged with its
@@ -207,9 +243,9 @@ fn gradient_sums<T: Real>(
     tensors: &[Tensor<T>],
     pro: &Prologue<T>,
     items: &[Item],
-    parts: &[usize],
+    parallel: bool,
 ) -> Vec<f64> {
-    let partials = map_items(items, parts, 1, |it, out| {
+    let partials = map_items(items, parallel, 1, |it, out| {
         out[0] = reduce_at(level, tensors, pro, it);
     });
     let mut sums = vec![0.0f64; tensors.len()];
@@ -225,54 +261,35 @@ fn gradient_sums<T: Real>(
 #[must_use]
 pub fn gradient_sum_squares<T: Real>(tensors: &[Tensor<T>], pro: &Prologue<T>) -> f64 {
     let items = work_items(tensors);
-    let total: usize = tensors.iter().map(|t| t.len).sum();
-    let parts = if total >= INLINE_BELOW {
-        split(&items, pool::num_threads())
-    } else {
-        vec![0, items.len()]
-    };
-    gradient_sums(simd::current(), tensors, pro, &items, &parts)
+    let parallel = runs_in_parallel(tensors);
+    let total = gradient_sums(simd::current(), tensors, pro, &items, parallel)
         .iter()
-        .sum()
+        .sum();
+    call_ended(tensors);
+    total
 }
 
-/// Cuts the work list into at most `threads` contiguous runs of about equal element counts:
-/// run `i` is `items[bounds[i]..bounds[i + 1]]`.
-fn split(items: &[Item], threads: usize) -> Vec<usize> {
-    let total: usize = items.iter().map(|it| it.end - it.start).sum();
-    let parts = threads.clamp(1, items.len().max(1));
-    let mut bounds = vec![0];
-    let mut done = 0usize;
-    for (i, it) in items.iter().enumerate() {
-        done += it.end - it.start;
-        // Close run k once its share of the elements is reached.
-        if bounds.len() < parts && done * parts >= total * bounds.len() {
-            bounds.push(i + 1);
-        }
-    }
-    if *bounds.last().unwrap_or(&0) != items.len() {
-        bounds.push(items.len());
-    }
-    bounds
-}
-
-/// Runs `f(item, out)` for every item, in parallel over the runs of `bounds`, where `out` is
-/// that item's `k` slots of the returned vector (item order, whatever ran where).
-fn map_items<F>(items: &[Item], bounds: &[usize], k: usize, f: F) -> Vec<f64>
+/// Runs `f(item, out)` for every item (on the pool when `parallel`), where `out` is that
+/// item's `k` slots of the returned vector (item order, whatever ran where).
+fn map_items<F>(items: &[Item], parallel: bool, k: usize, f: F) -> Vec<f64>
 where
     F: Fn(&Item, &mut [f64]) + Sync,
 {
     let out: Vec<AtomicU64> = (0..items.len() * k).map(|_| AtomicU64::new(0)).collect();
     let out_ref = &out;
-    pool::run_parts(bounds.len() - 1, |part| {
-        let mut buf = vec![0.0f64; k];
-        for i in bounds[part]..bounds[part + 1] {
-            f(&items[i], &mut buf);
-            for (j, v) in buf.iter().enumerate() {
-                out_ref[i * k + j].store(v.to_bits(), Ordering::Relaxed);
-            }
+    let one = |i: usize| {
+        let mut buf = [0.0f64; MAX_SUMS];
+        let buf = &mut buf[..k];
+        f(&items[i], buf);
+        for (j, v) in buf.iter().enumerate() {
+            out_ref[i * k + j].store(v.to_bits(), Ordering::Relaxed);
         }
-    });
+    };
+    if parallel {
+        pool::run_parts(items.len(), one);
+    } else {
+        (0..items.len()).for_each(one);
+    }
     // `run_parts` returned: every part has finished and its stores are visible.
     out.into_iter()
         .map(|a| f64::from_bits(a.into_inner()))

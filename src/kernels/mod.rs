@@ -40,8 +40,9 @@ pub trait Rule<T: Real>: Sync {
     fn slots(&self) -> usize;
     fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]);
 
-    /// Number of per-tensor sums the rule needs before it can update (Lamb's norms); 0 for
-    /// element-wise rules, which then never see `reduce` or `tensor_scalar`.
+    /// Number of per-tensor sums the rule needs before it can update (Lamb's norms), at most
+    /// `driver::MAX_SUMS`; 0 for element-wise rules, which then never see `reduce` or
+    /// `tensor_scalar`.
     fn sums(&self) -> usize {
         0
     }
