@@ -183,6 +183,96 @@ unsafe fn matmul<T: Real>(
     }
 }
 
+/// One step: `A = X X^T`, `B = b A + c A A`, `next = a X + B X` (`cur` is `r x k`).
+#[allow(clippy::too_many_arguments)]
+fn iteration<T: Real>(
+    r: usize,
+    k: usize,
+    cur: &[T],
+    gram: &mut [T],
+    poly: &mut [T],
+    next: &mut [T],
+    (a, b, c): (T, T, T),
+    par: Parallelism,
+) {
+    debug_assert!(cur.len() == r * k && next.len() == r * k);
+    debug_assert!(gram.len() == r * r && poly.len() == r * r);
+    // SAFETY: `newton_schulz` allocates the four buffers with exactly these sizes (`cur` and
+    // `next` r x k, `gram` and `poly` r x r, row-major), and they are distinct.
+    unsafe {
+        if r >= SYMMETRIC_FROM {
+            // A = X X^T and B = b A + c A A are symmetric: lower triangles only.
+            let x = View {
+                ptr: cur.as_ptr(),
+                rs: k as isize,
+                cs: 1,
+            };
+            let x_t = View {
+                ptr: cur.as_ptr(),
+                rs: 1,
+                cs: k as isize,
+            };
+            symmetric_product(r, k, gram, x, x_t, T::ZERO, T::ONE, par);
+            for (p, g) in poly.iter_mut().zip(gram.iter()) {
+                *p = b * *g;
+            }
+            let a_view = View {
+                ptr: gram.as_ptr(),
+                rs: r as isize,
+                cs: 1,
+            };
+            symmetric_product(r, r, poly, a_view, a_view, T::ONE, c, par);
+        } else {
+            // A = X X^T
+            matmul(
+                r,
+                r,
+                k,
+                gram.as_mut_ptr(),
+                cur.as_ptr(),
+                false,
+                cur.as_ptr(),
+                true,
+                T::ZERO,
+                T::ONE,
+                par,
+            );
+            // B = b A + c A A
+            for (p, g) in poly.iter_mut().zip(gram.iter()) {
+                *p = b * *g;
+            }
+            matmul(
+                r,
+                r,
+                r,
+                poly.as_mut_ptr(),
+                gram.as_ptr(),
+                false,
+                gram.as_ptr(),
+                false,
+                T::ONE,
+                c,
+                par,
+            );
+        }
+        // X = a X + B X
+        next.copy_from_slice(cur);
+        matmul(
+            r,
+            k,
+            r,
+            next.as_mut_ptr(),
+            poly.as_ptr(),
+            false,
+            cur.as_ptr(),
+            false,
+            a,
+            T::ONE,
+            par,
+        );
+    }
+}
+
 /// Orthogonalizes the row-major `rows x cols` matrix `x` in place.
 pub fn newton_schulz<T: Real>(
     x: &mut [T],
@@ -230,79 +320,7 @@ pub fn newton_schulz<T: Real>(
     let threads = pool::num_threads();
     let iterate = move |par: Parallelism| {
         for _ in 0..steps {
-            // SAFETY: all buffers are row-major of the sizes given and distinct.
-            unsafe {
-                if r >= SYMMETRIC_FROM {
-                    // A = X X^T and B = b A + c A A are symmetric: lower triangles only.
-                    let x = View {
-                        ptr: cur.as_ptr(),
-                        rs: k as isize,
-                        cs: 1,
-                    };
-                    let x_t = View {
-                        ptr: cur.as_ptr(),
-                        rs: 1,
-                        cs: k as isize,
-                    };
-                    symmetric_product(r, k, &mut gram, x, x_t, T::ZERO, T::ONE, par);
-                    for (p, g) in poly.iter_mut().zip(&gram) {
-                        *p = b * *g;
-                    }
-                    let a_view = View {
-                        ptr: gram.as_ptr(),
-                        rs: r as isize,
-                        cs: 1,
-                    };
-                    symmetric_product(r, r, &mut poly, a_view, a_view, T::ONE, c, par);
-                } else {
-                    // A = X X^T
-                    matmul(
-                        r,
-                        r,
-                        k,
-                        gram.as_mut_ptr(),
-                        cur.as_ptr(),
-                        false,
-                        cur.as_ptr(),
-                        true,
-                        T::ZERO,
-                        T::ONE,
-                        par,
-                    );
-                    // B = b A + c A A
-                    for (p, g) in poly.iter_mut().zip(&gram) {
-                        *p = b * *g;
-                    }
-                    matmul(
-                        r,
-                        r,
-                        r,
-                        poly.as_mut_ptr(),
-                        gram.as_ptr(),
-                        false,
-                        gram.as_ptr(),
-                        false,
-                        T::ONE,
-                        c,
-                        par,
-                    );
-                }
-                // X = a X + B X
-                next.copy_from_slice(&cur);
-                matmul(
-                    r,
-                    k,
-                    r,
-                    next.as_mut_ptr(),
-                    poly.as_ptr(),
-                    false,
-                    cur.as_ptr(),
-                    false,
-                    a,
-                    T::ONE,
-                    par,
-                );
-            }
+            iteration(r, k, &cur, &mut gram, &mut poly, &mut next, (a, b, c), par);
             std::mem::swap(&mut cur, &mut next);
         }
         cur
