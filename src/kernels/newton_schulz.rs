@@ -147,40 +147,34 @@ unsafe fn matmul<T: Real>(
     // Row-major: column stride 1, row stride = number of columns. A transposed operand is
     // the row-major transpose stored as is: lhs (m x k) is a k x m array, rhs (k x n) an
     // n x k array, so its row stride is 1 and its column stride that array's row length.
-    let (lhs_cs, lhs_rs) = if lhs_transposed {
-        (m as isize, 1)
+    let lhs = if lhs_transposed {
+        View {
+            ptr: lhs,
+            rs: 1,
+            cs: m as isize,
+        }
     } else {
-        (1, k as isize)
+        View {
+            ptr: lhs,
+            rs: k as isize,
+            cs: 1,
+        }
     };
-    let (rhs_cs, rhs_rs) = if rhs_transposed {
-        (k as isize, 1)
+    let rhs = if rhs_transposed {
+        View {
+            ptr: rhs,
+            rs: 1,
+            cs: k as isize,
+        }
     } else {
-        (1, n as isize)
+        View {
+            ptr: rhs,
+            rs: n as isize,
+            cs: 1,
+        }
     };
-    // SAFETY: guaranteed by the caller; `T` is f32 or f64, which `gemm` supports.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            n as isize,
-            alpha != T::ZERO,
-            lhs,
-            lhs_cs,
-            lhs_rs,
-            rhs,
-            rhs_cs,
-            rhs_rs,
-            alpha,
-            beta,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { matmul_views(m, n, k, dst, n, lhs, rhs, alpha, beta, parallelism) };
 }
 
 /// One step: `A = X X^T`, `B = b A + c A A`, `next = a X + B X` (`cur` is `r x k`).
