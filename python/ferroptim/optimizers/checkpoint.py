@@ -54,7 +54,8 @@ import os
 import re
 import secrets
 import zipfile
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 

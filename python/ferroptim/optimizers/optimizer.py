@@ -27,9 +27,10 @@ import sys
 import threading
 import warnings
 import weakref
+from collections.abc import Mapping
 from itertools import repeat
 from operator import is_, is_not
-from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
