@@ -918,6 +918,30 @@ def test_dict_gradients_subset_and_built_names():
         opt.apply({"c": np.ones(2)})
 
 
+def test_dict_steps_in_any_key_order_and_refuse_a_replaced_array():
+    # Dict steps in build order take the fast path, others the general one: same results.
+    params = {"a": np.zeros(3), "b": np.zeros(2)}
+    twin = {"a": np.zeros(3), "b": np.zeros(2)}
+    opt, twin_opt = SGD(learning_rate=0.5, momentum=0.9), SGD(learning_rate=0.5, momentum=0.9)
+    grads = [{"a": np.arange(3.0), "b": np.ones(2)}, {"b": np.full(2, 2.0), "a": np.ones(3)}]
+    for g in grads * 2:
+        opt.apply(g, params)
+        twin_opt.apply([g["a"], g["b"]], [twin["a"], twin["b"]])
+    for key in params:
+        np.testing.assert_array_equal(params[key], twin[key])
+    opt.apply(grads[0])  # no variables: the built ones, by name
+    twin_opt.apply([grads[0]["a"], grads[0]["b"]])
+    for key in params:
+        np.testing.assert_array_equal(params[key], twin[key])
+    # The same names over another array: refused, nothing changes.
+    before = [params["a"].copy(), params["b"].copy()] + [np.array(v) for v in opt.variables]
+    with pytest.raises(ValueError, match="Unknown variable"):
+        opt.apply(grads[0], {"a": np.zeros(3), "b": params["b"]})
+    after = [params["a"], params["b"]] + [np.array(v) for v in opt.variables]
+    for x, y in zip(after, before):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_keras_weight_decay_test():
     # keras optimizer tests, test_weight_decay: var1 is decayed by three optimizers in turn, var2
     # is excluded by name, var3 by identity: var1 = 2 * (1 - 0.004)**3, var2 = var3 = 2.

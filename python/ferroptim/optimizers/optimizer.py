@@ -1076,6 +1076,16 @@ class Optimizer:
             # The common step: one dtype, every built variable in build order. Everything else
             # goes through `_apply_general`.
             p = self._fast_params
+            if p is not None and type(grads) is dict:
+                # The common step with dicts: every built name, in build order.
+                keys = self._fast_keys
+                if tuple(grads) == keys and (
+                    trainable_variables is None
+                    or (type(trainable_variables) is dict and tuple(trainable_variables) == keys)
+                ):
+                    grads = list(grads.values())
+                    if trainable_variables is not None:
+                        trainable_variables = list(trainable_variables.values())
             if (
                 p is not None
                 and type(grads) in _SEQUENCES
@@ -1347,6 +1357,7 @@ class Optimizer:
             group = plan[0]
             self._fast_slots = group.slots
             self._fast_names = group.names
+            self._fast_keys = tuple(group.names)
             if self.use_ema or self._accumulation_steps or self._has_step_state:
                 self._fast_options = _VARYING
             else:
@@ -1606,7 +1617,14 @@ class Optimizer:
     def __getstate__(self) -> Dict[str, Any]:
         state = self.__dict__.copy()
         # Derived from object identities or holding native objects: rebuilt after loading.
-        for key in ("_plan", "_fast_params", "_fast_slots", "_fast_names", "_fast_options"):
+        for key in (
+            "_plan",
+            "_fast_params",
+            "_fast_slots",
+            "_fast_names",
+            "_fast_keys",
+            "_fast_options",
+        ):
             state.pop(key, None)
         # The step guard belongs to this process and this object (a pickle taken while
         # another thread steps must not carry a taken token).
