@@ -344,6 +344,8 @@ class Optimizer:
     ):
         self._plan: Optional[List[_Group]] = None
         self._fast_params: Optional[List[np.ndarray]] = None
+        # Every array a step writes, when the plan has several dtype groups.
+        self._multi_writable: Optional[List[np.ndarray]] = None
         self._init_step_guard()
 
         if "lr" in kwargs:
@@ -486,6 +488,7 @@ class Optimizer:
     def _invalidate_plan(self) -> None:
         self.__dict__["_plan"] = None
         self.__dict__["_fast_params"] = None
+        self.__dict__["_multi_writable"] = None
 
     # --- one step at a time ----------------------------------------------------------------
 
@@ -1076,7 +1079,7 @@ class Optimizer:
             # The common step: one dtype, every built variable in build order. Everything else
             # goes through `_apply_general`.
             p = self._fast_params
-            if p is not None and type(grads) is dict:
+            if type(grads) is dict and self._plan is not None:
                 # The common step with dicts: every built name, in build order.
                 keys = self._fast_keys
                 if tuple(grads) == keys and (
@@ -1125,6 +1128,27 @@ class Optimizer:
                 self._hand_over_step(token)
 
     def _apply_general(self, grads: Any, trainable_variables: Optional[ParamsArg]) -> None:
+        writable = self._multi_writable
+        built = self._trainable_variables
+        if (
+            writable is not None
+            and type(grads) in _SEQUENCES
+            and len(grads) == len(built)
+            and (
+                trainable_variables is None
+                or (
+                    type(trainable_variables) in _SEQUENCES
+                    and len(trainable_variables) == len(built)
+                    and all(map(is_, trainable_variables, built))
+                )
+            )
+            and all(map(is_not, grads, _NONES))
+        ):
+            # Every built variable in build order, over several dtype groups: the groups and
+            # the arrays the step writes are known from the plan.
+            calls = [(group, None, [grads[i] for i in group.indices]) for group in self._plan]
+            self._step(self._validate_calls(calls, writable), [])
+            return
         if isinstance(grads, Mapping):
             grads, variables = self._resolve_named(grads, trainable_variables)
         else:
@@ -1254,17 +1278,22 @@ class Optimizer:
             indices.append(index)
         return indices
 
-    def _validate_calls(self, calls: List[_Call]) -> List[_Call]:
+    def _validate_calls(
+        self, calls: List[_Call], writable: Optional[List[np.ndarray]] = None
+    ) -> List[_Call]:
         """Check, before the first of several native calls runs, what each would check.
 
         One native call validates all of its arrays before writing any, but a step that spans
         several dtype groups makes several calls; without this, a bad gradient in the last group
         would fail after the first groups were updated. Gradients that are not arrays are
-        converted here once.
+        converted here once. `writable`: every array the step writes, when the caller knows
+        it (a step over every variable); else it is gathered here.
         """
         names = self._trainable_variable_names
         out: List[_Call] = []
-        writable: List[np.ndarray] = []
+        gather = writable is None
+        if writable is None:
+            writable = []
         checked: List[Tuple[str, np.ndarray]] = []
         for group, members, grads in calls:
             chosen = group.indices if members is None else members
@@ -1295,13 +1324,8 @@ class Optimizer:
                     )
                 converted.append(g)
                 checked.append((names[i], g))
-                writable.append(param)
-                for slots in self._slot_kinds.values():
-                    writable.append(slots[i])
-                if self._accumulation_steps:
-                    writable.append(self._accumulated_gradients[i])
-                if self.use_ema:
-                    writable.append(self._model_variables_moving_average[i])
+                if gather:
+                    writable.extend(self._written_arrays((i,)))
             out.append((group, members, converted))
         _check_no_aliasing(checked, writable)
         return out
@@ -1353,17 +1377,33 @@ class Optimizer:
                 )
             )
         self._plan = plan
+        self._fast_keys = tuple(self._trainable_variable_names)
         if single:
             group = plan[0]
             self._fast_slots = group.slots
             self._fast_names = group.names
-            self._fast_keys = tuple(group.names)
             if self.use_ema or self._accumulation_steps or self._has_step_state:
                 self._fast_options = _VARYING
             else:
                 self._fast_options = self._options(group, None, False, 0.0, False, None)
             self._fast_params = group.params
+        else:
+            self._multi_writable = self._written_arrays(range(len(variables)))
         return plan
+
+    def _written_arrays(self, indices: Any) -> List[np.ndarray]:
+        """Every array a step over these variables writes: parameters, slots, accumulators,
+        moving averages."""
+        out: List[np.ndarray] = []
+        for i in indices:
+            out.append(self._trainable_variables[i])
+            for slots in self._slot_kinds.values():
+                out.append(slots[i])
+            if self._accumulation_steps:
+                out.append(self._accumulated_gradients[i])
+            if self.use_ema:
+                out.append(self._model_variables_moving_average[i])
+        return out
 
     def _options(
         self,
@@ -1624,6 +1664,7 @@ class Optimizer:
             "_fast_names",
             "_fast_keys",
             "_fast_options",
+            "_multi_writable",
         ):
             state.pop(key, None)
         # The step guard belongs to this process and this object (a pickle taken while
@@ -1641,6 +1682,7 @@ class Optimizer:
         }
         self._plan = None
         self._fast_params = None
+        self._multi_writable = None
         self._init_step_guard()
 
     def __repr__(self) -> str:
