@@ -1,9 +1,11 @@
 """Results do not depend on the thread count or the SIMD level, bit for bit.
 
-The element-wise rules are independent per element, and the norms (clipnorm, global_clipnorm)
-are reduced with a fixed chunking and a fixed combination order, so the same inputs must give the
-same bits whatever the engine's configuration. The tensors are large enough (about 3M elements
-in one call, plus small ones) for the work to be split across the thread pool.
+The element-wise rules are independent per element, and the norms (clipnorm, global_clipnorm,
+Lamb's trust ratio) and Adafactor's row and column sums are reduced with a fixed chunking and a
+fixed combination order, so the same inputs must give the same bits whatever the engine's
+configuration; Muon's matrix products are blocked the same way for any thread count. The
+tensors are large enough (about 3.3M elements in one call, plus small ones) for the work to be
+split across the thread pool, and the 520 x 600 matrix takes Newton-Schulz's symmetric products.
 """
 
 import functools
@@ -14,7 +16,7 @@ import pytest
 import ferroptim as fo
 from ferroptim import _native
 
-SHAPES = [(1_500_000,), (1_000_003,), (500_001,), (17,), (1,), (), (300, 7)]
+SHAPES = [(1_500_000,), (1_000_003,), (500_001,), (17,), (1,), (), (300, 7), (520, 600)]
 STEPS = 3
 
 CASES = [
@@ -31,6 +33,11 @@ CASES = [
     ("Lion", {"weight_decay": 0.1}),
     ("Ftrl", {"l1_regularization_strength": 0.01}),  # learning_rate_power -0.5: a square root
     ("Ftrl", {"learning_rate_power": -0.2, "beta": 0.5}),  # a general power
+    ("Lamb", {}),  # per-tensor norms from the read-only reduction pass
+    ("Lamb", {"weight_decay": 0.01, "global_clipnorm": 1.0}),
+    ("ScheduleFreeAdamW", {"warmup_steps": 2}),
+    ("Adafactor", {}),  # row and column sums; (300, 7) is factored
+    ("Muon", {}),  # Newton-Schulz on (300, 7), AdamW on the rest
 ]
 CASE_PARAMS = [
     pytest.param(name, kwargs, id=name + repr(sorted(kwargs.items()))) for name, kwargs in CASES
