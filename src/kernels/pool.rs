@@ -3,8 +3,9 @@
 //! Dedicated rayon pools (never rayon's global one) so `set_num_threads` can resize them. The
 //! driver's calling thread works too (`run_parts`: caller and workers claim parts from a
 //! shared counter), so its pool has one worker fewer than the thread count: a step on two
-//! threads wakes one worker, and no idle worker spins against the caller. Matrix products (`newton_schulz`) run entirely inside
-//! a second, full pool, built only when first used. Two rules keep them safe:
+//! threads wakes one worker, and no idle worker spins against the caller. Matrix products
+//! (`newton_schulz`) run entirely inside a second, full pool, built only when first used. Two
+//! rules keep them safe:
 //! - After `fork()` the child has none of the parent's worker threads; using the old pool
 //!   would hang. A `pthread_atfork` child handler bumps a generation counter and the next call
 //!   builds a fresh pool (the stale one is leaked, never dropped: its threads do not exist).
@@ -126,8 +127,9 @@ pub fn recently_active(within_ns: u64) -> bool {
 /// at a time from a shared counter by the calling thread and by the pool's workers, so the
 /// caller starts at once and never waits for a worker that is still waking up: it takes the
 /// parts nobody has claimed, then waits only for the parts a worker is running. (Waking a
-/// parked thread takes ~100 us on a virtual machine, longer than a mid-sized step; a static
-/// split would make the caller wait that long for the worker's half.)
+/// parked thread takes 30-100 us on a virtual machine, longer than a mid-sized step; a static
+/// split made the caller wait that long for the worker's half.) A panic inside `f` on a
+/// worker aborts the process (rayon's default for spawned jobs); the kernels do not panic.
 pub fn run_parts<F: Fn(usize) + Sync>(parts: usize, f: F) {
     if parts > 1 {
         if let Some(p) = pool(Kind::Helpers) {
