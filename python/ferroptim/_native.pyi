@@ -5,6 +5,11 @@ dtype (float32 or float64) in a single fused pass over memory. The lists are ali
 every list belongs to parameter i. Scalars are Python floats (computed by the caller in float64 or
 rounded to float32 as Keras does); the kernels cast them to the parameters' dtype.
 
+Gradients may be float32 or float64 arrays of any layout whatever the parameters' dtype (the
+other float dtype is rounded to the parameters' as it is read, as `astype` rounds, without a
+copy); lists, scalars and arrays of other real dtypes are converted as
+`numpy.asarray(g, dtype)` would.
+
 `names` (optional, every update function) names the parameters in error messages; without it
 they are named by their index in the call.
 

@@ -4,7 +4,8 @@
 //!
 //! Validation happens completely before anything is written (a bad call changes nothing):
 //! - dtype: every parameter, slot, accumulator and average has the group's dtype; gradients of
-//!   another real dtype, lists and scalars are converted as `numpy.asarray(g, dtype)` would;
+//!   the other float dtype are read with a cast (`kernels::Grad::Cast`), and lists, scalars and
+//!   other real dtypes are converted as `numpy.asarray(g, dtype)` would;
 //! - shapes: every operand has its parameter's shape;
 //! - writability and aliasing: parameters and state must be writable; the byte ranges of all
 //!   arrays of the call are sorted and swept once, and any overlap that involves a writable
