@@ -8,8 +8,9 @@
 //! w = w - (ratio * lr) * r
 //! ```
 //! The divisions by the bias corrections are multiplications by their reciprocals, as XLA
-//! (Keras's JAX backend) computes them. The norms need the whole tensor before any element changes, so Lamb runs a read-only
-//! reduction pass (`reduce`) and then the update pass with the tensor's ratio.
+//! (Keras's JAX backend) computes them. The norms need the whole tensor before any element
+//! changes, so Lamb runs a read-only reduction pass (`reduce`) and then the update pass with
+//! the tensor's ratio.
 
 use super::reduce::sum_squares;
 use super::{Real, Rule};
