@@ -15,8 +15,8 @@
 //! is computed in that dtype (unlike Adam). The three divisions by per-step scalars are done
 //! as XLA (Keras's JAX backend, where Keras's golden values come from) does them, as a
 //! multiplication by the scalar's reciprocal: that reproduces Keras's numbers to the bit and
-//! leaves one divide and one square root per element, like Adam. Keras 2's `schedule_decay` `s` replaces the
-//! exponents `t` by `t * s` in the two caches.
+//! leaves one divide and one square root per element, like Adam. Keras 2's `schedule_decay`
+//! `s` replaces the exponents `t` by `t * s` in the two caches.
 
 use super::{Real, Rule};
 

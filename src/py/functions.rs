@@ -257,7 +257,8 @@ fn check_iterations(iterations: i64) -> PyResult<u64> {
 
 /// SGD, optionally with (Nesterov) momentum. `momentums` is None when momentum is 0.
 #[pyfunction]
-#[pyo3(signature = (params, grads, momentums, learning_rate, momentum, nesterov, options=None, names=None))]
+#[pyo3(signature = (params, grads, momentums, learning_rate, momentum, nesterov, options=None,
+    names=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn sgd<'py>(
     py: Python<'py>,
@@ -701,7 +702,8 @@ pub fn nadam<'py>(
 
 /// Lion.
 #[pyfunction]
-#[pyo3(signature = (params, grads, momentums, learning_rate, beta_1, beta_2, options=None, names=None))]
+#[pyo3(signature = (params, grads, momentums, learning_rate, beta_1, beta_2, options=None,
+    names=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn lion<'py>(
     py: Python<'py>,
