@@ -130,11 +130,24 @@ impl<T: Real, R> Ctx<'_, T, R> {
 }
 
 fn work_items<T: Real>(tensors: &[Tensor<T>]) -> Vec<Item> {
+    work_items_of(tensors, CHUNK)
+}
+
+/// The update pass's items when it runs on the pool: at least `4 * threads` of them, so the
+/// threads claiming them end close together (a 100K call in 32K items splits 64K / 36K), and
+/// no smaller than `4 * BLOCK`. Only the reductions' items must depend on the shapes alone.
+fn update_items<T: Real>(tensors: &[Tensor<T>]) -> Vec<Item> {
+    let total: usize = tensors.iter().map(|t| t.len).sum();
+    let chunk = (total / (4 * pool::num_threads())).clamp(4 * BLOCK, CHUNK);
+    work_items_of(tensors, chunk)
+}
+
+fn work_items_of<T: Real>(tensors: &[Tensor<T>], chunk: usize) -> Vec<Item> {
     let mut items = Vec::with_capacity(tensors.len());
     for (i, t) in tensors.iter().enumerate() {
         let mut start = 0;
         while start < t.len {
-            let end = (start + CHUNK).min(t.len);
+            let end = (start + chunk).min(t.len);
             items.push(Item {
                 tensor: i,
                 start,
@@ -197,6 +210,7 @@ pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<
     }
     let ctx = &ctx;
     if parallel {
+        let items = update_items(tensors);
         pool::run_parts(items.len(), |i| process_at(level, ctx, &items[i]));
     } else {
         for it in &items {
