@@ -136,8 +136,7 @@ fn work_items<T: Real>(tensors: &[Tensor<T>]) -> Vec<Item> {
 /// The update pass's items when it runs on the pool: at least `4 * threads` of them, so the
 /// threads claiming them end close together (a 100K call in 32K items splits 64K / 36K), and
 /// no smaller than `4 * BLOCK`. Only the reductions' items must depend on the shapes alone.
-fn update_items<T: Real>(tensors: &[Tensor<T>]) -> Vec<Item> {
-    let total: usize = tensors.iter().map(|t| t.len).sum();
+fn update_items<T: Real>(tensors: &[Tensor<T>], total: usize) -> Vec<Item> {
     let chunk = (total / (4 * pool::num_threads())).clamp(4 * BLOCK, CHUNK);
     work_items_of(tensors, chunk)
 }
@@ -164,7 +163,8 @@ fn work_items_of<T: Real>(tensors: &[Tensor<T>], chunk: usize) -> Vec<Item> {
 /// (gradients, accumulators, averages) are present on every tensor.
 pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<T>, mode: Mode) {
     let items = work_items(tensors);
-    let parallel = runs_in_parallel(tensors);
+    let total: usize = tensors.iter().map(|t| t.len).sum();
+    let parallel = worth_parallel(total);
     let level = simd::current();
 
     // Norm clipping needs the norms of the final gradients before anything changes.
@@ -210,22 +210,14 @@ pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<
     }
     let ctx = &ctx;
     if parallel {
-        let items = update_items(tensors);
+        let items = update_items(tensors, total);
         pool::run_parts(items.len(), |i| process_at(level, ctx, &items[i]));
     } else {
         for it in &items {
             process_at(level, ctx, it);
         }
     }
-    call_ended(tensors);
-}
-
-fn runs_in_parallel<T: Real>(tensors: &[Tensor<T>]) -> bool {
-    worth_parallel(tensors.iter().map(|t| t.len).sum())
-}
-
-fn call_ended<T: Real>(tensors: &[Tensor<T>]) {
-    ended(tensors.iter().map(|t| t.len).sum());
+    ended(total);
 }
 
 /// Whether a call of `total` elements is worth the pool. The pool's worker parks ~20 us after
@@ -275,12 +267,12 @@ fn gradient_sums<T: Real>(
 #[must_use]
 pub fn gradient_sum_squares<T: Real>(tensors: &[Tensor<T>], pro: &Prologue<T>) -> f64 {
     let items = work_items(tensors);
-    let parallel = runs_in_parallel(tensors);
-    let total = gradient_sums(simd::current(), tensors, pro, &items, parallel)
+    let total: usize = tensors.iter().map(|t| t.len).sum();
+    let sum = gradient_sums(simd::current(), tensors, pro, &items, worth_parallel(total))
         .iter()
         .sum();
-    call_ended(tensors);
-    total
+    ended(total);
+    sum
 }
 
 /// Runs `f(item, out)` for every item (on the pool when `parallel`), where `out` is that
