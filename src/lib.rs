@@ -13,6 +13,8 @@ mod _native {
     #[pymodule_export]
     use crate::py::adafactor::adafactor;
     #[pymodule_export]
+    use crate::py::scalars::{cos_f32, cos_f64, log_f32, log_f64, pow_f32, pow_f64};
+    #[pymodule_export]
     use crate::py::functions::{
         adadelta, adagrad, adam, adamax, all_finite, check_disjoint, ema, ftrl, get_num_threads,
         gradient_sum_squares, lamb, lion, nadam, newton_schulz, rmsprop, roofline,

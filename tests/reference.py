@@ -18,7 +18,9 @@ float64 reference. The scalars follow Keras's rules:
    once to the working dtype when it meets a tensor. Where Keras casts a hyperparameter to the
    variable's dtype first (Lion's and Nadam's betas), `1 - beta` is computed in that dtype.
 2. A scalar that Keras computes from tensors (`beta_1 ** t`, `1 - beta_1_power`, the bias-corrected
-   step size, `1 - ema_momentum`) is computed in the working dtype.
+   step size, `1 - ema_momentum`) is computed in the working dtype. Its powers (and Ftrl's
+   element-wise `n ** -p`) are correctly rounded to that dtype (`cr_pow`), the value ferroptim
+   promises on every CPU, never NumPy's float32 `power`, whose last bit depends on the CPU.
 3. A float learning rate is stored by Keras in a float32 variable: it is rounded to float32 first,
    then cast to the working dtype (so float64 parameters see `float64(float32(lr))`).
 4. A schedule's or callable's value is cast to the working dtype as returned.
@@ -37,13 +39,196 @@ Keras 2's `decay` (not in Keras 3) is modelled as tf.keras's OptimizerV2 did it:
 
 from __future__ import annotations
 
+import decimal
+import functools
 import inspect
+import math
 import re
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from fractions import Fraction
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 LearningRate = Union[float, Callable[..., float]]
+
+
+# --- correctly rounded powers, logs and cosines ---------------------------------------------------
+#
+# ferroptim promises the same bits on every CPU, so each scalar a step derives (bias corrections,
+# Nadam's momentum cache, Ftrl's accumulator powers) is the correctly rounded value in its dtype.
+# The reference must not take those from NumPy's float32 ufuncs (SIMD approximations that differ
+# between AVX2 and AVX-512) nor from the C library's pow (whose last bit differs between libraries):
+# it computes them here, with the decimal module at 60+ significant digits, and rounds that value
+# to the dtype in exact rational arithmetic.
+
+
+def _nearest(q: Fraction, dtype: type) -> float:
+    """The value of `dtype` (float32 or float64) nearest to the rational q, ties to even, with
+    subnormals and overflow to inf; returned as a Python float, which holds it exactly."""
+    info = np.finfo(dtype)
+    if q == 0:
+        return 0.0
+    sign, a = (-1.0 if q < 0 else 1.0), abs(q)
+    e = a.numerator.bit_length() - a.denominator.bit_length()  # 2**(e-1) < a < 2**(e+1)
+    if a < Fraction(2) ** e:
+        e -= 1
+    quantum = max(e, info.minexp) - info.nmant  # the spacing of dtype's values around a
+    n = round(a / Fraction(2) ** quantum)  # Fraction rounds half to even
+    if n.bit_length() + quantum > info.maxexp:
+        return sign * math.inf
+    return sign * math.ldexp(n, quantum)
+
+
+def _context(digits: int) -> decimal.Context:
+    # No trap and the widest exponent range: 0.9 ** 2**63 is a (tiny) number, not an error.
+    return decimal.Context(prec=digits, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN, traps=[])
+
+
+def _bounds(value: decimal.Decimal, radius: decimal.Decimal, dtype: type) -> Tuple[float, float]:
+    """The dtype values that `value - radius` and `value + radius` round to."""
+    sign = -1.0 if value.is_signed() else 1.0
+    if value.is_infinite() or value.adjusted() > 400:
+        return sign * math.inf, sign * math.inf  # far beyond float64's range (1.8e308)
+    if value.is_zero() or value.adjusted() < -400:
+        return sign * 0.0, sign * 0.0  # far below float64's smallest subnormal (4.9e-324)
+    center, error = Fraction(value), Fraction(radius)
+    return _nearest(center - error, dtype), _nearest(center + error, dtype)
+
+
+def _decide(approximate: Callable[[int], tuple], dtype: type, exact=None) -> float:
+    """Ziv's strategy: evaluate `approximate(digits)` -> (value, error radius) at growing
+    precision until the whole interval rounds to one dtype value. `exact(midpoint)`, when given,
+    tells whether the true value IS the midpoint between two dtype values, which no precision
+    decides; the midpoint then rounds half to even."""
+    for digits in (60, 120, 240, 480):
+        low, high = _bounds(*approximate(digits), dtype)
+        if low == high:
+            return low
+        adjacent = np.nextafter(dtype(low), dtype(high)) == dtype(high)
+        if exact is not None and adjacent and math.isfinite(high):
+            midpoint = (Fraction(low) + Fraction(high)) / 2
+            if exact(midpoint):
+                return _nearest(midpoint, dtype)
+    raise ArithmeticError("no correctly rounded result at 480 digits")
+
+
+def _is_odd_integer(y: float) -> bool:
+    return y == math.floor(y) and abs(y) < 2.0**64 and int(y) % 2 == 1
+
+
+def _pow(x: float, y: float, dtype: type) -> float:
+    """C99's pow on its special operands (Annex F), `_positive_pow` for the rest."""
+    if y == 0 or x == 1:
+        return 1.0
+    if math.isnan(x) or math.isnan(y):
+        return math.nan
+    if math.isinf(y):
+        if abs(x) == 1:
+            return 1.0
+        return math.inf if (abs(x) > 1) == (y > 0) else 0.0
+    sign = 1.0
+    if math.copysign(1.0, x) < 0:  # -0.0 included
+        if x != 0 and not math.isinf(x) and y != math.floor(y):
+            return math.nan  # a negative base and a non-integer exponent
+        sign = -1.0 if _is_odd_integer(y) else 1.0
+    if x == 0:
+        return sign * (0.0 if y > 0 else math.inf)
+    if math.isinf(x):
+        return sign * (math.inf if y > 0 else 0.0)
+    return sign * _positive_pow(abs(x), y, dtype)
+
+
+# Cached: the same bias corrections recur step after step. (Never a zero argument: -0.0 would
+# find 0.0's entry.)
+@functools.lru_cache(maxsize=1 << 16)
+def _positive_pow(x: float, y: float, dtype: type) -> float:
+    """`x ** y` for finite x > 0 and finite y != 0, correctly rounded to dtype."""
+
+    def approximate(digits):
+        value = _context(digits).power(decimal.Decimal(x), decimal.Decimal(y))
+        return value, abs(value).scaleb(3 - digits)  # decimal's power is within an ulp
+
+    def exact(midpoint):
+        # x ** (a / b) == m  <=>  x ** a == m ** b; only small a and b can give a midpoint.
+        a, b = Fraction(y).numerator, Fraction(y).denominator
+        return abs(a) <= 2048 and b <= 2048 and Fraction(x) ** a == midpoint**b
+
+    return _decide(approximate, dtype, exact)
+
+
+def cr_pow(x, y, dtype: type):
+    """`x ** y` correctly rounded to `dtype` (np.float32 or np.float64), as C99's pow for the
+    special cases (0, inf, nan, a negative base with an integer exponent); x and y are cast to
+    dtype first, as a tensor operation does. Returns a NumPy scalar of dtype."""
+    T = np.dtype(dtype).type
+    return T(_pow(float(T(x)), float(T(y)), T))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _log(x: float, dtype: type) -> float:
+    if math.isnan(x) or x < 0:
+        return math.nan
+    if x == 0:
+        return -math.inf
+    if math.isinf(x):
+        return math.inf
+
+    def approximate(digits):
+        value = _context(digits).ln(decimal.Decimal(x))  # decimal's ln is correctly rounded
+        return value, abs(value).scaleb(1 - digits)
+
+    return _decide(approximate, dtype)  # ln(x) is transcendental but at 1: never a midpoint
+
+
+def cr_log(x, dtype: type):
+    """The natural logarithm of x correctly rounded to `dtype` (log(0) = -inf, log(x < 0) = nan);
+    x is cast to dtype first. Returns a NumPy scalar of dtype."""
+    T = np.dtype(dtype).type
+    return T(_log(float(T(x)), T))
+
+
+@functools.lru_cache(maxsize=None)
+def _pi(digits: int) -> decimal.Decimal:
+    """pi to `digits` significant digits (the decimal module documentation's series)."""
+    with decimal.localcontext(_context(digits + 2)):
+        lasts, t, s, n, na, d, da = 0, decimal.Decimal(3), 3, 1, 0, 0, 24
+        while s != lasts:
+            lasts = s
+            n, na = n + na, na + 8
+            d, da = d + da, da + 32
+            t = (t * n) / d
+            s += t
+    return _context(digits).plus(s)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _cos(x: float, dtype: type) -> float:
+    if not math.isfinite(x):
+        return math.nan
+
+    def approximate(digits):
+        # Reduce by a multiple of 2 pi carried to x's magnitude plus `digits` digits, so that
+        # the remainder r, |r| <= pi, is good to about 10**-digits; then cos's Taylor series.
+        X = decimal.Decimal(x)
+        precision = digits + max(0, X.adjusted()) + 5
+        with decimal.localcontext(_context(precision)):
+            two_pi = 2 * _pi(precision)
+            r = X - two_pi * (X / two_pi).to_integral_value()
+            term, total, k = decimal.Decimal(1), decimal.Decimal(1), 0
+            while abs(term) > decimal.Decimal(10).scaleb(-precision - 5):
+                k += 2
+                term = -term * r * r / (k * (k - 1))
+                total += term
+        return total, decimal.Decimal(1).scaleb(3 - digits)  # an absolute error bound
+
+    return _decide(approximate, dtype)  # cos(x) is transcendental but at 0: never a midpoint
+
+
+def cr_cos(x, dtype: type):
+    """cos(x) (radians) correctly rounded to `dtype` (cos(inf) = nan); x is cast to dtype
+    first. Returns a NumPy scalar of dtype."""
+    T = np.dtype(dtype).type
+    return T(_cos(float(T(x)), T))
 
 
 def _takes_step(fn: Callable) -> bool:
@@ -137,8 +322,8 @@ class AdamRule:
         T = w.dtype.type
         lr_t = T(lr)
         local_step = T(iterations + 1)
-        beta_1_power = np.power(T(self.beta_1), local_step)
-        beta_2_power = np.power(T(self.beta_2), local_step)
+        beta_1_power = cr_pow(T(self.beta_1), local_step, T)
+        beta_2_power = cr_pow(T(self.beta_2), local_step, T)
         alpha = lr_t * np.sqrt(T(1) - beta_2_power) / (T(1) - beta_1_power)
         m = self.momentums[index]
         v = self.velocities[index]
@@ -170,14 +355,33 @@ def _divide_by_scalar(x: np.ndarray, s, xla: bool) -> np.ndarray:
 
 
 def _power(x: np.ndarray, exponent: float) -> np.ndarray:
-    """`x ** exponent` element-wise, correctly rounded to x's dtype.
+    """`x ** exponent` element-wise in x's dtype (the exponent cast to it), every element as
+    `cr_pow` gives it.
 
-    NumPy's float32 `power` may use a vectorized approximation that is a few ulps off; the value
-    is taken in float64 and rounded once instead, which is what a correctly rounded `powf` gives.
+    cr_pow takes about 0.1 ms, and Ftrl's tests raise thousands of accumulators to a power each
+    step, so most elements are decided from NumPy's power in a wider type instead. That power is
+    within a few ulps (of the wider type) of the truth on any CPU, SIMD kernel or C library
+    alike, so where 16 such ulps either side round to one value of x's dtype, that value is the
+    correctly rounded one. The rest go through cr_pow: about one element in 10**7 for float32
+    (from float64), one in a hundred for float64 (from an x87 long double), and all of them
+    where long double is no wider than float64.
     """
-    if x.dtype == np.float32:
-        return np.power(x.astype(np.float64), np.float64(np.float32(exponent))).astype(np.float32)
-    return np.power(x, x.dtype.type(exponent))
+    T = x.dtype.type
+    y = T(exponent)
+    flat = x.ravel()
+    out = np.empty(flat.shape, T)
+    undecided = np.ones(flat.shape, bool)
+    wide = np.float64 if T is np.float32 else np.longdouble
+    if np.finfo(wide).nmant >= np.finfo(T).nmant + 8:
+        with np.errstate(all="ignore"):
+            approx = np.power(flat.astype(wide), wide(y))
+            margin = np.abs(approx) * wide(2.0 ** (4 - np.finfo(wide).nmant))
+            out[...] = (approx - margin).astype(T)
+            undecided = (out != (approx + margin).astype(T)) | ~(flat > 0) | ~(
+                np.abs(approx) >= np.finfo(wide).tiny) | ~np.isfinite(approx)
+    for i in np.flatnonzero(undecided):
+        out[i] = cr_pow(flat[i], y, T)
+    return out.reshape(x.shape)
 
 
 class RMSpropRule:
@@ -325,7 +529,7 @@ class AdamaxRule:
         """One `update_step` of tensor `index`, in place (`iterations`: the count before it)."""
         T = w.dtype.type
         local_step = T(iterations + 1)
-        beta_1_power = np.power(T(self.beta_1), local_step)
+        beta_1_power = cr_pow(T(self.beta_1), local_step, T)
         m = self.momentums[index]
         u = self.norms[index]
         m[...] = m + (g - m) * T(1 - self.beta_1)
@@ -378,7 +582,7 @@ class NadamRule:
         exponent = T(step)
         if self.schedule_decay is not None:
             exponent = exponent * T(self.schedule_decay)
-        return T(1.0) - T(0.5) * np.power(T(0.96), exponent)
+        return T(1.0) - T(0.5) * cr_pow(T(0.96), exponent, T)
 
     def begin_step(self, iterations: int) -> None:
         """`u_product = u_product * beta_1 * (1 - 0.5 * 0.96 ** t)`, before any variable."""
@@ -394,7 +598,7 @@ class NadamRule:
         u_t_1 = beta_1 * self._cache(T, iterations + 2)
         u_product_t = T(self.u_product[()])
         u_product_t_1 = u_product_t * u_t_1
-        beta_2_power = np.power(beta_2, T(iterations + 1))
+        beta_2_power = cr_pow(beta_2, T(iterations + 1), T)
         m = self.momentums[index]
         v = self.velocities[index]
         m[...] = m + (g - m) * (T(1) - beta_1)
@@ -526,8 +730,8 @@ class LambRule:
         """One `update_step` of tensor `index`, in place (`iterations`: the count before it)."""
         T = w.dtype.type
         local_step = T(iterations + 1)
-        beta_1_power = np.power(T(self.beta_1), local_step)
-        beta_2_power = np.power(T(self.beta_2), local_step)
+        beta_1_power = cr_pow(T(self.beta_1), local_step, T)
+        beta_2_power = cr_pow(T(self.beta_2), local_step, T)
         m = self.momentums[index]
         v = self.velocities[index]
         m[...] = m + (g - m) * T(1 - self.beta_1)
@@ -589,7 +793,7 @@ class ScheduleFreeAdamWRule:
         z = self.momentums[index]
         v = self.velocities[index]
         z_old = z.copy()
-        bias_correction_2 = T(1) - np.power(beta_2, local_step)
+        bias_correction_2 = T(1) - cr_pow(beta_2, local_step, T)
         v[...] = v + (np.square(g) - v) * (T(1) - beta_2)
         xla = self.xla_scalar_division
         denom = np.sqrt(_divide_by_scalar(v, bias_correction_2, xla)) + T(self.epsilon)
@@ -673,7 +877,7 @@ class AdafactorRule:
         rho_t = np.minimum(lr_t, T(1) / np.sqrt(local_step))
         alpha_t = np.maximum(T(self.epsilon_2), _rms(w)) * rho_t
         regulated_grad_square = np.square(g) + T(self.epsilon_1)
-        beta_2_t = T(1) - _power(np.asarray(local_step), self.beta_2_decay)[()]
+        beta_2_t = T(1) - cr_pow(local_step, T(self.beta_2_decay), T)
         r, c, v = self.rs[index], self.cs[index], self.velocities[index]
         if w.ndim >= 2:
             r[...] = beta_2_t * r + (T(1) - beta_2_t) * _mean(regulated_grad_square, axis=-1)
@@ -1391,7 +1595,7 @@ NS_OUTPUT = [[-0.44190204, 0.645592], [0.72815895, 0.29695582]]
 # --- comparison ---------------------------------------------------------------------------------
 
 # The emulation follows Keras's operation order, so an implementation that does too agrees to the
-# bit; two ulps leave room for another libm's powf and for norms summed in another order.
+# bit; two ulps leave room for norms summed in another order.
 FLOAT32_ULPS = 2
 FLOAT64_RTOL = 1e-12
 

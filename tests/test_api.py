@@ -32,6 +32,7 @@ from ferroptim.optimizers import (
     Optimizer,
     RMSprop,
 )
+from reference import cr_pow
 
 OPTIMIZERS = [SGD, RMSprop, Adam, AdamW, Adadelta, Adagrad, Adamax, Nadam, Lion, Ftrl, Adafactor]
 
@@ -1334,12 +1335,13 @@ def test_ftrl_l1_zeroes_weights_and_learning_rate_power_zero_by_hand():
 
 
 def _nadam_product(beta_1, dtype, steps, schedule_decay=None):
-    """Keras's `_backend_update_step`, written out: u = (u * beta_1) * (1 - 0.5 * 0.96**t)."""
+    """Keras's `_backend_update_step`, written out: u = (u * beta_1) * (1 - 0.5 * 0.96**t),
+    the power correctly rounded (never NumPy's or the C library's, whose last bit varies)."""
     T = np.dtype(dtype).type
     u = T(1.0)
     for t in steps:
         exponent = T(t) if schedule_decay is None else T(t) * T(schedule_decay)
-        u = u * T(beta_1) * (T(1.0) - T(0.5) * T(0.96) ** exponent)
+        u = u * T(beta_1) * (T(1.0) - T(0.5) * cr_pow(T(0.96), exponent, T))
     return u
 
 

@@ -31,8 +31,10 @@ class StepOptions:
     accumulators, accumulation_steps, accumulate_only: gradient accumulation. With
         `accumulate_only=True` the call only does `acc += g` (then the EMA, if any) and applies no
         update; otherwise `g = (g + acc) / accumulation_steps`, `acc = 0`, then the update.
-    clipnorm / global_clipnorm / clipvalue: at most one is not None; applied to the (unscaled,
-        averaged) gradient as Keras does. The norms are computed natively in the same call.
+    clipnorm / global_clipnorm / clipvalue / clip_scale: at most one is not None; applied to the
+        (unscaled, averaged) gradient as Keras does. The norms are computed natively in the same
+        call; `clip_scale` is a global-norm scale the caller computed over several calls (float64,
+        NaN when that norm is not finite), multiplied into every gradient.
     weight_decay, weight_decay_mask: decoupled decay `w = w - w * wd * lr` (lr: the call's
         learning rate, or `weight_decay_learning_rate` when given, as Muon's AdamW path decays
         with the base rate but updates with a scaled one) before the update, for the tensors
@@ -51,6 +53,7 @@ class StepOptions:
         clipnorm: Optional[float] = None,
         global_clipnorm: Optional[float] = None,
         clipvalue: Optional[float] = None,
+        clip_scale: Optional[float] = None,
         weight_decay: Optional[float] = None,
         weight_decay_mask: Optional[Sequence[bool]] = None,
         weight_decay_learning_rate: Optional[float] = None,
@@ -303,3 +306,12 @@ def simd_level() -> str:
 
 def set_simd_level(level: str) -> None:
     """Force "baseline", "avx2" or "avx512" (a ValueError if the CPU lacks it), or "auto"."""
+
+# Correctly rounded scalars (the same bits on every CPU and C library); the `_f32` forms round
+# their arguments to float32 first and return the float32 result as a float.
+def pow_f32(x: float, y: float) -> float: ...
+def pow_f64(x: float, y: float) -> float: ...
+def log_f32(x: float) -> float: ...
+def log_f64(x: float) -> float: ...
+def cos_f32(x: float) -> float: ...
+def cos_f64(x: float) -> float: ...

@@ -37,8 +37,8 @@ impl<T: Real> Adam<T> {
     ) -> Self {
         let lr = T::from_f64(learning_rate);
         let t = T::from_f64((iterations as f64) + 1.0);
-        let beta_1_power = T::from_f64(beta_1).powf(t);
-        let beta_2_power = T::from_f64(beta_2).powf(t);
+        let beta_1_power = T::from_f64(beta_1).pow(t);
+        let beta_2_power = T::from_f64(beta_2).pow(t);
         Adam {
             alpha: lr * (T::ONE - beta_2_power).sqrt() / (T::ONE - beta_1_power),
             one_minus_beta_1: T::from_f64(1.0 - beta_1),

@@ -32,7 +32,7 @@ impl<T: Real> Adamax<T> {
             lr: T::from_f64(learning_rate),
             one_minus_beta_1: T::from_f64(1.0 - beta_1),
             beta_2: T::from_f64(beta_2),
-            bias: T::ONE - T::from_f64(beta_1).powf(t),
+            bias: T::ONE - T::from_f64(beta_1).pow(t),
             epsilon: T::from_f64(epsilon),
         }
     }

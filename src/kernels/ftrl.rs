@@ -99,7 +99,7 @@ impl<T: Real> Rule<T> for Ftrl<T> {
                 Power::One => self.run(p, g, acc, z, |x| x),
                 Power::Other => {
                     let e = self.neg_power;
-                    self.run(p, g, acc, z, |x| x.powf(e));
+                    self.run(p, g, acc, z, |x| x.pow(e));
                 }
             }
         }

@@ -38,8 +38,8 @@ impl<T: Real> Lamb<T> {
             lr: T::from_f64(learning_rate),
             one_minus_beta_1: T::from_f64(1.0 - beta_1),
             one_minus_beta_2: T::from_f64(1.0 - beta_2),
-            inv_bias_1: T::ONE / (T::ONE - T::from_f64(beta_1).powf(t)),
-            inv_bias_2: T::ONE / (T::ONE - T::from_f64(beta_2).powf(t)),
+            inv_bias_1: T::ONE / (T::ONE - T::from_f64(beta_1).pow(t)),
+            inv_bias_2: T::ONE / (T::ONE - T::from_f64(beta_2).pow(t)),
             epsilon: T::from_f64(epsilon),
         }
     }

@@ -7,6 +7,7 @@ pub mod adafactor;
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;
+pub mod crmath;
 pub mod driver;
 pub mod ftrl;
 pub mod lamb;

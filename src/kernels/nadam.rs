@@ -55,8 +55,8 @@ impl<T: Real> Nadam<T> {
             let s = T::from_f64(schedule_decay);
             (t * s, t1 * s)
         };
-        let u_t = b1 * (T::ONE - half * decay.powf(e));
-        let u_t1 = b1 * (T::ONE - half * decay.powf(e1));
+        let u_t = b1 * (T::ONE - half * decay.pow(e));
+        let u_t1 = b1 * (T::ONE - half * decay.pow(e1));
         let u_product = T::from_f64(u_product);
         Nadam {
             lr: T::from_f64(learning_rate),
@@ -66,7 +66,7 @@ impl<T: Real> Nadam<T> {
             u_t1,
             u_product,
             u_product_next: u_product * u_t1,
-            bias_2: T::ONE - b2.powf(t),
+            bias_2: T::ONE - b2.pow(t),
             epsilon: T::from_f64(epsilon),
         }
     }

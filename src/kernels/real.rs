@@ -33,13 +33,14 @@ pub trait Real:
     fn sqrt(self) -> Self;
     #[must_use]
     fn abs(self) -> Self;
+    /// `self^e` correctly rounded (`crmath`): the same bits on every machine and libm.
     #[must_use]
-    fn powf(self, e: Self) -> Self;
+    fn pow(self, e: Self) -> Self;
     fn is_nan(self) -> bool;
 }
 
 macro_rules! impl_real {
-    ($t:ty, $other:ty, $name:literal) => {
+    ($t:ty, $other:ty, $name:literal, $pow:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -67,8 +68,8 @@ macro_rules! impl_real {
                 <$t>::abs(self)
             }
             #[inline(always)]
-            fn powf(self, e: Self) -> Self {
-                <$t>::powf(self, e)
+            fn pow(self, e: Self) -> Self {
+                $pow(self, e)
             }
             #[inline(always)]
             fn is_nan(self) -> bool {
@@ -77,8 +78,8 @@ macro_rules! impl_real {
         }
     };
 }
-impl_real!(f32, f64, "float32");
-impl_real!(f64, f32, "float64");
+impl_real!(f32, f64, "float32", super::crmath::pow_f32);
+impl_real!(f64, f32, "float64", super::crmath::pow_f64);
 
 /// `max` that propagates NaN from either side, like `numpy.maximum` and Keras's
 /// `ops.maximum` (`f32::max` drops NaN). Written as selects so it vectorizes.

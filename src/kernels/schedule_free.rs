@@ -50,7 +50,7 @@ impl<T: Real> ScheduleFree<T> {
             beta_1: b1,
             one_minus_beta_1: T::ONE - b1,
             one_minus_beta_2: T::ONE - b2,
-            bias_2: T::ONE - b2.powf(t),
+            bias_2: T::ONE - b2.pow(t),
             epsilon: T::from_f64(epsilon),
             weight,
             one_minus_weight: T::ONE - weight,

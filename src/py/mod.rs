@@ -16,3 +16,4 @@ pub mod adafactor;
 pub mod args;
 pub mod functions;
 pub mod prepare;
+pub mod scalars;

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ferroptim import _native
+from ferroptim.optimizers._scalar_math import power
 from ferroptim.optimizers._unfused import _CHUNK, StepParts, Unfused, decay, sum_of_squares
 from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, check_hyperparameter
 
@@ -254,8 +255,8 @@ class Adafactor(Unfused, Optimizer):
         lr = T(learning_rate)
         # `ops.minimum`: a NaN learning rate stays NaN.
         rho_t = lr if (lr < cap or lr != lr) else cap
-        # t ** beta_2_decay, correctly rounded to T (a float64 power of T's values).
-        beta_2_t = T(1.0 - float(T(local_step ** float(T(self.beta_2_decay)))))
+        # t ** beta_2_decay, correctly rounded to T (never the C library's last bit).
+        beta_2_t = T(1.0 - float(power(T(local_step), self.beta_2_decay)))
         return (
             rho_t,
             beta_2_t,

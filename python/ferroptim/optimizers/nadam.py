@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ferroptim import _native
+from ferroptim.optimizers._scalar_math import power
 from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, check_hyperparameter
 
 __all__ = ["Nadam"]
@@ -138,13 +139,14 @@ class Nadam(Optimizer):
 
     def _begin_update_step(self, iterations: int) -> None:
         # Keras's `_backend_update_step`: (u_product * beta_1) * (1 - 0.5 * 0.96**t), every
-        # operation in the dtype of u_product.
+        # operation in the dtype of u_product; the power correctly rounded, so the state is the
+        # same on every CPU (NumPy's float32 `power` is not).
         T = self._u_product.dtype.type
         exponent = T(iterations + 1)
         if self.schedule_decay is not None:
             exponent = exponent * T(self.schedule_decay)
         with np.errstate(all="ignore"):
-            cache = T(1.0) - T(0.5) * np.power(T(0.96), exponent)
+            cache = T(1.0) - T(0.5) * power(T(0.96), exponent)
             self._u_product_next = self._u_product[()] * T(self.beta_1) * cache
 
     def _end_update_step(self) -> None:

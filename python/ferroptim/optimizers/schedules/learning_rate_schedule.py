@@ -7,9 +7,10 @@ to it too, so a float32 schedule is float32 arithmetic from end to end, in Keras
 These classes do the same with NumPy scalars of that dtype: a float32 schedule returns the
 ``np.float32`` Keras would return, and a float64 schedule returns an ``np.float64``.
 
-Two details follow Keras's JAX backend, where the reference values come from, to the last bit:
-``cos`` is rounded once from double precision (XLA's float32 cosine is correctly rounded where
-NumPy's SIMD one is off by an ulp), and the lines evaluated inside ``ops.cond`` (the two phases of
+Powers, logs and cosines are correctly rounded to the dtype (``optimizers._scalar_math``): NumPy's
+float32 ufuncs and the C library's ``pow`` give different last bits on different CPUs and
+libraries, and a schedule must give the same number everywhere. One detail follows Keras's JAX
+backend, where the reference values come from, to the last bit: the lines evaluated inside ``ops.cond`` (the two phases of
 ``CosineDecay`` with warmup, the period search of ``CosineDecayRestarts``) round ``a * b + c`` once,
 because XLA compiles a ``cond`` and contracts those into fused multiply-adds. Keras's other backends
 round twice there, one float32 ulp away.
@@ -25,6 +26,8 @@ import bisect
 import math
 
 import numpy as np
+
+from ferroptim.optimizers._scalar_math import functions_for
 
 __all__ = [
     "CosineDecay",
@@ -70,17 +73,6 @@ def _cast_step(step, dtype):
     return dtype(step)
 
 
-def _log(x):
-    """Natural log of a NumPy scalar, giving -inf at 0 and NaN below it without a NumPy warning.
-
-    ``CosineDecayRestarts`` with ``t_mul < 1`` takes the log of a non-positive number once the
-    finite sum of its shrinking periods is exhausted; Keras then quietly yields NaN.
-    """
-    if x > 0:
-        return np.log(x)
-    return x.dtype.type(-np.inf if x == 0 else np.nan)
-
-
 def _floor(x):
     """``floor(x)``: a Python int for a finite ``x`` (cheaper than ``np.floor``), else ``x``."""
     try:
@@ -95,14 +87,6 @@ def _ceil(x):
         return math.ceil(x)
     except (OverflowError, ValueError):
         return x
-
-
-def _cos(x, one):
-    """``cos(x)`` rounded once to the dtype of ``one`` (NaN, not an error, for an infinite x)."""
-    try:
-        return one * math.cos(x)
-    except ValueError:
-        return one * math.nan
 
 
 def _fused_multiply_add(a, b, c, one):
@@ -239,6 +223,8 @@ class ExponentialDecay(LearningRateSchedule):
         dtype = _compute_dtype(self.initial_learning_rate)
         return (
             dtype,
+            dtype(1),
+            functions_for(dtype)[0],
             dtype(self.initial_learning_rate),
             dtype(self.decay_steps),
             dtype(self.decay_rate),
@@ -247,11 +233,11 @@ class ExponentialDecay(LearningRateSchedule):
 
     def __call__(self, step):
         """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
-        dtype, initial, decay_steps, decay_rate, staircase = self._constants()
+        dtype, one, power, initial, decay_steps, decay_rate, staircase = self._constants()
         p = _cast_step(step, dtype) / decay_steps
         if staircase:
             p = _floor(p)
-        return initial * decay_rate**p
+        return initial * (one * power(decay_rate, p))
 
     def get_config(self):
         """The constructor arguments of this schedule, as a dict."""
@@ -426,6 +412,8 @@ class PolynomialDecay(LearningRateSchedule):
         end = dtype(self.end_learning_rate)
         return (
             dtype,
+            dtype(1),
+            functions_for(dtype)[0],
             initial - end,
             end,
             dtype(self.power),
@@ -435,7 +423,7 @@ class PolynomialDecay(LearningRateSchedule):
 
     def __call__(self, step):
         """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
-        dtype, span, end, power, decay_steps, cycle = self._constants()
+        dtype, one, pow_, span, end, power, decay_steps, cycle = self._constants()
         step = _cast_step(step, dtype)
         if cycle:
             if step != 0:
@@ -443,7 +431,7 @@ class PolynomialDecay(LearningRateSchedule):
         elif step > decay_steps:
             step = decay_steps
         p = step / decay_steps
-        return span * (1 - p) ** power + end
+        return span * (one * pow_(1 - p, power)) + end
 
     def get_config(self):
         """The constructor arguments of this schedule, as a dict."""
@@ -590,6 +578,7 @@ class CosineDecay(LearningRateSchedule):
         return (
             dtype,
             dtype(1),
+            functions_for(dtype)[2],
             initial,
             decay_steps,
             dtype(math.pi),
@@ -600,7 +589,9 @@ class CosineDecay(LearningRateSchedule):
 
     def __call__(self, step):
         """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
-        dtype, one, initial, decay_steps, pi, one_minus_alpha, alpha, warmup = self._constants()
+        dtype, one, cos, initial, decay_steps, pi, one_minus_alpha, alpha, warmup = (
+            self._constants()
+        )
         step = _cast_step(step, dtype)
         if warmup is None:
             if step > decay_steps:
@@ -611,9 +602,9 @@ class CosineDecay(LearningRateSchedule):
                 step = total_steps
             if step < warmup_steps:
                 return _fused_multiply_add(delta, step / warmup_steps, initial, one)
-            cosine_decayed = 0.5 * (1.0 + _cos(pi * ((step - warmup_steps) / decay_steps), one))
+            cosine_decayed = 0.5 * (1.0 + one * cos(pi * ((step - warmup_steps) / decay_steps)))
             return target * _fused_multiply_add(one_minus_alpha, cosine_decayed, alpha, one)
-        cosine_decayed = 0.5 * (1.0 + _cos(pi * (step / decay_steps), one))
+        cosine_decayed = 0.5 * (1.0 + one * cos(pi * (step / decay_steps)))
         return initial * (one_minus_alpha * cosine_decayed + alpha)
 
     def get_config(self):
@@ -681,11 +672,14 @@ class CosineDecayRestarts(LearningRateSchedule):
         dtype = _compute_dtype(self.initial_learning_rate)
         alpha = dtype(self.alpha)
         t_mul = dtype(self._t_mul)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_t_mul = np.log(t_mul)
+        one = dtype(1)
+        power, log, cos = functions_for(dtype)
         return (
             dtype,
-            dtype(1),
+            one,
+            power,
+            log,
+            cos,
             dtype(self.initial_learning_rate),
             dtype(self.first_decay_steps),
             dtype(math.pi),
@@ -695,7 +689,7 @@ class CosineDecayRestarts(LearningRateSchedule):
             dtype(self._m_mul),
             t_mul != 1.0,
             1.0 - t_mul,
-            log_t_mul,
+            one * log(t_mul),
         )
 
     def __call__(self, step):
@@ -703,6 +697,9 @@ class CosineDecayRestarts(LearningRateSchedule):
         (
             dtype,
             one,
+            power,
+            log,
+            cos,
             initial,
             first_decay_steps,
             pi,
@@ -717,15 +714,15 @@ class CosineDecayRestarts(LearningRateSchedule):
         fraction = _cast_step(step, dtype) / first_decay_steps
         if geometric:
             restart = _floor(
-                _log(_fused_multiply_add(-fraction, one_minus_t_mul, 1.0, one)) / log_t_mul
+                one * log(_fused_multiply_add(-fraction, one_minus_t_mul, 1.0, one)) / log_t_mul
             )
-            t_mul_power = t_mul**restart
+            t_mul_power = one * power(t_mul, restart)
             done = (1.0 - t_mul_power) / one_minus_t_mul
             fraction = (fraction - done) / t_mul_power
         else:
             restart = _floor(fraction)
             fraction = fraction - restart
-        cosine_decayed = 0.5 * m_mul**restart * (1.0 + _cos(pi * fraction, one))
+        cosine_decayed = 0.5 * (one * power(m_mul, restart)) * (1.0 + one * cos(pi * fraction))
         return initial * (one_minus_alpha * cosine_decayed + alpha)
 
     def get_config(self):
