@@ -181,6 +181,7 @@ pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<
             }
         }
         (Mode::Update, Clip::Value(c)) => ClipStage::Value(c),
+        (Mode::Update, Clip::Scale(s)) => ClipStage::Scale(s),
         _ => ClipStage::None,
     };
     let mut ctx = Ctx {

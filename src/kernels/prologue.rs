@@ -27,6 +27,10 @@ pub enum Clip<T> {
     GlobalNorm(T, T),
     /// Element-wise clipping to `[-c, c]`.
     Value(T),
+    /// `g * scale` with a global-norm scale the caller computed over several calls (a step
+    /// whose variables span dtype groups), once, in float64: each call applies the same scale
+    /// instead of deriving it from its own share of the norm, which can underflow.
+    Scale(T),
 }
 
 /// Per-step scalars of the fused stages, already rounded to the parameters' dtype.

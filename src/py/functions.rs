@@ -43,7 +43,7 @@ impl StepOptions {
     #[new]
     #[pyo3(signature = (*, loss_scale=None, accumulators=None, accumulation_steps=0,
         accumulate_only=false, clipnorm=None, global_clipnorm=None, clipvalue=None,
-        weight_decay=None, weight_decay_mask=None, weight_decay_learning_rate=None,
+        clip_scale=None, weight_decay=None, weight_decay_mask=None, weight_decay_learning_rate=None,
         averages=None, ema_momentum=0.0, ema_overwrite=false))]
     #[allow(clippy::too_many_arguments, clippy::fn_params_excessive_bools)]
     fn new(
@@ -54,6 +54,7 @@ impl StepOptions {
         #[pyo3(from_py_with = args::opt_real)] clipnorm: Option<f64>,
         #[pyo3(from_py_with = args::opt_real)] global_clipnorm: Option<f64>,
         #[pyo3(from_py_with = args::opt_real)] clipvalue: Option<f64>,
+        #[pyo3(from_py_with = args::opt_real)] clip_scale: Option<f64>,
         #[pyo3(from_py_with = args::opt_real)] weight_decay: Option<f64>,
         weight_decay_mask: Option<Vec<bool>>,
         #[pyo3(from_py_with = args::opt_real)] weight_decay_learning_rate: Option<f64>,
@@ -61,17 +62,21 @@ impl StepOptions {
         #[pyo3(from_py_with = args::real)] ema_momentum: f64,
         ema_overwrite: bool,
     ) -> PyResult<Self> {
-        let clip = match (clipnorm, global_clipnorm, clipvalue) {
-            (None, None, None) => Clip::None,
-            (Some(c), None, None) => Clip::Norm(finite("clipnorm", c)?),
-            (None, Some(c), None) => {
+        let clip = match (clipnorm, global_clipnorm, clipvalue, clip_scale) {
+            (None, None, None, None) => Clip::None,
+            (Some(c), None, None, None) => Clip::Norm(finite("clipnorm", c)?),
+            (None, Some(c), None, None) => {
                 let c = finite("global_clipnorm", c)?;
                 Clip::GlobalNorm(c, 1.0 / c)
             }
-            (None, None, Some(c)) => Clip::Value(finite("clipvalue", c)?),
+            (None, None, Some(c), None) => Clip::Value(finite("clipvalue", c)?),
+            // A global scale may be NaN: Keras poisons every gradient when the norm is not
+            // finite.
+            (None, None, None, Some(s)) => Clip::Scale(s),
             _ => {
                 return Err(Error::value_error(
-                    "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set.",
+                    "Only one of `clipnorm`, `clipvalue`, `global_clipnorm` and `clip_scale` \
+                     can be set.",
                 )
                 .into())
             }
@@ -214,6 +219,7 @@ impl Call<'_, '_> {
                         Clip::GlobalNorm(T::from_f64(c), T::from_f64(inverse))
                     }
                     Clip::Value(c) => Clip::Value(T::from_f64(c)),
+                    Clip::Scale(c) => Clip::Scale(T::from_f64(c)),
                 },
                 weight_decay: o.weight_decay.map(|wd| {
                     (

@@ -31,7 +31,7 @@ __all__ = ["Unfused", "StepParts", "decay", "sum_of_squares"]
 
 # The StepOptions keywords of the gradient transforms (step 1 above), besides the accumulators.
 _GRADIENT_KEYS = ("loss_scale", "accumulation_steps", "accumulate_only")
-_CLIP_KEYS = ("clipnorm", "global_clipnorm", "clipvalue")
+_CLIP_KEYS = ("clipnorm", "global_clipnorm", "clipvalue", "clip_scale")
 # Elements per chunk of `sum_of_squares`: the chunk's squares stay in cache.
 _CHUNK = 1 << 15
 

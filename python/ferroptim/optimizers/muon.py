@@ -234,21 +234,15 @@ class Muon(Unfused, Optimizer):
         muon = [k for k, v in enumerate(velocities) if v is None]
         adam_clip = muon_clip = parts.clip
         if parts.clip is not None and parts.clip[0] == "global_clipnorm" and adam and muon:
-            # One norm over both paths: each path's call gets the clip value that gives the
-            # global scale from its own norm (as the base class spreads it over dtype groups).
-            subcalls, values = self._split_global_clipnorm(
+            # One norm over both paths, computed once in float64; both paths scale by it.
+            scale = self._global_clip_scale(
                 [
                     (None, [indices[k] for k in positions], [checked[k] for k in positions])
                     for positions in (adam, muon)
                 ],
                 parts.clip[1],
             )
-            for positions, (_, _, subgrads) in zip((adam, muon), subcalls):
-                for k, g in zip(positions, subgrads):
-                    checked[k] = g
-            adam_clip, muon_clip = (
-                None if value is None else ("global_clipnorm", value) for value in values
-            )
+            adam_clip = muon_clip = ("clip_scale", scale)
         if adam:
             self._adamw_step(params, checked, slots, velocities, indices, adam, learning_rate,
                              parts, adam_clip)

@@ -1412,14 +1412,15 @@ class Optimizer:
         accumulate_only: bool,
         ema_momentum: float,
         ema_overwrite: bool,
-        global_clipnorm: Optional[float],
+        clip_scale: Optional[float],
     ) -> Optional[_native.StepOptions]:
         """The StepOptions of one call (None when no cross-cutting feature is on).
 
         Args:
             members: the built indices of a partial call, None for the whole group.
             accumulate_only, ema_momentum, ema_overwrite: this step's values.
-            global_clipnorm: replaces the clipping when the global norm spans several calls.
+            clip_scale: the global-norm scale of a step of several calls, which replaces the
+                clipping rule (see `_global_clip_scale`).
         """
         kwargs: Dict[str, Any] = {}
         if self.loss_scale_factor is not None:
@@ -1433,8 +1434,8 @@ class Optimizer:
             kwargs["accumulation_steps"] = self._accumulation_steps
             kwargs["accumulate_only"] = accumulate_only
         clip, value = self._clip_option()
-        if global_clipnorm is not None:
-            clip, value = "global_clipnorm", global_clipnorm
+        if clip_scale is not None:
+            clip, value = "clip_scale", clip_scale
         if clip is not None:
             kwargs[clip] = value
         if members is None:
@@ -1476,23 +1477,23 @@ class Optimizer:
             frequency = self.ema_overwrite_frequency
             ema_overwrite = bool(frequency) and (iterations + 1) % frequency == 0
 
-        clipnorms: List[Optional[float]] = [None] * len(calls)
+        clip_scale: Optional[float] = None
         clip, c = self._clip_option()
         if clip == "global_clipnorm" and len(calls) > 1 and not accumulate_only:
-            calls, clipnorms = self._split_global_clipnorm(calls, c)
+            clip_scale = self._global_clip_scale(calls, c)
 
         step_state = self._has_step_state and not accumulate_only
         if step_state:
             self._begin_update_step(iterations)
         key = (accumulate_only, ema_momentum, ema_overwrite)
-        for (group, members, grads), clipnorm in zip(calls, clipnorms):
-            if members is None and clipnorm is None:
+        for group, members, grads in calls:
+            if members is None and clip_scale is None:
                 options = group.options.get(key, _VARYING)
                 if options is _VARYING:
                     options = group.options[key] = self._options(group, None, *key, None)
                 params, slots, names = group.params, group.slots, group.names
             else:
-                options = self._options(group, members, *key, clipnorm)
+                options = self._options(group, members, *key, clip_scale)
                 chosen = group.indices if members is None else members
                 params = [self._trainable_variables[i] for i in chosen]
                 names = [self._trainable_variable_names[i] for i in chosen]
@@ -1524,50 +1525,37 @@ class Optimizer:
             self._end_update_step()
         self._iterations = raw + 1
 
-    def _split_global_clipnorm(
-        self, calls: List[_Call], clipnorm: float
-    ) -> Tuple[List[_Call], List[Optional[float]]]:
-        """Spread a global-norm clip over several dtype groups.
+    def _global_clip_scale(self, calls: List[_Call], clipnorm: float) -> float:
+        """Keras's `clip_by_global_norm` scale for a step made of several native calls.
 
-        A kernel sees the norm of its own call only, so each call gets the clip value that gives
-        the global scale from its own norm: `c_i = c * N_i / N` makes
-        `c_i * min(1 / N_i, 1 / c_i) == c * min(1 / N, 1 / c)`. The squared norms are summed here
-        natively in float64, of the gradients as the kernel sees them (cast to the variable's
-        dtype, unscaled and averaged in that dtype), without a copy of any of them.
+        A kernel sees the norm of its own call only, so the scale is computed here once, in
+        float64, for the whole step, and every call multiplies its gradients by it
+        (`StepOptions(clip_scale=...)`). Handing each call a share of the clip value instead
+        underflows in float32 for a small share and turns weights into NaN (0 * inf). The
+        squared norms are summed natively in float64, of the gradients as the kernel sees them
+        (cast to the variable's dtype, unscaled and averaged in that dtype), with no copy.
         """
         kwargs: Dict[str, Any] = {}
         if self.loss_scale_factor is not None:
             kwargs["loss_scale"] = float(self.loss_scale_factor)
-        sums = []
+        total = 0.0
         for group, members, grads in calls:
             chosen = group.indices if members is None else members
             if self._accumulation_steps:
                 kwargs["accumulators"] = [self._accumulated_gradients[i] for i in chosen]
                 kwargs["accumulation_steps"] = self._accumulation_steps
-            sums.append(
-                _native.gradient_sum_squares(
-                    [self._trainable_variables[i] for i in chosen],
-                    grads,
-                    _native.StepOptions(**kwargs) if kwargs else None,
-                    [self._trainable_variable_names[i] for i in chosen],
-                )
+            total += _native.gradient_sum_squares(
+                [self._trainable_variables[i] for i in chosen],
+                grads,
+                _native.StepOptions(**kwargs) if kwargs else None,
+                [self._trainable_variable_names[i] for i in chosen],
             )
-        norm = math.sqrt(sum(sums))
-        out_calls: List[_Call] = []
-        clipnorms: List[Optional[float]] = []
-        for (group, members, grads), total in zip(calls, sums):
-            if not math.isfinite(norm):
-                # Keras's scale is NaN then (`scale + (N - N)`): every gradient becomes NaN.
-                chosen = group.indices if members is None else members
-                grads = [np.full(self._trainable_variables[i].shape, np.nan) for i in chosen]
-                clipnorms.append(clipnorm)
-            elif total > 0:
-                clipnorms.append(clipnorm * math.sqrt(total) / norm)
-            else:
-                # All-zero gradients: any scale leaves them zero.
-                clipnorms.append(None)
-            out_calls.append((group, members, grads))
-        return out_calls, clipnorms
+        norm = math.sqrt(total)
+        if not math.isfinite(norm):
+            # Keras's scale is NaN then (`scale + (N - N)`): every gradient becomes NaN.
+            return math.nan
+        # `c * min(1 / N, 1 / c)`; at N = 0 the gradients are zero and any scale keeps them so.
+        return clipnorm * min(1.0 / norm, 1.0 / clipnorm) if norm > 0 else 1.0
 
     def _update_step(
         self,
