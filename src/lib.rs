@@ -16,7 +16,7 @@ mod _native {
     use crate::py::scalars::{cos_f32, cos_f64, log_f32, log_f64, pow_f32, pow_f64};
     #[pymodule_export]
     use crate::py::functions::{
-        adadelta, adagrad, adam, adamax, all_finite, check_disjoint, ema, ftrl, get_num_threads,
+        adadelta, adagrad, adam, adamax, all_finite, check_disjoint, completed_calls, ema, ftrl, get_num_threads,
         gradient_sum_squares, lamb, lion, nadam, newton_schulz, rmsprop, roofline,
         schedule_free_adamw, set_num_threads, set_simd_level, sgd, simd_level, StepOptions,
     };

@@ -40,3 +40,108 @@ def test_muon_global_clipnorm_across_its_two_paths_stays_finite():
     assert np.all(np.isfinite(params["bias"])) and np.all(np.isfinite(params["k"]))
     # The bias's clipped gradient is ~1e-47 (0 in float32): AdamW then only decays it.
     assert np.all(params["bias"] <= 1.0) and np.all(params["bias"] > 0.99)
+
+
+def _snapshot(params, opt):
+    return [p.copy() for p in params.values()] + [np.copy(v) for v in opt.variables]
+
+
+def _assert_unchanged(before, params, opt):
+    after = [p.copy() for p in params.values()] + [np.copy(v) for v in opt.variables]
+    assert len(before) == len(after)
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+
+
+def _multi(second_lr):
+    # The map's optimizers step in insertion order, then the default: `second_lr` belongs to
+    # the optimizer that steps second.
+    params = {"kernel": np.ones(3, np.float32), "bias": np.ones(3, np.float32)}
+    opt_map = fo.optimizers.OptimizerMap(
+        fo.optimizers.SGD(learning_rate=second_lr), {"bias": fo.optimizers.Adam(learning_rate=0.1)}
+    )
+    opt = fo.optimizers.MultiOptimizer(opt_map)
+    grads = {"kernel": np.ones(3, np.float32), "bias": np.ones(3, np.float32)}
+    opt.apply(grads, params)
+    return opt, params, grads
+
+
+def test_multi_optimizer_refuses_a_step_whose_later_learning_rate_raises():
+    calls = []
+
+    def learning_rate():
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("schedule failed")
+        return 0.5
+
+    opt, params, grads = _multi(learning_rate)
+    before = _snapshot(params, opt)
+    try:
+        opt.apply(grads, params)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the failing learning rate did not raise")
+    _assert_unchanged(before, params, opt)
+    assert opt.iterations == 1
+
+
+def test_multi_optimizer_refuses_a_step_whose_later_learning_rate_is_nan():
+    rates = iter([0.5, float("nan")])
+    opt, params, grads = _multi(lambda: next(rates))
+    before = _snapshot(params, opt)
+    try:
+        opt.apply(grads, params)
+    except ValueError as error:
+        assert "learning rate" in str(error)
+    else:
+        raise AssertionError("a NaN learning rate did not raise")
+    _assert_unchanged(before, params, opt)
+
+
+def test_multi_optimizer_reads_each_learning_rate_once_per_step():
+    calls = []
+
+    def learning_rate():
+        calls.append(1)
+        return 0.5
+
+    opt, params, grads = _multi(learning_rate)
+    opt.apply(grads, params)
+    assert len(calls) == 2  # one per step
+    np.testing.assert_array_equal(params["kernel"], np.zeros(3, np.float32))
+
+
+def test_loss_scale_optimizer_refuses_malformed_non_finite_gradients():
+    params = [np.ones(4, np.float32), np.ones(3, np.float32)]
+    opt = fo.optimizers.LossScaleOptimizer(fo.optimizers.SGD(learning_rate=0.1))
+    opt.apply([np.ones(4, np.float32), np.ones(3, np.float32)], params)
+    scale = float(opt.dynamic_scale)
+    bad = [
+        [np.full(5, np.nan, np.float32), np.ones(3, np.float32)],  # wrong shape
+        [np.full(4, np.nan, np.float32)],  # wrong count
+        [np.full(4, np.nan, np.float32), np.array(["x", "y", "z"])],  # wrong dtype
+    ]
+    for grads in bad:
+        before = [p.copy() for p in params] + [np.copy(v) for v in opt.variables]
+        try:
+            opt.apply(grads, params)
+        except (TypeError, ValueError):
+            pass
+        else:
+            raise AssertionError(f"malformed gradients were accepted: {grads}")
+        after = [p.copy() for p in params] + [np.copy(v) for v in opt.variables]
+        for a, b in zip(before, after):
+            np.testing.assert_array_equal(a, b)
+    # A gradient for a variable the optimizer was not built on, holding NaN.
+    try:
+        opt.apply([np.full(4, np.nan, np.float32)], [np.ones(4, np.float32)])
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a gradient of an unknown variable was accepted")
+    assert float(opt.dynamic_scale) == scale
+    # Well-formed non-finite gradients still halve the scale, as in Keras.
+    opt.apply([np.full(4, np.nan, np.float32), np.ones(3, np.float32)], params)
+    assert float(opt.dynamic_scale) == scale / 2

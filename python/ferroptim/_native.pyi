@@ -298,6 +298,11 @@ def roofline(
     """Benchmark floor: moves the bytes of a step (reads params, grads and every slot, writes
     params and every slot) through the same driver, with one add per element and stream."""
 
+def completed_calls() -> int:
+    """Writing native calls (update rules, `ema`, `adafactor`) that returned successfully on this
+    thread: a step compares it before and after its calls to tell a call that completed and was
+    then interrupted (a KeyboardInterrupt raised as it returned) from one that never wrote."""
+
 def set_num_threads(n: int) -> None:
     """1 to 1024 threads; a ValueError otherwise."""
 def get_num_threads() -> int: ...

@@ -213,6 +213,7 @@ impl<'py> Call<'_, 'py> {
         drop(vars);
         drop(keep);
         drop(grads);
+        super::functions::count_completed();
         Ok(())
     }
 }

@@ -6,9 +6,34 @@ use crate::error::Error;
 use crate::kernels::{self, pool, simd, Clip, Mode, Prologue, Real, Rule};
 use numpy::Element;
 use pyo3::prelude::*;
+use std::cell::Cell;
 
 /// Calls smaller than this keep the GIL: releasing and re-taking it costs more than the work.
 pub(crate) const DETACH_FROM: usize = 1 << 14;
+
+thread_local! {
+    /// Writing native calls that returned successfully on this thread (see `completed_calls`).
+    static COMPLETED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts a writing call that has finished its writes and is about to return success.
+pub(crate) fn count_completed() {
+    COMPLETED.with(|c| c.set(c.get().wrapping_add(1)));
+}
+
+/// The number of writing native calls (every update rule, `ema`, `adafactor`) that returned
+/// successfully on this thread so far.
+///
+/// Python raises a pending `KeyboardInterrupt` the moment a native call returns, so from Python
+/// a call that completed its writes and was then interrupted looks like a call that failed. A
+/// step reads this counter before its calls and again when an exception reaches it: the
+/// difference is how many of its calls completed, and the step is either finished or left
+/// untouched, never half applied.
+#[pyfunction]
+#[must_use]
+pub fn completed_calls() -> u64 {
+    COMPLETED.with(Cell::get)
+}
 
 /// The cross-cutting parts of a step (see `_native.pyi`). Built by the Python optimizer for
 /// steps that use any of them; immutable once built.
@@ -139,13 +164,14 @@ impl Call<'_, '_> {
         R64: Rule<f64> + Send,
     {
         let params = prepare::items(self.params, "params")?;
-        let Some(first) = params.first() else {
-            return Ok(());
-        };
-        match prepare::group_dtype(first, &self.names)? {
-            Dtype::F32 => self.run_typed::<f32, R32>(py, &params, rule32),
-            Dtype::F64 => self.run_typed::<f64, R64>(py, &params, rule64),
+        if let Some(first) = params.first() {
+            match prepare::group_dtype(first, &self.names)? {
+                Dtype::F32 => self.run_typed::<f32, R32>(py, &params, rule32)?,
+                Dtype::F64 => self.run_typed::<f64, R64>(py, &params, rule64)?,
+            }
         }
+        count_completed();
+        Ok(())
     }
 
     fn run_typed<'py, T: Real + Element, R: Rule<T> + Send>(

@@ -11,7 +11,7 @@ import numpy as np
 
 from ferroptim import _native
 from ferroptim.optimizers._composite import Composite
-from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, _name_variables
+from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, _name_variables, _settle
 
 __all__ = ["LossScaleOptimizer"]
 
@@ -190,35 +190,54 @@ class LossScaleOptimizer(Composite, Optimizer):
                     "Call `optimizer.build(trainable_variables)` first. "
                 )
             self.build(trainable_variables)
+        # Everything the inner step would refuse is refused first: a malformed gradient that
+        # also holds a NaN must raise, not halve the scale.
+        prepared = self._prepare_step(grads, trainable_variables, warn=False)
+        if prepared is None:
+            return
+        calls, _ = prepared
+        if len(calls) == 1:
+            self._validate_calls(calls)
         try:
             finite = _native.all_finite([g for g in values if g is not None])
         except (TypeError, ValueError) as error:
             _name_variables(error, self._gradient_names(grads, trainable_variables))
             raise
+        counter, scale = int(self.step_counter), self.dynamic_scale[()]
         if not finite:
-            self.step_counter[()] = 0
-            self.dynamic_scale[()] = self.dynamic_scale[()] / np.float32(2.0)
+            halved = scale / np.float32(2.0)
+            _settle(lambda: self._set_scale(0, halved))
             return
-        inner = self.inner_optimizer
-        scale = float(self.dynamic_scale)
-        if inner.loss_scale_factor is None:
-            # The inner step divides by its loss scale first, in the same pass as the update;
-            # Keras divides by the scale before the inner step: the same numbers.
-            inner.loss_scale_factor = scale
-            try:
-                inner.apply(grads, trainable_variables)
-            finally:
-                inner.loss_scale_factor = None
-        else:
-            # A factor set on the inner optimizer after it was wrapped: Keras divides by the
-            # dynamic scale, then the inner step divides by its own factor.
-            inner.apply(_divide(grads, self.dynamic_scale[()]), trainable_variables)
-        if int(self.step_counter) == self.dynamic_growth_steps - 1:
-            self.step_counter[()] = 0
+        if counter == self.dynamic_growth_steps - 1:
             with np.errstate(over="ignore"):
-                self.dynamic_scale[()] = self.dynamic_scale[()] * np.float32(2.0)
+                after = (0, scale * np.float32(2.0))
         else:
-            self.step_counter[()] += 1
+            after = (counter + 1, scale)
+        inner = self.inner_optimizer
+        before = inner._iterations
+        try:
+            if inner.loss_scale_factor is None:
+                # The inner step divides by its loss scale first, in the same pass as the
+                # update; Keras divides by the scale before the inner step: the same numbers.
+                inner.loss_scale_factor = float(scale)
+                try:
+                    inner.apply(grads, trainable_variables)
+                finally:
+                    inner.loss_scale_factor = None
+            else:
+                # A factor set on the inner optimizer after it was wrapped: Keras divides by
+                # the dynamic scale, then the inner step divides by its own factor.
+                inner.apply(_divide(grads, scale), trainable_variables)
+            self._set_scale(*after)
+        except BaseException:
+            if inner._iterations != before:
+                # The inner step is done (an interrupt arrived as it returned): so is ours.
+                _settle(lambda: self._set_scale(*after))
+            raise
+
+    def _set_scale(self, counter: int, scale: Any) -> None:
+        self.step_counter[()] = counter
+        self.dynamic_scale[()] = scale
 
     def _gradient_names(self, grads: Any, trainable_variables: Optional[ParamsArg]) -> List[str]:
         """The names of the variables of the non-None gradients, in order (for messages)."""

@@ -8,7 +8,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 from ferroptim.optimizers._composite import Composite
-from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, check_hyperparameter
+from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, _settle, check_hyperparameter
 
 __all__ = ["MultiOptimizer", "OptimizerMap"]
 
@@ -347,11 +347,37 @@ class MultiOptimizer(Composite, Optimizer):
                     grads_at.update(zip(group.indices if members is None else members, grads))
             for sub, present in dispatch:
                 sub._variable_indices([self._trainable_variables[i] for i in present])
-        for sub, present in dispatch:
-            sub.apply(
-                [grads_at[i] for i in present], [self._trainable_variables[i] for i in present]
-            )
-        self._iterations += 1
+        # Every sub-step's learning rate, read once and checked before any sub-optimizer
+        # writes: a schedule or callable that raises or returns NaN refuses the whole step.
+        rates = [sub._learning_rate_ahead() for sub, _ in dispatch]
+        before = [sub._iterations for sub, _ in dispatch]
+        raw = self._iterations
+
+        def run_remaining() -> None:
+            # A sub-step is done when its own count moved (each is a transaction itself).
+            for (sub, present), lr, count in zip(dispatch, rates, before):
+                if sub._iterations != count:
+                    continue
+                sub._pinned_learning_rate = lr
+                try:
+                    sub.apply(
+                        [grads_at[i] for i in present],
+                        [self._trainable_variables[i] for i in present],
+                    )
+                finally:
+                    sub._pinned_learning_rate = None
+            self._iterations = raw + 1
+
+        try:
+            run_remaining()
+        except BaseException as error:
+            if isinstance(error, (TypeError, ValueError)) or all(
+                sub._iterations == count for (sub, _), count in zip(dispatch, before)
+            ):
+                raise
+            # Interrupted after a sub-step wrote: the others follow, then the exception.
+            _settle(run_remaining)
+            raise
 
     def finalize_variable_values(self, var_list: ParamsArg) -> None:
         """Each sub-optimizer's `finalize_variable_values` on its share.

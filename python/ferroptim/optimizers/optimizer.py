@@ -23,6 +23,7 @@ import inspect
 import math
 import os
 import re
+import signal
 import sys
 import threading
 import warnings
@@ -62,6 +63,7 @@ _ITERATION = _Marker("_ITERATION")
 _LEARNING_RATE = _Marker("_LEARNING_RATE")
 # `_fast_options` when the StepOptions of a full step change from one call to the next.
 _VARYING = object()
+_completed_calls = _native.completed_calls
 
 # The largest `gradient_accumulation_steps` the kernels take (a 32-bit unsigned count).
 _MAX_ACCUMULATION_STEPS = 2**32 - 1
@@ -238,6 +240,63 @@ _Call = Tuple[_Group, Optional[List[int]], Sequence[Any]]
 _AT_INDEX = re.compile(r"at index (\d+)")
 
 
+def _ema(
+    params: List[np.ndarray],
+    averages: List[np.ndarray],
+    momentum: float,
+    overwrite: bool,
+    names: List[str],
+) -> None:
+    _native.ema(params, averages, momentum, overwrite, names=names)
+
+
+def _settle(commit: Any) -> None:
+    """Run an idempotent `commit` to its end even if interrupts land while it runs (each
+    interrupt restarts it; the caller re-raises the one it is handling)."""
+    for _ in range(1000):
+        try:
+            commit()
+            return
+        except (TypeError, ValueError):
+            raise
+        except BaseException:
+            continue
+    commit()
+
+
+class _sigint_deferred:
+    """Hold back SIGINT (Ctrl-C) for the duration of the block, then deliver it.
+
+    Python raises `KeyboardInterrupt` wherever the main thread happens to be; in a step made of
+    several native calls and NumPy writes that would leave it half applied. Inside the block
+    SIGINT is only recorded; on exit the previous handler is restored and, if a SIGINT came,
+    called (the default one raises `KeyboardInterrupt`), after the step is complete. Only the
+    main thread receives Python signals, so elsewhere this does nothing.
+    """
+
+    __slots__ = ("previous", "received")
+
+    def __enter__(self) -> None:
+        self.previous = None
+        self.received: List[Any] = []
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._record)
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.received.append((signum, frame))
+
+    def __exit__(self, *exc_info: Any) -> None:
+        previous = self.previous
+        if previous is None:
+            return
+        signal.signal(signal.SIGINT, previous)
+        if self.received:
+            if callable(previous):
+                previous(*self.received[0])
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)
+
+
 def _name_variables(error: Exception, names: List[str]) -> None:
     """Rewrite a native error's "at index i" (a position in the call) into the variable's name.
 
@@ -314,6 +373,8 @@ class Optimizer:
     # (Nadam's `u_product`): see `_begin_update_step`. Its steps all take `_step`, the path that
     # knows whether a call updates or only accumulates.
     _has_step_state = False
+    # A learning rate a wrapper read ahead for this step (see `_learning_rate_ahead`).
+    _pinned_learning_rate: Optional[float] = None
     # False in a subclass whose rule runs (in part) outside the fused kernels: its
     # `_update_step` then receives, instead of a StepOptions, the dict of StepOptions keyword
     # arguments (None when empty), and applies those parts itself.
@@ -642,6 +703,9 @@ class Optimizer:
 
     def _step_learning_rate(self, raw: int, iterations: int) -> float:
         """The learning rate of this step, Keras 2 `decay` included, as a Python float."""
+        pinned = self._pinned_learning_rate
+        if pinned is not None:
+            return pinned
         lr = self._learning_rate
         if isinstance(lr, float):
             value = lr
@@ -1110,15 +1174,26 @@ class Optimizer:
                         self._step([(self._plan[0], None, grads)], [])
                         return
                     lr = self._lr_const
+                    raw = self._iterations
                     if lr is None:
-                        lr = self._step_learning_rate(self._iterations, self.iterations)
-                    self._update_step(p, grads, self._fast_slots, lr, options)
+                        lr = self._step_learning_rate(raw, self.iterations)
+                    # One native call, then the count: a transaction (see `_transact`), spelled
+                    # out here because this is the hot path.
+                    start = _completed_calls()
+                    try:
+                        self._update_step(p, grads, self._fast_slots, lr, options)
+                        self._iterations = raw + 1
+                    except BaseException:
+                        if _completed_calls() != start:
+                            # The call wrote its step, then an interrupt was raised as it
+                            # returned: the step is done, so is its count.
+                            self._iterations = raw + 1
+                        raise
                 except (TypeError, ValueError) as error:
                     if all(map(is_not, grads, _NONES)):
                         _name_variables(error, self._fast_names)
                         raise
                 else:
-                    self._iterations += 1
                     return
             self._apply_general(grads, trainable_variables)
         finally:
@@ -1128,6 +1203,19 @@ class Optimizer:
                 self._hand_over_step(token)
 
     def _apply_general(self, grads: Any, trainable_variables: Optional[ParamsArg]) -> None:
+        prepared = self._prepare_step(grads, trainable_variables)
+        if prepared is not None:
+            self._step(*prepared)
+
+    def _prepare_step(
+        self, grads: Any, trainable_variables: Optional[ParamsArg], warn: bool = True
+    ) -> Optional[Tuple[List[_Call], List[int]]]:
+        """The native calls of a step and the built variables it leaves out (`_step`'s
+        arguments), or None when there is nothing to do. Raises what the step would raise about
+        its arguments; builds the optimizer on a first call; writes nothing else. A step of one
+        call is validated by that call; one of several calls is validated here.
+        `warn`: Keras's warning about missing gradients (off for a check before the step).
+        """
         writable = self._multi_writable
         built = self._trainable_variables
         if (
@@ -1147,15 +1235,14 @@ class Optimizer:
             # Every built variable in build order, over several dtype groups: the groups and
             # the arrays the step writes are known from the plan.
             calls = [(group, None, [grads[i] for i in group.indices]) for group in self._plan]
-            self._step(self._validate_calls(calls, writable), [])
-            return
+            return self._validate_calls(calls, writable), []
         if isinstance(grads, Mapping):
             grads, variables = self._resolve_named(grads, trainable_variables)
         else:
             if not isinstance(grads, (list, tuple)):
                 grads = list(grads)
             if len(grads) == 0:
-                return
+                return None
             if trainable_variables is None:
                 if not self.built:
                     raise ValueError(
@@ -1181,7 +1268,7 @@ class Optimizer:
                         f"Received {len(grads)} gradients for {len(variables)} variables."
                     )
         if len(grads) == 0:
-            return
+            return None
         indices = self._variable_indices(variables)
         if len(set(indices)) != len(indices):
             seen: set = set()
@@ -1200,20 +1287,20 @@ class Optimizer:
                 for k, g in enumerate(grads)
                 if g is None
             ]
-            warnings.warn(
-                "Gradients do not exist for variables "
-                f"{missing_names} when minimizing the loss."
-                " If using `model.compile()`, did you forget to provide a "
-                "`loss` argument?",
-                stacklevel=3,
-            )
+            if warn:
+                warnings.warn(
+                    "Gradients do not exist for variables "
+                    f"{missing_names} when minimizing the loss."
+                    " If using `model.compile()`, did you forget to provide a "
+                    "`loss` argument?",
+                    stacklevel=4,
+                )
             grads = [grads[k] for k in present]
             indices = [indices[k] for k in present]
 
         plan = self._get_plan()
         if len(plan) == 1 and indices == plan[0].indices:
-            self._step([(plan[0], None, grads)], [])
-            return
+            return [(plan[0], None, grads)], []
         position = {index: k for k, index in enumerate(indices)}
         calls: List[_Call] = []
         for group in plan:
@@ -1229,7 +1316,7 @@ class Optimizer:
         if len(calls) > 1:
             calls = self._validate_calls(calls)
         missing = [i for i in range(len(self._trainable_variables)) if i not in position]
-        self._step(calls, missing)
+        return calls, missing
 
     def _resolve_named(
         self, grads: Mapping[str, Any], trainable_variables: Optional[ParamsArg]
@@ -1484,7 +1571,10 @@ class Optimizer:
 
         step_state = self._has_step_state and not accumulate_only
         if step_state:
+            # Computes this step's scalar state; `_end_update_step` stores it.
             self._begin_update_step(iterations)
+        # Every native call of the step, prepared first; then they run as one transaction.
+        calls_to_make: List[Tuple[Any, ...]] = []
         key = (accumulate_only, ema_momentum, ema_overwrite)
         for group, members, grads in calls:
             if members is None and clip_scale is None:
@@ -1498,32 +1588,107 @@ class Optimizer:
                 params = [self._trainable_variables[i] for i in chosen]
                 names = [self._trainable_variable_names[i] for i in chosen]
                 slots = {name: [lst[i] for i in chosen] for name, lst in self._slot_kinds.items()}
-            try:
-                self._update_step(params, grads, slots, lr, options)
-            except (TypeError, ValueError) as error:
-                _name_variables(error, names)
-                raise
+            calls_to_make.append((self._update_step, (params, grads, slots, lr, options), names))
 
+        resets: List[np.ndarray] = []
         if missing:
             if self.use_ema:
                 by_dtype: Dict[np.dtype, List[int]] = {}
                 for i in missing:
                     by_dtype.setdefault(self._trainable_variables[i].dtype, []).append(i)
                 for indices in by_dtype.values():
-                    _native.ema(
+                    names = [self._trainable_variable_names[i] for i in indices]
+                    args = (
                         [self._trainable_variables[i] for i in indices],
                         [self._model_variables_moving_average[i] for i in indices],
                         ema_momentum,
                         ema_overwrite,
-                        names=[self._trainable_variable_names[i] for i in indices],
+                        names,
                     )
+                    calls_to_make.append((_ema, args, names))
             if k and not accumulate_only:
                 # Keras resets every accumulator on an update step, not only this call's.
-                for i in missing:
-                    self._accumulated_gradients[i].fill(0)
-        if step_state:
-            self._end_update_step()
-        self._iterations = raw + 1
+                resets = [self._accumulated_gradients[i] for i in missing]
+
+        def commit() -> None:
+            # Idempotent: it may run again after an interrupt.
+            for accumulator in resets:
+                accumulator.fill(0)
+            if step_state:
+                self._end_update_step()
+            self._iterations = raw + 1
+
+        self._transact(calls_to_make, commit)
+
+    def _learning_rate_ahead(self) -> Optional[float]:
+        """The learning rate the next step will use, read once and checked (finite) so that
+        a wrapper can refuse the step before any optimizer it holds has written; None when the
+        next step reads no learning rate (accumulation only). `_step_learning_rate` returns it
+        while `_pinned_learning_rate` holds it."""
+        raw = self._iterations
+        k = self._accumulation_steps
+        if k and (raw + 1) % k != 0:
+            return None
+        lr = self._step_learning_rate(raw, raw // k if k else raw)
+        if not math.isfinite(lr):
+            raise ValueError(
+                f"The learning rate of optimizer '{self.name}' must be a finite number. "
+                f"Received: learning_rate={lr}"
+            )
+        return lr
+
+    def _transact(self, calls: List[Tuple[Any, ...]], commit: Any) -> None:
+        """Run a step's native calls `(function, args, names)` in order, then `commit`, as one
+        transaction: a failure before the first call completes leaves everything as it was;
+        once a call has written, the step is completed whatever arrives meanwhile.
+
+        The calls are validated before the first one writes (each native call checks all of
+        its arrays before writing any; a step of several calls was checked by
+        `_validate_calls`), so what can arrive after a write is an asynchronous exception: a
+        `KeyboardInterrupt` (Ctrl-C) raised when a native call returns, or between two calls.
+        The thread's count of completed native calls (`_native.completed_calls`) tells how far
+        the step got; the rest runs, the commit runs, and then the exception is raised.
+        `commit` is idempotent (assignments), so it may run twice.
+        """
+        if not self._fused_options:
+            # A rule that is not one native call per `_update_step` (Muon, Adafactor: NumPy
+            # writes between native calls) cannot be resumed from the count of native calls;
+            # its step holds Ctrl-C back instead, which its cost (milliseconds) affords.
+            with _sigint_deferred():
+                for function, args, names in calls:
+                    try:
+                        function(*args)
+                    except (TypeError, ValueError) as error:
+                        _name_variables(error, names)
+                        raise
+                commit()
+            return
+        start = _completed_calls()
+        try:
+            for function, args, names in calls:
+                try:
+                    function(*args)
+                except (TypeError, ValueError) as error:
+                    _name_variables(error, names)
+                    raise
+            commit()
+        except BaseException as error:
+            if _completed_calls() == start:
+                raise  # nothing written
+            if isinstance(error, (TypeError, ValueError)):
+                raise  # a call refused after an earlier one wrote: cannot be completed
+            while True:
+                # Runs again if another interrupt lands while the step completes.
+                try:
+                    for function, args, _ in calls[_completed_calls() - start :]:
+                        function(*args)
+                    commit()
+                    break
+                except (TypeError, ValueError):
+                    raise error from None
+                except BaseException:
+                    continue
+            raise
 
     def _global_clip_scale(self, calls: List[_Call], clipnorm: float) -> float:
         """Keras's `clip_by_global_norm` scale for a step made of several native calls.
