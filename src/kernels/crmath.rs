@@ -343,10 +343,39 @@ fn f32_if_certain(v: f64, eps: f64) -> Option<f32> {
     (below == above).then_some(below)
 }
 
+/// `x^n` in f32 for `x > 0` finite and 1 <= n < 2^32 by squaring and multiplying in f64 (the
+/// bias corrections' `beta^t`, every step: cheaper than a log and an exp), or `None` when
+/// Ziv's test fails. Each product adds at most 2^-53 of relative error. An intermediate that
+/// over- or underflows f64 means the result is far outside f32's range, where the rounding
+/// gives inf or 0 all the same.
+#[inline(always)]
+fn powi_f32_fast(x: f64, n: u64) -> Option<f32> {
+    let mut acc = x;
+    let mut products = 0u32;
+    for bit in (0..63 - n.leading_zeros()).rev() {
+        acc *= acc;
+        products += 1;
+        if (n >> bit) & 1 == 1 {
+            acc *= x;
+            products += 1;
+        }
+    }
+    if acc == 0.0 || acc.is_infinite() {
+        return Some(acc as f32);
+    }
+    if acc < f64::MIN_POSITIVE {
+        return None; // subnormal: the error bound no longer holds
+    }
+    f32_if_certain(acc, f64::from(products + 1) * pow2(-52))
+}
+
 /// `x^y` in f32 for `x > 0` finite and `y` finite by the fast path, or `None` (Ziv's test
 /// failed, about once in 2^18 calls, or |y ln x| >= 700, which is far outside f32's range).
 #[inline(always)]
 fn pow_f32_fast(x: f64, y: f64) -> Option<f32> {
+    if y >= 1.0 && y < pow2(32) && is_integer(y) {
+        return powi_f32_fast(x, y as u64);
+    }
     let z = y * ln_fast(x);
     if !(z.abs() < 700.0) {
         return None;
@@ -809,6 +838,11 @@ mod tests {
             let (m, k) = exp_dd(ln_dd(x).mul_f(n as f64));
             let want = round_scaled(m.hi, m.lo, k, 0.0, Format::F64).unwrap();
             assert!(same(pow_f64(x, n as f64), want), "{x}^{n}");
+            // The f32 path squares in plain f64.
+            let (x32, n32) = (f64::from(x as f32), (n % 100_000) as f32);
+            let (m, k) = exp_dd(ln_dd(x32).mul_f(f64::from(n32)));
+            let want = round_scaled(m.hi, m.lo, k, 0.0, Format::F32).unwrap();
+            assert!(same(f64::from(pow_f32(x32 as f32, n32)), want), "{x32}^{n32} f32");
         }
     }
 
