@@ -908,15 +908,29 @@ def test_dict_parameters_with_exclusion_by_name():
 
 
 def test_dict_gradients_subset_and_built_names():
+    # A variable missing from the gradients' keys is a variable without gradient, as a None
+    # value is: left out with Keras's warning.
     params = {"a": np.zeros(2), "b": np.zeros(2)}
     opt = SGD(learning_rate=1.0)
-    opt.apply({"b": np.ones(2)}, params)  # builds on both, updates b only
+    with pytest.warns(UserWarning, match=r"Gradients do not exist for variables \['a'\]"):
+        opt.apply({"b": np.ones(2)}, params)  # builds on both, updates b only
     assert opt.variable_names == ["iteration", "learning_rate"]
-    opt.apply({"a": np.ones(2)})  # built: names resolve to the built arrays
+    with pytest.warns(UserWarning, match=r"Gradients do not exist for variables \['b'\]"):
+        opt.apply({"a": np.ones(2)})  # built: names resolve to the built arrays
     np.testing.assert_array_equal(params["a"], [-1.0, -1.0])
     np.testing.assert_array_equal(params["b"], [-1.0, -1.0])
     with pytest.raises(ValueError, match="Unknown variable name: 'c'"):
         opt.apply({"c": np.ones(2)})
+
+
+def test_dict_of_non_string_keys_steps_by_the_same_keys():
+    # Variables are named `str(key)`; gradients keyed like the parameters find them.
+    params = {0: np.zeros(2), 1: np.zeros(3)}
+    opt = SGD(learning_rate=1.0)
+    opt.apply({0: np.ones(2), 1: np.ones(3)}, params)
+    opt.apply({1: np.ones(3), 0: np.ones(2)})
+    np.testing.assert_array_equal(params[0], [-2.0, -2.0])
+    np.testing.assert_array_equal(params[1], [-2.0, -2.0, -2.0])
 
 
 def test_dict_steps_in_any_key_order_and_refuse_a_replaced_array():

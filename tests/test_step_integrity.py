@@ -2,8 +2,12 @@
 are not about bad arrays (those are in test_bad_input.py)."""
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 
 import ferroptim as fo
 
@@ -145,3 +149,66 @@ def test_loss_scale_optimizer_refuses_malformed_non_finite_gradients():
     # Well-formed non-finite gradients still halve the scale, as in Keras.
     opt.apply([np.full(4, np.nan, np.float32), np.ones(3, np.float32)], params)
     assert float(opt.dynamic_scale) == scale / 2
+
+
+# --- one rule for learning rates, iterations and thread counts ---------------------------
+
+
+def test_a_learning_rate_beyond_float32_is_refused_at_construction_and_assignment():
+    with pytest.raises(ValueError, match="learning_rate"):
+        fo.optimizers.Adam(learning_rate=1e300)
+    opt = fo.optimizers.Adam(learning_rate=0.1)
+    for bad, error in [(1e300, ValueError), (float("nan"), ValueError), ("0.1", TypeError),
+                       (b"0.1", TypeError), (None, TypeError)]:
+        with pytest.raises(error):
+            opt.learning_rate = bad
+        assert opt.learning_rate == float(np.float32(0.1))
+    opt.learning_rate = 1  # a real number, as Keras's variable assignment takes it
+    assert opt.learning_rate == 1.0
+    opt.learning_rate = np.float64(0.25)
+    assert opt.learning_rate == 0.25
+
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), 10**400, "0.1"], ids=["nan", "inf", "1e400", "str"]
+)
+@pytest.mark.parametrize("name", ["Adam", "Muon", "Adafactor"])
+def test_a_schedule_or_callable_returning_a_non_finite_rate_refuses_the_step(name, value):
+    params = {"k": np.ones((4, 3), np.float32), "b": np.ones(3, np.float32)}
+    opt = getattr(fo.optimizers, name)(learning_rate=lambda: value)
+    grads = {"k": np.ones((4, 3), np.float32), "b": np.ones(3, np.float32)}
+    opt.build(params)
+    before = _snapshot(params, opt)
+    with pytest.raises((ValueError, TypeError), match="learning rate|learning-rate"):
+        opt.apply(grads, params)
+    _assert_unchanged(before, params, opt)
+    assert opt.iterations == 0
+
+
+def test_the_last_recordable_iteration_refuses_the_next_step():
+    opt = fo.optimizers.SGD(learning_rate=0.1)
+    w = np.ones(3, np.float32)
+    opt.build([w])
+    opt.set_weights([np.int64(2**63 - 1), np.float32(0.1)])
+    with pytest.raises(ValueError, match="iteration count is at its limit"):
+        opt.apply_gradients([(np.ones(3, np.float32), w)])
+    np.testing.assert_array_equal(w, np.ones(3, np.float32))
+    assert opt.iterations == 2**63 - 1
+    # What the step would have broken still works.
+    assert int(opt.variables[0]) == 2**63 - 1
+    store = {}
+    opt.save_own_variables(store)
+
+
+def test_the_thread_count_variable_follows_set_num_threads_rule():
+    code = "import ferroptim as fo; print(fo.get_num_threads())"
+    for value in ["3000", "0", "-2", "many", "1_000"]:
+        env = dict(os.environ, FERROPTIM_NUM_THREADS=value)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True)
+        assert "FERROPTIM_NUM_THREADS must be an int from 1 to 1024" in out.stderr, value
+        assert 1 <= int(out.stdout) <= 1024
+    env = dict(os.environ, FERROPTIM_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stderr == "" and int(out.stdout) == 3

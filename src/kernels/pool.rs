@@ -37,15 +37,20 @@ static REQUESTED: AtomicUsize = AtomicUsize::new(0);
 static GENERATION: AtomicUsize = AtomicUsize::new(0);
 static AT_FORK: Once = Once::new();
 
-/// `FERROPTIM_NUM_THREADS`, else the CPUs this process may use; read once (asking the OS
-/// reads cgroup files, far too slow for every step).
+/// The most threads a pool may have, whether set by `set_num_threads` or
+/// `FERROPTIM_NUM_THREADS` (each a thread stack and a wake-up on every large step).
+pub const MAX_THREADS: usize = 1024;
+
+/// `FERROPTIM_NUM_THREADS` when it is an integer from 1 to `MAX_THREADS`, else the CPUs this
+/// process may use (the Python package warns about any other value at import); read once
+/// (asking the OS reads cgroup files, far too slow for every step).
 fn default_threads() -> usize {
     static DEFAULT: OnceLock<usize> = OnceLock::new();
     *DEFAULT.get_or_init(|| {
         std::env::var("FERROPTIM_NUM_THREADS")
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())
-            .filter(|&n| n >= 1)
+            .filter(|n| (1..=MAX_THREADS).contains(n))
             .unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
             })

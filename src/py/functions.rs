@@ -484,13 +484,13 @@ pub fn roofline<'py>(
 
 /// Most threads a step may use: far above any machine's core count, low enough that a
 /// mistaken huge count is refused rather than spawning threads until the process stalls.
-const MAX_THREADS: i64 = 1024;
 
 #[pyfunction]
 pub fn set_num_threads(#[pyo3(from_py_with = args::int)] n: i64) -> PyResult<()> {
-    if !(1..=MAX_THREADS).contains(&n) {
+    let max = pool::MAX_THREADS;
+    if !(1..=max as i64).contains(&n) {
         return Err(Error::value_error(format!(
-            "The number of threads must be between 1 and {MAX_THREADS}. Received: {n}"
+            "The number of threads must be between 1 and {max}. Received: {n}"
         ))
         .into());
     }

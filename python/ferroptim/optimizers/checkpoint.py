@@ -27,35 +27,72 @@ A ZIP archive, members stored uncompressed, that `numpy.load` also opens as an `
       on, in build order; `"variables_saved"`: whether their values are in the file;
     - `"optimizer_variables"`: the same for `variables` (Keras's order: `iteration` int64,
       `learning_rate` float32 when the rate is a float, then the rest);
-    - `"exclude_from_weight_decay"`: one `{"indices": [build positions], "pattern": regex or
-      null}` for the optimizer, then one for each optimizer it holds (a LossScaleOptimizer's
-      inner optimizer, a MultiOptimizer's sub-optimizers), depth first.
+    - `"exclude_from_weight_decay"`: one `{"indices": [build positions, increasing],
+      "pattern": literal names joined by "|", or null}` for the optimizer, then one for each
+      optimizer it holds (a LossScaleOptimizer's inner optimizer, a MultiOptimizer's
+      sub-optimizers), depth first.
 - `optimizer/<i>.npy`: entry i of `variables`, in NumPy's `.npy` format (no pickled objects).
 - `variables/<i>.npy`: the i-th built variable, when `"variables_saved"`.
+
+A weight-decay exclusion pattern travels in a file only as literal names: `"bias|norm"`, each
+name free of regular-expression syntax (`\\ . ^ $ * + ? { } [ ] ( )`), which is what
+`exclude_from_weight_decay(var_names=["bias", "norm"])` produces. The writer turns any other
+pattern of a built optimizer into the positions of the variables it excludes (the variables of
+a built optimizer never change, so nothing is lost); only an optimizer saved before it was
+built keeps such a pattern in its file, and `load` refuses it (see below).
 
 Writing is atomic: the archive goes to a temporary file in the destination's directory, is flushed
 and `fsync`ed, then renamed over the destination (`os.replace`) and the directory is `fsync`ed.
 A crash at any point leaves either the previous file or the complete new one (and, after a hard
-crash, possibly a stray `.<name>.<random>.tmp` file beside it, which is never read).
+crash, possibly a stray `.<name>.<random>.tmp` file beside it, which is never read; a long name
+is shortened in it so that it stays within the file system's limit on a name). Only a regular
+file is ever replaced: a directory, a symbolic link (whatever it points to), a FIFO, a socket or
+a device at the path is refused with an OSError and left as it is. The check is made before the
+temporary file is created and again just before the rename; the directory is assumed not to be
+changed by someone else in between.
 
-Reading checks everything before it changes anything: the format and version, the class, every
-name, shape and dtype against the optimizer and the variables it is given, each member's `.npy`
-header and size, and each member's CRC-32; the arrays are read whole into memory first (so a
-restore needs memory for one copy of the state), then assigned. A mismatch or a damaged file is a
-ValueError (a wrong argument type a TypeError, an unreadable file an OSError), and the optimizer
-and the variables are left as they were.
+Reading treats the file as untrusted, and checks everything before it changes anything: the
+path must name a regular file (a symbolic link to one is followed; a FIFO, a device or a
+directory is refused without being read, and nothing waits on a FIFO); the archive must hold
+exactly the members the header describes, each once, stored uncompressed and with consistent
+sizes (so no member inflates, whatever it declares); the header is at most 64 MiB; then the
+format and version, the class (a concrete optimizer: the abstract `Optimizer` base is
+refused, at any depth), every name, shape and dtype against the optimizer and the variables it
+is given, each member's `.npy` header and size before its data is read, the weight-decay
+exclusions against the optimizer, and each member's CRC-32. Every read is bounded by the sizes
+the optimizer expects, not by those the file declares. The arrays are read whole into memory
+first (a restore needs memory for one copy of the state), then everything is assigned at once.
+A mismatch or a damaged file is a ValueError (a wrong argument type a TypeError, a path that
+cannot be read or is not a regular file an OSError), and the optimizer and the variables are
+left as they were. (`load_state` with `var_list` on an optimizer that is not built yet builds
+it first, as `build(var_list)` would; a file refused after that leaves it built, with the fresh
+state `build` gives.)
+
+How `load` restores weight-decay exclusions differs from Keras, which keeps the regular
+expression and runs it with `re.search` against each variable's path: an exclusion read from a
+file never runs as a regular expression. Its literal names are matched as `re.search` would
+match them (a variable is excluded when its name contains one), once, when loading, and the
+result is restored as the set of excluded variables; for an optimizer that stays unbuilt the
+literal pattern itself is restored. A pattern longer than 4096 characters or with
+regular-expression syntax is refused: a regular expression from a file could make the first
+step take practically forever (`(.|.)*Z` does). Such a checkpoint is restored by creating the
+optimizer, calling `exclude_from_weight_decay`, then `load_state` (which keeps the caller's
+exclusions).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import re
 import secrets
+import shutil
+import stat
 import zipfile
 from collections.abc import Mapping
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -67,15 +104,66 @@ HEADER = "header.json"
 
 # A header describes names and shapes only; anything larger is not one of ours.
 _MAX_HEADER_BYTES = 64 * 2**20
+# A pattern of literal names this long is matched against every name when loading; longer ones
+# are not something a person types.
+_MAX_PATTERN_CHARS = 4096
+# What may precede an array's data in a `.npy` member: the magic string, the version, the
+# header length (4 bytes at most) and the header text (NumPy refuses more than 10000 bytes).
+_MAX_NPY_PREAMBLE = 6 + 2 + 4 + 10000
+# Python's own bound on the digits of an int it parses (3.11+), also applied by older Pythons
+# here: parsing a longer one is quadratic.
+_MAX_INT_DIGITS = 4300
+# Characters with a meaning in a regular expression (`|` separates the literal names).
+_REGEX_SYNTAX = frozenset("\\.^$*+?{}[]()")
 # Fixed member timestamps make the bytes of a checkpoint a function of its content.
 _DATE_TIME = (1980, 1, 1, 0, 0, 0)
 # Arrays are read in pieces of this many bytes (the zip reader copies each piece once).
 _READ_CHUNK = 16 * 2**20
+# A temporary file's name when the file system reports no limit on a name.
+_DEFAULT_NAME_MAX = 255
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that is damaged, of another format, or that does not match the
     optimizer or the variables it is loaded into."""
+
+
+# --- paths -----------------------------------------------------------------------------------
+
+
+def _fspath(filepath: Any) -> str:
+    try:
+        path = os.fspath(filepath)
+    except TypeError:
+        raise TypeError(
+            f"`filepath` must be a path (str or os.PathLike). Received: {type(filepath).__name__}"
+        ) from None
+    return os.fsdecode(path)
+
+
+def _kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _require_regular_file(mode: int, path: str, what: str) -> None:
+    """Raise an OSError unless `mode` is a regular file's (IsADirectoryError for a directory,
+    shutil.SpecialFileError for anything else)."""
+    if stat.S_ISREG(mode):
+        return
+    message = f"`filepath` must be {what}. Received: filepath={path!r}, {_kind(mode)}"
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, message)
+    raise shutil.SpecialFileError(message)
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -89,7 +177,9 @@ def save(optimizer: Any, filepath: Any, include_variables: bool = True) -> None:
 
     Args:
         optimizer: a `ferroptim.optimizers.Optimizer`, built or not.
-        filepath: a path (str or os.PathLike). An existing file is replaced.
+        filepath: a path (str or os.PathLike). An existing regular file is replaced; anything
+            else at the path (a directory, a symbolic link, a FIFO, a device) is refused with
+            an OSError and left as it is.
         include_variables: also write the values of the variables the optimizer was built on
             (the model's parameters), so that loading restores them too.
     """
@@ -98,6 +188,8 @@ def save(optimizer: Any, filepath: Any, include_variables: bool = True) -> None:
         raise TypeError(
             f"`include_variables` must be a bool. Received: include_variables={include_variables!r}"
         )
+    # Before the snapshot: a refused destination costs nothing and creates nothing.
+    _check_destination(path)
 
     def write() -> None:
         header, members = _snapshot(optimizer, include_variables)
@@ -133,7 +225,9 @@ def _snapshot(optimizer: Any, include_variables: bool) -> Tuple[bytes, List[Tupl
         "variables": [_spec(n, v) for n, v in zip(built_names, built)],
         "variables_saved": include_variables,
         "optimizer_variables": [_spec(n, v) for n, v in zip(names, values)],
-        "exclude_from_weight_decay": [_exclusions(o) for o in _optimizer_tree(optimizer)],
+        "exclude_from_weight_decay": [
+            _exclusions(o, optimizer.built) for o in _optimizer_tree(optimizer)
+        ],
     }
     try:
         encoded = json.dumps(header, default=_json_default, indent=1).encode("utf-8")
@@ -160,35 +254,34 @@ def _optimizer_tree(optimizer: Any) -> List[Any]:
     return out
 
 
-def _exclusions(optimizer: Any) -> Dict[str, Any]:
+def _literal_names(pattern: str) -> Optional[List[str]]:
+    """The names of a pattern made of literal names joined by `|`, or None for any other."""
+    names = pattern.split("|")
+    if any(not _REGEX_SYNTAX.isdisjoint(name) for name in names):
+        return None
+    return names
+
+
+def _exclusions(optimizer: Any, root_built: bool) -> Dict[str, Any]:
     built = optimizer._trainable_variables
     excluded = optimizer._exclude_from_weight_decay_vars
     pattern = optimizer._exclude_from_weight_decay_pattern
-    return {
-        "indices": [i for i, v in enumerate(built) if any(v is e for e in excluded)],
-        "pattern": None if pattern is None else pattern.pattern,
-    }
-
-
-def _restore_exclusions(optimizer: Any, saved: List[Dict[str, Any]], path: str) -> None:
-    tree = _optimizer_tree(optimizer)
-    if len(tree) != len(saved):
-        raise CheckpointError(
-            f"{path} holds weight-decay exclusions for {len(saved)} optimizers but "
-            f"'{optimizer.name}' is made of {len(tree)}."
-        )
-    for sub, exclusions in zip(tree, saved):
-        variables = sub._trainable_variables
-        if any(i >= len(variables) for i in exclusions["indices"]):
-            raise CheckpointError(
-                f"{path}: a weight-decay exclusion of '{sub.name}' names a variable it does not "
-                "have."
-            )
-    for sub, exclusions in zip(tree, saved):
-        variables = sub._trainable_variables
-        sub.exclude_from_weight_decay(var_list=[variables[i] for i in exclusions["indices"]])
-        if exclusions["pattern"] is not None:
-            sub._exclude_from_weight_decay_pattern = re.compile(exclusions["pattern"])
+    indices = [i for i, v in enumerate(built) if any(v is e for e in excluded)]
+    if pattern is None:
+        return {"indices": indices, "pattern": None}
+    literal = (
+        isinstance(pattern.pattern, str)
+        and pattern.flags == re.UNICODE
+        and _literal_names(pattern.pattern) is not None
+    )
+    if literal or not root_built:
+        return {"indices": indices, "pattern": pattern.pattern}
+    # A regular expression is resolved here, by the code that set it, into the variables it
+    # excludes: once the optimizer tree is built its variables never change (a sub-optimizer
+    # that got none stays unbuilt), and a reader never has to run a file's regex.
+    names = optimizer._trainable_variable_names
+    matched = {i for i, name in enumerate(names) if re.search(pattern, name) is not None}
+    return {"indices": sorted(set(indices) | matched), "pattern": None}
 
 
 def _spec(name: str, value: Any) -> Dict[str, Any]:
@@ -202,16 +295,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} {value!r} is not JSON-serializable")
 
 
-def _fspath(filepath: Any) -> str:
-    try:
-        path = os.fspath(filepath)
-    except TypeError:
-        raise TypeError(
-            f"`filepath` must be a path (str or os.PathLike). Received: {type(filepath).__name__}"
-        ) from None
-    return os.fsdecode(path)
-
-
 def _member_info(name: str) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=_DATE_TIME)
     info.compress_type = zipfile.ZIP_STORED
@@ -219,12 +302,50 @@ def _member_info(name: str) -> zipfile.ZipInfo:
     return info
 
 
+def _check_destination(path: str) -> None:
+    """Refuse to replace anything but a regular file (a missing path is fine)."""
+    try:
+        # lstat: a symbolic link is refused as such, whatever it points to.
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    _require_regular_file(
+        mode, path, "a new name or a regular file (the only kind `save` replaces)"
+    )
+
+
+def _name_max(directory: str) -> int:
+    try:
+        limit = os.pathconf(directory, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):
+        return _DEFAULT_NAME_MAX
+    return limit if limit > 0 else _DEFAULT_NAME_MAX
+
+
+def _temporary_name(directory: str, name: str) -> str:
+    """`.<name>.<random>.tmp`, with `name` shortened so that the whole fits the file system's
+    limit on a name (counted in encoded bytes)."""
+    suffix = f".{secrets.token_hex(6)}.tmp"
+    budget = _name_max(directory) - len(os.fsencode("." + suffix))
+    stem = name
+    if len(os.fsencode(stem)) > budget:
+        # Shortened by whole characters, so that no multi-byte character is cut in two.
+        low, high = 0, len(stem)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if len(os.fsencode(stem[:middle])) <= budget:
+                low = middle
+            else:
+                high = middle - 1
+        stem = stem[:low]
+    return f".{stem}{suffix}"
+
+
 def _write_atomically(path: str, header: bytes, members: List[Tuple[str, Any]]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(
-        directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp"
-    )
-    # "x": a fresh file with the permissions of any file the user creates (umask applies).
+    temporary = os.path.join(directory, _temporary_name(directory, os.path.basename(path)))
+    # "x": a fresh file with the permissions of any file the user creates (umask applies);
+    # O_EXCL also refuses to follow a symbolic link planted at the temporary name.
     handle = open(temporary, "xb")
     try:
         with handle:
@@ -234,6 +355,8 @@ def _write_atomically(path: str, header: bytes, members: List[Tuple[str, Any]]) 
                     _write_array(archive, name, value)
             handle.flush()
             os.fsync(handle.fileno())
+        # Again at the last moment: something may have appeared at the path meanwhile.
+        _check_destination(path)
         os.replace(temporary, path)
     except BaseException:
         try:
@@ -266,144 +389,208 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-# --- reading -----------------------------------------------------------------------------------
+# --- reading: the file -------------------------------------------------------------------------
 
 
-def read_header(filepath: Any) -> Dict[str, Any]:
-    """The validated header of a checkpoint (see the module docstring for its fields).
+def _open_regular_file(path: str) -> Any:
+    """`path` opened for reading, refused unless it is a regular file, without ever waiting."""
+    # Checked before opening (opening some devices has effects of its own), then again on
+    # the descriptor, in case the path was replaced in between. O_NONBLOCK: opening a FIFO
+    # would otherwise wait for a writer.
+    _require_regular_file(os.stat(path).st_mode, path, "a regular file")
+    flags = (
+        os.O_RDONLY
+        | getattr(os, "O_NONBLOCK", 0)
+        | getattr(os, "O_CLOEXEC", 0)
+        | getattr(os, "O_BINARY", 0)
+    )
+    fd = os.open(path, flags)
+    try:
+        _require_regular_file(os.fstat(fd).st_mode, path, "a regular file")
+        if hasattr(os, "O_NONBLOCK"):
+            # Only the open needed it; reads of a regular file are left as usual.
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
-    Args:
-        filepath: the checkpoint's path.
 
-    Returns:
-        A dict.
+class _Reader:
+    """An open checkpoint whose header and list of members are validated.
+
+    Nothing in the file is trusted: the members must be exactly those the header describes,
+    stored uncompressed with consistent sizes, and every read is bounded (the header by
+    `_MAX_HEADER_BYTES`, an array by the size the optimizer expects).
     """
-    path = _fspath(filepath)
-    with _open(path) as archive:
-        return _read_header(archive, path)
 
+    def __init__(self, path: str):
+        self.path = path
+        self._handle = _open_regular_file(path)
+        try:
+            try:
+                self.archive = zipfile.ZipFile(self._handle, "r")
+            except OSError:
+                raise
+            except Exception as error:
+                raise CheckpointError(
+                    f"{path} is not a ferroptim checkpoint (not a complete ZIP archive): {error}"
+                ) from error
+            self._check_entries()
+            self.header = self._read_header()
+            self._check_members()
+        except BaseException:
+            self.close()
+            raise
 
-def load(
-    filepath: Any,
-    var_list: Any = None,
-    custom_objects: Optional[Mapping[str, Any]] = None,
-    cls: Optional[type] = None,
-) -> Any:
-    """Create an optimizer from a checkpoint, build it on `var_list` and restore its state.
+    def __enter__(self) -> "_Reader":
+        return self
 
-    Args:
-        filepath: the checkpoint's path.
-        var_list: the variables (list, tuple or dict name -> array, as given to `build`), with
-            the names (keys of a dict; `variable_<i>` for a list), shapes and dtypes of the
-            saved ones. Their values are overwritten in place with the saved ones when the
-            file holds them. None only for a checkpoint of an optimizer that was never built.
-        custom_objects: classes by name, for an optimizer class or a learning-rate schedule
-            that is not built in.
-        cls: the class the caller expects (`Adam.load(...)` passes Adam); None or
-            `Optimizer` accepts any.
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
-    Returns:
-        The optimizer.
-    """
-    from ferroptim.optimizers import Optimizer, _BUILTINS
+    def close(self) -> None:
+        archive = getattr(self, "archive", None)
+        if archive is not None:
+            archive.close()
+        self._handle.close()
 
-    path = _fspath(filepath)
-    with _open(path) as archive:
-        header = _read_header(archive, path)
-        class_name = header["class_name"]
-        found = (custom_objects or {}).get(class_name)
-        if found is None and cls is not None and cls.__name__ == class_name:
-            found = cls
-        if found is None:
-            found = _BUILTINS.get(class_name.lower())
-        if not (isinstance(found, type) and issubclass(found, Optimizer)):
-            raise CheckpointError(
-                f"{path} holds an optimizer of class '{class_name}', which is not a "
-                "ferroptim optimizer; pass custom classes in `custom_objects`."
+    def _bad(self, what: str) -> CheckpointError:
+        return CheckpointError(f"{self.path} is not a valid ferroptim checkpoint: {what}")
+
+    def _check_entries(self) -> None:
+        seen = set()
+        for info in self.archive.infolist():
+            name = info.filename
+            if name in seen:
+                raise self._bad(f"it has more than one member named {name!r}")
+            seen.add(name)
+            if info.flag_bits & 0x1:
+                raise self._bad(f"its member {name!r} is encrypted")
+            # Nothing is inflated: a compressed member could declare any size and expand to
+            # far more than the file (a "zip bomb").
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise self._bad(
+                    f"its member {name!r} is compressed (method {info.compress_type}); the "
+                    "members of a checkpoint are stored uncompressed"
+                )
+            if info.compress_size != info.file_size:
+                raise self._bad(
+                    f"its member {name!r} declares {info.file_size} bytes but occupies "
+                    f"{info.compress_size}"
+                )
+
+    def _read_header(self) -> Dict[str, Any]:
+        bad = self._bad
+        try:
+            info = self.archive.getinfo(HEADER)
+        except KeyError:
+            raise bad(f"it has no '{HEADER}' member") from None
+        if info.file_size > _MAX_HEADER_BYTES:
+            raise bad(f"its header is {info.file_size} bytes long")
+        try:
+            with self.archive.open(info) as stream:
+                # At most one byte more than allowed, whatever the member declares; reading
+                # to its end makes the zip reader check its CRC-32.
+                data = stream.read(_MAX_HEADER_BYTES + 1)
+            if len(data) > _MAX_HEADER_BYTES:
+                raise bad(f"its header is longer than {_MAX_HEADER_BYTES} bytes")
+            header = json.loads(data.decode("utf-8"), parse_int=_parse_int)
+        except (CheckpointError, OSError):
+            raise
+        except Exception as error:
+            raise bad(f"its header cannot be read: {error}") from error
+        _check_header(header, self.path)
+        return header
+
+    def _check_members(self) -> None:
+        header = self.header
+        count = len(header["optimizer_variables"])
+        expected = [HEADER] + [f"optimizer/{i}.npy" for i in range(count)]
+        if header["variables_saved"]:
+            expected += [f"variables/{i}.npy" for i in range(len(header["variables"]))]
+        present = set(self.archive.namelist())
+        for name in expected:
+            if name not in present:
+                raise CheckpointError(f"{self.path} has no member '{name}'")
+        extra = present.difference(expected)
+        if extra:
+            raise self._bad(
+                f"it has members that its header does not describe: {sorted(extra)[:5]}"
             )
-        if cls is not None and cls is not Optimizer and found is not cls:
+
+    def read_array(self, member: str, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """One `.npy` member, checked against the expected shape and dtype before its data is
+        read; the member's size must be that of the expected array."""
+        path = self.path
+        info = self.archive.getinfo(member)
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        # Bounds every read below (NumPy reads a header of whatever length it declares).
+        if info.file_size > nbytes + _MAX_NPY_PREAMBLE:
             raise CheckpointError(
-                f"{path} holds a '{class_name}' optimizer, not a '{cls.__name__}'. Load it with "
-                f"`{class_name}.load` or `Optimizer.load`."
-            )
-        if header["learning_rate_callable"]:
-            raise CheckpointError(
-                f"{path} was saved from an optimizer whose learning rate is a callable, which "
-                "a file cannot hold. Create the optimizer with that callable, then call "
-                "`optimizer.load_state(filepath, var_list)`."
-            )
-        if header["config"] is None:
-            raise CheckpointError(
-                f"{path} holds no configuration (it could not be written: "
-                f"{header.get('config_error')}). Create the optimizer, then call "
-                "`optimizer.load_state(filepath, var_list)`."
+                f"{path}: '{member}' has data after its array ({info.file_size} bytes for an "
+                f"array of {nbytes})"
             )
         try:
-            optimizer = found.from_config(header["config"], custom_objects=custom_objects)
-        except (TypeError, ValueError) as error:
-            raise CheckpointError(
-                f"{path}: the saved configuration does not create a {class_name}: {error}"
-            ) from error
-        _build_and_restore(optimizer, archive, header, var_list, path)
-    _restore_exclusions(optimizer, header["exclude_from_weight_decay"], path)
-    return optimizer
+            with self.archive.open(info) as stream:
+                version = np.lib.format.read_magic(stream)
+                if version == (1, 0):
+                    saved_shape, fortran, saved_dtype = np.lib.format.read_array_header_1_0(stream)
+                elif version == (2, 0):
+                    saved_shape, fortran, saved_dtype = np.lib.format.read_array_header_2_0(stream)
+                else:
+                    raise CheckpointError(f"{path}: '{member}' has .npy version {version}")
+                if (
+                    tuple(saved_shape) != tuple(shape)
+                    or saved_dtype.hasobject
+                    or saved_dtype.newbyteorder("=") != np.dtype(dtype).newbyteorder("=")
+                ):
+                    raise CheckpointError(
+                        f"{path}: '{member}' holds shape {tuple(saved_shape)} and dtype "
+                        f"{saved_dtype}, where shape {tuple(shape)} and dtype {dtype} are expected"
+                    )
+                data_size = info.file_size - stream.tell()
+                if data_size < nbytes:
+                    raise CheckpointError(
+                        f"{path}: '{member}' is truncated ({data_size} of {nbytes} bytes)"
+                    )
+                if data_size > nbytes:
+                    raise CheckpointError(
+                        f"{path}: '{member}' has data after its array ({data_size} bytes for "
+                        f"an array of {nbytes})"
+                    )
+                array = np.empty(math.prod(shape), dtype=saved_dtype)
+                buffer = memoryview(array).cast("B")
+                position = 0
+                while position < len(buffer):
+                    chunk = stream.read(min(_READ_CHUNK, len(buffer) - position))
+                    if not chunk:
+                        raise CheckpointError(f"{path}: '{member}' is truncated")
+                    buffer[position:position + len(chunk)] = chunk
+                    position += len(chunk)
+                # Reading to the end makes the zip reader verify the member's CRC-32.
+                if stream.read(1):
+                    raise CheckpointError(f"{path}: '{member}' has data after its array")
+        except (CheckpointError, OSError):
+            raise
+        except Exception as error:
+            raise CheckpointError(f"{path}: '{member}' cannot be read: {error}") from error
+        array = array.reshape(shape, order="F" if fortran else "C")
+        if array.dtype != np.dtype(dtype):
+            array = array.astype(dtype)
+        return array
 
 
-def load_state(optimizer: Any, filepath: Any, var_list: Any = None) -> None:
-    """Restore a checkpoint's state into `optimizer`, keeping its configuration.
-
-    Like Keras's `load_own_variables`, only the state is read: `iterations`, the learning rate
-    when it is a float, the slots and every other entry of `variables`, and the variables'
-    values when the file holds them. The checkpoint must come from an optimizer of the same
-    class built on variables of the same names, shapes and dtypes. The weight-decay exclusions
-    stay those of `optimizer`.
-
-    Args:
-        optimizer: the optimizer to restore (built, or not yet built when `var_list` is given:
-            it is then built on `var_list` first, and stays built if the restore is refused).
-        filepath: the checkpoint's path.
-        var_list: the variables to build on; None for a built optimizer (or the very variables
-            it was built with).
-    """
-    path = _fspath(filepath)
-    with _open(path) as archive:
-        header = _read_header(archive, path)
-        class_name = header["class_name"]
-        if class_name != type(optimizer).__name__:
-            raise CheckpointError(
-                f"{path} holds a '{class_name}' optimizer; it cannot be loaded into a "
-                f"'{type(optimizer).__name__}'."
-            )
-        _build_and_restore(optimizer, archive, header, var_list, path)
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits")
+    return int(text)
 
 
-def _open(path: str) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(path, "r")
-    except OSError:
-        raise
-    except Exception as error:
-        raise CheckpointError(
-            f"{path} is not a ferroptim checkpoint (not a complete ZIP archive): {error}"
-        ) from error
-
-
-def _read_header(archive: zipfile.ZipFile, path: str) -> Dict[str, Any]:
+def _check_header(header: Any, path: str) -> None:
     def bad(what: str) -> CheckpointError:
         return CheckpointError(f"{path} is not a valid ferroptim checkpoint: {what}")
 
-    try:
-        info = archive.getinfo(HEADER)
-    except KeyError:
-        raise bad(f"it has no '{HEADER}' member") from None
-    if info.file_size > _MAX_HEADER_BYTES:
-        raise bad(f"its header is {info.file_size} bytes long")
-    try:
-        header = json.loads(archive.read(info).decode("utf-8"))
-    except OSError:
-        raise
-    except Exception as error:
-        raise bad(f"its header cannot be read: {error}") from error
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise bad(f"its header does not declare the format '{FORMAT}'")
     version = header.get("format_version")
@@ -431,19 +618,32 @@ def _read_header(archive: zipfile.ZipFile, path: str) -> Dict[str, Any]:
             if not _valid_spec(entry):
                 raise bad(f"an entry of '{key}' is not a {{name, shape, dtype}} record: {entry!r}")
     for exclusions in header["exclude_from_weight_decay"]:
+        indices = exclusions.get("indices") if isinstance(exclusions, dict) else None
+        pattern = exclusions.get("pattern") if isinstance(exclusions, dict) else None
         if (
-            not isinstance(exclusions, dict)
-            or not isinstance(exclusions.get("indices"), list)
-            or not all(_is_int(i) and i >= 0 for i in exclusions["indices"])
-            or not (exclusions.get("pattern") is None or isinstance(exclusions["pattern"], str))
+            not isinstance(indices, list)
+            or not all(_is_int(i) and i >= 0 for i in indices)
+            # As written: each position once, in order (a long list of repeats would make
+            # every weight-decay look-up of the first step slow).
+            or any(a >= b for a, b in zip(indices, indices[1:]))
+            or not (pattern is None or isinstance(pattern, str))
         ):
-            raise bad(f"'exclude_from_weight_decay' is malformed: {exclusions!r}")
-        if exclusions["pattern"] is not None:
+            raise bad(f"'exclude_from_weight_decay' is malformed: {_abbreviated(exclusions)}")
+        if pattern is not None:
+            if len(pattern) > _MAX_PATTERN_CHARS:
+                raise bad(
+                    f"a weight-decay exclusion pattern is {len(pattern)} characters long (at "
+                    f"most {_MAX_PATTERN_CHARS})"
+                )
             try:
-                re.compile(exclusions["pattern"])
-            except re.error as error:
+                re.compile(pattern)
+            except (re.error, RecursionError, OverflowError) as error:
                 raise bad(f"a weight-decay exclusion pattern does not compile: {error}") from error
-    return header
+
+
+def _abbreviated(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _is_int(value: Any) -> bool:
@@ -477,7 +677,7 @@ def _mismatch(path: str, what: str, saved: List[Dict[str, Any]], actual: List[Di
     if len(saved) != len(actual):
         raise CheckpointError(
             f"{path} holds {len(saved)} {what} but the optimizer has {len(actual)}: saved "
-            f"{[s['name'] for s in saved]}, here {[a['name'] for a in actual]}."
+            f"{_abbreviated([s['name'] for s in saved])}, here {[a['name'] for a in actual]}."
         )
     for i, (s, a) in enumerate(zip(saved, actual)):
         if s != a:
@@ -488,32 +688,168 @@ def _mismatch(path: str, what: str, saved: List[Dict[str, Any]], actual: List[Di
             )
 
 
-def _build_and_restore(
-    optimizer: Any, archive: zipfile.ZipFile, header: Dict[str, Any], var_list: Any, path: str
-) -> None:
-    if not header["variables"] and var_list is not None and not optimizer.built:
-        # Saved before it was built (the iteration count and a float learning rate only): the
-        # state is restored first, then the optimizer is built with fresh slots, as the saved
-        # one would have been at its first step.
-        _build(optimizer, header, None, path)
-        _restore(optimizer, archive, header, path)
-        optimizer.build(var_list)
-        return
-    _build(optimizer, header, var_list, path)
-    _restore(optimizer, archive, header, path)
+# --- reading: the public functions -------------------------------------------------------------
 
 
-def _build(optimizer: Any, header: Dict[str, Any], var_list: Any, path: str) -> None:
-    """Check `var_list` (or the built variables) against the header; build when needed."""
+def read_header(filepath: Any) -> Dict[str, Any]:
+    """The validated header of a checkpoint (see the module docstring for its fields).
+
+    Args:
+        filepath: the checkpoint's path.
+
+    Returns:
+        A dict.
+    """
+    path = _fspath(filepath)
+    with _Reader(path) as reader:
+        return reader.header
+
+
+def load(
+    filepath: Any,
+    var_list: Any = None,
+    custom_objects: Optional[Mapping[str, Any]] = None,
+    cls: Optional[type] = None,
+) -> Any:
+    """Create an optimizer from a checkpoint, build it on `var_list` and restore its state.
+
+    Everything is read and checked before anything is assigned: a refused file leaves the
+    variables in `var_list` as they were.
+
+    Args:
+        filepath: the checkpoint's path.
+        var_list: the variables (list, tuple or dict name -> array, as given to `build`), with
+            the names (keys of a dict; `variable_<i>` for a list), shapes and dtypes of the
+            saved ones. Their values are overwritten in place with the saved ones when the
+            file holds them. None only for a checkpoint of an optimizer that was never built.
+        custom_objects: classes by name, for an optimizer class or a learning-rate schedule
+            that is not built in.
+        cls: the class the caller expects (`Adam.load(...)` passes Adam); None or
+            `Optimizer` accepts any concrete optimizer.
+
+    Returns:
+        The optimizer.
+    """
+    path = _fspath(filepath)
+    with _Reader(path) as reader:
+        header = reader.header
+        optimizer = _create(header, custom_objects, cls, path)
+        commit = _prepare(optimizer, reader, var_list, restore_exclusions=True)
+    commit()
+    return optimizer
+
+
+def load_state(optimizer: Any, filepath: Any, var_list: Any = None) -> None:
+    """Restore a checkpoint's state into `optimizer`, keeping its configuration.
+
+    Like Keras's `load_own_variables`, only the state is read: `iterations`, the learning rate
+    when it is a float, the slots and every other entry of `variables`, and the variables'
+    values when the file holds them. The checkpoint must come from an optimizer of the same
+    class built on variables of the same names, shapes and dtypes. The weight-decay exclusions
+    stay those of `optimizer`. Everything is read and checked before anything is assigned.
+
+    Args:
+        optimizer: the optimizer to restore (built, or not yet built when `var_list` is given:
+            it is then built on `var_list` once the file's header and list of members are
+            checked, as `build(var_list)` would, and stays built if the state is refused).
+        filepath: the checkpoint's path.
+        var_list: the variables to build on; None for a built optimizer (or the very variables
+            it was built with).
+    """
+    path = _fspath(filepath)
+    with _Reader(path) as reader:
+        class_name = reader.header["class_name"]
+        if class_name != type(optimizer).__name__:
+            raise CheckpointError(
+                f"{path} holds a '{class_name}' optimizer; it cannot be loaded into a "
+                f"'{type(optimizer).__name__}'."
+            )
+        commit = _prepare(optimizer, reader, var_list, restore_exclusions=False)
+    commit()
+
+
+def _create(
+    header: Dict[str, Any],
+    custom_objects: Optional[Mapping[str, Any]],
+    cls: Optional[type],
+    path: str,
+) -> Any:
+    """The optimizer the header configures, of a concrete optimizer class at every depth."""
+    from ferroptim.optimizers import Optimizer, _BUILTINS
+
+    class_name = header["class_name"]
+    found = (custom_objects or {}).get(class_name)
+    if found is None and cls is not None and cls.__name__ == class_name:
+        found = cls
+    if found is None:
+        found = _BUILTINS.get(class_name.lower())
+    if not (isinstance(found, type) and issubclass(found, Optimizer)):
+        raise CheckpointError(
+            f"{path} holds an optimizer of class {_abbreviated(class_name)}, which is not a "
+            "ferroptim optimizer; pass custom classes in `custom_objects`."
+        )
+    if found is Optimizer:
+        raise CheckpointError(_ABSTRACT.format(path=path, where="as its class"))
+    if cls is not None and cls is not Optimizer and found is not cls:
+        raise CheckpointError(
+            f"{path} holds a '{class_name}' optimizer, not a '{cls.__name__}'. Load it with "
+            f"`{class_name}.load` or `Optimizer.load`."
+        )
+    if header["learning_rate_callable"]:
+        raise CheckpointError(
+            f"{path} was saved from an optimizer whose learning rate is a callable, which "
+            "a file cannot hold. Create the optimizer with that callable, then call "
+            "`optimizer.load_state(filepath, var_list)`."
+        )
+    if header["config"] is None:
+        raise CheckpointError(
+            f"{path} holds no configuration (it could not be written: "
+            f"{header.get('config_error')}). Create the optimizer, then call "
+            "`optimizer.load_state(filepath, var_list)`."
+        )
+    try:
+        optimizer = found.from_config(header["config"], custom_objects=custom_objects)
+    except Exception as error:
+        # Whatever the configuration makes the constructors raise, it came from the file.
+        raise CheckpointError(
+            f"{path}: the saved configuration does not create a {class_name}: {error}"
+        ) from error
+    for node in _optimizer_tree(optimizer)[1:]:
+        if type(node) is Optimizer:
+            raise CheckpointError(
+                _ABSTRACT.format(path=path, where=f"for an optimizer inside its '{class_name}'")
+            )
+    return optimizer
+
+
+_ABSTRACT = (
+    "{path} names the abstract base class 'Optimizer' {where}; a checkpoint must name a "
+    "concrete optimizer ('Adam', 'SGD', ...), or a subclass passed in `custom_objects`."
+)
+
+
+# --- reading: validate, then assign --------------------------------------------------------------
+
+
+def _prepare(
+    optimizer: Any, reader: _Reader, var_list: Any, restore_exclusions: bool
+) -> Callable[[], None]:
+    """Check the file against `optimizer` and `var_list` and read every array; return the
+    function that assigns it all (which cannot fail).
+
+    Nothing the caller can see changes here, except that an unbuilt `optimizer` given
+    `var_list` is built on it (as `build(var_list)` would).
+    """
+    header, path = reader.header, reader.path
     saved = header["variables"]
+    build_on = None
     if var_list is None:
-        if optimizer.built or not saved:
-            names, variables = optimizer._trainable_variable_names, optimizer._trainable_variables
-        else:
+        if not optimizer.built and saved:
             raise CheckpointError(
                 f"{path} was saved from an optimizer built on {len(saved)} variables; pass them "
                 "as `var_list`."
             )
+        names, variables = optimizer._trainable_variable_names, optimizer._trainable_variables
     else:
         if isinstance(var_list, (str, bytes)) or not (
             isinstance(var_list, Mapping) or hasattr(var_list, "__iter__")
@@ -523,111 +859,128 @@ def _build(optimizer: Any, header: Dict[str, Any], var_list: Any, path: str) -> 
                 f"{type(var_list).__name__}"
             )
         names, variables = optimizer._names_and_variables(var_list)
-        if optimizer.built and (
-            len(variables) != len(optimizer._trainable_variables)
-            or any(a is not b for a, b in zip(variables, optimizer._trainable_variables))
-        ):
-            raise CheckpointError(
-                f"Optimizer '{optimizer.name}' is built on other variables than `var_list`; "
-                "pass None or the variables it was built with."
-            )
-        for name, variable in zip(names, variables):
-            if not isinstance(variable, np.ndarray):
-                raise TypeError(
-                    f"Variable '{name}' must be a NumPy array. Received: "
-                    f"{type(variable).__name__}"
+        if optimizer.built:
+            if len(variables) != len(optimizer._trainable_variables) or any(
+                a is not b for a, b in zip(variables, optimizer._trainable_variables)
+            ):
+                raise CheckpointError(
+                    f"Optimizer '{optimizer.name}' is built on other variables than "
+                    "`var_list`; pass None or the variables it was built with."
                 )
+        else:
+            for name, variable in zip(names, variables):
+                if not isinstance(variable, np.ndarray):
+                    raise TypeError(
+                        f"Variable '{name}' must be a NumPy array. Received: "
+                        f"{type(variable).__name__}"
+                    )
+            build_on = var_list
+            if not saved:
+                # Saved before it was built: its state (the iteration count, a float learning
+                # rate) belongs to the unbuilt table; `build` comes after, with fresh slots, as
+                # the saved optimizer's would have at its first step.
+                names, variables = [], []
     _mismatch(path, "variables", saved, [_spec(n, v) for n, v in zip(names, variables)])
-    if var_list is not None and not optimizer.built:
-        optimizer.build(var_list)
+    if saved:
+        for name, variable in zip(names, variables):
+            if header["variables_saved"] and not variable.flags.writeable:
+                raise ValueError(f"Variable '{name}' is read-only; it must be writeable.")
 
+    checked_after_build = build_on is not None and not saved
+    if build_on is not None and saved:
+        optimizer.build(build_on)
+    exclusions: List[Any] = []
+    if restore_exclusions and not checked_after_build:
+        exclusions = _prepare_exclusions(optimizer, header["exclude_from_weight_decay"], path)
 
-def _restore(optimizer: Any, archive: zipfile.ZipFile, header: Dict[str, Any], path: str) -> None:
-    """Read every saved array, check it, then assign them all under the step guard."""
-    names = list(optimizer.variable_names)
-    current = [np.asarray(v) for v in optimizer.variables]
+    table_names = list(optimizer.variable_names)
+    table = [np.asarray(v) for v in optimizer.variables]
     _mismatch(
         path,
         "optimizer variables",
         header["optimizer_variables"],
-        [_spec(n, v) for n, v in zip(names, current)],
+        [_spec(n, v) for n, v in zip(table_names, table)],
     )
     values = [
-        _read_array(archive, f"optimizer/{i}.npy", v.shape, v.dtype, path)
-        for i, v in enumerate(current)
+        reader.read_array(f"optimizer/{i}.npy", v.shape, v.dtype) for i, v in enumerate(table)
     ]
-    # `_assign_variables` refuses these too (before any write); checked here for the error
-    # that names the file.
-    for name, value in zip(names, values):
+    # `_checked_variables` refuses these too; checked here for the error that names the file.
+    for name, value in zip(table_names, values):
         if name == "iteration" and value.shape == () and not 0 <= int(value):
             raise CheckpointError(f"{path}: an iteration count is negative ({int(value)})")
         if name == "learning_rate" and value.shape == () and not np.isfinite(value):
             raise CheckpointError(f"{path}: a learning rate is not finite ({value})")
-    parameters: List[Tuple[np.ndarray, np.ndarray]] = []
-    if header["variables_saved"]:
-        for i, variable in enumerate(optimizer._trainable_variables):
-            parameters.append(
-                (variable, _read_array(archive, f"variables/{i}.npy", variable.shape,
-                                       variable.dtype, path))
-            )
-
-    def assign() -> None:
-        # Every value is checked (and the iteration count's range) before the first write.
-        optimizer._assign_variables(values)
-        for variable, value in parameters:
-            np.copyto(variable, value)
-
     try:
-        optimizer._run_exclusive(assign)
+        checked = optimizer._checked_variables(values)
     except (TypeError, ValueError) as error:
-        if isinstance(error, CheckpointError):
-            raise
         raise CheckpointError(f"{path}: {error}") from error
 
+    parameters: List[Tuple[np.ndarray, np.ndarray]] = []
+    if header["variables_saved"]:
+        for i, variable in enumerate(variables):
+            parameters.append(
+                (variable, reader.read_array(f"variables/{i}.npy", variable.shape, variable.dtype))
+            )
 
-def _read_array(
-    archive: zipfile.ZipFile, member: str, shape: Tuple[int, ...], dtype: np.dtype, path: str
-) -> np.ndarray:
-    """One `.npy` member, checked against the expected shape and dtype before its data is read."""
-    try:
-        info = archive.getinfo(member)
-    except KeyError:
-        raise CheckpointError(f"{path} has no member '{member}'") from None
-    try:
-        with archive.open(info) as stream:
-            version = np.lib.format.read_magic(stream)
-            if version == (1, 0):
-                saved_shape, fortran, saved_dtype = np.lib.format.read_array_header_1_0(stream)
-            elif version == (2, 0):
-                saved_shape, fortran, saved_dtype = np.lib.format.read_array_header_2_0(stream)
-            else:
-                raise CheckpointError(f"{path}: '{member}' has .npy version {version}")
-            if (
-                tuple(saved_shape) != tuple(shape)
-                or saved_dtype.hasobject
-                or saved_dtype.newbyteorder("=") != np.dtype(dtype).newbyteorder("=")
-            ):
-                raise CheckpointError(
-                    f"{path}: '{member}' holds shape {tuple(saved_shape)} and dtype "
-                    f"{saved_dtype}, where shape {tuple(shape)} and dtype {dtype} are expected"
+    if checked_after_build:
+        # The saved state's entries (the iteration count and learning rates, markers and
+        # arrays that `build` keeps) are assigned once the optimizer is built.
+        optimizer.build(build_on)
+        if restore_exclusions:
+            exclusions = _prepare_exclusions(optimizer, header["exclude_from_weight_decay"], path)
+
+    def assign() -> None:
+        optimizer._commit_variables(checked)
+        for variable, value in parameters:
+            np.copyto(variable, value)
+        for sub, excluded, pattern in exclusions:
+            sub.exclude_from_weight_decay(var_list=excluded)
+            if pattern is not None:
+                sub._exclude_from_weight_decay_pattern = pattern
+
+    return lambda: optimizer._run_exclusive(assign)
+
+
+def _prepare_exclusions(
+    optimizer: Any, saved: List[Dict[str, Any]], path: str
+) -> List[Tuple[Any, List[np.ndarray], Optional["re.Pattern[str]"]]]:
+    """(optimizer, variables to exclude, literal pattern to keep) for each optimizer of the
+    tree, checked against it. A built optimizer gets the variables its literal names match
+    (as `re.search` would match them), so no pattern from the file runs in a step."""
+    tree = _optimizer_tree(optimizer)
+    if len(tree) != len(saved):
+        raise CheckpointError(
+            f"{path} holds weight-decay exclusions for {len(saved)} optimizers but "
+            f"'{optimizer.name}' is made of {len(tree)}."
+        )
+    out = []
+    for sub, exclusions in zip(tree, saved):
+        variables = sub._trainable_variables
+        indices = exclusions["indices"]
+        if indices and indices[-1] >= len(variables):
+            raise CheckpointError(
+                f"{path}: a weight-decay exclusion of '{sub.name}' names variable "
+                f"{indices[-1]}, but it has {len(variables)}."
+            )
+        pattern = exclusions["pattern"]
+        literal = None if pattern is None else _literal_names(pattern)
+        if pattern is not None and literal is None:
+            raise CheckpointError(
+                f"{path}: the weight-decay exclusion pattern of '{sub.name}' uses "
+                f"regular-expression syntax ({_abbreviated(pattern)}); a file carries only "
+                "literal names, since a regular expression could make a step arbitrarily "
+                "slow. Create the optimizer, call `exclude_from_weight_decay`, then "
+                "`optimizer.load_state(filepath, var_list)`."
+            )
+        excluded = set(indices)
+        keep = None
+        if literal is not None:
+            if sub.built:
+                names = sub._trainable_variable_names
+                excluded.update(
+                    i for i, name in enumerate(names) if any(n in name for n in literal)
                 )
-            array = np.empty(math.prod(shape), dtype=saved_dtype)
-            buffer = memoryview(array).cast("B")
-            position = 0
-            while position < len(buffer):
-                chunk = stream.read(min(_READ_CHUNK, len(buffer) - position))
-                if not chunk:
-                    raise CheckpointError(f"{path}: '{member}' is truncated")
-                buffer[position:position + len(chunk)] = chunk
-                position += len(chunk)
-            # Reading to the end makes the zip reader verify the member's CRC-32.
-            if stream.read(1):
-                raise CheckpointError(f"{path}: '{member}' has data after its array")
-    except (CheckpointError, OSError):
-        raise
-    except Exception as error:
-        raise CheckpointError(f"{path}: '{member}' cannot be read: {error}") from error
-    array = array.reshape(shape, order="F" if fortran else "C")
-    if array.dtype != np.dtype(dtype):
-        array = array.astype(dtype)
-    return array
+            else:
+                keep = re.compile(pattern)
+        out.append((sub, [variables[i] for i in sorted(excluded)], keep))
+    return out

@@ -120,6 +120,53 @@ def check_hyperparameter(name: str, value: Any) -> None:
         raise ValueError(f"Argument `{name}` must be a finite number. Received: {name}={value}")
 
 
+def _refuse_last_iteration() -> None:
+    raise ValueError(
+        f"The iteration count is at its limit ({_MAX_ITERATIONS}, the kernels' and the "
+        "checkpoint's range): a further step could not be recorded and is refused. Reset "
+        "`iterations` through `set_weights` or `load_own_variables` to continue."
+    )
+
+
+def _float32_learning_rate(value: Any) -> float:
+    """A float learning rate as stored: rounded to float32 (Keras keeps it in a float32
+    variable), refused unless that is finite. One rule for the constructor, the setter and
+    loaded checkpoints."""
+    with np.errstate(over="ignore"):
+        rounded = float(np.float32(value))
+    if not math.isfinite(rounded):
+        raise ValueError(
+            "Argument `learning_rate` must be a finite number within float32's range. "
+            f"Received: learning_rate={value}"
+        )
+    return rounded
+
+
+def _step_value(value: Any, source: Any) -> float:
+    """The learning rate a schedule or callable returned, as a finite Python float.
+
+    Keras lets a NaN or infinite rate through (the weights become NaN); here it is refused with a
+    ValueError before anything changes, as a float rate is, for every optimizer alike.
+    """
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if not _is_number(value):
+        raise TypeError(
+            "A learning-rate schedule or callable must return a real number. "
+            f"Received: {value!r} from {source!r}"
+        )
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(
+            "The learning rate must be a finite number. "
+            f"Received: learning_rate={value} from {source!r}"
+        )
+    return number
+
+
 def _is_finite(value: Any) -> bool:
     # An int beyond float's range is refused too (math.isfinite would raise OverflowError).
     try:
@@ -510,7 +557,7 @@ class Optimizer:
                     f"Received instead: learning_rate={learning_rate}"
                 )
             check_hyperparameter("learning_rate", learning_rate)
-            self._learning_rate = float(np.float32(learning_rate))
+            self._learning_rate = _float32_learning_rate(learning_rate)
             self._variables.append(("learning_rate", _LEARNING_RATE))
         for argument, value in (
             ("weight_decay", weight_decay),
@@ -668,9 +715,15 @@ class Optimizer:
         A float learning rate reads as the float32-rounded Python float; a schedule is called
         with the raw iteration count; a callable is called with no argument.
 
-        Setting a float assigns it (rounded to float32); it is a TypeError when the optimizer
-        was created with a schedule. Setting a schedule or a callable replaces the rate and
+        Setting a real number assigns it (rounded to float32); it is a TypeError when the
+        optimizer was created with a schedule, or for anything but a number, a schedule or a
+        callable (a string included). Setting a schedule or a callable replaces the rate and
         drops the `learning_rate` entry from `variables`.
+
+        One rule for every learning rate: a finite real number once rounded to float32, refused
+        with a ValueError or TypeError before anything changes, whether it is given to the
+        constructor, set, loaded, or returned by a schedule or callable at a step. Keras lets a
+        NaN or infinite rate through and the weights become NaN.
         """
         lr = self._learning_rate
         if isinstance(lr, float):
@@ -693,8 +746,12 @@ class Optimizer:
                     " learning rate to be settable, you should instantiate "
                     "the optimizer with a float `learning_rate` argument."
                 )
-            value = float(np.float32(learning_rate))
-            check_hyperparameter("learning_rate", value)
+            if not _is_number(learning_rate):
+                raise TypeError(
+                    "`learning_rate` must be a real number, a `LearningRateSchedule` or a "
+                    f"callable. Received: learning_rate={learning_rate!r}"
+                )
+            value = _float32_learning_rate(learning_rate)
             if not isinstance(self._learning_rate, float):
                 # Keras cannot assign a float over a callable; here the float variable returns.
                 self._variables.insert(1, ("learning_rate", _LEARNING_RATE))
@@ -710,9 +767,9 @@ class Optimizer:
         if isinstance(lr, float):
             value = lr
         elif isinstance(lr, LearningRateSchedule):
-            value = float(lr(raw))
+            value = _step_value(lr(raw), lr)
         else:
-            value = float(lr())
+            value = _step_value(lr(), lr)
         if self._decay:
             value = value / (1.0 + self._decay * iterations)
         return value
@@ -1000,7 +1057,9 @@ class Optimizer:
         `filepath`, so a crash never leaves a truncated checkpoint. No step runs meanwhile.
 
         Args:
-            filepath: a path (str or os.PathLike); an existing file is replaced.
+            filepath: a path (str or os.PathLike); an existing regular file is replaced,
+                anything else there (a directory, a symbolic link, a FIFO, a device) is
+                refused with an OSError and left as it is.
             include_variables: also save the built variables' values (the model's parameters).
         """
         from ferroptim.optimizers import checkpoint
@@ -1175,6 +1234,8 @@ class Optimizer:
                         return
                     lr = self._lr_const
                     raw = self._iterations
+                    if raw >= _MAX_ITERATIONS:
+                        _refuse_last_iteration()
                     if lr is None:
                         lr = self._step_learning_rate(raw, self.iterations)
                     # One native call, then the count: a transaction (see `_transact`), spelled
@@ -1335,20 +1396,31 @@ class Optimizer:
                 )
             self.build(trainable_variables)
         if trainable_variables is None:
-            lookup: Mapping[str, Any] = dict(
+            # Built variables are named by `str(key)`: a dict built on {0: w} takes {0: g}.
+            lookup: Mapping[Any, Any] = dict(
                 zip(self._trainable_variable_names, self._trainable_variables)
             )
+            known = {key: str(key) for key in grads}
         else:
             lookup = trainable_variables
-        variables = []
-        for key in grads:
-            if key not in lookup:
+            known = {key: key for key in grads}
+        values, variables = [], []
+        for key, name in known.items():
+            if name not in lookup:
                 raise ValueError(
                     f"Unknown variable name: '{key}'. The gradients' keys must be names of the "
                     "variables the optimizer was built with."
                 )
-            variables.append(lookup[key])
-        return list(grads.values()), variables
+            variables.append(lookup[name])
+            values.append(grads[key])
+        # A variable without a key is a variable without gradient, as a None value is: left out
+        # of the step with Keras's warning (its EMA is still updated).
+        given = set(known.values())
+        for name, variable in lookup.items():
+            if name not in given:
+                variables.append(variable)
+                values.append(None)
+        return values, variables
 
     def _variable_indices(self, variables: Sequence[Any]) -> List[int]:
         table = self._trainable_variables_indices
@@ -1552,6 +1624,8 @@ class Optimizer:
         """One step, in Keras's order, over `calls` (one native call each); `missing` are the
         built variables without a gradient in this step."""
         raw = self._iterations
+        if raw >= _MAX_ITERATIONS:
+            _refuse_last_iteration()
         k = self._accumulation_steps
         iterations = raw // k if k else raw
         accumulate_only = bool(k) and (raw + 1) % k != 0
