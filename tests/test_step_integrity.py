@@ -3,8 +3,10 @@ are not about bad arrays (those are in test_bad_input.py)."""
 
 import math
 import os
+import pickle
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -212,3 +214,79 @@ def test_the_thread_count_variable_follows_set_num_threads_rule():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
     assert out.stderr == "" and int(out.stdout) == 3
+
+
+# --- another thread ------------------------------------------------------------------------
+
+
+def _sgd_states(steps, n):
+    """Parameters and momentum after each number of steps, from a fresh optimizer."""
+    w = np.ones(n, np.float32)
+    g = np.linspace(-1, 1, n, dtype=np.float32)
+    opt = fo.optimizers.SGD(learning_rate=0.01, momentum=0.9)
+    states = {0: (w.copy(), np.zeros(n, np.float32))}
+    for k in range(1, steps + 1):
+        opt.apply_gradients([(g, w)])
+        states[k] = (w.copy(), opt.variables[2].copy())
+    return g, states
+
+
+def test_a_pickle_taken_while_another_thread_steps_holds_whole_steps():
+    n, steps = 200_000, 60  # large enough that the kernel runs with the GIL released
+    g, states = _sgd_states(steps, n)
+    w = np.ones(n, np.float32)
+    opt = fo.optimizers.SGD(learning_rate=0.01, momentum=0.9)
+    opt.build([w])
+
+    def step():
+        for _ in range(steps):
+            opt.apply_gradients([(g, w)])
+
+    stepper = threading.Thread(target=step)
+    stepper.start()
+    snapshots = []
+    while stepper.is_alive():
+        snapshots.append(pickle.loads(pickle.dumps((opt, w))))
+    stepper.join()
+    assert len(snapshots) > 3
+    for copy, params in snapshots:
+        k = copy.iterations
+        want_w, want_m = states[k]
+        np.testing.assert_array_equal(params, want_w)
+        np.testing.assert_array_equal(copy.variables[2], want_m, err_msg=f"after {k} steps")
+
+
+@pytest.mark.parametrize("make", [lambda: fo.optimizers.Nadam(),
+                                  lambda: fo.optimizers.SGD(use_ema=True),
+                                  lambda: fo.optimizers.SGD(gradient_accumulation_steps=2)],
+                         ids=["Nadam", "SGD-ema", "SGD-accumulation"])
+def test_assigning_hyperparameters_while_another_thread_steps_never_breaks_a_step(make):
+    # Small steps and a short switch interval: the threads interleave inside steps.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        w = np.ones(1000, np.float32)
+        g = np.full(1000, 1e-3, np.float32)
+        opt = make()
+        opt.build({"w": w})
+        errors = []
+
+        def step():
+            try:
+                for _ in range(5000):
+                    opt.apply([g], [w])
+            except Exception as error:  # noqa: BLE001 - the test reports any failure
+                errors.append(error)
+
+        stepper = threading.Thread(target=step)
+        stepper.start()
+        flip = 0
+        while stepper.is_alive():
+            flip += 1
+            opt.clipnorm = 1.0 if flip % 2 else None
+            opt.exclude_from_weight_decay(var_names=["w"] if flip % 2 else None)
+        stepper.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert not errors, errors
+    assert opt._iterations == 5000

@@ -38,8 +38,14 @@ def functions_for(
     return _FLOAT64
 
 
+_POWER = {np.float32: _native.pow_f32, np.float64: _native.pow_f64}
+
+
 def power(x, y):
     """``x ** y`` for a NumPy float scalar ``x``, correctly rounded to ``x``'s dtype (``y`` is
     rounded to that dtype first)."""
     T = type(x)
-    return T(functions_for(T)[0](float(x), float(y)))
+    function = _POWER.get(T)
+    if function is None:
+        function = functions_for(T)[0]
+    return T(function(x, y))

@@ -934,7 +934,7 @@ def _prepare(
         for variable, value in parameters:
             np.copyto(variable, value)
         for sub, excluded, pattern in exclusions:
-            sub.exclude_from_weight_decay(var_list=excluded)
+            sub._set_exclusions(excluded, None)
             if pattern is not None:
                 sub._exclude_from_weight_decay_pattern = pattern
 

@@ -19,6 +19,7 @@ Two Keras features are left out because a NumPy array cannot carry the attribute
 from __future__ import annotations
 
 import collections
+import functools
 import inspect
 import math
 import os
@@ -120,6 +121,36 @@ def check_hyperparameter(name: str, value: Any) -> None:
         raise ValueError(f"Argument `{name}` must be a finite number. Received: {name}={value}")
 
 
+class _SnapshotGuard:
+    """Keeps an optimizer's step guard taken from `__getstate__` until pickle or copy has read
+    the whole state, so a snapshot holds whole steps while another thread steps.
+
+    It is the state's last entry: pickle and deepcopy reduce it after every array, and that
+    releases the guard; it unpickles as None. If the state is dropped unread (a shallow copy,
+    a failed pickle), releasing happens when it is freed.
+    """
+
+    __slots__ = ("release",)
+
+    def __init__(self, release: Any):
+        self.release = release
+
+    def _release(self) -> None:
+        release, self.release = self.release, None
+        if release is not None:
+            release()
+
+    def __reduce__(self) -> Tuple[Any, Tuple[()]]:
+        self._release()
+        return (type(None), ())
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> None:
+        self._release()
+
+    def __del__(self) -> None:
+        self._release()
+
+
 def _refuse_last_iteration() -> None:
     raise ValueError(
         f"The iteration count is at its limit ({_MAX_ITERATIONS}, the kernels' and the "
@@ -148,6 +179,11 @@ def _step_value(value: Any, source: Any) -> float:
     Keras lets a NaN or infinite rate through (the weights become NaN); here it is refused with a
     ValueError before anything changes, as a float rate is, for every optimizer alike.
     """
+    kind = type(value)
+    if kind is float or kind is np.float32 or kind is np.float64:
+        number = float(value)
+        if number - number == 0.0:  # finite: inf - inf and NaN - NaN are NaN
+            return number
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if not _is_number(value):
@@ -230,6 +266,11 @@ class _PlanAttribute:
         return obj.__dict__[self.slot]
 
     def __set__(self, obj: Any, value: Any) -> None:
+        # Between steps: a step that another thread is running reads one consistent set of
+        # hyperparameters and keeps its plan.
+        obj._run_exclusive(self._assign, obj, value)
+
+    def _assign(self, obj: Any, value: Any) -> None:
         obj.__dict__[self.slot] = value
         obj._invalidate_plan()
 
@@ -1121,6 +1162,12 @@ class Optimizer:
                 matches (`re.search`) is excluded. `var_names=["bias"]` excludes every
                 variable whose name contains "bias".
         """
+        # Between steps, as a hyperparameter is assigned (see `_PlanAttribute`).
+        self._run_exclusive(self._set_exclusions, var_list, var_names)
+
+    def _set_exclusions(
+        self, var_list: Optional[Sequence[Any]], var_names: Optional[Sequence[str]]
+    ) -> None:
         self._exclude_from_weight_decay_vars = list(var_list) if var_list else []
         if var_names and len(var_names) > 0:
             self._exclude_from_weight_decay_pattern = re.compile("|".join(set(var_names)))
@@ -1882,6 +1929,22 @@ class Optimizer:
     # --- pickling ------------------------------------------------------------------------
 
     def __getstate__(self) -> Dict[str, Any]:
+        # A snapshot holds whole steps: the step guard is taken here and released once the
+        # arrays have been read (see `_SnapshotGuard`), not when this returns.
+        token = self._step_token
+        try:
+            token.pop()
+        except IndexError:
+            self._wait_for_step(token)
+        try:
+            state = self._snapshot_state()
+        except BaseException:
+            self._release_step(token)
+            raise
+        state["_snapshot_guard"] = _SnapshotGuard(functools.partial(self._release_step, token))
+        return state
+
+    def _snapshot_state(self) -> Dict[str, Any]:
         state = self.__dict__.copy()
         # Derived from object identities or holding native objects: rebuilt after loading.
         for key in (
@@ -1903,6 +1966,7 @@ class Optimizer:
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
+        state.pop("_snapshot_guard", None)
         self.__dict__.update(state)
         self._trainable_variables_indices = {
             id(v): i for i, v in enumerate(self._trainable_variables)

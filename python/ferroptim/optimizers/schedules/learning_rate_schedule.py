@@ -223,21 +223,23 @@ class ExponentialDecay(LearningRateSchedule):
         dtype = _compute_dtype(self.initial_learning_rate)
         return (
             dtype,
-            dtype(1),
             functions_for(dtype)[0],
             dtype(self.initial_learning_rate),
             dtype(self.decay_steps),
-            dtype(self.decay_rate),
+            # The dtype's value as a Python float: the native power takes it without a
+            # conversion per call.
+            float(dtype(self.decay_rate)),
             bool(self.staircase),
         )
 
     def __call__(self, step):
         """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
-        dtype, one, power, initial, decay_steps, decay_rate, staircase = self._constants()
+        dtype, power, initial, decay_steps, decay_rate, staircase = self._constants()
         p = _cast_step(step, dtype) / decay_steps
         if staircase:
             p = _floor(p)
-        return initial * (one * power(decay_rate, p))
+        # The power is a value of the dtype, so a Python float of it meets `initial` exactly.
+        return initial * power(decay_rate, p)
 
     def get_config(self):
         """The constructor arguments of this schedule, as a dict."""
@@ -412,18 +414,17 @@ class PolynomialDecay(LearningRateSchedule):
         end = dtype(self.end_learning_rate)
         return (
             dtype,
-            dtype(1),
             functions_for(dtype)[0],
             initial - end,
             end,
-            dtype(self.power),
+            float(dtype(self.power)),  # for the native power, as ExponentialDecay's rate
             dtype(self.decay_steps),
             bool(self.cycle),
         )
 
     def __call__(self, step):
         """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
-        dtype, one, pow_, span, end, power, decay_steps, cycle = self._constants()
+        dtype, pow_, span, end, power, decay_steps, cycle = self._constants()
         step = _cast_step(step, dtype)
         if cycle:
             if step != 0:
@@ -431,7 +432,7 @@ class PolynomialDecay(LearningRateSchedule):
         elif step > decay_steps:
             step = decay_steps
         p = step / decay_steps
-        return span * (one * pow_(1 - p, power)) + end
+        return span * pow_(1 - p, power) + end
 
     def get_config(self):
         """The constructor arguments of this schedule, as a dict."""
