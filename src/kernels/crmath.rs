@@ -352,7 +352,7 @@ fn f32_if_certain(v: f64, eps: f64) -> Option<f32> {
 fn powi_f32_fast(x: f64, n: u64) -> Option<f32> {
     let mut acc = x;
     let mut products = 0u32;
-    for bit in (0..63 - n.leading_zeros()).rev() {
+    for bit in (0..n.ilog2()).rev() {
         acc *= acc;
         products += 1;
         if (n >> bit) & 1 == 1 {
@@ -377,7 +377,7 @@ fn pow_f32_fast(x: f64, y: f64) -> Option<f32> {
         return powi_f32_fast(x, y as u64);
     }
     let z = y * ln_fast(x);
-    if !(z.abs() < 700.0) {
+    if z.is_nan() || z.abs() >= 700.0 {
         return None;
     }
     let (m, k) = exp_fast(z);
@@ -518,7 +518,7 @@ fn powi_dd(x: f64, n: u64) -> (Dd, i64) {
     let (m, e) = decompose(x);
     let mut acc = Dd::from(m);
     let mut k: i64 = 0;
-    for bit in (0..63 - n.leading_zeros()).rev() {
+    for bit in (0..n.ilog2()).rev() {
         acc = acc.mul(acc);
         k *= 2;
         if (n >> bit) & 1 == 1 {
@@ -532,6 +532,70 @@ fn powi_dd(x: f64, n: u64) -> (Dd, i64) {
         k += shift;
     }
     (acc, k + e * n as i64)
+}
+
+/// The last integer powers computed on this thread, so that a step's `beta^t` comes from the
+/// previous step's `beta^(t-1)` with one product. Only the speed depends on this cache: each
+/// entry carries the bound of its relative error, and a result is returned only when Ziv's
+/// test passes with that bound, so it is the correctly rounded value, the same whatever was
+/// computed before.
+#[derive(Clone, Copy)]
+struct PowiEntry {
+    base: u64,
+    n: u64,
+    m: Dd,
+    k: i64,
+    err: f64,
+}
+
+thread_local! {
+    static POWI_CACHE: std::cell::Cell<([Option<PowiEntry>; 8], usize)> =
+        const { std::cell::Cell::new(([None; 8], 0)) };
+}
+
+/// `x^n = m * 2^k` with a bound on its relative error, from the cache when `n` is the cached
+/// exponent or the next one (the bound grows by 2^-103 per product; past 2^-80 the power is
+/// recomputed).
+fn powi_dd_cached(x: f64, n: u64) -> (Dd, i64, f64) {
+    let base = x.to_bits();
+    let (mut entries, mut next) = POWI_CACHE.get();
+    let found = entries.iter().position(|e| e.is_some_and(|e| e.base == base));
+    let fresh = |n: u64| {
+        let (m, k) = powi_dd(x, n);
+        PowiEntry { base, n, m, k, err: n as f64 * pow2(-100) }
+    };
+    let entry = match found.and_then(|i| entries[i].map(|e| (i, e))) {
+        Some((_, e)) if e.n == n => e,
+        Some((i, e)) if e.n + 1 == n && e.err < pow2(-80) => {
+            let (mx, ex) = decompose(x);
+            let acc = e.m.mul_f(mx);
+            let shift = ((acc.hi.to_bits() >> 52) & 0x7ff) as i64 - 1023;
+            let scale = pow2(-shift);
+            let advanced = PowiEntry {
+                base,
+                n,
+                m: Dd::new(acc.hi * scale, acc.lo * scale),
+                k: e.k + ex + shift,
+                err: e.err + pow2(-103),
+            };
+            entries[i] = Some(advanced);
+            POWI_CACHE.set((entries, next));
+            return (advanced.m, advanced.k, advanced.err);
+        }
+        Some((i, _)) => {
+            let e = fresh(n);
+            entries[i] = Some(e);
+            e
+        }
+        None => {
+            let e = fresh(n);
+            entries[next] = Some(e);
+            next = (next + 1) % entries.len();
+            e
+        }
+    };
+    POWI_CACHE.set((entries, next));
+    (entry.m, entry.k, entry.err)
 }
 
 // ----- exact integer powers -----
@@ -624,9 +688,8 @@ fn pow_rounded(x: f64, y: f64, format: Format) -> f64 {
         }
     }
     if y >= 2.0 && y < pow2(32) && is_integer(y) {
-        let n = y as u64;
-        let (m, k) = powi_dd(ax, n);
-        if let Some(r) = round_scaled(m.hi, m.lo, k, n as f64 * pow2(-100), format) {
+        let (m, k, err) = powi_dd_cached(ax, y as u64);
+        if let Some(r) = round_scaled(m.hi, m.lo, k, err, format) {
             return sign * r;
         }
     }
@@ -825,6 +888,22 @@ mod tests {
             assert!(same(pow_f64(x, n as f64), exact64), "{x}^{n}");
             let exact32 = pow_int_exact(x, n, Format::F32).unwrap();
             assert!(same(f64::from(pow_f32(x as f32, n as f32)), exact32), "{x}^{n} f32");
+        }
+    }
+
+    /// Consecutive powers (one step after another) come from the cache, and give the same bits
+    /// as powers computed from scratch.
+    #[test]
+    fn cached_consecutive_powers_equal_fresh_ones() {
+        for &x in &[0.9, 0.999, 0.95, 1.0001, 0.5 + 1e-9] {
+            let first = 2 + (x * 1000.0) as u64;
+            for n in first..first + 3000 {
+                let cached = pow_f64(x, n as f64);
+                let (m, k) = powi_dd(x, n);
+                let fresh = round_scaled(m.hi, m.lo, k, n as f64 * pow2(-100), Format::F64)
+                    .unwrap_or_else(|| pow_f64(x, n as f64));
+                assert!(same(cached, fresh), "{x}^{n}");
+            }
         }
     }
 

@@ -1731,15 +1731,72 @@ class Optimizer:
                 # Keras resets every accumulator on an update step, not only this call's.
                 resets = [self._accumulated_gradients[i] for i in missing]
 
-        def commit() -> None:
-            # Idempotent: it may run again after an interrupt.
+        self._transact(calls_to_make, resets, step_state, raw)
+
+    def _commit_step(self, resets: List[np.ndarray], step_state: bool, raw: int) -> None:
+        """The Python side of a step, after its native calls. Idempotent: it may run again
+        after an interrupt."""
+        for accumulator in resets:
+            accumulator.fill(0)
+        if step_state:
+            self._end_update_step()
+        self._iterations = raw + 1
+
+    def _transact(
+        self, calls: List[Tuple[Any, ...]], resets: List[np.ndarray], step_state: bool, raw: int
+    ) -> None:
+        """Run a step's native calls `(function, args, names)` in order, then its commit
+        (`_commit_step`), as one transaction: a failure before the first call completes leaves
+        everything as it was; once a call has written, the step is completed whatever arrives
+        meanwhile.
+
+        The calls are validated before the first one writes (each native call checks all of
+        its arrays before writing any; a step of several calls was checked by
+        `_validate_calls`), so what can arrive after a write is an asynchronous exception: a
+        `KeyboardInterrupt` (Ctrl-C) raised when a native call returns, or between two calls.
+        The thread's count of completed native calls (`_native.completed_calls`) tells how far
+        the step got; the rest runs, the commit runs, and then the exception is raised.
+        """
+        if not self._fused_options:
+            # A rule that is not one native call per `_update_step` (Muon, Adafactor: NumPy
+            # writes between native calls) cannot be resumed from the count of native calls;
+            # its step holds Ctrl-C back instead, which its cost (milliseconds) affords.
+            with _sigint_deferred():
+                for function, args, names in calls:
+                    try:
+                        function(*args)
+                    except (TypeError, ValueError) as error:
+                        _name_variables(error, names)
+                        raise
+                self._commit_step(resets, step_state, raw)
+            return
+        start = _completed_calls()
+        try:
+            for function, args, names in calls:
+                try:
+                    function(*args)
+                except (TypeError, ValueError) as error:
+                    _name_variables(error, names)
+                    raise
+            # `_commit_step`, inlined: this runs every step.
             for accumulator in resets:
                 accumulator.fill(0)
             if step_state:
                 self._end_update_step()
             self._iterations = raw + 1
+        except BaseException as error:
+            if _completed_calls() == start:
+                raise  # nothing written
+            if isinstance(error, (TypeError, ValueError)):
+                raise  # a call refused after an earlier one wrote: cannot be completed
 
-        self._transact(calls_to_make, commit)
+            def finish() -> None:
+                for function, args, _ in calls[_completed_calls() - start :]:
+                    function(*args)
+                self._commit_step(resets, step_state, raw)
+
+            _settle(finish)
+            raise
 
     def _learning_rate_ahead(self) -> Optional[float]:
         """The learning rate the next step will use, read once and checked (finite) so that
@@ -1757,59 +1814,6 @@ class Optimizer:
                 f"Received: learning_rate={lr}"
             )
         return lr
-
-    def _transact(self, calls: List[Tuple[Any, ...]], commit: Any) -> None:
-        """Run a step's native calls `(function, args, names)` in order, then `commit`, as one
-        transaction: a failure before the first call completes leaves everything as it was;
-        once a call has written, the step is completed whatever arrives meanwhile.
-
-        The calls are validated before the first one writes (each native call checks all of
-        its arrays before writing any; a step of several calls was checked by
-        `_validate_calls`), so what can arrive after a write is an asynchronous exception: a
-        `KeyboardInterrupt` (Ctrl-C) raised when a native call returns, or between two calls.
-        The thread's count of completed native calls (`_native.completed_calls`) tells how far
-        the step got; the rest runs, the commit runs, and then the exception is raised.
-        `commit` is idempotent (assignments), so it may run twice.
-        """
-        if not self._fused_options:
-            # A rule that is not one native call per `_update_step` (Muon, Adafactor: NumPy
-            # writes between native calls) cannot be resumed from the count of native calls;
-            # its step holds Ctrl-C back instead, which its cost (milliseconds) affords.
-            with _sigint_deferred():
-                for function, args, names in calls:
-                    try:
-                        function(*args)
-                    except (TypeError, ValueError) as error:
-                        _name_variables(error, names)
-                        raise
-                commit()
-            return
-        start = _completed_calls()
-        try:
-            for function, args, names in calls:
-                try:
-                    function(*args)
-                except (TypeError, ValueError) as error:
-                    _name_variables(error, names)
-                    raise
-            commit()
-        except BaseException as error:
-            if _completed_calls() == start:
-                raise  # nothing written
-            if isinstance(error, (TypeError, ValueError)):
-                raise  # a call refused after an earlier one wrote: cannot be completed
-            while True:
-                # Runs again if another interrupt lands while the step completes.
-                try:
-                    for function, args, _ in calls[_completed_calls() - start :]:
-                        function(*args)
-                    commit()
-                    break
-                except (TypeError, ValueError):
-                    raise error from None
-                except BaseException:
-                    continue
-            raise
 
     def _global_clip_scale(self, calls: List[_Call], clipnorm: float) -> float:
         """Keras's `clip_by_global_norm` scale for a step made of several native calls.
