@@ -480,7 +480,11 @@ fn exp_dd(z: Dd) -> (Dd, i64) {
 fn cos_dd(x: f64) -> (Dd, f64) {
     // Beyond 2^60 the reduction below cannot be accurate (nor `k` split safely): reduce by
     // the double nearest 2 pi first. That is deterministic, not correctly rounded.
-    let x = if x >= pow2(60) { x % (4.0 * PIO2.hi) } else { x };
+    let x = if x >= pow2(60) {
+        x % (4.0 * PIO2.hi)
+    } else {
+        x
+    };
     let k = round_int(x * INV_PIO2);
     // k * pi/2 as three exact products (two_prod) and a rounded third term.
     let r = Dd::from(x)
@@ -559,10 +563,18 @@ thread_local! {
 fn powi_dd_cached(x: f64, n: u64) -> (Dd, i64, f64) {
     let base = x.to_bits();
     let (mut entries, mut next) = POWI_CACHE.get();
-    let found = entries.iter().position(|e| e.is_some_and(|e| e.base == base));
+    let found = entries
+        .iter()
+        .position(|e| e.is_some_and(|e| e.base == base));
     let fresh = |n: u64| {
         let (m, k) = powi_dd(x, n);
-        PowiEntry { base, n, m, k, err: n as f64 * pow2(-100) }
+        PowiEntry {
+            base,
+            n,
+            m,
+            k,
+            err: n as f64 * pow2(-100),
+        }
     };
     let entry = match found.and_then(|i| entries[i].map(|e| (i, e))) {
         Some((_, e)) if e.n == n => e,
@@ -862,9 +874,16 @@ mod tests {
             (0.999, 1e30, 0.0),
         ];
         for (x, y, want) in cases {
-            assert!(same(pow_f64(x, y), want), "pow({x}, {y}) = {}", pow_f64(x, y));
             assert!(
-                same(f64::from(pow_f32(x as f32, y as f32)), f64::from(want as f32)),
+                same(pow_f64(x, y), want),
+                "pow({x}, {y}) = {}",
+                pow_f64(x, y)
+            );
+            assert!(
+                same(
+                    f64::from(pow_f32(x as f32, y as f32)),
+                    f64::from(want as f32)
+                ),
                 "powf({x}, {y})"
             );
         }
@@ -882,12 +901,16 @@ mod tests {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
             // A mantissa of 16 bits and an exponent up to 7: at most 112 bits.
-            let x = (1.0 + (rng.next() % 65_536) as f64 / 65_536.0) * pow2(-((rng.next() % 3) as i64));
+            let x =
+                (1.0 + (rng.next() % 65_536) as f64 / 65_536.0) * pow2(-((rng.next() % 3) as i64));
             let n = 1 + rng.next() % 7;
             let exact64 = pow_int_exact(x, n, Format::F64).unwrap();
             assert!(same(pow_f64(x, n as f64), exact64), "{x}^{n}");
             let exact32 = pow_int_exact(x, n, Format::F32).unwrap();
-            assert!(same(f64::from(pow_f32(x as f32, n as f32)), exact32), "{x}^{n} f32");
+            assert!(
+                same(f64::from(pow_f32(x as f32, n as f32)), exact32),
+                "{x}^{n} f32"
+            );
         }
     }
 
@@ -921,7 +944,10 @@ mod tests {
             let (x32, n32) = (f64::from(x as f32), (n % 100_000) as f32);
             let (m, k) = exp_dd(ln_dd(x32).mul_f(f64::from(n32)));
             let want = round_scaled(m.hi, m.lo, k, 0.0, Format::F32).unwrap();
-            assert!(same(f64::from(pow_f32(x32 as f32, n32)), want), "{x32}^{n32} f32");
+            assert!(
+                same(f64::from(pow_f32(x32 as f32, n32)), want),
+                "{x32}^{n32} f32"
+            );
         }
     }
 
@@ -938,7 +964,10 @@ mod tests {
                 let (m, k) = exp_dd(z);
                 round_scaled(m.hi, m.lo, k, 0.0, Format::F32).unwrap()
             };
-            assert!(same(f64::from(pow_f32(x as f32, y as f32)), slow), "pow({x}, {y})");
+            assert!(
+                same(f64::from(pow_f32(x as f32, y as f32)), slow),
+                "pow({x}, {y})"
+            );
             let ln_slow = {
                 let v = ln_dd(x);
                 round_scaled(v.hi, v.lo, 0, 0.0, Format::F32).unwrap()

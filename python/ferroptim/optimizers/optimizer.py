@@ -338,6 +338,17 @@ def _ema(
     _native.ema(params, averages, momentum, overwrite, names=names)
 
 
+def _run_calls(calls: List[Tuple[Any, ...]]) -> None:
+    """Run a step's native calls `(function, args, names)` in order; a refusal names the
+    variables of the call that refused."""
+    for function, args, names in calls:
+        try:
+            function(*args)
+        except (TypeError, ValueError) as error:
+            _name_variables(error, names)
+            raise
+
+
 def _settle(commit: Any) -> None:
     """Run an idempotent `commit` to its end even if interrupts land while it runs (each
     interrupt restarts it; the caller re-raises the one it is handling)."""
@@ -1762,22 +1773,12 @@ class Optimizer:
             # writes between native calls) cannot be resumed from the count of native calls;
             # its step holds Ctrl-C back instead, which its cost (milliseconds) affords.
             with _sigint_deferred():
-                for function, args, names in calls:
-                    try:
-                        function(*args)
-                    except (TypeError, ValueError) as error:
-                        _name_variables(error, names)
-                        raise
+                _run_calls(calls)
                 self._commit_step(resets, step_state, raw)
             return
         start = _completed_calls()
         try:
-            for function, args, names in calls:
-                try:
-                    function(*args)
-                except (TypeError, ValueError) as error:
-                    _name_variables(error, names)
-                    raise
+            _run_calls(calls)
             # `_commit_step`, inlined: this runs every step.
             for accumulator in resets:
                 accumulator.fill(0)
