@@ -65,6 +65,7 @@ _LEARNING_RATE = _Marker("_LEARNING_RATE")
 # `_fast_options` when the StepOptions of a full step change from one call to the next.
 _VARYING = object()
 _completed_calls = _native.completed_calls
+_FLOAT_SCALARS = frozenset((float, np.float32, np.float64))
 
 # The largest `gradient_accumulation_steps` the kernels take (a 32-bit unsigned count).
 _MAX_ACCUMULATION_STEPS = 2**32 - 1
@@ -818,10 +819,15 @@ class Optimizer:
         lr = self._learning_rate
         if isinstance(lr, float):
             value = lr
-        elif isinstance(lr, LearningRateSchedule):
-            value = _step_value(lr(raw), lr)
         else:
-            value = _step_value(lr(), lr)
+            result = lr(raw) if isinstance(lr, LearningRateSchedule) else lr()
+            # `_step_value`'s common case inline (a schedule returns a NumPy float scalar).
+            if type(result) in _FLOAT_SCALARS:
+                value = float(result)
+                if value - value != 0.0:  # NaN or infinite
+                    value = _step_value(result, lr)
+            else:
+                value = _step_value(result, lr)
         if self._decay:
             value = value / (1.0 + self._decay * iterations)
         return value
