@@ -374,22 +374,24 @@ class _sigint_deferred:
     main thread receives Python signals, so elsewhere this does nothing.
     """
 
-    __slots__ = ("previous", "received")
+    __slots__ = ("installed", "previous", "received")
 
     def __enter__(self) -> None:
-        self.previous = None
+        self.installed = False
         self.received: List[Any] = []
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGINT, self._record)
+            self.installed = True
 
     def _record(self, signum: int, frame: Any) -> None:
         self.received.append((signum, frame))
 
     def __exit__(self, *exc_info: Any) -> None:
-        previous = self.previous
-        if previous is None:
+        if not self.installed:
             return
-        signal.signal(signal.SIGINT, previous)
+        previous = self.previous
+        # None: a handler installed outside Python, which the default stands in for.
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
         if self.received:
             if callable(previous):
                 previous(*self.received[0])
