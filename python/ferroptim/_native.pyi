@@ -17,13 +17,48 @@ All arguments are validated before any element changes: on any exception no para
 accumulator or average has been modified.
 """
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, final
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+__all__ = [
+    "StepOptions",
+    "__version__",
+    "adadelta",
+    "adafactor",
+    "adagrad",
+    "adam",
+    "adamax",
+    "all_finite",
+    "check_disjoint",
+    "completed_calls",
+    "cos_f32",
+    "cos_f64",
+    "ema",
+    "ftrl",
+    "get_num_threads",
+    "gradient_sum_squares",
+    "lamb",
+    "lion",
+    "log_f32",
+    "log_f64",
+    "nadam",
+    "newton_schulz",
+    "pow_f32",
+    "pow_f64",
+    "rmsprop",
+    "roofline",
+    "schedule_free_adamw",
+    "set_num_threads",
+    "set_simd_level",
+    "sgd",
+    "simd_level",
+]
+
 __version__: str
 
+@final
 class StepOptions:
     """The cross-cutting parts of a step that are fused into the update pass (Keras order).
 
@@ -43,8 +78,8 @@ class StepOptions:
         (m = ema_momentum, pass 0.0 on the first step); then `w = avg` when ema_overwrite.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         loss_scale: Optional[float] = None,
         accumulators: Optional[Sequence[NDArray[np.floating]]] = None,
@@ -60,7 +95,7 @@ class StepOptions:
         averages: Optional[Sequence[NDArray[np.floating]]] = None,
         ema_momentum: float = 0.0,
         ema_overwrite: bool = False,
-    ) -> None: ...
+    ) -> "StepOptions": ...
 
 def sgd(
     params: Sequence[NDArray[np.floating]],
