@@ -2,9 +2,9 @@
 
 Adafactor's factored second moment and Muon's Newton-Schulz orthogonalization reduce over whole
 tensors, so neither is an element-wise kernel. Their classes mix `Unfused` in: the base class
-then hands `_update_step` the dict of StepOptions keyword arguments instead of a StepOptions
-(see `Optimizer._fused_options`), and the parts of the step around the rule run here, in
-Keras's order:
+then hands `_update_step` the call's cross-cutting parts as a typed `StepParts` record instead
+of one native StepOptions (`Unfused._rule_options`), and the parts of the step around the rule
+run here, in Keras's order:
 
 1. unscale, accumulate, clip: by the kernels themselves. A plain SGD step with learning rate -1
    on zeroed scratch arrays writes `0 - g * (-1)`, exactly the transformed gradient, so the
@@ -20,122 +20,18 @@ given.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import _check_no_aliasing
+from ferroptim.optimizers._plan import StepParts
+from ferroptim.optimizers._step import check_no_aliasing
 
 __all__ = ["Unfused", "StepParts", "decay", "sum_of_squares"]
 
-# The StepOptions keywords of the gradient transforms (step 1 above), besides the accumulators.
-_GRADIENT_KEYS = ("loss_scale", "accumulation_steps", "accumulate_only")
-_CLIP_KEYS = ("clipnorm", "global_clipnorm", "clipvalue", "clip_scale")
 # Elements per chunk of `sum_of_squares`: the chunk's squares stay in cache.
 _CHUNK = 1 << 15
-
-
-class StepParts:
-    """The StepOptions keyword arguments of one call (as `Optimizer._options` builds them),
-    taken apart.
-
-    Args:
-        options: the dict, or None when no cross-cutting feature is on.
-    """
-
-    __slots__ = (
-        "accumulate_only",
-        "accumulators",
-        "clip",
-        "transforms",
-        "weight_decay",
-        "weight_decay_mask",
-        "averages",
-        "ema_momentum",
-        "ema_overwrite",
-    )
-
-    def __init__(self, options: Optional[Dict[str, Any]]):
-        options = options or {}
-        self.accumulate_only = bool(options.get("accumulate_only", False))
-        self.accumulators = options.get("accumulators")
-        self.transforms = {k: options[k] for k in _GRADIENT_KEYS if k in options}
-        # (keyword, value) of the one clipping rule of this call, or None.
-        self.clip: Optional[Tuple[str, float]] = next(
-            ((k, options[k]) for k in _CLIP_KEYS if k in options), None
-        )
-        self.weight_decay: Optional[float] = options.get("weight_decay")
-        self.weight_decay_mask: Optional[List[bool]] = options.get("weight_decay_mask")
-        self.averages: Optional[List[np.ndarray]] = options.get("averages")
-        self.ema_momentum = float(options.get("ema_momentum", 0.0))
-        self.ema_overwrite = bool(options.get("ema_overwrite", False))
-
-    @property
-    def transforms_gradients(self) -> bool:
-        """Whether the gradients need step 1 (unscale, accumulate or clip)."""
-        return bool(self.transforms) or self.clip is not None
-
-    def decays(self, position: int) -> bool:
-        """Whether the base weight decay applies to the call's tensor at `position`."""
-        if self.weight_decay is None:
-            return False
-        return self.weight_decay_mask is None or self.weight_decay_mask[position]
-
-    def gradient_kwargs(
-        self,
-        positions: Optional[Sequence[int]] = None,
-        clip: Any = ...,
-    ) -> Dict[str, Any]:
-        """The StepOptions keyword arguments of step 1 for the call's tensors at `positions`.
-
-        Args:
-            positions: a subset of the call, in order (None: the whole call).
-            clip: (keyword, value) replacing the call's clipping rule, None for no clipping;
-                by default the call's rule.
-        """
-        kwargs: Dict[str, Any] = dict(self.transforms)
-        if self.accumulators is not None:
-            kwargs["accumulators"] = (
-                self.accumulators
-                if positions is None
-                else [self.accumulators[k] for k in positions]
-            )
-        if clip is ...:
-            clip = self.clip
-        if clip is not None:
-            kwargs[clip[0]] = clip[1]
-        return kwargs
-
-    def gradient_options(
-        self, positions: Optional[Sequence[int]] = None, clip: Any = ...
-    ) -> Optional[_native.StepOptions]:
-        """`gradient_kwargs` as a StepOptions, or None when there is nothing to do."""
-        kwargs = self.gradient_kwargs(positions, clip)
-        return _native.StepOptions(**kwargs) if kwargs else None
-
-    def ema_kwargs(self, positions: Optional[Sequence[int]] = None) -> Dict[str, Any]:
-        """The StepOptions keyword arguments of step 4 for the call's tensors at `positions`."""
-        if self.averages is None:
-            return {}
-        averages = (
-            self.averages if positions is None else [self.averages[k] for k in positions]
-        )
-        return {
-            "averages": averages,
-            "ema_momentum": self.ema_momentum,
-            "ema_overwrite": self.ema_overwrite,
-        }
-
-    def apply_ema(
-        self, params: Sequence[np.ndarray], positions: Optional[Sequence[int]] = None
-    ) -> None:
-        """Step 4 for `params` (the call's tensors at `positions`; None: all of them)."""
-        kwargs = self.ema_kwargs(positions)
-        if kwargs:
-            _native.ema(
-                params, kwargs["averages"], kwargs["ema_momentum"], kwargs["ema_overwrite"]
-            )
 
 
 class Unfused:
@@ -145,7 +41,9 @@ class Unfused:
     Scratch memory and per-call caches are created on first use and left out of pickles.
     """
 
-    _fused_options = False
+    # NumPy writes between native calls: an interrupted step cannot be resumed from the
+    # count of completed native calls (see `Optimizer._transact`).
+    _step_resumable = False
     # Attributes rebuilt on demand (`_transient`), never pickled.
     _TRANSIENT: Tuple[str, ...] = ("_unfused_calls", "_unfused_gradients")
 
@@ -154,6 +52,11 @@ class Unfused:
         for key in self._TRANSIENT:
             state.pop(key, None)
         return state
+
+    def _rule_options(self, parts: StepParts) -> StepParts:
+        """`_update_step` receives the cross-cutting parts as a `StepParts` record and applies
+        them itself (see the module docstring)."""
+        return parts
 
     def _transient(self, key: str) -> Dict[Any, Any]:
         """The dict held in attribute `key`, created empty if missing."""
@@ -201,7 +104,7 @@ class Unfused:
         checked = list(calls[0][2])
         if also_written:
             names = self._trainable_variable_names  # type: ignore[attr-defined]
-            _check_no_aliasing(
+            check_no_aliasing(
                 [(names[i], g) for i, g in zip(indices, checked)], list(also_written)
             )
         return checked

@@ -193,11 +193,10 @@ class Adafactor(Unfused, Optimizer):
         grads: Sequence[Any],
         slots: Dict[str, List[np.ndarray]],
         learning_rate: float,
-        options: Optional[Dict[str, Any]],
+        parts: StepParts,
     ) -> None:
         indices = self._call_indices(params)
         checked = self._checked_gradients(indices, grads)
-        parts = StepParts(options)
         if parts.transforms_gradients:
             checked = self._transformed_gradients(
                 indices, checked, parts.gradient_options(), parts.accumulate_only

@@ -11,7 +11,8 @@ import numpy as np
 
 from ferroptim import _native
 from ferroptim.optimizers._composite import Composite
-from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, _name_variables, _settle
+from ferroptim.optimizers._step import name_variables, settle
+from ferroptim.optimizers.optimizer import Optimizer, ParamsArg
 
 __all__ = ["LossScaleOptimizer"]
 
@@ -201,12 +202,12 @@ class LossScaleOptimizer(Composite, Optimizer):
         try:
             finite = _native.all_finite([g for g in values if g is not None])
         except (TypeError, ValueError) as error:
-            _name_variables(error, self._gradient_names(grads, trainable_variables))
+            name_variables(error, self._gradient_names(grads, trainable_variables))
             raise
         counter, scale = int(self.step_counter), self.dynamic_scale[()]
         if not finite:
             halved = scale / np.float32(2.0)
-            _settle(lambda: self._set_scale(0, halved))
+            settle(lambda: self._set_scale(0, halved))
             return
         if counter == self.dynamic_growth_steps - 1:
             with np.errstate(over="ignore"):
@@ -232,7 +233,7 @@ class LossScaleOptimizer(Composite, Optimizer):
         except BaseException:
             if inner._iterations != before:
                 # The inner step is done (an interrupt arrived as it returned): so is ours.
-                _settle(lambda: self._set_scale(*after))
+                settle(lambda: self._set_scale(*after))
             raise
 
     def _set_scale(self, counter: int, scale: Any) -> None:

@@ -8,7 +8,8 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 from ferroptim.optimizers._composite import Composite
-from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, _settle, check_hyperparameter
+from ferroptim.optimizers._step import settle
+from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, check_hyperparameter
 
 __all__ = ["MultiOptimizer", "OptimizerMap"]
 
@@ -376,7 +377,7 @@ class MultiOptimizer(Composite, Optimizer):
             ):
                 raise
             # Interrupted after a sub-step wrote: the others follow, then the exception.
-            _settle(run_remaining)
+            settle(run_remaining)
             raise
 
     def finalize_variable_values(self, var_list: ParamsArg) -> None:

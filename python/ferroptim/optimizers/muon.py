@@ -222,14 +222,13 @@ class Muon(Unfused, Optimizer):
         grads: Sequence[Any],
         slots: Dict[str, List[np.ndarray]],
         learning_rate: float,
-        options: Optional[Dict[str, Any]],
+        parts: StepParts,
     ) -> None:
         indices = self._call_indices(params)
         velocities = [self._velocities[i] for i in indices]
         checked = self._checked_gradients(
             indices, grads, [v for v in velocities if v is not None]
         )
-        parts = StepParts(options)
         adam = [k for k, v in enumerate(velocities) if v is not None]
         muon = [k for k, v in enumerate(velocities) if v is None]
         adam_clip = muon_clip = parts.clip
