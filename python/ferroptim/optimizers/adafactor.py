@@ -10,7 +10,12 @@ import numpy as np
 from ferroptim import _native
 from ferroptim.optimizers._scalar_math import power
 from ferroptim.optimizers._unfused import _CHUNK, StepParts, Unfused, decay, sum_of_squares
-from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, check_hyperparameter
+from ferroptim.optimizers.optimizer import (
+    Optimizer,
+    ParamsArg,
+    check_hyperparameter,
+    keras_signature,
+)
 
 __all__ = ["Adafactor"]
 
@@ -86,6 +91,7 @@ class Adafactor(Unfused, Optimizer):
 
     _TRANSIENT = Unfused._TRANSIENT + ("_adafactor_work", "_adafactor_factored")
 
+    @keras_signature(name="adafactor")
     def __init__(
         self,
         learning_rate: Any = 0.001,
@@ -94,32 +100,9 @@ class Adafactor(Unfused, Optimizer):
         epsilon_2: float = 1e-3,
         clip_threshold: float = 1.0,
         relative_step: bool = True,
-        weight_decay: Optional[float] = None,
-        clipnorm: Optional[float] = None,
-        clipvalue: Optional[float] = None,
-        global_clipnorm: Optional[float] = None,
-        use_ema: bool = False,
-        ema_momentum: float = 0.99,
-        ema_overwrite_frequency: Optional[int] = None,
-        loss_scale_factor: Optional[float] = None,
-        gradient_accumulation_steps: Optional[int] = None,
-        name: Optional[str] = "adafactor",
-        **kwargs: Any,
+        **base: Any,
     ):
-        super().__init__(
-            learning_rate=learning_rate,
-            name=name,
-            weight_decay=weight_decay,
-            clipnorm=clipnorm,
-            clipvalue=clipvalue,
-            global_clipnorm=global_clipnorm,
-            use_ema=use_ema,
-            ema_momentum=ema_momentum,
-            ema_overwrite_frequency=ema_overwrite_frequency,
-            loss_scale_factor=loss_scale_factor,
-            gradient_accumulation_steps=gradient_accumulation_steps,
-            **kwargs,
-        )
+        super().__init__(learning_rate, **base)
         for argument, value in (
             ("beta_2_decay", beta_2_decay),
             ("epsilon_1", epsilon_1),

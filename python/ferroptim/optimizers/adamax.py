@@ -7,7 +7,12 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, check_hyperparameter
+from ferroptim.optimizers.optimizer import (
+    Optimizer,
+    ParamsArg,
+    check_hyperparameter,
+    keras_signature,
+)
 
 __all__ = ["Adamax"]
 
@@ -47,38 +52,16 @@ class Adamax(Optimizer):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    @keras_signature(name="adamax")
     def __init__(
         self,
         learning_rate: Any = 0.001,
         beta_1: float = 0.9,
         beta_2: float = 0.999,
         epsilon: Optional[float] = 1e-7,
-        weight_decay: Optional[float] = None,
-        clipnorm: Optional[float] = None,
-        clipvalue: Optional[float] = None,
-        global_clipnorm: Optional[float] = None,
-        use_ema: bool = False,
-        ema_momentum: float = 0.99,
-        ema_overwrite_frequency: Optional[int] = None,
-        loss_scale_factor: Optional[float] = None,
-        gradient_accumulation_steps: Optional[int] = None,
-        name: Optional[str] = "adamax",
-        **kwargs: Any,
+        **base: Any,
     ):
-        super().__init__(
-            learning_rate=learning_rate,
-            name=name,
-            weight_decay=weight_decay,
-            clipnorm=clipnorm,
-            clipvalue=clipvalue,
-            global_clipnorm=global_clipnorm,
-            use_ema=use_ema,
-            ema_momentum=ema_momentum,
-            ema_overwrite_frequency=ema_overwrite_frequency,
-            loss_scale_factor=loss_scale_factor,
-            gradient_accumulation_steps=gradient_accumulation_steps,
-            **kwargs,
-        )
+        super().__init__(learning_rate, **base)
         epsilon = 1e-7 if epsilon is None else epsilon
         for argument, value in (("beta_1", beta_1), ("beta_2", beta_2), ("epsilon", epsilon)):
             check_hyperparameter(argument, value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ferroptim.optimizers.adam import Adam
+from ferroptim.optimizers.optimizer import keras_signature
 
 __all__ = ["AdamW"]
 
@@ -43,6 +44,7 @@ class AdamW(Adam):
         loss_scale_factor, gradient_accumulation_steps, name, **kwargs: see `Optimizer`.
     """
 
+    @keras_signature(name="adamw")
     def __init__(
         self,
         learning_rate: Any = 0.001,
@@ -51,34 +53,16 @@ class AdamW(Adam):
         beta_2: float = 0.999,
         epsilon: Optional[float] = 1e-7,
         amsgrad: bool = False,
-        clipnorm: Optional[float] = None,
-        clipvalue: Optional[float] = None,
-        global_clipnorm: Optional[float] = None,
-        use_ema: bool = False,
-        ema_momentum: float = 0.99,
-        ema_overwrite_frequency: Optional[int] = None,
-        loss_scale_factor: Optional[float] = None,
-        gradient_accumulation_steps: Optional[int] = None,
-        name: Optional[str] = "adamw",
-        **kwargs: Any,
+        **base: Any,
     ):
         super().__init__(
-            learning_rate=learning_rate,
+            learning_rate,
             beta_1=beta_1,
             beta_2=beta_2,
             epsilon=epsilon,
             amsgrad=amsgrad,
-            name=name,
             weight_decay=weight_decay,
-            clipnorm=clipnorm,
-            clipvalue=clipvalue,
-            global_clipnorm=global_clipnorm,
-            use_ema=use_ema,
-            ema_momentum=ema_momentum,
-            ema_overwrite_frequency=ema_overwrite_frequency,
-            loss_scale_factor=loss_scale_factor,
-            gradient_accumulation_steps=gradient_accumulation_steps,
-            **kwargs,
+            **base,
         )
         if self.weight_decay is None:
             raise ValueError(

@@ -11,7 +11,12 @@ import numpy as np
 
 from ferroptim import _native
 from ferroptim.optimizers._unfused import StepParts, Unfused, decay
-from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, check_hyperparameter
+from ferroptim.optimizers.optimizer import (
+    Optimizer,
+    ParamsArg,
+    check_hyperparameter,
+    keras_signature,
+)
 
 __all__ = ["Muon"]
 
@@ -104,6 +109,7 @@ class Muon(Unfused, Optimizer):
 
     _TRANSIENT = Unfused._TRANSIENT + ("_muon_work",)
 
+    @keras_signature(name=None)
     def __init__(
         self,
         learning_rate: Any = 0.001,
@@ -112,15 +118,7 @@ class Muon(Unfused, Optimizer):
         adam_weight_decay: Optional[float] = 0.004,
         epsilon: float = 1e-7,
         weight_decay: Optional[float] = 0.004,
-        clipnorm: Optional[float] = None,
-        clipvalue: Optional[float] = None,
-        global_clipnorm: Optional[float] = None,
-        use_ema: bool = False,
-        ema_momentum: float = 0.99,
-        ema_overwrite_frequency: Optional[int] = None,
-        loss_scale_factor: Optional[float] = None,
-        gradient_accumulation_steps: Optional[int] = None,
-        name: Optional[str] = None,
+        *,
         exclude_layers: Optional[List[str]] = None,
         exclude_embeddings: bool = True,
         muon_a: float = 3.4445,
@@ -131,22 +129,9 @@ class Muon(Unfused, Optimizer):
         ns_steps: int = 5,
         nesterov: bool = True,
         rms_rate: Optional[float] = 0.2,
-        **kwargs: Any,
+        **base: Any,
     ):
-        super().__init__(
-            learning_rate=learning_rate,
-            name=name,
-            weight_decay=weight_decay,
-            clipnorm=clipnorm,
-            clipvalue=clipvalue,
-            global_clipnorm=global_clipnorm,
-            use_ema=use_ema,
-            ema_momentum=ema_momentum,
-            ema_overwrite_frequency=ema_overwrite_frequency,
-            loss_scale_factor=loss_scale_factor,
-            gradient_accumulation_steps=gradient_accumulation_steps,
-            **kwargs,
-        )
+        super().__init__(learning_rate, weight_decay=weight_decay, **base)
         for argument, value in (
             ("adam_beta_1", adam_beta_1),
             ("adam_beta_2", adam_beta_2),

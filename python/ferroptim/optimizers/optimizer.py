@@ -21,12 +21,14 @@ Two Keras features are left out because a NumPy array cannot carry the attribute
 from __future__ import annotations
 
 import collections
+import functools
+import inspect
 import math
 import re
 import warnings
 from itertools import repeat
 from operator import is_, is_not
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 
@@ -50,7 +52,7 @@ from ferroptim.optimizers._variables import (
 )
 from ferroptim.optimizers.schedules import LearningRateSchedule
 
-__all__ = ["Optimizer", "ParamsArg", "check_hyperparameter"]
+__all__ = ["Optimizer", "ParamsArg", "check_hyperparameter", "keras_signature"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NONES = repeat(None)
@@ -827,3 +829,61 @@ class Optimizer(StepEngine, VariableTable):
 
 # `apply` holds its optimizer's guard in its local `guard` (see `StepGuard.held_here`).
 register_holder(Optimizer.apply)
+
+
+_Init = TypeVar("_Init", bound=Callable[..., None])
+# `Optimizer.__init__`'s arguments that `keras_signature` adds to a subclass's own.
+_BASE_SKIPPED = ("self", "learning_rate", "name", "kwargs")
+
+
+def keras_signature(name: Optional[str] = None) -> Callable[[_Init], _Init]:
+    """Give a subclass's `__init__` Keras's whole signature from its own arguments only.
+
+    The decorated `__init__` declares `learning_rate` and the optimizer's own arguments, then
+    `**base`, and passes `**base` on to `super().__init__`. Keras's signature lists, after
+    the own arguments, every argument of the base class in `BaseOptimizer`'s order (a subclass
+    may declare one of them itself, as AdamW declares `weight_decay` second), then `name`, then
+    `**kwargs`; they are positional too (`RMSprop(0.5, 0.8, 0.25, 0.125, True, 0.01)` sets
+    `weight_decay`). Own arguments declared keyword-only (after `*`) come after `name`, where
+    Keras puts Muon's. `inspect.signature` shows the whole signature.
+
+    Args:
+        name: the default of `name` (Keras's: the snake-case class name, or None for an
+            automatic name).
+    """
+
+    def decorate(init: _Init) -> _Init:
+        declared = list(inspect.signature(init).parameters.values())
+        own = [p for p in declared if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        late = [
+            p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            for p in declared
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        ]
+        taken = {p.name for p in declared}
+        base = [
+            p
+            for p in inspect.signature(Optimizer.__init__).parameters.values()
+            if p.name not in _BASE_SKIPPED and p.name not in taken
+        ]
+        named = inspect.Parameter(
+            "name", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=name, annotation="Optional[str]"
+        )
+        extra = inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD, annotation="Any")
+        signature = inspect.Signature(own + base + [named] + late + [extra])
+        own_names = [p.name for p in own[1:] + late]
+
+        @functools.wraps(init)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = bound.arguments
+            del arguments["self"]
+            rest = arguments.pop("kwargs")
+            mine = {key: arguments.pop(key) for key in own_names}
+            init(self, **mine, **arguments, **rest)
+
+        __init__.__signature__ = signature  # type: ignore[attr-defined]
+        return __init__  # type: ignore[return-value]
+
+    return decorate
