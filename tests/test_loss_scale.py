@@ -513,3 +513,18 @@ def test_docstring_examples_run():
 
     results = doctest.testmod(module)
     assert results.attempted > 0 and results.failed == 0
+
+
+def test_inner_configuration_is_not_changed_during_a_step():
+    # The dynamic scale reaches the inner step as an argument, not by assigning the inner
+    # optimizer's `loss_scale_factor`: code that runs inside the step (here the learning-rate
+    # callable) sees the inner configuration as the user left it, and the step is the same as
+    # dividing the gradient by the scale first (powers of two: exact).
+    seen = []
+    inner = SGD(learning_rate=lambda: seen.append(inner.loss_scale_factor) or 0.5)
+    opt = LossScaleOptimizer(inner, initial_scale=8.0)
+    w = np.array([1.0, 2.0], np.float32)
+    opt.apply([np.array([16.0, -8.0], np.float32)], [w])
+    np.testing.assert_array_equal(w, np.array([1.0 - 0.5 * 2.0, 2.0 + 0.5 * 1.0], np.float32))
+    assert seen == [None]
+    assert inner.loss_scale_factor is None

@@ -305,7 +305,10 @@ def build_plan(optimizer: Any) -> StepPlan:
         plan.fast_slots = group.slots
         plan.fast_names = group.names
         if not (optimizer.use_ema or optimizer._accumulation_steps or optimizer._has_step_state):
-            plan.fast_options = optimizer._call_options(group, None, False, 0.0, False, None)
+            factor = optimizer.loss_scale_factor
+            plan.fast_options = optimizer._call_options(
+                group, None, False, 0.0, False, None, None if factor is None else float(factor)
+            )
         plan.fast_params = group.params
     else:
         plan.writable = written_arrays(optimizer, range(len(variables)))
@@ -347,6 +350,7 @@ def step_parts(
     ema_momentum: float,
     ema_overwrite: bool,
     clip_scale: Optional[float],
+    loss_scale: Optional[float],
 ) -> StepParts:
     """The cross-cutting parts of one call.
 
@@ -355,10 +359,9 @@ def step_parts(
         accumulate_only, ema_momentum, ema_overwrite: this step's values.
         clip_scale: the global-norm scale of a step of several calls, which replaces the
             clipping rule (see `Optimizer._global_clip_scale`).
+        loss_scale: this step's loss scale (see `Optimizer._loss_scale`), or None.
     """
-    parts = StepParts()
-    if optimizer.loss_scale_factor is not None:
-        parts.loss_scale = float(optimizer.loss_scale_factor)
+    parts = StepParts(loss_scale=loss_scale)
     if optimizer._accumulation_steps:
         parts.accumulators = (
             group.accumulators

@@ -160,6 +160,7 @@ class StepEngine:
     _plan: StepPlan
     _has_step_state: bool
     _step_resumable: bool
+    _run_exclusive: Callable[..., Any]
     _step_guard: StepGuard
     _learning_rate: Any
     _decay: float
@@ -176,6 +177,36 @@ class StepEngine:
     _end_update_step: Callable[[], None]
     _names_and_variables: Callable[[ParamsArg], Tuple[List[str], List[Any]]]
     build: Callable[[ParamsArg], None]
+
+    # A loss scale lent by a wrapper for the step running now (see `_apply_scaled`).
+    _pinned_loss_scale: Optional[float] = None
+
+    def _apply_scaled(
+        self, grads: Any, trainable_variables: Optional[ParamsArg], loss_scale: float
+    ) -> None:
+        """`apply` with the gradients divided by `loss_scale` first, in the kernels' fused pass,
+        as if it were this optimizer's `loss_scale_factor` for this one step: the hook of a
+        wrapper that owns the loss scale (`LossScaleOptimizer`), for an optimizer whose own
+        `loss_scale_factor` is None. Holds the step guard."""
+        self._run_exclusive(self._apply_scaled_held, grads, trainable_variables, loss_scale)
+
+    def _apply_scaled_held(
+        self, grads: Any, trainable_variables: Optional[ParamsArg], loss_scale: float
+    ) -> None:
+        self._pinned_loss_scale = loss_scale
+        try:
+            self._apply_general(grads, trainable_variables)
+        finally:
+            self._pinned_loss_scale = None
+
+    def _loss_scale(self) -> Optional[float]:
+        """The loss scale of the step running now: a wrapper's (`_apply_scaled`), else the
+        optimizer's `loss_scale_factor`."""
+        pinned = self._pinned_loss_scale
+        if pinned is not None:
+            return pinned
+        factor = self.loss_scale_factor
+        return None if factor is None else float(factor)
 
     def _apply_general(self, grads: Any, trainable_variables: Optional[ParamsArg]) -> None:
         prepared = self._prepare_step(grads, trainable_variables)
@@ -420,11 +451,19 @@ class StepEngine:
         ema_momentum: float,
         ema_overwrite: bool,
         clip_scale: Optional[float],
+        loss_scale: Optional[float],
     ) -> Any:
         """What `_update_step` receives as `options` for one call (see `_rule_options`)."""
         return self._rule_options(
             step_parts(
-                self, group, members, accumulate_only, ema_momentum, ema_overwrite, clip_scale
+                self,
+                group,
+                members,
+                accumulate_only,
+                ema_momentum,
+                ema_overwrite,
+                clip_scale,
+                loss_scale,
             )
         )
 
@@ -464,14 +503,20 @@ class StepEngine:
         # Every native call of the step, prepared first; then they run as one transaction.
         calls_to_make: List[Tuple[Any, ...]] = []
         key = (accumulate_only, ema_momentum, ema_overwrite)
+        loss_scale = self._loss_scale()
+        # The options of a full-group call are cached in the plan, except with a loss scale a
+        # wrapper lends for this step only.
+        cached = clip_scale is None and self._pinned_loss_scale is None
         for group, members, grads in calls:
-            if members is None and clip_scale is None:
+            if members is None and cached:
                 options = group.options.get(key, VARYING)
                 if options is VARYING:
-                    options = group.options[key] = self._call_options(group, None, *key, None)
+                    options = group.options[key] = self._call_options(
+                        group, None, *key, None, loss_scale
+                    )
                 params, slots, names = group.params, group.slots, group.names
             else:
-                options = self._call_options(group, members, *key, clip_scale)
+                options = self._call_options(group, members, *key, clip_scale, loss_scale)
                 chosen = group.indices if members is None else members
                 params = [self._trainable_variables[i] for i in chosen]
                 names = [self._trainable_variable_names[i] for i in chosen]
@@ -583,8 +628,9 @@ class StepEngine:
         (cast to the variable's dtype, unscaled and averaged in that dtype), with no copy.
         """
         kwargs: Dict[str, Any] = {}
-        if self.loss_scale_factor is not None:
-            kwargs["loss_scale"] = float(self.loss_scale_factor)
+        loss_scale = self._loss_scale()
+        if loss_scale is not None:
+            kwargs["loss_scale"] = loss_scale
         total = 0.0
         for group, members, grads in calls:
             chosen = group.indices if members is None else members

@@ -218,13 +218,9 @@ class LossScaleOptimizer(Composite, Optimizer):
         before = inner._iterations
         try:
             if inner.loss_scale_factor is None:
-                # The inner step divides by its loss scale first, in the same pass as the
-                # update; Keras divides by the scale before the inner step: the same numbers.
-                inner.loss_scale_factor = float(scale)
-                try:
-                    inner.apply(grads, trainable_variables)
-                finally:
-                    inner.loss_scale_factor = None
+                # The inner step divides by the scale first, in the same pass as the update;
+                # Keras divides by the scale before the inner step: the same numbers.
+                inner._apply_scaled(grads, trainable_variables, float(scale))
             else:
                 # A factor set on the inner optimizer after it was wrapped: Keras divides by
                 # the dynamic scale, then the inner step divides by its own factor.

@@ -353,6 +353,7 @@ class MultiOptimizer(Composite, Optimizer):
         rates = [sub._learning_rate_ahead() for sub, _ in dispatch]
         before = [sub._iterations for sub, _ in dispatch]
         raw = self._iterations
+        loss_scale = self._pinned_loss_scale
 
         def run_remaining() -> None:
             # A sub-step is done when its own count moved (each is a transaction itself).
@@ -360,11 +361,14 @@ class MultiOptimizer(Composite, Optimizer):
                 if sub._iterations != count:
                     continue
                 sub._pinned_learning_rate = lr
+                sub_grads = [grads_at[i] for i in present]
+                sub_variables = [self._trainable_variables[i] for i in present]
                 try:
-                    sub.apply(
-                        [grads_at[i] for i in present],
-                        [self._trainable_variables[i] for i in present],
-                    )
+                    if loss_scale is None:
+                        sub.apply(sub_grads, sub_variables)
+                    else:
+                        # The scale a wrapper lent this step (see `_apply_scaled`) goes on.
+                        sub._apply_scaled(sub_grads, sub_variables, loss_scale)
                 finally:
                     sub._pinned_learning_rate = None
             self._iterations = raw + 1

@@ -141,6 +141,11 @@ class Optimizer(StepEngine, VariableTable):
       its optimizers writes.
     - `_rule_options(parts)`: the form in which `_update_step` receives a call's cross-cutting
       parts (`_unfused.Unfused` takes the `StepParts` record itself).
+
+    Hooks of a wrapper: `_apply_scaled(grads, trainable_variables, loss_scale)` steps with a
+    loss scale lent for that step only (`LossScaleOptimizer`); `_step(calls, missing)` runs a
+    prepared, validated step and is what a wrapper that dispatches to other optimizers
+    overrides (`MultiOptimizer`).
     """
 
     # True in a subclass with state that advances once per update step outside its slots
