@@ -9,20 +9,23 @@ registry has a record and every record a registered class.
 Constructor arguments below may hold a `LearningRate`: a schedule or callable that each test
 builds fresh (schedules are objects an optimizer owns) together with its twin for the reference.
 `build(case, kwargs)` and `reference_kwargs(kwargs)` convert them.
+
+Tests of the step machinery itself (threads, fork, signals, sizes past 2**31, the wrappers, the
+Keras end-to-end scenarios) run it through the one optimizer that takes the path they test; they
+are not per-optimizer and do not read this table.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
 from typing import Any, Callable, Mapping, Optional, Tuple
 
+import pytest
 from hypothesis import strategies as st
 
 import ferroptim as fo
 import reference as ref
 
-O = fo.optimizers
 Kwargs = Mapping[str, Any]
 
 
@@ -68,7 +71,7 @@ def _piecewise(step: int) -> float:
 # with the raw iteration count) without depending on how a schedule rounds.
 SCHEDULE = LearningRate(
     "PiecewiseConstantDecay",
-    lambda: O.schedules.PiecewiseConstantDecay([1, 3], [2.0**-4, 2.0**-5, 2.0**-6]),
+    lambda: fo.optimizers.schedules.PiecewiseConstantDecay([1, 3], [2.0**-4, 2.0**-5, 2.0**-6]),
     lambda: _piecewise,
 )
 # A learning-rate callable taking no argument (Keras calls it at every read).
@@ -76,10 +79,12 @@ CALLABLE = LearningRate("callable", lambda: (lambda: 2.0**-7), lambda: (lambda: 
 # Schedules with state worth checkpointing: a staircase decay and a warm-up.
 DECAY = LearningRate(
     "ExponentialDecay",
-    lambda: O.schedules.ExponentialDecay(0.05, decay_steps=2, decay_rate=0.7, staircase=True),
+    lambda: fo.optimizers.schedules.ExponentialDecay(0.05, decay_steps=2, decay_rate=0.7,
+                                                     staircase=True),
 )
 WARMUP = LearningRate(
-    "CosineDecay", lambda: O.schedules.CosineDecay(0.02, 20, warmup_target=0.05, warmup_steps=3)
+    "CosineDecay",
+    lambda: fo.optimizers.schedules.CosineDecay(0.02, 20, warmup_target=0.05, warmup_steps=3),
 )
 
 
@@ -184,7 +189,7 @@ def _adam_slots() -> Tuple[str, ...]:
 
 OPTIMIZERS: Tuple[OptimizerCase, ...] = (
     OptimizerCase(
-        O.SGD, ref.SGDRule, elementwise=True, fused=True,
+        fo.optimizers.SGD, ref.SGDRule, elementwise=True, fused=True,
         own_defaults={"momentum": 0.0, "nesterov": False},
         default_learning_rate=0.01, default_name=None, decays_alone=True,
         slots=(({}, ()),
@@ -218,7 +223,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         cross_dispatch=({"learning_rate": 0.05, "momentum": 0.9, "nesterov": True},),
     ),
     OptimizerCase(
-        O.RMSprop, ref.RMSpropRule, elementwise=True, fused=True,
+        fo.optimizers.RMSprop, ref.RMSpropRule, elementwise=True, fused=True,
         own_defaults={"rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False},
         default_name="rmsprop", keras2_epsilon=True, decays_alone=True,
         slots=(
@@ -255,7 +260,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         cross_dispatch=({"momentum": 0.5, "centered": True},),
     ),
     OptimizerCase(
-        O.Adam, ref.AdamRule, elementwise=True, fused=True,
+        fo.optimizers.Adam, ref.AdamRule, elementwise=True, fused=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False},
         default_name="adam", keras2_epsilon=True, decays_alone=True,
         slots=(({}, _adam_slots()),
@@ -291,7 +296,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
                              "beta_2": 0.95}),
     ),
     OptimizerCase(
-        O.AdamW, ref.AdamRule, elementwise=True, fused=True,
+        fo.optimizers.AdamW, ref.AdamRule, elementwise=True, fused=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False},
         default_name="adamw", keras2_epsilon=True, decays_alone=True,
         slots=(({}, _adam_slots()),),
@@ -315,7 +320,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         cross_dispatch=({"learning_rate": 0.01, "weight_decay": 0.1, "amsgrad": True},),
     ),
     OptimizerCase(
-        O.Adadelta, ref.AdadeltaRule, elementwise=True, fused=True,
+        fo.optimizers.Adadelta, ref.AdadeltaRule, elementwise=True, fused=True,
         own_defaults={"rho": 0.95, "epsilon": 1e-7},
         default_name="adadelta", keras2_epsilon=True, decays_alone=True,
         slots=(({}, ("dense_kern_accumulated_grad", "dense_kern_accumulated_delta_var",
@@ -338,7 +343,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         cross_dispatch=({"learning_rate": 1.0, "rho": 0.8},),
     ),
     OptimizerCase(
-        O.Adagrad, ref.AdagradRule, elementwise=True, fused=True,
+        fo.optimizers.Adagrad, ref.AdagradRule, elementwise=True, fused=True,
         own_defaults={"initial_accumulator_value": 0.1, "epsilon": 1e-7},
         default_name="adagrad", keras2_epsilon=True, decays_alone=True,
         slots=(({}, ("dense_kern_accumulator", "bias_accumulator")),),
@@ -360,7 +365,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         cross_dispatch=({"learning_rate": 0.1},),
     ),
     OptimizerCase(
-        O.Adamax, ref.AdamaxRule, elementwise=True, fused=True,
+        fo.optimizers.Adamax, ref.AdamaxRule, elementwise=True, fused=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
         default_name="adamax", keras2_epsilon=True, decays_alone=True,
         slots=(({}, ("dense_kern_momentum", "dense_kern_norm", "bias_momentum", "bias_norm")),),
@@ -381,7 +386,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         cross_dispatch=({"learning_rate": 0.2, "beta_1": 0.85, "beta_2": 0.95},),
     ),
     OptimizerCase(
-        O.Nadam, ref.NadamRule, elementwise=True, fused=True,
+        fo.optimizers.Nadam, ref.NadamRule, elementwise=True, fused=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
         default_name="nadam", keras2_epsilon=True, decays_alone=True,
         slots=(({}, _adam_slots() + ("u_product",)),),
@@ -411,7 +416,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
                         {"learning_rate": 0.01, "schedule_decay": 0.004}),
     ),
     OptimizerCase(
-        O.Lion, ref.LionRule, elementwise=True, fused=True,
+        fo.optimizers.Lion, ref.LionRule, elementwise=True, fused=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.99},
         default_name="lion", decays_alone=True,
         slots=(({}, ("dense_kern_momentum", "bias_momentum")),),
@@ -431,7 +436,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         cross_dispatch=({"learning_rate": 0.001, "weight_decay": 0.1},),
     ),
     OptimizerCase(
-        O.Ftrl, ref.FtrlRule, elementwise=True, fused=True,
+        fo.optimizers.Ftrl, ref.FtrlRule, elementwise=True, fused=True,
         own_defaults={"learning_rate_power": -0.5, "initial_accumulator_value": 0.1,
                       "l1_regularization_strength": 0.0, "l2_regularization_strength": 0.0,
                       "l2_shrinkage_regularization_strength": 0.0, "beta": 0.0},
@@ -479,7 +484,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
     ),
     OptimizerCase(
         # The trust ratio is a per-tensor norm, read in a reduction pass before the update.
-        O.Lamb, ref.LambRule, elementwise=False, fused=True,
+        fo.optimizers.Lamb, ref.LambRule, elementwise=False, fused=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
         default_name=None, decays_alone=True,
         slots=(({}, _adam_slots()),),
@@ -507,7 +512,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         cross_dispatch=({"learning_rate": 0.01, "weight_decay": 0.01},),
     ),
     OptimizerCase(
-        O.ScheduleFreeAdamW, ref.ScheduleFreeAdamWRule, elementwise=True, fused=True,
+        fo.optimizers.ScheduleFreeAdamW, ref.ScheduleFreeAdamWRule, elementwise=True, fused=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "warmup_steps": 0},
         default_learning_rate=0.0025, default_name="schedule_free_adamw",
         slots=(({}, _adam_slots()),),
@@ -534,7 +539,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
     ),
     OptimizerCase(
         # The factored second moment reduces rows and columns: NumPy around one native call.
-        O.Adafactor, ref.AdafactorRule, elementwise=False, fused=False,
+        fo.optimizers.Adafactor, ref.AdafactorRule, elementwise=False, fused=False,
         own_defaults={"beta_2_decay": -0.8, "epsilon_1": 1e-30, "epsilon_2": 1e-3,
                       "clip_threshold": 1.0, "relative_step": True},
         default_name="adafactor", decays_alone=True,
@@ -562,7 +567,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
     ),
     OptimizerCase(
         # Newton-Schulz on matrices, AdamW (one native call) on the rest.
-        O.Muon, ref.MuonRule, elementwise=False, fused=False,
+        fo.optimizers.Muon, ref.MuonRule, elementwise=False, fused=False,
         own_defaults=None,
         # Muon's slots depend on the path: a momentum for a matrix, AdamW's two otherwise.
         slots=(({}, ("dense_kern_momentum", "bias_momentum", "bias_velocity")),),
@@ -600,14 +605,8 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
     ),
 )
 
-BY_NAME: Mapping[str, OptimizerCase] = types.MappingProxyType(
-    {case.name: case for case in OPTIMIZERS})
-
-
 def cases(field: str, *, ids: Callable[[OptimizerCase, Kwargs], str] = label) -> list:
-    """`pytest.param(case, kwargs)` for every record and every arguments in its `field`
-    (a tuple of argument mappings), with readable ids."""
-    import pytest
-
+    """`pytest.param(case, kwargs)` for every record and each argument set in its `field` (a
+    tuple of argument mappings), with readable ids."""
     return [pytest.param(case, kwargs, id=ids(case, kwargs))
             for case in OPTIMIZERS for kwargs in getattr(case, field)]

@@ -15,18 +15,16 @@ from ferroptim.optimizers import _BUILTINS
 from ferroptim.optimizers._unfused import Unfused
 from optimizers_under_test import OPTIMIZERS, build, label
 
-O = fo.optimizers
-
 # Registered classes without a record, each with its reason.
 NOT_UNDER_TEST_HERE = {
     # The base class: it has no update rule of its own.
-    O.Optimizer: "base class",
+    fo.optimizers.Optimizer: "base class",
     # Not an optimizer: the routing table a serialized MultiOptimizer is rebuilt from.
-    O.OptimizerMap: "not an optimizer",
+    fo.optimizers.OptimizerMap: "not an optimizer",
     # Wrappers step the optimizers they hold and have no rule of their own; their own modules
     # test them (test_loss_scale.py, test_multi_optimizer.py) over inner optimizers.
-    O.LossScaleOptimizer: "wrapper: test_loss_scale.py",
-    O.MultiOptimizer: "wrapper: test_multi_optimizer.py",
+    fo.optimizers.LossScaleOptimizer: "wrapper: test_loss_scale.py",
+    fo.optimizers.MultiOptimizer: "wrapper: test_multi_optimizer.py",
 }
 
 # The fields holding tuples of constructor arguments, and those holding one set (or None).
@@ -46,7 +44,7 @@ def test_every_registered_optimizer_has_a_record():
 def test_every_record_is_a_registered_optimizer():
     for case in OPTIMIZERS:
         assert _BUILTINS.get(case.name.lower()) is case.cls, f"{case.name} is not registered"
-        assert issubclass(case.cls, O.Optimizer) and case.cls not in NOT_UNDER_TEST_HERE
+        assert issubclass(case.cls, fo.optimizers.Optimizer) and case.cls not in NOT_UNDER_TEST_HERE
     # The exclusions name registered classes: a renamed or removed one is noticed here.
     assert set(NOT_UNDER_TEST_HERE) <= set(_BUILTINS.values())
 
