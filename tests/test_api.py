@@ -186,7 +186,7 @@ def test_adam_config_learning_rate_is_the_float32_value():
 
 
 def test_default_names_are_keras_defaults():
-    # Keras 3: every default name but SGD's is a fixed string; SGD's is None (automatic).
+    # Keras 3: a default name is a fixed string, or None (automatic: SGD's, Lamb's, Muon's).
     for case in OPTIMIZERS:
         if case.default_name is not None:
             assert case.cls().name == case.default_name and case.cls().name == case.default_name
@@ -717,7 +717,7 @@ def test_serialize_format():
 
 
 @pytest.mark.parametrize("identifier,cls", [
-    (identifier, case.cls) for case in OPTIMIZERS
+    pytest.param(identifier, case.cls, id=identifier) for case in OPTIMIZERS
     for identifier in dict.fromkeys([case.name.lower(), case.name, case.name.upper()])
 ])
 def test_get_by_name_is_case_insensitive(identifier, cls):
@@ -1612,7 +1612,7 @@ def test_accumulated_matrix_update_equals_one_step_on_the_mean(cls):
 @pytest.mark.parametrize("kwargs", [
     {"learning_rate": 0.1, "use_ema": True, "clipnorm": 1.0},
     {"learning_rate": 0.1, "use_ema": True, "global_clipnorm": 1.0},
-])
+], ids=["clipnorm", "global_clipnorm"])
 @pytest.mark.parametrize("cls", UNFUSED, ids=_name)
 def test_a_bad_gradient_changes_nothing(cls, kwargs):
     # Every gradient is checked before the first array changes: the AdamW-path tensors (one
@@ -1644,8 +1644,10 @@ def test_a_bad_gradient_changes_nothing(cls, kwargs):
     assert opt.iterations == 2
 
 
-@pytest.mark.parametrize("kwargs", [{"learning_rate": 0.1, "weight_decay": 0.01, "use_ema": True},
-                                    {"learning_rate": 0.05, "gradient_accumulation_steps": 2}])
+@pytest.mark.parametrize("kwargs", [
+    {"learning_rate": 0.1, "weight_decay": 0.01, "use_ema": True},
+    {"learning_rate": 0.05, "gradient_accumulation_steps": 2},
+], ids=["weight_decay-ema", "accumulation"])
 @pytest.mark.parametrize("cls", UNFUSED, ids=_name)
 def test_unfused_save_load_and_pickle_resume_training_exactly(cls, kwargs):
     rng = np.random.default_rng(12)
