@@ -32,9 +32,8 @@ from ferroptim.optimizers import (
     Optimizer,
     RMSprop,
 )
+from optimizers_under_test import OPTIMIZERS, build, label
 from reference import cr_pow
-
-OPTIMIZERS = [SGD, RMSprop, Adam, AdamW, Adadelta, Adagrad, Adamax, Nadam, Lion, Ftrl, Adafactor]
 
 BASE_KEYS = [
     "name",
@@ -49,32 +48,18 @@ BASE_KEYS = [
     "loss_scale_factor",
     "gradient_accumulation_steps",
 ]
-# Each optimizer's own arguments in Keras's positional order, with Keras 3's defaults; they are
-# also its own get_config keys, in that order.
-OWN_DEFAULTS = {
-    SGD: {"momentum": 0.0, "nesterov": False},
-    RMSprop: {"rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False},
-    Adam: {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False},
-    AdamW: {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False},
-    Adadelta: {"rho": 0.95, "epsilon": 1e-7},
-    Adagrad: {"initial_accumulator_value": 0.1, "epsilon": 1e-7},
-    Adamax: {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
-    Nadam: {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
-    Lion: {"beta_1": 0.9, "beta_2": 0.99},
-    Ftrl: {"learning_rate_power": -0.5, "initial_accumulator_value": 0.1,
-           "l1_regularization_strength": 0.0, "l2_regularization_strength": 0.0,
-           "l2_shrinkage_regularization_strength": 0.0, "beta": 0.0},
-    Adafactor: {"beta_2_decay": -0.8, "epsilon_1": 1e-30, "epsilon_2": 1e-3,
-                "clip_threshold": 1.0, "relative_step": True},
-}
-OWN_KEYS = {cls: list(defaults) for cls, defaults in OWN_DEFAULTS.items()}
-DEFAULT_LEARNING_RATE = {cls: 0.001 for cls in OPTIMIZERS}
-DEFAULT_LEARNING_RATE[SGD] = 0.01
-# Keras 3's default `name` (None: automatic, see test_default_names_are_keras_defaults).
-DEFAULT_NAMES = {SGD: None, RMSprop: "rmsprop", Adam: "adam", AdamW: "adamw",
-                 Adadelta: "adadelta", Adagrad: "adagrad", Adamax: "adamax", Nadam: "nadam",
-                 Lion: "lion", Ftrl: "ftrl", Adafactor: "adafactor"}
-WITH_EPSILON = [cls for cls in OPTIMIZERS if "epsilon" in OWN_DEFAULTS[cls]]
+# The optimizers whose own arguments come between `learning_rate` and the base ones, in Keras's
+# positional order (their records' `own_defaults`); Muon's surround the base ones and have their
+# own test below.
+KERAS_SIGNATURE = [case for case in OPTIMIZERS if case.own_defaults is not None]
+CLASSES = [case.cls for case in OPTIMIZERS]
+# The optimizers whose rule runs in NumPy around native calls (Adafactor, Muon): their own paths
+# for checks, accumulation and state.
+UNFUSED = [case.cls for case in OPTIMIZERS if not case.fused]
+
+
+def _name(cls):
+    return cls.__name__
 
 
 def _f32(values):
@@ -87,9 +72,8 @@ def _f32(values):
 def test_package_exports():
     assert set(fo.__all__) == {"optimizers", "set_num_threads", "get_num_threads", "__version__"}
     assert isinstance(fo.__version__, str) and fo.__version__
-    assert {"Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Adadelta", "Adagrad", "Adamax",
-            "Nadam", "Lion", "Ftrl", "schedules", "get", "serialize",
-            "deserialize"} <= set(fo.optimizers.__all__)
+    assert {"Optimizer", "schedules", "get", "serialize", "deserialize"} | {
+        case.name for case in OPTIMIZERS} <= set(fo.optimizers.__all__)
     for name in fo.optimizers.__all__:
         obj = getattr(fo.optimizers, name)
         if isinstance(obj, type) and issubclass(obj, Optimizer) and obj is not Optimizer:
@@ -119,11 +103,7 @@ def test_set_num_threads_round_trip_and_validation():
     assert fo.get_num_threads() == before
 
 
-@pytest.mark.parametrize("module", ["ferroptim"] + [
-    f"ferroptim.optimizers.{name}" for name in
-    ["sgd", "rmsprop", "adam", "adamw", "adadelta", "adagrad", "adamax", "nadam", "lion", "ftrl",
-     "adafactor", "muon"]
-])
+@pytest.mark.parametrize("module", ["ferroptim"] + [cls.__module__ for cls in CLASSES])
 def test_docstring_examples_run(module):
     results = doctest.testmod(importlib.import_module(module))
     assert results.attempted > 0 and results.failed == 0
@@ -161,31 +141,33 @@ def test_positional_order_matches_keras():
         -0.25, 0.5, 0.125, 0.0625, 0.03125, 0.75, 0.01)
 
 
-@pytest.mark.parametrize("cls", OPTIMIZERS)
-def test_signature_is_keras(cls):
+@pytest.mark.parametrize("case", KERAS_SIGNATURE, ids=repr)
+def test_signature_is_keras(case):
     # Keras 3: learning_rate, the optimizer's own arguments, then the base arguments in
     # BaseOptimizer's order (AdamW puts weight_decay second), name, **kwargs.
     base = ["weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
             "ema_momentum", "ema_overwrite_frequency", "loss_scale_factor",
             "gradient_accumulation_steps", "name", "kwargs"]
-    own = list(OWN_DEFAULTS[cls])
+    cls = case.cls
+    own = list(case.own_defaults)
     if cls is AdamW:
         own = ["weight_decay"] + own
         base.remove("weight_decay")
     parameters = inspect.signature(cls).parameters
     assert list(parameters) == ["learning_rate"] + own + base
-    assert parameters["learning_rate"].default == DEFAULT_LEARNING_RATE[cls]
-    for key, default in OWN_DEFAULTS[cls].items():
+    assert parameters["learning_rate"].default == case.default_learning_rate
+    for key, default in case.own_defaults.items():
         assert parameters[key].default == default, key
         assert type(parameters[key].default) is type(default), key
-    assert parameters["name"].default == DEFAULT_NAMES[cls]
+    assert parameters["name"].default == case.default_name
 
 
-@pytest.mark.parametrize("cls", OPTIMIZERS)
-def test_config_keys_and_defaults(cls):
+@pytest.mark.parametrize("case", KERAS_SIGNATURE, ids=repr)
+def test_config_keys_and_defaults(case):
+    cls = case.cls
     config = cls().get_config()
-    assert list(config) == BASE_KEYS + OWN_KEYS[cls]
-    lr = DEFAULT_LEARNING_RATE[cls]
+    assert list(config) == BASE_KEYS + list(case.own_defaults)
+    lr = case.default_learning_rate
     # Keras stores a float learning rate in a float32 variable.
     assert config["learning_rate"] == float(np.float32(lr))
     assert config["learning_rate"] != lr
@@ -195,8 +177,8 @@ def test_config_keys_and_defaults(cls):
     for key in ("clipnorm", "global_clipnorm", "clipvalue", "ema_overwrite_frequency",
                 "loss_scale_factor", "gradient_accumulation_steps"):
         assert config[key] is None
-    own = {key: config[key] for key in OWN_KEYS[cls]}
-    assert own == OWN_DEFAULTS[cls]
+    own = {key: config[key] for key in case.own_defaults}
+    assert own == case.own_defaults
 
 
 def test_adam_config_learning_rate_is_the_float32_value():
@@ -204,10 +186,10 @@ def test_adam_config_learning_rate_is_the_float32_value():
 
 
 def test_default_names_are_keras_defaults():
-    # Keras 3: every default name but SGD's is a fixed string; SGD's is None (automatic).
-    for cls, name in DEFAULT_NAMES.items():
-        if name is not None:
-            assert cls().name == name and cls().name == name
+    # Keras 3: a default name is a fixed string, or None (automatic: SGD's, Lamb's, Muon's).
+    for case in OPTIMIZERS:
+        if case.default_name is not None:
+            assert case.cls().name == case.default_name and case.cls().name == case.default_name
     first, second = SGD().name, SGD().name
     match = re.fullmatch(r"sgd(?:_(\d+))?", first)
     assert match
@@ -273,13 +255,13 @@ def test_np_float64_learning_rate_is_a_float():
 # --- Keras 2 spellings -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", OPTIMIZERS)
+@pytest.mark.parametrize("cls", CLASSES, ids=_name)
 def test_lr_is_an_alias_of_learning_rate(cls):
     assert cls(lr=0.25).get_config()["learning_rate"] == 0.25
     assert cls(lr=0.1, name="x").get_config() == cls(learning_rate=0.1, name="x").get_config()
 
 
-@pytest.mark.parametrize("cls", OPTIMIZERS)
+@pytest.mark.parametrize("cls", CLASSES, ids=_name)
 def test_lr_and_learning_rate_together_is_an_error(cls):
     with pytest.raises(ValueError, match="Both `learning_rate` and its Keras 2 alias `lr`"):
         cls(learning_rate=0.1, lr=0.2)
@@ -667,46 +649,25 @@ def test_set_weights():
 
 
 @pytest.mark.parametrize(
-    "cls,kwargs",
-    [
-        (SGD, {"learning_rate": 0.5, "momentum": 0.9, "nesterov": True, "clipnorm": 1.0}),
-        (Adam, {"learning_rate": 0.3, "amsgrad": True, "use_ema": True,
-                "ema_overwrite_frequency": 3, "loss_scale_factor": 128.0}),
-        (AdamW, {"weight_decay": 0.1, "global_clipnorm": 2.0, "gradient_accumulation_steps": 4,
-                 "decay": 0.01}),
-        (RMSprop, {"learning_rate": 0.25, "rho": 0.8, "momentum": 0.5, "epsilon": 1e-3,
-                   "centered": True, "clipvalue": 0.5}),
-        (Adagrad, {"initial_accumulator_value": 0.5, "epsilon": 1e-5, "decay": 0.1}),
-        (Adadelta, {"learning_rate": 1.0, "rho": 0.8, "epsilon": 1e-6, "use_ema": True}),
-        (Adamax, {"beta_1": 0.85, "beta_2": 0.95, "epsilon": 1e-6, "weight_decay": 0.01}),
-        (Nadam, {"beta_1": 0.5, "beta_2": 0.67, "epsilon": 1e-5,
-                 "gradient_accumulation_steps": 2}),
-        (Nadam, {"learning_rate": 0.002, "schedule_decay": 0.004}),
-        (Lion, {"beta_1": 0.5, "beta_2": 0.9, "weight_decay": 0.1, "clipnorm": 1.0}),
-        (Ftrl, {"learning_rate": 0.05, "learning_rate_power": -0.2,
-                "initial_accumulator_value": 0.4, "l1_regularization_strength": 0.05,
-                "l2_regularization_strength": 0.15, "l2_shrinkage_regularization_strength": 0.01,
-                "beta": 0.3}),
-        (Adafactor, {"learning_rate": 0.5, "beta_2_decay": -0.65, "epsilon_1": 1e-15,
-                     "epsilon_2": 1e-4, "clip_threshold": 0.9, "relative_step": False,
-                     "weight_decay": 0.01}),
-        (Muon, {"adam_beta_1": 0.8, "adam_beta_2": 0.99, "adam_weight_decay": None,
-                "epsilon": 1e-6, "weight_decay": 0.1, "exclude_layers": ["head", "^out/"],
-                "exclude_embeddings": False, "muon_a": 2.0, "muon_b": -1.5, "muon_c": 0.5,
-                "adam_lr_ratio": 0.1, "momentum": 0.9, "ns_steps": 6, "nesterov": False,
-                "rms_rate": None, "global_clipnorm": 1.0}),
-    ],
+    "case,kwargs",
+    [pytest.param(case, kwargs, id=case.name + "(" + ",".join(kwargs) + ")")
+     for case in OPTIMIZERS for kwargs in case.round_trip],
 )
-def test_config_round_trip(cls, kwargs):
+def test_config_round_trip(case, kwargs):
+    cls = case.cls
     opt = cls(**kwargs)
     config = opt.get_config()
     as_json = json.dumps(config, sort_keys=True)
     revived = cls.from_config(config)
     assert json.dumps(revived.get_config(), sort_keys=True) == as_json
     assert set(dir(revived)) == set(dir(opt))
-    via_module = fo.optimizers.deserialize(json.loads(json.dumps(fo.optimizers.serialize(opt))))
+    serialized = json.loads(json.dumps(fo.optimizers.serialize(opt)))
+    assert serialized["module"] == "keras.optimizers"
+    assert serialized["class_name"] == cls.__name__
+    via_module = fo.optimizers.deserialize(serialized)
     assert type(via_module) is cls
     assert json.dumps(via_module.get_config(), sort_keys=True) == as_json
+    assert type(fo.optimizers.get(serialized)) is cls
     unpickled = pickle.loads(pickle.dumps(opt))
     assert json.dumps(unpickled.get_config(), sort_keys=True) == as_json
     for key, value in kwargs.items():
@@ -755,19 +716,16 @@ def test_serialize_format():
     }
 
 
-@pytest.mark.parametrize("identifier,cls", [("adam", Adam), ("ADAM", Adam), ("Adam", Adam),
-                                             ("sgd", SGD), ("SGD", SGD), ("adamw", AdamW),
-                                             ("AdamW", AdamW), ("rmsprop", RMSprop),
-                                             ("RMSprop", RMSprop), ("adadelta", Adadelta),
-                                             ("adagrad", Adagrad), ("adamax", Adamax),
-                                             ("nadam", Nadam), ("Nadam", Nadam),
-                                             ("ftrl", Ftrl), ("FTRL", Ftrl), ("lion", Lion),
-                                             ("adafactor", Adafactor), ("Adafactor", Adafactor),
-                                             ("muon", Muon), ("MUON", Muon)])
+@pytest.mark.parametrize("identifier,cls", [
+    pytest.param(identifier, case.cls, id=identifier) for case in OPTIMIZERS
+    for identifier in dict.fromkeys([case.name.lower(), case.name, case.name.upper()])
+])
 def test_get_by_name_is_case_insensitive(identifier, cls):
+    # Keras forgets Lamb in its registry (KERAS_SPEC §1.12); here every optimizer is reachable.
     opt = fo.optimizers.get(identifier)
     assert type(opt) is cls
     assert opt.get_config()["learning_rate"] == cls().get_config()["learning_rate"]
+    assert type(fo.optimizers.deserialize({"class_name": identifier, "config": {}})) is cls
 
 
 def test_get_dict_instance_and_none():
@@ -1004,22 +962,12 @@ def _single_dtype_twin(cls, kwargs, params, grads_list):
     return [p for _, p in sorted(out, key=lambda t: t[0])]
 
 
-@pytest.mark.parametrize("cls,kwargs", [
-    (SGD, {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}),
-    (Adam, {"learning_rate": 0.01, "weight_decay": 0.1, "clipnorm": 0.5}),
-    (AdamW, {"learning_rate": 0.01, "use_ema": True, "ema_momentum": 0.5,
-             "ema_overwrite_frequency": 2, "gradient_accumulation_steps": 2}),
-    (RMSprop, {"learning_rate": 0.01, "momentum": 0.5, "centered": True}),
-    (Adagrad, {"learning_rate": 0.1, "initial_accumulator_value": 0.3}),
-    (Adadelta, {"learning_rate": 1.0, "clipnorm": 0.5}),
-    (Adamax, {"learning_rate": 0.1, "gradient_accumulation_steps": 2}),
-    (Lion, {"learning_rate": 0.01, "weight_decay": 0.1}),
-    (Ftrl, {"learning_rate": 0.1, "learning_rate_power": -0.2, "l1_regularization_strength": 0.01,
-            "beta": 0.5}),
-    (Adafactor, {"learning_rate": 0.1, "weight_decay": 0.1, "clipnorm": 0.5}),
-    (Muon, {"learning_rate": 0.1, "use_ema": True, "gradient_accumulation_steps": 2}),
+@pytest.mark.parametrize("case,kwargs", [
+    pytest.param(case, case.mixed_dtypes, id=label(case, case.mixed_dtypes))
+    for case in OPTIMIZERS if case.mixed_dtypes is not None
 ])
-def test_mixed_dtypes_equal_one_optimizer_per_dtype(cls, kwargs):
+def test_mixed_dtypes_equal_one_optimizer_per_dtype(case, kwargs):
+    cls = case.cls
     rng = np.random.default_rng(4)
     shapes = [((3, 2), np.float32), ((4,), np.float64), ((5,), np.float32), ((), np.float64)]
     params = [np.asarray(rng.standard_normal(s), d) for s, d in shapes]
@@ -1247,7 +1195,8 @@ def test_keras_accepts_the_boundaries_it_accepts():
     assert Adagrad(initial_accumulator_value=-1.0).initial_accumulator_value == -1.0
 
 
-@pytest.mark.parametrize("cls", WITH_EPSILON)
+@pytest.mark.parametrize("cls", [case.cls for case in OPTIMIZERS if case.keras2_epsilon],
+                         ids=_name)
 def test_epsilon_none_means_1e_7_everywhere(cls):
     assert cls(epsilon=None).get_config()["epsilon"] == 1e-7
 
@@ -1272,47 +1221,35 @@ def test_keras2_standalone_signatures():
     assert "schedule_decay" not in Nadam().get_config()
 
 
-@pytest.mark.parametrize(
-    "factory,names",
-    [
-        (lambda: RMSprop(), ["kern_velocity", "bias_velocity"]),
-        (lambda: RMSprop(momentum=-0.5), ["kern_velocity", "bias_velocity"]),
-        (lambda: RMSprop(momentum=0.5, centered=True),
-         ["kern_velocity", "bias_velocity", "kern_momentum", "bias_momentum",
-          "kern_average_gradient", "bias_average_gradient"]),
-        (lambda: RMSprop(centered=True),
-         ["kern_velocity", "bias_velocity", "kern_average_gradient", "bias_average_gradient"]),
-        (lambda: Adagrad(), ["kern_accumulator", "bias_accumulator"]),
-        (lambda: Adadelta(),
-         ["kern_accumulated_grad", "kern_accumulated_delta_var", "bias_accumulated_grad",
-          "bias_accumulated_delta_var"]),
-        (lambda: Adamax(), ["kern_momentum", "kern_norm", "bias_momentum", "bias_norm"]),
-        (lambda: Nadam(),
-         ["kern_momentum", "kern_velocity", "bias_momentum", "bias_velocity", "u_product"]),
-        (lambda: Lion(), ["kern_momentum", "bias_momentum"]),
-        (lambda: Ftrl(), ["kern_accumulator", "kern_linear", "bias_accumulator", "bias_linear"]),
-    ],
-)
-def test_slot_names_and_order(factory, names):
-    params = {"kern": np.ones((2, 3), np.float32), "bias": np.ones(3, np.float64)}
-    opt = factory()
-    opt.build(params)
-    assert opt.variable_names == ["iteration", "learning_rate"] + names
-    for name, value in zip(opt.variable_names[2:], opt.variables[2:]):
-        if name == "u_product":
-            continue
-        param = params[name.split("_")[0]]
-        assert value.shape == param.shape and value.dtype == param.dtype
-
-
-@pytest.mark.parametrize("cls,kwargs,slot", [
-    (Adagrad, {}, 0),
-    (Adagrad, {"initial_accumulator_value": 0.3}, 0),
-    (Ftrl, {"initial_accumulator_value": 0.4}, 0),
+@pytest.mark.parametrize("case,kwargs,names", [
+    pytest.param(case, kwargs, names, id=label(case, kwargs))
+    for case in OPTIMIZERS for kwargs, names in case.slots
 ])
-def test_accumulators_start_at_initial_accumulator_value(cls, kwargs, slot):
-    # Keras's Constant initializer: the value cast to each variable's dtype.
-    value = kwargs.get("initial_accumulator_value", 0.1)
+def test_slot_names_and_order(case, kwargs, names):
+    # Keras's names: the variable's path with "/" as "_", then the slot's name.
+    params = {"dense/kern": np.ones((2, 3), np.float32), "bias": np.ones(3, np.float64)}
+    prefixes = {"dense_kern": params["dense/kern"], "bias": params["bias"]}
+    opt = build(case, kwargs)
+    opt.build(params)
+    assert opt.variable_names == ["iteration", "learning_rate"] + list(names)
+    for name, value in zip(opt.variable_names[2:], opt.variables[2:]):
+        # A slot per variable has its shape and dtype; Adafactor's factored moments (named as
+        # the variable) and Nadam's u_product are not per element.
+        param = next((p for prefix, p in prefixes.items() if name.startswith(prefix + "_")), None)
+        if param is not None:
+            assert value.shape == param.shape and value.dtype == param.dtype, name
+
+
+@pytest.mark.parametrize("case,kwargs", [
+    pytest.param(case, kwargs, id=label(case, kwargs))
+    for case in OPTIMIZERS if "initial_accumulator_value" in (case.own_defaults or {})
+    for kwargs in ({}, {"initial_accumulator_value": 0.3}, {"initial_accumulator_value": 0.4})
+])
+def test_accumulators_start_at_initial_accumulator_value(case, kwargs):
+    # Keras's Constant initializer: the value cast to each variable's dtype. The accumulator is
+    # each variable's first slot.
+    cls, slot = case.cls, 0
+    value = kwargs.get("initial_accumulator_value", case.own_defaults["initial_accumulator_value"])
     params = [np.ones(3, np.float32), np.ones((2, 2), np.float64)]
     opt = cls(**kwargs)
     opt.build(params)
@@ -1652,7 +1589,7 @@ def test_muon_zeropower_takes_leading_axes_as_a_batch():
         opt.zeropower_via_newtonschulz5(np.ones(3), 5)
 
 
-@pytest.mark.parametrize("cls", [Adafactor, Muon])
+@pytest.mark.parametrize("cls", UNFUSED, ids=_name)
 def test_accumulated_matrix_update_equals_one_step_on_the_mean(cls):
     # The factored (Adafactor) and orthogonalized (Muon) paths, as Keras's accumulation test:
     # three dyadic float64 micro-batches give the same variables as one step on their mean.
@@ -1672,10 +1609,11 @@ def test_accumulated_matrix_update_equals_one_step_on_the_mean(cls):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("cls,kwargs", [
-    (Adafactor, {"learning_rate": 0.1, "use_ema": True, "clipnorm": 1.0}),
-    (Muon, {"learning_rate": 0.1, "use_ema": True, "global_clipnorm": 1.0}),
-])
+@pytest.mark.parametrize("kwargs", [
+    {"learning_rate": 0.1, "use_ema": True, "clipnorm": 1.0},
+    {"learning_rate": 0.1, "use_ema": True, "global_clipnorm": 1.0},
+], ids=["clipnorm", "global_clipnorm"])
+@pytest.mark.parametrize("cls", UNFUSED, ids=_name)
 def test_a_bad_gradient_changes_nothing(cls, kwargs):
     # Every gradient is checked before the first array changes: the AdamW-path tensors (one
     # native call) and the Muon or Adafactor tensors (NumPy) alike.
@@ -1706,11 +1644,12 @@ def test_a_bad_gradient_changes_nothing(cls, kwargs):
     assert opt.iterations == 2
 
 
-@pytest.mark.parametrize("cls,kwargs", [
-    (Adafactor, {"learning_rate": 0.1, "weight_decay": 0.01, "use_ema": True}),
-    (Muon, {"learning_rate": 0.05, "gradient_accumulation_steps": 2}),
-])
-def test_adafactor_and_muon_save_load_and_pickle_resume_training_exactly(cls, kwargs):
+@pytest.mark.parametrize("kwargs", [
+    {"learning_rate": 0.1, "weight_decay": 0.01, "use_ema": True},
+    {"learning_rate": 0.05, "gradient_accumulation_steps": 2},
+], ids=["weight_decay-ema", "accumulation"])
+@pytest.mark.parametrize("cls", UNFUSED, ids=_name)
+def test_unfused_save_load_and_pickle_resume_training_exactly(cls, kwargs):
     rng = np.random.default_rng(12)
     params = [rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(4),
               rng.standard_normal((2, 2, 3)).astype(np.float32)]

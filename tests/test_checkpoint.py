@@ -12,6 +12,7 @@ with a ValueError and no change anywhere, anything that does not match or is dam
 """
 
 import copy
+import functools
 import io
 import json
 import os
@@ -29,18 +30,11 @@ import pytest
 
 import ferroptim as fo
 from ferroptim.optimizers import checkpoint
+from optimizers_under_test import DECAY, OPTIMIZERS, build
 
 O = fo.optimizers
 STOP = 5  # raw steps before the interruption: mid-cycle for 2 and 3 accumulation steps
 STEPS = 11
-
-
-def _decay():
-    return O.schedules.ExponentialDecay(0.05, decay_steps=2, decay_rate=0.7, staircase=True)
-
-
-def _warmup():
-    return O.schedules.CosineDecay(0.02, 20, warmup_target=0.05, warmup_steps=3)
 
 
 def _excluding_bias(opt, *inner):
@@ -49,38 +43,14 @@ def _excluding_bias(opt, *inner):
     return opt
 
 
-# Each entry makes a fresh optimizer, configured the same way every time (exclusions included).
+def _fresh(case):
+    return _excluding_bias(build(case, case.checkpoint))
+
+
+# Each entry makes a fresh optimizer, configured the same way every time (exclusions included):
+# each record's `checkpoint` arguments, then the wrappers.
 CASES = {
-    "SGD": lambda: _excluding_bias(O.SGD(
-        learning_rate=_decay(), momentum=0.9, nesterov=True, use_ema=True,
-        ema_overwrite_frequency=3, gradient_accumulation_steps=3, weight_decay=0.01)),
-    "RMSprop": lambda: _excluding_bias(O.RMSprop(
-        learning_rate=0.01, centered=True, momentum=0.5, loss_scale_factor=64.0, clipnorm=1.0,
-        weight_decay=0.02)),
-    "Adam": lambda: _excluding_bias(O.Adam(
-        learning_rate=0.01, amsgrad=True, use_ema=True, ema_momentum=0.9,
-        gradient_accumulation_steps=2, weight_decay=0.01, decay=0.01)),
-    "AdamW": lambda: _excluding_bias(O.AdamW(learning_rate=_warmup(), global_clipnorm=1.0)),
-    "Adagrad": lambda: _excluding_bias(O.Adagrad(
-        learning_rate=0.05, initial_accumulator_value=0.5, clipvalue=0.5, use_ema=True,
-        weight_decay=0.01)),
-    "Adadelta": lambda: _excluding_bias(O.Adadelta(
-        learning_rate=1.0, rho=0.8, gradient_accumulation_steps=3, weight_decay=0.01)),
-    "Adamax": lambda: _excluding_bias(O.Adamax(
-        learning_rate=0.02, use_ema=True, ema_overwrite_frequency=2, weight_decay=0.01)),
-    "Nadam": lambda: _excluding_bias(O.Nadam(
-        learning_rate=_decay(), gradient_accumulation_steps=2, use_ema=True, weight_decay=0.01)),
-    "Lion": lambda: _excluding_bias(O.Lion(
-        learning_rate=0.001, weight_decay=0.1, loss_scale_factor=8.0)),
-    "Ftrl": lambda: O.Ftrl(
-        learning_rate=0.05, l1_regularization_strength=0.01, l2_regularization_strength=0.01,
-        l2_shrinkage_regularization_strength=0.01, beta=0.1, use_ema=True),
-    "Lamb": lambda: _excluding_bias(O.Lamb(
-        learning_rate=0.01, weight_decay=0.01, gradient_accumulation_steps=2)),
-    "ScheduleFreeAdamW": lambda: _excluding_bias(O.ScheduleFreeAdamW(
-        learning_rate=0.01, warmup_steps=3, weight_decay=0.01)),
-    "Adafactor": lambda: _excluding_bias(O.Adafactor(learning_rate=0.01, weight_decay=0.01)),
-    "Muon": lambda: _excluding_bias(O.Muon(learning_rate=0.01, use_ema=True)),
+    **{case.name: functools.partial(_fresh, case) for case in OPTIMIZERS},
     "LossScaleOptimizer": lambda: _lso(),
     "MultiOptimizer": lambda: _multi(),
 }
@@ -547,7 +517,7 @@ def test_variables_under_other_names_are_refused(saved):
 def test_another_configuration_is_refused_by_load_state(saved):
     path, params = saved
     for other in (O.Adam(amsgrad=False, use_ema=True, gradient_accumulation_steps=2),
-                  O.Adam(learning_rate=_decay(), amsgrad=True, use_ema=True,
+                  O.Adam(learning_rate=DECAY.to_fo(), amsgrad=True, use_ema=True,
                          gradient_accumulation_steps=2)):
         mine = _zeros_like(params)
         other.build(mine)

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 import ferroptim as fo
+import optimizers_under_test as under_test
 import reference as ref
 
 F32, F64 = np.float32, np.float64
@@ -217,30 +218,14 @@ def _schedules(dtype):
 
 
 def _optimizers(dtype):
-    """(label, optimizer) for every registered optimizer, with the options that derive a power:
-    Nadam with and without Keras 2's schedule_decay, amsgrad, Ftrl's general power; then SGD
-    under each schedule (the parameters' dtype), and Adam under one."""
+    """(label, optimizer) for every registered optimizer, with the options that derive a power
+    (its record's `cross_dispatch`: Nadam with and without Keras 2's schedule_decay, amsgrad,
+    Ftrl's general power); then the wrappers, SGD under each schedule (the parameters' dtype),
+    and Adam under one."""
     O = fo.optimizers
-    cases = [
-        ("SGD", O.SGD(learning_rate=0.05, momentum=0.9, nesterov=True)),
-        ("RMSprop", O.RMSprop(momentum=0.5, centered=True)),
-        ("Adam", O.Adam()),
-        ("Adam(amsgrad)", O.Adam(learning_rate=0.01, amsgrad=True, beta_1=0.85, beta_2=0.95)),
-        ("AdamW(amsgrad)", O.AdamW(learning_rate=0.01, weight_decay=0.1, amsgrad=True)),
-        ("Adadelta", O.Adadelta(learning_rate=1.0, rho=0.8)),
-        ("Adagrad", O.Adagrad(learning_rate=0.1)),
-        ("Adamax", O.Adamax(learning_rate=0.2, beta_1=0.85, beta_2=0.95)),
-        ("Nadam", O.Nadam(learning_rate=0.01, beta_2=0.67)),
-        ("Nadam(schedule_decay)", O.Nadam(learning_rate=0.01, schedule_decay=0.004)),
-        ("Lion", O.Lion(learning_rate=0.001, weight_decay=0.1)),
-        ("Ftrl(learning_rate_power=-0.3)",
-         O.Ftrl(learning_rate=0.05, learning_rate_power=-0.3, l1_regularization_strength=0.01,
-                l2_regularization_strength=0.1, beta=0.3)),
-        ("Ftrl", O.Ftrl(learning_rate=0.1)),
-        ("Lamb", O.Lamb(learning_rate=0.01, weight_decay=0.01)),
-        ("ScheduleFreeAdamW", O.ScheduleFreeAdamW(warmup_steps=20)),
-        ("Adafactor", O.Adafactor(learning_rate=0.1, beta_2_decay=-0.65)),
-        ("Muon", O.Muon(learning_rate=0.02)),
+    cases = [(under_test.label(case, kwargs), under_test.build(case, kwargs))
+             for case in under_test.OPTIMIZERS for kwargs in case.cross_dispatch]
+    cases += [
         ("LossScaleOptimizer(Nadam)",
          O.LossScaleOptimizer(O.Nadam(schedule_decay=0.004), initial_scale=4.0,
                               dynamic_growth_steps=20)),

@@ -23,75 +23,22 @@ from hypothesis.extra import numpy as hnp
 
 import ferroptim as fo
 import reference as ref
+from optimizers_under_test import OPTIMIZERS, SCHEDULE, LearningRate, fo_kwargs, reference_kwargs
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-unit = st.floats(0.0, 1.0)
-beta = st.floats(0.0, 0.999)
-epsilon = st.sampled_from([1e-8, 1e-7, 1e-5, 1e-3, 0.1])
-
-HYPERPARAMETERS = {
-    # A momentum that float32 rounds to zero has its own test (see the end of this file).
-    "SGD": st.fixed_dictionaries({"momentum": st.sampled_from([0.0, 0.5]) | st.floats(1e-30, 1.0),
-                                  "nesterov": st.booleans()}),
-    "RMSprop": st.fixed_dictionaries({"rho": st.floats(0.5, 0.99),
-                                      "momentum": st.sampled_from([0.0, 0.9]) | unit,
-                                      "epsilon": epsilon, "centered": st.booleans()}),
-    "Adam": st.fixed_dictionaries({"beta_1": beta, "beta_2": st.floats(0.5, 0.9999),
-                                   "epsilon": epsilon, "amsgrad": st.booleans()}),
-    "AdamW": st.fixed_dictionaries({"beta_1": beta, "beta_2": st.floats(0.5, 0.9999),
-                                    "epsilon": epsilon, "amsgrad": st.booleans()}),
-    "Adagrad": st.fixed_dictionaries({"initial_accumulator_value": st.floats(0.01, 1.0),
-                                      "epsilon": epsilon}),
-    "Adadelta": st.fixed_dictionaries({"rho": st.floats(0.5, 0.99),
-                                       "epsilon": st.sampled_from([1e-7, 1e-5, 1e-3])}),
-    "Adamax": st.fixed_dictionaries({"beta_1": beta, "beta_2": st.floats(0.5, 0.9999),
-                                     "epsilon": epsilon}),
-    "Nadam": st.fixed_dictionaries({"beta_1": st.floats(0.1, 0.99),
-                                    "beta_2": st.floats(0.5, 0.9999), "epsilon": epsilon},
-                                   optional={"schedule_decay": st.sampled_from([0.004, 1.0])}),
-    # Keras refuses beta_1 = 0 (SignSGD).
-    "Lion": st.fixed_dictionaries({"beta_1": st.floats(1e-3, 1.0), "beta_2": unit}),
-    "Ftrl": st.fixed_dictionaries({
-        "learning_rate_power": st.sampled_from([-0.5, 0.0, -1.0]) | st.floats(-1.0, 0.0),
-        "initial_accumulator_value": st.floats(0.05, 1.0),
-        "l1_regularization_strength": st.sampled_from([0.0, 0.01]),
-        "l2_regularization_strength": st.sampled_from([0.0, 0.1]),
-        "l2_shrinkage_regularization_strength": st.sampled_from([0.0, 0.05]),
-        "beta": st.sampled_from([0.0, 0.5])}),
-    "Lamb": st.fixed_dictionaries({"beta_1": beta, "beta_2": st.floats(0.5, 0.9999),
-                                   "epsilon": epsilon}),
-    "ScheduleFreeAdamW": st.fixed_dictionaries({"beta_1": beta, "beta_2": st.floats(0.5, 0.9999),
-                                                "epsilon": epsilon,
-                                                "warmup_steps": st.integers(0, 3)}),
-}
-
-
-class PiecewiseSchedule:
-    """PiecewiseConstantDecay with float32-exact values, and its reference twin."""
-
-    boundaries = [1, 3]
-    values = [2.0**-4, 2.0**-5, 2.0**-6]
-
-    def to_fo(self):
-        return fo.optimizers.schedules.PiecewiseConstantDecay(self.boundaries, self.values)
-
-    def to_reference(self):
-        def schedule(step):
-            for boundary, value in zip(self.boundaries, self.values):
-                if step <= boundary:
-                    return value
-            return self.values[-1]
-
-        return schedule
+# Each optimizer's own arguments: the records' `hyperparameters` (Adafactor and Muon have none:
+# their matrix paths are covered by test_numerics.py and test_api.py).
+HYPERPARAMETERS = {case.name: case.hyperparameters for case in OPTIMIZERS
+                   if case.hyperparameters is not None}
 
 
 @st.composite
 def base_options(draw):
     """A random combination of the base optimizer's features (Keras names)."""
     options = {}
-    learning_rate = draw(st.one_of(st.floats(1e-3, 0.5), st.just(PiecewiseSchedule())))
+    learning_rate = draw(st.one_of(st.floats(1e-3, 0.5), st.just(SCHEDULE)))
     options["learning_rate"] = learning_rate
     clip = draw(st.sampled_from([None, "clipnorm", "clipvalue", "global_clipnorm"]))
     if clip:
@@ -107,7 +54,7 @@ def base_options(draw):
         options["loss_scale_factor"] = draw(st.sampled_from([0.5, 2.0, 1024.0, 3.7]))
     if draw(st.booleans()):
         options["gradient_accumulation_steps"] = draw(st.integers(2, 3))
-    if draw(st.booleans()) and not isinstance(learning_rate, PiecewiseSchedule):
+    if draw(st.booleans()) and not isinstance(learning_rate, LearningRate):
         options["decay"] = draw(st.floats(0.0, 0.3))
     return options
 
@@ -204,11 +151,9 @@ def _budget(name, hyper, options, specs):
 
 
 def _pair(name, hyper, options):
-    fo_kwargs = {k: (v.to_fo() if isinstance(v, PiecewiseSchedule) else v)
-                 for k, v in {**hyper, **options}.items()}
-    ref_kwargs = {k: (v.to_reference() if isinstance(v, PiecewiseSchedule) else v)
-                  for k, v in {**hyper, **options}.items()}
-    return getattr(fo.optimizers, name)(**fo_kwargs), ref.make_reference(name, ref_kwargs)
+    kwargs = {**hyper, **options}
+    return (getattr(fo.optimizers, name)(**fo_kwargs(kwargs)),
+            ref.make_reference(name, reference_kwargs(kwargs)))
 
 
 @st.composite
@@ -251,8 +196,7 @@ def test_random_configurations_match_the_reference(case):
 def test_random_configurations_resume_exactly_from_a_checkpoint(tmp_path_factory, case, stop,
                                                                 how):
     name, hyper, options, specs, seed, steps = case
-    if isinstance(options["learning_rate"], PiecewiseSchedule):
-        options = dict(options, learning_rate=options["learning_rate"].to_fo())
+    options = fo_kwargs(options)
     total = stop + steps
     model = Model(specs, seed)
     grads = [model.grads() for _ in range(total)]

@@ -15,33 +15,13 @@ import pytest
 
 import ferroptim as fo
 from ferroptim import _native
+from optimizers_under_test import build, cases
 
 SHAPES = [(1_500_000,), (1_000_003,), (500_001,), (17,), (1,), (), (300, 7), (520, 600)]
 STEPS = 3
 
-CASES = [
-    ("Adam", {"amsgrad": True}),
-    ("AdamW", {"global_clipnorm": 1.0, "use_ema": True, "ema_momentum": 0.9}),
-    ("SGD", {"momentum": 0.9, "nesterov": True, "clipnorm": 1.0}),
-    ("Adam", {"clipnorm": 10.0, "weight_decay": 0.01, "loss_scale_factor": 8.0}),
-    ("SGD", {"clipvalue": 0.5, "gradient_accumulation_steps": 2}),
-    ("RMSprop", {"momentum": 0.9, "centered": True, "clipnorm": 1.0}),
-    ("Adagrad", {"global_clipnorm": 1.0}),
-    ("Adadelta", {"learning_rate": 1.0, "weight_decay": 0.01}),
-    ("Adamax", {"use_ema": True, "ema_momentum": 0.9}),
-    ("Nadam", {"loss_scale_factor": 8.0}),
-    ("Lion", {"weight_decay": 0.1}),
-    ("Ftrl", {"l1_regularization_strength": 0.01}),  # learning_rate_power -0.5: a square root
-    ("Ftrl", {"learning_rate_power": -0.2, "beta": 0.5}),  # a general power
-    ("Lamb", {}),  # per-tensor norms from the read-only reduction pass
-    ("Lamb", {"weight_decay": 0.01, "global_clipnorm": 1.0}),
-    ("ScheduleFreeAdamW", {"warmup_steps": 2}),
-    ("Adafactor", {}),  # row and column sums; (300, 7) is factored
-    ("Muon", {}),  # Newton-Schulz on (300, 7), AdamW on the rest
-]
-CASE_PARAMS = [
-    pytest.param(name, kwargs, id=name + repr(sorted(kwargs.items()))) for name, kwargs in CASES
-]
+# Each record's `invariance` arguments: the reductions and code paths of its rule.
+CASE_PARAMS = cases("invariance", ids=lambda case, kw: case.name + repr(sorted(kw.items())))
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
 
 
@@ -66,10 +46,10 @@ def _inputs(dtype):
     return params, grads
 
 
-def _run(name, kwargs, dtype):
+def _run(case, kwargs, dtype):
     params0, grads = _inputs(dtype)
     params = [p.copy() for p in params0]
-    opt = getattr(fo.optimizers, name)(**kwargs)
+    opt = build(case, kwargs)
     for g in grads:
         opt.apply_gradients(zip(g, params))
     return params + [np.asarray(v) for v in opt.variables]
@@ -85,15 +65,15 @@ def _assert_bitwise_equal(results, baseline, what):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name,kwargs", CASE_PARAMS)
-def test_thread_count_does_not_change_results(name, kwargs, dtype):
+@pytest.mark.parametrize("case,kwargs", CASE_PARAMS)
+def test_thread_count_does_not_change_results(case, kwargs, dtype):
     fo.set_num_threads(1)
     assert fo.get_num_threads() == 1
-    baseline = _run(name, kwargs, dtype)
+    baseline = _run(case, kwargs, dtype)
     for threads in (2, 3):
         fo.set_num_threads(threads)
         assert fo.get_num_threads() == threads
-        _assert_bitwise_equal(_run(name, kwargs, dtype), baseline, f"{threads} threads vs 1")
+        _assert_bitwise_equal(_run(case, kwargs, dtype), baseline, f"{threads} threads vs 1")
 
 
 def _available_levels():
@@ -109,16 +89,16 @@ def _available_levels():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name,kwargs", CASE_PARAMS)
-def test_simd_level_does_not_change_results(name, kwargs, dtype):
+@pytest.mark.parametrize("case,kwargs", CASE_PARAMS)
+def test_simd_level_does_not_change_results(case, kwargs, dtype):
     fo.set_num_threads(2)
     _native.set_simd_level("auto")
     auto = _native.simd_level()
-    baseline = _run(name, kwargs, dtype)
+    baseline = _run(case, kwargs, dtype)
     for level in _available_levels():
         _native.set_simd_level(level)
         assert _native.simd_level() == level
-        _assert_bitwise_equal(_run(name, kwargs, dtype), baseline, f"{level} vs auto ({auto})")
+        _assert_bitwise_equal(_run(case, kwargs, dtype), baseline, f"{level} vs auto ({auto})")
 
 
 def test_auto_picks_the_widest_level_the_cpu_has():

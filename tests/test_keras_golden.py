@@ -10,6 +10,7 @@ import pytest
 
 import ferroptim as fo
 import reference as ref
+from optimizers_under_test import OPTIMIZERS
 
 F32_EPS = float(np.finfo(np.float32).eps)
 
@@ -100,8 +101,8 @@ def test_gradient_accumulation():
         assert int(opt.iterations) == iterations
 
 
-@pytest.mark.parametrize("name", ["SGD", "RMSprop", "Adam", "AdamW", "Adadelta", "Adagrad",
-                                  "Adamax", "Nadam", "Lion", "Lamb", "Adafactor"])
+# Keras's test_weight_decay: a zero gradient leaves only the decay (the records' `decays_alone`).
+@pytest.mark.parametrize("name", [case.name for case in OPTIMIZERS if case.decays_alone])
 def test_weight_decay(name):
     grads = np.zeros((), np.float32)
     var1, var2, var3 = (np.array(2.0, np.float32) for _ in range(3))
@@ -118,9 +119,7 @@ def test_weight_decay(name):
     assert var3 == 2.0
 
 
-@pytest.mark.parametrize("name", ["SGD", "RMSprop", "Adam", "AdamW", "Adadelta", "Adagrad",
-                                  "Adamax", "Nadam", "Lion", "Ftrl", "Lamb",
-                                  "ScheduleFreeAdamW", "Adafactor", "Muon"])
+@pytest.mark.parametrize("name", [case.name for case in OPTIMIZERS])
 def test_gradient_accumulation_with_weight_decay(name):
     # Keras's test_gradient_accumulation_with_weigth_decay: k = 3 micro-batches update the
     # variables exactly as one step on their mean, weight decay and bias corrections included.

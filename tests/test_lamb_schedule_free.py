@@ -1,54 +1,22 @@
-"""Lamb and ScheduleFreeAdamW: Keras's signatures, slots, config and registry, and behaviour
-derived by hand from their update rules.
+"""Lamb and ScheduleFreeAdamW: Keras's names and slot initialisation, and behaviour derived by
+hand from their update rules.
 
-The numerics against the NumPy reference (every base option, both dtypes, every memory layout)
-are in test_numerics.py and Keras's golden values in test_keras_golden.py; here the expected
-values come from Keras's source (its defaults, names and slot initialisation) or are derived by
-hand from the formulas in KERAS_SPEC §1.12 and §1.14.
+Their signatures, config round trips, registry keys, slot names and docstring examples are
+checked with every other optimizer's in test_api.py (from their records in
+optimizers_under_test.py), the numerics against the NumPy reference (every base option, both
+dtypes, every memory layout) in test_numerics.py and Keras's golden values in
+test_keras_golden.py; here the expected values come from Keras's source (its defaults, names and
+slot initialisation) or are derived by hand from the formulas in KERAS_SPEC §1.12 and §1.14.
 """
 
-import doctest
 import inspect
-import json
-import pickle
 
 import numpy as np
 import pytest
 
-import ferroptim as fo
 from ferroptim.optimizers import Lamb, ScheduleFreeAdamW
 
-BASE_KEYS = [
-    "name", "learning_rate", "weight_decay", "clipnorm", "global_clipnorm", "clipvalue",
-    "use_ema", "ema_momentum", "ema_overwrite_frequency", "loss_scale_factor",
-    "gradient_accumulation_steps",
-]
-BASE_ARGUMENTS = [
-    "weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema", "ema_momentum",
-    "ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps", "name",
-    "kwargs",
-]
-# Keras's own arguments in positional order, with their defaults (lamb.py,
-# schedule_free_adamw.py); they are also the get_config keys after the base ones.
-OWN_DEFAULTS = {
-    Lamb: {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
-    ScheduleFreeAdamW: {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "warmup_steps": 0},
-}
-DEFAULT_LEARNING_RATE = {Lamb: 0.001, ScheduleFreeAdamW: 0.0025}
-CLASSES = [Lamb, ScheduleFreeAdamW]
-
-
 # --- Keras's surface ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("cls", CLASSES)
-def test_signature_and_defaults_are_keras(cls):
-    parameters = inspect.signature(cls).parameters
-    assert list(parameters) == ["learning_rate"] + list(OWN_DEFAULTS[cls]) + BASE_ARGUMENTS
-    assert parameters["learning_rate"].default == DEFAULT_LEARNING_RATE[cls]
-    for key, default in OWN_DEFAULTS[cls].items():
-        assert parameters[key].default == default and type(parameters[key].default) is type(
-            default), key
 
 
 def test_default_names_are_keras():
@@ -56,68 +24,6 @@ def test_default_names_are_keras():
     assert inspect.signature(Lamb).parameters["name"].default is None
     assert Lamb().name.startswith("lamb")
     assert ScheduleFreeAdamW().name == "schedule_free_adamw"
-
-
-@pytest.mark.parametrize("cls", CLASSES)
-def test_config_keys_and_defaults(cls):
-    config = cls().get_config()
-    assert list(config) == BASE_KEYS + list(OWN_DEFAULTS[cls])
-    assert config["learning_rate"] == float(np.float32(DEFAULT_LEARNING_RATE[cls]))
-    assert {key: config[key] for key in OWN_DEFAULTS[cls]} == OWN_DEFAULTS[cls]
-
-
-@pytest.mark.parametrize(
-    "cls,kwargs",
-    [
-        (Lamb, {"learning_rate": 0.25, "beta_1": 0.5, "beta_2": 0.75, "epsilon": 1e-5,
-                "weight_decay": 0.01, "clipnorm": 1.0}),
-        (Lamb, {"use_ema": True, "ema_overwrite_frequency": 2, "gradient_accumulation_steps": 3,
-                "decay": 0.1}),
-        (ScheduleFreeAdamW, {"learning_rate": 0.5, "beta_1": 0.8, "beta_2": 0.9,
-                             "epsilon": 1e-6, "warmup_steps": 100, "weight_decay": 0.1}),
-        (ScheduleFreeAdamW, {"global_clipnorm": 2.0, "loss_scale_factor": 128.0,
-                             "use_ema": True}),
-    ],
-)
-def test_config_round_trip(cls, kwargs):
-    opt = cls(**kwargs)
-    config = opt.get_config()
-    as_json = json.dumps(config, sort_keys=True)
-    assert json.dumps(cls.from_config(config).get_config(), sort_keys=True) == as_json
-    serialized = json.loads(json.dumps(fo.optimizers.serialize(opt)))
-    assert serialized["module"] == "keras.optimizers"
-    assert serialized["class_name"] == cls.__name__
-    revived = fo.optimizers.deserialize(serialized)
-    assert type(revived) is cls
-    assert json.dumps(revived.get_config(), sort_keys=True) == as_json
-    assert type(fo.optimizers.get(serialized)) is cls
-    unpickled = pickle.loads(pickle.dumps(opt))
-    assert json.dumps(unpickled.get_config(), sort_keys=True) == as_json
-    for key, value in kwargs.items():
-        expected = float(np.float32(value)) if key == "learning_rate" else value
-        assert config[key] == expected, key
-
-
-@pytest.mark.parametrize("identifier,cls", [
-    ("lamb", Lamb), ("Lamb", Lamb), ("LAMB", Lamb),
-    ("schedulefreeadamw", ScheduleFreeAdamW), ("ScheduleFreeAdamW", ScheduleFreeAdamW),
-])
-def test_registered_under_keras_keys_case_insensitively(identifier, cls):
-    # Keras forgets Lamb in its registry (KERAS_SPEC §1.12); here it is reachable.
-    assert type(fo.optimizers.get(identifier)) is cls
-    assert type(fo.optimizers.deserialize({"class_name": identifier, "config": {}})) is cls
-
-
-@pytest.mark.parametrize("cls", CLASSES)
-def test_slots_are_keras_names_and_order(cls):
-    params = {"dense/kernel": np.ones((2, 3), np.float32), "dense/bias": np.ones(3, np.float32)}
-    opt = cls()
-    opt.build(params)
-    assert opt.variable_names == [
-        "iteration", "learning_rate",
-        "dense_kernel_momentum", "dense_kernel_velocity",
-        "dense_bias_momentum", "dense_bias_velocity",
-    ]
 
 
 def test_lamb_slots_start_at_zero():
@@ -295,12 +201,3 @@ def test_swaps_cover_every_variable_of_a_dict():
         T = params[key].dtype.type
         expected = (before[key] - (T(1) - T(0.9)) * z) / T(0.9)
         np.testing.assert_array_equal(params[key], expected)
-
-
-@pytest.mark.parametrize("module", ["ferroptim.optimizers.lamb",
-                                    "ferroptim.optimizers.schedule_free_adamw"])
-def test_docstring_examples_run(module):
-    import importlib
-
-    results = doctest.testmod(importlib.import_module(module))
-    assert results.attempted > 0 and results.failed == 0

@@ -11,6 +11,7 @@ Three instruments, each for what it can see:
   memory, traced memory and the reference counts of the arrays involved stay where they were.
 """
 
+import functools
 import gc
 import os
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 
 import ferroptim as fo
 from ferroptim import _native
+from optimizers_under_test import OPTIMIZERS, build
 
 O = fo.optimizers
 KIB = 1024
@@ -39,9 +41,11 @@ def _model(mixed=False, rows=1000, cols=1000, seed=0):
     return params, grads
 
 
-# (optimizer factory, dtype groups, how the step is called)
+# (optimizer factory, dtype groups, how the step is called): each record's `memory` arguments
+# (the list path), then the other paths of the step with Adam, then the wrappers.
 STEP_CASES = {
-    "Adam list": (lambda: O.Adam(), False, "list"),
+    **{case.name: (functools.partial(build, case, case.memory), False, "list")
+       for case in OPTIMIZERS if case.memory is not None},
     "Adam dict": (lambda: O.Adam(), False, "dict"),
     "Adam apply_gradients": (lambda: O.Adam(), False, "pairs"),
     "Adam every option": (lambda: O.Adam(
@@ -49,13 +53,6 @@ STEP_CASES = {
         ema_overwrite_frequency=3, gradient_accumulation_steps=2, weight_decay=0.01,
         clipnorm=1.0, loss_scale_factor=8.0), False, "list"),
     "Adam two dtypes": (lambda: O.Adam(weight_decay=0.01, clipvalue=0.5), True, "dict"),
-    "SGD global_clipnorm": (lambda: O.SGD(momentum=0.9, global_clipnorm=1.0), False, "list"),
-    "RMSprop": (lambda: O.RMSprop(momentum=0.9, centered=True), False, "list"),
-    "Nadam": (lambda: O.Nadam(use_ema=True), False, "list"),
-    "Lion": (lambda: O.Lion(), False, "list"),
-    "Ftrl": (lambda: O.Ftrl(learning_rate_power=-0.3), False, "list"),
-    "Lamb": (lambda: O.Lamb(), False, "list"),
-    "ScheduleFreeAdamW": (lambda: O.ScheduleFreeAdamW(), False, "list"),
     "LossScaleOptimizer": (lambda: O.LossScaleOptimizer(O.Adam()), False, "list"),
     "MultiOptimizer": (lambda: O.MultiOptimizer(O.OptimizerMap(
         O.Adam(), {"dense/bias": O.SGD(momentum=0.9)})), False, "dict"),

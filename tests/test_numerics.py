@@ -1,14 +1,14 @@
 """ferroptim against the independent NumPy reference (tests/reference.py), table-driven.
 
-One list of (optimizer, kwargs) cases drives every generic test below, so a new optimizer or a new
-option is covered by adding one line to CASES. Each test runs several steps of random gradients
-(negative values included) through ferroptim and through the reference and compares parameters
-after every step and every optimizer variable at the end:
+The records of optimizers_under_test.py drive every generic test below (each optimizer's
+`numerics` arguments), so a new optimizer or a new option is covered by one line there. Each test
+runs several steps of random gradients (negative values included) through ferroptim and through
+the reference and compares parameters after every step and every optimizer variable at the end:
 
 - float32 parameters against the reference's float32 emulation of Keras: a few float32 ulps;
 - float64 parameters against the reference run in float64: relative 1e-12;
 
-except for the optimizers in TOLERANCES, each with its reason.
+except for the optimizers whose record has a `tolerance`, each with its reason.
 """
 
 import zlib
@@ -18,206 +18,23 @@ import pytest
 
 import ferroptim as fo
 import reference as ref
+from optimizers_under_test import cases, fo_kwargs, reference_kwargs
 
 
-class Schedule:
-    """PiecewiseConstantDecay(boundaries=[1, 3], values=[2**-4, 2**-5, 2**-6]).
-
-    Its values are exact in float32, so the test checks which value each step sees (the schedule
-    is called with the raw iteration count) without depending on how a schedule rounds.
-    """
-
-    boundaries = [1, 3]
-    values = [2.0**-4, 2.0**-5, 2.0**-6]
-
-    def to_fo(self):
-        return fo.optimizers.schedules.PiecewiseConstantDecay(self.boundaries, self.values)
-
-    def to_reference(self):
-        def schedule(step):
-            for boundary, value in zip(self.boundaries, self.values):
-                if step <= boundary:
-                    return value
-            return self.values[-1]
-
-        return schedule
-
-    def __repr__(self):
-        return "PiecewiseConstantDecay"
+def _budget(case):
+    """The `ref.assert_close` keyword arguments for `case`'s comparisons (its tolerance)."""
+    return dict(case.tolerance)
 
 
-class Callable:
-    """A learning-rate callable taking no argument (Keras calls it at every read)."""
-
-    value = 2.0**-7
-
-    def to_fo(self):
-        return lambda: self.value
-
-    def to_reference(self):
-        return lambda: self.value
-
-    def __repr__(self):
-        return "callable"
-
-
-SCHEDULE = Schedule()
-CALLABLE = Callable()
-
-# (optimizer class name in fo.optimizers, constructor kwargs)
-CASES = [
-    ("SGD", {}),
-    ("SGD", {"learning_rate": 0.1, "momentum": 0.9}),
-    ("SGD", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}),
-    ("SGD", {"learning_rate": 0.1, "momentum": 0.5, "weight_decay": 0.01}),
-    ("SGD", {"momentum": 0.9, "global_clipnorm": 2.0}),
-    ("SGD", {"learning_rate": 0.1, "clipvalue": 0.5}),
-    ("SGD", {"learning_rate": 0.1, "clipnorm": 0.0}),  # Keras: a clip <= 0 is off
-    ("SGD", {"momentum": 0.9, "loss_scale_factor": 1000.0}),
-    ("SGD", {"momentum": 0.9, "nesterov": True, "gradient_accumulation_steps": 3}),
-    ("SGD", {"learning_rate": 0.1, "use_ema": True, "ema_momentum": 0.9}),
-    ("SGD", {"learning_rate": 0.1, "momentum": 0.9, "decay": 0.1}),
-    ("SGD", {"learning_rate": SCHEDULE, "momentum": 0.9}),
-    ("Adam", {}),
-    ("Adam", {"learning_rate": 0.01, "amsgrad": True}),
-    ("Adam", {"learning_rate": 0.01, "beta_1": 0.5, "beta_2": 0.67, "epsilon": 1e-5}),
-    ("Adam", {"clipnorm": 1.0}),
-    ("Adam", {"global_clipnorm": 2.0}),
-    ("Adam", {"amsgrad": True, "clipvalue": 0.5}),
-    ("Adam", {"clipvalue": -1.0}),
-    ("Adam", {"loss_scale_factor": 1000.0, "clipnorm": 1.0}),
-    ("Adam", {"gradient_accumulation_steps": 3, "amsgrad": True}),
-    ("Adam", {"use_ema": True, "ema_momentum": 0.9, "ema_overwrite_frequency": 2}),
-    ("Adam", {"decay": 0.1, "weight_decay": 0.05}),
-    ("Adam", {"learning_rate": CALLABLE, "weight_decay": 0.02}),
-    ("AdamW", {"learning_rate": 0.01}),
-    ("AdamW", {"learning_rate": 0.01, "weight_decay": 0.1, "amsgrad": True}),
-    ("AdamW", {"gradient_accumulation_steps": 3, "global_clipnorm": 1.0}),
-    ("AdamW", {"use_ema": True, "ema_overwrite_frequency": 3, "gradient_accumulation_steps": 2}),
-    ("AdamW", {"learning_rate": SCHEDULE, "gradient_accumulation_steps": 2, "clipnorm": 0.5}),
-    ("RMSprop", {}),
-    ("RMSprop", {"learning_rate": 0.01, "momentum": 0.9}),
-    ("RMSprop", {"learning_rate": 0.01, "centered": True}),
-    ("RMSprop", {"learning_rate": 0.01, "rho": 0.8, "momentum": 0.5, "centered": True}),
-    ("RMSprop", {"momentum": -0.5}),  # Keras: momentum <= 0 means no momentum (and no slots)
-    ("RMSprop", {"clipnorm": 1.0, "weight_decay": 0.05, "epsilon": 1e-3}),
-    ("RMSprop", {"momentum": 0.9, "centered": True, "gradient_accumulation_steps": 2,
-                 "use_ema": True}),
-    ("RMSprop", {"lr": 0.01, "decay": 0.05, "epsilon": None}),  # Keras 2 spelling
-    ("Adagrad", {}),
-    ("Adagrad", {"learning_rate": 0.1, "initial_accumulator_value": 0.0, "epsilon": 1e-3}),
-    ("Adagrad", {"learning_rate": 0.1, "initial_accumulator_value": 2.5}),
-    ("Adagrad", {"learning_rate": 0.1, "global_clipnorm": 1.0, "loss_scale_factor": 64.0}),
-    ("Adagrad", {"learning_rate": SCHEDULE, "gradient_accumulation_steps": 3}),
-    ("Adadelta", {}),
-    ("Adadelta", {"learning_rate": 1.0, "rho": 0.8, "epsilon": 1e-6}),
-    ("Adadelta", {"learning_rate": 1.0, "clipvalue": 0.5, "use_ema": True,
-                  "ema_overwrite_frequency": 2}),
-    ("Adadelta", {"learning_rate": CALLABLE, "weight_decay": 0.1}),
-    ("Adamax", {}),
-    ("Adamax", {"learning_rate": 0.2, "beta_1": 0.85, "beta_2": 0.95, "epsilon": 1e-6}),
-    ("Adamax", {"learning_rate": 0.01, "gradient_accumulation_steps": 2, "clipnorm": 0.5}),
-    ("Adamax", {"decay": 0.1, "weight_decay": 0.01}),
-    ("Nadam", {}),
-    ("Nadam", {"learning_rate": 0.5, "beta_1": 0.5, "beta_2": 0.67, "epsilon": 1e-5}),
-    ("Nadam", {"learning_rate": 0.01, "schedule_decay": 0.004}),  # Keras 2's default
-    ("Nadam", {"learning_rate": 0.01, "schedule_decay": 1.0}),
-    ("Nadam", {"gradient_accumulation_steps": 3, "use_ema": True}),
-    ("Nadam", {"global_clipnorm": 1.0, "weight_decay": 0.05}),
-    ("Nadam", {"learning_rate": SCHEDULE, "schedule_decay": 0.004,
-               "gradient_accumulation_steps": 2}),
-    ("Lion", {}),
-    ("Lion", {"learning_rate": 0.01, "beta_1": 0.5, "beta_2": 0.9}),
-    ("Lion", {"learning_rate": 0.01, "beta_1": 1.0, "weight_decay": 0.1}),
-    ("Lion", {"clipvalue": 0.1, "gradient_accumulation_steps": 2, "use_ema": True}),
-    ("Ftrl", {}),
-    ("Ftrl", {"learning_rate": 0.05, "learning_rate_power": -0.2, "initial_accumulator_value": 0.4,
-              "l1_regularization_strength": 0.05, "l2_regularization_strength": 0.15,
-              "l2_shrinkage_regularization_strength": 0.01, "beta": 0.3}),
-    ("Ftrl", {"learning_rate": 0.1, "learning_rate_power": 0.0,
-              "l1_regularization_strength": 0.01}),
-    ("Ftrl", {"learning_rate": 0.1, "learning_rate_power": -1.0,
-              "l2_regularization_strength": 0.5}),
-    ("Ftrl", {"learning_rate": 0.1, "initial_accumulator_value": 0.0,
-              "l2_shrinkage_regularization_strength": 0.1, "beta": 0.5}),
-    ("Ftrl", {"learning_rate": SCHEDULE, "l1_regularization_strength": 0.1,
-              "gradient_accumulation_steps": 2, "use_ema": True, "clipnorm": 1.0}),
-    ("Lamb", {}),
-    ("Lamb", {"learning_rate": 0.01, "beta_1": 0.5, "beta_2": 0.67, "epsilon": 1e-5}),
-    ("Lamb", {"learning_rate": 0.01, "weight_decay": 0.1}),
-    ("Lamb", {"clipnorm": 1.0, "loss_scale_factor": 1000.0}),
-    ("Lamb", {"global_clipnorm": 1.0, "use_ema": True, "ema_overwrite_frequency": 2}),
-    ("Lamb", {"clipvalue": 0.5, "gradient_accumulation_steps": 3, "weight_decay": 0.05}),
-    ("Lamb", {"learning_rate": SCHEDULE, "decay": 0.1}),
-    ("ScheduleFreeAdamW", {}),
-    ("ScheduleFreeAdamW", {"learning_rate": 0.01, "beta_1": 0.5, "beta_2": 0.67,
-                           "epsilon": 1e-5}),
-    ("ScheduleFreeAdamW", {"learning_rate": 0.01, "warmup_steps": 4, "weight_decay": 0.1}),
-    ("ScheduleFreeAdamW", {"warmup_steps": 2, "gradient_accumulation_steps": 2,
-                           "clipnorm": 0.5}),
-    ("ScheduleFreeAdamW", {"global_clipnorm": 1.0, "use_ema": True, "loss_scale_factor": 64.0}),
-    ("ScheduleFreeAdamW", {"learning_rate": CALLABLE, "clipvalue": 0.1, "use_ema": True,
-                           "ema_overwrite_frequency": 3}),
-    ("Adafactor", {}),
-    ("Adafactor", {"learning_rate": 0.5}),  # above 1 / sqrt(t): the cap applies
-    ("Adafactor", {"learning_rate": 0.01, "beta_2_decay": -0.5, "epsilon_1": 1e-20,
-                   "epsilon_2": 1e-2, "clip_threshold": 0.5, "relative_step": False}),
-    ("Adafactor", {"weight_decay": 0.05, "clipnorm": 1.0}),
-    ("Adafactor", {"global_clipnorm": 1.0, "use_ema": True, "ema_overwrite_frequency": 2}),
-    ("Adafactor", {"clipvalue": 0.5, "gradient_accumulation_steps": 3,
-                   "loss_scale_factor": 64.0}),
-    ("Adafactor", {"learning_rate": SCHEDULE, "decay": 0.1}),
-    ("Muon", {}),
-    ("Muon", {"learning_rate": 0.01, "momentum": 0.9, "nesterov": False, "ns_steps": 3,
-              "rms_rate": None}),
-    ("Muon", {"learning_rate": 0.02, "adam_lr_ratio": 0.1, "adam_weight_decay": None,
-              "weight_decay": 0.1, "exclude_layers": ["variable_0", "out/"]}),
-    ("Muon", {"global_clipnorm": 1.0, "use_ema": True, "ema_overwrite_frequency": 2}),
-    ("Muon", {"clipnorm": 1.0, "gradient_accumulation_steps": 2, "loss_scale_factor": 64.0}),
-    ("Muon", {"clipvalue": 0.5, "use_ema": True, "weight_decay": None,
-              "adam_weight_decay": 0.1}),
-    ("Muon", {"learning_rate": SCHEDULE, "decay": 0.1, "muon_a": 2.0, "muon_b": -1.5,
-              "muon_c": 0.5}),
-    ("Muon", {"learning_rate": CALLABLE, "exclude_embeddings": False}),
-    # A step as large as the weights: the orthogonalized update dominates every result.
-    ("Muon", {"learning_rate": 0.5, "weight_decay": None, "adam_weight_decay": None}),
-]
-
-# Comparison budgets (keyword arguments of `ref.assert_close`) where an implementation cannot
-# follow the reference's arithmetic to the last bit; every other case gets the defaults.
-TOLERANCES = {
-    # Newton-Schulz's matrix products (the native gemm against NumPy's BLAS) sum in other
-    # orders, and the iteration carries those roundings into the update: up to 4 float32 ulps
-    # (of a step as large as the weights) and 1e-12 relative in float64 seen here; the budget
-    # leaves room for other CPUs' kernels, whose summation orders differ again.
-    "Muon": {"ulps": 8, "rtol64": 1e-10},
-}
-
-
-def _budget(name):
-    """The `ref.assert_close` keyword arguments for `name`'s comparisons."""
-    return TOLERANCES.get(name, {})
-
-
-def _case_id(case):
-    name, kwargs = case
-    return name + "(" + ",".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
-
-
-CASE_PARAMS = [pytest.param(*case, id=_case_id(case)) for case in CASES]
+CASE_PARAMS = cases("numerics")
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
 STEPS = 6
 
 
-def _converted(kwargs, method):
-    return {k: getattr(v, method)() if isinstance(v, (Schedule, Callable)) else v
-            for k, v in kwargs.items()}
-
-
-def make_pair(name, kwargs):
+def make_pair(case, kwargs):
     """A ferroptim optimizer and the reference for the same constructor arguments."""
-    opt = getattr(fo.optimizers, name)(**_converted(kwargs, "to_fo"))
-    return opt, ref.make_reference(name, _converted(kwargs, "to_reference"))
+    opt = case.cls(**fo_kwargs(kwargs))
+    return opt, ref.make_reference(case.name, reference_kwargs(kwargs))
 
 
 def _rng(*key):
@@ -234,7 +51,7 @@ def _grad_like(rng, p, dtype=None):
 
 def check_variables(opt, reference, err_msg="", budget=None):
     """Every optimizer variable, in Keras's order, against the reference's (`budget`: the
-    case's `TOLERANCES` entry)."""
+    record's `tolerance`)."""
     actual = [np.asarray(v) for v in opt.variables]
     expected = reference.variables
     assert len(actual) == len(expected), (
@@ -346,11 +163,11 @@ LAYOUTS = {
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name,kwargs", CASE_PARAMS)
-def test_matches_reference(name, kwargs, dtype, layout):
-    rng = _rng(name, kwargs, dtype, layout)
+@pytest.mark.parametrize("case,kwargs", CASE_PARAMS)
+def test_matches_reference(case, kwargs, dtype, layout):
+    rng = _rng(case.name, kwargs, dtype, layout)
     setup = LAYOUTS[layout](dtype, rng)
-    opt, reference = make_pair(name, kwargs)
+    opt, reference = make_pair(case, kwargs)
     reference.build([p.copy() for p in setup.params])
     for step in range(1, STEPS + 1):
         grads = setup.grads(rng)
@@ -358,21 +175,21 @@ def test_matches_reference(name, kwargs, dtype, layout):
         opt.apply_gradients(zip(grads, setup.params))
         reference.apply(grads)
         for i, (p, e) in enumerate(zip(setup.params, reference.params)):
-            ref.assert_close(p, e, **_budget(name), err_msg=f"step {step}, param {i} {p.shape}")
+            ref.assert_close(p, e, **_budget(case), err_msg=f"step {step}, param {i} {p.shape}")
         for g, before in zip(grads, grads_before):
             np.testing.assert_array_equal(g, before, err_msg="a gradient was modified")
         setup.check_untouched(f"step {step}: memory outside the parameter views changed")
-    check_variables(opt, reference, budget=_budget(name))
+    check_variables(opt, reference, budget=_budget(case))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name,kwargs", CASE_PARAMS)
-def test_non_finite_gradients_propagate(name, kwargs, dtype):
+@pytest.mark.parametrize("case,kwargs", CASE_PARAMS)
+def test_non_finite_gradients_propagate(case, kwargs, dtype):
     # NaN and inf flow through as in Keras: no clamping; clipvalue keeps NaN; a NaN norm makes the
     # clipped tensor (clipnorm) or every tensor (global_clipnorm) NaN.
-    rng = _rng("nonfinite", name, kwargs, dtype)
+    rng = _rng("nonfinite", case.name, kwargs, dtype)
     params = [_random(rng, s, dtype) for s in [(5,), (17,), (3, 3)]]
-    opt, reference = make_pair(name, kwargs)
+    opt, reference = make_pair(case, kwargs)
     reference.build([p.copy() for p in params])
     for step in range(1, STEPS + 1):
         grads = [_grad_like(rng, p) for p in params]
@@ -385,35 +202,35 @@ def test_non_finite_gradients_propagate(name, kwargs, dtype):
             opt.apply_gradients(zip(grads, params))
         reference.apply(grads)
         for i, (p, e) in enumerate(zip(params, reference.params)):
-            ref.assert_close(p, e, **_budget(name), err_msg=f"step {step}, param {i}")
-    check_variables(opt, reference, budget=_budget(name))
+            ref.assert_close(p, e, **_budget(case), err_msg=f"step {step}, param {i}")
+    check_variables(opt, reference, budget=_budget(case))
 
 
-@pytest.mark.parametrize("name,kwargs", CASE_PARAMS)
-def test_mixed_float32_and_float64_parameters(name, kwargs):
-    rng = _rng("mixed", name, kwargs)
+@pytest.mark.parametrize("case,kwargs", CASE_PARAMS)
+def test_mixed_float32_and_float64_parameters(case, kwargs):
+    rng = _rng("mixed", case.name, kwargs)
     specs = [((5,), np.float32), ((7,), np.float64), ((3, 3), np.float32), ((), np.float64),
              ((33,), np.float32)]
     params = [_random(rng, s, d) for s, d in specs]
-    opt, reference = make_pair(name, kwargs)
+    opt, reference = make_pair(case, kwargs)
     reference.build([p.copy() for p in params])
     for step in range(1, STEPS + 1):
         grads = [_grad_like(rng, p) for p in params]
         opt.apply_gradients(zip(grads, params))
         reference.apply(grads)
         for i, (p, e) in enumerate(zip(params, reference.params)):
-            ref.assert_close(p, e, **_budget(name), err_msg=f"step {step}, param {i} {p.dtype}")
-    check_variables(opt, reference, budget=_budget(name))
+            ref.assert_close(p, e, **_budget(case), err_msg=f"step {step}, param {i} {p.dtype}")
+    check_variables(opt, reference, budget=_budget(case))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name,kwargs", CASE_PARAMS)
-def test_missing_gradients(name, kwargs, dtype):
+@pytest.mark.parametrize("case,kwargs", CASE_PARAMS)
+def test_missing_gradients(case, kwargs, dtype):
     # A None gradient: Keras warns and leaves that variable out of the step; the EMA still
     # averages every built variable.
-    rng = _rng("none", name, kwargs, dtype)
+    rng = _rng("none", case.name, kwargs, dtype)
     params = [_random(rng, s, dtype) for s in [(6,), (4, 4), (9,)]]
-    opt, reference = make_pair(name, kwargs)
+    opt, reference = make_pair(case, kwargs)
     reference.build([p.copy() for p in params])
     for step in range(1, STEPS + 1):
         grads = [_grad_like(rng, p) for p in params]
@@ -424,17 +241,17 @@ def test_missing_gradients(name, kwargs, dtype):
             opt.apply_gradients(zip(grads, params))
         reference.apply(grads)
         for i, (p, e) in enumerate(zip(params, reference.params)):
-            ref.assert_close(p, e, **_budget(name), err_msg=f"step {step}, param {i}")
-    check_variables(opt, reference, budget=_budget(name))
+            ref.assert_close(p, e, **_budget(case), err_msg=f"step {step}, param {i}")
+    check_variables(opt, reference, budget=_budget(case))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name,kwargs", CASE_PARAMS)
-def test_dict_parameters_with_weight_decay_exclusion(name, kwargs, dtype):
-    rng = _rng("dict", name, kwargs, dtype)
+@pytest.mark.parametrize("case,kwargs", CASE_PARAMS)
+def test_dict_parameters_with_weight_decay_exclusion(case, kwargs, dtype):
+    rng = _rng("dict", case.name, kwargs, dtype)
     shapes = {"dense/kernel": (4, 3), "dense/bias": (3,), "out/kernel": (3, 2), "out/bias": (2,)}
     params = {k: _random(rng, s, dtype) for k, s in shapes.items()}
-    opt, reference = make_pair(name, kwargs)
+    opt, reference = make_pair(case, kwargs)
     opt.exclude_from_weight_decay(var_names=["bias"])
     reference.exclude_from_weight_decay(var_names=["bias"])
     reference.build([p.copy() for p in params.values()], names=list(params))
@@ -443,25 +260,25 @@ def test_dict_parameters_with_weight_decay_exclusion(name, kwargs, dtype):
         opt.apply(grads, params)
         reference.apply(list(grads.values()))
         for (k, p), e in zip(params.items(), reference.params):
-            ref.assert_close(p, e, **_budget(name), err_msg=f"step {step}, {k}")
-    check_variables(opt, reference, budget=_budget(name))
+            ref.assert_close(p, e, **_budget(case), err_msg=f"step {step}, {k}")
+    check_variables(opt, reference, budget=_budget(case))
 
 
-@pytest.mark.parametrize("name,kwargs", CASE_PARAMS)
-def test_build_then_apply_without_variables(name, kwargs):
-    rng = _rng("build", name, kwargs)
+@pytest.mark.parametrize("case,kwargs", CASE_PARAMS)
+def test_build_then_apply_without_variables(case, kwargs):
+    rng = _rng("build", case.name, kwargs)
     params = [_random(rng, s, np.float32) for s in [(10,), (2, 5)]]
-    opt, reference = make_pair(name, kwargs)
+    opt, reference = make_pair(case, kwargs)
     opt.build(params)
     reference.build([p.copy() for p in params])
-    check_variables(opt, reference, "after build", _budget(name))
+    check_variables(opt, reference, "after build", _budget(case))
     for step in range(1, STEPS + 1):
         grads = [_grad_like(rng, p) for p in params]
         opt.apply(grads)
         reference.apply(grads)
         for i, (p, e) in enumerate(zip(params, reference.params)):
-            ref.assert_close(p, e, **_budget(name), err_msg=f"step {step}, param {i}")
-    check_variables(opt, reference, budget=_budget(name))
+            ref.assert_close(p, e, **_budget(case), err_msg=f"step {step}, param {i}")
+    check_variables(opt, reference, budget=_budget(case))
 
 
 # --- specific behaviours ------------------------------------------------------------------------

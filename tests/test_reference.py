@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 import reference as ref
+from optimizers_under_test import OPTIMIZERS
 
 F32_EPS = float(np.finfo(np.float32).eps)
-ALL = ["SGD", "RMSprop", "Adam", "AdamW", "Adadelta", "Adagrad", "Adamax", "Nadam", "Lion", "Ftrl",
-       "Lamb", "ScheduleFreeAdamW", "Adafactor"]
+# Every optimizer with a reference rule (the records of optimizers_under_test.py).
+ALL = [case.name for case in OPTIMIZERS if case.reference is not None]
 # The optimizers whose Keras test file has `test_weight_decay` (a zero gradient leaves only the
-# decay): all but Ftrl and ScheduleFreeAdamW (its first step moves y to z, undoing the decay).
-WEIGHT_DECAY_TESTS = [name for name in ALL if name not in ("Ftrl", "ScheduleFreeAdamW")]
+# decay): the records' `decays_alone`.
+WEIGHT_DECAY_TESTS = [case.name for case in OPTIMIZERS if case.decays_alone]
 
 
 def _run(name, kwargs, var, grads_per_step, dtype, names=None, xla=False):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import ferroptim as fo
+from optimizers_under_test import OPTIMIZERS
 
 
 def test_global_clipnorm_over_dtype_groups_uses_one_float64_scale():
@@ -174,7 +175,7 @@ def test_a_learning_rate_beyond_float32_is_refused_at_construction_and_assignmen
 @pytest.mark.parametrize(
     "value", [float("nan"), float("inf"), 10**400, "0.1"], ids=["nan", "inf", "1e400", "str"]
 )
-@pytest.mark.parametrize("name", ["Adam", "Muon", "Adafactor"])
+@pytest.mark.parametrize("name", [case.name for case in OPTIMIZERS])
 def test_a_schedule_or_callable_returning_a_non_finite_rate_refuses_the_step(name, value):
     params = {"k": np.ones((4, 3), np.float32), "b": np.ones(3, np.float32)}
     opt = getattr(fo.optimizers, name)(learning_rate=lambda: value)
