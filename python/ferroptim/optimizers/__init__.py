@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Dict, Optional
 
 from ferroptim.optimizers import schedules
@@ -100,7 +101,9 @@ def serialize(optimizer: Any) -> Dict[str, Any]:
     }
 
 
-def deserialize(config: Dict[str, Any], custom_objects: Optional[Dict[str, Any]] = None) -> Any:
+def deserialize(
+    config: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]] = None
+) -> Any:
     """An optimizer from a dict produced by `serialize`.
 
     Args:

@@ -251,8 +251,8 @@ class StepPlan:
         self.groups = groups
         self.keys = keys
         self.fast_params: Optional[List[np.ndarray]] = None
-        self.fast_slots: Optional[Dict[str, List[np.ndarray]]] = None
-        self.fast_names: Optional[List[str]] = None
+        self.fast_slots: Dict[str, List[np.ndarray]] = {}
+        self.fast_names: List[str] = []
         self.fast_options: Any = VARYING
         self.writable: Optional[List[np.ndarray]] = None
 
@@ -331,15 +331,16 @@ def written_arrays(optimizer: Any, indices: Any) -> List[np.ndarray]:
     return out
 
 
-def clip_option(optimizer: Any) -> Tuple[Optional[str], Optional[float]]:
-    """Keras's clipping precedence (`_clip_gradients`): the one rule that applies."""
+def clip_option(optimizer: Any) -> Optional[Tuple[str, float]]:
+    """Keras's clipping precedence (`_clip_gradients`): the one rule that applies, as
+    (StepOptions keyword, value), or None."""
     if optimizer.clipnorm and optimizer.clipnorm > 0:
         return "clipnorm", float(optimizer.clipnorm)
     if optimizer.global_clipnorm and optimizer.global_clipnorm > 0:
         return "global_clipnorm", float(optimizer.global_clipnorm)
     if optimizer.clipvalue and optimizer.clipvalue > 0:
         return "clipvalue", float(optimizer.clipvalue)
-    return None, None
+    return None
 
 
 def step_parts(
@@ -370,11 +371,7 @@ def step_parts(
         )
         parts.accumulation_steps = optimizer._accumulation_steps
         parts.accumulate_only = accumulate_only
-    clip, value = clip_option(optimizer)
-    if clip_scale is not None:
-        clip, value = "clip_scale", clip_scale
-    if clip is not None:
-        parts.clip = (clip, value)
+    parts.clip = ("clip_scale", clip_scale) if clip_scale is not None else clip_option(optimizer)
     if members is None:
         parts.weight_decay = group.weight_decay
         parts.weight_decay_mask = group.weight_decay_mask

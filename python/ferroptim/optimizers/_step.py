@@ -24,8 +24,17 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ferroptim import _native
-from ferroptim.optimizers._plan import NO_PLAN, VARYING, Group, StepParts, StepPlan, build_plan
-from ferroptim.optimizers._plan import clip_option, step_parts, written_arrays
+from ferroptim.optimizers._plan import (
+    NO_PLAN,
+    VARYING,
+    Group,
+    StepParts,
+    StepPlan,
+    build_plan,
+    clip_option,
+    step_parts,
+    written_arrays,
+)
 from ferroptim.optimizers._step_guard import SnapshotGuard, StepGuard
 from ferroptim.optimizers._variables import (
     MAX_ITERATIONS,
@@ -42,9 +51,10 @@ _SEQUENCES = (list, tuple)
 _completed_calls = _native.completed_calls
 _FLOAT_SCALARS = frozenset((float, np.float32, np.float64))
 
-# One native call of a step: its group, the built indices it covers (None: the whole group, in
-# order) and their gradients.
-Call = Tuple[Group, Optional[List[int]], Sequence[Any]]
+# One native call of a step: its `Group`, the built indices it covers (None: the whole group,
+# in order) and their gradients. The group may be None where the indices are given (a call
+# checked or measured outside the plan: `Unfused`, Muon's two paths).
+Call = Tuple[Any, Optional[List[int]], Sequence[Any]]
 
 _AT_INDEX = re.compile(r"at index (\d+)")
 
@@ -171,7 +181,6 @@ class StepEngine:
     ema_momentum: Any
     ema_overwrite_frequency: Any
     loss_scale_factor: Any
-    _step_learning_rate: Callable[[int, int], float]
     _update_step: Callable[..., None]
     _begin_update_step: Callable[[int], None]
     _end_update_step: Callable[[], None]
@@ -241,7 +250,9 @@ class StepEngine:
         ):
             # Every built variable in build order, over several dtype groups: the groups and
             # the arrays the step writes are known from the plan.
-            calls = [(group, None, [grads[i] for i in group.indices]) for group in plan.groups]
+            calls: List[Call] = [
+                (group, None, [grads[i] for i in group.indices]) for group in plan.groups
+            ]
             return self._validate_calls(calls, writable), []
         if isinstance(grads, Mapping):
             grads, variables = self._resolve_named(grads, trainable_variables)
@@ -278,8 +289,7 @@ class StepEngine:
             return None
         indices = self._variable_indices(variables)
         if len(set(indices)) != len(indices):
-            seen: set = set()
-            twice = next(i for i in indices if i in seen or seen.add(i))
+            twice = next(i for k, i in enumerate(indices) if i in indices[:k])
             raise ValueError(
                 f"Variable '{self._trainable_variable_names[twice]}' was given twice in one "
                 "call; each variable takes one gradient per step."
@@ -309,7 +319,7 @@ class StepEngine:
         if len(groups) == 1 and indices == groups[0].indices:
             return [(groups[0], None, grads)], []
         position = {index: k for k, index in enumerate(indices)}
-        calls: List[Call] = []
+        calls = []
         for group in groups:
             members = [i for i in group.indices if i in position]
             if members:
@@ -492,9 +502,10 @@ class StepEngine:
             ema_overwrite = bool(frequency) and (iterations + 1) % frequency == 0
 
         clip_scale: Optional[float] = None
-        clip, c = clip_option(self)
-        if clip == "global_clipnorm" and len(calls) > 1 and not accumulate_only:
-            clip_scale = self._global_clip_scale(calls, c)
+        clip = clip_option(self)
+        if clip is not None and clip[0] == "global_clipnorm" and len(calls) > 1:
+            if not accumulate_only:
+                clip_scale = self._global_clip_scale(calls, clip[1])
 
         step_state = self._has_step_state and not accumulate_only
         if step_state:

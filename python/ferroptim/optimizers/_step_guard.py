@@ -18,7 +18,8 @@ import os
 import sys
 import threading
 import weakref
-from typing import Any, Callable, Deque, Dict, Set, Tuple, TypeVar
+from types import FrameType
+from typing import Any, Callable, Deque, Dict, Optional, Set, Tuple, TypeVar
 
 __all__ = ["StepGuard", "SnapshotGuard", "register_holder"]
 
@@ -137,7 +138,7 @@ class StepGuard:
         Only reached when the token is taken; walking the stack here costs nothing on the
         uncontended path. Frames 1 and 2 are `wait` and the call that is about to wait.
         """
-        frame = sys._getframe(3)
+        frame: Optional[FrameType] = sys._getframe(3)
         while frame is not None:
             if frame.f_code in _HOLDERS:
                 local = frame.f_locals

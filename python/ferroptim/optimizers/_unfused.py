@@ -48,7 +48,7 @@ class Unfused:
     _TRANSIENT: Tuple[str, ...] = ("_unfused_calls", "_unfused_gradients")
 
     def __getstate__(self) -> Dict[str, Any]:
-        state = super().__getstate__()  # type: ignore[misc]
+        state: Dict[str, Any] = super().__getstate__()  # type: ignore[misc,assignment]
         for key in self._TRANSIENT:
             state.pop(key, None)
         return state

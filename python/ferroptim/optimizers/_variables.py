@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Mapping
 import re
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -276,7 +276,12 @@ class VariableTable:
         return [f"variable_{i}" for i in range(len(variables))], variables
 
     def _new_variable(
-        self, shape: Any, dtype: np.dtype, initializer: Any, name: Optional[str], order: str
+        self,
+        shape: Any,
+        dtype: np.dtype,
+        initializer: Any,
+        name: Optional[str],
+        order: Literal["C", "F"],
     ) -> np.ndarray:
         if isinstance(initializer, str):
             if initializer not in ("zeros", "ones"):

@@ -9,7 +9,13 @@ import numpy as np
 
 from ferroptim import _native
 from ferroptim.optimizers._scalar_math import power
-from ferroptim.optimizers._unfused import _CHUNK, StepParts, Unfused, decay, sum_of_squares
+from ferroptim.optimizers._unfused import (
+    _CHUNK,
+    StepParts,
+    Unfused,
+    decay,
+    sum_of_squares,
+)
 from ferroptim.optimizers.optimizer import (
     Optimizer,
     ParamsArg,

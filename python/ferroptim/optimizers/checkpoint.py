@@ -560,7 +560,7 @@ class _Reader:
                         f"an array of {nbytes})"
                     )
                 array = np.empty(math.prod(shape), dtype=saved_dtype)
-                buffer = memoryview(array).cast("B")
+                buffer = memoryview(array.data).cast("B")
                 position = 0
                 while position < len(buffer):
                     chunk = stream.read(min(_READ_CHUNK, len(buffer) - position))
@@ -775,7 +775,7 @@ def _create(
     path: str,
 ) -> Any:
     """The optimizer the header configures, of a concrete optimizer class at every depth."""
-    from ferroptim.optimizers import Optimizer, _BUILTINS
+    from ferroptim.optimizers import _BUILTINS, Optimizer
 
     class_name = header["class_name"]
     found = (custom_objects or {}).get(class_name)

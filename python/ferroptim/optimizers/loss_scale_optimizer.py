@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -177,6 +177,7 @@ class LossScaleOptimizer(Composite, Optimizer):
         self._run_exclusive(self._apply, grads, trainable_variables)
 
     def _apply(self, grads: Any, trainable_variables: Optional[ParamsArg]) -> None:
+        values: Sequence[Any]
         if isinstance(grads, Mapping):
             values = list(grads.values())
         else:
@@ -310,7 +311,7 @@ class LossScaleOptimizer(Composite, Optimizer):
 
     @classmethod
     def from_config(
-        cls, config: Dict[str, Any], custom_objects: Optional[Dict[str, Any]] = None
+        cls, config: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]] = None
     ) -> "LossScaleOptimizer":
         """Create a LossScaleOptimizer from `get_config()`'s output.
 
@@ -332,7 +333,7 @@ class LossScaleOptimizer(Composite, Optimizer):
         return cls(inner, **config)
 
 
-def _divide(grads: Any, scale: np.float32) -> Any:
+def _divide(grads: Any, scale: Any) -> Any:
     """`g / scale` for every gradient (None stays None), as a list or a dict like `grads`."""
 
     def divide(g: Any) -> Any:

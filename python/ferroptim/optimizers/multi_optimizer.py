@@ -405,7 +405,7 @@ class MultiOptimizer(Composite, Optimizer):
         callable map is kept as is (Keras serializes it by reference)."""
         from ferroptim.optimizers import serialize
 
-        optimizer_map = self.optimizer_map
+        optimizer_map: Any = self.optimizer_map
         if isinstance(optimizer_map, OptimizerMap):
             optimizer_map = serialize(optimizer_map)
         return {
@@ -416,7 +416,7 @@ class MultiOptimizer(Composite, Optimizer):
 
     @classmethod
     def from_config(
-        cls, config: Dict[str, Any], custom_objects: Optional[Dict[str, Any]] = None
+        cls, config: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]] = None
     ) -> "MultiOptimizer":
         """Create a MultiOptimizer from `get_config()`'s output.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, cast
 
 import numpy as np
 
@@ -264,7 +264,7 @@ class Muon(Unfused, Optimizer):
             [params[k] for k in positions],
             [grads[k] for k in positions],
             [momentums[k] for k in positions],
-            [velocities[k] for k in positions],
+            [cast(np.ndarray, velocities[k]) for k in positions],
             None,
             adam_lr,
             self.adam_beta_1,

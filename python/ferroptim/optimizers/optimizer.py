@@ -26,9 +26,21 @@ import inspect
 import math
 import re
 import warnings
+from collections.abc import Mapping
 from itertools import repeat
 from operator import is_, is_not
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    Literal,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 import numpy as np
 
@@ -44,8 +56,8 @@ from ferroptim.optimizers._variables import (
     ParamsArg,
     VariableTable,
     check_base_arguments,
-    default_argument,
     check_hyperparameter,
+    default_argument,
     float32_learning_rate,
     is_number,
     refuse_last_iteration,
@@ -432,7 +444,7 @@ class Optimizer(StepEngine, VariableTable):
         index = self._trainable_variables_indices[id(reference_variable)]
         base = self._trainable_variable_names[index].replace("/", "_").replace(":", "_")
         flags = reference_variable.flags
-        order = "F" if flags.f_contiguous and not flags.c_contiguous else "C"
+        order: Literal["C", "F"] = "F" if flags.f_contiguous and not flags.c_contiguous else "C"
         return self._new_variable(
             reference_variable.shape,
             reference_variable.dtype,
@@ -751,7 +763,7 @@ class Optimizer(StepEngine, VariableTable):
         grads: Sequence[Any],
         slots: Dict[str, List[np.ndarray]],
         learning_rate: float,
-        options: Optional[_native.StepOptions],
+        options: Any,
     ) -> None:
         """Apply the optimizer's rule to one dtype group with one native call.
 
@@ -814,7 +826,9 @@ class Optimizer(StepEngine, VariableTable):
         return config
 
     @classmethod
-    def from_config(cls, config: Dict[str, Any], custom_objects: Optional[Dict[str, Any]] = None):
+    def from_config(
+        cls, config: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]] = None
+    ) -> Any:
         """Create an optimizer from `get_config()`'s output.
 
         Args:
