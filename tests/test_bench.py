@@ -252,6 +252,21 @@ def test_every_optimizer_but_adam_is_held_to_085_of_its_roofline_at_32m():
     assert not any(text.startswith("adam 32M") for text in rows)
 
 
+def test_bench_script_reports_the_targets_after_the_measurements():
+    command = [sys.executable, str(BENCHES / "bench.py"), "--optimizers", "adam", "--sizes",
+               "1K,100x1K", "--scaling-sizes", "", "--repeats", "1", "--min-block-ms", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.index("| optimizer | case |") < out.index("### Targets")
+    header, rows = _table(out, "target")
+    assert header == ["target", "measured", "met"]
+    # The targets of Adam's 1K and 100x1K cases; those of cases that did not run are left out.
+    assert [row[0] for row in rows] == ["Adam 1K, one tensor: <= 3 us per call",
+                                        "Adam: one more 1K tensor in a call <= 1 us"]
+    assert all(row[1].endswith(" us") and row[2] in {"yes", "**no**"} for row in rows)
+
+
 def _case_names(cases):
     return [case.name for case in cases]
 
@@ -355,6 +370,8 @@ def test_quick_run_prints_the_tables_and_writes_json(tmp_path):
     assert [(row[0], row[1], row[2]) for row in rows] == [
         ("sgd", "1K", "1"), ("sgd", "1K", "2"), ("adam", "1K", "1"), ("adam", "1K", "2")]
     assert rows[0][4] == rows[2][4] == "1.00x"
+    # The user's report holds measurements and ratios; the targets are benches/bench.py's.
+    assert "### Targets" not in out
 
     data = json.loads(path.read_text())
     assert data["environment"]["simd_level"] in {"baseline", "avx2", "avx512"}
