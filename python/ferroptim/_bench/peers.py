@@ -96,16 +96,27 @@ def roofline_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays, name: str
 
 
 def numpy_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays,
-               names: Optional[Sequence[str]] = None) -> Peer:
-    """NumPy as a user writes it (`spec.numpy_step`), with its own slots.
+               names: Optional[Sequence[str]] = None, out: bool = False) -> Peer:
+    """NumPy as a user writes it (`spec.numpy_step`), or with `out=` and preallocated scratch
+    (`spec.numpy_out_step`), with its own state.
 
     Args:
         spec: the optimizer.
         params, grads: the case's arrays.
         names: the parameters' names, or None.
+        out: the `out=` step ("numpy_out") rather than the plain one ("numpy").
     """
+    if out and spec.numpy_out_step is None:
+        raise Unavailable(f"no NumPy out= step for {spec.name}")
     slots = spec.make_numpy_state(params, names)
     counter = itertools.count()
+    if out and spec.numpy_out_step is not None:
+        out_step, scratch = spec.numpy_out_step, make_scratch(spec, params)
+
+        def step_out() -> None:
+            out_step(params, grads, slots, scratch, next(counter), **spec.kwargs)
+
+        return Peer("numpy_out", step_out)
 
     def step() -> None:
         spec.numpy_step(params, grads, slots, next(counter), **spec.kwargs)
@@ -124,28 +135,6 @@ def make_scratch(spec: BenchOptimizer, params: Arrays) -> List[Arrays]:
     largest = max((p.size for p in params), default=0)
     buffers = [np.empty(largest, dtype=DTYPE) for _ in range(spec.scratch_per_tensor)]
     return [[buffer[:p.size].reshape(p.shape) for buffer in buffers] for p in params]
-
-
-def numpy_out_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays,
-                   names: Optional[Sequence[str]] = None) -> Peer:
-    """NumPy with `out=` and preallocated scratch (`spec.numpy_out_step`).
-
-    Args:
-        spec: the optimizer.
-        params, grads: the case's arrays.
-        names: the parameters' names, or None.
-    """
-    if spec.numpy_out_step is None:
-        raise Unavailable(f"no NumPy out= step for {spec.name}")
-    out_step = spec.numpy_out_step
-    slots = spec.make_numpy_state(params, names)
-    scratch = make_scratch(spec, params)
-    counter = itertools.count()
-
-    def step() -> None:
-        out_step(params, grads, slots, scratch, next(counter), **spec.kwargs)
-
-    return Peer("numpy_out", step)
 
 
 def torch_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays, threads: int) -> Peer:

@@ -12,8 +12,7 @@ import numpy as np
 
 from ferroptim._bench.cases import DTYPE, Arrays, Case, make_arrays
 from ferroptim._bench.peers import (MAIN_PEERS, Unavailable, ferroptim_peer, import_torch,
-                                    numpy_out_peer, numpy_peer, roofline_peer, set_threads,
-                                    torch_peer)
+                                    numpy_peer, roofline_peer, set_threads, torch_peer)
 from ferroptim._bench.registry import OPTIMIZERS, BenchOptimizer
 from ferroptim._bench.report import format_us
 from ferroptim._bench.results import CaseResult, Report, ScalingResult
@@ -38,7 +37,7 @@ def _main_peers(spec: BenchOptimizer, params: Arrays, grads: Arrays,
         "ferroptim": lambda: ferroptim_peer(spec, params, grads, names=names),
         "roofline": lambda: roofline_peer(spec, params, grads),
         "numpy": lambda: numpy_peer(spec, params, grads, names),
-        "numpy_out": lambda: numpy_out_peer(spec, params, grads, names),
+        "numpy_out": lambda: numpy_peer(spec, params, grads, names, out=True),
         "torch": lambda: torch_peer(spec, params, grads, threads),
     }
     peers: List[Peer] = []

@@ -67,9 +67,7 @@ class Settings:
         Args:
             spec: the optimizer.
         """
-        if spec.element_wise or self.matrix_sizes is None:
-            return self.sizes
-        return self.matrix_sizes
+        return _by_kind(spec, self.sizes, self.matrix_sizes)
 
     def scaling_cases(self, spec: BenchOptimizer) -> List[Case]:
         """The thread-scaling cases `spec` runs.
@@ -77,6 +75,11 @@ class Settings:
         Args:
             spec: the optimizer.
         """
-        if spec.element_wise or self.matrix_scaling_sizes is None:
-            return self.scaling_sizes
-        return self.matrix_scaling_sizes
+        return _by_kind(spec, self.scaling_sizes, self.matrix_scaling_sizes)
+
+
+def _by_kind(spec: BenchOptimizer, cases: List[Case],
+             matrix_cases: Optional[List[Case]]) -> List[Case]:
+    # An optimizer that is not element-wise runs on matrices, unless the list was given (then
+    # matrix_cases is None: a list given applies to every optimizer).
+    return cases if spec.element_wise or matrix_cases is None else matrix_cases
