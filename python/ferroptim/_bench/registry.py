@@ -152,6 +152,9 @@ class BenchOptimizer:
         return [*self.make_slots(params), *scalars]
 
 
+# Keyed by the `--optimizers` name. Every class of the optimizer registry
+# (`ferroptim.optimizers._BUILTINS`) has a record but the base Optimizer, OptimizerMap, the
+# two wrappers and AdamW (tests/test_bench.py says why, and fails when a new class has none).
 OPTIMIZERS: Dict[str, BenchOptimizer] = {
     spec.name: spec
     for spec in [

@@ -84,7 +84,7 @@ class Report:
 
     Args:
         settings: what was asked.
-        env: `environment()`.
+        env: `runner.environment()`: what the numbers depend on.
         cases: main table results, in order.
         scaling: thread-scaling results, in order.
     """
