@@ -18,8 +18,8 @@ alike; the table reports the best block (the least disturbed one), the JSON keep
 
 One module per job:
 
-- `numpy_steps`, `numpy_matrix_steps`: the NumPy peers' steps (and the state of the optimizers
-  that are not element-wise);
+- `numpy_steps`, `numpy_adam_steps`, `numpy_matrix_steps`: the NumPy peers' steps (and the
+  state of the optimizers that are not element-wise);
 - `registry`: `OPTIMIZERS`, what the benchmark covers; a new optimizer is one record there;
 - `cases`: the parameter lists `--sizes` names, and their random arrays;
 - `settings`: what a run measures, and the default cases;

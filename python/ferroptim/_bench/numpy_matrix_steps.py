@@ -12,7 +12,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ferroptim._bench.cases import Arrays
-from ferroptim._bench.numpy_steps import adam_numpy, adam_numpy_out
+from ferroptim._bench.numpy_adam_steps import adam_numpy, adam_numpy_out
 
 
 def adafactor_state(params: Arrays, names: Sequence[str], **hyperparameters: Any) -> List[Any]:

@@ -1,9 +1,10 @@
 """The optimizers the benchmark covers: `OPTIMIZERS`, one `BenchOptimizer` record each.
 
 A new optimizer is one record here: its constructor arguments, its slots (or a function
-building its state), its NumPy steps (`numpy_steps`, `numpy_matrix_steps`) and, when torch has
-a fused CPU kernel for it, a torch factory. tests/test_bench.py checks that the NumPy steps agree
-with ferroptim and that every registered optimizer class has a record here.
+building its state), its NumPy steps (`numpy_steps`, `numpy_adam_steps`, `numpy_matrix_steps`)
+and, when torch has a fused CPU kernel for it, a torch factory. tests/test_bench.py checks that
+the NumPy steps agree with ferroptim and that every registered optimizer class has a record
+here.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from ferroptim._bench.cases import DTYPE, Arrays
 from ferroptim._bench.numpy_matrix_steps import (adafactor_numpy, adafactor_numpy_out,
                                                   adafactor_state, muon_numpy, muon_numpy_out,
                                                   muon_state)
+from ferroptim._bench.numpy_adam_steps import (adam_numpy, adam_numpy_out, adamax_numpy,
+                                               adamax_numpy_out, lamb_numpy, lamb_numpy_out,
+                                               nadam_numpy, nadam_numpy_out,
+                                               schedule_free_adamw_numpy,
+                                               schedule_free_adamw_numpy_out)
 from ferroptim._bench.numpy_steps import (adadelta_numpy, adadelta_numpy_out, adagrad_numpy,
-                                          adagrad_numpy_out, adam_numpy, adam_numpy_out,
-                                          adamax_numpy, adamax_numpy_out, ftrl_numpy,
-                                          ftrl_numpy_out, lamb_numpy, lamb_numpy_out,
-                                          lion_numpy, lion_numpy_out, nadam_numpy,
-                                          nadam_numpy_out, rmsprop_numpy, rmsprop_numpy_out,
-                                          schedule_free_adamw_numpy,
-                                          schedule_free_adamw_numpy_out, sgd_numpy,
-                                          sgd_numpy_out)
+                                          adagrad_numpy_out, ftrl_numpy, ftrl_numpy_out,
+                                          lion_numpy, lion_numpy_out, rmsprop_numpy,
+                                          rmsprop_numpy_out, sgd_numpy, sgd_numpy_out)
 
 
 def _sgd_torch(torch: Any, tensors: list, implementation: Mapping[str, Any], *,
