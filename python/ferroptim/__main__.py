@@ -26,12 +26,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    try:
-        settings = _bench.settings_from_args(args)
-    except ValueError as error:
-        bench.error(str(error))
-    _bench.execute(settings)
-    return 0
+    return _bench.run_parsed(bench, args)
 
 
 if __name__ == "__main__":

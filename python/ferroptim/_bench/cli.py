@@ -1,0 +1,166 @@
+"""The command line: the options of `python -m ferroptim bench` (and of `benches/bench.py`),
+turned into `Settings`, and a run printed as Markdown (and written as JSON when asked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional, Sequence, TextIO
+
+from ferroptim._bench.cases import Case, parse_case
+from ferroptim._bench.registry import DEFAULT_OPTIMIZERS, OPTIMIZERS
+from ferroptim._bench.report import Section, render_markdown
+from ferroptim._bench.results import Report
+from ferroptim._bench.runner import log, run
+from ferroptim._bench.settings import (DEFAULT_SCALING_SIZES, DEFAULT_SIZES, MATRIX_SCALING_SIZES,
+                                       MATRIX_SIZES, QUICK_MATRIX_SCALING_SIZES,
+                                       QUICK_MATRIX_SIZES, QUICK_SCALING_SIZES, QUICK_SIZES,
+                                       Settings)
+
+DESCRIPTION = ("Time ferroptim's optimizer steps against NumPy, NumPy with out=, torch (when "
+               "installed) and a native roofline, in one process, and print a Markdown table.")
+
+
+def _split(text: str) -> List[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the benchmark's options to `parser`.
+
+    Args:
+        parser: the parser of `python -m ferroptim bench` or of `benches/bench.py`.
+    """
+    cores = os.cpu_count() or 1
+    parser.add_argument("--quick", action="store_true",
+                        help=f"small sizes ({QUICK_SIZES}) and short timing: a smoke test "
+                             "that finishes in well under a minute")
+    parser.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS), metavar="LIST",
+                        help="comma-separated, from: " + ", ".join(OPTIMIZERS)
+                             + "; or all (default: " + ",".join(DEFAULT_OPTIMIZERS) + ")")
+    parser.add_argument("--sizes", metavar="LIST",
+                        help=f"cases of every optimizer (default: {DEFAULT_SIZES}; for "
+                             f"adafactor and muon, which are not element-wise: "
+                             f"{MATRIX_SIZES}); <n>[K|M] is one tensor of n elements (K=1e3, "
+                             "M=1e6), <rows>*<cols> one matrix, <count>x<n>[K|M] or "
+                             "<count>x<rows>*<cols> that many tensors, mlp is 784-256-128-10, "
+                             "gpt2 the 148 tensors of GPT-2 small")
+    parser.add_argument("--scaling-sizes", metavar="LIST",
+                        help=f"cases of the thread-scaling table (default: "
+                             f"{DEFAULT_SCALING_SIZES}; adafactor and muon: "
+                             f"{MATRIX_SCALING_SIZES}; empty to skip)")
+    parser.add_argument("--threads", metavar="LIST", default=f"1,{cores}" if cores > 1 else "1",
+                        help="thread counts compared in the scaling table; the main table "
+                             "uses the largest (default: 1,<cores>)")
+    parser.add_argument("--repeats", type=int, metavar="N",
+                        help="timed blocks per peer (default: 7, quick: 3)")
+    parser.add_argument("--min-block-ms", type=float, metavar="MS",
+                        help="minimum duration of a timed block (default: 25, quick: 10)")
+    parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Validate parsed options into Settings (a ValueError names the bad option).
+
+    Args:
+        args: the namespace `add_arguments` options were parsed into.
+    """
+    optimizers = [name.lower() for name in _split(args.optimizers)]
+    if optimizers == ["all"]:
+        optimizers = list(OPTIMIZERS)
+    unknown = [name for name in optimizers if name not in OPTIMIZERS]
+    if unknown or not optimizers:
+        raise ValueError(f"--optimizers: unknown {', '.join(unknown) or '(empty list)'}; "
+                         f"known: {', '.join(OPTIMIZERS)}, or all")
+    try:
+        threads = [int(n) for n in _split(args.threads)]
+    except ValueError:
+        threads = []
+    if not threads or min(threads) < 1:
+        raise ValueError(f"--threads: expected positive integers, got {args.threads!r}")
+
+    def cases(given: Optional[str], default: str, quick: str) -> List[Case]:
+        text = given if given is not None else quick if args.quick else default
+        return [parse_case(item) for item in _split(text)]
+
+    settings = Settings(
+        optimizers=optimizers,
+        sizes=cases(args.sizes, DEFAULT_SIZES, QUICK_SIZES),
+        scaling_sizes=cases(args.scaling_sizes, DEFAULT_SCALING_SIZES, QUICK_SCALING_SIZES),
+        threads=threads,
+        json_path=args.json,
+    )
+    # A list given applies to every optimizer; the defaults differ by kind.
+    if args.sizes is None:
+        settings.matrix_sizes = cases(None, MATRIX_SIZES, QUICK_MATRIX_SIZES)
+    if args.scaling_sizes is None:
+        settings.matrix_scaling_sizes = cases(None, MATRIX_SCALING_SIZES,
+                                              QUICK_MATRIX_SCALING_SIZES)
+    if args.quick:
+        settings.min_block, settings.repeats, settings.budget = 0.010, 3, 0.3
+    if args.repeats is not None:
+        if args.repeats < 1:
+            raise ValueError(f"--repeats: expected a positive integer, got {args.repeats}")
+        settings.repeats = args.repeats
+    settings.min_repeats = min(settings.min_repeats, settings.repeats)
+    if args.min_block_ms is not None:
+        if not args.min_block_ms > 0:
+            raise ValueError(f"--min-block-ms: expected a positive number, got {args.min_block_ms}")
+        settings.min_block = args.min_block_ms / 1000
+    return settings
+
+
+def execute(settings: Settings, stdout: Optional[TextIO] = None,
+            sections: Sequence[Section] = ()) -> Report:
+    """Run the benchmark, print its Markdown, write the JSON if asked.
+
+    Args:
+        settings: what to measure (`settings_from_args`).
+        stdout: where the Markdown goes (default: sys.stdout).
+        sections: more sections of the report (`render_markdown`).
+    """
+    report = run(settings)
+    stdout = sys.stdout if stdout is None else stdout
+    stdout.write(render_markdown(report, sections))
+    stdout.flush()
+    if settings.json_path:
+        with open(settings.json_path, "w", encoding="utf-8") as file:
+            json.dump(report.to_json(), file, indent=1)
+        log(f"raw results written to {settings.json_path}")
+    return report
+
+
+def run_parsed(parser: argparse.ArgumentParser, args: argparse.Namespace,
+               sections: Sequence[Section] = ()) -> int:
+    """Run the benchmark `args` asks for; a bad option is `parser`'s usage error (exit 2).
+
+    Args:
+        parser: the parser `add_arguments` was given, which reports a bad option.
+        args: what it parsed.
+        sections: more sections of the report (`render_markdown`).
+
+    Returns:
+        The exit status, 0.
+    """
+    try:
+        settings = settings_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
+    execute(settings, sections=sections)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None, sections: Sequence[Section] = ()) -> int:
+    """The benchmark as a program of its own (`benches/bench.py`): the options of
+    `python -m ferroptim bench`.
+
+    Args:
+        argv: the arguments, without the program name (default: sys.argv[1:]).
+        sections: more sections of the report (`render_markdown`).
+    """
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    add_arguments(parser)
+    return run_parsed(parser, parser.parse_args(argv), sections)

@@ -1,0 +1,118 @@
+"""What a run measured: one `CaseResult` per (optimizer, case), one `ScalingResult` per
+thread-scaling case, gathered in a `Report`; each turns into plain JSON values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Optional
+
+from ferroptim._bench.cases import Case, parse_case
+from ferroptim._bench.settings import Settings
+from ferroptim._bench.timing import Timing
+
+
+@dataclasses.dataclass
+class CaseResult:
+    """The timings of one (optimizer, case).
+
+    Args:
+        optimizer: registry key.
+        case: the case.
+        threads: ferroptim's (and torch's) thread count.
+        bytes_per_element: bytes a fused step moves per element; None when the optimizer is
+            not element-wise.
+        timings: peer name -> Timing, for the peers that ran.
+        unavailable: peer name -> why it did not run.
+        labels: peer name -> descriptive label, where it has one.
+    """
+
+    optimizer: str
+    case: Case
+    threads: int
+    bytes_per_element: Optional[int]
+    timings: Dict[str, Timing]
+    unavailable: Dict[str, str]
+    labels: Dict[str, str]
+
+    def best(self, peer: str) -> Optional[float]:
+        """Best seconds per step of `peer`, or None when it did not run.
+
+        Args:
+            peer: the peer's name.
+        """
+        timing = self.timings.get(peer)
+        return None if timing is None else timing.best
+
+    def to_json(self) -> Dict[str, Any]:
+        """The result as plain JSON values."""
+        return {
+            "optimizer": self.optimizer, "case": self.case.name, "elements": self.case.elements,
+            "tensors": len(self.case.shapes), "threads": self.threads,
+            "bytes_per_element": self.bytes_per_element,
+            "peers": {name: timing.to_json() for name, timing in self.timings.items()},
+            "unavailable": self.unavailable, "labels": self.labels,
+        }
+
+
+@dataclasses.dataclass
+class ScalingResult:
+    """ferroptim and roofline at each thread count on one case.
+
+    Args:
+        optimizer: registry key.
+        case: the case.
+        timings: thread count -> {"ferroptim": Timing, "roofline": Timing}, without the
+            roofline for an optimizer that is not element-wise.
+    """
+
+    optimizer: str
+    case: Case
+    timings: Dict[int, Dict[str, Timing]]
+
+    def to_json(self) -> Dict[str, Any]:
+        """The result as plain JSON values."""
+        return {"optimizer": self.optimizer, "case": self.case.name,
+                "elements": self.case.elements,
+                "threads": {str(n): {peer: timing.to_json() for peer, timing in peers.items()}
+                            for n, peers in self.timings.items()}}
+
+
+@dataclasses.dataclass
+class Report:
+    """Everything one run measured.
+
+    Args:
+        settings: what was asked.
+        env: `runner.environment()`: what the numbers depend on.
+        cases: main table results, in order.
+        scaling: thread-scaling results, in order.
+    """
+
+    settings: Settings
+    env: Dict[str, Any]
+    cases: List[CaseResult]
+    scaling: List[ScalingResult]
+
+    def find(self, optimizer: str, case: str) -> Optional[CaseResult]:
+        """The main-table result of `optimizer` on the case `case` spells, or None.
+
+        Args:
+            optimizer: registry key.
+            case: a `--sizes` entry; cases match by shapes, so "1K" finds "1000".
+        """
+        shapes = parse_case(case).shapes
+        for result in self.cases:
+            if result.optimizer == optimizer and result.case.shapes == shapes:
+                return result
+        return None
+
+    def to_json(self) -> Dict[str, Any]:
+        """The raw results as plain JSON values."""
+        settings = dataclasses.asdict(self.settings)
+        for key in ["sizes", "scaling_sizes", "matrix_sizes", "matrix_scaling_sizes"]:
+            cases = getattr(self.settings, key)
+            settings[key] = None if cases is None else [case.name for case in cases]
+        return {"environment": self.env, "settings": settings,
+                "cases": [result.to_json() for result in self.cases],
+                "scaling": [result.to_json() for result in self.scaling]}

@@ -1,0 +1,85 @@
+"""What one run measures (`Settings`) and the default cases it measures."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional
+
+from ferroptim._bench.cases import Case
+from ferroptim._bench.registry import BenchOptimizer
+
+# The cases when `--sizes` and `--scaling-sizes` are not given, and with `--quick`.
+DEFAULT_SIZES = "1K,100K,4M,32M,mlp,gpt2,100x1K"
+QUICK_SIZES = "1K,100K,mlp,100x1K"
+DEFAULT_SCALING_SIZES = "100K,1M"
+QUICK_SCALING_SIZES = "100K"
+# The same for the optimizers that are not element-wise (Adafactor, Muon), which are made for
+# matrices: Muon steps a 1-D tensor with Adam. `--sizes gpt2` is Muon's realistic case, but
+# Newton-Schulz on its 48 block matrices takes seconds per step and peer.
+MATRIX_SIZES = "mlp,768*768,768*3072"
+QUICK_MATRIX_SIZES = "mlp,128*512"
+MATRIX_SCALING_SIZES = "768*768"
+QUICK_MATRIX_SCALING_SIZES = "128*512"
+# The marginal cost of one more small tensor is read off these two cases of the main table.
+MARGINAL_PAIR = ("1K", "100x1K")
+
+
+@dataclasses.dataclass
+class Settings:
+    """What one benchmark run measures and how long it times each peer.
+
+    Args:
+        optimizers: registry keys of `OPTIMIZERS`.
+        sizes: cases of the element-wise optimizers.
+        scaling_sizes: cases of the thread-scaling table (ferroptim and roofline only).
+        threads: thread counts of the scaling table; the main table runs with the largest.
+        min_block: seconds a timed block lasts at least (calls are looped to fill it).
+        repeats: timed blocks per peer (fewer, but at least `min_repeats`, past `budget`).
+        min_repeats: timed blocks every peer gets.
+        budget: seconds of timed blocks after which a slow peer stops repeating.
+        json_path: where to write the raw results, or None.
+        seed: seed of the random parameters and gradients.
+        matrix_sizes, matrix_scaling_sizes: `sizes` and `scaling_sizes` of the optimizers
+            that are not element-wise, or None for the same as the others'.
+    """
+
+    optimizers: List[str]
+    sizes: List[Case]
+    scaling_sizes: List[Case]
+    threads: List[int]
+    min_block: float = 0.025
+    repeats: int = 7
+    min_repeats: int = 3
+    budget: float = 3.0
+    json_path: Optional[str] = None
+    seed: int = 0
+    matrix_sizes: Optional[List[Case]] = None
+    matrix_scaling_sizes: Optional[List[Case]] = None
+
+    @property
+    def main_threads(self) -> int:
+        """The thread count of the main table."""
+        return max(self.threads)
+
+    def cases(self, spec: BenchOptimizer) -> List[Case]:
+        """The cases `spec` runs.
+
+        Args:
+            spec: the optimizer.
+        """
+        return _by_kind(spec, self.sizes, self.matrix_sizes)
+
+    def scaling_cases(self, spec: BenchOptimizer) -> List[Case]:
+        """The thread-scaling cases `spec` runs.
+
+        Args:
+            spec: the optimizer.
+        """
+        return _by_kind(spec, self.scaling_sizes, self.matrix_scaling_sizes)
+
+
+def _by_kind(spec: BenchOptimizer, cases: List[Case],
+             matrix_cases: Optional[List[Case]]) -> List[Case]:
+    # An optimizer that is not element-wise runs on matrices, unless the list was given (then
+    # matrix_cases is None: a list given applies to every optimizer).
+    return cases if spec.element_wise or matrix_cases is None else matrix_cases
