@@ -9,7 +9,6 @@ finite number), whichever way the value arrives: constructor, setter, schedule, 
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 from collections.abc import Mapping
@@ -24,8 +23,6 @@ __all__ = [
     "MAX_ITERATIONS",
     "ParamsArg",
     "VariableTable",
-    "check_base_arguments",
-    "default_argument",
     "check_hyperparameter",
     "checked_variable_value",
     "float32_learning_rate",
@@ -179,71 +176,6 @@ def checked_variable_value(name: str, target: Any, value: Any) -> Any:
         return learning_rate
     with np.errstate(over="ignore"):
         return array.astype(target.dtype, copy=False)
-
-
-def check_base_arguments(
-    gradient_accumulation_steps: Any,
-    use_ema: bool,
-    ema_momentum: Any,
-    ema_overwrite_frequency: Any,
-    clipnorm: Any,
-    clipvalue: Any,
-    global_clipnorm: Any,
-) -> None:
-    """Keras's checks of the base class's arguments, with its messages (a ValueError)."""
-    if gradient_accumulation_steps:
-        # The kernels take an integer step count, hence the isinstance check Keras lacks.
-        if (
-            not isinstance(gradient_accumulation_steps, (int, np.integer))
-            or not gradient_accumulation_steps >= 2
-        ):
-            raise ValueError(
-                "`gradient_accumulation_steps` must be an integer >= 2. "
-                "Received: gradient_accumulation_steps="
-                f"{gradient_accumulation_steps}"
-            )
-        if gradient_accumulation_steps > MAX_ACCUMULATION_STEPS:
-            raise ValueError(
-                "`gradient_accumulation_steps` must be at most 2**32 - 1 (the kernels "
-                "count in 32 bits). Received: gradient_accumulation_steps="
-                f"{gradient_accumulation_steps}"
-            )
-    if use_ema:
-        if ema_momentum > 1 or ema_momentum < 0:
-            raise ValueError(
-                "`ema_momentum` must be in the range [0, 1]. "
-                f"Received: ema_momentum={ema_momentum}"
-            )
-        if ema_overwrite_frequency and (
-            not isinstance(ema_overwrite_frequency, int) or ema_overwrite_frequency < 1
-        ):
-            raise ValueError(
-                "`ema_overwrite_frequency` must be an integer >= 1 or "
-                "None. Received: ema_overwrite_frequency="
-                f"{ema_overwrite_frequency}"
-            )
-    if sum(a is not None for a in (clipnorm, clipvalue, global_clipnorm)) > 1:
-        raise ValueError(
-            "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can "
-            f"be set. Received: clipnorm={clipnorm}, "
-            f"clipvalue={clipvalue}, global_clipnorm={global_clipnorm}"
-        )
-
-
-def default_argument(cls: type, argument: str) -> Any:
-    """The default object of `argument` in the most derived `__init__` signature that has one.
-
-    Keras 2's `lr=` may only replace a `learning_rate` the caller did not give; the default is
-    compared by identity, which a value the caller typed can never share.
-    """
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        parameter = inspect.signature(init).parameters.get(argument)
-        if parameter is not None:
-            return parameter.default
-    return inspect.Parameter.empty
 
 
 class VariableTable:

@@ -20,10 +20,6 @@ Two Keras features are left out because a NumPy array cannot carry the attribute
 
 from __future__ import annotations
 
-import collections
-import functools
-import inspect
-import math
 import re
 import warnings
 from collections.abc import Mapping
@@ -31,14 +27,12 @@ from itertools import repeat
 from operator import is_, is_not
 from typing import (
     Any,
-    Callable,
     Dict,
     List,
     Literal,
     Optional,
     Sequence,
     Tuple,
-    TypeVar,
     Union,
 )
 
@@ -46,6 +40,12 @@ import numpy as np
 
 from ferroptim import _native
 from ferroptim.optimizers import schedules as _schedules
+from ferroptim.optimizers._arguments import (
+    auto_name,
+    check_base_arguments,
+    keras2_arguments,
+    keras_signature,
+)
 from ferroptim.optimizers._plan import NO_PLAN, VARYING, PlanAttribute, StepPlan
 from ferroptim.optimizers._step import StepEngine, name_variables
 from ferroptim.optimizers._step_guard import StepGuard, register_holder
@@ -55,9 +55,7 @@ from ferroptim.optimizers._variables import (
     MAX_ITERATIONS,
     ParamsArg,
     VariableTable,
-    check_base_arguments,
     check_hyperparameter,
-    default_argument,
     float32_learning_rate,
     is_number,
     refuse_last_iteration,
@@ -70,23 +68,6 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NONES = repeat(None)
 _SEQUENCES = (list, tuple)
 _completed_calls = _native.completed_calls
-
-# Per-process counters behind automatic names ("adam", "adam_1", ...), as Keras's `uniquify`.
-_NAME_UIDS: Dict[str, int] = collections.defaultdict(int)
-
-def _to_snake_case(name: str) -> str:
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
-def _auto_name(class_name: str) -> str:
-    prefix = _to_snake_case(class_name)
-    uid = _NAME_UIDS[prefix]
-    _NAME_UIDS[prefix] += 1
-    return prefix if uid == 0 else f"{prefix}_{uid}"
-
-
 
 class Optimizer(StepEngine, VariableTable):
     """Base class of every ferroptim optimizer (Keras's `BaseOptimizer` and `Optimizer`).
@@ -197,28 +178,12 @@ class Optimizer(StepEngine, VariableTable):
         self._plan: StepPlan = NO_PLAN
         self._step_guard = StepGuard(self)
 
-        if "lr" in kwargs:
-            lr = kwargs.pop("lr")
-            if learning_rate is not default_argument(type(self), "learning_rate"):
-                raise ValueError(
-                    "Both `learning_rate` and its Keras 2 alias `lr` were given; pass only "
-                    f"`learning_rate`. Received: learning_rate={learning_rate}, lr={lr}"
-                )
-            learning_rate = lr
-        decay = kwargs.pop("decay", None)
-        if decay is not None and (
-            not is_number(decay) or not math.isfinite(decay) or decay < 0
-        ):
-            raise ValueError(
-                f"Argument `decay` must be a float >= 0. Received: decay={decay}"
-            )
-        if kwargs:
-            raise ValueError(f"Argument(s) not recognized: {kwargs}")
+        learning_rate, decay = keras2_arguments(type(self), learning_rate, kwargs)
         self._decay = float(decay) if decay else 0.0
         self._decay_given = decay is not None and decay != 0
 
         if name is None:
-            name = _auto_name(self.__class__.__name__)
+            name = auto_name(self.__class__.__name__)
         self.name = name
         self.weight_decay = weight_decay
         self.clipnorm = clipnorm
@@ -848,61 +813,3 @@ class Optimizer(StepEngine, VariableTable):
 
 # `apply` holds its optimizer's guard in its local `guard` (see `StepGuard.held_here`).
 register_holder(Optimizer.apply)
-
-
-_Init = TypeVar("_Init", bound=Callable[..., None])
-# `Optimizer.__init__`'s arguments that `keras_signature` adds to a subclass's own.
-_BASE_SKIPPED = ("self", "learning_rate", "name", "kwargs")
-
-
-def keras_signature(name: Optional[str] = None) -> Callable[[_Init], _Init]:
-    """Give a subclass's `__init__` Keras's whole signature from its own arguments only.
-
-    The decorated `__init__` declares `learning_rate` and the optimizer's own arguments, then
-    `**base`, and passes `**base` on to `super().__init__`. Keras's signature lists, after
-    the own arguments, every argument of the base class in `BaseOptimizer`'s order (a subclass
-    may declare one of them itself, as AdamW declares `weight_decay` second), then `name`, then
-    `**kwargs`; they are positional too (`RMSprop(0.5, 0.8, 0.25, 0.125, True, 0.01)` sets
-    `weight_decay`). Own arguments declared keyword-only (after `*`) come after `name`, where
-    Keras puts Muon's. `inspect.signature` shows the whole signature.
-
-    Args:
-        name: the default of `name` (Keras's: the snake-case class name, or None for an
-            automatic name).
-    """
-
-    def decorate(init: _Init) -> _Init:
-        declared = list(inspect.signature(init).parameters.values())
-        own = [p for p in declared if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
-        late = [
-            p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
-            for p in declared
-            if p.kind is inspect.Parameter.KEYWORD_ONLY
-        ]
-        taken = {p.name for p in declared}
-        base = [
-            p
-            for p in inspect.signature(Optimizer.__init__).parameters.values()
-            if p.name not in _BASE_SKIPPED and p.name not in taken
-        ]
-        named = inspect.Parameter(
-            "name", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=name, annotation="Optional[str]"
-        )
-        extra = inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD, annotation="Any")
-        signature = inspect.Signature(own + base + [named] + late + [extra])
-        own_names = [p.name for p in own[1:] + late]
-
-        @functools.wraps(init)
-        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-            bound = signature.bind(self, *args, **kwargs)
-            bound.apply_defaults()
-            arguments = bound.arguments
-            del arguments["self"]
-            rest = arguments.pop("kwargs")
-            mine = {key: arguments.pop(key) for key in own_names}
-            init(self, **mine, **arguments, **rest)
-
-        __init__.__signature__ = signature  # type: ignore[attr-defined]
-        return __init__  # type: ignore[return-value]
-
-    return decorate

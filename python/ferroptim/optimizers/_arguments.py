@@ -1,0 +1,192 @@
+"""The constructor arguments of an optimizer: Keras's signature for a subclass, Keras's checks
+of the base class's arguments, and the look-up behind Keras 2's `lr=` alias.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import inspect
+import math
+import re
+from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
+
+import numpy as np
+
+from ferroptim.optimizers._variables import MAX_ACCUMULATION_STEPS, is_number
+
+__all__ = [
+    "auto_name",
+    "check_base_arguments",
+    "default_argument",
+    "keras2_arguments",
+    "keras_signature",
+]
+
+
+_Init = TypeVar("_Init", bound=Callable[..., None])
+# `Optimizer.__init__`'s arguments that `keras_signature` adds to a subclass's own.
+_BASE_SKIPPED = ("self", "learning_rate", "name", "kwargs")
+
+
+def keras_signature(name: Optional[str] = None) -> Callable[[_Init], _Init]:
+    """Give a subclass's `__init__` Keras's whole signature from its own arguments only.
+
+    The decorated `__init__` declares `learning_rate` and the optimizer's own arguments, then
+    `**base`, and passes `**base` on to `super().__init__`. Keras's signature lists, after
+    the own arguments, every argument of the base class in `BaseOptimizer`'s order (a subclass
+    may declare one of them itself, as AdamW declares `weight_decay` second), then `name`, then
+    `**kwargs`; they are positional too (`RMSprop(0.5, 0.8, 0.25, 0.125, True, 0.01)` sets
+    `weight_decay`). Own arguments declared keyword-only (after `*`) come after `name`, where
+    Keras puts Muon's. `inspect.signature` shows the whole signature.
+
+    Args:
+        name: the default of `name` (Keras's: the snake-case class name, or None for an
+            automatic name).
+    """
+
+    def decorate(init: _Init) -> _Init:
+        # Imported here: the subclasses that use this are defined after the base class.
+        from ferroptim.optimizers.optimizer import Optimizer
+
+        base_init = Optimizer.__init__
+        declared = list(inspect.signature(init).parameters.values())
+        own = [p for p in declared if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        late = [
+            p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            for p in declared
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        ]
+        taken = {p.name for p in declared}
+        base = [
+            p
+            for p in inspect.signature(base_init).parameters.values()
+            if p.name not in _BASE_SKIPPED and p.name not in taken
+        ]
+        named = inspect.Parameter(
+            "name", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=name, annotation="Optional[str]"
+        )
+        extra = inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD, annotation="Any")
+        signature = inspect.Signature(own + base + [named] + late + [extra])
+        own_names = [p.name for p in own[1:] + late]
+
+        @functools.wraps(init)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = bound.arguments
+            del arguments["self"]
+            rest = arguments.pop("kwargs")
+            mine = {key: arguments.pop(key) for key in own_names}
+            init(self, **mine, **arguments, **rest)
+
+        __init__.__signature__ = signature  # type: ignore[attr-defined]
+        return __init__  # type: ignore[return-value]
+
+    return decorate
+
+
+def check_base_arguments(
+    gradient_accumulation_steps: Any,
+    use_ema: bool,
+    ema_momentum: Any,
+    ema_overwrite_frequency: Any,
+    clipnorm: Any,
+    clipvalue: Any,
+    global_clipnorm: Any,
+) -> None:
+    """Keras's checks of the base class's arguments, with its messages (a ValueError)."""
+    if gradient_accumulation_steps:
+        # The kernels take an integer step count, hence the isinstance check Keras lacks.
+        if (
+            not isinstance(gradient_accumulation_steps, (int, np.integer))
+            or not gradient_accumulation_steps >= 2
+        ):
+            raise ValueError(
+                "`gradient_accumulation_steps` must be an integer >= 2. "
+                "Received: gradient_accumulation_steps="
+                f"{gradient_accumulation_steps}"
+            )
+        if gradient_accumulation_steps > MAX_ACCUMULATION_STEPS:
+            raise ValueError(
+                "`gradient_accumulation_steps` must be at most 2**32 - 1 (the kernels "
+                "count in 32 bits). Received: gradient_accumulation_steps="
+                f"{gradient_accumulation_steps}"
+            )
+    if use_ema:
+        if ema_momentum > 1 or ema_momentum < 0:
+            raise ValueError(
+                "`ema_momentum` must be in the range [0, 1]. "
+                f"Received: ema_momentum={ema_momentum}"
+            )
+        if ema_overwrite_frequency and (
+            not isinstance(ema_overwrite_frequency, int) or ema_overwrite_frequency < 1
+        ):
+            raise ValueError(
+                "`ema_overwrite_frequency` must be an integer >= 1 or "
+                "None. Received: ema_overwrite_frequency="
+                f"{ema_overwrite_frequency}"
+            )
+    if sum(a is not None for a in (clipnorm, clipvalue, global_clipnorm)) > 1:
+        raise ValueError(
+            "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can "
+            f"be set. Received: clipnorm={clipnorm}, "
+            f"clipvalue={clipvalue}, global_clipnorm={global_clipnorm}"
+        )
+
+
+def default_argument(cls: type, argument: str) -> Any:
+    """The default object of `argument` in the most derived `__init__` signature that has one.
+
+    Keras 2's `lr=` may only replace a `learning_rate` the caller did not give; the default is
+    compared by identity, which a value the caller typed can never share.
+    """
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameter = inspect.signature(init).parameters.get(argument)
+        if parameter is not None:
+            return parameter.default
+    return inspect.Parameter.empty
+
+
+def keras2_arguments(cls: type, learning_rate: Any, kwargs: Dict[str, Any]) -> Tuple[Any, Any]:
+    """The learning rate and Keras 2's `decay` from the base class's `**kwargs`, which take
+    only Keras 2's spellings: `lr` (an alias of `learning_rate`, refused alongside it) and
+    `decay` (a float >= 0). Anything else is a ValueError."""
+    if "lr" in kwargs:
+        lr = kwargs.pop("lr")
+        if learning_rate is not default_argument(cls, "learning_rate"):
+            raise ValueError(
+                "Both `learning_rate` and its Keras 2 alias `lr` were given; pass only "
+                f"`learning_rate`. Received: learning_rate={learning_rate}, lr={lr}"
+            )
+        learning_rate = lr
+    decay = kwargs.pop("decay", None)
+    if decay is not None and (
+        not is_number(decay) or not math.isfinite(decay) or decay < 0
+    ):
+        raise ValueError(
+            f"Argument `decay` must be a float >= 0. Received: decay={decay}"
+        )
+    if kwargs:
+        raise ValueError(f"Argument(s) not recognized: {kwargs}")
+    return learning_rate, decay
+
+
+# Per-process counters behind automatic names ("adam", "adam_1", ...), as Keras's `uniquify`.
+_NAME_UIDS: Dict[str, int] = collections.defaultdict(int)
+
+def _to_snake_case(name: str) -> str:
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def auto_name(class_name: str) -> str:
+    """A new automatic name from the class name: "adam", "adam_1", ... (Keras's `uniquify`)."""
+    prefix = _to_snake_case(class_name)
+    uid = _NAME_UIDS[prefix]
+    _NAME_UIDS[prefix] += 1
+    return prefix if uid == 0 else f"{prefix}_{uid}"
