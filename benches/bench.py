@@ -10,8 +10,15 @@ import sys
 from typing import List, Optional, Tuple
 
 from ferroptim._bench import OPTIMIZERS, Report, main
-from ferroptim._bench.report import (NA, format_ratio, format_speedup, format_us, marginal,
-                                     markdown_table, ratio)
+from ferroptim._bench.report import (
+    NA,
+    format_ratio,
+    format_speedup,
+    format_us,
+    marginal,
+    markdown_table,
+    ratio,
+)
 
 TARGET_COLUMNS = ("target", "measured", "met")
 
@@ -25,8 +32,14 @@ def targets(report: Report) -> List[Tuple[str, str, Optional[bool]]]:
     """
     rows: List[Tuple[str, str, Optional[bool]]] = []
 
-    def ratio_target(case: str, text: str, peer: str, bound: float, roofline: bool = False,
-                     optimizer: str = "adam") -> None:
+    def ratio_target(
+        case: str,
+        text: str,
+        peer: str,
+        bound: float,
+        roofline: bool = False,
+        optimizer: str = "adam",
+    ) -> None:
         result = report.find(optimizer, case)
         if result is None:
             return
@@ -55,20 +68,38 @@ def targets(report: Report) -> List[Tuple[str, str, Optional[bool]]]:
     # a stricter bound).
     for name in report.settings.optimizers:
         if name != "adam" and OPTIMIZERS[name].element_wise:
-            ratio_target("32M", f"{name} 32M: >= 0.85 of the roofline", "roofline", 0.85,
-                         roofline=True, optimizer=name)
+            ratio_target(
+                "32M",
+                f"{name} 32M: >= 0.85 of the roofline",
+                "roofline",
+                0.85,
+                roofline=True,
+                optimizer=name,
+            )
     for name, peer, _, _, extra in marginal(report):
         if name == "adam" and peer == "ferroptim":
-            rows.append(("Adam: one more 1K tensor in a call <= 1 us",
-                         f"{format_us(extra)} us", extra <= 1e-6))
+            rows.append(
+                (
+                    "Adam: one more 1K tensor in a call <= 1 us",
+                    f"{format_us(extra)} us",
+                    extra <= 1e-6,
+                )
+            )
     threads = report.settings.threads
     if 1 in threads and max(threads) >= 2:
         for result in report.scaling:
             if result.optimizer == "adam":
-                speedup = result.timings[1]["ferroptim"].best / \
-                    result.timings[max(threads)]["ferroptim"].best
-                rows.append((f"Adam {result.case.name}: {max(threads)} threads >= 1.8x one",
-                             format_speedup(speedup), speedup >= 1.8))
+                speedup = (
+                    result.timings[1]["ferroptim"].best
+                    / result.timings[max(threads)]["ferroptim"].best
+                )
+                rows.append(
+                    (
+                        f"Adam {result.case.name}: {max(threads)} threads >= 1.8x one",
+                        format_speedup(speedup),
+                        speedup >= 1.8,
+                    )
+                )
     return rows
 
 
@@ -81,10 +112,18 @@ def targets_section(report: Report) -> List[str]:
     goals = targets(report)
     if not goals:
         return []
-    return ["### Targets", "",
-            markdown_table(TARGET_COLUMNS,
-                           [[text, value, NA if met is None else "yes" if met else "**no**"]
-                            for text, value, met in goals], left=1)]
+    return [
+        "### Targets",
+        "",
+        markdown_table(
+            TARGET_COLUMNS,
+            [
+                [text, value, NA if met is None else "yes" if met else "**no**"]
+                for text, value, met in goals
+            ],
+            left=1,
+        ),
+    ]
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ def main(steps: int = 300, batch: int = 128, seed: int = 0) -> float:
     params = {
         "dense/kernel": (rng.standard_normal((n_in, n_hidden)) / np.sqrt(n_in)).astype(np.float32),
         "dense/bias": np.zeros(n_hidden, np.float32),
-        "output/kernel": (rng.standard_normal((n_hidden, n_out)) / np.sqrt(n_hidden)).astype(np.float32),
+        "output/kernel": (rng.standard_normal((n_hidden, n_out)) / np.sqrt(n_hidden)).astype(
+            np.float32
+        ),
         "output/bias": np.zeros(n_out, np.float32),
     }
     opt = fo.optimizers.AdamW(learning_rate=3e-3, weight_decay=1e-4, global_clipnorm=1.0)

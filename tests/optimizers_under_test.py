@@ -39,8 +39,9 @@ class LearningRate:
             None where only ferroptim runs it.
     """
 
-    def __init__(self, label: str, make: Callable[[], Any],
-                 reference: Optional[Callable[[], Any]] = None):
+    def __init__(
+        self, label: str, make: Callable[[], Any], reference: Optional[Callable[[], Any]] = None
+    ):
         self.label = label
         self.make = make
         self.reference = reference
@@ -75,12 +76,13 @@ SCHEDULE = LearningRate(
     lambda: _piecewise,
 )
 # A learning-rate callable taking no argument (Keras calls it at every read).
-CALLABLE = LearningRate("callable", lambda: (lambda: 2.0**-7), lambda: (lambda: 2.0**-7))
+CALLABLE = LearningRate("callable", lambda: lambda: 2.0**-7, lambda: lambda: 2.0**-7)
 # Schedules with state worth checkpointing: a staircase decay and a warm-up.
 DECAY = LearningRate(
     "ExponentialDecay",
-    lambda: fo.optimizers.schedules.ExponentialDecay(0.05, decay_steps=2, decay_rate=0.7,
-                                                     staircase=True),
+    lambda: fo.optimizers.schedules.ExponentialDecay(
+        0.05, decay_steps=2, decay_rate=0.7, staircase=True
+    ),
 )
 WARMUP = LearningRate(
     "CosineDecay",
@@ -189,11 +191,15 @@ def _adam_slots() -> Tuple[str, ...]:
 
 OPTIMIZERS: Tuple[OptimizerCase, ...] = (
     OptimizerCase(
-        fo.optimizers.SGD, ref.SGDRule, elementwise=True, fused=True,
+        fo.optimizers.SGD,
+        ref.SGDRule,
+        elementwise=True,
+        fused=True,
         own_defaults={"momentum": 0.0, "nesterov": False},
-        default_learning_rate=0.01, default_name=None, decays_alone=True,
-        slots=(({}, ()),
-               ({"momentum": 0.9}, ("dense_kern_momentum", "bias_momentum"))),
+        default_learning_rate=0.01,
+        default_name=None,
+        decays_alone=True,
+        slots=(({}, ()), ({"momentum": 0.9}, ("dense_kern_momentum", "bias_momentum"))),
         numerics=(
             {},
             {"learning_rate": 0.1, "momentum": 0.9},
@@ -209,32 +215,63 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
             {"learning_rate": SCHEDULE, "momentum": 0.9},
         ),
         # A momentum that float32 rounds to zero has its own test (test_hypothesis.py).
-        hyperparameters=st.fixed_dictionaries({
-            "momentum": st.sampled_from([0.0, 0.5]) | st.floats(1e-30, 1.0),
-            "nesterov": st.booleans()}),
+        hyperparameters=st.fixed_dictionaries(
+            {
+                "momentum": st.sampled_from([0.0, 0.5]) | st.floats(1e-30, 1.0),
+                "nesterov": st.booleans(),
+            }
+        ),
         round_trip=({"learning_rate": 0.5, "momentum": 0.9, "nesterov": True, "clipnorm": 1.0},),
         mixed_dtypes={"learning_rate": 0.1, "momentum": 0.9, "nesterov": True},
-        invariance=({"momentum": 0.9, "nesterov": True, "clipnorm": 1.0},
-                    {"clipvalue": 0.5, "gradient_accumulation_steps": 2}),
-        checkpoint={"learning_rate": DECAY, "momentum": 0.9, "nesterov": True, "use_ema": True,
-                    "ema_overwrite_frequency": 3, "gradient_accumulation_steps": 3,
-                    "weight_decay": 0.01},
+        invariance=(
+            {"momentum": 0.9, "nesterov": True, "clipnorm": 1.0},
+            {"clipvalue": 0.5, "gradient_accumulation_steps": 2},
+        ),
+        checkpoint={
+            "learning_rate": DECAY,
+            "momentum": 0.9,
+            "nesterov": True,
+            "use_ema": True,
+            "ema_overwrite_frequency": 3,
+            "gradient_accumulation_steps": 3,
+            "weight_decay": 0.01,
+        },
         memory={"momentum": 0.9, "global_clipnorm": 1.0},
         cross_dispatch=({"learning_rate": 0.05, "momentum": 0.9, "nesterov": True},),
     ),
     OptimizerCase(
-        fo.optimizers.RMSprop, ref.RMSpropRule, elementwise=True, fused=True,
+        fo.optimizers.RMSprop,
+        ref.RMSpropRule,
+        elementwise=True,
+        fused=True,
         own_defaults={"rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False},
-        default_name="rmsprop", keras2_epsilon=True, decays_alone=True,
+        default_name="rmsprop",
+        keras2_epsilon=True,
+        decays_alone=True,
         slots=(
             ({}, ("dense_kern_velocity", "bias_velocity")),
             # Keras: momentum <= 0 means no momentum (and no slots).
             ({"momentum": -0.5}, ("dense_kern_velocity", "bias_velocity")),
-            ({"momentum": 0.5, "centered": True},
-             ("dense_kern_velocity", "bias_velocity", "dense_kern_momentum", "bias_momentum",
-              "dense_kern_average_gradient", "bias_average_gradient")),
-            ({"centered": True}, ("dense_kern_velocity", "bias_velocity",
-                                  "dense_kern_average_gradient", "bias_average_gradient")),
+            (
+                {"momentum": 0.5, "centered": True},
+                (
+                    "dense_kern_velocity",
+                    "bias_velocity",
+                    "dense_kern_momentum",
+                    "bias_momentum",
+                    "dense_kern_average_gradient",
+                    "bias_average_gradient",
+                ),
+            ),
+            (
+                {"centered": True},
+                (
+                    "dense_kern_velocity",
+                    "bias_velocity",
+                    "dense_kern_average_gradient",
+                    "bias_average_gradient",
+                ),
+            ),
         ),
         numerics=(
             {},
@@ -243,29 +280,53 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
             {"learning_rate": 0.01, "rho": 0.8, "momentum": 0.5, "centered": True},
             {"momentum": -0.5},  # Keras: momentum <= 0 means no momentum (and no slots)
             {"clipnorm": 1.0, "weight_decay": 0.05, "epsilon": 1e-3},
-            {"momentum": 0.9, "centered": True, "gradient_accumulation_steps": 2,
-             "use_ema": True},
+            {"momentum": 0.9, "centered": True, "gradient_accumulation_steps": 2, "use_ema": True},
             {"lr": 0.01, "decay": 0.05, "epsilon": None},  # Keras 2 spelling
         ),
-        hyperparameters=st.fixed_dictionaries({
-            "rho": st.floats(0.5, 0.99), "momentum": st.sampled_from([0.0, 0.9]) | _unit,
-            "epsilon": _epsilon, "centered": st.booleans()}),
-        round_trip=({"learning_rate": 0.25, "rho": 0.8, "momentum": 0.5, "epsilon": 1e-3,
-                     "centered": True, "clipvalue": 0.5},),
+        hyperparameters=st.fixed_dictionaries(
+            {
+                "rho": st.floats(0.5, 0.99),
+                "momentum": st.sampled_from([0.0, 0.9]) | _unit,
+                "epsilon": _epsilon,
+                "centered": st.booleans(),
+            }
+        ),
+        round_trip=(
+            {
+                "learning_rate": 0.25,
+                "rho": 0.8,
+                "momentum": 0.5,
+                "epsilon": 1e-3,
+                "centered": True,
+                "clipvalue": 0.5,
+            },
+        ),
         mixed_dtypes={"learning_rate": 0.01, "momentum": 0.5, "centered": True},
         invariance=({"momentum": 0.9, "centered": True, "clipnorm": 1.0},),
-        checkpoint={"learning_rate": 0.01, "centered": True, "momentum": 0.5,
-                    "loss_scale_factor": 64.0, "clipnorm": 1.0, "weight_decay": 0.02},
+        checkpoint={
+            "learning_rate": 0.01,
+            "centered": True,
+            "momentum": 0.5,
+            "loss_scale_factor": 64.0,
+            "clipnorm": 1.0,
+            "weight_decay": 0.02,
+        },
         memory={"momentum": 0.9, "centered": True},
         cross_dispatch=({"momentum": 0.5, "centered": True},),
     ),
     OptimizerCase(
-        fo.optimizers.Adam, ref.AdamRule, elementwise=True, fused=True,
+        fo.optimizers.Adam,
+        ref.AdamRule,
+        elementwise=True,
+        fused=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False},
-        default_name="adam", keras2_epsilon=True, decays_alone=True,
-        slots=(({}, _adam_slots()),
-               ({"amsgrad": True}, _adam_slots() + ("dense_kern_velocity_hat",
-                                                    "bias_velocity_hat"))),
+        default_name="adam",
+        keras2_epsilon=True,
+        decays_alone=True,
+        slots=(
+            ({}, _adam_slots()),
+            ({"amsgrad": True}, _adam_slots() + ("dense_kern_velocity_hat", "bias_velocity_hat")),
+        ),
         numerics=(
             {},
             {"learning_rate": 0.01, "amsgrad": True},
@@ -280,25 +341,47 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
             {"decay": 0.1, "weight_decay": 0.05},
             {"learning_rate": CALLABLE, "weight_decay": 0.02},
         ),
-        hyperparameters=st.fixed_dictionaries({
-            "beta_1": _beta, "beta_2": _beta_2, "epsilon": _epsilon,
-            "amsgrad": st.booleans()}),
-        round_trip=({"learning_rate": 0.3, "amsgrad": True, "use_ema": True,
-                     "ema_overwrite_frequency": 3, "loss_scale_factor": 128.0},),
+        hyperparameters=st.fixed_dictionaries(
+            {"beta_1": _beta, "beta_2": _beta_2, "epsilon": _epsilon, "amsgrad": st.booleans()}
+        ),
+        round_trip=(
+            {
+                "learning_rate": 0.3,
+                "amsgrad": True,
+                "use_ema": True,
+                "ema_overwrite_frequency": 3,
+                "loss_scale_factor": 128.0,
+            },
+        ),
         mixed_dtypes={"learning_rate": 0.01, "weight_decay": 0.1, "clipnorm": 0.5},
-        invariance=({"amsgrad": True},
-                    {"clipnorm": 10.0, "weight_decay": 0.01, "loss_scale_factor": 8.0}),
-        checkpoint={"learning_rate": 0.01, "amsgrad": True, "use_ema": True,
-                    "ema_momentum": 0.9, "gradient_accumulation_steps": 2,
-                    "weight_decay": 0.01, "decay": 0.01},
+        invariance=(
+            {"amsgrad": True},
+            {"clipnorm": 10.0, "weight_decay": 0.01, "loss_scale_factor": 8.0},
+        ),
+        checkpoint={
+            "learning_rate": 0.01,
+            "amsgrad": True,
+            "use_ema": True,
+            "ema_momentum": 0.9,
+            "gradient_accumulation_steps": 2,
+            "weight_decay": 0.01,
+            "decay": 0.01,
+        },
         memory={},
-        cross_dispatch=({}, {"learning_rate": 0.01, "amsgrad": True, "beta_1": 0.85,
-                             "beta_2": 0.95}),
+        cross_dispatch=(
+            {},
+            {"learning_rate": 0.01, "amsgrad": True, "beta_1": 0.85, "beta_2": 0.95},
+        ),
     ),
     OptimizerCase(
-        fo.optimizers.AdamW, ref.AdamRule, elementwise=True, fused=True,
+        fo.optimizers.AdamW,
+        ref.AdamRule,
+        elementwise=True,
+        fused=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False},
-        default_name="adamw", keras2_epsilon=True, decays_alone=True,
+        default_name="adamw",
+        keras2_epsilon=True,
+        decays_alone=True,
         slots=(({}, _adam_slots()),),
         numerics=(
             {"learning_rate": 0.01},
@@ -307,45 +390,79 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
             {"use_ema": True, "ema_overwrite_frequency": 3, "gradient_accumulation_steps": 2},
             {"learning_rate": SCHEDULE, "gradient_accumulation_steps": 2, "clipnorm": 0.5},
         ),
-        hyperparameters=st.fixed_dictionaries({
-            "beta_1": _beta, "beta_2": _beta_2, "epsilon": _epsilon,
-            "amsgrad": st.booleans()}),
-        round_trip=({"weight_decay": 0.1, "global_clipnorm": 2.0,
-                     "gradient_accumulation_steps": 4, "decay": 0.01},),
-        mixed_dtypes={"learning_rate": 0.01, "use_ema": True, "ema_momentum": 0.5,
-                      "ema_overwrite_frequency": 2, "gradient_accumulation_steps": 2},
+        hyperparameters=st.fixed_dictionaries(
+            {"beta_1": _beta, "beta_2": _beta_2, "epsilon": _epsilon, "amsgrad": st.booleans()}
+        ),
+        round_trip=(
+            {
+                "weight_decay": 0.1,
+                "global_clipnorm": 2.0,
+                "gradient_accumulation_steps": 4,
+                "decay": 0.01,
+            },
+        ),
+        mixed_dtypes={
+            "learning_rate": 0.01,
+            "use_ema": True,
+            "ema_momentum": 0.5,
+            "ema_overwrite_frequency": 2,
+            "gradient_accumulation_steps": 2,
+        },
         invariance=({"global_clipnorm": 1.0, "use_ema": True, "ema_momentum": 0.9},),
         checkpoint={"learning_rate": WARMUP, "global_clipnorm": 1.0},
         memory={"weight_decay": 0.01},
         cross_dispatch=({"learning_rate": 0.01, "weight_decay": 0.1, "amsgrad": True},),
     ),
     OptimizerCase(
-        fo.optimizers.Adadelta, ref.AdadeltaRule, elementwise=True, fused=True,
+        fo.optimizers.Adadelta,
+        ref.AdadeltaRule,
+        elementwise=True,
+        fused=True,
         own_defaults={"rho": 0.95, "epsilon": 1e-7},
-        default_name="adadelta", keras2_epsilon=True, decays_alone=True,
-        slots=(({}, ("dense_kern_accumulated_grad", "dense_kern_accumulated_delta_var",
-                     "bias_accumulated_grad", "bias_accumulated_delta_var")),),
+        default_name="adadelta",
+        keras2_epsilon=True,
+        decays_alone=True,
+        slots=(
+            (
+                {},
+                (
+                    "dense_kern_accumulated_grad",
+                    "dense_kern_accumulated_delta_var",
+                    "bias_accumulated_grad",
+                    "bias_accumulated_delta_var",
+                ),
+            ),
+        ),
         numerics=(
             {},
             {"learning_rate": 1.0, "rho": 0.8, "epsilon": 1e-6},
-            {"learning_rate": 1.0, "clipvalue": 0.5, "use_ema": True,
-             "ema_overwrite_frequency": 2},
+            {"learning_rate": 1.0, "clipvalue": 0.5, "use_ema": True, "ema_overwrite_frequency": 2},
             {"learning_rate": CALLABLE, "weight_decay": 0.1},
         ),
-        hyperparameters=st.fixed_dictionaries({
-            "rho": st.floats(0.5, 0.99), "epsilon": st.sampled_from([1e-7, 1e-5, 1e-3])}),
+        hyperparameters=st.fixed_dictionaries(
+            {"rho": st.floats(0.5, 0.99), "epsilon": st.sampled_from([1e-7, 1e-5, 1e-3])}
+        ),
         round_trip=({"learning_rate": 1.0, "rho": 0.8, "epsilon": 1e-6, "use_ema": True},),
         mixed_dtypes={"learning_rate": 1.0, "clipnorm": 0.5},
         invariance=({"learning_rate": 1.0, "weight_decay": 0.01},),
-        checkpoint={"learning_rate": 1.0, "rho": 0.8, "gradient_accumulation_steps": 3,
-                    "weight_decay": 0.01},
+        checkpoint={
+            "learning_rate": 1.0,
+            "rho": 0.8,
+            "gradient_accumulation_steps": 3,
+            "weight_decay": 0.01,
+        },
         memory={"learning_rate": 1.0},
         cross_dispatch=({"learning_rate": 1.0, "rho": 0.8},),
     ),
     OptimizerCase(
-        fo.optimizers.Adagrad, ref.AdagradRule, elementwise=True, fused=True,
+        fo.optimizers.Adagrad,
+        ref.AdagradRule,
+        elementwise=True,
+        fused=True,
         own_defaults={"initial_accumulator_value": 0.1, "epsilon": 1e-7},
-        default_name="adagrad", keras2_epsilon=True, decays_alone=True,
+        default_name="adagrad",
+        keras2_epsilon=True,
+        decays_alone=True,
         slots=(({}, ("dense_kern_accumulator", "bias_accumulator")),),
         numerics=(
             {},
@@ -354,20 +471,31 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
             {"learning_rate": 0.1, "global_clipnorm": 1.0, "loss_scale_factor": 64.0},
             {"learning_rate": SCHEDULE, "gradient_accumulation_steps": 3},
         ),
-        hyperparameters=st.fixed_dictionaries({
-            "initial_accumulator_value": st.floats(0.01, 1.0), "epsilon": _epsilon}),
+        hyperparameters=st.fixed_dictionaries(
+            {"initial_accumulator_value": st.floats(0.01, 1.0), "epsilon": _epsilon}
+        ),
         round_trip=({"initial_accumulator_value": 0.5, "epsilon": 1e-5, "decay": 0.1},),
         mixed_dtypes={"learning_rate": 0.1, "initial_accumulator_value": 0.3},
         invariance=({"global_clipnorm": 1.0},),
-        checkpoint={"learning_rate": 0.05, "initial_accumulator_value": 0.5, "clipvalue": 0.5,
-                    "use_ema": True, "weight_decay": 0.01},
+        checkpoint={
+            "learning_rate": 0.05,
+            "initial_accumulator_value": 0.5,
+            "clipvalue": 0.5,
+            "use_ema": True,
+            "weight_decay": 0.01,
+        },
         memory={"learning_rate": 0.1},
         cross_dispatch=({"learning_rate": 0.1},),
     ),
     OptimizerCase(
-        fo.optimizers.Adamax, ref.AdamaxRule, elementwise=True, fused=True,
+        fo.optimizers.Adamax,
+        ref.AdamaxRule,
+        elementwise=True,
+        fused=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
-        default_name="adamax", keras2_epsilon=True, decays_alone=True,
+        default_name="adamax",
+        keras2_epsilon=True,
+        decays_alone=True,
         slots=(({}, ("dense_kern_momentum", "dense_kern_norm", "bias_momentum", "bias_norm")),),
         numerics=(
             {},
@@ -375,20 +503,30 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
             {"learning_rate": 0.01, "gradient_accumulation_steps": 2, "clipnorm": 0.5},
             {"decay": 0.1, "weight_decay": 0.01},
         ),
-        hyperparameters=st.fixed_dictionaries({
-            "beta_1": _beta, "beta_2": _beta_2, "epsilon": _epsilon}),
+        hyperparameters=st.fixed_dictionaries(
+            {"beta_1": _beta, "beta_2": _beta_2, "epsilon": _epsilon}
+        ),
         round_trip=({"beta_1": 0.85, "beta_2": 0.95, "epsilon": 1e-6, "weight_decay": 0.01},),
         mixed_dtypes={"learning_rate": 0.1, "gradient_accumulation_steps": 2},
         invariance=({"use_ema": True, "ema_momentum": 0.9},),
-        checkpoint={"learning_rate": 0.02, "use_ema": True, "ema_overwrite_frequency": 2,
-                    "weight_decay": 0.01},
+        checkpoint={
+            "learning_rate": 0.02,
+            "use_ema": True,
+            "ema_overwrite_frequency": 2,
+            "weight_decay": 0.01,
+        },
         memory={"use_ema": True},
         cross_dispatch=({"learning_rate": 0.2, "beta_1": 0.85, "beta_2": 0.95},),
     ),
     OptimizerCase(
-        fo.optimizers.Nadam, ref.NadamRule, elementwise=True, fused=True,
+        fo.optimizers.Nadam,
+        ref.NadamRule,
+        elementwise=True,
+        fused=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
-        default_name="nadam", keras2_epsilon=True, decays_alone=True,
+        default_name="nadam",
+        keras2_epsilon=True,
+        decays_alone=True,
         slots=(({}, _adam_slots() + ("u_product",)),),
         numerics=(
             {},
@@ -397,28 +535,39 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
             {"learning_rate": 0.01, "schedule_decay": 1.0},
             {"gradient_accumulation_steps": 3, "use_ema": True},
             {"global_clipnorm": 1.0, "weight_decay": 0.05},
-            {"learning_rate": SCHEDULE, "schedule_decay": 0.004,
-             "gradient_accumulation_steps": 2},
+            {"learning_rate": SCHEDULE, "schedule_decay": 0.004, "gradient_accumulation_steps": 2},
         ),
         hyperparameters=st.fixed_dictionaries(
             {"beta_1": st.floats(0.1, 0.99), "beta_2": _beta_2, "epsilon": _epsilon},
-            optional={"schedule_decay": st.sampled_from([0.004, 1.0])}),
-        round_trip=({"beta_1": 0.5, "beta_2": 0.67, "epsilon": 1e-5,
-                     "gradient_accumulation_steps": 2},
-                    {"learning_rate": 0.002, "schedule_decay": 0.004}),
+            optional={"schedule_decay": st.sampled_from([0.004, 1.0])},
+        ),
+        round_trip=(
+            {"beta_1": 0.5, "beta_2": 0.67, "epsilon": 1e-5, "gradient_accumulation_steps": 2},
+            {"learning_rate": 0.002, "schedule_decay": 0.004},
+        ),
         # mixed_dtypes: None, its u_product is one float32 scalar every dtype reads, so one
         # optimizer per dtype is no twin of it.
         invariance=({"loss_scale_factor": 8.0},),
-        checkpoint={"learning_rate": DECAY, "gradient_accumulation_steps": 2, "use_ema": True,
-                    "weight_decay": 0.01},
+        checkpoint={
+            "learning_rate": DECAY,
+            "gradient_accumulation_steps": 2,
+            "use_ema": True,
+            "weight_decay": 0.01,
+        },
         memory={"use_ema": True},
-        cross_dispatch=({"learning_rate": 0.01, "beta_2": 0.67},
-                        {"learning_rate": 0.01, "schedule_decay": 0.004}),
+        cross_dispatch=(
+            {"learning_rate": 0.01, "beta_2": 0.67},
+            {"learning_rate": 0.01, "schedule_decay": 0.004},
+        ),
     ),
     OptimizerCase(
-        fo.optimizers.Lion, ref.LionRule, elementwise=True, fused=True,
+        fo.optimizers.Lion,
+        ref.LionRule,
+        elementwise=True,
+        fused=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.99},
-        default_name="lion", decays_alone=True,
+        default_name="lion",
+        decays_alone=True,
         slots=(({}, ("dense_kern_momentum", "bias_momentum")),),
         numerics=(
             {},
@@ -436,57 +585,112 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         cross_dispatch=({"learning_rate": 0.001, "weight_decay": 0.1},),
     ),
     OptimizerCase(
-        fo.optimizers.Ftrl, ref.FtrlRule, elementwise=True, fused=True,
-        own_defaults={"learning_rate_power": -0.5, "initial_accumulator_value": 0.1,
-                      "l1_regularization_strength": 0.0, "l2_regularization_strength": 0.0,
-                      "l2_shrinkage_regularization_strength": 0.0, "beta": 0.0},
+        fo.optimizers.Ftrl,
+        ref.FtrlRule,
+        elementwise=True,
+        fused=True,
+        own_defaults={
+            "learning_rate_power": -0.5,
+            "initial_accumulator_value": 0.1,
+            "l1_regularization_strength": 0.0,
+            "l2_regularization_strength": 0.0,
+            "l2_shrinkage_regularization_strength": 0.0,
+            "beta": 0.0,
+        },
         default_name="ftrl",
-        slots=(({}, ("dense_kern_accumulator", "dense_kern_linear", "bias_accumulator",
-                     "bias_linear")),),
+        slots=(
+            (
+                {},
+                ("dense_kern_accumulator", "dense_kern_linear", "bias_accumulator", "bias_linear"),
+            ),
+        ),
         numerics=(
             {},
-            {"learning_rate": 0.05, "learning_rate_power": -0.2,
-             "initial_accumulator_value": 0.4, "l1_regularization_strength": 0.05,
-             "l2_regularization_strength": 0.15, "l2_shrinkage_regularization_strength": 0.01,
-             "beta": 0.3},
-            {"learning_rate": 0.1, "learning_rate_power": 0.0,
-             "l1_regularization_strength": 0.01},
-            {"learning_rate": 0.1, "learning_rate_power": -1.0,
-             "l2_regularization_strength": 0.5},
-            {"learning_rate": 0.1, "initial_accumulator_value": 0.0,
-             "l2_shrinkage_regularization_strength": 0.1, "beta": 0.5},
-            {"learning_rate": SCHEDULE, "l1_regularization_strength": 0.1,
-             "gradient_accumulation_steps": 2, "use_ema": True, "clipnorm": 1.0},
+            {
+                "learning_rate": 0.05,
+                "learning_rate_power": -0.2,
+                "initial_accumulator_value": 0.4,
+                "l1_regularization_strength": 0.05,
+                "l2_regularization_strength": 0.15,
+                "l2_shrinkage_regularization_strength": 0.01,
+                "beta": 0.3,
+            },
+            {"learning_rate": 0.1, "learning_rate_power": 0.0, "l1_regularization_strength": 0.01},
+            {"learning_rate": 0.1, "learning_rate_power": -1.0, "l2_regularization_strength": 0.5},
+            {
+                "learning_rate": 0.1,
+                "initial_accumulator_value": 0.0,
+                "l2_shrinkage_regularization_strength": 0.1,
+                "beta": 0.5,
+            },
+            {
+                "learning_rate": SCHEDULE,
+                "l1_regularization_strength": 0.1,
+                "gradient_accumulation_steps": 2,
+                "use_ema": True,
+                "clipnorm": 1.0,
+            },
         ),
-        hyperparameters=st.fixed_dictionaries({
-            "learning_rate_power": st.sampled_from([-0.5, 0.0, -1.0]) | st.floats(-1.0, 0.0),
-            "initial_accumulator_value": st.floats(0.05, 1.0),
-            "l1_regularization_strength": st.sampled_from([0.0, 0.01]),
-            "l2_regularization_strength": st.sampled_from([0.0, 0.1]),
-            "l2_shrinkage_regularization_strength": st.sampled_from([0.0, 0.05]),
-            "beta": st.sampled_from([0.0, 0.5])}),
-        round_trip=({"learning_rate": 0.05, "learning_rate_power": -0.2,
-                     "initial_accumulator_value": 0.4, "l1_regularization_strength": 0.05,
-                     "l2_regularization_strength": 0.15,
-                     "l2_shrinkage_regularization_strength": 0.01, "beta": 0.3},),
-        mixed_dtypes={"learning_rate": 0.1, "learning_rate_power": -0.2,
-                      "l1_regularization_strength": 0.01, "beta": 0.5},
-        invariance=({"l1_regularization_strength": 0.01},  # learning_rate_power -0.5: a sqrt
-                    {"learning_rate_power": -0.2, "beta": 0.5}),  # a general power
-        checkpoint={"learning_rate": 0.05, "l1_regularization_strength": 0.01,
-                    "l2_regularization_strength": 0.01,
-                    "l2_shrinkage_regularization_strength": 0.01, "beta": 0.1, "use_ema": True},
+        hyperparameters=st.fixed_dictionaries(
+            {
+                "learning_rate_power": st.sampled_from([-0.5, 0.0, -1.0]) | st.floats(-1.0, 0.0),
+                "initial_accumulator_value": st.floats(0.05, 1.0),
+                "l1_regularization_strength": st.sampled_from([0.0, 0.01]),
+                "l2_regularization_strength": st.sampled_from([0.0, 0.1]),
+                "l2_shrinkage_regularization_strength": st.sampled_from([0.0, 0.05]),
+                "beta": st.sampled_from([0.0, 0.5]),
+            }
+        ),
+        round_trip=(
+            {
+                "learning_rate": 0.05,
+                "learning_rate_power": -0.2,
+                "initial_accumulator_value": 0.4,
+                "l1_regularization_strength": 0.05,
+                "l2_regularization_strength": 0.15,
+                "l2_shrinkage_regularization_strength": 0.01,
+                "beta": 0.3,
+            },
+        ),
+        mixed_dtypes={
+            "learning_rate": 0.1,
+            "learning_rate_power": -0.2,
+            "l1_regularization_strength": 0.01,
+            "beta": 0.5,
+        },
+        invariance=(
+            {"l1_regularization_strength": 0.01},  # learning_rate_power -0.5: a sqrt
+            {"learning_rate_power": -0.2, "beta": 0.5},
+        ),  # a general power
+        checkpoint={
+            "learning_rate": 0.05,
+            "l1_regularization_strength": 0.01,
+            "l2_regularization_strength": 0.01,
+            "l2_shrinkage_regularization_strength": 0.01,
+            "beta": 0.1,
+            "use_ema": True,
+        },
         memory={"learning_rate_power": -0.3},
-        cross_dispatch=({"learning_rate": 0.05, "learning_rate_power": -0.3,
-                         "l1_regularization_strength": 0.01, "l2_regularization_strength": 0.1,
-                         "beta": 0.3},
-                        {"learning_rate": 0.1}),
+        cross_dispatch=(
+            {
+                "learning_rate": 0.05,
+                "learning_rate_power": -0.3,
+                "l1_regularization_strength": 0.01,
+                "l2_regularization_strength": 0.1,
+                "beta": 0.3,
+            },
+            {"learning_rate": 0.1},
+        ),
     ),
     OptimizerCase(
         # The trust ratio is a per-tensor norm, read in a reduction pass before the update.
-        fo.optimizers.Lamb, ref.LambRule, elementwise=False, fused=True,
+        fo.optimizers.Lamb,
+        ref.LambRule,
+        elementwise=False,
+        fused=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
-        default_name=None, decays_alone=True,
+        default_name=None,
+        decays_alone=True,
         slots=(({}, _adam_slots()),),
         numerics=(
             {},
@@ -497,24 +701,42 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
             {"clipvalue": 0.5, "gradient_accumulation_steps": 3, "weight_decay": 0.05},
             {"learning_rate": SCHEDULE, "decay": 0.1},
         ),
-        hyperparameters=st.fixed_dictionaries({
-            "beta_1": _beta, "beta_2": _beta_2, "epsilon": _epsilon}),
-        round_trip=({"learning_rate": 0.25, "beta_1": 0.5, "beta_2": 0.75, "epsilon": 1e-5,
-                     "weight_decay": 0.01, "clipnorm": 1.0},
-                    {"use_ema": True, "ema_overwrite_frequency": 2,
-                     "gradient_accumulation_steps": 3, "decay": 0.1}),
+        hyperparameters=st.fixed_dictionaries(
+            {"beta_1": _beta, "beta_2": _beta_2, "epsilon": _epsilon}
+        ),
+        round_trip=(
+            {
+                "learning_rate": 0.25,
+                "beta_1": 0.5,
+                "beta_2": 0.75,
+                "epsilon": 1e-5,
+                "weight_decay": 0.01,
+                "clipnorm": 1.0,
+            },
+            {
+                "use_ema": True,
+                "ema_overwrite_frequency": 2,
+                "gradient_accumulation_steps": 3,
+                "decay": 0.1,
+            },
+        ),
         mixed_dtypes={"learning_rate": 0.01, "weight_decay": 0.1},
-        invariance=({},  # per-tensor norms from the read-only reduction pass
-                    {"weight_decay": 0.01, "global_clipnorm": 1.0}),
-        checkpoint={"learning_rate": 0.01, "weight_decay": 0.01,
-                    "gradient_accumulation_steps": 2},
+        invariance=(
+            {},  # per-tensor norms from the read-only reduction pass
+            {"weight_decay": 0.01, "global_clipnorm": 1.0},
+        ),
+        checkpoint={"learning_rate": 0.01, "weight_decay": 0.01, "gradient_accumulation_steps": 2},
         memory={},
         cross_dispatch=({"learning_rate": 0.01, "weight_decay": 0.01},),
     ),
     OptimizerCase(
-        fo.optimizers.ScheduleFreeAdamW, ref.ScheduleFreeAdamWRule, elementwise=True, fused=True,
+        fo.optimizers.ScheduleFreeAdamW,
+        ref.ScheduleFreeAdamWRule,
+        elementwise=True,
+        fused=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "warmup_steps": 0},
-        default_learning_rate=0.0025, default_name="schedule_free_adamw",
+        default_learning_rate=0.0025,
+        default_name="schedule_free_adamw",
         slots=(({}, _adam_slots()),),
         numerics=(
             {},
@@ -522,15 +744,32 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
             {"learning_rate": 0.01, "warmup_steps": 4, "weight_decay": 0.1},
             {"warmup_steps": 2, "gradient_accumulation_steps": 2, "clipnorm": 0.5},
             {"global_clipnorm": 1.0, "use_ema": True, "loss_scale_factor": 64.0},
-            {"learning_rate": CALLABLE, "clipvalue": 0.1, "use_ema": True,
-             "ema_overwrite_frequency": 3},
+            {
+                "learning_rate": CALLABLE,
+                "clipvalue": 0.1,
+                "use_ema": True,
+                "ema_overwrite_frequency": 3,
+            },
         ),
-        hyperparameters=st.fixed_dictionaries({
-            "beta_1": _beta, "beta_2": _beta_2, "epsilon": _epsilon,
-            "warmup_steps": st.integers(0, 3)}),
-        round_trip=({"learning_rate": 0.5, "beta_1": 0.8, "beta_2": 0.9, "epsilon": 1e-6,
-                     "warmup_steps": 100, "weight_decay": 0.1},
-                    {"global_clipnorm": 2.0, "loss_scale_factor": 128.0, "use_ema": True}),
+        hyperparameters=st.fixed_dictionaries(
+            {
+                "beta_1": _beta,
+                "beta_2": _beta_2,
+                "epsilon": _epsilon,
+                "warmup_steps": st.integers(0, 3),
+            }
+        ),
+        round_trip=(
+            {
+                "learning_rate": 0.5,
+                "beta_1": 0.8,
+                "beta_2": 0.9,
+                "epsilon": 1e-6,
+                "warmup_steps": 100,
+                "weight_decay": 0.1,
+            },
+            {"global_clipnorm": 2.0, "loss_scale_factor": 128.0, "use_ema": True},
+        ),
         mixed_dtypes={"learning_rate": 0.01, "warmup_steps": 2, "weight_decay": 0.1},
         invariance=({"warmup_steps": 2},),
         checkpoint={"learning_rate": 0.01, "warmup_steps": 3, "weight_decay": 0.01},
@@ -539,26 +778,60 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
     ),
     OptimizerCase(
         # The factored second moment reduces rows and columns: NumPy around one native call.
-        fo.optimizers.Adafactor, ref.AdafactorRule, elementwise=False, fused=False,
-        own_defaults={"beta_2_decay": -0.8, "epsilon_1": 1e-30, "epsilon_2": 1e-3,
-                      "clip_threshold": 1.0, "relative_step": True},
-        default_name="adafactor", decays_alone=True,
+        fo.optimizers.Adafactor,
+        ref.AdafactorRule,
+        elementwise=False,
+        fused=False,
+        own_defaults={
+            "beta_2_decay": -0.8,
+            "epsilon_1": 1e-30,
+            "epsilon_2": 1e-3,
+            "clip_threshold": 1.0,
+            "relative_step": True,
+        },
+        default_name="adafactor",
+        decays_alone=True,
         # A vector's r and c are placeholders named as the variable (Keras's build).
-        slots=(({}, ("dense_kern", "dense_kern", "dense_kern_velocity", "bias", "bias",
-                     "bias_velocity")),),
+        slots=(
+            (
+                {},
+                (
+                    "dense_kern",
+                    "dense_kern",
+                    "dense_kern_velocity",
+                    "bias",
+                    "bias",
+                    "bias_velocity",
+                ),
+            ),
+        ),
         numerics=(
             {},
             {"learning_rate": 0.5},  # above 1 / sqrt(t): the cap applies
-            {"learning_rate": 0.01, "beta_2_decay": -0.5, "epsilon_1": 1e-20,
-             "epsilon_2": 1e-2, "clip_threshold": 0.5, "relative_step": False},
+            {
+                "learning_rate": 0.01,
+                "beta_2_decay": -0.5,
+                "epsilon_1": 1e-20,
+                "epsilon_2": 1e-2,
+                "clip_threshold": 0.5,
+                "relative_step": False,
+            },
             {"weight_decay": 0.05, "clipnorm": 1.0},
             {"global_clipnorm": 1.0, "use_ema": True, "ema_overwrite_frequency": 2},
             {"clipvalue": 0.5, "gradient_accumulation_steps": 3, "loss_scale_factor": 64.0},
             {"learning_rate": SCHEDULE, "decay": 0.1},
         ),
-        round_trip=({"learning_rate": 0.5, "beta_2_decay": -0.65, "epsilon_1": 1e-15,
-                     "epsilon_2": 1e-4, "clip_threshold": 0.9, "relative_step": False,
-                     "weight_decay": 0.01},),
+        round_trip=(
+            {
+                "learning_rate": 0.5,
+                "beta_2_decay": -0.65,
+                "epsilon_1": 1e-15,
+                "epsilon_2": 1e-4,
+                "clip_threshold": 0.9,
+                "relative_step": False,
+                "weight_decay": 0.01,
+            },
+        ),
         mixed_dtypes={"learning_rate": 0.1, "weight_decay": 0.1, "clipnorm": 0.5},
         invariance=({},),  # row and column sums; (300, 7) is factored
         checkpoint={"learning_rate": 0.01, "weight_decay": 0.01},
@@ -567,22 +840,33 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
     ),
     OptimizerCase(
         # Newton-Schulz on matrices, AdamW (one native call) on the rest.
-        fo.optimizers.Muon, ref.MuonRule, elementwise=False, fused=False,
+        fo.optimizers.Muon,
+        ref.MuonRule,
+        elementwise=False,
+        fused=False,
         own_defaults=None,
         # Muon's slots depend on the path: a momentum for a matrix, AdamW's two otherwise.
         slots=(({}, ("dense_kern_momentum", "bias_momentum", "bias_velocity")),),
         numerics=(
             {},
-            {"learning_rate": 0.01, "momentum": 0.9, "nesterov": False, "ns_steps": 3,
-             "rms_rate": None},
-            {"learning_rate": 0.02, "adam_lr_ratio": 0.1, "adam_weight_decay": None,
-             "weight_decay": 0.1, "exclude_layers": ["variable_0", "out/"]},
+            {
+                "learning_rate": 0.01,
+                "momentum": 0.9,
+                "nesterov": False,
+                "ns_steps": 3,
+                "rms_rate": None,
+            },
+            {
+                "learning_rate": 0.02,
+                "adam_lr_ratio": 0.1,
+                "adam_weight_decay": None,
+                "weight_decay": 0.1,
+                "exclude_layers": ["variable_0", "out/"],
+            },
             {"global_clipnorm": 1.0, "use_ema": True, "ema_overwrite_frequency": 2},
             {"clipnorm": 1.0, "gradient_accumulation_steps": 2, "loss_scale_factor": 64.0},
-            {"clipvalue": 0.5, "use_ema": True, "weight_decay": None,
-             "adam_weight_decay": 0.1},
-            {"learning_rate": SCHEDULE, "decay": 0.1, "muon_a": 2.0, "muon_b": -1.5,
-             "muon_c": 0.5},
+            {"clipvalue": 0.5, "use_ema": True, "weight_decay": None, "adam_weight_decay": 0.1},
+            {"learning_rate": SCHEDULE, "decay": 0.1, "muon_a": 2.0, "muon_b": -1.5, "muon_c": 0.5},
             {"learning_rate": CALLABLE, "exclude_embeddings": False},
             # A step as large as the weights: the orthogonalized update dominates every result.
             {"learning_rate": 0.5, "weight_decay": None, "adam_weight_decay": None},
@@ -592,11 +876,26 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         # ulps (of a step as large as the weights) and 1e-12 relative in float64 seen here;
         # the budget leaves room for other CPUs' kernels, whose summation orders differ again.
         tolerance={"ulps": 8, "rtol64": 1e-10},
-        round_trip=({"adam_beta_1": 0.8, "adam_beta_2": 0.99, "adam_weight_decay": None,
-                     "epsilon": 1e-6, "weight_decay": 0.1, "exclude_layers": ["head", "^out/"],
-                     "exclude_embeddings": False, "muon_a": 2.0, "muon_b": -1.5,
-                     "muon_c": 0.5, "adam_lr_ratio": 0.1, "momentum": 0.9, "ns_steps": 6,
-                     "nesterov": False, "rms_rate": None, "global_clipnorm": 1.0},),
+        round_trip=(
+            {
+                "adam_beta_1": 0.8,
+                "adam_beta_2": 0.99,
+                "adam_weight_decay": None,
+                "epsilon": 1e-6,
+                "weight_decay": 0.1,
+                "exclude_layers": ["head", "^out/"],
+                "exclude_embeddings": False,
+                "muon_a": 2.0,
+                "muon_b": -1.5,
+                "muon_c": 0.5,
+                "adam_lr_ratio": 0.1,
+                "momentum": 0.9,
+                "ns_steps": 6,
+                "nesterov": False,
+                "rms_rate": None,
+                "global_clipnorm": 1.0,
+            },
+        ),
         mixed_dtypes={"learning_rate": 0.1, "use_ema": True, "gradient_accumulation_steps": 2},
         invariance=({},),  # Newton-Schulz on (300, 7), AdamW on the rest
         checkpoint={"learning_rate": 0.01, "use_ema": True},
@@ -605,8 +904,12 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
     ),
 )
 
+
 def cases(field: str, *, ids: Callable[[OptimizerCase, Kwargs], str] = label) -> list:
     """`pytest.param(case, kwargs)` for every record and each argument set in its `field` (a
     tuple of argument mappings), with readable ids."""
-    return [pytest.param(case, kwargs, id=ids(case, kwargs))
-            for case in OPTIMIZERS for kwargs in getattr(case, field)]
+    return [
+        pytest.param(case, kwargs, id=ids(case, kwargs))
+        for case in OPTIMIZERS
+        for kwargs in getattr(case, field)
+    ]

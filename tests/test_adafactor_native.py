@@ -37,12 +37,21 @@ def threads():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kwargs", [
-    {},
-    {"learning_rate": 0.5, "clip_threshold": 0.5},
-    {"learning_rate": 0.02, "beta_2_decay": -0.5, "epsilon_1": 1e-20, "epsilon_2": 0.01,
-     "clip_threshold": 100.0},
-], ids=["defaults", "clipped", "other"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"learning_rate": 0.5, "clip_threshold": 0.5},
+        {
+            "learning_rate": 0.02,
+            "beta_2_decay": -0.5,
+            "epsilon_1": 1e-20,
+            "epsilon_2": 0.01,
+            "clip_threshold": 100.0,
+        },
+    ],
+    ids=["defaults", "clipped", "other"],
+)
 def test_matches_reference(dtype, kwargs):
     rng = np.random.default_rng(0)
     params = [np.asarray(rng.standard_normal(s), dtype) for s in SHAPES]
@@ -118,12 +127,20 @@ def test_one_call_per_dtype_group(monkeypatch):
     monkeypatch.setattr(_native, "adafactor", spy)
     monkeypatch.setattr(_native, "sgd", None)  # the NumPy path's last step: must not run
     rng = np.random.default_rng(3)
-    params = [np.asarray(rng.standard_normal(s), t) for s, t in
-              [((4, 5), np.float32), ((6,), np.float64), ((3, 2, 2), np.float32), ((), np.float64)]]
+    params = [
+        np.asarray(rng.standard_normal(s), t)
+        for s, t in [
+            ((4, 5), np.float32),
+            ((6,), np.float64),
+            ((3, 2, 2), np.float32),
+            ((), np.float64),
+        ]
+    ]
     opt = fo.optimizers.Adafactor()
     opt.apply_gradients([(np.ones_like(p), p) for p in params])
     assert sorted(map(sorted, calls), key=str) == sorted(
-        [[np.float32, np.float32], [np.float64, np.float64]], key=str)
+        [[np.float32, np.float32], [np.float64, np.float64]], key=str
+    )
 
 
 def test_a_non_finite_weight_multiplies_through():
@@ -148,15 +165,29 @@ def _call_arrays():
     return {"params": ws, "grads": gs, "r": rs, "c": cs, "velocities": vs}
 
 
-SCALARS = {"rho_t": 0.01, "beta_2_t": 0.5, "epsilon_1": 1e-30, "epsilon_2": 1e-3,
-           "clip_threshold": 1.0}
+SCALARS = {
+    "rho_t": 0.01,
+    "beta_2_t": 0.5,
+    "epsilon_1": 1e-30,
+    "epsilon_2": 1e-3,
+    "clip_threshold": 1.0,
+}
 
 
 def _call(arrays, **scalars):
     kwargs = {**SCALARS, **scalars}
-    _native.adafactor(arrays["params"], arrays["grads"], arrays["r"], arrays["c"],
-                      arrays["velocities"], kwargs["rho_t"], kwargs["beta_2_t"],
-                      kwargs["epsilon_1"], kwargs["epsilon_2"], kwargs["clip_threshold"])
+    _native.adafactor(
+        arrays["params"],
+        arrays["grads"],
+        arrays["r"],
+        arrays["c"],
+        arrays["velocities"],
+        kwargs["rho_t"],
+        kwargs["beta_2_t"],
+        kwargs["epsilon_1"],
+        kwargs["epsilon_2"],
+        kwargs["clip_threshold"],
+    )
 
 
 def test_valid_call_updates_every_array():
@@ -216,8 +247,9 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("key,index,change,error,match", BAD,
-                         ids=[f"{b[0]}[{b[1]}]-{b[4]}" for b in BAD])
+@pytest.mark.parametrize(
+    "key,index,change,error,match", BAD, ids=[f"{b[0]}[{b[1]}]-{b[4]}" for b in BAD]
+)
 def test_bad_array_changes_nothing(key, index, change, error, match):
     arrays = _call_arrays()
     arrays[key][index] = change(arrays[key][index])
@@ -225,8 +257,9 @@ def test_bad_array_changes_nothing(key, index, change, error, match):
 
 
 def _assert_refused(arrays, error, match, **scalars):
-    snapshot = [(a, np.array(a, copy=True)) for v in arrays.values() for a in v
-                if isinstance(a, np.ndarray)]
+    snapshot = [
+        (a, np.array(a, copy=True)) for v in arrays.values() for a in v if isinstance(a, np.ndarray)
+    ]
     with pytest.raises(error, match=match):
         _call(arrays, **scalars)
     for a, before in snapshot:
@@ -251,10 +284,12 @@ ALIASES = {
     "gradient is the parameter": lambda a: a["grads"].__setitem__(1, a["params"][1]),
     "velocity is the parameter": lambda a: a["velocities"].__setitem__(1, a["params"][1]),
     "velocities overlap": lambda a: a["velocities"].__setitem__(
-        0, _flat_view(a["velocities"][1], a["velocities"][0])),
+        0, _flat_view(a["velocities"][1], a["velocities"][0])
+    ),
     "r inside c": lambda a: a["r"].__setitem__(1, a["c"][1][:3]),
     "c inside another parameter": lambda a: a["c"].__setitem__(
-        2, _flat_view(a["params"][1], a["c"][2])),
+        2, _flat_view(a["params"][1], a["c"][2])
+    ),
     "r inside a gradient": lambda a: a["r"].__setitem__(1, _flat_view(a["grads"][2], a["r"][1])),
     "r inside another r": lambda a: a["r"].__setitem__(1, _flat_view(a["r"][2], a["r"][1])),
 }
@@ -277,8 +312,9 @@ def test_lists_of_other_lengths_change_nothing(key):
 @pytest.mark.parametrize("name", ["epsilon_1", "epsilon_2", "clip_threshold"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_hyperparameters_change_nothing(name, value):
-    _assert_refused(_call_arrays(), ValueError, f"`{name}` must be a finite number",
-                    **{name: value})
+    _assert_refused(
+        _call_arrays(), ValueError, f"`{name}` must be a finite number", **{name: value}
+    )
 
 
 def test_converted_gradients_and_placeholders():

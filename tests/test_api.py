@@ -66,14 +66,15 @@ def _f32(values):
     return np.array(values, dtype=np.float32)
 
 
-# --- package surface -------------------------------------------------------------------------
+# --- package surface -----------------------------------------------------------------------------
 
 
 def test_package_exports():
     assert set(fo.__all__) == {"optimizers", "set_num_threads", "get_num_threads", "__version__"}
     assert isinstance(fo.__version__, str) and fo.__version__
     assert {"Optimizer", "schedules", "get", "serialize", "deserialize"} | {
-        case.name for case in OPTIMIZERS} <= set(fo.optimizers.__all__)
+        case.name for case in OPTIMIZERS
+    } <= set(fo.optimizers.__all__)
     for name in fo.optimizers.__all__:
         obj = getattr(fo.optimizers, name)
         if isinstance(obj, type) and issubclass(obj, Optimizer) and obj is not Optimizer:
@@ -109,7 +110,7 @@ def test_docstring_examples_run(module):
     assert results.attempted > 0 and results.failed == 0
 
 
-# --- constructor: Keras's signatures and defaults --------------------------------------------
+# --- constructor: Keras's signatures and defaults ------------------------------------------------
 
 
 def test_positional_order_matches_keras():
@@ -122,11 +123,19 @@ def test_positional_order_matches_keras():
     adamw = AdamW(0.5, 0.25, 0.8)
     assert (adamw.weight_decay, adamw.beta_1) == (0.25, 0.8)
     rmsprop = RMSprop(0.5, 0.8, 0.25, 0.125, True, 0.01)
-    assert (rmsprop.rho, rmsprop.momentum, rmsprop.epsilon, rmsprop.centered,
-            rmsprop.weight_decay) == (0.8, 0.25, 0.125, True, 0.01)
+    assert (
+        rmsprop.rho,
+        rmsprop.momentum,
+        rmsprop.epsilon,
+        rmsprop.centered,
+        rmsprop.weight_decay,
+    ) == (0.8, 0.25, 0.125, True, 0.01)
     adagrad = Adagrad(0.5, 0.25, 0.125, 0.01)
     assert (adagrad.initial_accumulator_value, adagrad.epsilon, adagrad.weight_decay) == (
-        0.25, 0.125, 0.01)
+        0.25,
+        0.125,
+        0.01,
+    )
     adadelta = Adadelta(0.5, 0.8, 0.125, 0.01)
     assert (adadelta.rho, adadelta.epsilon, adadelta.weight_decay) == (0.8, 0.125, 0.01)
     for cls in (Adamax, Nadam):
@@ -135,19 +144,34 @@ def test_positional_order_matches_keras():
     lion = Lion(0.5, 0.8, 0.75, 0.01)
     assert (lion.beta_1, lion.beta_2, lion.weight_decay) == (0.8, 0.75, 0.01)
     ftrl = Ftrl(0.5, -0.25, 0.5, 0.125, 0.0625, 0.03125, 0.75, 0.01)
-    assert (ftrl.learning_rate_power, ftrl.initial_accumulator_value,
-            ftrl.l1_regularization_strength, ftrl.l2_regularization_strength,
-            ftrl.l2_shrinkage_regularization_strength, ftrl.beta, ftrl.weight_decay) == (
-        -0.25, 0.5, 0.125, 0.0625, 0.03125, 0.75, 0.01)
+    assert (
+        ftrl.learning_rate_power,
+        ftrl.initial_accumulator_value,
+        ftrl.l1_regularization_strength,
+        ftrl.l2_regularization_strength,
+        ftrl.l2_shrinkage_regularization_strength,
+        ftrl.beta,
+        ftrl.weight_decay,
+    ) == (-0.25, 0.5, 0.125, 0.0625, 0.03125, 0.75, 0.01)
 
 
 @pytest.mark.parametrize("case", KERAS_SIGNATURE, ids=repr)
 def test_signature_is_keras(case):
     # Keras 3: learning_rate, the optimizer's own arguments, then the base arguments in
     # BaseOptimizer's order (AdamW puts weight_decay second), name, **kwargs.
-    base = ["weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
-            "ema_momentum", "ema_overwrite_frequency", "loss_scale_factor",
-            "gradient_accumulation_steps", "name", "kwargs"]
+    base = [
+        "weight_decay",
+        "clipnorm",
+        "clipvalue",
+        "global_clipnorm",
+        "use_ema",
+        "ema_momentum",
+        "ema_overwrite_frequency",
+        "loss_scale_factor",
+        "gradient_accumulation_steps",
+        "name",
+        "kwargs",
+    ]
     cls = case.cls
     own = list(case.own_defaults)
     if cls is AdamW:
@@ -174,8 +198,14 @@ def test_config_keys_and_defaults(case):
     assert config["weight_decay"] == (0.004 if cls is AdamW else None)
     assert config["ema_momentum"] == 0.99
     assert config["use_ema"] is False
-    for key in ("clipnorm", "global_clipnorm", "clipvalue", "ema_overwrite_frequency",
-                "loss_scale_factor", "gradient_accumulation_steps"):
+    for key in (
+        "clipnorm",
+        "global_clipnorm",
+        "clipvalue",
+        "ema_overwrite_frequency",
+        "loss_scale_factor",
+        "gradient_accumulation_steps",
+    ):
         assert config[key] is None
     own = {key: config[key] for key in case.own_defaults}
     assert own == case.own_defaults
@@ -212,34 +242,50 @@ def test_automatic_names_are_snake_case_and_unique():
     assert SGD(name="mine").name == "mine" and SGD(name="mine").name == "mine"
 
 
-# --- constructor errors (Keras's wording) ------------------------------------------------------
+# --- constructor errors (Keras's wording) --------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "factory,message",
     [
         (lambda: Adam(foo=1), "Argument(s) not recognized: {'foo': 1}"),
-        (lambda: SGD(momentum=0.9, bar=2, baz=3), "Argument(s) not recognized: {'bar': 2, 'baz': 3}"),
-        (lambda: Adam(learning_rate=1), "Argument `learning_rate` should be float, or an instance "
-                                        "of LearningRateSchedule, or a callable (that takes in the "
-                                        "current iteration value and returns the corresponding "
-                                        "learning rate value). Received instead: learning_rate=1"),
+        (
+            lambda: SGD(momentum=0.9, bar=2, baz=3),
+            "Argument(s) not recognized: {'bar': 2, 'baz': 3}",
+        ),
+        (
+            lambda: Adam(learning_rate=1),
+            "Argument `learning_rate` should be float, or an instance "
+            "of LearningRateSchedule, or a callable (that takes in the "
+            "current iteration value and returns the corresponding "
+            "learning rate value). Received instead: learning_rate=1",
+        ),
         (lambda: SGD(learning_rate=np.float32(0.1)), "Argument `learning_rate` should be float"),
         (lambda: SGD(momentum=1), "`momentum` must be a float between [0, 1]."),
         (lambda: SGD(momentum=1.5), "`momentum` must be a float between [0, 1]."),
-        (lambda: AdamW(weight_decay=None),
-         "Argument `weight_decay` must be a float. Received: weight_decay=None"),
-        (lambda: SGD(clipnorm=1.0, global_clipnorm=1.0),
-         "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
-         "clipnorm=1.0, clipvalue=None, global_clipnorm=1.0"),
-        (lambda: Adam(gradient_accumulation_steps=1),
-         "`gradient_accumulation_steps` must be an integer >= 2. Received: "
-         "gradient_accumulation_steps=1"),
-        (lambda: Adam(use_ema=True, ema_momentum=1.5),
-         "`ema_momentum` must be in the range [0, 1]. Received: ema_momentum=1.5"),
-        (lambda: Adam(use_ema=True, ema_overwrite_frequency=2.0),
-         "`ema_overwrite_frequency` must be an integer >= 1 or None. Received: "
-         "ema_overwrite_frequency=2.0"),
+        (
+            lambda: AdamW(weight_decay=None),
+            "Argument `weight_decay` must be a float. Received: weight_decay=None",
+        ),
+        (
+            lambda: SGD(clipnorm=1.0, global_clipnorm=1.0),
+            "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
+            "clipnorm=1.0, clipvalue=None, global_clipnorm=1.0",
+        ),
+        (
+            lambda: Adam(gradient_accumulation_steps=1),
+            "`gradient_accumulation_steps` must be an integer >= 2. Received: "
+            "gradient_accumulation_steps=1",
+        ),
+        (
+            lambda: Adam(use_ema=True, ema_momentum=1.5),
+            "`ema_momentum` must be in the range [0, 1]. Received: ema_momentum=1.5",
+        ),
+        (
+            lambda: Adam(use_ema=True, ema_overwrite_frequency=2.0),
+            "`ema_overwrite_frequency` must be an integer >= 1 or None. Received: "
+            "ema_overwrite_frequency=2.0",
+        ),
     ],
 )
 def test_constructor_errors_use_keras_wording(factory, message):
@@ -252,7 +298,7 @@ def test_np_float64_learning_rate_is_a_float():
     assert SGD(learning_rate=np.float64(0.5)).learning_rate == 0.5
 
 
-# --- Keras 2 spellings -------------------------------------------------------------------------
+# --- Keras 2 spellings ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=_name)
@@ -285,7 +331,8 @@ def test_lr_follows_the_learning_rate_rules():
         SGD(lr=1)
     schedule = fo.optimizers.schedules.PiecewiseConstantDecay([2], [0.5, 0.25])
     assert SGD(lr=schedule).get_config()["learning_rate"]["class_name"] == (
-        "PiecewiseConstantDecay")
+        "PiecewiseConstantDecay"
+    )
 
 
 def test_keras2_style_call():
@@ -346,8 +393,14 @@ def test_decay_divides_the_learning_rate_by_one_plus_decay_times_iterations(kwar
     rng = np.random.default_rng(0)
     w = rng.standard_normal(7)
     grads = [rng.standard_normal(7) for _ in range(6)]
-    expected = _decayed_sgd_reference(0.1, kwargs["decay"], kwargs.get("weight_decay"), w, grads,
-                                      kwargs.get("gradient_accumulation_steps"))
+    expected = _decayed_sgd_reference(
+        0.1,
+        kwargs["decay"],
+        kwargs.get("weight_decay"),
+        w,
+        grads,
+        kwargs.get("gradient_accumulation_steps"),
+    )
     opt = SGD(lr=0.1, **kwargs)
     for g in grads:
         opt.apply_gradients([(g, w)])
@@ -427,9 +480,13 @@ def test_learning_rate_setter_rounds_to_float32():
 
 def test_learning_rate_setter_on_a_schedule_optimizer_is_a_type_error():
     opt = SGD(learning_rate=_RecordingSchedule())
-    with pytest.raises(TypeError, match=re.escape(
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
             "This optimizer was created with a `LearningRateSchedule` object as its "
-            "`learning_rate` constructor argument, hence its learning rate is not settable.")):
+            "`learning_rate` constructor argument, hence its learning rate is not settable."
+        ),
+    ):
         opt.learning_rate = 0.1
 
 
@@ -463,8 +520,14 @@ def test_variables_order_keras_example():
     params = {"kern": np.ones((2, 3), np.float32)}
     opt = Adam(use_ema=True, gradient_accumulation_steps=2)
     opt.build(params)
-    assert opt.variable_names == ["iteration", "learning_rate", "kern_average",
-                                  "kern_gradient_accumulator", "kern_momentum", "kern_velocity"]
+    assert opt.variable_names == [
+        "iteration",
+        "learning_rate",
+        "kern_average",
+        "kern_gradient_accumulator",
+        "kern_momentum",
+        "kern_velocity",
+    ]
     shapes = [np.shape(v) for v in opt.variables]
     assert shapes == [(), (), (2, 3), (2, 3), (2, 3), (2, 3)]
 
@@ -475,20 +538,30 @@ def test_variables_order_with_two_variables():
     opt.build(params)
     # Averages then accumulators per variable; momentum/velocity interleaved; velocity_hat last.
     assert opt.variable_names == [
-        "iteration", "learning_rate",
-        "dense_kernel_average", "dense_bias_average",
-        "dense_kernel_gradient_accumulator", "dense_bias_gradient_accumulator",
-        "dense_kernel_momentum", "dense_kernel_velocity",
-        "dense_bias_momentum", "dense_bias_velocity",
-        "dense_kernel_velocity_hat", "dense_bias_velocity_hat",
+        "iteration",
+        "learning_rate",
+        "dense_kernel_average",
+        "dense_bias_average",
+        "dense_kernel_gradient_accumulator",
+        "dense_bias_gradient_accumulator",
+        "dense_kernel_momentum",
+        "dense_kernel_velocity",
+        "dense_bias_momentum",
+        "dense_bias_velocity",
+        "dense_kernel_velocity_hat",
+        "dense_bias_velocity_hat",
     ]
 
 
 def test_list_variables_are_named_by_position():
     opt = SGD(momentum=0.5)
     opt.build([np.ones(2), np.ones(3)])
-    assert opt.variable_names == ["iteration", "learning_rate", "variable_0_momentum",
-                                  "variable_1_momentum"]
+    assert opt.variable_names == [
+        "iteration",
+        "learning_rate",
+        "variable_0_momentum",
+        "variable_1_momentum",
+    ]
 
 
 def test_sgd_without_momentum_has_no_slots_keras_single_step():
@@ -584,8 +657,14 @@ def test_save_and_load_resume_training_exactly():
     rng = np.random.default_rng(2)
     params = [rng.standard_normal((3, 2)).astype(np.float32), rng.standard_normal(4)]
     grads = [[rng.standard_normal(p.shape).astype(p.dtype) for p in params] for _ in range(8)]
-    kwargs = dict(learning_rate=0.01, amsgrad=False, use_ema=True, ema_momentum=0.9,
-                  gradient_accumulation_steps=3, weight_decay=0.01)
+    kwargs = dict(
+        learning_rate=0.01,
+        amsgrad=False,
+        use_ema=True,
+        ema_momentum=0.9,
+        gradient_accumulation_steps=3,
+        weight_decay=0.01,
+    )
     first = Adam(**kwargs)
     _run(first, params, grads[:4])
     store = {}
@@ -619,9 +698,13 @@ def test_load_own_variables_with_another_count_warns_and_skips():
     opt = Adam(name="adam_x")
     opt.build([np.ones(3)])
     before = [np.array(v, copy=True) for v in opt.variables]
-    with pytest.warns(UserWarning, match=re.escape(
+    with pytest.warns(
+        UserWarning,
+        match=re.escape(
             "Skipping variable loading for optimizer 'adam_x', because it has 4 variables "
-            "whereas the saved optimizer has 2 variables.")):
+            "whereas the saved optimizer has 2 variables."
+        ),
+    ):
         opt.load_own_variables({"0": np.array(5), "1": np.array(0.1, np.float32)})
     for a, b in zip(opt.variables, before):
         np.testing.assert_array_equal(a, b)
@@ -629,8 +712,12 @@ def test_load_own_variables_with_another_count_warns_and_skips():
 
 def test_set_weights():
     opt = SGD(momentum=0.5)
-    with pytest.raises(ValueError, match=re.escape(
-            "You are calling `set_weights()` on an optimizer that has not yet been built.")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "You are calling `set_weights()` on an optimizer that has not yet been built."
+        ),
+    ):
         opt.set_weights([np.array(3)])
     w = np.ones(2, np.float32)
     opt.build([w])
@@ -645,13 +732,16 @@ def test_set_weights():
     assert opt.iterations == 5
 
 
-# --- config round trips, pickle, registry ----------------------------------------------------------
+# --- config round trips, pickle, registry --------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "case,kwargs",
-    [pytest.param(case, kwargs, id=case.name + "(" + ",".join(kwargs) + ")")
-     for case in OPTIMIZERS for kwargs in case.round_trip],
+    [
+        pytest.param(case, kwargs, id=case.name + "(" + ",".join(kwargs) + ")")
+        for case in OPTIMIZERS
+        for kwargs in case.round_trip
+    ],
 )
 def test_config_round_trip(case, kwargs):
     cls = case.cls
@@ -716,10 +806,14 @@ def test_serialize_format():
     }
 
 
-@pytest.mark.parametrize("identifier,cls", [
-    pytest.param(identifier, case.cls, id=identifier) for case in OPTIMIZERS
-    for identifier in dict.fromkeys([case.name.lower(), case.name, case.name.upper()])
-])
+@pytest.mark.parametrize(
+    "identifier,cls",
+    [
+        pytest.param(identifier, case.cls, id=identifier)
+        for case in OPTIMIZERS
+        for identifier in dict.fromkeys([case.name.lower(), case.name, case.name.upper()])
+    ],
+)
 def test_get_by_name_is_case_insensitive(identifier, cls):
     # Keras forgets Lamb in its registry (KERAS_SPEC §1.12); here every optimizer is reachable.
     opt = fo.optimizers.get(identifier)
@@ -740,8 +834,9 @@ def test_get_dict_instance_and_none():
 
 @pytest.mark.parametrize("identifier", ["nope", "rmsprop_", 3, 0.1, [SGD]])
 def test_get_unknown_identifier(identifier):
-    with pytest.raises(ValueError, match=re.escape(
-            f"Could not interpret optimizer identifier: {identifier}")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"Could not interpret optimizer identifier: {identifier}")
+    ):
         fo.optimizers.get(identifier)
 
 
@@ -752,21 +847,25 @@ def test_deserialize_unknown_class_and_custom_objects():
     class Custom(SGD):
         pass
 
-    opt = fo.optimizers.deserialize({"class_name": "Custom", "config": {"learning_rate": 0.5}},
-                                    custom_objects={"Custom": Custom})
+    opt = fo.optimizers.deserialize(
+        {"class_name": "Custom", "config": {"learning_rate": 0.5}},
+        custom_objects={"Custom": Custom},
+    )
     assert type(opt) is Custom and opt.learning_rate == 0.5
     assert fo.optimizers.serialize(opt)["class_name"] == "Custom"
 
 
-# --- gradients and variables given to apply -------------------------------------------------------
+# --- gradients and variables given to apply ------------------------------------------------------
 
 
 def test_unknown_variable_is_rejected_with_keras_wording():
     w = np.ones(2)
     opt = SGD()
     opt.apply_gradients([(np.ones(2), w)])
-    with pytest.raises(ValueError, match="This optimizer can only be called for the variables it "
-                                         "was originally built with."):
+    with pytest.raises(
+        ValueError,
+        match="This optimizer can only be called for the variables it was originally built with.",
+    ):
         opt.apply_gradients([(np.ones(2), w.copy())])
 
 
@@ -775,8 +874,12 @@ def test_none_gradient_warns_and_leaves_the_variable():
     v = _f32([[3.0, 4.0], [5.0, 6.0]])
     v2 = _f32([[3.0, 4.0], [5.0, 6.0]])
     opt = SGD(learning_rate=1.0)
-    with pytest.warns(UserWarning, match=re.escape(
-            "Gradients do not exist for variables ['variable_0'] when minimizing the loss.")):
+    with pytest.warns(
+        UserWarning,
+        match=re.escape(
+            "Gradients do not exist for variables ['variable_0'] when minimizing the loss."
+        ),
+    ):
         opt.apply_gradients([(None, v), (np.ones((2, 2), np.float32), v2)])
     np.testing.assert_array_equal(v, [[3, 4], [5, 6]])
     np.testing.assert_array_equal(v2, [[2, 3], [4, 5]])
@@ -795,8 +898,11 @@ def test_apply_without_variables_needs_a_built_optimizer():
         opt.apply([np.ones(2)])
     w = np.ones(2)
     opt.build([w])
-    with pytest.raises(ValueError, match="Received a list of 2 gradients, but the optimizer is "
-                                         "tracking 1 trainable variables."):
+    with pytest.raises(
+        ValueError,
+        match="Received a list of 2 gradients, but the optimizer is "
+        "tracking 1 trainable variables.",
+    ):
         opt.apply([np.ones(2), np.ones(2)])
     opt.apply([np.ones(2)])
     np.testing.assert_allclose(w, 1 - float(np.float32(0.01)) * np.ones(2), rtol=1e-15)
@@ -821,12 +927,15 @@ def test_same_variable_twice_in_one_call_is_an_error():
     np.testing.assert_array_equal(a, np.zeros(2))
 
 
-@pytest.mark.parametrize("param,message", [
-    ([1.0, 2.0], "must be a NumPy array"),
-    (np.ones(2, np.int32), "float32 or float64"),
-    (np.ones(2, np.complex64), "float32 or float64"),
-    (np.ones(2, np.float16), "float32 or float64"),
-])
+@pytest.mark.parametrize(
+    "param,message",
+    [
+        ([1.0, 2.0], "must be a NumPy array"),
+        (np.ones(2, np.int32), "float32 or float64"),
+        (np.ones(2, np.complex64), "float32 or float64"),
+        (np.ones(2, np.float16), "float32 or float64"),
+    ],
+)
 def test_bad_parameters_are_type_errors(param, message):
     opt = SGD()
     with pytest.raises(TypeError, match=message):
@@ -843,7 +952,7 @@ def test_gradients_of_other_types_are_cast():
     np.testing.assert_array_equal(w, -0.5 * np.array([4.0, 5.0, 7.0]))
 
 
-# --- dict parameters and weight-decay exclusion ----------------------------------------------------
+# --- dict parameters and weight-decay exclusion --------------------------------------------------
 
 
 def test_dict_parameters_with_exclusion_by_name():
@@ -945,7 +1054,7 @@ def test_exclude_from_weight_decay_replaces_previous_settings_and_works_after_bu
     np.testing.assert_array_equal(b, [0.5, 0.5])
 
 
-# --- mixed float32 / float64 parameters ------------------------------------------------------------
+# --- mixed float32 / float64 parameters ----------------------------------------------------------
 
 
 def _single_dtype_twin(cls, kwargs, params, grads_list):
@@ -962,17 +1071,22 @@ def _single_dtype_twin(cls, kwargs, params, grads_list):
     return [p for _, p in sorted(out, key=lambda t: t[0])]
 
 
-@pytest.mark.parametrize("case,kwargs", [
-    pytest.param(case, case.mixed_dtypes, id=label(case, case.mixed_dtypes))
-    for case in OPTIMIZERS if case.mixed_dtypes is not None
-])
+@pytest.mark.parametrize(
+    "case,kwargs",
+    [
+        pytest.param(case, case.mixed_dtypes, id=label(case, case.mixed_dtypes))
+        for case in OPTIMIZERS
+        if case.mixed_dtypes is not None
+    ],
+)
 def test_mixed_dtypes_equal_one_optimizer_per_dtype(case, kwargs):
     cls = case.cls
     rng = np.random.default_rng(4)
     shapes = [((3, 2), np.float32), ((4,), np.float64), ((5,), np.float32), ((), np.float64)]
     params = [np.asarray(rng.standard_normal(s), d) for s, d in shapes]
-    grads_list = [[np.asarray(rng.standard_normal(p.shape), p.dtype) for p in params]
-                  for _ in range(5)]
+    grads_list = [
+        [np.asarray(rng.standard_normal(p.shape), p.dtype) for p in params] for _ in range(5)
+    ]
     expected = _single_dtype_twin(cls, kwargs, params, grads_list)
     opt = cls(**kwargs)
     for grads in grads_list:
@@ -1000,8 +1114,9 @@ def test_mixed_dtypes_global_clipnorm_with_loss_scale_and_accumulation():
     # step 1 accumulates, step 2 averages (g1 + g2) / 2 = g, unscales by 4, clips by 1 / N.
     a = np.zeros(2, np.float32)
     b = np.zeros(2, np.float64)
-    opt = SGD(learning_rate=1.0, global_clipnorm=1.0, loss_scale_factor=4.0,
-              gradient_accumulation_steps=2)
+    opt = SGD(
+        learning_rate=1.0, global_clipnorm=1.0, loss_scale_factor=4.0, gradient_accumulation_steps=2
+    )
     ga, gb = np.array([12.0, 0.0], np.float32), np.array([0.0, 16.0])
     opt.apply_gradients([(ga, a), (gb, b)])
     assert not a.any() and not b.any()
@@ -1017,8 +1132,7 @@ def test_gradient_sum_squares_is_the_norm_a_step_sees():
     grads = [rng.standard_normal(p.size).astype(np.float64) for p in params]
     accumulators = [rng.standard_normal(p.size).astype(np.float32) for p in params]
     before = [x.copy() for x in params + accumulators]
-    options = _native.StepOptions(loss_scale=8.0, accumulators=accumulators,
-                                  accumulation_steps=3)
+    options = _native.StepOptions(loss_scale=8.0, accumulators=accumulators, accumulation_steps=3)
     total = _native.gradient_sum_squares(params, grads, options)
     expected = 0.0
     for g, acc in zip(grads, accumulators):
@@ -1038,7 +1152,11 @@ def test_mixed_dtypes_bad_gradient_changes_nothing():
     opt = SGD(learning_rate=1.0, momentum=0.5)
     opt.apply_gradients([(np.ones(2, np.float32), a), (np.ones(2), b)])
     before = [a.copy(), b.copy()] + [np.array(v, copy=True) for v in opt.variables]
-    for bad, error in [(np.ones(3), ValueError), (np.ones(2, np.complex128), TypeError), (b, ValueError)]:
+    for bad, error in [
+        (np.ones(3), ValueError),
+        (np.ones(2, np.complex128), TypeError),
+        (b, ValueError),
+    ]:
         with pytest.raises(error):
             opt.apply_gradients([(np.ones(2, np.float32), a), (bad, b)])
         after = [a, b] + list(opt.variables)
@@ -1046,7 +1164,7 @@ def test_mixed_dtypes_bad_gradient_changes_nothing():
             np.testing.assert_array_equal(x, y)
 
 
-# --- EMA, accumulation, loss scale (Keras's optimizer_test tables) -----------------------------------
+# --- EMA, accumulation, loss scale (Keras's optimizer_test tables) -------------------------------
 
 
 def test_ema_keras_table_and_finalize():
@@ -1065,8 +1183,9 @@ def test_ema_keras_table_and_finalize():
         np.testing.assert_allclose(opt.variables[2], average, rtol=1e-6)
     opt.finalize_variable_values([v])
     np.testing.assert_array_equal(v, opt.variables[2])
-    with pytest.raises(ValueError, match=re.escape("The length of model variables (2) to override "
-                                                   "does not match")):
+    with pytest.raises(
+        ValueError, match=re.escape("The length of model variables (2) to override does not match")
+    ):
         opt.finalize_variable_values([v, v])
 
 
@@ -1121,13 +1240,16 @@ def test_loss_scale_factor_keras_test():
     assert SGD().scale_loss(3.0) == 3.0
 
 
-@pytest.mark.parametrize("kwargs,expected", [
-    ({"clipnorm": 1.0}, [2 ** -0.5, 2 ** -0.5]),
-    ({"clipvalue": 1.0}, [1.0, 1.0]),
-    ({"global_clipnorm": 1.0}, [2 ** -0.5, 2 ** -0.5]),
-    ({"clipnorm": 0.0}, [100.0, 100.0]),  # <= 0 disables clipping (Keras's precedence)
-    ({"clipvalue": -1.0}, [100.0, 100.0]),
-])
+@pytest.mark.parametrize(
+    "kwargs,expected",
+    [
+        ({"clipnorm": 1.0}, [2**-0.5, 2**-0.5]),
+        ({"clipvalue": 1.0}, [1.0, 1.0]),
+        ({"global_clipnorm": 1.0}, [2**-0.5, 2**-0.5]),
+        ({"clipnorm": 0.0}, [100.0, 100.0]),  # <= 0 disables clipping (Keras's precedence)
+        ({"clipvalue": -1.0}, [100.0, 100.0]),
+    ],
+)
 def test_clipping_keras_tests(kwargs, expected):
     w = np.zeros(2, np.float32)
     opt = SGD(learning_rate=1.0, **kwargs)
@@ -1154,29 +1276,43 @@ def test_changing_a_hyperparameter_after_build_takes_effect():
 @pytest.mark.parametrize(
     "factory,message",
     [
-        (lambda: Ftrl(initial_accumulator_value=-0.1),
-         "`initial_accumulator_value` needs to be positive or zero. Received: "
-         "initial_accumulator_value=-0.1."),
-        (lambda: Ftrl(learning_rate_power=0.5),
-         "`learning_rate_power` needs to be negative or zero. Received: "
-         "learning_rate_power=0.5."),
-        (lambda: Ftrl(l1_regularization_strength=-1.0),
-         "`l1_regularization_strength` needs to be positive or zero. Received: "
-         "l1_regularization_strength=-1.0."),
-        (lambda: Ftrl(l2_regularization_strength=-0.5),
-         "`l2_regularization_strength` needs to be positive or zero. Received: "
-         "l2_regularization_strength=-0.5."),
-        (lambda: Ftrl(l2_shrinkage_regularization_strength=-0.01),
-         "`l2_shrinkage_regularization_strength` needs to be positive or zero. Received: "
-         "l2_shrinkage_regularization_strength=-0.01."),
-        (lambda: Lion(beta_1=0.0),
-         "Argument `beta_1` must be in the [0, 1] range. Otherwise, the optimizer degenerates "
-         "to SignSGD. Received: beta_1=0.0."),
+        (
+            lambda: Ftrl(initial_accumulator_value=-0.1),
+            "`initial_accumulator_value` needs to be positive or zero. Received: "
+            "initial_accumulator_value=-0.1.",
+        ),
+        (
+            lambda: Ftrl(learning_rate_power=0.5),
+            "`learning_rate_power` needs to be negative or zero. Received: "
+            "learning_rate_power=0.5.",
+        ),
+        (
+            lambda: Ftrl(l1_regularization_strength=-1.0),
+            "`l1_regularization_strength` needs to be positive or zero. Received: "
+            "l1_regularization_strength=-1.0.",
+        ),
+        (
+            lambda: Ftrl(l2_regularization_strength=-0.5),
+            "`l2_regularization_strength` needs to be positive or zero. Received: "
+            "l2_regularization_strength=-0.5.",
+        ),
+        (
+            lambda: Ftrl(l2_shrinkage_regularization_strength=-0.01),
+            "`l2_shrinkage_regularization_strength` needs to be positive or zero. Received: "
+            "l2_shrinkage_regularization_strength=-0.01.",
+        ),
+        (
+            lambda: Lion(beta_1=0.0),
+            "Argument `beta_1` must be in the [0, 1] range. Otherwise, the optimizer degenerates "
+            "to SignSGD. Received: beta_1=0.0.",
+        ),
         (lambda: Lion(beta_1=-0.5), "Argument `beta_1` must be in the [0, 1] range."),
         (lambda: Lion(beta_1=1.5), "Received: beta_1=1.5."),
         (lambda: RMSprop(rho=float("nan")), "Argument `rho` must be a finite number."),
-        (lambda: Adagrad(initial_accumulator_value=float("inf")),
-         "Argument `initial_accumulator_value` must be a finite number."),
+        (
+            lambda: Adagrad(initial_accumulator_value=float("inf")),
+            "Argument `initial_accumulator_value` must be a finite number.",
+        ),
         (lambda: Nadam(schedule_decay="0.004"), "Argument `schedule_decay` must be a finite"),
         (lambda: Ftrl(beta=float("nan")), "Argument `beta` must be a finite number."),
         (lambda: Nadam(momentum=0.9), "Argument(s) not recognized: {'momentum': 0.9}"),
@@ -1195,8 +1331,7 @@ def test_keras_accepts_the_boundaries_it_accepts():
     assert Adagrad(initial_accumulator_value=-1.0).initial_accumulator_value == -1.0
 
 
-@pytest.mark.parametrize("cls", [case.cls for case in OPTIMIZERS if case.keras2_epsilon],
-                         ids=_name)
+@pytest.mark.parametrize("cls", [case.cls for case in OPTIMIZERS if case.keras2_epsilon], ids=_name)
 def test_epsilon_none_means_1e_7_everywhere(cls):
     assert cls(epsilon=None).get_config()["epsilon"] == 1e-7
 
@@ -1221,10 +1356,14 @@ def test_keras2_standalone_signatures():
     assert "schedule_decay" not in Nadam().get_config()
 
 
-@pytest.mark.parametrize("case,kwargs,names", [
-    pytest.param(case, kwargs, names, id=label(case, kwargs))
-    for case in OPTIMIZERS for kwargs, names in case.slots
-])
+@pytest.mark.parametrize(
+    "case,kwargs,names",
+    [
+        pytest.param(case, kwargs, names, id=label(case, kwargs))
+        for case in OPTIMIZERS
+        for kwargs, names in case.slots
+    ],
+)
 def test_slot_names_and_order(case, kwargs, names):
     # Keras's names: the variable's path with "/" as "_", then the slot's name.
     params = {"dense/kern": np.ones((2, 3), np.float32), "bias": np.ones(3, np.float64)}
@@ -1240,11 +1379,15 @@ def test_slot_names_and_order(case, kwargs, names):
             assert value.shape == param.shape and value.dtype == param.dtype, name
 
 
-@pytest.mark.parametrize("case,kwargs", [
-    pytest.param(case, kwargs, id=label(case, kwargs))
-    for case in OPTIMIZERS if "initial_accumulator_value" in (case.own_defaults or {})
-    for kwargs in ({}, {"initial_accumulator_value": 0.3}, {"initial_accumulator_value": 0.4})
-])
+@pytest.mark.parametrize(
+    "case,kwargs",
+    [
+        pytest.param(case, kwargs, id=label(case, kwargs))
+        for case in OPTIMIZERS
+        if "initial_accumulator_value" in (case.own_defaults or {})
+        for kwargs in ({}, {"initial_accumulator_value": 0.3}, {"initial_accumulator_value": 0.4})
+    ],
+)
 def test_accumulators_start_at_initial_accumulator_value(case, kwargs):
     # Keras's Constant initializer: the value cast to each variable's dtype. The accumulator is
     # each variable's first slot.
@@ -1270,8 +1413,9 @@ def test_lion_keeps_a_zero_sign_and_moves_by_the_learning_rate():
     opt.apply_gradients([(np.array([1e-30, -5.0, 0.0, 7.0]), w)])
     np.testing.assert_array_equal(w, [0.75, 2.25, 3.0, -4.25])
     # m = 0 * 0.99 + g * (1 - 0.99), with 1 - 0.99 = 0.010000000000000009 in float64.
-    np.testing.assert_array_equal(opt.variables[2],
-                                  np.array([1e-30, -5.0, 0.0, 7.0]) * (1.0 - 0.99))
+    np.testing.assert_array_equal(
+        opt.variables[2], np.array([1e-30, -5.0, 0.0, 7.0]) * (1.0 - 0.99)
+    )
 
 
 def test_ftrl_l1_zeroes_weights_and_learning_rate_power_zero_by_hand():
@@ -1399,47 +1543,110 @@ def test_muon_signature_config_and_name_are_keras():
     # Keras 3.13+: Muon's own arguments around the base ones, weight_decay 0.004, name None.
     parameters = inspect.signature(Muon).parameters
     assert list(parameters) == [
-        "learning_rate", "adam_beta_1", "adam_beta_2", "adam_weight_decay", "epsilon",
-        "weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema", "ema_momentum",
-        "ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps", "name",
-        "exclude_layers", "exclude_embeddings", "muon_a", "muon_b", "muon_c", "adam_lr_ratio",
-        "momentum", "ns_steps", "nesterov", "rms_rate", "kwargs",
+        "learning_rate",
+        "adam_beta_1",
+        "adam_beta_2",
+        "adam_weight_decay",
+        "epsilon",
+        "weight_decay",
+        "clipnorm",
+        "clipvalue",
+        "global_clipnorm",
+        "use_ema",
+        "ema_momentum",
+        "ema_overwrite_frequency",
+        "loss_scale_factor",
+        "gradient_accumulation_steps",
+        "name",
+        "exclude_layers",
+        "exclude_embeddings",
+        "muon_a",
+        "muon_b",
+        "muon_c",
+        "adam_lr_ratio",
+        "momentum",
+        "ns_steps",
+        "nesterov",
+        "rms_rate",
+        "kwargs",
     ]
-    defaults = {"learning_rate": 0.001, "adam_beta_1": 0.9, "adam_beta_2": 0.999,
-                "adam_weight_decay": 0.004, "epsilon": 1e-7, "weight_decay": 0.004,
-                "name": None, "exclude_layers": None, "exclude_embeddings": True,
-                "muon_a": 3.4445, "muon_b": -4.7750, "muon_c": 2.0315, "adam_lr_ratio": 1,
-                "momentum": 0.95, "ns_steps": 5, "nesterov": True, "rms_rate": 0.2}
+    defaults = {
+        "learning_rate": 0.001,
+        "adam_beta_1": 0.9,
+        "adam_beta_2": 0.999,
+        "adam_weight_decay": 0.004,
+        "epsilon": 1e-7,
+        "weight_decay": 0.004,
+        "name": None,
+        "exclude_layers": None,
+        "exclude_embeddings": True,
+        "muon_a": 3.4445,
+        "muon_b": -4.7750,
+        "muon_c": 2.0315,
+        "adam_lr_ratio": 1,
+        "momentum": 0.95,
+        "ns_steps": 5,
+        "nesterov": True,
+        "rms_rate": 0.2,
+    }
     for key, default in defaults.items():
         assert parameters[key].default == default, key
         assert type(parameters[key].default) is type(default), key
     config = Muon().get_config()
     assert list(config) == BASE_KEYS + [
-        "adam_beta_1", "adam_beta_2", "epsilon", "exclude_layers", "muon_a", "muon_b", "muon_c",
-        "adam_lr_ratio", "momentum", "ns_steps", "nesterov", "exclude_embeddings",
-        "adam_weight_decay", "rms_rate",
+        "adam_beta_1",
+        "adam_beta_2",
+        "epsilon",
+        "exclude_layers",
+        "muon_a",
+        "muon_b",
+        "muon_c",
+        "adam_lr_ratio",
+        "momentum",
+        "ns_steps",
+        "nesterov",
+        "exclude_embeddings",
+        "adam_weight_decay",
+        "rms_rate",
     ]
     assert config["weight_decay"] == 0.004 and config["exclude_layers"] == []
     assert re.fullmatch(r"muon(_\d+)?", Muon().name)
     muon = Muon(0.5, 0.8, 0.75, 0.25, 0.125, 0.01)
-    assert (muon.adam_beta_1, muon.adam_beta_2, muon.adam_weight_decay, muon.epsilon,
-            muon.weight_decay) == (0.8, 0.75, 0.25, 0.125, 0.01)
+    assert (
+        muon.adam_beta_1,
+        muon.adam_beta_2,
+        muon.adam_weight_decay,
+        muon.epsilon,
+        muon.weight_decay,
+    ) == (0.8, 0.75, 0.25, 0.125, 0.01)
 
 
-@pytest.mark.parametrize("factory,message", [
-    (lambda: Muon(ns_steps=2.5), "Argument `ns_steps` must be an integer >= 0. Received: "
-                                 "ns_steps=2.5"),
-    (lambda: Muon(ns_steps=-1), "Argument `ns_steps` must be an integer >= 0."),
-    (lambda: Muon(ns_steps=True), "Argument `ns_steps` must be an integer >= 0."),
-    (lambda: Muon(momentum=float("nan")), "Argument `momentum` must be a finite number."),
-    (lambda: Muon(rms_rate="0.2"), "Argument `rms_rate` must be a finite number."),
-    (lambda: Muon(adam_weight_decay=float("inf")),
-     "Argument `adam_weight_decay` must be a finite number."),
-    (lambda: Adafactor(clip_threshold=float("inf")),
-     "Argument `clip_threshold` must be a finite number."),
-    (lambda: Adafactor(beta_2_decay="-0.8"), "Argument `beta_2_decay` must be a finite number."),
-    (lambda: Adafactor(beta_1=0.9), "Argument(s) not recognized: {'beta_1': 0.9}"),
-])
+@pytest.mark.parametrize(
+    "factory,message",
+    [
+        (
+            lambda: Muon(ns_steps=2.5),
+            "Argument `ns_steps` must be an integer >= 0. Received: ns_steps=2.5",
+        ),
+        (lambda: Muon(ns_steps=-1), "Argument `ns_steps` must be an integer >= 0."),
+        (lambda: Muon(ns_steps=True), "Argument `ns_steps` must be an integer >= 0."),
+        (lambda: Muon(momentum=float("nan")), "Argument `momentum` must be a finite number."),
+        (lambda: Muon(rms_rate="0.2"), "Argument `rms_rate` must be a finite number."),
+        (
+            lambda: Muon(adam_weight_decay=float("inf")),
+            "Argument `adam_weight_decay` must be a finite number.",
+        ),
+        (
+            lambda: Adafactor(clip_threshold=float("inf")),
+            "Argument `clip_threshold` must be a finite number.",
+        ),
+        (
+            lambda: Adafactor(beta_2_decay="-0.8"),
+            "Argument `beta_2_decay` must be a finite number.",
+        ),
+        (lambda: Adafactor(beta_1=0.9), "Argument(s) not recognized: {'beta_1': 0.9}"),
+    ],
+)
 def test_adafactor_and_muon_constructor_errors(factory, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         factory()
@@ -1448,18 +1655,31 @@ def test_adafactor_and_muon_constructor_errors(factory, message):
 def test_adafactor_slots():
     # r and c per variable, named after it with no suffix, then its velocity; rank < 2 gets
     # scalar int32 placeholders; rank 3 factors its last two axes.
-    params = {"kern": np.ones((2, 3), np.float32), "bias": np.ones(3, np.float64),
-              "dense/cube": np.ones((2, 3, 4), np.float32)}
+    params = {
+        "kern": np.ones((2, 3), np.float32),
+        "bias": np.ones(3, np.float64),
+        "dense/cube": np.ones((2, 3, 4), np.float32),
+    }
     opt = Adafactor()
     opt.build(params)
     assert opt.variable_names == [
-        "iteration", "learning_rate", "kern", "kern", "kern_velocity", "bias", "bias",
-        "bias_velocity", "dense_cube", "dense_cube", "dense_cube_velocity"]
+        "iteration",
+        "learning_rate",
+        "kern",
+        "kern",
+        "kern_velocity",
+        "bias",
+        "bias",
+        "bias_velocity",
+        "dense_cube",
+        "dense_cube",
+        "dense_cube_velocity",
+    ]
     slots = opt.variables[2:]
-    assert [s.shape for s in slots] == [(2,), (3,), (2, 3), (), (), (3,), (2, 3), (2, 4),
-                                        (2, 3, 4)]
+    assert [s.shape for s in slots] == [(2,), (3,), (2, 3), (), (), (3,), (2, 3), (2, 4), (2, 3, 4)]
     assert [s.dtype for s in slots] == [np.float32] * 3 + [np.int32, np.int32, np.float64] + [
-        np.float32] * 3
+        np.float32
+    ] * 3
     assert not any(s.any() for s in slots)
 
 
@@ -1495,8 +1715,15 @@ def test_muon_routing():
     }
     opt = Muon(exclude_layers=["output_dense", "^he.d$"])
     opt.build(params)
-    adamw = ["dense_bias", "scale", "conv_kernel", "conv4d_kernel", "Token_Embedding_embeddings",
-             "output_dense_kernel", "head"]
+    adamw = [
+        "dense_bias",
+        "scale",
+        "conv_kernel",
+        "conv4d_kernel",
+        "Token_Embedding_embeddings",
+        "output_dense_kernel",
+        "head",
+    ]
     assert _slot_owners(opt, "velocity") == adamw
     assert len(_slot_owners(opt, "momentum")) == len(params)
     names = opt.variable_names
@@ -1537,8 +1764,12 @@ def test_muon_weight_decay_per_path_with_the_base_learning_rate():
     f32 = np.float32
 
     def run(**kwargs):
-        params = {"w": np.ones((2, 2), f32), "b": np.ones(2, f32), "skip_w": np.ones((2, 2), f32),
-                  "skip_b": np.ones(2, f32)}
+        params = {
+            "w": np.ones((2, 2), f32),
+            "b": np.ones(2, f32),
+            "skip_w": np.ones((2, 2), f32),
+            "skip_b": np.ones(2, f32),
+        }
         opt = Muon(learning_rate=0.5, adam_lr_ratio=0.1, **kwargs)
         opt.exclude_from_weight_decay(var_names=["skip"])
         opt.apply({k: np.zeros_like(v) for k, v in params.items()}, params)
@@ -1548,11 +1779,23 @@ def test_muon_weight_decay_per_path_with_the_base_learning_rate():
         return float(f32(1) - f32(1) * f32(wd) * f32(0.5))
 
     assert run(weight_decay=0.1, adam_weight_decay=0.2) == {
-        "w": decayed(0.1), "b": decayed(0.2), "skip_w": 1.0, "skip_b": 1.0}
+        "w": decayed(0.1),
+        "b": decayed(0.2),
+        "skip_w": 1.0,
+        "skip_b": 1.0,
+    }
     assert run(weight_decay=None, adam_weight_decay=0.2) == {
-        "w": 1.0, "b": decayed(0.2), "skip_w": 1.0, "skip_b": 1.0}
+        "w": 1.0,
+        "b": decayed(0.2),
+        "skip_w": 1.0,
+        "skip_b": 1.0,
+    }
     assert run(weight_decay=0.1, adam_weight_decay=None) == {
-        "w": decayed(0.1), "b": 1.0, "skip_w": 1.0, "skip_b": 1.0}
+        "w": decayed(0.1),
+        "b": 1.0,
+        "skip_w": 1.0,
+        "skip_b": 1.0,
+    }
 
 
 def test_muon_adam_lr_ratio_scales_the_adamw_step():
@@ -1593,9 +1836,11 @@ def test_muon_zeropower_takes_leading_axes_as_a_batch():
 def test_accumulated_matrix_update_equals_one_step_on_the_mean(cls):
     # The factored (Adafactor) and orthogonalized (Muon) paths, as Keras's accumulation test:
     # three dyadic float64 micro-batches give the same variables as one step on their mean.
-    micro = [np.array([[0.5, -1.25, 2.0], [1.0, 0.25, -0.5]]),
-             np.array([[1.5, 0.25, -4.0], [-2.0, 0.5, 0.75]]),
-             np.array([[-0.5, 2.0, 1.0], [0.25, -1.0, 3.0]])]
+    micro = [
+        np.array([[0.5, -1.25, 2.0], [1.0, 0.25, -0.5]]),
+        np.array([[1.5, 0.25, -4.0], [-2.0, 0.5, 0.75]]),
+        np.array([[-0.5, 2.0, 1.0], [0.25, -1.0, 3.0]]),
+    ]
     mean = sum(micro) / 3
     one_var, many_var = np.arange(6.0).reshape(2, 3), np.arange(6.0).reshape(2, 3)
     one = cls(learning_rate=0.1, weight_decay=0.05)
@@ -1609,18 +1854,24 @@ def test_accumulated_matrix_update_equals_one_step_on_the_mean(cls):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"learning_rate": 0.1, "use_ema": True, "clipnorm": 1.0},
-    {"learning_rate": 0.1, "use_ema": True, "global_clipnorm": 1.0},
-], ids=["clipnorm", "global_clipnorm"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"learning_rate": 0.1, "use_ema": True, "clipnorm": 1.0},
+        {"learning_rate": 0.1, "use_ema": True, "global_clipnorm": 1.0},
+    ],
+    ids=["clipnorm", "global_clipnorm"],
+)
 @pytest.mark.parametrize("cls", UNFUSED, ids=_name)
 def test_a_bad_gradient_changes_nothing(cls, kwargs):
     # Every gradient is checked before the first array changes: the AdamW-path tensors (one
     # native call) and the Muon or Adafactor tensors (NumPy) alike.
     rng = np.random.default_rng(11)
-    params = {"bias": rng.standard_normal(3).astype(np.float32),
-              "kernel": rng.standard_normal((3, 2)).astype(np.float32),
-              "last": rng.standard_normal((2, 2)).astype(np.float32)}
+    params = {
+        "bias": rng.standard_normal(3).astype(np.float32),
+        "kernel": rng.standard_normal((3, 2)).astype(np.float32),
+        "last": rng.standard_normal((2, 2)).astype(np.float32),
+    }
     opt = cls(**kwargs)
     for _ in range(2):
         opt.apply({k: rng.standard_normal(v.shape) for k, v in params.items()}, params)
@@ -1644,15 +1895,22 @@ def test_a_bad_gradient_changes_nothing(cls, kwargs):
     assert opt.iterations == 2
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"learning_rate": 0.1, "weight_decay": 0.01, "use_ema": True},
-    {"learning_rate": 0.05, "gradient_accumulation_steps": 2},
-], ids=["weight_decay-ema", "accumulation"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"learning_rate": 0.1, "weight_decay": 0.01, "use_ema": True},
+        {"learning_rate": 0.05, "gradient_accumulation_steps": 2},
+    ],
+    ids=["weight_decay-ema", "accumulation"],
+)
 @pytest.mark.parametrize("cls", UNFUSED, ids=_name)
 def test_unfused_save_load_and_pickle_resume_training_exactly(cls, kwargs):
     rng = np.random.default_rng(12)
-    params = [rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(4),
-              rng.standard_normal((2, 2, 3)).astype(np.float32)]
+    params = [
+        rng.standard_normal((3, 4)).astype(np.float32),
+        rng.standard_normal(4),
+        rng.standard_normal((2, 2, 3)).astype(np.float32),
+    ]
     grads = [[rng.standard_normal(p.shape).astype(p.dtype) for p in params] for _ in range(7)]
     first = cls(**kwargs)
     _run(first, params, grads[:3])
@@ -1671,4 +1929,3 @@ def test_unfused_save_load_and_pickle_resume_training_exactly(cls, kwargs):
             np.testing.assert_array_equal(a, b)
         for a, b in zip(first.variables, other.variables, strict=True):
             np.testing.assert_array_equal(a, b)
-

@@ -27,8 +27,10 @@ def _arrays(seed):
     params = [rng.standard_normal(shape).astype(np.float32) for shape in SHAPES]
     # Gradient magnitudes from 1e-7 to 1: where sqrt(v) is near epsilon, Adam's epsilon
     # placement shows.
-    grads = [(rng.standard_normal(shape) * 10.0 ** rng.uniform(-7, 0, shape)).astype(np.float32)
-             for shape in SHAPES]
+    grads = [
+        (rng.standard_normal(shape) * 10.0 ** rng.uniform(-7, 0, shape)).astype(np.float32)
+        for shape in SHAPES
+    ]
     return params, grads
 
 
@@ -74,8 +76,12 @@ def test_numpy_peers_do_ferroptims_work(name, peer):
 
 # Keras's names decide Muon's routing: the embedding (by name) and the bias (by rank) take the
 # AdamW path, the two kernels (one tall, one wide) Newton-Schulz.
-NAMED_SHAPES = {"token_embedding/embeddings": (11, 6), "dense/kernel": (6, 9),
-                "dense/bias": (9,), "dense_1/kernel": (9, 4)}
+NAMED_SHAPES = {
+    "token_embedding/embeddings": (11, 6),
+    "dense/kernel": (6, 9),
+    "dense/bias": (9,),
+    "dense_1/kernel": (9, 4),
+}
 
 
 @pytest.mark.parametrize("name", ["adafactor", "muon"])
@@ -98,8 +104,7 @@ def test_numpy_peers_of_matrix_optimizers_follow_variable_names(name, peer):
 
 def test_muon_numpy_state_routes_as_keras():
     params = [np.zeros(shape, np.float32) for shape in NAMED_SHAPES.values()]
-    momentums, velocities = _bench.OPTIMIZERS["muon"].make_numpy_state(params,
-                                                                       list(NAMED_SHAPES))
+    momentums, velocities = _bench.OPTIMIZERS["muon"].make_numpy_state(params, list(NAMED_SHAPES))
     assert [m.shape for m in momentums] == list(NAMED_SHAPES.values())
     assert [v is not None for v in velocities] == [True, False, True, False]
     # Without names (a list: variable_0, ...) only the rank routes.
@@ -130,13 +135,22 @@ def test_cases_have_the_documented_shapes():
             _bench.parse_case(bad)
     # Named cases carry Keras-style variable names, one per tensor: Muon routes GPT-2's two
     # embeddings (wte, wpe) to its AdamW path by name.
-    assert mlp.names == ("dense/kernel", "dense/bias", "dense_1/kernel", "dense_1/bias",
-                         "dense_2/kernel", "dense_2/bias")
+    assert mlp.names == (
+        "dense/kernel",
+        "dense/bias",
+        "dense_1/kernel",
+        "dense_1/bias",
+        "dense_2/kernel",
+        "dense_2/bias",
+    )
     assert len(set(gpt2.names)) == 148
-    embeddings = [(name, shape) for name, shape in zip(gpt2.names, gpt2.shapes)
-                  if "embedding" in name]
-    assert embeddings == [("token_embedding/embeddings", (50257, 768)),
-                          ("position_embedding/embeddings", (1024, 768))]
+    embeddings = [
+        (name, shape) for name, shape in zip(gpt2.names, gpt2.shapes) if "embedding" in name
+    ]
+    assert embeddings == [
+        ("token_embedding/embeddings", (50257, 768)),
+        ("position_embedding/embeddings", (1024, 768)),
+    ]
     assert sum(len(shape) == 2 for shape in gpt2.shapes) == 2 + 12 * 4
     assert _bench.parse_case("1K").names is None
 
@@ -162,17 +176,22 @@ def test_bytes_per_element_count_every_stream():
 def test_every_optimizer_class_is_benchmarked():
     # AdamW is Adam's kernel after the decoupled decay that every optimizer shares;
     # LossScaleOptimizer and MultiOptimizer have no kernel: they run their inner optimizers'.
-    classes = {name for name in fo.optimizers.__all__
-               if isinstance(getattr(fo.optimizers, name), type)
-               and issubclass(getattr(fo.optimizers, name), fo.optimizers.Optimizer)}
+    classes = {
+        name
+        for name in fo.optimizers.__all__
+        if isinstance(getattr(fo.optimizers, name), type)
+        and issubclass(getattr(fo.optimizers, name), fo.optimizers.Optimizer)
+    }
     benchmarked = {spec.keras_name for spec in _bench.OPTIMIZERS.values()}
     without_own_entry = {"Optimizer", "AdamW", "LossScaleOptimizer", "MultiOptimizer"}
     assert classes - without_own_entry <= benchmarked
     assert benchmarked <= classes
     # Adafactor (factored second moments) and Muon (Newton-Schulz matrix products) are the
     # ones that are not element-wise.
-    assert {spec.keras_name for spec in _bench.OPTIMIZERS.values()
-            if not spec.element_wise} == {"Adafactor", "Muon"}
+    assert {spec.keras_name for spec in _bench.OPTIMIZERS.values() if not spec.element_wise} == {
+        "Adafactor",
+        "Muon",
+    }
 
 
 def test_every_registered_optimizer_is_benchmarked():
@@ -181,8 +200,7 @@ def test_every_registered_optimizer_is_benchmarked():
     # MultiOptimizer's inner ones); LossScaleOptimizer and MultiOptimizer are wrappers with no
     # kernel, whose steps are their inner optimizers' (benchmarked themselves); AdamW is Adam's
     # kernel after the decoupled weight decay that every optimizer shares.
-    not_benchmarked = {"Optimizer", "OptimizerMap", "LossScaleOptimizer", "MultiOptimizer",
-                       "AdamW"}
+    not_benchmarked = {"Optimizer", "OptimizerMap", "LossScaleOptimizer", "MultiOptimizer", "AdamW"}
     registered = {cls.__name__ for cls in fo.optimizers._BUILTINS.values()}
     benchmarked = [spec.keras_name for spec in _bench.registry.OPTIMIZERS.values()]
     assert not_benchmarked <= registered
@@ -236,15 +254,22 @@ def _bench_script():
 
 def test_every_optimizer_but_adam_is_held_to_085_of_its_roofline_at_32m():
     def result(name, ferroptim_s, roofline_s):
-        timings = {"ferroptim": _bench.Timing(1, [ferroptim_s]),
-                   "roofline": _bench.Timing(1, [roofline_s])}
+        timings = {
+            "ferroptim": _bench.Timing(1, [ferroptim_s]),
+            "roofline": _bench.Timing(1, [roofline_s]),
+        }
         spec = _bench.OPTIMIZERS[name]
-        return _bench.CaseResult(name, _bench.parse_case("32M"), 2, spec.bytes_per_element(4),
-                                 timings, {}, {})
+        return _bench.CaseResult(
+            name, _bench.parse_case("32M"), 2, spec.bytes_per_element(4), timings, {}, {}
+        )
 
     settings = _settings("--optimizers", "adam,lion,ftrl", "--sizes", "32M")
-    report = _bench.Report(settings, {}, [result("adam", 1.0, 0.88), result("lion", 1.0, 0.86),
-                                          result("ftrl", 1.0, 0.5)], [])
+    report = _bench.Report(
+        settings,
+        {},
+        [result("adam", 1.0, 0.88), result("lion", 1.0, 0.86), result("ftrl", 1.0, 0.5)],
+        [],
+    )
     rows = {text: (value, met) for text, value, met in _bench_script().targets(report)}
     assert rows["Adam 32M: >= 0.9 of the roofline"] == ("0.88", False)
     assert rows["lion 32M: >= 0.85 of the roofline"] == ("0.86", True)
@@ -253,8 +278,20 @@ def test_every_optimizer_but_adam_is_held_to_085_of_its_roofline_at_32m():
 
 
 def test_bench_script_reports_the_targets_after_the_measurements():
-    command = [sys.executable, str(BENCHES / "bench.py"), "--optimizers", "adam", "--sizes",
-               "1K,100x1K", "--scaling-sizes", "", "--repeats", "1", "--min-block-ms", "1"]
+    command = [
+        sys.executable,
+        str(BENCHES / "bench.py"),
+        "--optimizers",
+        "adam",
+        "--sizes",
+        "1K,100x1K",
+        "--scaling-sizes",
+        "",
+        "--repeats",
+        "1",
+        "--min-block-ms",
+        "1",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -262,8 +299,10 @@ def test_bench_script_reports_the_targets_after_the_measurements():
     header, rows = _table(out, "target")
     assert header == ["target", "measured", "met"]
     # The targets of Adam's 1K and 100x1K cases; those of cases that did not run are left out.
-    assert [row[0] for row in rows] == ["Adam 1K, one tensor: <= 3 us per call",
-                                        "Adam: one more 1K tensor in a call <= 1 us"]
+    assert [row[0] for row in rows] == [
+        "Adam 1K, one tensor: <= 3 us per call",
+        "Adam: one more 1K tensor in a call <= 1 us",
+    ]
     assert all(row[1].endswith(" us") and row[2] in {"yes", "**no**"} for row in rows)
 
 
@@ -298,7 +337,7 @@ def test_settle_sleeps_before_each_calibration_and_timed_block(monkeypatch):
     # peer's steps only.
     assert events.count(0.2) == 6
     starts = [i for i, event in enumerate(events) if event == 0.2]
-    blocks = [events[i + 1:j] for i, j in zip(starts, starts[1:] + [len(events)])]
+    blocks = [events[i + 1 : j] for i, j in zip(starts, starts[1:] + [len(events)])]
     assert [block[0] for block in blocks] == ["a", "b", "a", "b", "a", "b"]
     assert all(len(set(block)) == 1 for block in blocks)
     # Muon's NumPy peers multiply matrices on OpenBLAS's threads: its cases settle.
@@ -334,25 +373,66 @@ def _number(cell):
 
 def test_quick_run_prints_the_tables_and_writes_json(tmp_path):
     path = tmp_path / "bench.json"
-    command = [sys.executable, "-m", "ferroptim", "bench", "--quick", "--sizes", "1K,100x1K",
-               "--scaling-sizes", "1K", "--threads", "1,2", "--repeats", "2",
-               "--min-block-ms", "2", "--json", str(path)]
+    command = [
+        sys.executable,
+        "-m",
+        "ferroptim",
+        "bench",
+        "--quick",
+        "--sizes",
+        "1K,100x1K",
+        "--scaling-sizes",
+        "1K",
+        "--threads",
+        "1,2",
+        "--repeats",
+        "2",
+        "--min-block-ms",
+        "2",
+        "--json",
+        str(path),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     out = done.stdout
 
     header, rows = _table(out, "optimizer | case")
-    assert header == ["optimizer", "case", "elements", "ferroptim us", "Gelem/s", "GB/s",
-                      "roofline us", "roofline GB/s", "of roofline", "NumPy us", "vs NumPy",
-                      "NumPy out= us", "vs NumPy out=", "torch us", "vs torch"]
+    assert header == [
+        "optimizer",
+        "case",
+        "elements",
+        "ferroptim us",
+        "Gelem/s",
+        "GB/s",
+        "roofline us",
+        "roofline GB/s",
+        "of roofline",
+        "NumPy us",
+        "vs NumPy",
+        "NumPy out= us",
+        "vs NumPy out=",
+        "torch us",
+        "vs torch",
+    ]
     assert [(row[0], row[1], row[2]) for row in rows] == [
-        ("sgd", "1K", "1,000"), ("sgd", "100x1K", "100,000"),
-        ("adam", "1K", "1,000"), ("adam", "100x1K", "100,000")]
+        ("sgd", "1K", "1,000"),
+        ("sgd", "100x1K", "100,000"),
+        ("adam", "1K", "1,000"),
+        ("adam", "100x1K", "100,000"),
+    ]
     has_torch = importlib.util.find_spec("torch") is not None
     for row in rows:
         cells = dict(zip(header, row))
-        for column in ["ferroptim us", "GB/s", "roofline us", "of roofline", "NumPy us",
-                       "vs NumPy", "NumPy out= us", "vs NumPy out="]:
+        for column in [
+            "ferroptim us",
+            "GB/s",
+            "roofline us",
+            "of roofline",
+            "NumPy us",
+            "vs NumPy",
+            "NumPy out= us",
+            "vs NumPy out=",
+        ]:
             assert _number(cells[column]) > 0, (column, row)
         assert (cells["torch us"] == "n/a") is not has_torch
     if not has_torch:
@@ -361,14 +441,26 @@ def test_quick_run_prints_the_tables_and_writes_json(tmp_path):
     header, rows = _table(out, "optimizer | peer")
     assert header == ["optimizer", "peer", "1 x 1K us", "100 x 1K us", "us per extra tensor"]
     peers = ["ferroptim", "roofline", "NumPy", "NumPy out="] + (["torch"] if has_torch else [])
-    assert [(row[0], row[1]) for row in rows] == [(name, peer) for name in ["sgd", "adam"]
-                                                  for peer in peers]
+    assert [(row[0], row[1]) for row in rows] == [
+        (name, peer) for name in ["sgd", "adam"] for peer in peers
+    ]
 
     header, rows = _table(out, "optimizer | case | threads")
-    assert header == ["optimizer", "case", "threads", "ferroptim us", "speedup", "roofline us",
-                      "roofline speedup"]
+    assert header == [
+        "optimizer",
+        "case",
+        "threads",
+        "ferroptim us",
+        "speedup",
+        "roofline us",
+        "roofline speedup",
+    ]
     assert [(row[0], row[1], row[2]) for row in rows] == [
-        ("sgd", "1K", "1"), ("sgd", "1K", "2"), ("adam", "1K", "1"), ("adam", "1K", "2")]
+        ("sgd", "1K", "1"),
+        ("sgd", "1K", "2"),
+        ("adam", "1K", "1"),
+        ("adam", "1K", "2"),
+    ]
     assert rows[0][4] == rows[2][4] == "1.00x"
     # The user's report holds measurements and ratios; the targets are benches/bench.py's.
     assert "### Targets" not in out
@@ -382,17 +474,33 @@ def test_quick_run_prints_the_tables_and_writes_json(tmp_path):
     assert best == min(adam["peers"]["ferroptim"]["per_call_s"]) > 0
     # The table's throughput is the JSON's time turned into bytes per second.
     _, rows = _table(out, "optimizer | case")
-    cells = dict(zip(["optimizer", "case", "elements", "ferroptim us", "Gelem/s", "GB/s"],
-                     rows[3]))
+    cells = dict(zip(["optimizer", "case", "elements", "ferroptim us", "Gelem/s", "GB/s"], rows[3]))
     assert _number(cells["GB/s"]) == pytest.approx(28 * 100_000 / best / 1e9, rel=0.01, abs=0.01)
     assert _number(cells["ferroptim us"]) == pytest.approx(best * 1e6, rel=0.01, abs=0.01)
 
 
 def test_matrix_optimizers_report_ms_and_no_roofline(tmp_path):
     path = tmp_path / "bench.json"
-    command = [sys.executable, "-m", "ferroptim", "bench", "--optimizers", "adafactor,muon",
-               "--sizes", "24*40,2x40*24", "--scaling-sizes", "24*40", "--threads", "1,2",
-               "--repeats", "2", "--min-block-ms", "2", "--json", str(path)]
+    command = [
+        sys.executable,
+        "-m",
+        "ferroptim",
+        "bench",
+        "--optimizers",
+        "adafactor,muon",
+        "--sizes",
+        "24*40,2x40*24",
+        "--scaling-sizes",
+        "24*40",
+        "--threads",
+        "1,2",
+        "--repeats",
+        "2",
+        "--min-block-ms",
+        "2",
+        "--json",
+        str(path),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -400,23 +508,47 @@ def test_matrix_optimizers_report_ms_and_no_roofline(tmp_path):
     # Only the table of the optimizers that are not element-wise: no roofline columns.
     assert "| optimizer | case | elements | ferroptim us |" not in out
     header, rows = _table(out, "optimizer | case | elements | tensors")
-    assert header == ["optimizer", "case", "elements", "tensors", "ferroptim ms", "Melem/s",
-                      "NumPy ms", "vs NumPy", "NumPy out= ms", "vs NumPy out=", "torch ms",
-                      "vs torch"]
+    assert header == [
+        "optimizer",
+        "case",
+        "elements",
+        "tensors",
+        "ferroptim ms",
+        "Melem/s",
+        "NumPy ms",
+        "vs NumPy",
+        "NumPy out= ms",
+        "vs NumPy out=",
+        "torch ms",
+        "vs torch",
+    ]
     assert [row[:4] for row in rows] == [
-        ["adafactor", "24*40", "960", "1"], ["adafactor", "2x40*24", "1,920", "2"],
-        ["muon", "24*40", "960", "1"], ["muon", "2x40*24", "1,920", "2"]]
+        ["adafactor", "24*40", "960", "1"],
+        ["adafactor", "2x40*24", "1,920", "2"],
+        ["muon", "24*40", "960", "1"],
+        ["muon", "2x40*24", "1,920", "2"],
+    ]
     for row in rows:
         cells = dict(zip(header, row))
-        for column in ["ferroptim ms", "Melem/s", "NumPy ms", "vs NumPy", "NumPy out= ms",
-                       "vs NumPy out="]:
+        for column in [
+            "ferroptim ms",
+            "Melem/s",
+            "NumPy ms",
+            "vs NumPy",
+            "NumPy out= ms",
+            "vs NumPy out=",
+        ]:
             assert _number(cells[column]) > 0, (column, row)
     for name in ["Adafactor", "Muon"]:
         assert f"- roofline: {name} is not element-wise" in out
 
     header, rows = _table(out, "optimizer | case | threads")
-    assert [row[:3] for row in rows] == [["adafactor", "24*40", "1"], ["adafactor", "24*40", "2"],
-                                         ["muon", "24*40", "1"], ["muon", "24*40", "2"]]
+    assert [row[:3] for row in rows] == [
+        ["adafactor", "24*40", "1"],
+        ["adafactor", "24*40", "2"],
+        ["muon", "24*40", "1"],
+        ["muon", "24*40", "2"],
+    ]
     assert all(row[5:] == ["n/a", "n/a"] for row in rows)
     assert "### Targets" not in out
 

@@ -38,7 +38,8 @@ def test_every_registered_optimizer_has_a_record():
     missing = registered - recorded - set(NOT_UNDER_TEST_HERE)
     assert not missing, (
         f"registered but not in optimizers_under_test.OPTIMIZERS: "
-        f"{sorted(cls.__name__ for cls in missing)}")
+        f"{sorted(cls.__name__ for cls in missing)}"
+    )
 
 
 def test_every_record_is_a_registered_optimizer():
@@ -74,7 +75,8 @@ def test_record_agrees_with_its_class(case):
     if case.own_defaults is not None:
         assert set(case.own_defaults) <= set(case.cls().get_config())
     assert case.cls().get_config()["learning_rate"] == pytest.approx(
-        case.default_learning_rate, rel=1e-7)
+        case.default_learning_rate, rel=1e-7
+    )
 
 
 @pytest.mark.parametrize("case", OPTIMIZERS, ids=repr)

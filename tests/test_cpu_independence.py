@@ -54,8 +54,16 @@ def _ulps(a, b, dtype):
 
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_cr_pow_exact_cases(dtype):
-    for x, y, want in [(0.5, 3, 0.125), (2.0, 10, 1024.0), (-2.0, 3, -8.0), (-2.0, 2, 4.0),
-                       (4.0, 0.5, 2.0), (0.25, -0.5, 2.0), (0.96, 1, dtype(0.96)), (7.0, 0, 1.0)]:
+    for x, y, want in [
+        (0.5, 3, 0.125),
+        (2.0, 10, 1024.0),
+        (-2.0, 3, -8.0),
+        (-2.0, 2, 4.0),
+        (4.0, 0.5, 2.0),
+        (0.25, -0.5, 2.0),
+        (0.96, 1, dtype(0.96)),
+        (7.0, 0, 1.0),
+    ]:
         assert _same(ref.cr_pow(dtype(x), dtype(y), dtype), want, dtype), (x, y)
 
 
@@ -67,8 +75,13 @@ def test_cr_pow_rounds_exact_midpoints_half_to_even():
         # 1 + 2**-11 + 2**-24: half an ulp (2**-23) above 1 + 2**-11, whose last bit is 0.
         (F32, 1 + 2.0**-12, 2, Fraction(1 + 2.0**-12) ** 2, 1 + 2.0**-11),
         # 1 + 9 * 2**-8 + 27 * 2**-16 + 13.5 * 2**-23: up to 14 * 2**-23.
-        (F32, 1 + 3 * 2.0**-8, 3, Fraction(1 + 3 * 2.0**-8) ** 3,
-         1 + 9 * 2.0**-8 + 27 * 2.0**-16 + 14 * 2.0**-23),
+        (
+            F32,
+            1 + 3 * 2.0**-8,
+            3,
+            Fraction(1 + 3 * 2.0**-8) ** 3,
+            1 + 9 * 2.0**-8 + 27 * 2.0**-16 + 14 * 2.0**-23,
+        ),
         # 66049 = 257**2 and 67081 = 259**2: x**1.5 is 257**3 = 16974593 (down to 2 * 8487296)
         # and 259**3 = 17373979 (up to 2 * 8686990), float32's spacing being 2 there.
         (F32, 66049.0, 1.5, Fraction(257**3), 16974592.0),
@@ -102,12 +115,32 @@ def test_cr_pow_subnormals_and_overflow():
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_cr_pow_special_operands_follow_c99(dtype):
     inf, nan = math.inf, math.nan
-    cases = [(nan, 0.0, 1.0), (1.0, nan, 1.0), (nan, 1.0, nan), (2.0, nan, nan),
-             (0.0, -1.0, inf), (-0.0, -1.0, -inf), (-0.0, -2.0, inf), (0.0, 0.5, 0.0),
-             (-0.0, 3.0, -0.0), (-0.0, 2.0, 0.0), (-0.0, 0.5, 0.0), (-8.0, 1 / 3, nan),
-             (-1.0, inf, 1.0), (-1.0, -inf, 1.0), (0.5, inf, 0.0), (0.5, -inf, inf),
-             (-2.0, inf, inf), (2.0, -inf, 0.0), (inf, -1.0, 0.0), (inf, 0.5, inf),
-             (-inf, 3.0, -inf), (-inf, 2.0, inf), (-inf, -3.0, -0.0), (-inf, -2.0, 0.0)]
+    cases = [
+        (nan, 0.0, 1.0),
+        (1.0, nan, 1.0),
+        (nan, 1.0, nan),
+        (2.0, nan, nan),
+        (0.0, -1.0, inf),
+        (-0.0, -1.0, -inf),
+        (-0.0, -2.0, inf),
+        (0.0, 0.5, 0.0),
+        (-0.0, 3.0, -0.0),
+        (-0.0, 2.0, 0.0),
+        (-0.0, 0.5, 0.0),
+        (-8.0, 1 / 3, nan),
+        (-1.0, inf, 1.0),
+        (-1.0, -inf, 1.0),
+        (0.5, inf, 0.0),
+        (0.5, -inf, inf),
+        (-2.0, inf, inf),
+        (2.0, -inf, 0.0),
+        (inf, -1.0, 0.0),
+        (inf, 0.5, inf),
+        (-inf, 3.0, -inf),
+        (-inf, 2.0, inf),
+        (-inf, -3.0, -0.0),
+        (-inf, -2.0, 0.0),
+    ]
     for x, y, want in cases:
         assert _same(ref.cr_pow(dtype(x), dtype(y), dtype), want, dtype), (x, y)
 
@@ -184,8 +217,11 @@ def avx512_dispatch_targets():
         from numpy._core import _multiarray_umath as umath
     except ImportError:  # NumPy 1.x
         from numpy.core import _multiarray_umath as umath
-    return [name for name in umath.__cpu_dispatch__
-            if name.startswith(_AVX512_PREFIXES) and umath.__cpu_features__.get(name)]
+    return [
+        name
+        for name in umath.__cpu_dispatch__
+        if name.startswith(_AVX512_PREFIXES) and umath.__cpu_features__.get(name)
+    ]
 
 
 STEPS = 250
@@ -222,22 +258,32 @@ def _optimizers(dtype):
     (its record's `cross_dispatch`: Nadam with and without Keras 2's schedule_decay, amsgrad,
     Ftrl's general power); then the wrappers, SGD under each schedule (the parameters' dtype),
     and Adam under one."""
-    O = fo.optimizers
-    cases = [(under_test.label(case, kwargs), under_test.build(case, kwargs))
-             for case in under_test.OPTIMIZERS for kwargs in case.cross_dispatch]
+    OPT = fo.optimizers
+    cases = [
+        (under_test.label(case, kwargs), under_test.build(case, kwargs))
+        for case in under_test.OPTIMIZERS
+        for kwargs in case.cross_dispatch
+    ]
     cases += [
-        ("LossScaleOptimizer(Nadam)",
-         O.LossScaleOptimizer(O.Nadam(schedule_decay=0.004), initial_scale=4.0,
-                              dynamic_growth_steps=20)),
-        ("MultiOptimizer(Adam, Nadam, Adafactor)",
-         O.MultiOptimizer(O.OptimizerMap(O.Adam(amsgrad=True),
-                                         {"b": O.Nadam(), "d": O.Adafactor()}))),
+        (
+            "LossScaleOptimizer(Nadam)",
+            OPT.LossScaleOptimizer(
+                OPT.Nadam(schedule_decay=0.004), initial_scale=4.0, dynamic_growth_steps=20
+            ),
+        ),
+        (
+            "MultiOptimizer(Adam, Nadam, Adafactor)",
+            OPT.MultiOptimizer(
+                OPT.OptimizerMap(OPT.Adam(amsgrad=True), {"b": OPT.Nadam(), "d": OPT.Adafactor()})
+            ),
+        ),
     ]
     for schedule in _schedules(dtype):
         label = type(schedule).__name__ + repr(sorted(schedule.get_config().items()))
-        cases.append((f"SGD({label})", O.SGD(learning_rate=schedule, momentum=0.9)))
-    cases.append(("Adam(CosineDecayRestarts)",
-                  O.Adam(learning_rate=_schedules(dtype)[-2], amsgrad=True)))
+        cases.append((f"SGD({label})", OPT.SGD(learning_rate=schedule, momentum=0.9)))
+    cases.append(
+        ("Adam(CosineDecayRestarts)", OPT.Adam(learning_rate=_schedules(dtype)[-2], amsgrad=True))
+    )
     return cases
 
 
@@ -248,8 +294,10 @@ def run_everything():
         rng = np.random.default_rng(1234)
         # float64 draws cast to the dtype: both children draw the same numbers.
         start = {name: rng.standard_normal(shape).astype(dtype) for name, shape in SHAPES}
-        grads = [{name: rng.standard_normal(shape).astype(dtype) for name, shape in SHAPES}
-                 for _ in range(STEPS)]
+        grads = [
+            {name: rng.standard_normal(shape).astype(dtype) for name, shape in SHAPES}
+            for _ in range(STEPS)
+        ]
         for label, opt in _optimizers(dtype):
             params = {name: value.copy() for name, value in start.items()}
             state = []
@@ -258,30 +306,44 @@ def run_everything():
                 if step in CHECKPOINTS:
                     names = getattr(opt, "variable_names", None) or []
                     state += [(f"step {step}: param {k}", v.copy()) for k, v in params.items()]
-                    state += [(f"step {step}: " + (names[i] if i < len(names) else
-                                                    f"variables[{i}]"), np.array(v))
-                              for i, v in enumerate(opt.variables)]
+                    state += [
+                        (
+                            f"step {step}: " + (names[i] if i < len(names) else f"variables[{i}]"),
+                            np.array(v),
+                        )
+                        for i, v in enumerate(opt.variables)
+                    ]
             results[f"{label} {dtype.__name__}"] = state
         for schedule in _schedules(dtype):
             label = type(schedule).__name__ + repr(sorted(schedule.get_config().items()))
             steps = list(range(STEPS)) + [1000, 12345, 10**6]
             values = np.array([schedule(step) for step in steps])
-            results[f"{label} {dtype.__name__}"] = [("values at steps 0.. and 1000, 12345, 1e6",
-                                                     values)]
+            results[f"{label} {dtype.__name__}"] = [
+                ("values at steps 0.. and 1000, 12345, 1e6", values)
+            ]
     return results
 
 
 def _child(out_path, disable):
     """Run `run_everything` in a new interpreter with NPY_DISABLE_CPU_FEATURES=`disable` (None:
     unset) and return what it pickled: its AVX-512 targets still enabled, and the results."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES")
+    }
     if disable:
         env["NPY_DISABLE_CPU_FEATURES"] = " ".join(disable)
-    done = subprocess.run([sys.executable, __file__, "--run", str(out_path)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, __file__, "--run", str(out_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, (
-        f"child with NPY_DISABLE_CPU_FEATURES={disable} failed:\n{done.stdout}\n{done.stderr}")
+        f"child with NPY_DISABLE_CPU_FEATURES={disable} failed:\n{done.stdout}\n{done.stderr}"
+    )
     with open(out_path, "rb") as f:
         return pickle.load(f)
 
@@ -292,8 +354,10 @@ def _first_difference(a, b):
     flat_a, flat_b = a.reshape(-1), b.reshape(-1)
     differ = np.flatnonzero(flat_a.view(unsigned) != flat_b.view(unsigned))
     i = int(differ[0])
-    return (f"{differ.size} of {flat_a.size} elements differ, the first at flat index {i}: "
-            f"{flat_a[i]!r} (default dispatch) vs {flat_b[i]!r} (AVX-512 off)")
+    return (
+        f"{differ.size} of {flat_a.size} elements differ, the first at flat index {i}: "
+        f"{flat_a[i]!r} (default dispatch) vs {flat_b[i]!r} (AVX-512 off)"
+    )
 
 
 def test_every_variable_is_bitwise_equal_with_numpy_avx512_dispatch_off(tmp_path):
@@ -301,7 +365,8 @@ def test_every_variable_is_bitwise_equal_with_numpy_avx512_dispatch_off(tmp_path
     targets = default["avx512"]  # what NumPy dispatches to on this CPU, read with nothing off
     off = _child(tmp_path / "avx512_off.pkl", targets)
     assert off["avx512"] == [], (
-        f"NumPy still dispatches to {off['avx512']} with NPY_DISABLE_CPU_FEATURES={targets}")
+        f"NumPy still dispatches to {off['avx512']} with NPY_DISABLE_CPU_FEATURES={targets}"
+    )
     assert list(off["results"]) == list(default["results"])
     failures = []
     for label, state in default["results"].items():
@@ -312,19 +377,24 @@ def test_every_variable_is_bitwise_equal_with_numpy_avx512_dispatch_off(tmp_path
             if a.tobytes() != b.tobytes():
                 failures.append(f"{label}: {name} {a.shape}: {_first_difference(a, b)}")
     assert not failures, (
-        f"results differ with NumPy's {' '.join(targets)} kernels disabled:\n"
-        + "\n".join(failures))
+        f"results differ with NumPy's {' '.join(targets)} kernels disabled:\n" + "\n".join(failures)
+    )
 
 
 def test_the_cross_dispatch_run_covers_every_optimizer_and_schedule():
     # A new optimizer or schedule fails this until it is added to the cases above.
-    O = fo.optimizers
-    public = [getattr(O, name) for name in O.__all__]
-    registered = {cls for cls in public if isinstance(cls, type) and issubclass(cls, O.Optimizer)}
+    OPT = fo.optimizers
+    public = [getattr(OPT, name) for name in OPT.__all__]
+    registered = {cls for cls in public if isinstance(cls, type) and issubclass(cls, OPT.Optimizer)}
     covered = {type(opt) for _, opt in _optimizers(F32)}
-    assert registered - {O.Optimizer} <= covered, f"not run: {registered - covered - {O.Optimizer}}"
-    schedules = {getattr(O.schedules, name) for name in O.schedules.__all__
-                 if name not in ("LearningRateSchedule", "serialize", "deserialize")}
+    assert registered - {OPT.Optimizer} <= covered, (
+        f"not run: {registered - covered - {OPT.Optimizer}}"
+    )
+    schedules = {
+        getattr(OPT.schedules, name)
+        for name in OPT.schedules.__all__
+        if name not in ("LearningRateSchedule", "serialize", "deserialize")
+    }
     assert schedules == {type(s) for s in _schedules(F32)}
 
 

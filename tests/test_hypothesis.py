@@ -25,13 +25,18 @@ import ferroptim as fo
 import reference as ref
 from optimizers_under_test import OPTIMIZERS, SCHEDULE, LearningRate, fo_kwargs, reference_kwargs
 
-SETTINGS = dict(deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = dict(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # Each optimizer's own arguments: the records' `hyperparameters` (Adafactor and Muon have none:
 # their matrix paths are covered by test_numerics.py and test_api.py).
-HYPERPARAMETERS = {case.name: case.hyperparameters for case in OPTIMIZERS
-                   if case.hyperparameters is not None}
+HYPERPARAMETERS = {
+    case.name: case.hyperparameters for case in OPTIMIZERS if case.hyperparameters is not None
+}
 
 
 @st.composite
@@ -66,8 +71,10 @@ GRADIENT_FORMS = ["same", "other_dtype", "strided", "list"]
 @st.composite
 def tensor_specs(draw):
     """(shape, dtype, layout, gradient form) of one parameter."""
-    shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=7)
-                 | hnp.array_shapes(min_dims=1, max_dims=1, min_side=30, max_side=70))
+    shape = draw(
+        hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=7)
+        | hnp.array_shapes(min_dims=1, max_dims=1, min_side=30, max_side=70)
+    )
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     layout = draw(st.sampled_from(LAYOUTS))
     form = draw(st.sampled_from(GRADIENT_FORMS))
@@ -110,7 +117,7 @@ class Model:
 
     def grads(self):
         out = []
-        for (shape, dtype, _, form), p in zip(self.specs, self.params):
+        for shape, dtype, _, form in self.specs:
             g = self.rng.standard_normal(shape) * self.rng.choice([1e-3, 1.0, 10.0])
             if form == "same":
                 out.append(g.astype(dtype))
@@ -152,16 +159,23 @@ def _budget(name, hyper, options, specs):
 
 def _pair(name, hyper, options):
     kwargs = {**hyper, **options}
-    return (getattr(fo.optimizers, name)(**fo_kwargs(kwargs)),
-            ref.make_reference(name, reference_kwargs(kwargs)))
+    return (
+        getattr(fo.optimizers, name)(**fo_kwargs(kwargs)),
+        ref.make_reference(name, reference_kwargs(kwargs)),
+    )
 
 
 @st.composite
 def cases(draw):
     name = draw(st.sampled_from(sorted(HYPERPARAMETERS)))
-    return (name, draw(HYPERPARAMETERS[name]), draw(base_options()),
-            draw(st.lists(tensor_specs(), min_size=1, max_size=3)),
-            draw(st.integers(0, 2**32 - 1)), draw(st.integers(1, 4)))
+    return (
+        name,
+        draw(HYPERPARAMETERS[name]),
+        draw(base_options()),
+        draw(st.lists(tensor_specs(), min_size=1, max_size=3)),
+        draw(st.integers(0, 2**32 - 1)),
+        draw(st.integers(1, 4)),
+    )
 
 
 @settings(max_examples=400, **SETTINGS)
@@ -179,8 +193,9 @@ def test_random_configurations_match_the_reference(case):
             opt.apply_gradients(zip(grads, model.params))
             reference.apply(grads)
         for i, (p, e) in enumerate(zip(model.params, reference.params)):
-            ref.assert_close(p, e, **budget,
-                             err_msg=f"step {step}, parameter {i} {p.shape} {p.dtype}")
+            ref.assert_close(
+                p, e, **budget, err_msg=f"step {step}, parameter {i} {p.shape} {p.dtype}"
+            )
         for g, before in zip(grads, grads_before):
             np.testing.assert_array_equal(g, before, err_msg="a gradient was modified")
         model.check_guards(f"step {step}: memory outside the parameters changed")
@@ -193,8 +208,7 @@ def test_random_configurations_match_the_reference(case):
 
 @settings(max_examples=100, **SETTINGS)
 @given(case=cases(), stop=st.integers(0, 4), how=st.sampled_from(["file", "pickle"]))
-def test_random_configurations_resume_exactly_from_a_checkpoint(tmp_path_factory, case, stop,
-                                                                how):
+def test_random_configurations_resume_exactly_from_a_checkpoint(tmp_path_factory, case, stop, how):
     name, hyper, options, specs, seed, steps = case
     options = fo_kwargs(options)
     total = stop + steps
@@ -256,4 +270,3 @@ def test_the_global_clipnorm_scale_is_keras_s_to_the_bit():
     scale = np.float32(clip) * min(np.float32(1) / np.abs(g), np.float32(1.0 / clip))
     assert scale != 1
     assert w == -(g * scale)
-

@@ -20,8 +20,7 @@ def assert_keras_float32(actual, golden, err_msg=""):
     golden = np.asarray(golden, np.float32)
     assert np.asarray(actual).dtype == np.float32
     scale = float(np.abs(golden).max())
-    np.testing.assert_allclose(actual, golden, rtol=2e-6, atol=4 * F32_EPS * scale,
-                               err_msg=err_msg)
+    np.testing.assert_allclose(actual, golden, rtol=2e-6, atol=4 * F32_EPS * scale, err_msg=err_msg)
 
 
 def _optimizer(name, **kwargs):
@@ -65,8 +64,9 @@ def test_correctness_with_golden(name, kwargs, rows):
 
 
 def test_ema():
-    opt = fo.optimizers.SGD(learning_rate=1.0, use_ema=True, ema_momentum=0.9,
-                            ema_overwrite_frequency=3)
+    opt = fo.optimizers.SGD(
+        learning_rate=1.0, use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=3
+    )
     v = np.array(ref.EMA_V0, np.float32)
     for step, (var, average) in enumerate(ref.EMA_TABLE, start=1):
         opt.apply_gradients([(np.ones((2, 2), np.float32), v)])
@@ -275,10 +275,10 @@ def test_muon_weight_decay_keras_test():
     matrix = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
     scalar = np.array(2.0, np.float32)
     opt = fo.optimizers.Muon(learning_rate=1.0, weight_decay=0.01, adam_weight_decay=0.01)
-    opt.apply_gradients([(np.zeros((2, 2), np.float32), matrix),
-                         (np.zeros((), np.float32), scalar)])
+    opt.apply_gradients(
+        [(np.zeros((2, 2), np.float32), matrix), (np.zeros((), np.float32), scalar)]
+    )
     f32 = np.float32
     expected = np.array([[1.0, 2.0], [3.0, 4.0]], f32)
     np.testing.assert_array_equal(matrix, expected - expected * f32(0.01) * f32(1.0))
     assert scalar == f32(2.0) - f32(2.0) * f32(0.01) * f32(1.0)
-

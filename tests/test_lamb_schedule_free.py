@@ -52,14 +52,20 @@ def test_schedule_free_momentum_starts_as_a_copy_of_the_variable(dtype):
 @pytest.mark.parametrize(
     "factory,message",
     [
-        (lambda: Lamb(epsilon=None), "Argument `epsilon` must be a finite number. Received: "
-                                     "epsilon=None"),
+        (
+            lambda: Lamb(epsilon=None),
+            "Argument `epsilon` must be a finite number. Received: epsilon=None",
+        ),
         (lambda: Lamb(beta_1=float("nan")), "Argument `beta_1` must be a finite number"),
-        (lambda: ScheduleFreeAdamW(beta_2=float("inf")),
-         "Argument `beta_2` must be a finite number"),
+        (
+            lambda: ScheduleFreeAdamW(beta_2=float("inf")),
+            "Argument `beta_2` must be a finite number",
+        ),
         (lambda: ScheduleFreeAdamW(epsilon=None), "Argument `epsilon` must be a finite number"),
-        (lambda: ScheduleFreeAdamW(warmup_steps=2.5),
-         "Argument `warmup_steps` must be an integer. Received: warmup_steps=2.5"),
+        (
+            lambda: ScheduleFreeAdamW(warmup_steps=2.5),
+            "Argument `warmup_steps` must be an integer. Received: warmup_steps=2.5",
+        ),
         (lambda: ScheduleFreeAdamW(warmup_steps=True), "Argument `warmup_steps` must be an"),
         (lambda: Lamb(foo=1), "Argument(s) not recognized: {'foo': 1}"),
     ],
@@ -120,8 +126,10 @@ def test_lamb_first_step_by_hand():
 # --- ScheduleFreeAdamW: behaviour derived from its rule -----------------------------------------
 
 
-@pytest.mark.parametrize("warmup_steps,factors", [(0, [1.0, 1.0, 1.0]), (4, [0.25, 0.5, 0.75]),
-                                                  (2, [0.5, 1.0, 1.0]), (-3, [1.0, 1.0, 1.0])])
+@pytest.mark.parametrize(
+    "warmup_steps,factors",
+    [(0, [1.0, 1.0, 1.0]), (4, [0.25, 0.5, 0.75]), (2, [0.5, 1.0, 1.0]), (-3, [1.0, 1.0, 1.0])],
+)
 def test_schedule_free_warmup_scales_the_z_step(warmup_steps, factors):
     # z moves by lr * min(t / warmup_steps, 1) * g / (sqrt(v_hat) + eps); with a constant
     # gradient of 1, sqrt(v_hat) = 1, so z moves by that factor times lr (to 1e-8). A warmup

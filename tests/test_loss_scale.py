@@ -110,8 +110,11 @@ def test_config():
     serialized = json.loads(json.dumps(fo.optimizers.serialize(opt)))
     assert serialized["module"] == "keras.optimizers"
     assert serialized["class_name"] == "LossScaleOptimizer"
-    for revived in (fo.optimizers.deserialize(serialized), fo.optimizers.get(serialized),
-                    pickle.loads(pickle.dumps(opt))):
+    for revived in (
+        fo.optimizers.deserialize(serialized),
+        fo.optimizers.get(serialized),
+        pickle.loads(pickle.dumps(opt)),
+    ):
         assert type(revived) is LossScaleOptimizer
         assert json.dumps(revived.get_config(), sort_keys=True) == as_json
     assert config == opt.get_config(), "from_config must not modify the config"
@@ -135,8 +138,9 @@ def test_registered_under_keras_key_but_needs_an_inner_optimizer():
     with pytest.raises(ValueError, match="needs an `inner_optimizer`"):
         fo.optimizers.get("lossscaleoptimizer")
     inner = fo.optimizers.serialize(Adam())
-    opt = fo.optimizers.deserialize({"class_name": "LOSSSCALEOPTIMIZER",
-                                     "config": {"inner_optimizer": inner}})
+    opt = fo.optimizers.deserialize(
+        {"class_name": "LOSSSCALEOPTIMIZER", "config": {"inner_optimizer": inner}}
+    )
     assert type(opt) is LossScaleOptimizer and type(opt.inner_optimizer) is Adam
 
 
@@ -163,11 +167,20 @@ def test_dynamic_false_is_rejected_with_keras_message():
     LossScaleOptimizer(SGD(), dynamic=True)
 
 
-@pytest.mark.parametrize("argument,default", [
-    ("weight_decay", None), ("clipnorm", None), ("global_clipnorm", None), ("clipvalue", None),
-    ("use_ema", False), ("ema_momentum", 0.99), ("ema_overwrite_frequency", None),
-    ("loss_scale_factor", None), ("gradient_accumulation_steps", None),
-])
+@pytest.mark.parametrize(
+    "argument,default",
+    [
+        ("weight_decay", None),
+        ("clipnorm", None),
+        ("global_clipnorm", None),
+        ("clipvalue", None),
+        ("use_ema", False),
+        ("ema_momentum", 0.99),
+        ("ema_overwrite_frequency", None),
+        ("loss_scale_factor", None),
+        ("gradient_accumulation_steps", None),
+    ],
+)
 def test_base_arguments_only_at_their_defaults(argument, default):
     # Older Keras configs carry them at their defaults: accepted; any other value is refused.
     LossScaleOptimizer(SGD(), **{argument: default})
@@ -188,18 +201,37 @@ def test_unknown_arguments_are_refused_with_keras_message():
     )
 
 
-@pytest.mark.parametrize("kwargs,error,message", [
-    ({"inner_optimizer": "adam"}, TypeError, "Argument `inner_optimizer` must be an `Optimizer`"),
-    ({"inner_optimizer": SGD(), "initial_scale": 0.0}, ValueError,
-     "Argument `initial_scale` must be a finite number > 0. Received: initial_scale=0.0"),
-    ({"inner_optimizer": SGD(), "initial_scale": float("inf")}, ValueError,
-     "Argument `initial_scale` must be a finite number > 0"),
-    ({"inner_optimizer": SGD(), "dynamic_growth_steps": 0}, ValueError,
-     "Argument `dynamic_growth_steps` must be an integer >= 1. Received: "
-     "dynamic_growth_steps=0"),
-    ({"inner_optimizer": SGD(), "dynamic_growth_steps": 2.0}, ValueError,
-     "Argument `dynamic_growth_steps` must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,message",
+    [
+        (
+            {"inner_optimizer": "adam"},
+            TypeError,
+            "Argument `inner_optimizer` must be an `Optimizer`",
+        ),
+        (
+            {"inner_optimizer": SGD(), "initial_scale": 0.0},
+            ValueError,
+            "Argument `initial_scale` must be a finite number > 0. Received: initial_scale=0.0",
+        ),
+        (
+            {"inner_optimizer": SGD(), "initial_scale": float("inf")},
+            ValueError,
+            "Argument `initial_scale` must be a finite number > 0",
+        ),
+        (
+            {"inner_optimizer": SGD(), "dynamic_growth_steps": 0},
+            ValueError,
+            "Argument `dynamic_growth_steps` must be an integer >= 1. Received: "
+            "dynamic_growth_steps=0",
+        ),
+        (
+            {"inner_optimizer": SGD(), "dynamic_growth_steps": 2.0},
+            ValueError,
+            "Argument `dynamic_growth_steps` must be an integer >= 1",
+        ),
+    ],
+)
 def test_arguments_keras_does_not_check(kwargs, error, message):
     with pytest.raises(error) as info:
         LossScaleOptimizer(**kwargs)
@@ -214,8 +246,14 @@ def test_variables_are_own_then_inner():
     w = {"kernel": np.ones(3, np.float32)}
     opt.build(w)
     assert opt.variable_names == [
-        "iteration", "learning_rate", "step_counter", "dynamic_scale",
-        "iteration", "learning_rate", "kernel_momentum", "kernel_velocity",
+        "iteration",
+        "learning_rate",
+        "step_counter",
+        "dynamic_scale",
+        "iteration",
+        "learning_rate",
+        "kernel_momentum",
+        "kernel_velocity",
     ]
     values = opt.variables
     assert values[2].dtype == np.int64 and int(values[2]) == 0
@@ -241,8 +279,9 @@ def test_learning_rate_and_iterations_are_the_inner_optimizers():
 
 def test_save_load_and_set_weights_cover_the_inner_optimizer():
     def make():
-        return LossScaleOptimizer(Adam(learning_rate=0.1), initial_scale=8.0,
-                                  dynamic_growth_steps=1)
+        return LossScaleOptimizer(
+            Adam(learning_rate=0.1), initial_scale=8.0, dynamic_growth_steps=1
+        )
 
     w = np.array([1.0, -1.0], np.float32)
     first = make()
@@ -261,8 +300,9 @@ def test_save_load_and_set_weights_cover_the_inner_optimizer():
         first.apply([_f32(g)], [w])
         second.apply([_f32(g)], [w2])
         np.testing.assert_array_equal(w2, w)
-    with pytest.warns(UserWarning, match="because it has 8 variables whereas the saved "
-                                         "optimizer has 7 variables"):
+    with pytest.warns(
+        UserWarning, match="because it has 8 variables whereas the saved optimizer has 7 variables"
+    ):
         second.load_own_variables({str(i): store[str(i)] for i in range(7)})
 
 
@@ -271,10 +311,21 @@ def test_set_weights_checks_every_shape_before_assigning():
     w = np.ones(2, np.float32)
     opt.build([w])
     before = [np.array(v, copy=True) for v in opt.variables]
-    bad = [np.array(0), np.array(0.0), np.array(5), np.array(2.0), np.array(3), np.array(0.5),
-           np.ones(2), np.ones(3)]
-    with pytest.raises(ValueError, match=r"variable_0_velocity has shape \(2,\) not compatible "
-                                         r"with provided weight shape \(3,\)"):
+    bad = [
+        np.array(0),
+        np.array(0.0),
+        np.array(5),
+        np.array(2.0),
+        np.array(3),
+        np.array(0.5),
+        np.ones(2),
+        np.ones(3),
+    ]
+    with pytest.raises(
+        ValueError,
+        match=r"variable_0_velocity has shape \(2,\) not compatible "
+        r"with provided weight shape \(3,\)",
+    ):
         opt.set_weights(bad)
     for a, b in zip(opt.variables, before):
         np.testing.assert_array_equal(a, b)
@@ -297,8 +348,16 @@ def test_set_weights_converts_every_value_before_assigning(index, bad_value):
     w = np.ones(2, np.float32)
     opt.build([w])
     before = [np.array(v, copy=True) for v in opt.variables]
-    bad = [np.array(4), np.array(16.0), np.array(5), np.array(2.0), np.array(3),
-           np.array(0.5), np.ones(2), np.ones(2)]
+    bad = [
+        np.array(4),
+        np.array(16.0),
+        np.array(5),
+        np.array(2.0),
+        np.array(3),
+        np.array(0.5),
+        np.ones(2),
+        np.ones(2),
+    ]
     bad[index] = bad_value
     with pytest.raises((TypeError, ValueError)):
         opt.set_weights(bad)
@@ -308,15 +367,17 @@ def test_set_weights_converts_every_value_before_assigning(index, bad_value):
 
 
 def test_pickle_mid_trajectory_continues_identically():
-    opt = LossScaleOptimizer(Nadam(learning_rate=0.1), initial_scale=16.0,
-                             dynamic_growth_steps=2)
+    opt = LossScaleOptimizer(Nadam(learning_rate=0.1), initial_scale=16.0, dynamic_growth_steps=2)
     w = np.array([1.0, 2.0, -3.0], np.float32)
     rng = np.random.default_rng(0)
     for _ in range(3):
         opt.apply([rng.standard_normal(3).astype(np.float32)], [w])
     w2, opt2 = pickle.loads(pickle.dumps((w, opt)))
-    for g in (rng.standard_normal(3).astype(np.float32), _f32([np.nan, 0, 0]),
-              rng.standard_normal(3).astype(np.float32)):
+    for g in (
+        rng.standard_normal(3).astype(np.float32),
+        _f32([np.nan, 0, 0]),
+        rng.standard_normal(3).astype(np.float32),
+    ):
         opt.apply([g], [w])
         opt2.apply([g], [w2])
         np.testing.assert_array_equal(w2, w)
@@ -345,11 +406,12 @@ def test_scale_stays_float32():
 
 
 def test_finalize_variable_values_is_the_inner_optimizers():
-    opt = LossScaleOptimizer(SGD(learning_rate=1.0, use_ema=True, ema_momentum=0.5),
-                             initial_scale=2.0)
+    opt = LossScaleOptimizer(
+        SGD(learning_rate=1.0, use_ema=True, ema_momentum=0.5), initial_scale=2.0
+    )
     w = np.array([4.0], np.float32)
-    opt.apply([_f32([2.0])], [w])   # w = 3, average = 3 (first step takes the variable)
-    opt.apply([_f32([2.0])], [w])   # w = 2, average = 0.5 * 3 + 0.5 * 2
+    opt.apply([_f32([2.0])], [w])  # w = 3, average = 3 (first step takes the variable)
+    opt.apply([_f32([2.0])], [w])  # w = 2, average = 0.5 * 3 + 0.5 * 2
     opt.finalize_variable_values([w])
     np.testing.assert_array_equal(w, [2.5])
 
@@ -358,12 +420,15 @@ def test_finalize_variable_values_is_the_inner_optimizers():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name,kwargs", [
-    ("Adam", {"learning_rate": 0.01}),
-    ("Lamb", {"clipnorm": 1.0}),
-    ("SGD", {"momentum": 0.9, "gradient_accumulation_steps": 2, "use_ema": True}),
-    ("AdamW", {"global_clipnorm": 0.5}),
-])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("Adam", {"learning_rate": 0.01}),
+        ("Lamb", {"clipnorm": 1.0}),
+        ("SGD", {"momentum": 0.9, "gradient_accumulation_steps": 2, "use_ema": True}),
+        ("AdamW", {"global_clipnorm": 0.5}),
+    ],
+)
 def test_finite_steps_are_the_inner_step_on_the_unscaled_gradients(name, kwargs, dtype):
     # Keras divides the gradients by the float32 scale, then runs the inner optimizer: the
     # reference does that with `loss_scale_factor` (a division first, in the working dtype).
@@ -371,8 +436,9 @@ def test_finite_steps_are_the_inner_step_on_the_unscaled_gradients(name, kwargs,
     rng = np.random.default_rng(11)
     shapes = [(5,), (3, 4), ()]
     params = [rng.standard_normal(s).astype(dtype) for s in shapes]
-    opt = LossScaleOptimizer(getattr(fo.optimizers, name)(**kwargs), initial_scale=1000.0,
-                             dynamic_growth_steps=1000)
+    opt = LossScaleOptimizer(
+        getattr(fo.optimizers, name)(**kwargs), initial_scale=1000.0, dynamic_growth_steps=1000
+    )
     reference = ref.make_reference(name, dict(kwargs, loss_scale_factor=1000.0))
     reference.build([p.copy() for p in params])
     for step in range(5):
@@ -488,8 +554,7 @@ def test_steps_from_two_threads_are_serialized():
     # enough for the kernel to release the GIL, so the threads do interleave.
     import threading
 
-    opt = LossScaleOptimizer(SGD(learning_rate=0.25), initial_scale=4.0,
-                             dynamic_growth_steps=10**9)
+    opt = LossScaleOptimizer(SGD(learning_rate=0.25), initial_scale=4.0, dynamic_growth_steps=10**9)
     w = np.full(200_000, 1000.0, np.float32)
     opt.build([w])
     g = np.full(200_000, 4.0, np.float32)

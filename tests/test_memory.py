@@ -26,7 +26,7 @@ import ferroptim as fo
 from ferroptim import _native
 from optimizers_under_test import OPTIMIZERS, build
 
-O = fo.optimizers
+OPT = fo.optimizers
 KIB = 1024
 
 
@@ -44,18 +44,36 @@ def _model(mixed=False, rows=1000, cols=1000, seed=0):
 # (optimizer factory, dtype groups, how the step is called): each record's `memory` arguments
 # (the list path), then the other paths of the step with Adam, then the wrappers.
 STEP_CASES = {
-    **{case.name: (functools.partial(build, case, case.memory), False, "list")
-       for case in OPTIMIZERS if case.memory is not None},
-    "Adam dict": (lambda: O.Adam(), False, "dict"),
-    "Adam apply_gradients": (lambda: O.Adam(), False, "pairs"),
-    "Adam every option": (lambda: O.Adam(
-        learning_rate=O.schedules.CosineDecay(0.01, 100), amsgrad=True, use_ema=True,
-        ema_overwrite_frequency=3, gradient_accumulation_steps=2, weight_decay=0.01,
-        clipnorm=1.0, loss_scale_factor=8.0), False, "list"),
-    "Adam two dtypes": (lambda: O.Adam(weight_decay=0.01, clipvalue=0.5), True, "dict"),
-    "LossScaleOptimizer": (lambda: O.LossScaleOptimizer(O.Adam()), False, "list"),
-    "MultiOptimizer": (lambda: O.MultiOptimizer(O.OptimizerMap(
-        O.Adam(), {"dense/bias": O.SGD(momentum=0.9)})), False, "dict"),
+    **{
+        case.name: (functools.partial(build, case, case.memory), False, "list")
+        for case in OPTIMIZERS
+        if case.memory is not None
+    },
+    "Adam dict": (lambda: OPT.Adam(), False, "dict"),
+    "Adam apply_gradients": (lambda: OPT.Adam(), False, "pairs"),
+    "Adam every option": (
+        lambda: OPT.Adam(
+            learning_rate=OPT.schedules.CosineDecay(0.01, 100),
+            amsgrad=True,
+            use_ema=True,
+            ema_overwrite_frequency=3,
+            gradient_accumulation_steps=2,
+            weight_decay=0.01,
+            clipnorm=1.0,
+            loss_scale_factor=8.0,
+        ),
+        False,
+        "list",
+    ),
+    "Adam two dtypes": (lambda: OPT.Adam(weight_decay=0.01, clipvalue=0.5), True, "dict"),
+    "LossScaleOptimizer": (lambda: OPT.LossScaleOptimizer(OPT.Adam()), False, "list"),
+    "MultiOptimizer": (
+        lambda: OPT.MultiOptimizer(
+            OPT.OptimizerMap(OPT.Adam(), {"dense/bias": OPT.SGD(momentum=0.9)})
+        ),
+        False,
+        "dict",
+    ),
 }
 
 
@@ -92,14 +110,14 @@ def test_a_step_allocates_nothing_in_proportion_to_the_model(case):
 
 def test_a_global_clipnorm_over_two_dtypes_allocates_nothing_in_proportion():
     params, grads = _model(mixed=True)
-    peak = _traced_peak(_stepper(O.Adam(global_clipnorm=1.0), params, grads, "list"))
+    peak = _traced_peak(_stepper(OPT.Adam(global_clipnorm=1.0), params, grads, "list"))
     assert peak < 64 * KIB, f"{peak / KIB:.1f} KiB traced during one step"
 
 
 def test_gradients_of_another_dtype_are_cast_without_a_copy():
     params, grads = _model()
     wide = [g.astype(np.float64) for g in grads.values()]
-    opt, p = O.Adam(), list(params.values())
+    opt, p = OPT.Adam(), list(params.values())
     peak = _traced_peak(lambda: opt.apply(wide, p))
     assert peak < 64 * KIB, f"{peak / KIB:.1f} KiB traced during one step"
 
@@ -114,7 +132,7 @@ _NATIVE_PEAK = textwrap.dedent(
     assert libc.mallopt(-1, 128 * 1024) == 1  # M_TRIM_THRESHOLD
     import numpy as np
     import ferroptim as fo
-    O = fo.optimizers
+    OPT = fo.optimizers
 
     def kib(field):
         with open("/proc/self/status") as f:
@@ -125,21 +143,21 @@ _NATIVE_PEAK = textwrap.dedent(
               rng.standard_normal(1024).astype(np.float32)]
     grads = [rng.standard_normal(p.shape).astype(p.dtype) for p in params]
     cases = {
-        "Adam": lambda: O.Adam(),
-        "Adam every option": lambda: O.Adam(amsgrad=True, use_ema=True, weight_decay=0.01,
+        "Adam": lambda: OPT.Adam(),
+        "Adam every option": lambda: OPT.Adam(amsgrad=True, use_ema=True, weight_decay=0.01,
                                             gradient_accumulation_steps=2, clipnorm=1.0,
                                             loss_scale_factor=4.0),
-        "SGD global_clipnorm": lambda: O.SGD(momentum=0.9, global_clipnorm=1.0),
-        "Lamb": lambda: O.Lamb(),
-        "Nadam": lambda: O.Nadam(),
-        "Ftrl": lambda: O.Ftrl(),
-        "LossScaleOptimizer": lambda: O.LossScaleOptimizer(O.Adam()),
+        "SGD global_clipnorm": lambda: OPT.SGD(momentum=0.9, global_clipnorm=1.0),
+        "Lamb": lambda: OPT.Lamb(),
+        "Nadam": lambda: OPT.Nadam(),
+        "Ftrl": lambda: OPT.Ftrl(),
+        "LossScaleOptimizer": lambda: OPT.LossScaleOptimizer(OPT.Adam()),
     }
     out = {}
     for threads in (1, 2):
         fo.set_num_threads(threads)
         if threads == 2:
-            cases["Muon"] = lambda: O.Muon()
+            cases["Muon"] = lambda: OPT.Muon()
         for name, make in cases.items():
             opt = make()
             for _ in range(3):
@@ -162,8 +180,9 @@ _NATIVE_PEAK = textwrap.dedent(
     reason="needs Linux's /proc/self/clear_refs and glibc's mallopt",
 )
 def test_native_code_allocates_nothing_in_proportion_to_the_model():
-    result = subprocess.run([sys.executable, "-c", _NATIVE_PEAK], capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", _NATIVE_PEAK], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     import json
 
@@ -188,30 +207,36 @@ def _resident_bytes():
 def _small(mixed=False, seed=1):
     rng = np.random.default_rng(seed)
     shapes = [(64, 32), (32,), (32, 16), (16,), (16, 4), (4,)]
-    params = {f"layer{i}": rng.standard_normal(s).astype(
-        np.float64 if mixed and i % 2 else np.float32) for i, s in enumerate(shapes)}
+    params = {
+        f"layer{i}": rng.standard_normal(s).astype(np.float64 if mixed and i % 2 else np.float32)
+        for i, s in enumerate(shapes)
+    }
     grads = {k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in params.items()}
     return params, grads
 
 
 def _leak_cases():
     params, grads = _small()
-    fast = O.Adam()
+    fast = OPT.Adam()
     p, g = list(params.values()), list(grads.values())
     yield "fast path", (lambda: fast.apply(g, p)), p + g
 
     params2, grads2 = _small(seed=2)
-    varying = O.Adam(learning_rate=O.schedules.CosineDecay(0.01, 100), use_ema=True,
-                     gradient_accumulation_steps=2, weight_decay=0.01)
+    varying = OPT.Adam(
+        learning_rate=OPT.schedules.CosineDecay(0.01, 100),
+        use_ema=True,
+        gradient_accumulation_steps=2,
+        weight_decay=0.01,
+    )
     varying.exclude_from_weight_decay(var_names=["layer1"])
     yield "general path", (lambda: varying.apply(grads2, params2)), list(params2.values())
 
     params3, grads3 = _small(mixed=True, seed=3)
-    mixed = O.Nadam(clipvalue=0.5, weight_decay=0.01, loss_scale_factor=4.0)
+    mixed = OPT.Nadam(clipvalue=0.5, weight_decay=0.01, loss_scale_factor=4.0)
     yield "two dtypes", (lambda: mixed.apply(grads3, params3)), list(params3.values())
 
     params4, grads4 = _small(seed=4)
-    refused = O.Adam()
+    refused = OPT.Adam()
     refused.build(params4)
     bad = list(grads4.values())
     bad[2] = np.ones(3, np.float32)
@@ -233,14 +258,20 @@ def _leak_cases():
 
     def native():
         options = _native.StepOptions(
-            accumulators=acc, accumulation_steps=2, averages=avg, ema_momentum=0.9,
-            clipnorm=1.0, weight_decay=0.01, weight_decay_mask=[True, False] * 3)
+            accumulators=acc,
+            accumulation_steps=2,
+            averages=avg,
+            ema_momentum=0.9,
+            clipnorm=1.0,
+            weight_decay=0.01,
+            weight_decay_mask=[True, False] * 3,
+        )
         _native.adam(p5, g5, m5, v5, None, 0.01, 0.9, 0.999, 1e-7, 5, options, names)
 
     yield "native call", native, p5 + g5 + m5 + v5 + acc + avg
 
     params6, grads6 = _small(seed=6)
-    lso = O.LossScaleOptimizer(O.Adam())
+    lso = OPT.LossScaleOptimizer(OPT.Adam())
     p6, g6 = list(params6.values()), list(grads6.values())
     yield "LossScaleOptimizer", (lambda: lso.apply(g6, p6)), p6 + g6
 

@@ -56,8 +56,9 @@ def test_lookup_exact_key_then_fullmatch_then_default():
     assert opt_map["xencoder/a"] is default
     assert opt_map["a/bias2"] is default
     assert opt_map("decoder/dense/kernel") is default
-    with pytest.raises(ValueError, match="Multiple optimizers assigned to variable "
-                                         "encoder/dense/bias"):
+    with pytest.raises(
+        ValueError, match="Multiple optimizers assigned to variable encoder/dense/bias"
+    ):
         opt_map["encoder/dense/bias"]
 
 
@@ -95,14 +96,17 @@ def test_pairs_are_added_in_order_and_duplicates_refused():
         opt_map["y"] = Adam()
 
 
-@pytest.mark.parametrize("key,value,message", [
-    (3, SGD(), "key must be a string. Received: 3"),
-    (("a", "b"), SGD(), "key must be a string."),
-    ("k", "adam", "The value of key 'k' must be an Optimizer instance. Received: adam"),
-    ("k", None, "must be an Optimizer instance"),
-    ("k", LossScaleOptimizer(SGD()), "is a LossScaleOptimizer"),
-    ("k", MultiOptimizer(OptimizerMap(SGD())), "MultiOptimizers cannot be nested"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        (3, SGD(), "key must be a string. Received: 3"),
+        (("a", "b"), SGD(), "key must be a string."),
+        ("k", "adam", "The value of key 'k' must be an Optimizer instance. Received: adam"),
+        ("k", None, "must be an Optimizer instance"),
+        ("k", LossScaleOptimizer(SGD()), "is a LossScaleOptimizer"),
+        ("k", MultiOptimizer(OptimizerMap(SGD())), "MultiOptimizers cannot be nested"),
+    ],
+)
 def test_bad_entries_are_refused(key, value, message):
     opt_map = OptimizerMap(SGD())
     with pytest.raises(ValueError) as info:
@@ -112,8 +116,9 @@ def test_bad_entries_are_refused(key, value, message):
 
 
 def test_bad_default_optimizer():
-    with pytest.raises(TypeError, match="default_optimizer must be a Keras Optimizer instance. "
-                                        "Received: sgd"):
+    with pytest.raises(
+        TypeError, match="default_optimizer must be a Keras Optimizer instance. Received: sgd"
+    ):
         OptimizerMap("sgd")
     with pytest.raises(ValueError, match="is a LossScaleOptimizer"):
         OptimizerMap(LossScaleOptimizer(SGD()))
@@ -143,8 +148,14 @@ def test_optimizer_map_config_round_trip():
 def _map_and_twins(kwargs_by_key, default_kwargs):
     """An OptimizerMap of fresh optimizers, and for each key an identical optimizer that will
     run alone on the same share."""
-    classes = {"adam": Adam, "sgd": SGD, "lion": Lion, "nadam": Nadam, "lamb": Lamb,
-               "rmsprop": RMSprop}
+    classes = {
+        "adam": Adam,
+        "sgd": SGD,
+        "lion": Lion,
+        "nadam": Nadam,
+        "lamb": Lamb,
+        "rmsprop": RMSprop,
+    }
 
     def make(spec):
         name, kwargs = spec
@@ -171,21 +182,41 @@ def test_each_share_moves_exactly_as_its_optimizer_alone(as_dict):
     # "encoder/dense/bias" matches two keys: give it its own exact key.
     opt_map["encoder/dense/bias"] = opt_map[".*/bias"]
     names = list(params)
-    owner = {"encoder/dense/kernel": "encoder/.*", "encoder/dense/bias": ".*/bias",
-             "encoder/norm/gamma": "encoder/.*", "decoder/dense/kernel": None,
-             "decoder/dense/bias": ".*/bias", "head": "head"}
+    owner = {
+        "encoder/dense/kernel": "encoder/.*",
+        "encoder/dense/bias": ".*/bias",
+        "encoder/norm/gamma": "encoder/.*",
+        "decoder/dense/kernel": None,
+        "decoder/dense/bias": ".*/bias",
+        "head": "head",
+    }
     if not as_dict:
         # A list names its variables by position: the map must route those names.
         opt_map, twins = _map_and_twins(
-            {"variable_[02]": ("adam", {"learning_rate": 0.01, "amsgrad": True,
-                                        "clipnorm": 1.0}),
-             "variable_[14]": ("nadam", {"learning_rate": 0.02, "use_ema": True}),
-             "variable_5": ("lamb", {"weight_decay": 0.1})},
+            {
+                "variable_[02]": (
+                    "adam",
+                    {"learning_rate": 0.01, "amsgrad": True, "clipnorm": 1.0},
+                ),
+                "variable_[14]": ("nadam", {"learning_rate": 0.02, "use_ema": True}),
+                "variable_5": ("lamb", {"weight_decay": 0.1}),
+            },
             ("sgd", {"learning_rate": 0.1, "momentum": 0.9, "gradient_accumulation_steps": 2}),
         )
-        owner = {name: key for name, key in zip(
-            names, ["variable_[02]", "variable_[14]", "variable_[02]", None, "variable_[14]",
-                    "variable_5"])}
+        owner = {
+            name: key
+            for name, key in zip(
+                names,
+                [
+                    "variable_[02]",
+                    "variable_[14]",
+                    "variable_[02]",
+                    None,
+                    "variable_[14]",
+                    "variable_5",
+                ],
+            )
+        }
     alone = {name: p.copy() for name, p in params.items()}
     shares = {}
     for name in names:
@@ -215,8 +246,12 @@ def test_sub_optimizers_name_slots_after_the_variables_and_see_their_names():
     adam.exclude_from_weight_decay(var_names=["bias"])
     opt = MultiOptimizer(OptimizerMap(adam))
     opt.apply({k: np.zeros(2, np.float32) for k in params}, params)
-    assert adam.variable_names[2:] == ["dense_kernel_momentum", "dense_kernel_velocity",
-                                       "dense_bias_momentum", "dense_bias_velocity"]
+    assert adam.variable_names[2:] == [
+        "dense_kernel_momentum",
+        "dense_kernel_velocity",
+        "dense_bias_momentum",
+        "dense_bias_velocity",
+    ]
     np.testing.assert_array_equal(params["dense/kernel"], np.float32([0.95, 0.95]))
     np.testing.assert_array_equal(params["dense/bias"], [1.0, 1.0])
 
@@ -247,10 +282,15 @@ def test_variables_are_own_then_map_values_in_order_then_default():
     params = {"y": np.ones(2, np.float32), "z": np.ones(1, np.float32)}
     opt.build(params)
     assert opt.variable_names == [
-        "iteration", "learning_rate",
-        "iteration", "learning_rate",                # first: no share, not built
-        "iteration", "learning_rate", "y_momentum",  # second
-        "iteration", "learning_rate",                # default (plain SGD has no slot)
+        "iteration",
+        "learning_rate",
+        "iteration",
+        "learning_rate",  # first: no share, not built
+        "iteration",
+        "learning_rate",
+        "y_momentum",  # second
+        "iteration",
+        "learning_rate",  # default (plain SGD has no slot)
     ]
     assert not first.built and second.built and default.built
 
@@ -258,7 +298,7 @@ def test_variables_are_own_then_map_values_in_order_then_default():
 def test_learning_rate_is_an_attribute_error():
     opt = MultiOptimizer(OptimizerMap(SGD()))
     with pytest.raises(AttributeError, match="no learning rate of its own"):
-        opt.learning_rate
+        _ = opt.learning_rate
     with pytest.raises(AttributeError, match="no learning rate of its own"):
         opt.learning_rate = 0.1
     assert not hasattr(opt, "learning_rate")
@@ -305,8 +345,11 @@ def test_wrapped_in_a_loss_scale_optimizer():
 def test_missing_gradients_warn_once_and_a_share_without_any_is_not_stepped():
     a, b = SGD(learning_rate=1.0), SGD(learning_rate=1.0)
     opt = MultiOptimizer(OptimizerMap(a, {"b.*": b}))
-    params = {"a": np.ones(1, np.float32), "b0": np.ones(1, np.float32),
-              "b1": np.ones(1, np.float32)}
+    params = {
+        "a": np.ones(1, np.float32),
+        "b0": np.ones(1, np.float32),
+        "b1": np.ones(1, np.float32),
+    }
     with pytest.warns(UserWarning, match=r"Gradients do not exist for variables \['a', 'b1'\]"):
         opt.apply({"a": None, "b0": np.ones(1, np.float32), "b1": None}, params)
     np.testing.assert_array_equal([params["a"], params["b0"], params["b1"]], [[1.0], [0.0], [1.0]])
@@ -337,8 +380,11 @@ def test_a_bad_gradient_for_one_share_changes_no_share():
     params = {"a": np.ones(3, np.float32), "b": np.ones(2, np.float32)}
     opt.build(params)
     before = [np.array(v, copy=True) for v in opt.variables]
-    with pytest.raises(ValueError, match=r"gradient 'b' has shape \(3,\) but the parameter "
-                                         r"has shape \(2,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"gradient 'b' has shape \(3,\) but the parameter "
+        r"has shape \(2,\)",
+    ):
         opt.apply({"a": np.ones(3, np.float32), "b": np.ones(3, np.float32)}, params)
     with pytest.raises(TypeError, match="gradient 'b' has dtype"):
         opt.apply({"a": np.ones(3, np.float32), "b": np.array(["x", "y"])}, params)
@@ -368,12 +414,15 @@ def test_unknown_variables_are_refused():
         opt.apply([np.ones(1)], [np.ones(1)])
 
 
-@pytest.mark.parametrize("route,message", [
-    (lambda name: "sgd", "The optimizer of variable 'variable_0' must be an Optimizer"),
-    (lambda name: None, "must be an Optimizer instance"),
-    (lambda name: LossScaleOptimizer(SGD()), "is a LossScaleOptimizer"),
-    (lambda name: MultiOptimizer(OptimizerMap(SGD())), "cannot be nested"),
-])
+@pytest.mark.parametrize(
+    "route,message",
+    [
+        (lambda name: "sgd", "The optimizer of variable 'variable_0' must be an Optimizer"),
+        (lambda name: None, "must be an Optimizer instance"),
+        (lambda name: LossScaleOptimizer(SGD()), "is a LossScaleOptimizer"),
+        (lambda name: MultiOptimizer(OptimizerMap(SGD())), "cannot be nested"),
+    ],
+)
 def test_a_callable_map_returning_junk_is_refused_at_build(route, message):
     opt = MultiOptimizer(route)
     with pytest.raises(ValueError, match=message):
@@ -391,8 +440,9 @@ def test_several_matching_keys_fail_the_build():
 
 @pytest.mark.parametrize("bad", [SGD(), "adam", None, 3])
 def test_optimizer_map_must_be_a_map_or_callable(bad):
-    with pytest.raises(ValueError, match="Argument `optimizer_map` must be an `OptimizerMap` "
-                                         "or a callable"):
+    with pytest.raises(
+        ValueError, match="Argument `optimizer_map` must be an `OptimizerMap` or a callable"
+    ):
         MultiOptimizer(bad)
 
 
@@ -408,13 +458,16 @@ def test_bad_loss_scale_factor_touches_no_sub_optimizer():
 
 def _trained_multi(rng, params):
     opt = MultiOptimizer(
-        OptimizerMap(SGD(learning_rate=0.1, momentum=0.5),
-                     {"encoder/.*": Adam(learning_rate=0.01), "head": Nadam()}),
+        OptimizerMap(
+            SGD(learning_rate=0.1, momentum=0.5),
+            {"encoder/.*": Adam(learning_rate=0.01), "head": Nadam()},
+        ),
         name="multi",
     )
     for _ in range(2):
-        opt.apply({k: rng.standard_normal(p.shape).astype(p.dtype) for k, p in params.items()},
-                  params)
+        opt.apply(
+            {k: rng.standard_normal(p.shape).astype(p.dtype) for k, p in params.items()}, params
+        )
     return opt
 
 
@@ -450,8 +503,7 @@ def test_a_callable_map_is_kept_in_the_config():
         return SGD()
 
     opt = MultiOptimizer(route, loss_scale_factor=8.0)
-    assert opt.get_config() == {"optimizer_map": route, "loss_scale_factor": 8.0,
-                                "name": opt.name}
+    assert opt.get_config() == {"optimizer_map": route, "loss_scale_factor": 8.0, "name": opt.name}
     assert MultiOptimizer.from_config(opt.get_config()).optimizer_map is route
 
 
@@ -468,9 +520,12 @@ def test_save_load_and_set_weights_span_every_sub_optimizer():
     opt.save_own_variables(store)
     assert len(store) == len(opt.variables)
     params2 = {k: p.copy() for k, p in params.items()}
-    fresh = MultiOptimizer(OptimizerMap(SGD(learning_rate=0.1, momentum=0.5),
-                                        {"encoder/.*": Adam(learning_rate=0.01),
-                                         "head": Nadam()}))
+    fresh = MultiOptimizer(
+        OptimizerMap(
+            SGD(learning_rate=0.1, momentum=0.5),
+            {"encoder/.*": Adam(learning_rate=0.01), "head": Nadam()},
+        )
+    )
     fresh.build(params2)
     fresh.load_own_variables(store)
     for a, b in zip(fresh.variables, opt.variables):

@@ -102,8 +102,9 @@ def _strided_views(dtype, rng):
     big_mask[:, ::2] = False
     line_mask = np.ones(line.shape, bool)
     line_mask[::-3] = False
-    return Layout(params, lambda r: [_grad_like(r, p) for p in params],
-                  [(big, big_mask), (line, line_mask)])
+    return Layout(
+        params, lambda r: [_grad_like(r, p) for p in params], [(big, big_mask), (line, line_mask)]
+    )
 
 
 def _strided_grads(dtype, rng):
@@ -125,8 +126,11 @@ def _other_dtype_strided_grads(dtype, rng):
     # Read with a cast through every walk: strided, transposed, and Fortran order beside a
     # Fortran parameter (memory order).
     other = np.float64 if dtype == np.float32 else np.float32
-    params = [_random(rng, (33,), dtype), _random(rng, (4, 5), dtype),
-              np.asfortranarray(_random(rng, (6, 7), dtype))]
+    params = [
+        _random(rng, (33,), dtype),
+        _random(rng, (4, 5), dtype),
+        np.asfortranarray(_random(rng, (6, 7), dtype)),
+    ]
 
     def grads(r):
         return [
@@ -209,8 +213,13 @@ def test_non_finite_gradients_propagate(case, kwargs, dtype):
 @pytest.mark.parametrize("case,kwargs", CASE_PARAMS)
 def test_mixed_float32_and_float64_parameters(case, kwargs):
     rng = _rng("mixed", case.name, kwargs)
-    specs = [((5,), np.float32), ((7,), np.float64), ((3, 3), np.float32), ((), np.float64),
-             ((33,), np.float32)]
+    specs = [
+        ((5,), np.float32),
+        ((7,), np.float64),
+        ((3, 3), np.float32),
+        ((), np.float64),
+        ((33,), np.float32),
+    ]
     params = [_random(rng, s, d) for s, d in specs]
     opt, reference = make_pair(case, kwargs)
     reference.build([p.copy() for p in params])
@@ -318,8 +327,9 @@ def test_ema_averages_variables_left_out_of_a_call():
 
 
 def test_accumulation_only_calls_leave_parameters_bitwise_unchanged():
-    opt = fo.optimizers.AdamW(learning_rate=0.1, weight_decay=0.5, gradient_accumulation_steps=3,
-                              clipnorm=0.1)
+    opt = fo.optimizers.AdamW(
+        learning_rate=0.1, weight_decay=0.5, gradient_accumulation_steps=3, clipnorm=0.1
+    )
     w = np.array([1.0, -2.0, 3.0], np.float32)
     before = w.copy()
     for _ in range(2):
@@ -340,7 +350,6 @@ def test_lion_takes_one_minus_beta_in_the_variables_dtype():
     g = np.array([np.nextafter(np.float32(-9.0), np.float32(0.0))], np.float32)
     opt.apply_gradients([(g, w)])
     np.testing.assert_array_equal(w, [0.5])
-
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (2, 2), (7, 3), (3, 7), (64, 48), (100, 130)])

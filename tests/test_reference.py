@@ -37,8 +37,14 @@ def _run(name, kwargs, var, grads_per_step, dtype, names=None, xla=False):
 def test_single_step_float32_is_bit_exact(name):
     # Keras ran on JAX: XLA's division by a broadcast scalar is emulated (Lamb's first element
     # moves by 4 ulps with a true division by its bias corrections).
-    _, states = _run(name, {"learning_rate": 0.5}, ref.SINGLE_STEP_VAR, [ref.SINGLE_STEP_GRAD],
-                     np.float32, xla=True)
+    _, states = _run(
+        name,
+        {"learning_rate": 0.5},
+        ref.SINGLE_STEP_VAR,
+        [ref.SINGLE_STEP_GRAD],
+        np.float32,
+        xla=True,
+    )
     np.testing.assert_array_equal(states[0], np.array(ref.SINGLE_STEP[name], np.float32))
 
 
@@ -46,8 +52,9 @@ def test_single_step_float32_is_bit_exact(name):
 def test_single_step_float64_agrees_to_float32_accuracy(name):
     # Keras's float32 sqrt(1 - 0.999**1) is 6.5e-6 off (KERAS_SPEC §0.3 rule 3): Adam's step of
     # 0.5 carries that error, hence 2e-5 relative on an update of size 0.5.
-    _, states = _run(name, {"learning_rate": 0.5}, ref.SINGLE_STEP_VAR, [ref.SINGLE_STEP_GRAD],
-                     np.float64)
+    _, states = _run(
+        name, {"learning_rate": 0.5}, ref.SINGLE_STEP_VAR, [ref.SINGLE_STEP_GRAD], np.float64
+    )
     np.testing.assert_allclose(states[0], ref.SINGLE_STEP[name], rtol=2e-5, atol=1e-6)
 
 
@@ -75,8 +82,9 @@ def test_golden_trajectory_float32_with_true_division_is_within_a_few_ulps(name,
     for step, (state, row) in enumerate(zip(states, rows), start=1):
         row = np.array(row, np.float32)
         scale = float(np.abs(row).max())
-        np.testing.assert_allclose(state, row, rtol=2 * F32_EPS, atol=4 * F32_EPS * scale,
-                                   err_msg=f"step {step}")
+        np.testing.assert_allclose(
+            state, row, rtol=2 * F32_EPS, atol=4 * F32_EPS * scale, err_msg=f"step {step}"
+        )
 
 
 @pytest.mark.parametrize("name,kwargs,rows", ref.GOLDEN_TRAJECTORIES, ids=_golden_ids())
@@ -90,11 +98,15 @@ def test_golden_trajectory_float64_agrees_to_float32_accuracy(name, kwargs, rows
 def test_keras_test_golden_rows_at_keras_tolerance():
     # The 4-decimal rows written in Keras's own tests (KERAS_SPEC §4.1), at their rtol=atol=5e-4.
     keras_rows = {
-        "SGD": [[0.9999] * 10,
-                [0.9989, 0.9979, 0.9969, 0.9959, 0.9949, 0.9939, 0.9929, 0.9919, 0.9909, 0.9899]],
+        "SGD": [
+            [0.9999] * 10,
+            [0.9989, 0.9979, 0.9969, 0.9959, 0.9949, 0.9939, 0.9929, 0.9919, 0.9909, 0.9899],
+        ],
         "Adam": [[0.999] * 10, [0.9982] * 10, [0.9974] * 10, [0.9965] * 10, [0.9955] * 10],
-        "AdamW": [[0.4998] * 10,
-                  [0.2486, 0.2475, 0.2463, 0.2451, 0.244, 0.2428, 0.2417, 0.2405, 0.2394, 0.2382]],
+        "AdamW": [
+            [0.4998] * 10,
+            [0.2486, 0.2475, 0.2463, 0.2451, 0.244, 0.2428, 0.2417, 0.2405, 0.2394, 0.2382],
+        ],
         "RMSprop": [[0.9967] * 10, [0.9933] * 10, [0.9908] * 10, [0.9885] * 10, [0.9864] * 10],
         "Adadelta": [[0.9978] * 10, [0.9947] * 10, [0.9915] * 10, [0.9882] * 10, [0.9849] * 10],
         "Adagrad": [
@@ -113,27 +125,107 @@ def test_keras_test_golden_rows_at_keras_tolerance():
         ],
         "Nadam": [
             [0.4281] * 10,
-            [-0.1738, -0.1731, -0.1726, -0.1723, -0.1721, -0.172, -0.1719, -0.1718, -0.1718,
-             -0.1717],
-            [-0.7115, -0.7103, -0.7096, -0.7092, -0.709, -0.7088, -0.7086, -0.7085, -0.7085,
-             -0.7084],
-            [-1.2335, -1.2322, -1.2313, -1.2309, -1.2306, -1.2304, -1.2302, -1.2301, -1.23,
-             -1.2299],
-            [-1.7492, -1.7478, -1.7469, -1.7464, -1.7461, -1.7459, -1.7457, -1.7456, -1.7455,
-             -1.7454],
+            [
+                -0.1738,
+                -0.1731,
+                -0.1726,
+                -0.1723,
+                -0.1721,
+                -0.172,
+                -0.1719,
+                -0.1718,
+                -0.1718,
+                -0.1717,
+            ],
+            [
+                -0.7115,
+                -0.7103,
+                -0.7096,
+                -0.7092,
+                -0.709,
+                -0.7088,
+                -0.7086,
+                -0.7085,
+                -0.7085,
+                -0.7084,
+            ],
+            [
+                -1.2335,
+                -1.2322,
+                -1.2313,
+                -1.2309,
+                -1.2306,
+                -1.2304,
+                -1.2302,
+                -1.2301,
+                -1.23,
+                -1.2299,
+            ],
+            [
+                -1.7492,
+                -1.7478,
+                -1.7469,
+                -1.7464,
+                -1.7461,
+                -1.7459,
+                -1.7457,
+                -1.7456,
+                -1.7455,
+                -1.7454,
+            ],
         ],
         "Lion": [[0.999] * 10, [0.998] * 10, [0.997] * 10, [0.996] * 10, [0.995] * 10],
         "Lamb": [[0.999] * 10, [0.9982] * 10, [0.9974] * 10, [0.9965] * 10, [0.9955] * 10],
         "Ftrl": [
             [0.0] * 10,
-            [-0.0034, -0.0077, -0.0118, -0.0157, -0.0194, -0.023, -0.0263, -0.0294, -0.0325,
-             -0.0354],
-            [-0.0078, -0.0162, -0.0242, -0.0317, -0.0387, -0.0454, -0.0516, -0.0575, -0.0631,
-             -0.0685],
-            [-0.0121, -0.0246, -0.0363, -0.0472, -0.0573, -0.0668, -0.0757, -0.0842, -0.0922,
-             -0.0999],
-            [-0.0164, -0.0328, -0.0481, -0.0623, -0.0753, -0.0875, -0.099, -0.1098, -0.1201,
-             -0.1299],
+            [
+                -0.0034,
+                -0.0077,
+                -0.0118,
+                -0.0157,
+                -0.0194,
+                -0.023,
+                -0.0263,
+                -0.0294,
+                -0.0325,
+                -0.0354,
+            ],
+            [
+                -0.0078,
+                -0.0162,
+                -0.0242,
+                -0.0317,
+                -0.0387,
+                -0.0454,
+                -0.0516,
+                -0.0575,
+                -0.0631,
+                -0.0685,
+            ],
+            [
+                -0.0121,
+                -0.0246,
+                -0.0363,
+                -0.0472,
+                -0.0573,
+                -0.0668,
+                -0.0757,
+                -0.0842,
+                -0.0922,
+                -0.0999,
+            ],
+            [
+                -0.0164,
+                -0.0328,
+                -0.0481,
+                -0.0623,
+                -0.0753,
+                -0.0875,
+                -0.099,
+                -0.1098,
+                -0.1201,
+                -0.1299,
+            ],
         ],
     }
     for name, kwargs, _ in ref.GOLDEN_TRAJECTORIES:
@@ -145,8 +237,10 @@ def test_keras_test_golden_rows_at_keras_tolerance():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_ema_table(dtype):
-    opt = ref.make_reference("SGD", {"learning_rate": 1.0, "use_ema": True, "ema_momentum": 0.9,
-                                     "ema_overwrite_frequency": 3})
+    opt = ref.make_reference(
+        "SGD",
+        {"learning_rate": 1.0, "use_ema": True, "ema_momentum": 0.9, "ema_overwrite_frequency": 3},
+    )
     opt.build([np.array(ref.EMA_V0, dtype)])
     for var, average in ref.EMA_TABLE:
         opt.apply([np.ones((2, 2), np.float32)])
@@ -164,8 +258,13 @@ def test_ema_overwrite_every_second_step_is_the_average_of_the_plain_trajectory(
     # overwrite every 2 steps, the average after step 2 is 0.9 * w1 + 0.1 * w2 of the plain run.
     grads = [[1.0, -2.0, 0.5], [0.25, 3.0, -1.0]]
     _, plain = _run("Adam", {"learning_rate": 1.0}, [1.0, 2.0, 3.0], grads, np.float64)
-    opt, ema = _run("Adam", {"learning_rate": 1.0, "use_ema": True, "ema_momentum": 0.9,
-                             "ema_overwrite_frequency": 2}, [1.0, 2.0, 3.0], grads, np.float64)
+    opt, ema = _run(
+        "Adam",
+        {"learning_rate": 1.0, "use_ema": True, "ema_momentum": 0.9, "ema_overwrite_frequency": 2},
+        [1.0, 2.0, 3.0],
+        grads,
+        np.float64,
+    )
     np.testing.assert_allclose(ema[0], plain[0], rtol=0, atol=0)
     np.testing.assert_allclose(ema[1], 0.9 * plain[0] + 0.1 * plain[1], rtol=1e-15)
     np.testing.assert_allclose(opt.averages[0], ema[1], rtol=0, atol=0)
@@ -246,17 +345,24 @@ def test_clip_tests():
     # Keras's test_clip_norm / test_clip_value / test_global_clip_norm, read through one SGD step
     # with lr=1 from w=0 (w = -clipped gradient).
     half_sqrt2 = 2**0.5 / 2
-    np.testing.assert_allclose(_one_sgd_step({"clipnorm": 1}, [100.0, 100.0]),
-                               [-half_sqrt2, -half_sqrt2], rtol=F32_EPS)
+    np.testing.assert_allclose(
+        _one_sgd_step({"clipnorm": 1}, [100.0, 100.0]), [-half_sqrt2, -half_sqrt2], rtol=F32_EPS
+    )
     np.testing.assert_array_equal(_one_sgd_step({"clipvalue": 1}, [100.0, 100.0]), [-1.0, -1.0])
-    np.testing.assert_allclose(_one_sgd_step({"global_clipnorm": 1}, [50.0, 100.0]),
-                               [-0.4472136, -0.8944272], rtol=F32_EPS)
+    np.testing.assert_allclose(
+        _one_sgd_step({"global_clipnorm": 1}, [50.0, 100.0]), [-0.4472136, -0.8944272], rtol=F32_EPS
+    )
 
 
 def test_clip_precedence_zero_or_negative_disables():
     # KERAS_SPEC §2.5: each clip applies only when truthy and > 0.
-    for kwargs in ({"clipnorm": 0.0}, {"clipnorm": -1.0}, {"global_clipnorm": 0.0},
-                   {"clipvalue": -1.0}, {"clipvalue": 0.0}):
+    for kwargs in (
+        {"clipnorm": 0.0},
+        {"clipnorm": -1.0},
+        {"global_clipnorm": 0.0},
+        {"clipvalue": -1.0},
+        {"clipvalue": 0.0},
+    ):
         np.testing.assert_array_equal(_one_sgd_step(kwargs, [100.0, -3.0]), [-100.0, 3.0])
 
 
@@ -291,10 +397,12 @@ def test_non_finite_gradients_under_clipping():
 
 
 def test_zero_gradient_is_not_clipped_to_nan():
-    np.testing.assert_array_equal(_one_sgd_step({"clipnorm": 1.0}, [0.0, 0.0], [1.0, 2.0]),
-                                  [1.0, 2.0])
-    np.testing.assert_array_equal(_one_sgd_step({"global_clipnorm": 1.0}, [0.0, 0.0], [1.0, 2.0]),
-                                  [1.0, 2.0])
+    np.testing.assert_array_equal(
+        _one_sgd_step({"clipnorm": 1.0}, [0.0, 0.0], [1.0, 2.0]), [1.0, 2.0]
+    )
+    np.testing.assert_array_equal(
+        _one_sgd_step({"global_clipnorm": 1.0}, [0.0, 0.0], [1.0, 2.0]), [1.0, 2.0]
+    )
 
 
 def test_loss_scale():
@@ -348,8 +456,9 @@ def test_keras2_decay_is_inverse_time_in_completed_updates():
 def test_sgd_momentum_by_hand():
     # m = m * 0.5 - g * lr; nesterov: w += m * 0.5 - g * lr; plain: w += m.
     for nesterov, expected in ((False, [-0.25, -0.625]), (True, [-0.375, -0.8125])):
-        opt = ref.make_reference("SGD", {"learning_rate": 0.25, "momentum": 0.5,
-                                         "nesterov": nesterov})
+        opt = ref.make_reference(
+            "SGD", {"learning_rate": 0.25, "momentum": 0.5, "nesterov": nesterov}
+        )
         opt.build([np.zeros(1)])
         trajectory = []
         for _ in range(2):
@@ -370,8 +479,9 @@ def test_empty_gradients():
 
 def test_variables_order():
     # KERAS_SPEC §2.10: iteration, learning_rate, averages, accumulators, then the slots.
-    opt = ref.make_reference("Adam", {"use_ema": True, "gradient_accumulation_steps": 2,
-                                      "amsgrad": True})
+    opt = ref.make_reference(
+        "Adam", {"use_ema": True, "gradient_accumulation_steps": 2, "amsgrad": True}
+    )
     a, b = np.zeros(2), np.zeros(3)
     opt.build([a, b])
     shapes = [v.shape for v in opt.variables]
@@ -387,8 +497,14 @@ def test_variables_order():
 
 @pytest.mark.parametrize("xla", [False, True])
 def test_adafactor_matrix_single_step_float32_is_bit_exact(xla):
-    _, states = _run("Adafactor", {"learning_rate": 0.5}, ref.ADAFACTOR_SINGLE_STEP_2D_VAR,
-                     [ref.ADAFACTOR_SINGLE_STEP_2D_GRAD], np.float32, xla=xla)
+    _, states = _run(
+        "Adafactor",
+        {"learning_rate": 0.5},
+        ref.ADAFACTOR_SINGLE_STEP_2D_VAR,
+        [ref.ADAFACTOR_SINGLE_STEP_2D_GRAD],
+        np.float32,
+        xla=xla,
+    )
     np.testing.assert_array_equal(states[0], np.array(ref.ADAFACTOR_SINGLE_STEP_2D, np.float32))
 
 
@@ -399,11 +515,13 @@ def test_adafactor_golden_trajectory():
     grads = [ref.GOLDEN_FIRST_GRADS] + [ref.golden_grads("Adafactor")] * 5
     _, states = _run("Adafactor", ref.ADAFACTOR_GOLDEN_KWARGS, np.ones(10), grads, np.float32)
     _, states64 = _run("Adafactor", ref.ADAFACTOR_GOLDEN_KWARGS, np.ones(10), grads, np.float64)
-    for step, (state, state64, row) in enumerate(zip(states, states64, ref.ADAFACTOR_GOLDEN),
-                                                 start=1):
+    for step, (state, state64, row) in enumerate(
+        zip(states, states64, ref.ADAFACTOR_GOLDEN), start=1
+    ):
         scale = float(np.abs(row).max())
-        np.testing.assert_allclose(state, row, rtol=2 * F32_EPS, atol=10 * F32_EPS * scale,
-                                   err_msg=f"step {step}")
+        np.testing.assert_allclose(
+            state, row, rtol=2 * F32_EPS, atol=10 * F32_EPS * scale, err_msg=f"step {step}"
+        )
         np.testing.assert_allclose(state64, row, rtol=2e-5, atol=2e-6, err_msg=f"step {step}")
 
 
@@ -427,11 +545,21 @@ def test_adafactor_batches_the_leading_axes_and_ignores_relative_step():
 
 
 def test_muon_single_steps_and_newton_schulz_float32_are_bit_exact():
-    _, adamw = _run("Muon", {"learning_rate": 0.5, "adam_weight_decay": None},
-                    ref.SINGLE_STEP_VAR, [ref.SINGLE_STEP_GRAD], np.float32)
+    _, adamw = _run(
+        "Muon",
+        {"learning_rate": 0.5, "adam_weight_decay": None},
+        ref.SINGLE_STEP_VAR,
+        [ref.SINGLE_STEP_GRAD],
+        np.float32,
+    )
     np.testing.assert_array_equal(adamw[0], np.array(ref.MUON_ADAMW_SINGLE_STEP, np.float32))
-    _, muon = _run("Muon", {"learning_rate": 0.5, "weight_decay": 0}, ref.MUON_SINGLE_STEP_VAR,
-                   [ref.MUON_SINGLE_STEP_GRAD], np.float32)
+    _, muon = _run(
+        "Muon",
+        {"learning_rate": 0.5, "weight_decay": 0},
+        ref.MUON_SINGLE_STEP_VAR,
+        [ref.MUON_SINGLE_STEP_GRAD],
+        np.float32,
+    )
     np.testing.assert_array_equal(muon[0], np.array(ref.MUON_SINGLE_STEP, np.float32))
     ns = ref.newton_schulz(np.array(ref.NS_INPUT, np.float32), 5, 3.4445, -4.7750, 2.0315)
     np.testing.assert_array_equal(ns, np.array(ref.NS_OUTPUT, np.float32))
@@ -441,12 +569,16 @@ def test_newton_schulz_transposes_tall_matrices_and_lr_adjust():
     # NS(X^T) = NS(X)^T (a tall matrix is orthogonalized through its transpose); Keras's
     # lr_adjust test: rms_rate 0.2 scales a (4, 2) update by sqrt(4) * 0.2 = 0.4.
     x = np.random.default_rng(1).standard_normal((5, 3))
-    np.testing.assert_allclose(ref.newton_schulz(x, 5, 3.4445, -4.7750, 2.0315),
-                               ref.newton_schulz(x.T, 5, 3.4445, -4.7750, 2.0315).T, rtol=1e-13)
+    np.testing.assert_allclose(
+        ref.newton_schulz(x, 5, 3.4445, -4.7750, 2.0315),
+        ref.newton_schulz(x.T, 5, 3.4445, -4.7750, 2.0315).T,
+        rtol=1e-13,
+    )
     g = np.ones((4, 2))
     scaled = ref.make_reference("Muon", {"learning_rate": 1.0, "weight_decay": None})
-    plain = ref.make_reference("Muon", {"learning_rate": 1.0, "weight_decay": None,
-                                        "rms_rate": None})
+    plain = ref.make_reference(
+        "Muon", {"learning_rate": 1.0, "weight_decay": None, "rms_rate": None}
+    )
     for opt in (scaled, plain):
         opt.build([np.zeros((4, 2))])
         opt.apply([g])
@@ -456,11 +588,17 @@ def test_newton_schulz_transposes_tall_matrices_and_lr_adjust():
 def test_muon_routing_and_weight_decay_per_path():
     names = ["dense/kernel", "token_Embedding/embeddings", "head/kernel", "dense/bias", "conv"]
     shapes = [(3, 2), (4, 2), (2, 2), (2,), (2, 2, 2)]
-    opt = ref.make_reference("Muon", {"learning_rate": 1.0, "weight_decay": 0.5,
-                                      "adam_weight_decay": 0.25, "exclude_layers": ["^head"]})
+    opt = ref.make_reference(
+        "Muon",
+        {
+            "learning_rate": 1.0,
+            "weight_decay": 0.5,
+            "adam_weight_decay": 0.25,
+            "exclude_layers": ["^head"],
+        },
+    )
     opt.build([np.ones(s) for s in shapes], names=names)
     assert opt.rule.uses_adamw == [False, True, True, True, True]
     opt.apply([np.zeros(s) for s in shapes])
     for w, adamw in zip(opt.params, opt.rule.uses_adamw):
         np.testing.assert_array_equal(w, np.full(w.shape, 0.75 if adamw else 0.5))
-

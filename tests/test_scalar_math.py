@@ -54,14 +54,19 @@ def test_pow_is_correctly_rounded(dtype):
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_log_and_cos_are_correctly_rounded(dtype):
     rng = np.random.default_rng(9)
-    xs = np.concatenate([rng.uniform(0, 2, 300), rng.uniform(0.99, 1.01, 100),
-                         10.0 ** rng.uniform(-30, 30, 100)]).astype(dtype)
+    xs = np.concatenate(
+        [rng.uniform(0, 2, 300), rng.uniform(0.99, 1.01, 100), 10.0 ** rng.uniform(-30, 30, 100)]
+    ).astype(dtype)
     for x in xs:
         _assert_same(LOG[dtype](float(x)), ref.cr_log(x, dtype), dtype, f"log({x!r})")
     # Cosine arguments of the schedules: pi * fraction, fraction in [0, 1], and a few beyond.
-    angles = np.concatenate([dtype(math.pi) * rng.uniform(0, 1, 300).astype(dtype),
-                             rng.uniform(0, 100, 100).astype(dtype),
-                             np.array([dtype(math.pi) / 2, dtype(math.pi)], dtype)])
+    angles = np.concatenate(
+        [
+            dtype(math.pi) * rng.uniform(0, 1, 300).astype(dtype),
+            rng.uniform(0, 100, 100).astype(dtype),
+            np.array([dtype(math.pi) / 2, dtype(math.pi)], dtype),
+        ]
+    )
     for x in angles.astype(dtype):
         _assert_same(COS[dtype](float(x)), ref.cr_cos(x, dtype), dtype, f"cos({x!r})")
 

@@ -31,13 +31,41 @@ GOLDEN_STEPS = [0, 1, 2, 3, 4, 5, 7, 10, 15, 20, 25, 30, 50, 100]
 GOLDEN = [
     (
         ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5),
-        [0.1, 0.0933033, 0.08705506, 0.08122524, 0.07578583, 0.07071068, 0.061557222, 0.05,
-         0.03535534, 0.025, 0.01767767, 0.0125, 0.003125, 9.765625e-05],
+        [
+            0.1,
+            0.0933033,
+            0.08705506,
+            0.08122524,
+            0.07578583,
+            0.07071068,
+            0.061557222,
+            0.05,
+            0.03535534,
+            0.025,
+            0.01767767,
+            0.0125,
+            0.003125,
+            9.765625e-05,
+        ],
     ),
     (
         ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5, staircase=True),
-        [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.0125, 0.003125,
-         9.765625e-05],
+        [
+            0.1,
+            0.1,
+            0.1,
+            0.1,
+            0.1,
+            0.1,
+            0.1,
+            0.05,
+            0.05,
+            0.025,
+            0.025,
+            0.0125,
+            0.003125,
+            9.765625e-05,
+        ],
     ),
     (
         PiecewiseConstantDecay(boundaries=[5, 10], values=[1.0, 0.5, 0.1]),
@@ -45,64 +73,231 @@ GOLDEN = [
     ),
     (
         PolynomialDecay(0.1, decay_steps=10),
-        [0.1, 0.09001, 0.08002, 0.070030004, 0.060040005, 0.05005, 0.030070001, 1e-04, 1e-04,
-         1e-04, 1e-04, 1e-04, 1e-04, 1e-04],
+        [
+            0.1,
+            0.09001,
+            0.08002,
+            0.070030004,
+            0.060040005,
+            0.05005,
+            0.030070001,
+            1e-04,
+            1e-04,
+            1e-04,
+            1e-04,
+            1e-04,
+            1e-04,
+            1e-04,
+        ],
     ),
     (
         PolynomialDecay(0.1, decay_steps=10, end_learning_rate=0.01, power=2.0),
-        [0.1, 0.082899995, 0.067600004, 0.0541, 0.042400002, 0.0325, 0.0181, 0.01, 0.01, 0.01,
-         0.01, 0.01, 0.01, 0.01],
+        [
+            0.1,
+            0.082899995,
+            0.067600004,
+            0.0541,
+            0.042400002,
+            0.0325,
+            0.0181,
+            0.01,
+            0.01,
+            0.01,
+            0.01,
+            0.01,
+            0.01,
+            0.01,
+        ],
     ),
     (
         PolynomialDecay(0.1, decay_steps=10, end_learning_rate=0.01, power=0.5, cycle=True),
-        [0.1, 0.0953815, 0.09049845, 0.0852994, 0.0797137, 0.07363961, 0.059295036, 0.01,
-         0.055, 0.01, 0.04674235, 0.01, 0.01, 0.01],
+        [
+            0.1,
+            0.0953815,
+            0.09049845,
+            0.0852994,
+            0.0797137,
+            0.07363961,
+            0.059295036,
+            0.01,
+            0.055,
+            0.01,
+            0.04674235,
+            0.01,
+            0.01,
+            0.01,
+        ],
     ),
     (
         InverseTimeDecay(0.1, decay_steps=10, decay_rate=0.5),
-        [0.1, 0.095238104, 0.09090909, 0.08695652, 0.08333333, 0.08, 0.074074075, 0.06666667,
-         0.057142857, 0.05, 0.044444446, 0.04, 0.028571429, 0.016666668],
+        [
+            0.1,
+            0.095238104,
+            0.09090909,
+            0.08695652,
+            0.08333333,
+            0.08,
+            0.074074075,
+            0.06666667,
+            0.057142857,
+            0.05,
+            0.044444446,
+            0.04,
+            0.028571429,
+            0.016666668,
+        ],
     ),
     (
         InverseTimeDecay(0.1, decay_steps=10, decay_rate=0.5, staircase=True),
-        [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.06666667, 0.06666667, 0.05, 0.05, 0.04,
-         0.028571429, 0.016666668],
+        [
+            0.1,
+            0.1,
+            0.1,
+            0.1,
+            0.1,
+            0.1,
+            0.1,
+            0.06666667,
+            0.06666667,
+            0.05,
+            0.05,
+            0.04,
+            0.028571429,
+            0.016666668,
+        ],
     ),
     (
         CosineDecay(0.1, decay_steps=20),
-        [0.1, 0.09938442, 0.09755283, 0.09455033, 0.090450846, 0.08535534, 0.072699524,
-         0.049999997, 0.014644662, 0.0, 0.0, 0.0, 0.0, 0.0],
+        [
+            0.1,
+            0.09938442,
+            0.09755283,
+            0.09455033,
+            0.090450846,
+            0.08535534,
+            0.072699524,
+            0.049999997,
+            0.014644662,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+        ],
     ),
     (
         CosineDecay(0.1, decay_steps=20, alpha=0.1),
-        [0.1, 0.09944598, 0.09779754, 0.09509529, 0.091405764, 0.08681981, 0.07542957,
-         0.054999996, 0.023180196, 0.010000001, 0.010000001, 0.010000001, 0.010000001,
-         0.010000001],
+        [
+            0.1,
+            0.09944598,
+            0.09779754,
+            0.09509529,
+            0.091405764,
+            0.08681981,
+            0.07542957,
+            0.054999996,
+            0.023180196,
+            0.010000001,
+            0.010000001,
+            0.010000001,
+            0.010000001,
+            0.010000001,
+        ],
     ),
     (
         CosineDecay(0.0, decay_steps=20, alpha=0.1, warmup_target=0.2, warmup_steps=5),
-        [0.0, 0.040000003, 0.080000006, 0.120000005, 0.16000001, 0.2, 0.19559507, 0.17363961,
-         0.10999999, 0.046360392, 0.020000001, 0.020000001, 0.020000001, 0.020000001],
+        [
+            0.0,
+            0.040000003,
+            0.080000006,
+            0.120000005,
+            0.16000001,
+            0.2,
+            0.19559507,
+            0.17363961,
+            0.10999999,
+            0.046360392,
+            0.020000001,
+            0.020000001,
+            0.020000001,
+            0.020000001,
+        ],
     ),
     (
         CosineDecay(0.01, decay_steps=20, warmup_target=0.1, warmup_steps=10),
-        [0.01, 0.019, 0.028, 0.037, 0.046, 0.055, 0.073, 0.1, 0.08535534, 0.049999997,
-         0.014644662, 0.0, 0.0, 0.0],
+        [
+            0.01,
+            0.019,
+            0.028,
+            0.037,
+            0.046,
+            0.055,
+            0.073,
+            0.1,
+            0.08535534,
+            0.049999997,
+            0.014644662,
+            0.0,
+            0.0,
+            0.0,
+        ],
     ),
     (
         CosineDecayRestarts(0.1, first_decay_steps=10),
-        [0.1, 0.09755283, 0.090450846, 0.07938927, 0.06545085, 0.049999997, 0.02061074, 0.1,
-         0.08535534, 0.049999997, 0.014644662, 0.1, 0.049999997, 0.06913417],
+        [
+            0.1,
+            0.09755283,
+            0.090450846,
+            0.07938927,
+            0.06545085,
+            0.049999997,
+            0.02061074,
+            0.1,
+            0.08535534,
+            0.049999997,
+            0.014644662,
+            0.1,
+            0.049999997,
+            0.06913417,
+        ],
     ),
     (
         CosineDecayRestarts(0.1, first_decay_steps=10, t_mul=1.0, m_mul=0.5, alpha=0.1),
-        [0.1, 0.09779754, 0.091405764, 0.081450336, 0.06890576, 0.054999996, 0.028549666,
-         0.055000003, 0.0325, 0.0325, 0.02125, 0.02125, 0.0128125, 0.0100878915],
+        [
+            0.1,
+            0.09779754,
+            0.091405764,
+            0.081450336,
+            0.06890576,
+            0.054999996,
+            0.028549666,
+            0.055000003,
+            0.0325,
+            0.0325,
+            0.02125,
+            0.02125,
+            0.0128125,
+            0.0100878915,
+        ],
     ),
     (
         CosineDecayRestarts(0.1, first_decay_steps=10, t_mul=3.0, m_mul=0.8),
-        [0.1, 0.09755283, 0.090450846, 0.07938927, 0.06545085, 0.049999997, 0.02061074,
-         0.080000006, 0.07464102, 0.060000002, 0.04, 0.019999998, 0.06207017, 0.016],
+        [
+            0.1,
+            0.09755283,
+            0.090450846,
+            0.07938927,
+            0.06545085,
+            0.049999997,
+            0.02061074,
+            0.080000006,
+            0.07464102,
+            0.060000002,
+            0.04,
+            0.019999998,
+            0.06207017,
+            0.016,
+        ],
     ),
 ]
 
@@ -237,39 +432,67 @@ def test_golden_values_after_config_round_trip(schedule, expected):
 SWEEP = list(range(0, 400)) + [997, 1000, 1003, 5000, 12345]
 
 REFERENCE_CASES = [
-    (ExponentialDecay, dict(initial_learning_rate=0.05, decay_steps=7, decay_rate=0.9),
-     ref_exponential),
-    (ExponentialDecay,
-     dict(initial_learning_rate=0.05, decay_steps=7, decay_rate=0.9, staircase=True),
-     ref_exponential),
-    (ExponentialDecay, dict(initial_learning_rate=1e-3, decay_steps=1000, decay_rate=0.96),
-     ref_exponential),
+    (
+        ExponentialDecay,
+        dict(initial_learning_rate=0.05, decay_steps=7, decay_rate=0.9),
+        ref_exponential,
+    ),
+    (
+        ExponentialDecay,
+        dict(initial_learning_rate=0.05, decay_steps=7, decay_rate=0.9, staircase=True),
+        ref_exponential,
+    ),
+    (
+        ExponentialDecay,
+        dict(initial_learning_rate=1e-3, decay_steps=1000, decay_rate=0.96),
+        ref_exponential,
+    ),
     (PolynomialDecay, dict(initial_learning_rate=0.1, decay_steps=37), ref_polynomial),
-    (PolynomialDecay,
-     dict(initial_learning_rate=0.1, decay_steps=37, end_learning_rate=0.003, power=3.0),
-     ref_polynomial),
-    (PolynomialDecay,
-     dict(initial_learning_rate=0.3, decay_steps=37, end_learning_rate=0.01, power=0.5,
-          cycle=True),
-     ref_polynomial),
-    (InverseTimeDecay, dict(initial_learning_rate=0.1, decay_steps=3, decay_rate=0.7),
-     ref_inverse_time),
-    (InverseTimeDecay,
-     dict(initial_learning_rate=0.1, decay_steps=3, decay_rate=0.7, staircase=True),
-     ref_inverse_time),
+    (
+        PolynomialDecay,
+        dict(initial_learning_rate=0.1, decay_steps=37, end_learning_rate=0.003, power=3.0),
+        ref_polynomial,
+    ),
+    (
+        PolynomialDecay,
+        dict(
+            initial_learning_rate=0.3, decay_steps=37, end_learning_rate=0.01, power=0.5, cycle=True
+        ),
+        ref_polynomial,
+    ),
+    (
+        InverseTimeDecay,
+        dict(initial_learning_rate=0.1, decay_steps=3, decay_rate=0.7),
+        ref_inverse_time,
+    ),
+    (
+        InverseTimeDecay,
+        dict(initial_learning_rate=0.1, decay_steps=3, decay_rate=0.7, staircase=True),
+        ref_inverse_time,
+    ),
     (CosineDecay, dict(initial_learning_rate=0.2, decay_steps=150, alpha=0.05), ref_cosine),
-    (CosineDecay,
-     dict(initial_learning_rate=1e-4, decay_steps=150, alpha=0.1, warmup_target=0.03,
-          warmup_steps=40),
-     ref_cosine),
-    (CosineDecayRestarts, dict(initial_learning_rate=0.1, first_decay_steps=13),
-     ref_restarts),
-    (CosineDecayRestarts,
-     dict(initial_learning_rate=0.1, first_decay_steps=13, t_mul=1.0, m_mul=0.7, alpha=0.2),
-     ref_restarts),
-    (CosineDecayRestarts,
-     dict(initial_learning_rate=0.1, first_decay_steps=10, t_mul=1.5, m_mul=0.9, alpha=0.1),
-     ref_restarts),
+    (
+        CosineDecay,
+        dict(
+            initial_learning_rate=1e-4,
+            decay_steps=150,
+            alpha=0.1,
+            warmup_target=0.03,
+            warmup_steps=40,
+        ),
+        ref_cosine,
+    ),
+    (CosineDecayRestarts, dict(initial_learning_rate=0.1, first_decay_steps=13), ref_restarts),
+    (
+        CosineDecayRestarts,
+        dict(initial_learning_rate=0.1, first_decay_steps=13, t_mul=1.0, m_mul=0.7, alpha=0.2),
+        ref_restarts,
+    ),
+    (
+        CosineDecayRestarts,
+        dict(initial_learning_rate=0.1, first_decay_steps=10, t_mul=1.5, m_mul=0.9, alpha=0.1),
+        ref_restarts,
+    ),
 ]
 
 
@@ -416,8 +639,11 @@ def test_piecewise_unsorted_boundaries_sum_like_keras():
         (dict(end_learning_rate=0.001, power=0.5), 10, 0.001),
         (dict(end_learning_rate=0.001, power=0.5), 5, (0.05 - 0.001) * 0.5**0.5 + 0.001),
         (dict(end_learning_rate=0.001, power=0.5), 15, 0.001),
-        (dict(end_learning_rate=0.001, power=0.5, cycle=True), 15,
-         (0.05 - 0.001) * 0.25**0.5 + 0.001),
+        (
+            dict(end_learning_rate=0.001, power=0.5, cycle=True),
+            15,
+            (0.05 - 0.001) * 0.25**0.5 + 0.001,
+        ),
     ],
 )
 def test_polynomial_keras_cases(kwargs, step, expected):
@@ -451,10 +677,12 @@ def test_cosine_keras_cases():
     for step in range(0, 1500, 250):
         expected = _keras_cosine(step, 1000)
         assert CosineDecay(1.0, 1000)(step) == pytest.approx(expected, rel=1e-6, abs=1e-7)
-        assert CosineDecay(np.float64(1.0), 1000)(step) == pytest.approx(expected, rel=1e-6,
-                                                                         abs=1e-7)
-        assert CosineDecay(1.0, 1000, 0.1)(step) == pytest.approx(_keras_cosine(step, 1000, 0.1),
-                                                                  rel=1e-6)
+        assert CosineDecay(np.float64(1.0), 1000)(step) == pytest.approx(
+            expected, rel=1e-6, abs=1e-7
+        )
+        assert CosineDecay(1.0, 1000, 0.1)(step) == pytest.approx(
+            _keras_cosine(step, 1000, 0.1), rel=1e-6
+        )
         warmup = CosineDecay(0.0, 10, warmup_target=10.0, warmup_steps=1500)
         assert warmup(step) == pytest.approx(step / 1500 * 10.0, rel=1e-6)
     for step in range(0, 3000, 250):
@@ -549,35 +777,66 @@ def test_base_class_must_be_overridden():
 CONFIG_CASES = [
     (
         ExponentialDecay(0.05, decay_steps=10, decay_rate=0.96, staircase=True, name="my_ed"),
-        {"initial_learning_rate": 0.05, "decay_steps": 10, "decay_rate": 0.96,
-         "staircase": True, "name": "my_ed"},
+        {
+            "initial_learning_rate": 0.05,
+            "decay_steps": 10,
+            "decay_rate": 0.96,
+            "staircase": True,
+            "name": "my_ed",
+        },
     ),
     (
         PiecewiseConstantDecay(boundaries=[10, 20], values=[1, 2, 3], name="my_pcd"),
         {"boundaries": [10, 20], "values": [1, 2, 3], "name": "my_pcd"},
     ),
     (
-        PolynomialDecay(0.1, decay_steps=100, end_learning_rate=0.005, power=1.0, cycle=False,
-                        name="my_ld"),
-        {"initial_learning_rate": 0.1, "decay_steps": 100, "end_learning_rate": 0.005,
-         "power": 1.0, "cycle": False, "name": "my_ld"},
+        PolynomialDecay(
+            0.1, decay_steps=100, end_learning_rate=0.005, power=1.0, cycle=False, name="my_ld"
+        ),
+        {
+            "initial_learning_rate": 0.1,
+            "decay_steps": 100,
+            "end_learning_rate": 0.005,
+            "power": 1.0,
+            "cycle": False,
+            "name": "my_ld",
+        },
     ),
     (
         InverseTimeDecay(0.05, decay_steps=10, decay_rate=0.96, staircase=True, name="my_itd"),
-        {"initial_learning_rate": 0.05, "decay_steps": 10, "decay_rate": 0.96,
-         "staircase": True, "name": "my_itd"},
+        {
+            "initial_learning_rate": 0.05,
+            "decay_steps": 10,
+            "decay_rate": 0.96,
+            "staircase": True,
+            "name": "my_itd",
+        },
     ),
     (
-        CosineDecay(0.05, decay_steps=10, alpha=0.1, warmup_target=0.2, warmup_steps=2,
-                    name="my_cd"),
-        {"initial_learning_rate": 0.05, "decay_steps": 10, "alpha": 0.1, "name": "my_cd",
-         "warmup_target": 0.2, "warmup_steps": 2},
+        CosineDecay(
+            0.05, decay_steps=10, alpha=0.1, warmup_target=0.2, warmup_steps=2, name="my_cd"
+        ),
+        {
+            "initial_learning_rate": 0.05,
+            "decay_steps": 10,
+            "alpha": 0.1,
+            "name": "my_cd",
+            "warmup_target": 0.2,
+            "warmup_steps": 2,
+        },
     ),
     (
-        CosineDecayRestarts(0.05, first_decay_steps=10, alpha=0.1, t_mul=3.0, m_mul=4.0,
-                            name="my_cdr"),
-        {"initial_learning_rate": 0.05, "first_decay_steps": 10, "t_mul": 3.0, "m_mul": 4.0,
-         "alpha": 0.1, "name": "my_cdr"},
+        CosineDecayRestarts(
+            0.05, first_decay_steps=10, alpha=0.1, t_mul=3.0, m_mul=4.0, name="my_cdr"
+        ),
+        {
+            "initial_learning_rate": 0.05,
+            "first_decay_steps": 10,
+            "t_mul": 3.0,
+            "m_mul": 4.0,
+            "alpha": 0.1,
+            "name": "my_cdr",
+        },
     ),
 ]
 
@@ -593,18 +852,22 @@ def test_get_config_keys_and_values(schedule, config):
 DEFAULT_CASES = [
     (ExponentialDecay(0.1, 5, 0.5), {"staircase": False, "name": "ExponentialDecay"}),
     (PiecewiseConstantDecay([1], [0.1, 0.2]), {"name": "PiecewiseConstant"}),
-    (PolynomialDecay(0.1, 5),
-     {"end_learning_rate": 0.0001, "power": 1.0, "cycle": False, "name": "PolynomialDecay"}),
+    (
+        PolynomialDecay(0.1, 5),
+        {"end_learning_rate": 0.0001, "power": 1.0, "cycle": False, "name": "PolynomialDecay"},
+    ),
     (InverseTimeDecay(0.1, 5, 0.5), {"staircase": False, "name": "InverseTimeDecay"}),
-    (CosineDecay(0.1, 5),
-     {"alpha": 0.0, "name": "CosineDecay", "warmup_target": None, "warmup_steps": 0}),
-    (CosineDecayRestarts(0.1, 5),
-     {"t_mul": 2.0, "m_mul": 1.0, "alpha": 0.0, "name": "SGDRDecay"}),
+    (
+        CosineDecay(0.1, 5),
+        {"alpha": 0.0, "name": "CosineDecay", "warmup_target": None, "warmup_steps": 0},
+    ),
+    (CosineDecayRestarts(0.1, 5), {"t_mul": 2.0, "m_mul": 1.0, "alpha": 0.0, "name": "SGDRDecay"}),
 ]
 
 
-@pytest.mark.parametrize(("schedule", "defaults"), DEFAULT_CASES,
-                         ids=[type(s).__name__ for s, _ in DEFAULT_CASES])
+@pytest.mark.parametrize(
+    ("schedule", "defaults"), DEFAULT_CASES, ids=[type(s).__name__ for s, _ in DEFAULT_CASES]
+)
 def test_keras_defaults(schedule, defaults):
     config = schedule.get_config()
     assert {key: config[key] for key in defaults} == defaults
@@ -655,8 +918,14 @@ def test_deserialize_keras_written_config():
     schedule = schedules.deserialize(
         {
             "class_name": "PolynomialDecay",
-            "config": {"cycle": False, "decay_steps": 10000, "end_learning_rate": 0.01,
-                       "initial_learning_rate": 0.1, "name": None, "power": 0.5},
+            "config": {
+                "cycle": False,
+                "decay_steps": 10000,
+                "end_learning_rate": 0.01,
+                "initial_learning_rate": 0.1,
+                "name": None,
+                "power": 0.5,
+            },
         }
     )
     assert isinstance(schedule, PolynomialDecay)
@@ -730,9 +999,17 @@ def test_assigned_attributes_change_the_next_value():
 
 def test_public_names():
     assert sorted(schedules.__all__) == sorted(
-        ["CosineDecay", "CosineDecayRestarts", "ExponentialDecay", "InverseTimeDecay",
-         "LearningRateSchedule", "PiecewiseConstantDecay", "PolynomialDecay", "deserialize",
-         "serialize"]
+        [
+            "CosineDecay",
+            "CosineDecayRestarts",
+            "ExponentialDecay",
+            "InverseTimeDecay",
+            "LearningRateSchedule",
+            "PiecewiseConstantDecay",
+            "PolynomialDecay",
+            "deserialize",
+            "serialize",
+        ]
     )
     for name in schedules.__all__:
         assert getattr(schedules, name).__doc__

@@ -161,8 +161,13 @@ def test_a_learning_rate_beyond_float32_is_refused_at_construction_and_assignmen
     with pytest.raises(ValueError, match="learning_rate"):
         fo.optimizers.Adam(learning_rate=1e300)
     opt = fo.optimizers.Adam(learning_rate=0.1)
-    for bad, error in [(1e300, ValueError), (float("nan"), ValueError), ("0.1", TypeError),
-                       (b"0.1", TypeError), (None, TypeError)]:
+    for bad, error in [
+        (1e300, ValueError),
+        (float("nan"), ValueError),
+        ("0.1", TypeError),
+        (b"0.1", TypeError),
+        (None, TypeError),
+    ]:
         with pytest.raises(error):
             opt.learning_rate = bad
         assert opt.learning_rate == float(np.float32(0.1))
@@ -207,13 +212,15 @@ def test_the_thread_count_variable_follows_set_num_threads_rule():
     code = "import ferroptim as fo; print(fo.get_num_threads())"
     for value in ["3000", "0", "-2", "many", "1_000"]:
         env = dict(os.environ, FERROPTIM_NUM_THREADS=value)
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
         assert "FERROPTIM_NUM_THREADS must be an int from 1 to 1024" in out.stderr, value
         assert 1 <= int(out.stdout) <= 1024
     env = dict(os.environ, FERROPTIM_NUM_THREADS="3")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stderr == "" and int(out.stdout) == 3
 
 
@@ -257,10 +264,15 @@ def test_a_pickle_taken_while_another_thread_steps_holds_whole_steps():
         )
 
 
-@pytest.mark.parametrize("make", [lambda: fo.optimizers.Nadam(),
-                                  lambda: fo.optimizers.SGD(use_ema=True),
-                                  lambda: fo.optimizers.SGD(gradient_accumulation_steps=2)],
-                         ids=["Nadam", "SGD-ema", "SGD-accumulation"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: fo.optimizers.Nadam(),
+        lambda: fo.optimizers.SGD(use_ema=True),
+        lambda: fo.optimizers.SGD(gradient_accumulation_steps=2),
+    ],
+    ids=["Nadam", "SGD-ema", "SGD-accumulation"],
+)
 def test_assigning_hyperparameters_while_another_thread_steps_never_breaks_a_step(make):
     # Small steps and a short switch interval: the threads interleave inside steps.
     switch = sys.getswitchinterval()

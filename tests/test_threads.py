@@ -100,7 +100,7 @@ def test_two_optimizers_step_in_parallel(one_kernel_thread):
         start = threading.Barrier(3)
         done = []
 
-        def step(opt, param, grad):
+        def step(opt, param, grad, start=start, done=done):
             start.wait()
             opt.apply([grad], [param])
             done.append(param)

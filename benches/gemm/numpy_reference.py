@@ -67,9 +67,11 @@ def table(threads, rounds, shapes):
     for dtype in (np.float32, np.float64):
         for m, n in shapes:
             x, gram, poly = inputs(dtype, m, n)
-            steps = [("A = X X^T", 2 * m * m * n, lambda: x @ x.T),
-                     ("B = bA + cAA", 2 * m**3, lambda: NS_B * gram + NS_C * (gram @ gram)),
-                     ("X' = aX + BX", 2 * m * m * n, lambda: NS_A * x + poly @ x)]
+            steps = [
+                ("A = X X^T", 2 * m * m * n, lambda x=x: x @ x.T),
+                ("B = bA + cAA", 2 * m**3, lambda a=gram: NS_B * a + NS_C * (a @ a)),
+                ("X' = aX + BX", 2 * m * m * n, lambda x=x, b=poly: NS_A * x + b @ x),
+            ]
             prefix = f"| {threads} | {np.dtype(dtype).name} | {m}x{n} |"
             total, total_flops = 0.0, 0
             for name, flops, call in steps:
@@ -77,8 +79,11 @@ def table(threads, rounds, shapes):
                 total += seconds
                 total_flops += flops
                 print(f"{prefix} {name} | {flops / seconds / 1e9:.1f} |", flush=True)
-            print(f"{prefix} iteration ({total * 1e3:.1f} ms) | "
-                  f"**{total_flops / total / 1e9:.1f}** |", flush=True)
+            print(
+                f"{prefix} iteration ({total * 1e3:.1f} ms) | "
+                f"**{total_flops / total / 1e9:.1f}** |",
+                flush=True,
+            )
 
 
 def main():
@@ -92,14 +97,17 @@ def main():
     if args.child is not None:
         table(args.child, args.rounds, shapes)
         return
-    print(f"NumPy {np.__version__} matmul, GFLOP/s (2 m^2 n or 2 m^3 flops), best of "
-          f"{args.rounds} rounds.\n")
+    print(
+        f"NumPy {np.__version__} matmul, GFLOP/s (2 m^2 n or 2 m^3 flops), best of "
+        f"{args.rounds} rounds.\n"
+    )
     print("| threads | dtype | m x n | product | NumPy |")
     print("|---:|:---|:---|:---|---:|", flush=True)
     for threads in (t.strip() for t in args.threads.split(",")):
         env = dict(os.environ, OPENBLAS_NUM_THREADS=threads)
-        subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child", threads], env=env,
-                       check=True)
+        subprocess.run(
+            [sys.executable, __file__, *sys.argv[1:], "--child", threads], env=env, check=True
+        )
 
 
 if __name__ == "__main__":

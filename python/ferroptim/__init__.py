@@ -12,8 +12,7 @@ import warnings
 
 import numpy as np
 
-from ferroptim import _native
-from ferroptim import optimizers
+from ferroptim import _native, optimizers
 
 __version__: str = _native.__version__
 

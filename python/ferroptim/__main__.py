@@ -15,12 +15,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Args:
         argv: the arguments, without the program name (default: sys.argv[1:]).
     """
-    parser = argparse.ArgumentParser(prog="python -m ferroptim",
-                                     description="ferroptim command-line tools.")
+    parser = argparse.ArgumentParser(
+        prog="python -m ferroptim", description="ferroptim command-line tools."
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    bench = commands.add_parser("bench", help="benchmark the optimizers against NumPy, torch "
-                                              "and a memory-bandwidth roofline",
-                                description=_bench.DESCRIPTION)
+    bench = commands.add_parser(
+        "bench",
+        help="benchmark the optimizers against NumPy, torch and a memory-bandwidth roofline",
+        description=_bench.DESCRIPTION,
+    )
     _bench.add_arguments(bench)
     args = parser.parse_args(argv)
     if args.command is None:

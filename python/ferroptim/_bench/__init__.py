@@ -31,15 +31,25 @@ One module per job:
 """
 
 from ferroptim._bench.cases import Case, parse_case
-from ferroptim._bench.cli import (DESCRIPTION, add_arguments, execute, main, run_parsed,
-                                  settings_from_args)
+from ferroptim._bench.cli import (
+    DESCRIPTION,
+    add_arguments,
+    execute,
+    main,
+    run_parsed,
+    settings_from_args,
+)
 from ferroptim._bench.peers import make_scratch
 from ferroptim._bench.registry import OPTIMIZERS, BenchOptimizer
 from ferroptim._bench.report import Section, render_markdown
 from ferroptim._bench.results import CaseResult, Report, ScalingResult
 from ferroptim._bench.runner import run
-from ferroptim._bench.settings import (DEFAULT_SIZES, QUICK_MATRIX_SCALING_SIZES,
-                                       QUICK_MATRIX_SIZES, Settings)
+from ferroptim._bench.settings import (
+    DEFAULT_SIZES,
+    QUICK_MATRIX_SCALING_SIZES,
+    QUICK_MATRIX_SIZES,
+    Settings,
+)
 from ferroptim._bench.timing import Peer, Timing, time_peers
 
 __all__ = [

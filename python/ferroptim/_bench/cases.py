@@ -53,24 +53,37 @@ def _gpt2_small_variables() -> List[Tuple[str, Shape]]:
     # mlp.c_proj, and ln_f) under the names of Keras layers: Embedding, LayerNormalization
     # (gamma, beta) and Dense (kernel, bias).
     d, ff, vocab, context, layers = 768, 3072, 50257, 1024, 12
-    variables: List[Tuple[str, Shape]] = [("token_embedding/embeddings", (vocab, d)),
-                                          ("position_embedding/embeddings", (context, d))]
+    variables: List[Tuple[str, Shape]] = [
+        ("token_embedding/embeddings", (vocab, d)),
+        ("position_embedding/embeddings", (context, d)),
+    ]
     for i in range(layers):
         block = f"transformer_layer_{i}"
-        for layer, fan_in, fan_out in [("ln_1", None, d), ("attn/c_attn", d, 3 * d),
-                                       ("attn/c_proj", d, d), ("ln_2", None, d),
-                                       ("mlp/c_fc", d, ff), ("mlp/c_proj", ff, d)]:
+        for layer, fan_in, fan_out in [
+            ("ln_1", None, d),
+            ("attn/c_attn", d, 3 * d),
+            ("attn/c_proj", d, d),
+            ("ln_2", None, d),
+            ("mlp/c_fc", d, ff),
+            ("mlp/c_proj", ff, d),
+        ]:
             if fan_in is None:
-                variables += [(f"{block}/{layer}/gamma", (fan_out,)),
-                              (f"{block}/{layer}/beta", (fan_out,))]
+                variables += [
+                    (f"{block}/{layer}/gamma", (fan_out,)),
+                    (f"{block}/{layer}/beta", (fan_out,)),
+                ]
             else:
-                variables += [(f"{block}/{layer}/kernel", (fan_in, fan_out)),
-                              (f"{block}/{layer}/bias", (fan_out,))]
+                variables += [
+                    (f"{block}/{layer}/kernel", (fan_in, fan_out)),
+                    (f"{block}/{layer}/bias", (fan_out,)),
+                ]
     return variables + [("ln_f/gamma", (d,)), ("ln_f/beta", (d,))]
 
 
 NAMED_CASES: Dict[str, Callable[[], List[Tuple[str, Shape]]]] = {
-    "mlp": _mlp_variables, "gpt2": _gpt2_small_variables}
+    "mlp": _mlp_variables,
+    "gpt2": _gpt2_small_variables,
+}
 
 _SUFFIXES = {"": 1, "K": 10**3, "M": 10**6}
 _SIZE = re.compile(r"^(?:(\d+)x)?(\d+)([KM]?)$", re.IGNORECASE)
@@ -96,8 +109,10 @@ def parse_case(text: str) -> Case:
         return Case(key.lower(), ((rows, cols),) * count)
     match = _SIZE.match(key)
     if match is None or int(match.group(2)) == 0 or int(match.group(1) or 1) == 0:
-        raise ValueError(f"Unknown size {text!r}: expected mlp, gpt2, <n>[K|M], <rows>*<cols> "
-                         f"or <count>x one of the last two, e.g. 32M, 100x1K or 768*3072.")
+        raise ValueError(
+            f"Unknown size {text!r}: expected mlp, gpt2, <n>[K|M], <rows>*<cols> "
+            f"or <count>x one of the last two, e.g. 32M, 100x1K or 768*3072."
+        )
     count = int(match.group(1) or 1)
     size = int(match.group(2)) * _SUFFIXES[match.group(3).upper()]
     name = key.upper().replace("X", "x") if match.group(3) else key

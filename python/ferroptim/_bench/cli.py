@@ -15,13 +15,22 @@ from ferroptim._bench.registry import DEFAULT_OPTIMIZERS, OPTIMIZERS
 from ferroptim._bench.report import Section, render_markdown
 from ferroptim._bench.results import Report
 from ferroptim._bench.runner import log, run
-from ferroptim._bench.settings import (DEFAULT_SCALING_SIZES, DEFAULT_SIZES, MATRIX_SCALING_SIZES,
-                                       MATRIX_SIZES, QUICK_MATRIX_SCALING_SIZES,
-                                       QUICK_MATRIX_SIZES, QUICK_SCALING_SIZES, QUICK_SIZES,
-                                       Settings)
+from ferroptim._bench.settings import (
+    DEFAULT_SCALING_SIZES,
+    DEFAULT_SIZES,
+    MATRIX_SCALING_SIZES,
+    MATRIX_SIZES,
+    QUICK_MATRIX_SCALING_SIZES,
+    QUICK_MATRIX_SIZES,
+    QUICK_SCALING_SIZES,
+    QUICK_SIZES,
+    Settings,
+)
 
-DESCRIPTION = ("Time ferroptim's optimizer steps against NumPy, NumPy with out=, torch (when "
-               "installed) and a native roofline, in one process, and print a Markdown table.")
+DESCRIPTION = (
+    "Time ferroptim's optimizer steps against NumPy, NumPy with out=, torch (when "
+    "installed) and a native roofline, in one process, and print a Markdown table."
+)
 
 
 def _split(text: str) -> List[str]:
@@ -35,30 +44,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser: the parser of `python -m ferroptim bench` or of `benches/bench.py`.
     """
     cores = os.cpu_count() or 1
-    parser.add_argument("--quick", action="store_true",
-                        help=f"small sizes ({QUICK_SIZES}) and short timing: a smoke test "
-                             "that finishes in well under a minute")
-    parser.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS), metavar="LIST",
-                        help="comma-separated, from: " + ", ".join(OPTIMIZERS)
-                             + "; or all (default: " + ",".join(DEFAULT_OPTIMIZERS) + ")")
-    parser.add_argument("--sizes", metavar="LIST",
-                        help=f"cases of every optimizer (default: {DEFAULT_SIZES}; for "
-                             f"adafactor and muon, which are not element-wise: "
-                             f"{MATRIX_SIZES}); <n>[K|M] is one tensor of n elements (K=1e3, "
-                             "M=1e6), <rows>*<cols> one matrix, <count>x<n>[K|M] or "
-                             "<count>x<rows>*<cols> that many tensors, mlp is 784-256-128-10, "
-                             "gpt2 the 148 tensors of GPT-2 small")
-    parser.add_argument("--scaling-sizes", metavar="LIST",
-                        help=f"cases of the thread-scaling table (default: "
-                             f"{DEFAULT_SCALING_SIZES}; adafactor and muon: "
-                             f"{MATRIX_SCALING_SIZES}; empty to skip)")
-    parser.add_argument("--threads", metavar="LIST", default=f"1,{cores}" if cores > 1 else "1",
-                        help="thread counts compared in the scaling table; the main table "
-                             "uses the largest (default: 1,<cores>)")
-    parser.add_argument("--repeats", type=int, metavar="N",
-                        help="timed blocks per peer (default: 7, quick: 3)")
-    parser.add_argument("--min-block-ms", type=float, metavar="MS",
-                        help="minimum duration of a timed block (default: 25, quick: 10)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"small sizes ({QUICK_SIZES}) and short timing: a smoke test "
+        "that finishes in well under a minute",
+    )
+    parser.add_argument(
+        "--optimizers",
+        default=",".join(DEFAULT_OPTIMIZERS),
+        metavar="LIST",
+        help="comma-separated, from: "
+        + ", ".join(OPTIMIZERS)
+        + "; or all (default: "
+        + ",".join(DEFAULT_OPTIMIZERS)
+        + ")",
+    )
+    parser.add_argument(
+        "--sizes",
+        metavar="LIST",
+        help=f"cases of every optimizer (default: {DEFAULT_SIZES}; for "
+        f"adafactor and muon, which are not element-wise: "
+        f"{MATRIX_SIZES}); <n>[K|M] is one tensor of n elements (K=1e3, "
+        "M=1e6), <rows>*<cols> one matrix, <count>x<n>[K|M] or "
+        "<count>x<rows>*<cols> that many tensors, mlp is 784-256-128-10, "
+        "gpt2 the 148 tensors of GPT-2 small",
+    )
+    parser.add_argument(
+        "--scaling-sizes",
+        metavar="LIST",
+        help=f"cases of the thread-scaling table (default: "
+        f"{DEFAULT_SCALING_SIZES}; adafactor and muon: "
+        f"{MATRIX_SCALING_SIZES}; empty to skip)",
+    )
+    parser.add_argument(
+        "--threads",
+        metavar="LIST",
+        default=f"1,{cores}" if cores > 1 else "1",
+        help="thread counts compared in the scaling table; the main table "
+        "uses the largest (default: 1,<cores>)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, metavar="N", help="timed blocks per peer (default: 7, quick: 3)"
+    )
+    parser.add_argument(
+        "--min-block-ms",
+        type=float,
+        metavar="MS",
+        help="minimum duration of a timed block (default: 25, quick: 10)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
 
 
@@ -73,8 +107,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         optimizers = list(OPTIMIZERS)
     unknown = [name for name in optimizers if name not in OPTIMIZERS]
     if unknown or not optimizers:
-        raise ValueError(f"--optimizers: unknown {', '.join(unknown) or '(empty list)'}; "
-                         f"known: {', '.join(OPTIMIZERS)}, or all")
+        raise ValueError(
+            f"--optimizers: unknown {', '.join(unknown) or '(empty list)'}; "
+            f"known: {', '.join(OPTIMIZERS)}, or all"
+        )
     try:
         threads = [int(n) for n in _split(args.threads)]
     except ValueError:
@@ -97,8 +133,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.sizes is None:
         settings.matrix_sizes = cases(None, MATRIX_SIZES, QUICK_MATRIX_SIZES)
     if args.scaling_sizes is None:
-        settings.matrix_scaling_sizes = cases(None, MATRIX_SCALING_SIZES,
-                                              QUICK_MATRIX_SCALING_SIZES)
+        settings.matrix_scaling_sizes = cases(
+            None, MATRIX_SCALING_SIZES, QUICK_MATRIX_SCALING_SIZES
+        )
     if args.quick:
         settings.min_block, settings.repeats, settings.budget = 0.010, 3, 0.3
     if args.repeats is not None:
@@ -113,8 +150,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def execute(settings: Settings, stdout: Optional[TextIO] = None,
-            sections: Sequence[Section] = ()) -> Report:
+def execute(
+    settings: Settings, stdout: Optional[TextIO] = None, sections: Sequence[Section] = ()
+) -> Report:
     """Run the benchmark, print its Markdown, write the JSON if asked.
 
     Args:
@@ -133,8 +171,9 @@ def execute(settings: Settings, stdout: Optional[TextIO] = None,
     return report
 
 
-def run_parsed(parser: argparse.ArgumentParser, args: argparse.Namespace,
-               sections: Sequence[Section] = ()) -> int:
+def run_parsed(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, sections: Sequence[Section] = ()
+) -> int:
     """Run the benchmark `args` asks for; a bad option is `parser`'s usage error (exit 2).
 
     Args:

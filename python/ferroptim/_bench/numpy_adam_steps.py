@@ -13,8 +13,17 @@ import numpy as np
 from ferroptim._bench.cases import Arrays
 
 
-def adam_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
-               learning_rate: float, beta_1: float, beta_2: float, epsilon: float) -> None:
+def adam_numpy(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+) -> None:
     """Adam as a NumPy user writes it (keras/src/optimizers/adam.py order, "epsilon hat").
 
     Args:
@@ -33,8 +42,9 @@ def adam_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iteration
         p -= (m * alpha) / (np.sqrt(v) + epsilon)
 
 
-def _adam_moments_out(g: np.ndarray, m: np.ndarray, v: np.ndarray, s: np.ndarray,
-                      beta_1: float, beta_2: float) -> None:
+def _adam_moments_out(
+    g: np.ndarray, m: np.ndarray, v: np.ndarray, s: np.ndarray, beta_1: float, beta_2: float
+) -> None:
     # Adam's two moving averages (Nadam's and Lamb's too) with `out=`: m += (g - m) * (1 -
     # beta_1), v += (g * g - v) * (1 - beta_2), through the scratch s.
     np.subtract(g, m, out=s)
@@ -46,9 +56,18 @@ def _adam_moments_out(g: np.ndarray, m: np.ndarray, v: np.ndarray, s: np.ndarray
     v += s
 
 
-def adam_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
-                   scratch: Sequence[Arrays], iterations: int, *,
-                   learning_rate: float, beta_1: float, beta_2: float, epsilon: float) -> None:
+def adam_numpy_out(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    scratch: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+) -> None:
     """Adam in in-place ufuncs over preallocated scratch (no temporaries).
 
     Args:
@@ -68,8 +87,17 @@ def adam_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
         p -= s
 
 
-def adamax_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
-                 learning_rate: float, beta_1: float, beta_2: float, epsilon: float) -> None:
+def adamax_numpy(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+) -> None:
     """Adamax as a NumPy user writes it (keras/src/optimizers/adamax.py order).
 
     Args:
@@ -87,9 +115,18 @@ def adamax_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterati
         p -= learning_rate * m / ((1 - beta_1**t) * (u + epsilon))
 
 
-def adamax_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
-                     scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
-                     beta_1: float, beta_2: float, epsilon: float) -> None:
+def adamax_numpy_out(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    scratch: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+) -> None:
     """Adamax in in-place ufuncs over preallocated scratch (no temporaries).
 
     Args:
@@ -113,8 +150,9 @@ def adamax_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
         p -= s
 
 
-def _nadam_scalars(u_product: np.ndarray, iterations: int, beta_1: float,
-                   beta_2: float) -> Tuple[float, float, float, float, float]:
+def _nadam_scalars(
+    u_product: np.ndarray, iterations: int, beta_1: float, beta_2: float
+) -> Tuple[float, float, float, float, float]:
     # Once per step, before any tensor: the momentum-cache product advances (kept in the
     # parameters' dtype, as Keras keeps it).
     t = iterations + 1
@@ -125,8 +163,17 @@ def _nadam_scalars(u_product: np.ndarray, iterations: int, beta_1: float,
     return u_t, u_t_1, u_product_t, u_product_t * u_t_1, beta_2**t
 
 
-def nadam_numpy(params: Arrays, grads: Arrays, slots: Sequence[Any], iterations: int, *,
-                learning_rate: float, beta_1: float, beta_2: float, epsilon: float) -> None:
+def nadam_numpy(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Any],
+    iterations: int,
+    *,
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+) -> None:
     """Nadam as a NumPy user writes it (keras/src/optimizers/nadam.py order).
 
     Args:
@@ -139,7 +186,8 @@ def nadam_numpy(params: Arrays, grads: Arrays, slots: Sequence[Any], iterations:
     """
     momentums, velocities, u_product = slots
     u_t, u_t_1, u_product_t, u_product_t_1, beta_2_power = _nadam_scalars(
-        u_product, iterations, beta_1, beta_2)
+        u_product, iterations, beta_1, beta_2
+    )
     for p, g, m, v in zip(params, grads, momentums, velocities):
         m += (g - m) * (1 - beta_1)
         v += (g * g - v) * (1 - beta_2)
@@ -148,9 +196,18 @@ def nadam_numpy(params: Arrays, grads: Arrays, slots: Sequence[Any], iterations:
         p -= (m_hat * learning_rate) / (np.sqrt(v_hat) + epsilon)
 
 
-def nadam_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Any],
-                    scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
-                    beta_1: float, beta_2: float, epsilon: float) -> None:
+def nadam_numpy_out(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Any],
+    scratch: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+) -> None:
     """Nadam in in-place ufuncs over preallocated scratch (no temporaries).
 
     Args:
@@ -160,7 +217,8 @@ def nadam_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Any],
     """
     momentums, velocities, u_product = slots
     u_t, u_t_1, u_product_t, u_product_t_1, beta_2_power = _nadam_scalars(
-        u_product, iterations, beta_1, beta_2)
+        u_product, iterations, beta_1, beta_2
+    )
     m_scale = u_t_1 / (1 - u_product_t_1)
     g_scale = (1 - u_t) / (1 - u_product_t)
     v_scale = 1 / (1 - beta_2_power)
@@ -177,8 +235,17 @@ def nadam_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Any],
         p -= s
 
 
-def lamb_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
-               learning_rate: float, beta_1: float, beta_2: float, epsilon: float) -> None:
+def lamb_numpy(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+) -> None:
     """Lamb as a NumPy user writes it (keras/src/optimizers/lamb.py order).
 
     Args:
@@ -200,9 +267,18 @@ def lamb_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iteration
         p -= ratio * learning_rate * update
 
 
-def lamb_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
-                   scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
-                   beta_1: float, beta_2: float, epsilon: float) -> None:
+def lamb_numpy_out(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    scratch: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+) -> None:
     """Lamb in in-place ufuncs over preallocated scratch (no temporaries; the norms are BLAS
     dot products).
 
@@ -230,9 +306,18 @@ def lamb_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
         p -= s
 
 
-def schedule_free_adamw_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
-                              iterations: int, *, learning_rate: float, beta_1: float,
-                              beta_2: float, epsilon: float, warmup_steps: int) -> None:
+def schedule_free_adamw_numpy(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+    warmup_steps: int,
+) -> None:
     """ScheduleFreeAdamW as a NumPy user writes it (keras/src/optimizers/schedule_free_adamw.py
     order): the parameters hold y, the `momentums` z.
 
@@ -259,10 +344,19 @@ def schedule_free_adamw_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arr
         y[...] = (1 - beta_1) * z + beta_1 * x_new
 
 
-def schedule_free_adamw_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
-                                  scratch: Sequence[Arrays], iterations: int, *,
-                                  learning_rate: float, beta_1: float, beta_2: float,
-                                  epsilon: float, warmup_steps: int) -> None:
+def schedule_free_adamw_numpy_out(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    scratch: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+    warmup_steps: int,
+) -> None:
     """ScheduleFreeAdamW in in-place ufuncs over preallocated scratch (no temporaries).
 
     Args:

@@ -27,22 +27,32 @@ def adafactor_state(params: Arrays, names: Sequence[str], **hyperparameters: Any
     """
     del names, hyperparameters
     rs = [np.zeros(p.shape[:-1], p.dtype) if p.ndim >= 2 else None for p in params]
-    cs = [np.zeros(p.shape[:-2] + p.shape[-1:], p.dtype) if p.ndim >= 2 else None
-          for p in params]
+    cs = [np.zeros(p.shape[:-2] + p.shape[-1:], p.dtype) if p.ndim >= 2 else None for p in params]
     return [rs, cs, [np.zeros_like(p) for p in params]]
 
 
-def _adafactor_scalars(iterations: int, learning_rate: float,
-                       beta_2_decay: float) -> Tuple[float, float]:
+def _adafactor_scalars(
+    iterations: int, learning_rate: float, beta_2_decay: float
+) -> Tuple[float, float]:
     # rho_t and beta_2_t. `relative_step` caps the learning rate at 1 / sqrt(t), then Keras
     # takes the same minimum again unconditionally: the switch changes nothing.
     t = iterations + 1
     return min(learning_rate, 1 / math.sqrt(t)), 1 - t**beta_2_decay
 
 
-def adafactor_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
-                    learning_rate: float, beta_2_decay: float, epsilon_1: float,
-                    epsilon_2: float, clip_threshold: float, relative_step: bool) -> None:
+def adafactor_numpy(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    beta_2_decay: float,
+    epsilon_1: float,
+    epsilon_2: float,
+    clip_threshold: float,
+    relative_step: bool,
+) -> None:
     """Adafactor as a NumPy user writes it (keras/src/optimizers/adafactor.py order).
 
     Args:
@@ -70,10 +80,20 @@ def adafactor_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iter
         p -= alpha_t * u_hat
 
 
-def adafactor_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
-                        scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
-                        beta_2_decay: float, epsilon_1: float, epsilon_2: float,
-                        clip_threshold: float, relative_step: bool) -> None:
+def adafactor_numpy_out(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    scratch: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    beta_2_decay: float,
+    epsilon_1: float,
+    epsilon_2: float,
+    clip_threshold: float,
+    relative_step: bool,
+) -> None:
     """Adafactor in in-place ufuncs over preallocated scratch (no temporaries; the sums of
     squares are BLAS dot products).
 
@@ -92,19 +112,19 @@ def adafactor_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
             # v holds the regulated squared gradient until it is rebuilt from r and c.
             np.multiply(g, g, out=v)
             v += epsilon_1
-            row = flat_s[:r.size].reshape(r.shape)
+            row = flat_s[: r.size].reshape(r.shape)
             np.mean(v, axis=-1, out=row)
             row *= 1 - beta_2_t
             r *= beta_2_t
             r += row
-            column = flat_s[:c.size].reshape(c.shape)
+            column = flat_s[: c.size].reshape(c.shape)
             np.mean(v, axis=-2, out=column)
             column *= 1 - beta_2_t
             c *= beta_2_t
             c += column
-            r_mean = flat_s[:r.size // r.shape[-1]].reshape(r.shape[:-1] + (1,))
+            r_mean = flat_s[: r.size // r.shape[-1]].reshape(r.shape[:-1] + (1,))
             np.mean(r, axis=-1, keepdims=True, out=r_mean)
-            ratio = t.reshape(-1)[:r.size].reshape(r.shape)
+            ratio = t.reshape(-1)[: r.size].reshape(r.shape)
             np.divide(r, r_mean, out=ratio)
             np.multiply(ratio[..., :, None], c[..., None, :], out=v)
         else:
@@ -120,8 +140,14 @@ def adafactor_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
         p -= s
 
 
-def muon_state(params: Arrays, names: Sequence[str], *, exclude_embeddings: bool,
-               exclude_layers: Optional[Sequence[str]], **hyperparameters: Any) -> List[Any]:
+def muon_state(
+    params: Arrays,
+    names: Sequence[str],
+    *,
+    exclude_embeddings: bool,
+    exclude_layers: Optional[Sequence[str]],
+    **hyperparameters: Any,
+) -> List[Any]:
     """Muon's NumPy state, routed as Keras routes at build: `[momentums, velocities]`, one
     entry per parameter; the velocity is None for a parameter on the Muon path (rank 2, its
     name neither an embedding's, when `exclude_embeddings`, nor matched by `exclude_layers`).
@@ -135,11 +161,16 @@ def muon_state(params: Arrays, names: Sequence[str], *, exclude_embeddings: bool
     del hyperparameters
 
     def adamw(p: np.ndarray, name: str) -> bool:
-        return (p.ndim != 2 or (exclude_embeddings and "embedding" in name.lower())
-                or any(re.search(keyword, name) for keyword in exclude_layers or ()))
+        return (
+            p.ndim != 2
+            or (exclude_embeddings and "embedding" in name.lower())
+            or any(re.search(keyword, name) for keyword in exclude_layers or ())
+        )
 
-    return [[np.zeros_like(p) for p in params],
-            [np.zeros_like(p) if adamw(p, name) else None for p, name in zip(params, names)]]
+    return [
+        [np.zeros_like(p) for p in params],
+        [np.zeros_like(p) if adamw(p, name) else None for p, name in zip(params, names)],
+    ]
 
 
 def _newton_schulz_numpy(x: np.ndarray, steps: int, a: float, b: float, c: float) -> np.ndarray:
@@ -154,13 +185,29 @@ def _newton_schulz_numpy(x: np.ndarray, steps: int, a: float, b: float, c: float
     return x.T if transposed else x
 
 
-def muon_numpy(params: Arrays, grads: Arrays, slots: Sequence[Any], iterations: int, *,
-               learning_rate: float, adam_beta_1: float, adam_beta_2: float,
-               adam_weight_decay: Optional[float], epsilon: float,
-               weight_decay: Optional[float], exclude_layers: Optional[Sequence[str]],
-               exclude_embeddings: bool, muon_a: float, muon_b: float, muon_c: float,
-               adam_lr_ratio: float, momentum: float, ns_steps: int, nesterov: bool,
-               rms_rate: Optional[float]) -> None:
+def muon_numpy(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Any],
+    iterations: int,
+    *,
+    learning_rate: float,
+    adam_beta_1: float,
+    adam_beta_2: float,
+    adam_weight_decay: Optional[float],
+    epsilon: float,
+    weight_decay: Optional[float],
+    exclude_layers: Optional[Sequence[str]],
+    exclude_embeddings: bool,
+    muon_a: float,
+    muon_b: float,
+    muon_c: float,
+    adam_lr_ratio: float,
+    momentum: float,
+    ns_steps: int,
+    nesterov: bool,
+    rms_rate: Optional[float],
+) -> None:
     """Muon as a NumPy user writes it (keras/src/optimizers/muon.py order): momentum, Newton-
     Schulz with NumPy's matrix products, and Adam (`adam_numpy`) on the AdamW path.
 
@@ -181,9 +228,16 @@ def muon_numpy(params: Arrays, grads: Arrays, slots: Sequence[Any], iterations: 
         if v is not None:
             if adam_weight_decay is not None:
                 p -= p * adam_weight_decay * learning_rate
-            adam_numpy([p], [g], [[m], [v]], iterations,
-                       learning_rate=learning_rate * adam_lr_ratio, beta_1=adam_beta_1,
-                       beta_2=adam_beta_2, epsilon=epsilon)
+            adam_numpy(
+                [p],
+                [g],
+                [[m], [v]],
+                iterations,
+                learning_rate=learning_rate * adam_lr_ratio,
+                beta_1=adam_beta_1,
+                beta_2=adam_beta_2,
+                epsilon=epsilon,
+            )
             continue
         if weight_decay is not None:
             p -= p * weight_decay * learning_rate
@@ -195,17 +249,24 @@ def muon_numpy(params: Arrays, grads: Arrays, slots: Sequence[Any], iterations: 
         p -= update
 
 
-def _newton_schulz_numpy_out(x: np.ndarray, steps: int, a: float, b: float, c: float,
-                             other: np.ndarray, gram_buffer: np.ndarray,
-                             poly_buffer: np.ndarray) -> np.ndarray:
+def _newton_schulz_numpy_out(
+    x: np.ndarray,
+    steps: int,
+    a: float,
+    b: float,
+    c: float,
+    other: np.ndarray,
+    gram_buffer: np.ndarray,
+    poly_buffer: np.ndarray,
+) -> np.ndarray:
     # `_newton_schulz_numpy` with `out=` products into scratch; `x` is overwritten and the
     # result is `x` or `other` (both of x's shape). A tall x = X^T is not transposed: the
     # iteration on X runs on x itself, A = x^T x and x' = a x + x B (A and B are symmetric),
     # so every product writes a contiguous array.
     wide = x.shape[0] <= x.shape[1]
     size = min(x.shape)
-    gram = gram_buffer.reshape(-1)[:size * size].reshape(size, size)
-    poly = poly_buffer.reshape(-1)[:size * size].reshape(size, size)
+    gram = gram_buffer.reshape(-1)[: size * size].reshape(size, size)
+    poly = poly_buffer.reshape(-1)[: size * size].reshape(size, size)
     flat = x.reshape(-1)
     x /= math.sqrt(float(np.dot(flat, flat))) + 1e-7
     for _ in range(steps):
@@ -227,14 +288,30 @@ def _newton_schulz_numpy_out(x: np.ndarray, steps: int, a: float, b: float, c: f
     return x
 
 
-def muon_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Any],
-                   scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
-                   adam_beta_1: float, adam_beta_2: float, adam_weight_decay: Optional[float],
-                   epsilon: float, weight_decay: Optional[float],
-                   exclude_layers: Optional[Sequence[str]], exclude_embeddings: bool,
-                   muon_a: float, muon_b: float, muon_c: float, adam_lr_ratio: float,
-                   momentum: float, ns_steps: int, nesterov: bool,
-                   rms_rate: Optional[float]) -> None:
+def muon_numpy_out(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Any],
+    scratch: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    adam_beta_1: float,
+    adam_beta_2: float,
+    adam_weight_decay: Optional[float],
+    epsilon: float,
+    weight_decay: Optional[float],
+    exclude_layers: Optional[Sequence[str]],
+    exclude_embeddings: bool,
+    muon_a: float,
+    muon_b: float,
+    muon_c: float,
+    adam_lr_ratio: float,
+    momentum: float,
+    ns_steps: int,
+    nesterov: bool,
+    rms_rate: Optional[float],
+) -> None:
     """Muon in in-place ufuncs and `out=` matrix products over preallocated scratch, and
     `adam_numpy_out` on the AdamW path.
 
@@ -255,9 +332,17 @@ def muon_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Any],
             s *= learning_rate
             p -= s
         if v is not None:
-            adam_numpy_out([p], [g], [[m], [v]], [[s]], iterations,
-                           learning_rate=learning_rate * adam_lr_ratio, beta_1=adam_beta_1,
-                           beta_2=adam_beta_2, epsilon=epsilon)
+            adam_numpy_out(
+                [p],
+                [g],
+                [[m], [v]],
+                [[s]],
+                iterations,
+                learning_rate=learning_rate * adam_lr_ratio,
+                beta_1=adam_beta_1,
+                beta_2=adam_beta_2,
+                epsilon=epsilon,
+            )
             continue
         np.multiply(m, momentum - 1, out=s)
         s += g

@@ -17,8 +17,15 @@ import numpy as np
 from ferroptim._bench.cases import Arrays
 
 
-def sgd_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
-              learning_rate: float, momentum: float) -> None:
+def sgd_numpy(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    momentum: float,
+) -> None:
     """SGD with momentum as a NumPy user writes it (keras/src/optimizers/sgd.py order).
 
     Args:
@@ -36,9 +43,16 @@ def sgd_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations
         p += m
 
 
-def sgd_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
-                  scratch: Sequence[Arrays], iterations: int, *,
-                  learning_rate: float, momentum: float) -> None:
+def sgd_numpy_out(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    scratch: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    momentum: float,
+) -> None:
     """SGD with momentum in in-place ufuncs over preallocated scratch (no temporaries).
 
     Args:
@@ -54,9 +68,18 @@ def sgd_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
         p += m
 
 
-def rmsprop_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
-                  learning_rate: float, rho: float, momentum: float, epsilon: float,
-                  centered: bool) -> None:
+def rmsprop_numpy(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    rho: float,
+    momentum: float,
+    epsilon: float,
+    centered: bool,
+) -> None:
     """RMSprop as a NumPy user writes it (keras/src/optimizers/rmsprop.py order: epsilon
     inside the square root).
 
@@ -90,9 +113,19 @@ def rmsprop_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterat
             p -= increment
 
 
-def rmsprop_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
-                      scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
-                      rho: float, momentum: float, epsilon: float, centered: bool) -> None:
+def rmsprop_numpy_out(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    scratch: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    rho: float,
+    momentum: float,
+    epsilon: float,
+    centered: bool,
+) -> None:
     """RMSprop in in-place ufuncs over preallocated scratch (no temporaries).
 
     Args:
@@ -132,9 +165,16 @@ def rmsprop_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
             p -= s
 
 
-def adagrad_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
-                  learning_rate: float, initial_accumulator_value: float,
-                  epsilon: float) -> None:
+def adagrad_numpy(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    initial_accumulator_value: float,
+    epsilon: float,
+) -> None:
     """Adagrad as a NumPy user writes it (keras/src/optimizers/adagrad.py order: epsilon
     inside the square root).
 
@@ -153,9 +193,17 @@ def adagrad_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterat
         p -= learning_rate * g / np.sqrt(acc + epsilon)
 
 
-def adagrad_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
-                      scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
-                      initial_accumulator_value: float, epsilon: float) -> None:
+def adagrad_numpy_out(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    scratch: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    initial_accumulator_value: float,
+    epsilon: float,
+) -> None:
     """Adagrad in in-place ufuncs over preallocated scratch (no temporaries).
 
     Args:
@@ -175,8 +223,16 @@ def adagrad_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
         p -= s
 
 
-def adadelta_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
-                   learning_rate: float, rho: float, epsilon: float) -> None:
+def adadelta_numpy(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    rho: float,
+    epsilon: float,
+) -> None:
     """Adadelta as a NumPy user writes it (keras/src/optimizers/adadelta.py order).
 
     Args:
@@ -196,9 +252,17 @@ def adadelta_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], itera
         p += learning_rate * delta
 
 
-def adadelta_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
-                       scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
-                       rho: float, epsilon: float) -> None:
+def adadelta_numpy_out(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    scratch: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    rho: float,
+    epsilon: float,
+) -> None:
     """Adadelta in in-place ufuncs over preallocated scratch (no temporaries).
 
     Args:
@@ -207,8 +271,9 @@ def adadelta_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
     """
     del iterations
     accumulated_grads, accumulated_delta_vars = slots
-    for p, g, eg, edx, (s, t) in zip(params, grads, accumulated_grads, accumulated_delta_vars,
-                                     scratch):
+    for p, g, eg, edx, (s, t) in zip(
+        params, grads, accumulated_grads, accumulated_delta_vars, scratch
+    ):
         eg *= rho
         np.multiply(g, g, out=s)
         s *= 1 - rho
@@ -228,8 +293,16 @@ def adadelta_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
         p -= s
 
 
-def lion_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
-               learning_rate: float, beta_1: float, beta_2: float) -> None:
+def lion_numpy(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+) -> None:
     """Lion as a NumPy user writes it (keras/src/optimizers/lion.py order).
 
     Args:
@@ -246,9 +319,17 @@ def lion_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iteration
         m[...] = m * beta_2 + g * (1 - beta_2)
 
 
-def lion_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
-                   scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
-                   beta_1: float, beta_2: float) -> None:
+def lion_numpy_out(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    scratch: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+) -> None:
     """Lion in in-place ufuncs over preallocated scratch (no temporaries).
 
     Args:
@@ -269,11 +350,20 @@ def lion_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
         m += t
 
 
-def ftrl_numpy(params: Arrays, grads: Arrays, slots: Sequence[Arrays], iterations: int, *,
-               learning_rate: float, learning_rate_power: float,
-               initial_accumulator_value: float, l1_regularization_strength: float,
-               l2_regularization_strength: float, l2_shrinkage_regularization_strength: float,
-               beta: float) -> None:
+def ftrl_numpy(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    learning_rate_power: float,
+    initial_accumulator_value: float,
+    l1_regularization_strength: float,
+    l2_regularization_strength: float,
+    l2_shrinkage_regularization_strength: float,
+    beta: float,
+) -> None:
     """FTRL as a NumPy user writes it (keras/src/optimizers/ftrl.py order).
 
     Args:
@@ -310,11 +400,21 @@ def _power_out(x: np.ndarray, power: float, out: np.ndarray) -> None:
         np.power(x, power, out=out)
 
 
-def ftrl_numpy_out(params: Arrays, grads: Arrays, slots: Sequence[Arrays],
-                   scratch: Sequence[Arrays], iterations: int, *, learning_rate: float,
-                   learning_rate_power: float, initial_accumulator_value: float,
-                   l1_regularization_strength: float, l2_regularization_strength: float,
-                   l2_shrinkage_regularization_strength: float, beta: float) -> None:
+def ftrl_numpy_out(
+    params: Arrays,
+    grads: Arrays,
+    slots: Sequence[Arrays],
+    scratch: Sequence[Arrays],
+    iterations: int,
+    *,
+    learning_rate: float,
+    learning_rate_power: float,
+    initial_accumulator_value: float,
+    l1_regularization_strength: float,
+    l2_regularization_strength: float,
+    l2_shrinkage_regularization_strength: float,
+    beta: float,
+) -> None:
     """FTRL in in-place ufuncs over preallocated scratch (no temporaries).
 
     Args:

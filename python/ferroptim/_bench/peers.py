@@ -17,8 +17,13 @@ from ferroptim._bench.timing import Peer
 # The peers of the main table, in the order their blocks alternate, and their names in the
 # report's tables.
 MAIN_PEERS = ("ferroptim", "roofline", "numpy", "numpy_out", "torch")
-PEER_TITLES = {"ferroptim": "ferroptim", "roofline": "roofline", "numpy": "NumPy",
-               "numpy_out": "NumPy out=", "torch": "torch"}
+PEER_TITLES = {
+    "ferroptim": "ferroptim",
+    "roofline": "roofline",
+    "numpy": "NumPy",
+    "numpy_out": "NumPy out=",
+    "torch": "torch",
+}
 
 
 class Unavailable(Exception):
@@ -45,9 +50,14 @@ def import_torch() -> Any:
         raise Unavailable(f"torch is not installed ({error})") from None
 
 
-def ferroptim_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays, name: str = "ferroptim",
-                   threads: Optional[int] = None,
-                   names: Optional[Sequence[str]] = None) -> Peer:
+def ferroptim_peer(
+    spec: BenchOptimizer,
+    params: Arrays,
+    grads: Arrays,
+    name: str = "ferroptim",
+    threads: Optional[int] = None,
+    names: Optional[Sequence[str]] = None,
+) -> Peer:
     """ferroptim through its public API: `opt.apply_gradients(zip(grads, params))`.
 
     Args:
@@ -70,8 +80,13 @@ def ferroptim_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays, name: st
     return Peer(name, step, setup)
 
 
-def roofline_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays, name: str = "roofline",
-                  threads: Optional[int] = None) -> Peer:
+def roofline_peer(
+    spec: BenchOptimizer,
+    params: Arrays,
+    grads: Arrays,
+    name: str = "roofline",
+    threads: Optional[int] = None,
+) -> Peer:
     """The native streaming floor: the same streams as the optimizer's step.
 
     Args:
@@ -83,8 +98,10 @@ def roofline_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays, name: str
     from ferroptim import _native
 
     if not spec.element_wise:
-        raise Unavailable(f"{spec.keras_name} is not element-wise: its step is not one pass "
-                          "over memory, so it has no streaming floor")
+        raise Unavailable(
+            f"{spec.keras_name} is not element-wise: its step is not one pass "
+            "over memory, so it has no streaming floor"
+        )
 
     slots = spec.make_slots(params)
 
@@ -95,8 +112,13 @@ def roofline_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays, name: str
     return Peer(name, step, setup)
 
 
-def numpy_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays,
-               names: Optional[Sequence[str]] = None, out: bool = False) -> Peer:
+def numpy_peer(
+    spec: BenchOptimizer,
+    params: Arrays,
+    grads: Arrays,
+    names: Optional[Sequence[str]] = None,
+    out: bool = False,
+) -> Peer:
     """NumPy as a user writes it (`spec.numpy_step`), or with `out=` and preallocated scratch
     (`spec.numpy_out_step`), with its own state.
 
@@ -134,7 +156,7 @@ def make_scratch(spec: BenchOptimizer, params: Arrays) -> List[Arrays]:
     """
     largest = max((p.size for p in params), default=0)
     buffers = [np.empty(largest, dtype=DTYPE) for _ in range(spec.scratch_per_tensor)]
-    return [[buffer[:p.size].reshape(p.shape) for buffer in buffers] for p in params]
+    return [[buffer[: p.size].reshape(p.shape) for buffer in buffers] for p in params]
 
 
 def torch_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays, threads: int) -> Peer:

@@ -15,42 +15,89 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ferroptim._bench.cases import DTYPE, Arrays
-from ferroptim._bench.numpy_matrix_steps import (adafactor_numpy, adafactor_numpy_out,
-                                                  adafactor_state, muon_numpy, muon_numpy_out,
-                                                  muon_state)
-from ferroptim._bench.numpy_adam_steps import (adam_numpy, adam_numpy_out, adamax_numpy,
-                                               adamax_numpy_out, lamb_numpy, lamb_numpy_out,
-                                               nadam_numpy, nadam_numpy_out,
-                                               schedule_free_adamw_numpy,
-                                               schedule_free_adamw_numpy_out)
-from ferroptim._bench.numpy_steps import (adadelta_numpy, adadelta_numpy_out, adagrad_numpy,
-                                          adagrad_numpy_out, ftrl_numpy, ftrl_numpy_out,
-                                          lion_numpy, lion_numpy_out, rmsprop_numpy,
-                                          rmsprop_numpy_out, sgd_numpy, sgd_numpy_out)
+from ferroptim._bench.numpy_adam_steps import (
+    adam_numpy,
+    adam_numpy_out,
+    adamax_numpy,
+    adamax_numpy_out,
+    lamb_numpy,
+    lamb_numpy_out,
+    nadam_numpy,
+    nadam_numpy_out,
+    schedule_free_adamw_numpy,
+    schedule_free_adamw_numpy_out,
+)
+from ferroptim._bench.numpy_matrix_steps import (
+    adafactor_numpy,
+    adafactor_numpy_out,
+    adafactor_state,
+    muon_numpy,
+    muon_numpy_out,
+    muon_state,
+)
+from ferroptim._bench.numpy_steps import (
+    adadelta_numpy,
+    adadelta_numpy_out,
+    adagrad_numpy,
+    adagrad_numpy_out,
+    ftrl_numpy,
+    ftrl_numpy_out,
+    lion_numpy,
+    lion_numpy_out,
+    rmsprop_numpy,
+    rmsprop_numpy_out,
+    sgd_numpy,
+    sgd_numpy_out,
+)
 
 
-def _sgd_torch(torch: Any, tensors: list, implementation: Mapping[str, Any], *,
-               learning_rate: float, momentum: float) -> Any:
+def _sgd_torch(
+    torch: Any,
+    tensors: list,
+    implementation: Mapping[str, Any],
+    *,
+    learning_rate: float,
+    momentum: float,
+) -> Any:
     # torch keeps `buf = momentum * buf + g; p -= lr * buf`: the same streams as Keras's form.
     return torch.optim.SGD(tensors, lr=learning_rate, momentum=momentum, **implementation)
 
 
-def _adam_torch(torch: Any, tensors: list, implementation: Mapping[str, Any], *,
-                learning_rate: float, beta_1: float, beta_2: float, epsilon: float) -> Any:
+def _adam_torch(
+    torch: Any,
+    tensors: list,
+    implementation: Mapping[str, Any],
+    *,
+    learning_rate: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+) -> Any:
     # torch adds eps to the bias-corrected sqrt(v) where Keras adds it to the raw one: the
     # numbers differ slightly, the work per element does not.
-    return torch.optim.Adam(tensors, lr=learning_rate, betas=(beta_1, beta_2), eps=epsilon,
-                            **implementation)
+    return torch.optim.Adam(
+        tensors, lr=learning_rate, betas=(beta_1, beta_2), eps=epsilon, **implementation
+    )
 
 
-def _adagrad_torch(torch: Any, tensors: list, implementation: Mapping[str, Any], *,
-                   learning_rate: float, initial_accumulator_value: float,
-                   epsilon: float) -> Any:
+def _adagrad_torch(
+    torch: Any,
+    tensors: list,
+    implementation: Mapping[str, Any],
+    *,
+    learning_rate: float,
+    initial_accumulator_value: float,
+    epsilon: float,
+) -> Any:
     # torch adds eps to sqrt(accumulator) where Keras adds it inside the square root: the
     # numbers differ slightly, the work per element does not.
-    return torch.optim.Adagrad(tensors, lr=learning_rate,
-                               initial_accumulator_value=initial_accumulator_value, eps=epsilon,
-                               **implementation)
+    return torch.optim.Adagrad(
+        tensors,
+        lr=learning_rate,
+        initial_accumulator_value=initial_accumulator_value,
+        eps=epsilon,
+        **implementation,
+    )
 
 
 # A slot initial value: a copy of the parameter (ScheduleFreeAdamW's z) rather than a constant.
@@ -130,11 +177,12 @@ class BenchOptimizer:
         Args:
             params: the parameters the slots belong to.
         """
-        return [[p.copy() if value == PARAMETER_COPY else np.full_like(p, value) for p in params]
-                for value in self.slot_inits]
+        return [
+            [p.copy() if value == PARAMETER_COPY else np.full_like(p, value) for p in params]
+            for value in self.slot_inits
+        ]
 
-    def make_numpy_state(self, params: Arrays,
-                         names: Optional[Sequence[str]] = None) -> List[Any]:
+    def make_numpy_state(self, params: Arrays, names: Optional[Sequence[str]] = None) -> List[Any]:
         """What the NumPy steps carry between steps: `state_init(params, names, **kwargs)`
         when there is one, else `make_slots(params)` then one 0-d array per `scalar_inits`
         entry (in the first parameter's dtype, as Keras keeps them).
@@ -159,66 +207,194 @@ class BenchOptimizer:
 OPTIMIZERS: Dict[str, BenchOptimizer] = {
     spec.name: spec
     for spec in [
-        BenchOptimizer("sgd", "SGD", {"learning_rate": 0.01, "momentum": 0.9}, (0.0,),
-                       sgd_numpy, sgd_numpy_out, 1, _sgd_torch),
-        BenchOptimizer("adam", "Adam",
-                       {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
-                       (0.0, 0.0), adam_numpy, adam_numpy_out, 1, _adam_torch),
-        BenchOptimizer("rmsprop", "RMSprop",
-                       {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7,
-                        "centered": False},
-                       (0.0,), rmsprop_numpy, rmsprop_numpy_out, 1),
+        BenchOptimizer(
+            "sgd",
+            "SGD",
+            {"learning_rate": 0.01, "momentum": 0.9},
+            (0.0,),
+            sgd_numpy,
+            sgd_numpy_out,
+            1,
+            _sgd_torch,
+        ),
+        BenchOptimizer(
+            "adam",
+            "Adam",
+            {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+            (0.0, 0.0),
+            adam_numpy,
+            adam_numpy_out,
+            1,
+            _adam_torch,
+        ),
+        BenchOptimizer(
+            "rmsprop",
+            "RMSprop",
+            {
+                "learning_rate": 0.001,
+                "rho": 0.9,
+                "momentum": 0.0,
+                "epsilon": 1e-7,
+                "centered": False,
+            },
+            (0.0,),
+            rmsprop_numpy,
+            rmsprop_numpy_out,
+            1,
+        ),
         # Every RMSprop stream at once: velocity, momentum and average_gradient.
-        BenchOptimizer("rmsprop_centered", "RMSprop",
-                       {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.9, "epsilon": 1e-7,
-                        "centered": True},
-                       (0.0, 0.0, 0.0), rmsprop_numpy, rmsprop_numpy_out, 1),
-        BenchOptimizer("adagrad", "Adagrad",
-                       {"learning_rate": 0.001, "initial_accumulator_value": 0.1,
-                        "epsilon": 1e-7},
-                       (0.1,), adagrad_numpy, adagrad_numpy_out, 1, _adagrad_torch),
-        BenchOptimizer("adadelta", "Adadelta",
-                       {"learning_rate": 0.001, "rho": 0.95, "epsilon": 1e-7},
-                       (0.0, 0.0), adadelta_numpy, adadelta_numpy_out, 2),
-        BenchOptimizer("adamax", "Adamax",
-                       {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
-                       (0.0, 0.0), adamax_numpy, adamax_numpy_out, 1),
-        BenchOptimizer("nadam", "Nadam",
-                       {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
-                       (0.0, 0.0), nadam_numpy, nadam_numpy_out, 2, scalar_inits=(1.0,)),
-        BenchOptimizer("lion", "Lion",
-                       {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.99},
-                       (0.0,), lion_numpy, lion_numpy_out, 2),
-        BenchOptimizer("ftrl", "Ftrl",
-                       {"learning_rate": 0.001, "learning_rate_power": -0.5,
-                        "initial_accumulator_value": 0.1, "l1_regularization_strength": 0.0,
-                        "l2_regularization_strength": 0.0,
-                        "l2_shrinkage_regularization_strength": 0.0, "beta": 0.0},
-                       (0.1, 0.0), ftrl_numpy, ftrl_numpy_out, 2),
+        BenchOptimizer(
+            "rmsprop_centered",
+            "RMSprop",
+            {
+                "learning_rate": 0.001,
+                "rho": 0.9,
+                "momentum": 0.9,
+                "epsilon": 1e-7,
+                "centered": True,
+            },
+            (0.0, 0.0, 0.0),
+            rmsprop_numpy,
+            rmsprop_numpy_out,
+            1,
+        ),
+        BenchOptimizer(
+            "adagrad",
+            "Adagrad",
+            {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7},
+            (0.1,),
+            adagrad_numpy,
+            adagrad_numpy_out,
+            1,
+            _adagrad_torch,
+        ),
+        BenchOptimizer(
+            "adadelta",
+            "Adadelta",
+            {"learning_rate": 0.001, "rho": 0.95, "epsilon": 1e-7},
+            (0.0, 0.0),
+            adadelta_numpy,
+            adadelta_numpy_out,
+            2,
+        ),
+        BenchOptimizer(
+            "adamax",
+            "Adamax",
+            {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+            (0.0, 0.0),
+            adamax_numpy,
+            adamax_numpy_out,
+            1,
+        ),
+        BenchOptimizer(
+            "nadam",
+            "Nadam",
+            {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+            (0.0, 0.0),
+            nadam_numpy,
+            nadam_numpy_out,
+            2,
+            scalar_inits=(1.0,),
+        ),
+        BenchOptimizer(
+            "lion",
+            "Lion",
+            {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.99},
+            (0.0,),
+            lion_numpy,
+            lion_numpy_out,
+            2,
+        ),
+        BenchOptimizer(
+            "ftrl",
+            "Ftrl",
+            {
+                "learning_rate": 0.001,
+                "learning_rate_power": -0.5,
+                "initial_accumulator_value": 0.1,
+                "l1_regularization_strength": 0.0,
+                "l2_regularization_strength": 0.0,
+                "l2_shrinkage_regularization_strength": 0.0,
+                "beta": 0.0,
+            },
+            (0.1, 0.0),
+            ftrl_numpy,
+            ftrl_numpy_out,
+            2,
+        ),
         # Lamb reads its tensors twice (a read-only pass for the trust ratio's norms, then the
         # update), yet its floor here is the one-pass roofline of its two slots: the extra
         # pass shows as a lower fraction of the roofline.
-        BenchOptimizer("lamb", "Lamb",
-                       {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
-                       (0.0, 0.0), lamb_numpy, lamb_numpy_out, 1),
-        BenchOptimizer("schedule_free_adamw", "ScheduleFreeAdamW",
-                       {"learning_rate": 0.0025, "beta_1": 0.9, "beta_2": 0.999,
-                        "epsilon": 1e-8, "warmup_steps": 0},
-                       (PARAMETER_COPY, 0.0), schedule_free_adamw_numpy,
-                       schedule_free_adamw_numpy_out, 2),
+        BenchOptimizer(
+            "lamb",
+            "Lamb",
+            {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+            (0.0, 0.0),
+            lamb_numpy,
+            lamb_numpy_out,
+            1,
+        ),
+        BenchOptimizer(
+            "schedule_free_adamw",
+            "ScheduleFreeAdamW",
+            {
+                "learning_rate": 0.0025,
+                "beta_1": 0.9,
+                "beta_2": 0.999,
+                "epsilon": 1e-8,
+                "warmup_steps": 0,
+            },
+            (PARAMETER_COPY, 0.0),
+            schedule_free_adamw_numpy,
+            schedule_free_adamw_numpy_out,
+            2,
+        ),
         # Not element-wise: no roofline, and default cases of 2-D matrices.
-        BenchOptimizer("adafactor", "Adafactor",
-                       {"learning_rate": 0.001, "beta_2_decay": -0.8, "epsilon_1": 1e-30,
-                        "epsilon_2": 1e-3, "clip_threshold": 1.0, "relative_step": True},
-                       (), adafactor_numpy, adafactor_numpy_out, 2,
-                       state_init=adafactor_state),
-        BenchOptimizer("muon", "Muon",
-                       {"learning_rate": 0.001, "adam_beta_1": 0.9, "adam_beta_2": 0.999,
-                        "adam_weight_decay": 0.004, "epsilon": 1e-7, "weight_decay": 0.004,
-                        "exclude_layers": None, "exclude_embeddings": True, "muon_a": 3.4445,
-                        "muon_b": -4.7750, "muon_c": 2.0315, "adam_lr_ratio": 1.0,
-                        "momentum": 0.95, "ns_steps": 5, "nesterov": True, "rms_rate": 0.2},
-                       (), muon_numpy, muon_numpy_out, 4, state_init=muon_state, settle=0.2),
+        BenchOptimizer(
+            "adafactor",
+            "Adafactor",
+            {
+                "learning_rate": 0.001,
+                "beta_2_decay": -0.8,
+                "epsilon_1": 1e-30,
+                "epsilon_2": 1e-3,
+                "clip_threshold": 1.0,
+                "relative_step": True,
+            },
+            (),
+            adafactor_numpy,
+            adafactor_numpy_out,
+            2,
+            state_init=adafactor_state,
+        ),
+        BenchOptimizer(
+            "muon",
+            "Muon",
+            {
+                "learning_rate": 0.001,
+                "adam_beta_1": 0.9,
+                "adam_beta_2": 0.999,
+                "adam_weight_decay": 0.004,
+                "epsilon": 1e-7,
+                "weight_decay": 0.004,
+                "exclude_layers": None,
+                "exclude_embeddings": True,
+                "muon_a": 3.4445,
+                "muon_b": -4.7750,
+                "muon_c": 2.0315,
+                "adam_lr_ratio": 1.0,
+                "momentum": 0.95,
+                "ns_steps": 5,
+                "nesterov": True,
+                "rms_rate": 0.2,
+            },
+            (),
+            muon_numpy,
+            muon_numpy_out,
+            4,
+            state_init=muon_state,
+            settle=0.2,
+        ),
     ]
 }
 

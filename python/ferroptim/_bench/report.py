@@ -17,17 +17,46 @@ Section = Callable[[Report], List[str]]
 NA = "n/a"
 
 MAIN_COLUMNS = (
-    "optimizer", "case", "elements", "ferroptim us", "Gelem/s", "GB/s", "roofline us",
-    "roofline GB/s", "of roofline", "NumPy us", "vs NumPy", "NumPy out= us", "vs NumPy out=",
-    "torch us", "vs torch",
+    "optimizer",
+    "case",
+    "elements",
+    "ferroptim us",
+    "Gelem/s",
+    "GB/s",
+    "roofline us",
+    "roofline GB/s",
+    "of roofline",
+    "NumPy us",
+    "vs NumPy",
+    "NumPy out= us",
+    "vs NumPy out=",
+    "torch us",
+    "vs torch",
 )
 MATRIX_COLUMNS = (
-    "optimizer", "case", "elements", "tensors", "ferroptim ms", "Melem/s", "NumPy ms",
-    "vs NumPy", "NumPy out= ms", "vs NumPy out=", "torch ms", "vs torch",
+    "optimizer",
+    "case",
+    "elements",
+    "tensors",
+    "ferroptim ms",
+    "Melem/s",
+    "NumPy ms",
+    "vs NumPy",
+    "NumPy out= ms",
+    "vs NumPy out=",
+    "torch ms",
+    "vs torch",
 )
 MARGINAL_COLUMNS = ("optimizer", "peer", "1 x 1K us", "100 x 1K us", "us per extra tensor")
-SCALING_COLUMNS = ("optimizer", "case", "threads", "ferroptim us", "speedup", "roofline us",
-                   "roofline speedup")
+SCALING_COLUMNS = (
+    "optimizer",
+    "case",
+    "threads",
+    "ferroptim us",
+    "speedup",
+    "roofline us",
+    "roofline speedup",
+)
 
 
 def _format_load(load: Optional[Sequence[float]]) -> str:
@@ -107,8 +136,10 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]], left: 
         rows: the body's cells, row by row.
         left: how many leading columns are names (left-aligned); the rest are numbers.
     """
-    lines = ["| " + " | ".join(columns) + " |",
-             "|" + "|".join(":---" if i < left else "---:" for i in range(len(columns))) + "|"]
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join(":---" if i < left else "---:" for i in range(len(columns))) + "|",
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -126,16 +157,25 @@ def main_rows(report: Report) -> List[List[str]]:
             continue
         fo, roof = result.best("ferroptim"), result.best("roofline")
         elements, bpe = result.case.elements, result.bytes_per_element
-        rows.append([
-            result.optimizer, result.case.name, f"{elements:,}", format_us(fo),
-            _format_rate(ratio(elements / 1e9, fo)), _format_rate(ratio(elements * bpe / 1e9, fo)),
-            format_us(roof), _format_rate(ratio(elements * bpe / 1e9, roof)),
-            format_ratio(ratio(roof, fo)),
-            format_us(result.best("numpy")), format_speedup(ratio(result.best("numpy"), fo)),
-            format_us(result.best("numpy_out")),
-            format_speedup(ratio(result.best("numpy_out"), fo)),
-            format_us(result.best("torch")), format_speedup(ratio(result.best("torch"), fo)),
-        ])
+        rows.append(
+            [
+                result.optimizer,
+                result.case.name,
+                f"{elements:,}",
+                format_us(fo),
+                _format_rate(ratio(elements / 1e9, fo)),
+                _format_rate(ratio(elements * bpe / 1e9, fo)),
+                format_us(roof),
+                _format_rate(ratio(elements * bpe / 1e9, roof)),
+                format_ratio(ratio(roof, fo)),
+                format_us(result.best("numpy")),
+                format_speedup(ratio(result.best("numpy"), fo)),
+                format_us(result.best("numpy_out")),
+                format_speedup(ratio(result.best("numpy_out"), fo)),
+                format_us(result.best("torch")),
+                format_speedup(ratio(result.best("torch"), fo)),
+            ]
+        )
     return rows
 
 
@@ -151,12 +191,21 @@ def matrix_rows(report: Report) -> List[List[str]]:
         if result.bytes_per_element is not None:
             continue
         fo = result.best("ferroptim")
-        rows.append([result.optimizer, result.case.name, f"{result.case.elements:,}",
-                     str(len(result.case.shapes)), _format_ms(fo),
-                     _format_rate(ratio(result.case.elements / 1e6, fo))])
+        rows.append(
+            [
+                result.optimizer,
+                result.case.name,
+                f"{result.case.elements:,}",
+                str(len(result.case.shapes)),
+                _format_ms(fo),
+                _format_rate(ratio(result.case.elements / 1e6, fo)),
+            ]
+        )
         for peer in ("numpy", "numpy_out", "torch"):
-            rows[-1] += [_format_ms(result.best(peer)),
-                         format_speedup(ratio(result.best(peer), fo))]
+            rows[-1] += [
+                _format_ms(result.best(peer)),
+                format_speedup(ratio(result.best(peer), fo)),
+            ]
     return rows
 
 
@@ -225,29 +274,50 @@ def render_markdown(report: Report, sections: Sequence[Section] = ()) -> str:
         out += ["", markdown_table(MAIN_COLUMNS, rows, left=2)]
     rows = matrix_rows(report)
     if rows:
-        out += ["", "### Optimizers that are not element-wise", "",
-                "Adafactor reduces the rows and columns of each matrix and needs the RMS of "
-                "its update before applying it; Muon multiplies matrices (Newton-Schulz) for "
-                "its 2-D parameters and runs Adam on the others and on embeddings. Neither step "
-                "is one pass over memory: no roofline. Milliseconds per step. NumPy's matrix "
-                "products run on its BLAS with the BLAS's own thread count.",
-                "", markdown_table(MATRIX_COLUMNS, rows, left=2)]
-    notes = sorted({f"{peer}: {reason}" for r in report.cases
-                    for peer, reason in r.unavailable.items()}
-                   | {f"{peer} ({r.optimizer}): {label}" for r in report.cases
-                      for peer, label in r.labels.items()})
+        out += [
+            "",
+            "### Optimizers that are not element-wise",
+            "",
+            "Adafactor reduces the rows and columns of each matrix and needs the RMS of "
+            "its update before applying it; Muon multiplies matrices (Newton-Schulz) for "
+            "its 2-D parameters and runs Adam on the others and on embeddings. Neither step "
+            "is one pass over memory: no roofline. Milliseconds per step. NumPy's matrix "
+            "products run on its BLAS with the BLAS's own thread count.",
+            "",
+            markdown_table(MATRIX_COLUMNS, rows, left=2),
+        ]
+    notes = sorted(
+        {f"{peer}: {reason}" for r in report.cases for peer, reason in r.unavailable.items()}
+        | {
+            f"{peer} ({r.optimizer}): {label}"
+            for r in report.cases
+            for peer, label in r.labels.items()
+        }
+    )
     if notes:
         out += [""] + [f"- {note}" for note in notes]
     costs = marginal(report)
     if costs:
-        out += ["", "### Marginal cost of one more 1K tensor in a call", "",
-                markdown_table(MARGINAL_COLUMNS,
-                               [[name, PEER_TITLES[peer], format_us(t1), format_us(t100),
-                                 format_us(extra)] for name, peer, t1, t100, extra in costs],
-                               left=2)]
+        out += [
+            "",
+            "### Marginal cost of one more 1K tensor in a call",
+            "",
+            markdown_table(
+                MARGINAL_COLUMNS,
+                [
+                    [name, PEER_TITLES[peer], format_us(t1), format_us(t100), format_us(extra)]
+                    for name, peer, t1, t100, extra in costs
+                ],
+                left=2,
+            ),
+        ]
     if report.scaling:
-        out += ["", "### Thread scaling", "",
-                markdown_table(SCALING_COLUMNS, scaling_rows(report), left=2)]
+        out += [
+            "",
+            "### Thread scaling",
+            "",
+            markdown_table(SCALING_COLUMNS, scaling_rows(report), left=2),
+        ]
     for section in sections:
         lines = section(report)
         if lines:

@@ -47,11 +47,15 @@ class CaseResult:
     def to_json(self) -> Dict[str, Any]:
         """The result as plain JSON values."""
         return {
-            "optimizer": self.optimizer, "case": self.case.name, "elements": self.case.elements,
-            "tensors": len(self.case.shapes), "threads": self.threads,
+            "optimizer": self.optimizer,
+            "case": self.case.name,
+            "elements": self.case.elements,
+            "tensors": len(self.case.shapes),
+            "threads": self.threads,
             "bytes_per_element": self.bytes_per_element,
             "peers": {name: timing.to_json() for name, timing in self.timings.items()},
-            "unavailable": self.unavailable, "labels": self.labels,
+            "unavailable": self.unavailable,
+            "labels": self.labels,
         }
 
 
@@ -72,10 +76,15 @@ class ScalingResult:
 
     def to_json(self) -> Dict[str, Any]:
         """The result as plain JSON values."""
-        return {"optimizer": self.optimizer, "case": self.case.name,
-                "elements": self.case.elements,
-                "threads": {str(n): {peer: timing.to_json() for peer, timing in peers.items()}
-                            for n, peers in self.timings.items()}}
+        return {
+            "optimizer": self.optimizer,
+            "case": self.case.name,
+            "elements": self.case.elements,
+            "threads": {
+                str(n): {peer: timing.to_json() for peer, timing in peers.items()}
+                for n, peers in self.timings.items()
+            },
+        }
 
 
 @dataclasses.dataclass
@@ -113,6 +122,9 @@ class Report:
         for key in ["sizes", "scaling_sizes", "matrix_sizes", "matrix_scaling_sizes"]:
             cases = getattr(self.settings, key)
             settings[key] = None if cases is None else [case.name for case in cases]
-        return {"environment": self.env, "settings": settings,
-                "cases": [result.to_json() for result in self.cases],
-                "scaling": [result.to_json() for result in self.scaling]}
+        return {
+            "environment": self.env,
+            "settings": settings,
+            "cases": [result.to_json() for result in self.cases],
+            "scaling": [result.to_json() for result in self.scaling],
+        }

@@ -11,8 +11,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ferroptim._bench.cases import DTYPE, Arrays, Case, make_arrays
-from ferroptim._bench.peers import (MAIN_PEERS, Unavailable, ferroptim_peer, import_torch,
-                                    numpy_peer, roofline_peer, set_threads, torch_peer)
+from ferroptim._bench.peers import (
+    MAIN_PEERS,
+    Unavailable,
+    ferroptim_peer,
+    import_torch,
+    numpy_peer,
+    roofline_peer,
+    set_threads,
+    torch_peer,
+)
 from ferroptim._bench.registry import OPTIMIZERS, BenchOptimizer
 from ferroptim._bench.report import format_us
 from ferroptim._bench.results import CaseResult, Report, ScalingResult
@@ -29,8 +37,13 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _main_peers(spec: BenchOptimizer, params: Arrays, grads: Arrays,
-                names: Optional[Sequence[str]], threads: int) -> Tuple[List[Peer], Dict[str, str]]:
+def _main_peers(
+    spec: BenchOptimizer,
+    params: Arrays,
+    grads: Arrays,
+    names: Optional[Sequence[str]],
+    threads: int,
+) -> Tuple[List[Peer], Dict[str, str]]:
     # The peers of the main table that can run here, in MAIN_PEERS order, and why the others
     # cannot.
     builders: Dict[str, Callable[[], Peer]] = {
@@ -64,8 +77,15 @@ def run_case(spec: BenchOptimizer, case: Case, settings: Settings) -> CaseResult
     peers, unavailable = _main_peers(spec, params, grads, case.names, threads)
     timings = time_peers(peers, settings, spec.settle)
     labels = {peer.name: peer.label for peer in peers if peer.label}
-    result = CaseResult(spec.name, case, threads, spec.bytes_per_element(DTYPE().itemsize),
-                        timings, unavailable, labels)
+    result = CaseResult(
+        spec.name,
+        case,
+        threads,
+        spec.bytes_per_element(DTYPE().itemsize),
+        timings,
+        unavailable,
+        labels,
+    )
     del peers, params, grads
     gc.collect()
     return result
@@ -82,16 +102,25 @@ def run_scaling(spec: BenchOptimizer, case: Case, settings: Settings) -> Scaling
     params, grads = make_arrays(case, settings.seed)
     peers = []
     for n in settings.threads:
-        peers.append(ferroptim_peer(spec, params, grads, f"ferroptim@{n}", threads=n,
-                                    names=case.names))
+        peers.append(
+            ferroptim_peer(spec, params, grads, f"ferroptim@{n}", threads=n, names=case.names)
+        )
         if spec.element_wise:
             peers.append(roofline_peer(spec, params, grads, f"roofline@{n}", threads=n))
     timings = time_peers(peers, settings)
     set_threads(settings.main_threads)
-    result = ScalingResult(spec.name, case, {
-        n: {peer: timings[f"{peer}@{n}"] for peer in ("ferroptim", "roofline")
-            if f"{peer}@{n}" in timings}
-        for n in settings.threads})
+    result = ScalingResult(
+        spec.name,
+        case,
+        {
+            n: {
+                peer: timings[f"{peer}@{n}"]
+                for peer in ("ferroptim", "roofline")
+                if f"{peer}@{n}" in timings
+            }
+            for n in settings.threads
+        },
+    )
     del peers, params, grads
     gc.collect()
     return result
@@ -117,10 +146,16 @@ def environment() -> Dict[str, Any]:
     except OSError:
         pass
     return {
-        "ferroptim": ferroptim.__version__, "simd_level": _native.simd_level(),
-        "default_threads": ferroptim.get_num_threads(), "cores": os.cpu_count(), "cpu": cpu,
-        "numpy": np.__version__, "torch": torch_version, "torch_note": torch_note,
-        "python": platform.python_version(), "platform": platform.platform(),
+        "ferroptim": ferroptim.__version__,
+        "simd_level": _native.simd_level(),
+        "default_threads": ferroptim.get_num_threads(),
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "numpy": np.__version__,
+        "torch": torch_version,
+        "torch_note": torch_note,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
         # Other work on the machine skews the absolute times (and thread scaling most).
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
@@ -150,11 +185,17 @@ def run(settings: Settings) -> Report:
         for name in settings.optimizers:
             spec = OPTIMIZERS[name]
             for case in settings.cases(spec):
-                log(f"[{name} {case.name}] {case.elements:,} elements, "
-                    f"{len(case.shapes)} tensors ...")
+                log(
+                    f"[{name} {case.name}] {case.elements:,} elements, "
+                    f"{len(case.shapes)} tensors ..."
+                )
                 result = run_case(spec, case, settings)
-                log("    " + ", ".join(f"{peer} {format_us(result.best(peer))} us"
-                                       for peer in result.timings))
+                log(
+                    "    "
+                    + ", ".join(
+                        f"{peer} {format_us(result.best(peer))} us" for peer in result.timings
+                    )
+                )
                 cases.append(result)
             for case in settings.scaling_cases(spec):
                 log(f"[{name} {case.name}] thread scaling over {settings.threads} ...")

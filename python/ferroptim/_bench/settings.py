@@ -78,8 +78,9 @@ class Settings:
         return _by_kind(spec, self.scaling_sizes, self.matrix_scaling_sizes)
 
 
-def _by_kind(spec: BenchOptimizer, cases: List[Case],
-             matrix_cases: Optional[List[Case]]) -> List[Case]:
+def _by_kind(
+    spec: BenchOptimizer, cases: List[Case], matrix_cases: Optional[List[Case]]
+) -> List[Case]:
     # An optimizer that is not element-wise runs on matrices, unless the list was given (then
     # matrix_cases is None: a list given applies to every optimizer).
     return cases if spec.element_wise or matrix_cases is None else matrix_cases

@@ -55,8 +55,12 @@ class Timing:
 
     def to_json(self) -> Dict[str, Any]:
         """The timing as plain JSON values."""
-        return {"best_s": self.best, "median_s": self.median,
-                "calls_per_block": self.calls_per_block, "per_call_s": self.per_call}
+        return {
+            "best_s": self.best,
+            "median_s": self.median,
+            "calls_per_block": self.calls_per_block,
+            "per_call_s": self.per_call,
+        }
 
 
 def _block(step: Callable[[], None], calls: int) -> float:
@@ -85,8 +89,7 @@ def _calls_per_block(peer: Peer, min_block: float) -> int:
         calls = max(calls * 2, math.ceil(calls * 1.2 * min_block / max(elapsed, 1e-9)))
 
 
-def time_peers(peers: Sequence[Peer], settings: Settings,
-               settle: float = 0.0) -> Dict[str, Timing]:
+def time_peers(peers: Sequence[Peer], settings: Settings, settle: float = 0.0) -> Dict[str, Timing]:
     """Time every peer in alternating blocks.
 
     Args:

@@ -101,9 +101,7 @@ def serialize(optimizer: Any) -> Dict[str, Any]:
     }
 
 
-def deserialize(
-    config: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]] = None
-) -> Any:
+def deserialize(config: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]] = None) -> Any:
     """An optimizer from a dict produced by `serialize`.
 
     Args:

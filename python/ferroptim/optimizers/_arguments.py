@@ -64,7 +64,10 @@ def keras_signature(name: Optional[str] = None) -> Callable[[_Init], _Init]:
             if p.name not in _BASE_SKIPPED and p.name not in taken
         ]
         named = inspect.Parameter(
-            "name", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=name, annotation="Optional[str]"
+            "name",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=name,
+            annotation="Optional[str]",
         )
         extra = inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD, annotation="Any")
         signature = inspect.Signature(own + base + [named] + late + [extra])
@@ -116,8 +119,7 @@ def check_base_arguments(
     if use_ema:
         if ema_momentum > 1 or ema_momentum < 0:
             raise ValueError(
-                "`ema_momentum` must be in the range [0, 1]. "
-                f"Received: ema_momentum={ema_momentum}"
+                f"`ema_momentum` must be in the range [0, 1]. Received: ema_momentum={ema_momentum}"
             )
         if ema_overwrite_frequency and (
             not isinstance(ema_overwrite_frequency, int) or ema_overwrite_frequency < 1
@@ -164,12 +166,8 @@ def keras2_arguments(cls: type, learning_rate: Any, kwargs: Dict[str, Any]) -> T
             )
         learning_rate = lr
     decay = kwargs.pop("decay", None)
-    if decay is not None and (
-        not is_number(decay) or not math.isfinite(decay) or decay < 0
-    ):
-        raise ValueError(
-            f"Argument `decay` must be a float >= 0. Received: decay={decay}"
-        )
+    if decay is not None and (not is_number(decay) or not math.isfinite(decay) or decay < 0):
+        raise ValueError(f"Argument `decay` must be a float >= 0. Received: decay={decay}")
     if kwargs:
         raise ValueError(f"Argument(s) not recognized: {kwargs}")
     return learning_rate, decay
@@ -177,6 +175,7 @@ def keras2_arguments(cls: type, learning_rate: Any, kwargs: Dict[str, Any]) -> T
 
 # Per-process counters behind automatic names ("adam", "adam_1", ...), as Keras's `uniquify`.
 _NAME_UIDS: Dict[str, int] = collections.defaultdict(int)
+
 
 def _to_snake_case(name: str) -> str:
     name = re.sub(r"\W+", "", name)

@@ -108,9 +108,7 @@ class StepParts:
     def transforms_gradients(self) -> bool:
         """Whether the gradients are transformed before the rule (unscale, accumulate or
         clip)."""
-        return (
-            self.loss_scale is not None or self.accumulators is not None or self.clip is not None
-        )
+        return self.loss_scale is not None or self.accumulators is not None or self.clip is not None
 
     def decays(self, position: int) -> bool:
         """Whether the base weight decay applies to the call's tensor at `position`."""
@@ -158,9 +156,7 @@ class StepParts:
         `positions`."""
         if self.averages is None:
             return {}
-        averages = (
-            self.averages if positions is None else [self.averages[k] for k in positions]
-        )
+        averages = self.averages if positions is None else [self.averages[k] for k in positions]
         return {
             "averages": averages,
             "ema_momentum": self.ema_momentum,
@@ -173,9 +169,7 @@ class StepParts:
         """The EMA stage for `params` (the call's tensors at `positions`; None: all)."""
         kwargs = self.ema_kwargs(positions)
         if kwargs:
-            _native.ema(
-                params, kwargs["averages"], kwargs["ema_momentum"], kwargs["ema_overwrite"]
-            )
+            _native.ema(params, kwargs["averages"], kwargs["ema_momentum"], kwargs["ema_overwrite"])
 
 
 class Group:

@@ -58,6 +58,7 @@ Call = Tuple[Any, Optional[List[int]], Sequence[Any]]
 
 _AT_INDEX = re.compile(r"at index (\d+)")
 
+
 def _ema(
     params: List[np.ndarray],
     averages: List[np.ndarray],
@@ -151,7 +152,6 @@ def check_no_aliasing(grads: List[Tuple[str, np.ndarray]], writable: List[np.nda
     if len(grads) + len(writable) < 2:
         return
     _native.check_disjoint([g for _, g in grads], writable, [name for name, _ in grads])
-
 
 
 class StepEngine:
@@ -300,9 +300,7 @@ class StepEngine:
             raise ValueError("No gradients provided for any variable.")
         if len(present) != len(grads):
             missing_names = [
-                self._trainable_variable_names[indices[k]]
-                for k, g in enumerate(grads)
-                if g is None
+                self._trainable_variable_names[indices[k]] for k, g in enumerate(grads) if g is None
             ]
             if warn:
                 warnings.warn(
@@ -444,7 +442,6 @@ class StepEngine:
             out.append((group, members, converted))
         check_no_aliasing(checked, writable)
         return out
-
 
     def _get_plan(self) -> StepPlan:
         """The step plan, built on first use after `build` or after a change that drops it."""

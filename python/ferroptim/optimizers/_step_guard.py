@@ -77,8 +77,9 @@ class StepGuard:
     def wait(self) -> None:
         """Take the token once it is handed over (the contended path)."""
         if self.held_here():
+            name = getattr(self.owner(), "name", None)
             raise RuntimeError(
-                f"Optimizer '{getattr(self.owner(), 'name', None)}' is already running a step on this thread (a "
+                f"Optimizer '{name}' is already running a step on this thread (a "
                 "learning-rate callable or a signal handler called into it); a step, `save` or "
                 "a state load cannot start inside another step of the same optimizer."
             )

@@ -301,4 +301,3 @@ class VariableTable:
             use = re.search(pattern, self._trainable_variable_names[index]) is None
         cache[index] = use
         return use
-

@@ -65,6 +65,4 @@ class AdamW(Adam):
             **base,
         )
         if self.weight_decay is None:
-            raise ValueError(
-                "Argument `weight_decay` must be a float. Received: weight_decay=None"
-            )
+            raise ValueError("Argument `weight_decay` must be a float. Received: weight_decay=None")

@@ -108,8 +108,7 @@ class LossScaleOptimizer(Composite, Optimizer):
                 )
         if kwargs:
             raise ValueError(
-                "LossScaleOptimizer does not support arguments: "
-                f"`{'`, `'.join(kwargs.keys())}`."
+                f"LossScaleOptimizer does not support arguments: `{'`, `'.join(kwargs.keys())}`."
             )
         # Keras checks neither argument; these would fail later or never let the scale move.
         if not isinstance(inner_optimizer, Optimizer):

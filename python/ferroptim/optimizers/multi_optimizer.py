@@ -135,8 +135,7 @@ class OptimizerMap(MutableMapping):
 
     def __repr__(self) -> str:
         return (
-            f"<OptimizerMap default={self._default_optimizer!r} "
-            f"keys={list(self._optimizer_map)}>"
+            f"<OptimizerMap default={self._default_optimizer!r} keys={list(self._optimizer_map)}>"
         )
 
     def get_config(self) -> Dict[str, Any]:
@@ -170,9 +169,11 @@ class OptimizerMap(MutableMapping):
             )
 
         def load(value: Any) -> Any:
-            return deserialize(value, custom_objects=custom_objects) if isinstance(
-                value, dict
-            ) else value
+            return (
+                deserialize(value, custom_objects=custom_objects)
+                if isinstance(value, dict)
+                else value
+            )
 
         return cls(
             load(config["default_optimizer"]),

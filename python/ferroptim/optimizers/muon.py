@@ -211,9 +211,7 @@ class Muon(Unfused, Optimizer):
     ) -> None:
         indices = self._call_indices(params)
         velocities = [self._velocities[i] for i in indices]
-        checked = self._checked_gradients(
-            indices, grads, [v for v in velocities if v is not None]
-        )
+        checked = self._checked_gradients(indices, grads, [v for v in velocities if v is not None])
         adam = [k for k, v in enumerate(velocities) if v is not None]
         muon = [k for k, v in enumerate(velocities) if v is None]
         adam_clip = muon_clip = parts.clip
@@ -228,11 +226,11 @@ class Muon(Unfused, Optimizer):
             )
             adam_clip = muon_clip = ("clip_scale", scale)
         if adam:
-            self._adamw_step(params, checked, slots, velocities, indices, adam, learning_rate,
-                             parts, adam_clip)
+            self._adamw_step(
+                params, checked, slots, velocities, indices, adam, learning_rate, parts, adam_clip
+            )
         if muon:
-            self._muon_step(params, checked, slots, indices, muon, learning_rate, parts,
-                            muon_clip)
+            self._muon_step(params, checked, slots, indices, muon, learning_rate, parts, muon_clip)
 
     def _adamw_step(
         self,
@@ -291,9 +289,7 @@ class Muon(Unfused, Optimizer):
         gs: Sequence[Any] = [grads[k] for k in positions]
         gradient_options = parts.gradient_options(positions, clip)
         if gradient_options is not None:
-            gs = self._transformed_gradients(
-                built, gs, gradient_options, parts.accumulate_only
-            )
+            gs = self._transformed_gradients(built, gs, gradient_options, parts.accumulate_only)
         if not parts.accumulate_only:
             momentums = slots["momentum"]
             with np.errstate(all="ignore"):

@@ -69,6 +69,7 @@ _NONES = repeat(None)
 _SEQUENCES = (list, tuple)
 _completed_calls = _native.completed_calls
 
+
 class Optimizer(StepEngine, VariableTable):
     """Base class of every ferroptim optimizer (Keras's `BaseOptimizer` and `Optimizer`).
 
@@ -419,7 +420,10 @@ class Optimizer(StepEngine, VariableTable):
         )
 
     def add_optimizer_variables(
-        self, trainable_variables: ParamsArg, name: Union[str, Sequence[str]], initializer: Any = "zeros"
+        self,
+        trainable_variables: ParamsArg,
+        name: Union[str, Sequence[str]],
+        initializer: Any = "zeros",
     ) -> Any:
         """Add one slot per built variable for each name, interleaved variable by variable.
 
@@ -502,9 +506,7 @@ class Optimizer(StepEngine, VariableTable):
             store: a dict-like object.
         """
         if not callable(getattr(store, "keys", None)):
-            raise TypeError(
-                f"`store` must be a dict-like object. Received: {type(store).__name__}"
-            )
+            raise TypeError(f"`store` must be a dict-like object. Received: {type(store).__name__}")
         # `variables`, not the own table: a wrapper's entries include its inner optimizers'.
         n = len(self.variables)
         if len(store.keys()) != n:

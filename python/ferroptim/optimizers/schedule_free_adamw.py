@@ -43,7 +43,8 @@ class ScheduleFreeAdamW(Optimizer):
     Evaluate at `x`: call `swap_to_eval()` (alias `eval()`) before evaluating, which replaces
     every variable's `y` by `x`, and `swap_to_train()` (alias `train()`) before training again,
     which puts `y` back. (Keras's ScheduleFreeAdamW has no such methods.) The optimizer does not
-    record which mode it is in: call them alternately (two `swap_to_eval()` in a row move the variables away from both points).
+    record which mode it is in: call them alternately (two `swap_to_eval()` in a row move the
+    variables away from both points).
 
     Example:
 

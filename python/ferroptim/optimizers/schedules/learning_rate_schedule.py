@@ -10,10 +10,10 @@ These classes do the same with NumPy scalars of that dtype: a float32 schedule r
 Powers, logs and cosines are correctly rounded to the dtype (``optimizers._scalar_math``): NumPy's
 float32 ufuncs and the C library's ``pow`` give different last bits on different CPUs and
 libraries, and a schedule must give the same number everywhere. One detail follows Keras's JAX
-backend, where the reference values come from, to the last bit: the lines evaluated inside ``ops.cond`` (the two phases of
-``CosineDecay`` with warmup, the period search of ``CosineDecayRestarts``) round ``a * b + c`` once,
-because XLA compiles a ``cond`` and contracts those into fused multiply-adds. Keras's other backends
-round twice there, one float32 ulp away.
+backend, where the reference values come from, to the last bit: the lines evaluated inside
+``ops.cond`` (the two phases of ``CosineDecay`` with warmup, the period search of
+``CosineDecayRestarts``) round ``a * b + c`` once, because XLA compiles a ``cond`` and contracts
+those into fused multiply-adds. Keras's other backends round twice there, one float32 ulp away.
 
 A schedule is called once per optimizer step, so the per-call work is kept to a handful of NumPy
 scalar operations: the casts of the hyperparameters are computed on the first call and kept until
