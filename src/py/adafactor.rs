@@ -205,7 +205,7 @@ impl<'py> Call<'_, 'py> {
                 ))
             })?);
         }
-        if total >= super::functions::DETACH_FROM {
+        if total >= super::call::DETACH_FROM {
             py.detach(|| step(&mut vars, &scalars));
         } else {
             step(&mut vars, &scalars);
@@ -213,7 +213,7 @@ impl<'py> Call<'_, 'py> {
         drop(vars);
         drop(keep);
         drop(grads);
-        super::functions::count_completed();
+        super::runtime::count_completed();
         Ok(())
     }
 }

@@ -1,0 +1,46 @@
+//! Reads of the gradients as an update step would see them.
+
+use super::call::{detach_if_large, Call};
+use super::options::StepOptions;
+use super::prepare::{self, Dtype, Names};
+use crate::kernels::{self, Mode};
+use pyo3::prelude::*;
+
+/// The sum of squares of the gradients as an update step would see them (unscaled and
+/// averaged with the accumulators per `options`; its clipping, weight decay and EMA are
+/// ignored). Writes nothing. For a `global_clipnorm` over several calls.
+#[pyfunction]
+#[pyo3(signature = (params, grads, options=None, names=None))]
+pub fn gradient_sum_squares<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+    grads: &Bound<'py, PyAny>,
+    options: Option<&Bound<'py, StepOptions>>,
+    names: Option<&Bound<'py, PyAny>>,
+) -> PyResult<f64> {
+    let call = Call {
+        params,
+        grads: Some(grads),
+        slots: Vec::new(),
+        learning_rate: 0.0,
+        options,
+        names: Names(names),
+        mode: Mode::Update,
+    };
+    let params = prepare::items(params, "params")?;
+    let Some(first) = params.first() else {
+        return Ok(0.0);
+    };
+    match prepare::group_dtype(first, &call.names)? {
+        Dtype::F32 => call.with_tensors::<f32, f64>(py, &params, |tensors, pro, _, _| {
+            Ok(detach_if_large(py, tensors, || {
+                kernels::gradient_sum_squares(tensors, pro)
+            }))
+        }),
+        Dtype::F64 => call.with_tensors::<f64, f64>(py, &params, |tensors, pro, _, _| {
+            Ok(detach_if_large(py, tensors, || {
+                kernels::gradient_sum_squares(tensors, pro)
+            }))
+        }),
+    }
+}
