@@ -23,7 +23,7 @@ mod _native {
     #[pymodule_export]
     use crate::py::rules::{
         adadelta, adagrad, adam, adamax, ema, ftrl, lamb, lion, nadam, rmsprop, roofline,
-        schedule_free_adamw, sgd,
+        rule_signatures, schedule_free_adamw, sgd,
     };
     #[pymodule_export]
     use crate::py::runtime::{

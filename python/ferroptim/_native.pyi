@@ -49,6 +49,7 @@ __all__ = [
     "pow_f64",
     "rmsprop",
     "roofline",
+    "rule_signatures",
     "schedule_free_adamw",
     "set_num_threads",
     "set_simd_level",
@@ -261,6 +262,21 @@ def schedule_free_adamw(
     """ScheduleFreeAdamW (schedule_free_adamw.py): the parameters hold y, `momentums` holds z
     (initialised to a copy of the parameters), `velocities` the second moment. The warmup
     factor min(t / warmup_steps, 1) is applied natively."""
+
+def rule_signatures() -> dict[str, list[dict[str, Any]]]:
+    """The declaration of every update-rule function above (`sgd` to `schedule_free_adamw`),
+    from the one place the native module declares it: `{function name: [argument, ...]}` with
+    the arguments in order, each a dict with
+
+    - "name": the argument's name;
+    - "kind": "params", "grads", "slots" (a required slot list), "optional_slots" (a slot list
+      that may be None), "real" (a float, checked finite), "int" (an int, checked >= 0),
+      "bool", "options" (a `StepOptions` or None) or "names";
+    - "slot": for a slot list, the Keras slot name of its arrays ("momentum", "velocity", ...);
+    - "default": present only when the argument has one (None or a float).
+
+    A rule function is called as `fn(params, grads, *slot lists, *scalars, options, names)`;
+    the slot lists given (optional ones when not None) reach the kernel in this order."""
 
 def adafactor(
     params: Sequence[NDArray[np.floating]],

@@ -9,7 +9,7 @@
 //! ```
 //! Slots: accumulated_grad, accumulated_delta_var.
 
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 pub struct Adadelta<T> {
     lr: T,
@@ -18,9 +18,23 @@ pub struct Adadelta<T> {
     epsilon: T,
 }
 
-impl<T: Real> Adadelta<T> {
-    #[must_use]
-    pub fn new(learning_rate: f64, rho: f64, epsilon: f64) -> Self {
+/// The hyperparameters of `Adadelta`, as they arrive from Python.
+#[derive(Clone, Copy, Debug)]
+pub struct AdadeltaParams {
+    pub learning_rate: f64,
+    pub rho: f64,
+    pub epsilon: f64,
+}
+
+impl Hyperparameters for AdadeltaParams {
+    type Rule<T: Real> = Adadelta<T>;
+
+    fn build<T: Real>(&self) -> Adadelta<T> {
+        let AdadeltaParams {
+            learning_rate,
+            rho,
+            epsilon,
+        } = *self;
         Adadelta {
             lr: T::from_f64(learning_rate),
             rho: T::from_f64(rho),

@@ -8,7 +8,7 @@
 //! Slots: momentum, norm.
 
 use super::real::max_nan;
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 pub struct Adamax<T> {
     lr: T,
@@ -18,15 +18,27 @@ pub struct Adamax<T> {
     epsilon: T,
 }
 
-impl<T: Real> Adamax<T> {
-    #[must_use]
-    pub fn new(
-        learning_rate: f64,
-        beta_1: f64,
-        beta_2: f64,
-        epsilon: f64,
-        iterations: u64,
-    ) -> Self {
+/// The hyperparameters of `Adamax`, as they arrive from Python.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamaxParams {
+    pub learning_rate: f64,
+    pub beta_1: f64,
+    pub beta_2: f64,
+    pub epsilon: f64,
+    pub iterations: u64,
+}
+
+impl Hyperparameters for AdamaxParams {
+    type Rule<T: Real> = Adamax<T>;
+
+    fn build<T: Real>(&self) -> Adamax<T> {
+        let AdamaxParams {
+            learning_rate,
+            beta_1,
+            beta_2,
+            epsilon,
+            iterations,
+        } = *self;
         let t = T::from_f64((iterations as f64) + 1.0);
         Adamax {
             lr: T::from_f64(learning_rate),

@@ -13,7 +13,7 @@
 //! the tensor's ratio.
 
 use super::reduce::sum_squares;
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 pub struct Lamb<T> {
     lr: T,
@@ -24,15 +24,27 @@ pub struct Lamb<T> {
     epsilon: T,
 }
 
-impl<T: Real> Lamb<T> {
-    #[must_use]
-    pub fn new(
-        learning_rate: f64,
-        beta_1: f64,
-        beta_2: f64,
-        epsilon: f64,
-        iterations: u64,
-    ) -> Self {
+/// The hyperparameters of `Lamb`, as they arrive from Python.
+#[derive(Clone, Copy, Debug)]
+pub struct LambParams {
+    pub learning_rate: f64,
+    pub beta_1: f64,
+    pub beta_2: f64,
+    pub epsilon: f64,
+    pub iterations: u64,
+}
+
+impl Hyperparameters for LambParams {
+    type Rule<T: Real> = Lamb<T>;
+
+    fn build<T: Real>(&self) -> Lamb<T> {
+        let LambParams {
+            learning_rate,
+            beta_1,
+            beta_2,
+            epsilon,
+            iterations,
+        } = *self;
         let t = T::from_f64((iterations as f64) + 1.0);
         Lamb {
             lr: T::from_f64(learning_rate),
@@ -43,7 +55,9 @@ impl<T: Real> Lamb<T> {
             epsilon: T::from_f64(epsilon),
         }
     }
+}
 
+impl<T: Real> Lamb<T> {
     /// New `m`, new `v` and the update direction `r` of one element.
     #[inline(always)]
     fn moments(&self, g: T, m: T, v: T) -> (T, T, T) {

@@ -18,7 +18,7 @@
 //! leaves one divide and one square root per element, like Adam. Keras 2's `schedule_decay`
 //! `s` replaces the exponents `t` by `t * s` in the two caches.
 
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 pub struct Nadam<T> {
     lr: T,
@@ -32,18 +32,33 @@ pub struct Nadam<T> {
     epsilon: T,
 }
 
-impl<T: Real> Nadam<T> {
-    /// `schedule_decay` is 1 for Keras 3 (and 0.004 for Keras 2's default).
-    #[must_use]
-    pub fn new(
-        learning_rate: f64,
-        beta_1: f64,
-        beta_2: f64,
-        epsilon: f64,
-        iterations: u64,
-        u_product: f64,
-        schedule_decay: f64,
-    ) -> Self {
+/// The hyperparameters of `Nadam`, as they arrive from Python.
+///
+/// `schedule_decay` is 1 for Keras 3 (and 0.004 for Keras 2's default).
+#[derive(Clone, Copy, Debug)]
+pub struct NadamParams {
+    pub learning_rate: f64,
+    pub beta_1: f64,
+    pub beta_2: f64,
+    pub epsilon: f64,
+    pub iterations: u64,
+    pub u_product: f64,
+    pub schedule_decay: f64,
+}
+
+impl Hyperparameters for NadamParams {
+    type Rule<T: Real> = Nadam<T>;
+
+    fn build<T: Real>(&self) -> Nadam<T> {
+        let NadamParams {
+            learning_rate,
+            beta_1,
+            beta_2,
+            epsilon,
+            iterations,
+            u_product,
+            schedule_decay,
+        } = *self;
         let t = T::from_f64((iterations as f64) + 1.0);
         let t1 = T::from_f64((iterations as f64) + 2.0);
         let (b1, b2) = (T::from_f64(beta_1), T::from_f64(beta_2));

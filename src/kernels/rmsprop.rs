@@ -12,7 +12,7 @@
 //! Slots, in order: velocity, then momentum (if momentum > 0), then average_gradient (if
 //! centered).
 
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 pub struct RmsProp<T> {
     lr: T,
@@ -23,9 +23,27 @@ pub struct RmsProp<T> {
     epsilon: T,
 }
 
-impl<T: Real> RmsProp<T> {
-    #[must_use]
-    pub fn new(learning_rate: f64, rho: f64, momentum: f64, epsilon: f64, centered: bool) -> Self {
+/// The hyperparameters of `RmsProp`, as they arrive from Python.
+#[derive(Clone, Copy, Debug)]
+pub struct RmsPropParams {
+    pub learning_rate: f64,
+    pub rho: f64,
+    pub momentum: f64,
+    pub epsilon: f64,
+    pub centered: bool,
+}
+
+impl Hyperparameters for RmsPropParams {
+    type Rule<T: Real> = RmsProp<T>;
+
+    fn build<T: Real>(&self) -> RmsProp<T> {
+        let RmsPropParams {
+            learning_rate,
+            rho,
+            momentum,
+            epsilon,
+            centered,
+        } = *self;
         RmsProp {
             lr: T::from_f64(learning_rate),
             rho: T::from_f64(rho),

@@ -14,7 +14,7 @@
 //! Slots: momentum (z), velocity (v). Divisions by the scalars `1 - beta_2^t` and `beta_1`
 //! are multiplications by their reciprocals, as XLA (Keras's JAX backend) computes them.
 
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 pub struct ScheduleFree<T> {
     lr: T,
@@ -27,16 +27,29 @@ pub struct ScheduleFree<T> {
     one_minus_weight: T,
 }
 
-impl<T: Real> ScheduleFree<T> {
-    #[must_use]
-    pub fn new(
-        learning_rate: f64,
-        beta_1: f64,
-        beta_2: f64,
-        epsilon: f64,
-        warmup_steps: u64,
-        iterations: u64,
-    ) -> Self {
+/// The hyperparameters of `ScheduleFree`, as they arrive from Python.
+#[derive(Clone, Copy, Debug)]
+pub struct ScheduleFreeParams {
+    pub learning_rate: f64,
+    pub beta_1: f64,
+    pub beta_2: f64,
+    pub epsilon: f64,
+    pub warmup_steps: u64,
+    pub iterations: u64,
+}
+
+impl Hyperparameters for ScheduleFreeParams {
+    type Rule<T: Real> = ScheduleFree<T>;
+
+    fn build<T: Real>(&self) -> ScheduleFree<T> {
+        let ScheduleFreeParams {
+            learning_rate,
+            beta_1,
+            beta_2,
+            epsilon,
+            warmup_steps,
+            iterations,
+        } = *self;
         let t = T::from_f64((iterations as f64) + 1.0);
         let mut lr = T::from_f64(learning_rate);
         if warmup_steps > 0 {

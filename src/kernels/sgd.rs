@@ -7,7 +7,7 @@
 //!                 plain:    w = w + m
 //! ```
 
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 pub struct Sgd<T> {
     lr: T,
@@ -18,9 +18,23 @@ pub struct Sgd<T> {
     nesterov: bool,
 }
 
-impl<T: Real> Sgd<T> {
-    #[must_use]
-    pub fn new(learning_rate: f64, momentum: f64, nesterov: bool) -> Self {
+/// The hyperparameters of `Sgd`, as they arrive from Python.
+#[derive(Clone, Copy, Debug)]
+pub struct SgdParams {
+    pub learning_rate: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+}
+
+impl Hyperparameters for SgdParams {
+    type Rule<T: Real> = Sgd<T>;
+
+    fn build<T: Real>(&self) -> Sgd<T> {
+        let SgdParams {
+            learning_rate,
+            momentum,
+            nesterov,
+        } = *self;
         Sgd {
             lr: T::from_f64(learning_rate),
             momentum: T::from_f64(momentum),

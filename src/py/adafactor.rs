@@ -44,12 +44,7 @@ pub fn adafactor<'py>(
         ("epsilon_2", epsilon_2),
         ("clip_threshold", clip_threshold),
     ] {
-        if !x.is_finite() {
-            return Err(Error::value_error(format!(
-                "`{name}` must be a finite number. Received: {name}={x}"
-            ))
-            .into());
-        }
+        args::finite(name, x)?;
     }
     let names = Names(names);
     let params = prepare::items(params, "params")?;

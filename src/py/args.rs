@@ -39,6 +39,11 @@ pub fn int(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
         .map_err(|e| out_of_range(obj.py(), e, "an integer in [-2**63, 2**63)"))
 }
 
+/// A bool (as pyo3 extracts one), for declarations that name every scalar's extractor.
+pub fn bool(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    obj.extract::<bool>()
+}
+
 /// A uint32.
 pub fn uint32(obj: &Bound<'_, PyAny>) -> PyResult<u32> {
     obj.extract::<u32>()

@@ -6,7 +6,7 @@ use super::options::StepOptions;
 use super::prepare::{self, Dtype, Names, State};
 use super::runtime::count_completed;
 use crate::error::Error;
-use crate::kernels::{self, Clip, Mode, Prologue, Real, Rule};
+use crate::kernels::{self, Clip, Hyperparameters, Mode, Prologue, Real, Rule};
 use numpy::Element;
 use pyo3::prelude::*;
 
@@ -25,35 +25,27 @@ pub(crate) struct Call<'a, 'py> {
 }
 
 impl Call<'_, '_> {
-    pub(crate) fn run<R32, R64>(
-        &self,
-        py: Python<'_>,
-        rule32: impl FnOnce() -> R32,
-        rule64: impl FnOnce() -> R64,
-    ) -> PyResult<()>
-    where
-        R32: Rule<f32> + Send,
-        R64: Rule<f64> + Send,
-    {
+    /// Validates the call, then runs the rule `hyper` builds for the parameters' dtype.
+    pub(crate) fn run<H: Hyperparameters>(&self, py: Python<'_>, hyper: &H) -> PyResult<()> {
         let params = prepare::items(self.params, "params")?;
         if let Some(first) = params.first() {
             match prepare::group_dtype(first, &self.names)? {
-                Dtype::F32 => self.run_typed::<f32, R32>(py, &params, rule32)?,
-                Dtype::F64 => self.run_typed::<f64, R64>(py, &params, rule64)?,
+                Dtype::F32 => self.run_typed::<f32, H>(py, &params, hyper)?,
+                Dtype::F64 => self.run_typed::<f64, H>(py, &params, hyper)?,
             }
         }
         count_completed();
         Ok(())
     }
 
-    fn run_typed<'py, T: Real + Element, R: Rule<T> + Send>(
+    fn run_typed<'py, T: Real + Element, H: Hyperparameters>(
         &self,
         py: Python<'py>,
         params: &[Bound<'py, PyAny>],
-        rule: impl FnOnce() -> R,
+        hyper: &H,
     ) -> PyResult<()> {
         self.with_tensors::<T, ()>(py, params, |tensors, pro, mode, slots| {
-            let rule = rule();
+            let rule = hyper.build::<T>();
             if mode == Mode::Update && rule.slots() != slots {
                 return Err(Error::value_error(format!(
                     "this update needs {} slot lists, got {slots}",

@@ -1,105 +1,317 @@
-//! The update-rule `#[pyfunction]`s: one per rule, each a thin shell over `Call::run`.
+//! The update-rule `#[pyfunction]`s, each declared once in `rules!` below: its slot lists (the
+//! Keras slot name of each, required or optional), its scalars, and the hyperparameters struct
+//! of its kernel. The declaration makes the function (every real scalar checked finite, every
+//! integer checked non-negative, both float types built from one struct) and the table
+//! `rule_signatures` exports, from which the tests derive their calls.
 
 use super::args::{self, finite};
 use super::call::Call;
 use super::options::StepOptions;
 use super::prepare::{self, Names};
 use crate::error::Error;
+use crate::kernels::adadelta::AdadeltaParams;
+use crate::kernels::adagrad::AdagradParams;
+use crate::kernels::adam::AdamParams;
+use crate::kernels::adamax::AdamaxParams;
+use crate::kernels::ftrl::FtrlParams;
+use crate::kernels::lamb::LambParams;
+use crate::kernels::lion::LionParams;
+use crate::kernels::nadam::NadamParams;
+use crate::kernels::rmsprop::RmsPropParams;
+use crate::kernels::roofline::Roofline;
+use crate::kernels::schedule_free::ScheduleFreeParams;
+use crate::kernels::sgd::SgdParams;
 use crate::kernels::{self, Clip, Mode};
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
 
-fn check_iterations(iterations: i64) -> PyResult<u64> {
-    u64::try_from(iterations).map_err(|_| {
-        Error::value_error(format!(
-            "`iterations` must be >= 0. Received: iterations={iterations}"
-        ))
-        .into()
+/// One argument of a rule function, as `rule_signatures` reports it.
+struct Param {
+    name: &'static str,
+    /// "params", "grads", "slots", "optional_slots", "real", "int", "bool", "options" or
+    /// "names".
+    kind: &'static str,
+    /// The Keras slot name of a slot list.
+    slot: Option<&'static str>,
+    default: Default,
+}
+
+enum Default {
+    Required,
+    None,
+    Real(f64),
+}
+
+impl Param {
+    const fn new(name: &'static str, kind: &'static str) -> Self {
+        Param {
+            name,
+            kind,
+            slot: None,
+            default: Default::Required,
+        }
+    }
+}
+
+/// An integer scalar (a count) as u64, or the ValueError every count check raises.
+fn nonnegative(name: &str, x: i64) -> PyResult<u64> {
+    u64::try_from(x).map_err(|_| {
+        Error::value_error(format!("`{name}` must be >= 0. Received: {name}={x}")).into()
     })
 }
 
-/// SGD, optionally with (Nesterov) momentum. `momentums` is None when momentum is 0.
-#[pyfunction]
-#[pyo3(signature = (params, grads, momentums, learning_rate, momentum, nesterov, options=None,
-    names=None))]
-#[allow(clippy::too_many_arguments)]
-pub fn sgd<'py>(
-    py: Python<'py>,
-    params: &Bound<'py, PyAny>,
-    grads: &Bound<'py, PyAny>,
-    momentums: Option<&Bound<'py, PyAny>>,
-    #[pyo3(from_py_with = args::real)] learning_rate: f64,
-    #[pyo3(from_py_with = args::real)] momentum: f64,
-    nesterov: bool,
-    options: Option<&Bound<'py, StepOptions>>,
-    names: Option<&Bound<'py, PyAny>>,
-) -> PyResult<()> {
-    finite("learning_rate", learning_rate)?;
-    finite("momentum", momentum)?;
-    if (momentum != 0.0) != momentums.is_some() {
-        return Err(
-            Error::value_error("`momentums` must be given exactly when momentum != 0").into(),
-        );
-    }
-    let call = Call {
-        params,
-        grads: Some(grads),
-        slots: momentums.map(|m| ("momentum", m)).into_iter().collect(),
-        learning_rate,
-        options,
-        names: Names(names),
-        mode: Mode::Update,
-    };
-    call.run(
-        py,
-        || kernels::sgd::Sgd::<f32>::new(learning_rate, momentum, nesterov),
-        || kernels::sgd::Sgd::<f64>::new(learning_rate, momentum, nesterov),
-    )
+macro_rules! slot_type {
+    ($py:lifetime, required) => { &Bound<$py, PyAny> };
+    ($py:lifetime, optional) => { Option<&Bound<$py, PyAny>> };
 }
 
-/// Adam (and AdamW): `iterations` is the count before this step.
-#[pyfunction]
-#[pyo3(signature = (params, grads, momentums, velocities, velocity_hats, learning_rate, beta_1,
-    beta_2, epsilon, iterations, options=None, names=None))]
-#[allow(clippy::too_many_arguments)]
-pub fn adam<'py>(
-    py: Python<'py>,
-    params: &Bound<'py, PyAny>,
-    grads: &Bound<'py, PyAny>,
-    momentums: &Bound<'py, PyAny>,
-    velocities: &Bound<'py, PyAny>,
-    velocity_hats: Option<&Bound<'py, PyAny>>,
-    #[pyo3(from_py_with = args::real)] learning_rate: f64,
-    #[pyo3(from_py_with = args::real)] beta_1: f64,
-    #[pyo3(from_py_with = args::real)] beta_2: f64,
-    #[pyo3(from_py_with = args::real)] epsilon: f64,
-    #[pyo3(from_py_with = args::int)] iterations: i64,
-    options: Option<&Bound<'py, StepOptions>>,
-    names: Option<&Bound<'py, PyAny>>,
-) -> PyResult<()> {
-    finite("learning_rate", learning_rate)?;
-    finite("beta_1", beta_1)?;
-    finite("beta_2", beta_2)?;
-    finite("epsilon", epsilon)?;
-    let it = check_iterations(iterations)?;
-    let amsgrad = velocity_hats.is_some();
-    let mut slots = vec![("momentum", momentums), ("velocity", velocities)];
-    if let Some(vh) = velocity_hats {
-        slots.push(("velocity_hat", vh));
-    }
-    let call = Call {
-        params,
-        grads: Some(grads),
-        slots,
-        learning_rate,
-        options,
-        names: Names(names),
-        mode: Mode::Update,
+macro_rules! slot_kind {
+    (required) => {
+        "slots"
     };
-    call.run(
-        py,
-        || kernels::adam::Adam::<f32>::new(learning_rate, beta_1, beta_2, epsilon, it, amsgrad),
-        || kernels::adam::Adam::<f64>::new(learning_rate, beta_1, beta_2, epsilon, it, amsgrad),
-    )
+    (optional) => {
+        "optional_slots"
+    };
+}
+
+macro_rules! push_slot {
+    ($slots:ident, required, $keras:literal, $list:ident) => {
+        $slots.push(($keras, $list))
+    };
+    ($slots:ident, optional, $keras:literal, $list:ident) => {
+        $slots.extend($list.map(|l| ($keras, l)))
+    };
+}
+
+macro_rules! scalar_type {
+    (real) => {
+        f64
+    };
+    (int) => {
+        i64
+    };
+    (bool) => {
+        bool
+    };
+}
+
+macro_rules! checked_scalar {
+    (real, $x:ident) => {
+        finite(stringify!($x), $x)?
+    };
+    (int, $x:ident) => {
+        nonnegative(stringify!($x), $x)?
+    };
+    (bool, $x:ident) => {
+        $x
+    };
+}
+
+macro_rules! scalar_default {
+    () => {
+        Default::Required
+    };
+    ($d:tt) => {
+        Default::Real($d)
+    };
+}
+
+/// Declares the update-rule functions. Each reads
+///
+/// ```text
+/// /// docstring
+/// fn name(slot_list: required|optional "keras slot name", ...;
+///         learning_rate: real, scalar: real|int|bool [= real default], ...)
+///     [where { extra checks }] => the kernel's hyperparameters struct;
+/// ```
+///
+/// and becomes `name(params, grads, *slot lists, *scalars, options=None, names=None)`.
+/// Slot lists are passed to the kernel in their order, optional ones only when given.
+macro_rules! rules {
+    ($(
+        $(#[doc = $doc:literal])*
+        fn $name:ident(
+            $($slot:ident: $presence:ident $keras:literal),+;
+            $lr:ident: real $(, $scalar:ident: $kind:ident $(= $default:tt)?)* $(,)?
+        ) $(where $check:block)? => $hyper:expr;
+    )+) => {
+        $(
+            $(#[doc = $doc])*
+            #[pyfunction]
+            #[pyo3(signature = (params, grads, $($slot,)+ $lr, $($scalar $(= $default)?,)*
+                options=None, names=None))]
+            #[allow(clippy::too_many_arguments)]
+            pub fn $name<'py>(
+                py: Python<'py>,
+                params: &Bound<'py, PyAny>,
+                grads: &Bound<'py, PyAny>,
+                $($slot: slot_type!('py, $presence),)+
+                #[pyo3(from_py_with = args::real)] $lr: f64,
+                $(#[pyo3(from_py_with = args::$kind)] $scalar: scalar_type!($kind),)*
+                options: Option<&Bound<'py, StepOptions>>,
+                names: Option<&Bound<'py, PyAny>>,
+            ) -> PyResult<()> {
+                let $lr = checked_scalar!(real, $lr);
+                $(let $scalar = checked_scalar!($kind, $scalar);)*
+                $($check;)?
+                let mut slots = Vec::with_capacity(kernels::driver::MAX_SLOTS);
+                $(push_slot!(slots, $presence, $keras, $slot);)+
+                let call = Call {
+                    params,
+                    grads: Some(grads),
+                    slots,
+                    learning_rate: $lr,
+                    options,
+                    names: Names(names),
+                    mode: Mode::Update,
+                };
+                call.run(py, &$hyper)
+            }
+        )+
+
+        /// Each rule function's arguments in order.
+        const RULES: &[(&str, &[Param])] = &[$(
+            (stringify!($name), &[
+                Param::new("params", "params"),
+                Param::new("grads", "grads"),
+                $(Param { slot: Some($keras), ..Param::new(stringify!($slot), slot_kind!($presence)) },)+
+                Param::new(stringify!($lr), "real"),
+                $(Param {
+                    default: scalar_default!($($default)?),
+                    ..Param::new(stringify!($scalar), stringify!($kind))
+                },)*
+                Param { default: Default::None, ..Param::new("options", "options") },
+                Param { default: Default::None, ..Param::new("names", "names") },
+            ]),
+        )+];
+    };
+}
+
+rules! {
+    /// SGD, optionally with (Nesterov) momentum. `momentums` is None when momentum is 0.
+    fn sgd(momentums: optional "momentum"; learning_rate: real, momentum: real, nesterov: bool)
+    where {
+        if (momentum != 0.0) != momentums.is_some() {
+            return Err(
+                Error::value_error("`momentums` must be given exactly when momentum != 0").into(),
+            );
+        }
+    } => SgdParams { learning_rate, momentum, nesterov };
+
+    /// Adam (and AdamW): `iterations` is the count before this step.
+    fn adam(
+        momentums: required "momentum",
+        velocities: required "velocity",
+        velocity_hats: optional "velocity_hat";
+        learning_rate: real, beta_1: real, beta_2: real, epsilon: real, iterations: int,
+    ) => AdamParams {
+        learning_rate, beta_1, beta_2, epsilon, iterations, amsgrad: velocity_hats.is_some()
+    };
+
+    /// RMSprop. `momentums` is None unless momentum > 0; `average_gradients` None unless centered.
+    fn rmsprop(
+        velocities: required "velocity",
+        momentums: optional "momentum",
+        average_gradients: optional "average_gradient";
+        learning_rate: real, rho: real, momentum: real, epsilon: real,
+    ) where {
+        if (momentum > 0.0) != momentums.is_some() {
+            return Err(
+                Error::value_error("`momentums` must be given exactly when momentum > 0").into(),
+            );
+        }
+    } => RmsPropParams {
+        learning_rate, rho, momentum, epsilon, centered: average_gradients.is_some()
+    };
+
+    /// Adagrad.
+    fn adagrad(accumulators: required "accumulator"; learning_rate: real, epsilon: real)
+        => AdagradParams { learning_rate, epsilon };
+
+    /// Adadelta.
+    fn adadelta(
+        accumulated_grads: required "accumulated_grad",
+        accumulated_delta_vars: required "accumulated_delta_var";
+        learning_rate: real, rho: real, epsilon: real,
+    ) => AdadeltaParams { learning_rate, rho, epsilon };
+
+    /// Adamax: `iterations` is the count before this step.
+    fn adamax(
+        momentums: required "momentum",
+        norms: required "norm";
+        learning_rate: real, beta_1: real, beta_2: real, epsilon: real, iterations: int,
+    ) => AdamaxParams { learning_rate, beta_1, beta_2, epsilon, iterations };
+
+    /// Nadam: `u_product` already includes this step's factor; `schedule_decay` is 1 for
+    /// Keras 3 and Keras 2's `schedule_decay` otherwise.
+    fn nadam(
+        momentums: required "momentum",
+        velocities: required "velocity";
+        learning_rate: real, beta_1: real, beta_2: real, epsilon: real, iterations: int,
+        u_product: real, schedule_decay: real = 1.0,
+    ) => NadamParams {
+        learning_rate, beta_1, beta_2, epsilon, iterations, u_product, schedule_decay
+    };
+
+    /// Lion.
+    fn lion(momentums: required "momentum"; learning_rate: real, beta_1: real, beta_2: real)
+        => LionParams { learning_rate, beta_1, beta_2 };
+
+    /// FTRL.
+    fn ftrl(
+        accumulators: required "accumulator",
+        linears: required "linear";
+        learning_rate: real, learning_rate_power: real, l1_regularization_strength: real,
+        l2_regularization_strength: real, l2_shrinkage_regularization_strength: real, beta: real,
+    ) => FtrlParams {
+        learning_rate,
+        learning_rate_power,
+        l1_regularization_strength,
+        l2_regularization_strength,
+        l2_shrinkage_regularization_strength,
+        beta,
+    };
+
+    /// Lamb: `iterations` is the count before this step.
+    fn lamb(
+        momentums: required "momentum",
+        velocities: required "velocity";
+        learning_rate: real, beta_1: real, beta_2: real, epsilon: real, iterations: int,
+    ) => LambParams { learning_rate, beta_1, beta_2, epsilon, iterations };
+
+    /// Schedule-Free AdamW: `momentums` holds z, the variables y.
+    fn schedule_free_adamw(
+        momentums: required "momentum",
+        velocities: required "velocity";
+        learning_rate: real, beta_1: real, beta_2: real, epsilon: real, warmup_steps: int,
+        iterations: int,
+    ) => ScheduleFreeParams { learning_rate, beta_1, beta_2, epsilon, warmup_steps, iterations };
+}
+
+/// The declaration of every update-rule function: `{name: [{"name", "kind", "slot"?,
+/// "default"?}, ...]}` in argument order (see `_native.pyi`).
+#[pyfunction]
+pub fn rule_signatures(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let out = PyDict::new(py);
+    for (name, params) in RULES {
+        let list = PyList::empty(py);
+        for p in *params {
+            let d = PyDict::new(py);
+            d.set_item("name", p.name)?;
+            d.set_item("kind", p.kind)?;
+            if let Some(slot) = p.slot {
+                d.set_item("slot", slot)?;
+            }
+            match p.default {
+                Default::Required => {}
+                Default::None => d.set_item("default", py.None())?,
+                Default::Real(x) => d.set_item("default", x)?,
+            }
+            list.append(d)?;
+        }
+        out.set_item(name, list)?;
+    }
+    Ok(out)
 }
 
 /// The EMA stage alone, for variables that took no part in the step.
@@ -139,8 +351,7 @@ pub fn ema<'py>(
         names: Names(names),
         mode: Mode::EmaOnly,
     };
-    let none = kernels::roofline::Roofline { slots: 0 };
-    call.run(py, || none, || kernels::roofline::Roofline { slots: 0 })
+    call.run(py, &Roofline { slots: 0 })
 }
 
 /// The benchmark floor: the bytes of a step with one add per stream.
@@ -165,374 +376,5 @@ pub fn roofline<'py>(
         names: Names(None),
         mode: Mode::Update,
     };
-    let k = lists.len();
-    call.run(
-        py,
-        || kernels::roofline::Roofline { slots: k },
-        || kernels::roofline::Roofline { slots: k },
-    )
-}
-
-/// Builds the `Call` of an update rule with these slot lists.
-fn update_call<'a, 'py>(
-    params: &'a Bound<'py, PyAny>,
-    grads: &'a Bound<'py, PyAny>,
-    slots: Vec<(&'static str, &'a Bound<'py, PyAny>)>,
-    learning_rate: f64,
-    options: Option<&'a Bound<'py, StepOptions>>,
-    names: Option<&'a Bound<'py, PyAny>>,
-) -> PyResult<Call<'a, 'py>> {
-    finite("learning_rate", learning_rate)?;
-    Ok(Call {
-        params,
-        grads: Some(grads),
-        slots,
-        learning_rate,
-        options,
-        names: Names(names),
-        mode: Mode::Update,
-    })
-}
-
-/// RMSprop. `momentums` is None unless momentum > 0; `average_gradients` None unless centered.
-#[pyfunction]
-#[pyo3(signature = (params, grads, velocities, momentums, average_gradients, learning_rate, rho,
-    momentum, epsilon, options=None, names=None))]
-#[allow(clippy::too_many_arguments)]
-pub fn rmsprop<'py>(
-    py: Python<'py>,
-    params: &Bound<'py, PyAny>,
-    grads: &Bound<'py, PyAny>,
-    velocities: &Bound<'py, PyAny>,
-    momentums: Option<&Bound<'py, PyAny>>,
-    average_gradients: Option<&Bound<'py, PyAny>>,
-    #[pyo3(from_py_with = args::real)] learning_rate: f64,
-    #[pyo3(from_py_with = args::real)] rho: f64,
-    #[pyo3(from_py_with = args::real)] momentum: f64,
-    #[pyo3(from_py_with = args::real)] epsilon: f64,
-    options: Option<&Bound<'py, StepOptions>>,
-    names: Option<&Bound<'py, PyAny>>,
-) -> PyResult<()> {
-    finite("rho", rho)?;
-    finite("momentum", momentum)?;
-    finite("epsilon", epsilon)?;
-    if (momentum > 0.0) != momentums.is_some() {
-        return Err(
-            Error::value_error("`momentums` must be given exactly when momentum > 0").into(),
-        );
-    }
-    let centered = average_gradients.is_some();
-    let mut slots = vec![("velocity", velocities)];
-    slots.extend(momentums.map(|m| ("momentum", m)));
-    slots.extend(average_gradients.map(|a| ("average_gradient", a)));
-    update_call(params, grads, slots, learning_rate, options, names)?.run(
-        py,
-        || kernels::rmsprop::RmsProp::<f32>::new(learning_rate, rho, momentum, epsilon, centered),
-        || kernels::rmsprop::RmsProp::<f64>::new(learning_rate, rho, momentum, epsilon, centered),
-    )
-}
-
-/// Adagrad.
-#[pyfunction]
-#[pyo3(signature = (params, grads, accumulators, learning_rate, epsilon, options=None, names=None))]
-#[allow(clippy::too_many_arguments)]
-pub fn adagrad<'py>(
-    py: Python<'py>,
-    params: &Bound<'py, PyAny>,
-    grads: &Bound<'py, PyAny>,
-    accumulators: &Bound<'py, PyAny>,
-    #[pyo3(from_py_with = args::real)] learning_rate: f64,
-    #[pyo3(from_py_with = args::real)] epsilon: f64,
-    options: Option<&Bound<'py, StepOptions>>,
-    names: Option<&Bound<'py, PyAny>>,
-) -> PyResult<()> {
-    finite("epsilon", epsilon)?;
-    update_call(
-        params,
-        grads,
-        vec![("accumulator", accumulators)],
-        learning_rate,
-        options,
-        names,
-    )?
-    .run(
-        py,
-        || kernels::adagrad::Adagrad::<f32>::new(learning_rate, epsilon),
-        || kernels::adagrad::Adagrad::<f64>::new(learning_rate, epsilon),
-    )
-}
-
-/// Adadelta.
-#[pyfunction]
-#[pyo3(signature = (params, grads, accumulated_grads, accumulated_delta_vars, learning_rate, rho,
-    epsilon, options=None, names=None))]
-#[allow(clippy::too_many_arguments)]
-pub fn adadelta<'py>(
-    py: Python<'py>,
-    params: &Bound<'py, PyAny>,
-    grads: &Bound<'py, PyAny>,
-    accumulated_grads: &Bound<'py, PyAny>,
-    accumulated_delta_vars: &Bound<'py, PyAny>,
-    #[pyo3(from_py_with = args::real)] learning_rate: f64,
-    #[pyo3(from_py_with = args::real)] rho: f64,
-    #[pyo3(from_py_with = args::real)] epsilon: f64,
-    options: Option<&Bound<'py, StepOptions>>,
-    names: Option<&Bound<'py, PyAny>>,
-) -> PyResult<()> {
-    finite("rho", rho)?;
-    finite("epsilon", epsilon)?;
-    let slots = vec![
-        ("accumulated_grad", accumulated_grads),
-        ("accumulated_delta_var", accumulated_delta_vars),
-    ];
-    update_call(params, grads, slots, learning_rate, options, names)?.run(
-        py,
-        || kernels::adadelta::Adadelta::<f32>::new(learning_rate, rho, epsilon),
-        || kernels::adadelta::Adadelta::<f64>::new(learning_rate, rho, epsilon),
-    )
-}
-
-/// Adamax: `iterations` is the count before this step.
-#[pyfunction]
-#[pyo3(signature = (params, grads, momentums, norms, learning_rate, beta_1, beta_2, epsilon,
-    iterations, options=None, names=None))]
-#[allow(clippy::too_many_arguments)]
-pub fn adamax<'py>(
-    py: Python<'py>,
-    params: &Bound<'py, PyAny>,
-    grads: &Bound<'py, PyAny>,
-    momentums: &Bound<'py, PyAny>,
-    norms: &Bound<'py, PyAny>,
-    #[pyo3(from_py_with = args::real)] learning_rate: f64,
-    #[pyo3(from_py_with = args::real)] beta_1: f64,
-    #[pyo3(from_py_with = args::real)] beta_2: f64,
-    #[pyo3(from_py_with = args::real)] epsilon: f64,
-    #[pyo3(from_py_with = args::int)] iterations: i64,
-    options: Option<&Bound<'py, StepOptions>>,
-    names: Option<&Bound<'py, PyAny>>,
-) -> PyResult<()> {
-    finite("beta_1", beta_1)?;
-    finite("beta_2", beta_2)?;
-    finite("epsilon", epsilon)?;
-    let it = check_iterations(iterations)?;
-    let slots = vec![("momentum", momentums), ("norm", norms)];
-    update_call(params, grads, slots, learning_rate, options, names)?.run(
-        py,
-        || kernels::adamax::Adamax::<f32>::new(learning_rate, beta_1, beta_2, epsilon, it),
-        || kernels::adamax::Adamax::<f64>::new(learning_rate, beta_1, beta_2, epsilon, it),
-    )
-}
-
-/// Nadam: `u_product` already includes this step's factor; `schedule_decay` is 1 for
-/// Keras 3 and Keras 2's `schedule_decay` otherwise.
-#[pyfunction]
-#[pyo3(signature = (params, grads, momentums, velocities, learning_rate, beta_1, beta_2, epsilon,
-    iterations, u_product, schedule_decay=1.0, options=None, names=None))]
-#[allow(clippy::too_many_arguments)]
-pub fn nadam<'py>(
-    py: Python<'py>,
-    params: &Bound<'py, PyAny>,
-    grads: &Bound<'py, PyAny>,
-    momentums: &Bound<'py, PyAny>,
-    velocities: &Bound<'py, PyAny>,
-    #[pyo3(from_py_with = args::real)] learning_rate: f64,
-    #[pyo3(from_py_with = args::real)] beta_1: f64,
-    #[pyo3(from_py_with = args::real)] beta_2: f64,
-    #[pyo3(from_py_with = args::real)] epsilon: f64,
-    #[pyo3(from_py_with = args::int)] iterations: i64,
-    #[pyo3(from_py_with = args::real)] u_product: f64,
-    #[pyo3(from_py_with = args::real)] schedule_decay: f64,
-    options: Option<&Bound<'py, StepOptions>>,
-    names: Option<&Bound<'py, PyAny>>,
-) -> PyResult<()> {
-    finite("beta_1", beta_1)?;
-    finite("beta_2", beta_2)?;
-    finite("epsilon", epsilon)?;
-    finite("u_product", u_product)?;
-    finite("schedule_decay", schedule_decay)?;
-    let it = check_iterations(iterations)?;
-    let slots = vec![("momentum", momentums), ("velocity", velocities)];
-    update_call(params, grads, slots, learning_rate, options, names)?.run(
-        py,
-        || {
-            kernels::nadam::Nadam::<f32>::new(
-                learning_rate,
-                beta_1,
-                beta_2,
-                epsilon,
-                it,
-                u_product,
-                schedule_decay,
-            )
-        },
-        || {
-            kernels::nadam::Nadam::<f64>::new(
-                learning_rate,
-                beta_1,
-                beta_2,
-                epsilon,
-                it,
-                u_product,
-                schedule_decay,
-            )
-        },
-    )
-}
-
-/// Lion.
-#[pyfunction]
-#[pyo3(signature = (params, grads, momentums, learning_rate, beta_1, beta_2, options=None,
-    names=None))]
-#[allow(clippy::too_many_arguments)]
-pub fn lion<'py>(
-    py: Python<'py>,
-    params: &Bound<'py, PyAny>,
-    grads: &Bound<'py, PyAny>,
-    momentums: &Bound<'py, PyAny>,
-    #[pyo3(from_py_with = args::real)] learning_rate: f64,
-    #[pyo3(from_py_with = args::real)] beta_1: f64,
-    #[pyo3(from_py_with = args::real)] beta_2: f64,
-    options: Option<&Bound<'py, StepOptions>>,
-    names: Option<&Bound<'py, PyAny>>,
-) -> PyResult<()> {
-    finite("beta_1", beta_1)?;
-    finite("beta_2", beta_2)?;
-    update_call(
-        params,
-        grads,
-        vec![("momentum", momentums)],
-        learning_rate,
-        options,
-        names,
-    )?
-    .run(
-        py,
-        || kernels::lion::Lion::<f32>::new(learning_rate, beta_1, beta_2),
-        || kernels::lion::Lion::<f64>::new(learning_rate, beta_1, beta_2),
-    )
-}
-
-/// FTRL.
-#[pyfunction]
-#[pyo3(signature = (params, grads, accumulators, linears, learning_rate, learning_rate_power,
-    l1_regularization_strength, l2_regularization_strength, l2_shrinkage_regularization_strength,
-    beta, options=None, names=None))]
-#[allow(clippy::too_many_arguments)]
-pub fn ftrl<'py>(
-    py: Python<'py>,
-    params: &Bound<'py, PyAny>,
-    grads: &Bound<'py, PyAny>,
-    accumulators: &Bound<'py, PyAny>,
-    linears: &Bound<'py, PyAny>,
-    #[pyo3(from_py_with = args::real)] learning_rate: f64,
-    #[pyo3(from_py_with = args::real)] learning_rate_power: f64,
-    #[pyo3(from_py_with = args::real)] l1_regularization_strength: f64,
-    #[pyo3(from_py_with = args::real)] l2_regularization_strength: f64,
-    #[pyo3(from_py_with = args::real)] l2_shrinkage_regularization_strength: f64,
-    #[pyo3(from_py_with = args::real)] beta: f64,
-    options: Option<&Bound<'py, StepOptions>>,
-    names: Option<&Bound<'py, PyAny>>,
-) -> PyResult<()> {
-    let (p, l1, l2, s) = (
-        finite("learning_rate_power", learning_rate_power)?,
-        finite("l1_regularization_strength", l1_regularization_strength)?,
-        finite("l2_regularization_strength", l2_regularization_strength)?,
-        finite(
-            "l2_shrinkage_regularization_strength",
-            l2_shrinkage_regularization_strength,
-        )?,
-    );
-    finite("beta", beta)?;
-    let slots = vec![("accumulator", accumulators), ("linear", linears)];
-    update_call(params, grads, slots, learning_rate, options, names)?.run(
-        py,
-        || kernels::ftrl::Ftrl::<f32>::new(learning_rate, p, l1, l2, s, beta),
-        || kernels::ftrl::Ftrl::<f64>::new(learning_rate, p, l1, l2, s, beta),
-    )
-}
-
-/// Lamb: `iterations` is the count before this step.
-#[pyfunction]
-#[pyo3(signature = (params, grads, momentums, velocities, learning_rate, beta_1, beta_2, epsilon,
-    iterations, options=None, names=None))]
-#[allow(clippy::too_many_arguments)]
-pub fn lamb<'py>(
-    py: Python<'py>,
-    params: &Bound<'py, PyAny>,
-    grads: &Bound<'py, PyAny>,
-    momentums: &Bound<'py, PyAny>,
-    velocities: &Bound<'py, PyAny>,
-    #[pyo3(from_py_with = args::real)] learning_rate: f64,
-    #[pyo3(from_py_with = args::real)] beta_1: f64,
-    #[pyo3(from_py_with = args::real)] beta_2: f64,
-    #[pyo3(from_py_with = args::real)] epsilon: f64,
-    #[pyo3(from_py_with = args::int)] iterations: i64,
-    options: Option<&Bound<'py, StepOptions>>,
-    names: Option<&Bound<'py, PyAny>>,
-) -> PyResult<()> {
-    finite("beta_1", beta_1)?;
-    finite("beta_2", beta_2)?;
-    finite("epsilon", epsilon)?;
-    let it = check_iterations(iterations)?;
-    let slots = vec![("momentum", momentums), ("velocity", velocities)];
-    update_call(params, grads, slots, learning_rate, options, names)?.run(
-        py,
-        || kernels::lamb::Lamb::<f32>::new(learning_rate, beta_1, beta_2, epsilon, it),
-        || kernels::lamb::Lamb::<f64>::new(learning_rate, beta_1, beta_2, epsilon, it),
-    )
-}
-
-/// Schedule-Free AdamW: `momentums` holds z, the variables y.
-#[pyfunction]
-#[pyo3(signature = (params, grads, momentums, velocities, learning_rate, beta_1, beta_2, epsilon,
-    warmup_steps, iterations, options=None, names=None))]
-#[allow(clippy::too_many_arguments)]
-pub fn schedule_free_adamw<'py>(
-    py: Python<'py>,
-    params: &Bound<'py, PyAny>,
-    grads: &Bound<'py, PyAny>,
-    momentums: &Bound<'py, PyAny>,
-    velocities: &Bound<'py, PyAny>,
-    #[pyo3(from_py_with = args::real)] learning_rate: f64,
-    #[pyo3(from_py_with = args::real)] beta_1: f64,
-    #[pyo3(from_py_with = args::real)] beta_2: f64,
-    #[pyo3(from_py_with = args::real)] epsilon: f64,
-    #[pyo3(from_py_with = args::int)] warmup_steps: i64,
-    #[pyo3(from_py_with = args::int)] iterations: i64,
-    options: Option<&Bound<'py, StepOptions>>,
-    names: Option<&Bound<'py, PyAny>>,
-) -> PyResult<()> {
-    finite("beta_1", beta_1)?;
-    finite("beta_2", beta_2)?;
-    finite("epsilon", epsilon)?;
-    let it = check_iterations(iterations)?;
-    let warmup = u64::try_from(warmup_steps).map_err(|_| {
-        Error::value_error(format!(
-            "`warmup_steps` must be >= 0. Received: warmup_steps={warmup_steps}"
-        ))
-    })?;
-    let slots = vec![("momentum", momentums), ("velocity", velocities)];
-    update_call(params, grads, slots, learning_rate, options, names)?.run(
-        py,
-        || {
-            kernels::schedule_free::ScheduleFree::<f32>::new(
-                learning_rate,
-                beta_1,
-                beta_2,
-                epsilon,
-                warmup,
-                it,
-            )
-        },
-        || {
-            kernels::schedule_free::ScheduleFree::<f64>::new(
-                learning_rate,
-                beta_1,
-                beta_2,
-                epsilon,
-                warmup,
-                it,
-            )
-        },
-    )
+    call.run(py, &Roofline { slots: lists.len() })
 }
