@@ -15,7 +15,7 @@ mod _native {
     #[pymodule_export]
     use crate::py::checks::{all_finite, check_disjoint};
     #[pymodule_export]
-    use crate::py::gradients::gradient_sum_squares;
+    use crate::py::gradients::{gradient_sum_squares, transform_gradients};
     #[pymodule_export]
     use crate::py::matrices::newton_schulz;
     #[pymodule_export]

@@ -38,6 +38,8 @@ RULE_SIGNATURES = _native.rule_signatures()
 SIGNATURES = {
     **{name: [arg["kind"] for arg in args] for name, args in RULE_SIGNATURES.items()},
     "ema": [PARAMS, SLOTS, FLOAT, BOOL, NAMES],
+    "transform_gradients": [PARAMS, GRADS, OPTIONS, NAMES],
+    "gradient_sum_squares": [PARAMS, GRADS, OPTIONS, NAMES],
     "roofline": [PARAMS, GRADS, SLOT_LISTS],
     "all_finite": [GRADS],
     "check_disjoint": [GRADS, SLOTS, NAMES],

@@ -55,6 +55,7 @@ __all__ = [
     "set_simd_level",
     "sgd",
     "simd_level",
+    "transform_gradients",
 ]
 
 __version__: str
@@ -331,6 +332,20 @@ def gradient_sum_squares(
     them (cast to the parameters' dtype, unscaled by `loss_scale`, averaged with
     `accumulators`; the options' clipping, weight decay and EMA are ignored). Writes nothing;
     the same value for any thread count. For a `global_clipnorm` that spans several calls."""
+
+def transform_gradients(
+    out: Sequence[NDArray[np.floating]],
+    grads: Sequence[ArrayLike],
+    options: Optional[StepOptions] = None,
+    names: Optional[Sequence[str]] = None,
+) -> None:
+    """Writes into `out` (one array per gradient, of one float dtype) the gradients an update
+    rule would receive: unscaled by the loss scale, averaged with the accumulators (which are
+    then reset) and clipped, per `options`, in `out`'s dtype; a -0 element is written +0. With
+    `accumulate_only`, only adds to the accumulators and leaves `out` alone. `out` is validated
+    like the parameters of an update, and a successful call counts in `completed_calls`. For
+    optimizers whose rule runs in NumPy: `options` holds the gradient parts only (a weight decay
+    in it has no effect; an EMA would average `out` as written)."""
 
 def ema(
     params: Sequence[NDArray[np.floating]],

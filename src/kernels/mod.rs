@@ -24,6 +24,7 @@ pub mod roofline;
 pub mod schedule_free;
 pub mod sgd;
 pub mod simd;
+pub mod transform;
 
 pub use driver::{gradient_sum_squares, run, Grad, Mode, Tensor};
 pub use prologue::{Clip, Prologue};

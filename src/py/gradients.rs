@@ -1,8 +1,10 @@
-//! Reads of the gradients as an update step would see them.
+//! The gradients as an update step would see them: their sum of squares, or the gradients
+//! themselves.
 
 use super::call::{detach_if_large, Call};
 use super::options::StepOptions;
 use super::prepare::{self, Dtype, Names};
+use crate::kernels::transform::TransformGradients;
 use crate::kernels::{self, Mode};
 use pyo3::prelude::*;
 
@@ -43,4 +45,29 @@ pub fn gradient_sum_squares<'py>(
             }))
         }),
     }
+}
+
+/// Writes into `out` the gradients an update step would see: unscaled, averaged with the
+/// accumulators (which are then reset) and clipped per `options`, in `out`'s dtype. With
+/// `accumulate_only`, only adds to the accumulators and leaves `out` alone. Validated and
+/// counted (`completed_calls`) like an update; for the optimizers whose rule runs in NumPy.
+#[pyfunction]
+#[pyo3(signature = (out, grads, options=None, names=None))]
+pub fn transform_gradients<'py>(
+    py: Python<'py>,
+    out: &Bound<'py, PyAny>,
+    grads: &Bound<'py, PyAny>,
+    options: Option<&Bound<'py, StepOptions>>,
+    names: Option<&Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    let call = Call {
+        params: out,
+        grads: Some(grads),
+        slots: Vec::new(),
+        learning_rate: 0.0,
+        options,
+        names: Names(names),
+        mode: Mode::Update,
+    };
+    call.run(py, &TransformGradients)
 }
