@@ -18,7 +18,8 @@ pub struct Adadelta<T> {
     epsilon: T,
 }
 
-/// The hyperparameters of `Adadelta`, as they arrive from Python.
+/// The hyperparameters of `Adadelta` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
 #[derive(Clone, Copy, Debug)]
 pub struct AdadeltaParams {
     pub learning_rate: f64,

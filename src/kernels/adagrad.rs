@@ -12,7 +12,8 @@ pub struct Adagrad<T> {
     epsilon: T,
 }
 
-/// The hyperparameters of `Adagrad`, as they arrive from Python.
+/// The hyperparameters of `Adagrad` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
 #[derive(Clone, Copy, Debug)]
 pub struct AdagradParams {
     pub learning_rate: f64,

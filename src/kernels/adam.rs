@@ -24,7 +24,8 @@ pub struct Adam<T> {
     amsgrad: bool,
 }
 
-/// The hyperparameters of `Adam`, as they arrive from Python.
+/// The hyperparameters of `Adam` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
 ///
 /// `iterations` is the optimizer's count before this step.
 #[derive(Clone, Copy, Debug)]

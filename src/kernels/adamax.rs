@@ -18,7 +18,8 @@ pub struct Adamax<T> {
     epsilon: T,
 }
 
-/// The hyperparameters of `Adamax`, as they arrive from Python.
+/// The hyperparameters of `Adamax` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamaxParams {
     pub learning_rate: f64,

@@ -35,7 +35,8 @@ pub struct Ftrl<T> {
     two_shrinkage: T,
 }
 
-/// The hyperparameters of `Ftrl`, as they arrive from Python.
+/// The hyperparameters of `Ftrl` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
 #[derive(Clone, Copy, Debug)]
 pub struct FtrlParams {
     pub learning_rate: f64,

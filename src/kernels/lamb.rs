@@ -24,7 +24,8 @@ pub struct Lamb<T> {
     epsilon: T,
 }
 
-/// The hyperparameters of `Lamb`, as they arrive from Python.
+/// The hyperparameters of `Lamb` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
 #[derive(Clone, Copy, Debug)]
 pub struct LambParams {
     pub learning_rate: f64,

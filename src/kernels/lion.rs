@@ -16,7 +16,8 @@ pub struct Lion<T> {
     one_minus_beta_2: T,
 }
 
-/// The hyperparameters of `Lion`, as they arrive from Python.
+/// The hyperparameters of `Lion` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
 #[derive(Clone, Copy, Debug)]
 pub struct LionParams {
     pub learning_rate: f64,

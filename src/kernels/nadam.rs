@@ -32,7 +32,8 @@ pub struct Nadam<T> {
     epsilon: T,
 }
 
-/// The hyperparameters of `Nadam`, as they arrive from Python.
+/// The hyperparameters of `Nadam` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
 ///
 /// `schedule_decay` is 1 for Keras 3 (and 0.004 for Keras 2's default).
 #[derive(Clone, Copy, Debug)]

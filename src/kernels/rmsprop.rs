@@ -23,7 +23,8 @@ pub struct RmsProp<T> {
     epsilon: T,
 }
 
-/// The hyperparameters of `RmsProp`, as they arrive from Python.
+/// The hyperparameters of `RmsProp` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
 #[derive(Clone, Copy, Debug)]
 pub struct RmsPropParams {
     pub learning_rate: f64,

@@ -27,7 +27,8 @@ pub struct ScheduleFree<T> {
     one_minus_weight: T,
 }
 
-/// The hyperparameters of `ScheduleFree`, as they arrive from Python.
+/// The hyperparameters of `ScheduleFree` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
 #[derive(Clone, Copy, Debug)]
 pub struct ScheduleFreeParams {
     pub learning_rate: f64,

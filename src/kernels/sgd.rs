@@ -18,7 +18,8 @@ pub struct Sgd<T> {
     nesterov: bool,
 }
 
-/// The hyperparameters of `Sgd`, as they arrive from Python.
+/// The hyperparameters of `Sgd` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
 #[derive(Clone, Copy, Debug)]
 pub struct SgdParams {
     pub learning_rate: f64,

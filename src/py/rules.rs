@@ -33,10 +33,11 @@ struct Param {
     kind: &'static str,
     /// The Keras slot name of a slot list.
     slot: Option<&'static str>,
-    default: Default,
+    default: ArgDefault,
 }
 
-enum Default {
+/// An argument's default value, if it has one.
+enum ArgDefault {
     Required,
     None,
     Real(f64),
@@ -48,7 +49,7 @@ impl Param {
             name,
             kind,
             slot: None,
-            default: Default::Required,
+            default: ArgDefault::Required,
         }
     }
 }
@@ -109,10 +110,10 @@ macro_rules! checked_scalar {
 
 macro_rules! scalar_default {
     () => {
-        Default::Required
+        ArgDefault::Required
     };
     ($d:tt) => {
-        Default::Real($d)
+        ArgDefault::Real($d)
     };
 }
 
@@ -180,8 +181,8 @@ macro_rules! rules {
                     default: scalar_default!($($default)?),
                     ..Param::new(stringify!($scalar), stringify!($kind))
                 },)*
-                Param { default: Default::None, ..Param::new("options", "options") },
-                Param { default: Default::None, ..Param::new("names", "names") },
+                Param { default: ArgDefault::None, ..Param::new("options", "options") },
+                Param { default: ArgDefault::None, ..Param::new("names", "names") },
             ]),
         )+];
     };
@@ -303,9 +304,9 @@ pub fn rule_signatures(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
                 d.set_item("slot", slot)?;
             }
             match p.default {
-                Default::Required => {}
-                Default::None => d.set_item("default", py.None())?,
-                Default::Real(x) => d.set_item("default", x)?,
+                ArgDefault::Required => {}
+                ArgDefault::None => d.set_item("default", py.None())?,
+                ArgDefault::Real(x) => d.set_item("default", x)?,
             }
             list.append(d)?;
         }
