@@ -32,17 +32,8 @@ macro_rules! dispatch {
         $vis fn $name<$($gen: $bound),*>($level: $crate::kernels::simd::Level $(, $arg: $ty)*)
             $(-> $ret)?
         {
-            $crate::kernels::simd::dispatch!(@levels $($gen: $bound),*; $($arg: $ty),*; $(-> $ret)?; $inner);
-            match $level {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: the level comes from `simd::current`, which only selects a level the
-                // CPU was detected to support.
-                $crate::kernels::simd::Level::Avx512 => unsafe { avx512::<$($gen),*>($($arg),*) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above.
-                $crate::kernels::simd::Level::Avx2 => unsafe { avx2::<$($gen),*>($($arg),*) },
-                _ => $inner::<$($gen),*>($($arg),*),
-            }
+            $crate::kernels::simd::dispatch!(@levels $level; $($gen: $bound),*; $($arg: $ty),*;
+                $(-> $ret)?; $inner; $inner::<$($gen),*>($($arg),*))
         }
     };
     (
@@ -54,21 +45,13 @@ macro_rules! dispatch {
         $vis unsafe fn $name<$($gen: $bound),*>($level: $crate::kernels::simd::Level $(, $arg: $ty)*)
             $(-> $ret)?
         {
-            $crate::kernels::simd::dispatch!(@levels $($gen: $bound),*; $($arg: $ty),*; $(-> $ret)?; $inner);
-            match $level {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: the level comes from `simd::current`, which only selects a level the
-                // CPU was detected to support; `inner`'s contract is the caller's.
-                $crate::kernels::simd::Level::Avx512 => unsafe { avx512::<$($gen),*>($($arg),*) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above.
-                $crate::kernels::simd::Level::Avx2 => unsafe { avx2::<$($gen),*>($($arg),*) },
-                // SAFETY: `inner`'s contract is the caller's.
-                _ => unsafe { $inner::<$($gen),*>($($arg),*) },
-            }
+            // SAFETY (baseline call): `inner`'s contract is the caller's.
+            $crate::kernels::simd::dispatch!(@levels $level; $($gen: $bound),*; $($arg: $ty),*;
+                $(-> $ret)?; $inner; unsafe { $inner::<$($gen),*>($($arg),*) })
         }
     };
-    (@levels $($gen:ident: $bound:path),*; $($arg:ident: $ty:ty),*; $(-> $ret:ty)?; $inner:ident) => {
+    (@levels $level:ident; $($gen:ident: $bound:path),*; $($arg:ident: $ty:ty),*;
+        $(-> $ret:ty)?; $inner:ident; $baseline:expr) => {{
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
         unsafe fn avx2<$($gen: $bound),*>($($arg: $ty),*) $(-> $ret)? {
@@ -84,7 +67,18 @@ macro_rules! dispatch {
             #[allow(unused_unsafe)]
             unsafe { $inner::<$($gen),*>($($arg),*) }
         }
-    };
+
+        match $level {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the level comes from `simd::current`, which only selects a level the CPU
+            // was detected to support; an unsafe `inner`'s contract is the caller's.
+            $crate::kernels::simd::Level::Avx512 => unsafe { avx512::<$($gen),*>($($arg),*) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            $crate::kernels::simd::Level::Avx2 => unsafe { avx2::<$($gen),*>($($arg),*) },
+            _ => $baseline,
+        }
+    }};
 }
 pub(crate) use dispatch;
 

@@ -8,6 +8,24 @@ use crate::kernels::transform::TransformGradients;
 use crate::kernels::{self, Mode};
 use pyo3::prelude::*;
 
+/// A call over the gradients alone: no slots, no learning rate.
+fn gradient_call<'a, 'py>(
+    params: &'a Bound<'py, PyAny>,
+    grads: &'a Bound<'py, PyAny>,
+    options: Option<&'a Bound<'py, StepOptions>>,
+    names: Option<&'a Bound<'py, PyAny>>,
+) -> Call<'a, 'py> {
+    Call {
+        params,
+        grads: Some(grads),
+        slots: Vec::new(),
+        learning_rate: 0.0,
+        options,
+        names: Names(names),
+        mode: Mode::Update,
+    }
+}
+
 /// The sum of squares of the gradients as an update step would see them (unscaled and
 /// averaged with the accumulators per `options`; its clipping, weight decay and EMA are
 /// ignored). Writes nothing. For a `global_clipnorm` over several calls.
@@ -20,15 +38,7 @@ pub fn gradient_sum_squares<'py>(
     options: Option<&Bound<'py, StepOptions>>,
     names: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<f64> {
-    let call = Call {
-        params,
-        grads: Some(grads),
-        slots: Vec::new(),
-        learning_rate: 0.0,
-        options,
-        names: Names(names),
-        mode: Mode::Update,
-    };
+    let call = gradient_call(params, grads, options, names);
     let params = prepare::items(params, "params")?;
     let Some(first) = params.first() else {
         return Ok(0.0);
@@ -60,14 +70,6 @@ pub fn transform_gradients<'py>(
     options: Option<&Bound<'py, StepOptions>>,
     names: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
-    let call = Call {
-        params: out,
-        grads: Some(grads),
-        slots: Vec::new(),
-        learning_rate: 0.0,
-        options,
-        names: Names(names),
-        mode: Mode::Update,
-    };
+    let call = gradient_call(out, grads, options, names);
     call.run(py, &TransformGradients)
 }
