@@ -31,16 +31,11 @@ impl Hyperparameters for AdadeltaParams {
     type Rule<T: Real> = Adadelta<T>;
 
     fn build<T: Real>(&self) -> Adadelta<T> {
-        let AdadeltaParams {
-            learning_rate,
-            rho,
-            epsilon,
-        } = *self;
         Adadelta {
-            lr: T::from_f64(learning_rate),
-            rho: T::from_f64(rho),
-            one_minus_rho: T::from_f64(1.0 - rho),
-            epsilon: T::from_f64(epsilon),
+            lr: T::from_f64(self.learning_rate),
+            rho: T::from_f64(self.rho),
+            one_minus_rho: T::from_f64(1.0 - self.rho),
+            epsilon: T::from_f64(self.epsilon),
         }
     }
 }

@@ -24,13 +24,9 @@ impl Hyperparameters for AdagradParams {
     type Rule<T: Real> = Adagrad<T>;
 
     fn build<T: Real>(&self) -> Adagrad<T> {
-        let AdagradParams {
-            learning_rate,
-            epsilon,
-        } = *self;
         Adagrad {
-            lr: T::from_f64(learning_rate),
-            epsilon: T::from_f64(epsilon),
+            lr: T::from_f64(self.learning_rate),
+            epsilon: T::from_f64(self.epsilon),
         }
     }
 }

@@ -42,24 +42,16 @@ impl Hyperparameters for AdamParams {
     type Rule<T: Real> = Adam<T>;
 
     fn build<T: Real>(&self) -> Adam<T> {
-        let AdamParams {
-            learning_rate,
-            beta_1,
-            beta_2,
-            epsilon,
-            iterations,
-            amsgrad,
-        } = *self;
-        let lr = T::from_f64(learning_rate);
-        let t = T::from_f64((iterations as f64) + 1.0);
-        let beta_1_power = T::from_f64(beta_1).pow(t);
-        let beta_2_power = T::from_f64(beta_2).pow(t);
+        let lr = T::from_f64(self.learning_rate);
+        let t = T::from_f64((self.iterations as f64) + 1.0);
+        let beta_1_power = T::from_f64(self.beta_1).pow(t);
+        let beta_2_power = T::from_f64(self.beta_2).pow(t);
         Adam {
             alpha: lr * (T::ONE - beta_2_power).sqrt() / (T::ONE - beta_1_power),
-            one_minus_beta_1: T::from_f64(1.0 - beta_1),
-            one_minus_beta_2: T::from_f64(1.0 - beta_2),
-            epsilon: T::from_f64(epsilon),
-            amsgrad,
+            one_minus_beta_1: T::from_f64(1.0 - self.beta_1),
+            one_minus_beta_2: T::from_f64(1.0 - self.beta_2),
+            epsilon: T::from_f64(self.epsilon),
+            amsgrad: self.amsgrad,
         }
     }
 }

@@ -33,20 +33,13 @@ impl Hyperparameters for AdamaxParams {
     type Rule<T: Real> = Adamax<T>;
 
     fn build<T: Real>(&self) -> Adamax<T> {
-        let AdamaxParams {
-            learning_rate,
-            beta_1,
-            beta_2,
-            epsilon,
-            iterations,
-        } = *self;
-        let t = T::from_f64((iterations as f64) + 1.0);
+        let t = T::from_f64((self.iterations as f64) + 1.0);
         Adamax {
-            lr: T::from_f64(learning_rate),
-            one_minus_beta_1: T::from_f64(1.0 - beta_1),
-            beta_2: T::from_f64(beta_2),
-            bias: T::ONE - T::from_f64(beta_1).pow(t),
-            epsilon: T::from_f64(epsilon),
+            lr: T::from_f64(self.learning_rate),
+            one_minus_beta_1: T::from_f64(1.0 - self.beta_1),
+            beta_2: T::from_f64(self.beta_2),
+            bias: T::ONE - T::from_f64(self.beta_1).pow(t),
+            epsilon: T::from_f64(self.epsilon),
         }
     }
 }

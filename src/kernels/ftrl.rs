@@ -51,17 +51,10 @@ impl Hyperparameters for FtrlParams {
     type Rule<T: Real> = Ftrl<T>;
 
     fn build<T: Real>(&self) -> Ftrl<T> {
-        let FtrlParams {
-            learning_rate,
-            learning_rate_power,
-            l1_regularization_strength: l1,
-            l2_regularization_strength: l2,
-            l2_shrinkage_regularization_strength: l2_shrinkage,
-            beta,
-        } = *self;
-        let lr = T::from_f64(learning_rate);
-        let l2_adj = T::from_f64(l2) + T::from_f64(beta) / (T::from_f64(2.0) * lr);
-        let neg = -learning_rate_power;
+        let lr = T::from_f64(self.learning_rate);
+        let l2_adj = T::from_f64(self.l2_regularization_strength)
+            + T::from_f64(self.beta) / (T::from_f64(2.0) * lr);
+        let neg = -self.learning_rate_power;
         Ftrl {
             lr,
             neg_power: T::from_f64(neg),
@@ -74,9 +67,9 @@ impl Hyperparameters for FtrlParams {
             } else {
                 Power::Other
             },
-            l1: T::from_f64(l1),
+            l1: T::from_f64(self.l1_regularization_strength),
             two_l2: T::from_f64(2.0) * l2_adj,
-            two_shrinkage: T::from_f64(2.0 * l2_shrinkage),
+            two_shrinkage: T::from_f64(2.0 * self.l2_shrinkage_regularization_strength),
         }
     }
 }

@@ -39,21 +39,14 @@ impl Hyperparameters for LambParams {
     type Rule<T: Real> = Lamb<T>;
 
     fn build<T: Real>(&self) -> Lamb<T> {
-        let LambParams {
-            learning_rate,
-            beta_1,
-            beta_2,
-            epsilon,
-            iterations,
-        } = *self;
-        let t = T::from_f64((iterations as f64) + 1.0);
+        let t = T::from_f64((self.iterations as f64) + 1.0);
         Lamb {
-            lr: T::from_f64(learning_rate),
-            one_minus_beta_1: T::from_f64(1.0 - beta_1),
-            one_minus_beta_2: T::from_f64(1.0 - beta_2),
-            inv_bias_1: T::ONE / (T::ONE - T::from_f64(beta_1).pow(t)),
-            inv_bias_2: T::ONE / (T::ONE - T::from_f64(beta_2).pow(t)),
-            epsilon: T::from_f64(epsilon),
+            lr: T::from_f64(self.learning_rate),
+            one_minus_beta_1: T::from_f64(1.0 - self.beta_1),
+            one_minus_beta_2: T::from_f64(1.0 - self.beta_2),
+            inv_bias_1: T::ONE / (T::ONE - T::from_f64(self.beta_1).pow(t)),
+            inv_bias_2: T::ONE / (T::ONE - T::from_f64(self.beta_2).pow(t)),
+            epsilon: T::from_f64(self.epsilon),
         }
     }
 }

@@ -29,14 +29,9 @@ impl Hyperparameters for LionParams {
     type Rule<T: Real> = Lion<T>;
 
     fn build<T: Real>(&self) -> Lion<T> {
-        let LionParams {
-            learning_rate,
-            beta_1,
-            beta_2,
-        } = *self;
-        let (b1, b2) = (T::from_f64(beta_1), T::from_f64(beta_2));
+        let (b1, b2) = (T::from_f64(self.beta_1), T::from_f64(self.beta_2));
         Lion {
-            lr: T::from_f64(learning_rate),
+            lr: T::from_f64(self.learning_rate),
             beta_1: b1,
             one_minus_beta_1: T::ONE - b1,
             beta_2: b2,

@@ -51,31 +51,22 @@ impl Hyperparameters for NadamParams {
     type Rule<T: Real> = Nadam<T>;
 
     fn build<T: Real>(&self) -> Nadam<T> {
-        let NadamParams {
-            learning_rate,
-            beta_1,
-            beta_2,
-            epsilon,
-            iterations,
-            u_product,
-            schedule_decay,
-        } = *self;
-        let t = T::from_f64((iterations as f64) + 1.0);
-        let t1 = T::from_f64((iterations as f64) + 2.0);
-        let (b1, b2) = (T::from_f64(beta_1), T::from_f64(beta_2));
+        let t = T::from_f64((self.iterations as f64) + 1.0);
+        let t1 = T::from_f64((self.iterations as f64) + 2.0);
+        let (b1, b2) = (T::from_f64(self.beta_1), T::from_f64(self.beta_2));
         let decay = T::from_f64(0.96);
         let half = T::from_f64(0.5);
-        let (e, e1) = if schedule_decay == 1.0 {
+        let (e, e1) = if self.schedule_decay == 1.0 {
             (t, t1)
         } else {
-            let s = T::from_f64(schedule_decay);
+            let s = T::from_f64(self.schedule_decay);
             (t * s, t1 * s)
         };
         let u_t = b1 * (T::ONE - half * decay.pow(e));
         let u_t1 = b1 * (T::ONE - half * decay.pow(e1));
-        let u_product = T::from_f64(u_product);
+        let u_product = T::from_f64(self.u_product);
         Nadam {
-            lr: T::from_f64(learning_rate),
+            lr: T::from_f64(self.learning_rate),
             one_minus_beta_1: T::ONE - b1,
             one_minus_beta_2: T::ONE - b2,
             u_t,
@@ -83,7 +74,7 @@ impl Hyperparameters for NadamParams {
             u_product,
             u_product_next: u_product * u_t1,
             bias_2: T::ONE - b2.pow(t),
-            epsilon: T::from_f64(epsilon),
+            epsilon: T::from_f64(self.epsilon),
         }
     }
 }

@@ -38,20 +38,13 @@ impl Hyperparameters for RmsPropParams {
     type Rule<T: Real> = RmsProp<T>;
 
     fn build<T: Real>(&self) -> RmsProp<T> {
-        let RmsPropParams {
-            learning_rate,
-            rho,
-            momentum,
-            epsilon,
-            centered,
-        } = *self;
         RmsProp {
-            lr: T::from_f64(learning_rate),
-            rho: T::from_f64(rho),
-            one_minus_rho: T::from_f64(1.0 - rho),
-            momentum: (momentum > 0.0).then(|| T::from_f64(momentum)),
-            centered,
-            epsilon: T::from_f64(epsilon),
+            lr: T::from_f64(self.learning_rate),
+            rho: T::from_f64(self.rho),
+            one_minus_rho: T::from_f64(1.0 - self.rho),
+            momentum: (self.momentum > 0.0).then(|| T::from_f64(self.momentum)),
+            centered: self.centered,
+            epsilon: T::from_f64(self.epsilon),
         }
     }
 }

@@ -43,21 +43,13 @@ impl Hyperparameters for ScheduleFreeParams {
     type Rule<T: Real> = ScheduleFree<T>;
 
     fn build<T: Real>(&self) -> ScheduleFree<T> {
-        let ScheduleFreeParams {
-            learning_rate,
-            beta_1,
-            beta_2,
-            epsilon,
-            warmup_steps,
-            iterations,
-        } = *self;
-        let t = T::from_f64((iterations as f64) + 1.0);
-        let mut lr = T::from_f64(learning_rate);
-        if warmup_steps > 0 {
-            let ratio = t / T::from_f64(warmup_steps as f64);
+        let t = T::from_f64((self.iterations as f64) + 1.0);
+        let mut lr = T::from_f64(self.learning_rate);
+        if self.warmup_steps > 0 {
+            let ratio = t / T::from_f64(self.warmup_steps as f64);
             lr = lr * if ratio < T::ONE { ratio } else { T::ONE };
         }
-        let (b1, b2) = (T::from_f64(beta_1), T::from_f64(beta_2));
+        let (b1, b2) = (T::from_f64(self.beta_1), T::from_f64(self.beta_2));
         let weight = T::ONE / t;
         ScheduleFree {
             lr,
@@ -65,7 +57,7 @@ impl Hyperparameters for ScheduleFreeParams {
             one_minus_beta_1: T::ONE - b1,
             one_minus_beta_2: T::ONE - b2,
             bias_2: T::ONE - b2.pow(t),
-            epsilon: T::from_f64(epsilon),
+            epsilon: T::from_f64(self.epsilon),
             weight,
             one_minus_weight: T::ONE - weight,
         }

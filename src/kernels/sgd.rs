@@ -31,16 +31,11 @@ impl Hyperparameters for SgdParams {
     type Rule<T: Real> = Sgd<T>;
 
     fn build<T: Real>(&self) -> Sgd<T> {
-        let SgdParams {
-            learning_rate,
-            momentum,
-            nesterov,
-        } = *self;
         Sgd {
-            lr: T::from_f64(learning_rate),
-            momentum: T::from_f64(momentum),
-            has_momentum: momentum != 0.0,
-            nesterov,
+            lr: T::from_f64(self.learning_rate),
+            momentum: T::from_f64(self.momentum),
+            has_momentum: self.momentum != 0.0,
+            nesterov: self.nesterov,
         }
     }
 }
