@@ -75,12 +75,12 @@ macro_rules! slot_kind {
     };
 }
 
-macro_rules! push_slot {
-    ($slots:ident, required, $keras:literal, $list:ident) => {
-        $slots.push(($keras, $list))
+macro_rules! slot_entry {
+    (required, $keras:literal, $list:ident) => {
+        Some(($keras, $list))
     };
-    ($slots:ident, optional, $keras:literal, $list:ident) => {
-        $slots.extend($list.map(|l| ($keras, l)))
+    (optional, $keras:literal, $list:ident) => {
+        $list.map(|l| ($keras, l))
     };
 }
 
@@ -155,8 +155,8 @@ macro_rules! rules {
                 let $lr = checked_scalar!(real, $lr);
                 $(let $scalar = checked_scalar!($kind, $scalar);)*
                 $($check;)?
-                let mut slots = Vec::with_capacity(kernels::driver::MAX_SLOTS);
-                $(push_slot!(slots, $presence, $keras, $slot);)+
+                // Collected from an iterator: a call without slot lists allocates nothing.
+                let slots = [$(slot_entry!($presence, $keras, $slot)),+].into_iter().flatten().collect();
                 let call = Call {
                     params,
                     grads: Some(grads),
