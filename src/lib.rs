@@ -13,10 +13,21 @@ mod _native {
     #[pymodule_export]
     use crate::py::adafactor::adafactor;
     #[pymodule_export]
-    use crate::py::functions::{
-        adadelta, adagrad, adam, adamax, all_finite, check_disjoint, completed_calls, ema, ftrl,
-        get_num_threads, gradient_sum_squares, lamb, lion, nadam, newton_schulz, rmsprop, roofline,
-        schedule_free_adamw, set_num_threads, set_simd_level, sgd, simd_level, StepOptions,
+    use crate::py::checks::{all_finite, check_disjoint};
+    #[pymodule_export]
+    use crate::py::gradients::{gradient_sum_squares, transform_gradients};
+    #[pymodule_export]
+    use crate::py::matrices::newton_schulz;
+    #[pymodule_export]
+    use crate::py::options::StepOptions;
+    #[pymodule_export]
+    use crate::py::rules::{
+        adadelta, adagrad, adam, adamax, ema, ftrl, lamb, lion, nadam, rmsprop, roofline,
+        rule_signatures, schedule_free_adamw, sgd,
+    };
+    #[pymodule_export]
+    use crate::py::runtime::{
+        completed_calls, get_num_threads, set_num_threads, set_simd_level, simd_level,
     };
     #[pymodule_export]
     use crate::py::scalars::{cos_f32, cos_f64, log_f32, log_f64, pow_f32, pow_f64};

@@ -1,14 +1,44 @@
 //! The driver against plain scalar loops, bitwise: every length from 0 to a few work items,
 //! strided operands, the fused prologue, every SIMD level and thread count.
 
-use _native::kernels::adam::Adam;
+use _native::kernels::adam::{Adam, AdamParams};
 use _native::kernels::driver::{CHUNK, INLINE_BELOW};
 use _native::kernels::layout::Operand;
-use _native::kernels::sgd::Sgd;
-use _native::kernels::{pool, run, simd, Clip, Grad, Mode, Prologue, Tensor};
+use _native::kernels::sgd::{Sgd, SgdParams};
+use _native::kernels::{
+    pool, run, simd, Clip, Grad, Hyperparameters, Mode, Prologue, Real, Tensor,
+};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+
+fn sgd<T: Real>(learning_rate: f64, momentum: f64, nesterov: bool) -> Sgd<T> {
+    SgdParams {
+        learning_rate,
+        momentum,
+        nesterov,
+    }
+    .build()
+}
+
+fn adam<T: Real>(
+    learning_rate: f64,
+    beta_1: f64,
+    beta_2: f64,
+    epsilon: f64,
+    iterations: u64,
+    amsgrad: bool,
+) -> Adam<T> {
+    AdamParams {
+        learning_rate,
+        beta_1,
+        beta_2,
+        epsilon,
+        iterations,
+        amsgrad,
+    }
+    .build()
+}
 
 /// Tests that change the process-wide thread count or SIMD level take this lock.
 static GLOBAL: Mutex<()> = Mutex::new(());
@@ -78,7 +108,7 @@ fn adam_matches_scalar_loop_bitwise_for_every_length() {
         for step in 0..3u64 {
             let t = tensor(&mut p, &mut g, &mut [&mut m, &mut v]);
             run(
-                &Adam::<f32>::new(0.01, 0.9, 0.999, 1e-7, step, false),
+                &adam::<f32>(0.01, 0.9, 0.999, 1e-7, step, false),
                 &[t],
                 &Prologue::none(),
                 Mode::Update,
@@ -122,7 +152,7 @@ fn many_tensors_of_mixed_sizes_in_one_call() {
         .map(|((p, g), m)| tensor(p, g, &mut [m]))
         .collect();
     run(
-        &Sgd::<f32>::new(0.1, 0.9, true),
+        &sgd::<f32>(0.1, 0.9, true),
         &tensors,
         &Prologue::none(),
         Mode::Update,
@@ -152,7 +182,7 @@ fn strided_parameter_is_updated_in_place() {
             decay: true,
         };
         run(
-            &Sgd::<f32>::new(0.5, 0.0, false),
+            &sgd::<f32>(0.5, 0.0, false),
             &[t],
             &Prologue::none(),
             Mode::Update,
@@ -200,7 +230,7 @@ fn a_gradient_of_the_other_dtype_is_rounded_as_it_is_read() {
                 decay: true,
             };
             run(
-                &Sgd::<f32>::new(0.1, 0.9, false),
+                &sgd::<f32>(0.1, 0.9, false),
                 &[t],
                 &Prologue::none(),
                 Mode::Update,
@@ -233,7 +263,7 @@ fn transposed_operands_meet_by_logical_index() {
         decay: true,
     };
     run(
-        &Sgd::<f64>::new(1.0, 0.0, false),
+        &sgd::<f64>(1.0, 0.0, false),
         &[t],
         &Prologue::none(),
         Mode::Update,
@@ -266,7 +296,7 @@ fn fused_prologue_matches_keras_order() {
         ema: Some((mu, false)),
     };
     run(
-        &Sgd::<f32>::new(f64::from(lr), 0.0, false),
+        &sgd::<f32>(f64::from(lr), 0.0, false),
         &[t],
         &pro,
         Mode::Update,
@@ -305,7 +335,7 @@ fn accumulation_then_update() {
         accumulation_steps: Some(steps),
         ..Prologue::none()
     };
-    let sgd = Sgd::<f32>::new(1.0, 0.0, false);
+    let sgd = sgd::<f32>(1.0, 0.0, false);
     run(&sgd, &[t], &pro, Mode::AccumulateOnly);
     assert_eq!(p, p0);
     assert_eq!(acc, g1);
@@ -340,7 +370,7 @@ fn global_clip_step(level: Option<simd::Level>, threads: usize) -> (Vec<f32>, Ve
         ..Prologue::none()
     };
     run(
-        &Adam::<f32>::new(0.01, 0.9, 0.999, 1e-7, 0, false),
+        &adam::<f32>(0.01, 0.9, 0.999, 1e-7, 0, false),
         &tensors,
         &pro,
         Mode::Update,

@@ -509,19 +509,43 @@ def test_native_thread_count_rejects_junk():
 
 # --- the other optimizers' native functions, called directly with junk ---------------------------
 
-# name -> (slot lists, hyperparameters after them, index of `iterations` among them or None):
-# `fn(params, grads, *slots, *hyperparameters)` is a valid call (see _native.pyi).
-NATIVE_UPDATES = {
-    "rmsprop": (3, (0.1, 0.9, 0.9, 1e-7), None),  # velocities, momentums, average_gradients
-    "adagrad": (1, (0.1, 1e-7), None),
-    "adadelta": (2, (0.1, 0.95, 1e-7), None),
-    "adamax": (2, (0.1, 0.9, 0.999, 1e-7, 0), 4),
-    "nadam": (2, (0.1, 0.9, 0.999, 1e-7, 0, 0.5, 1.0), 4),
-    "lion": (1, (0.1, 0.9, 0.99), None),
-    "ftrl": (2, (0.1, -0.5, 0.0, 0.0, 0.0, 0.0), None),
-    "lamb": (2, (0.1, 0.9, 0.999, 1e-7, 0), 4),
-    "schedule_free_adamw": (2, (0.1, 0.9, 0.999, 1e-8, 0, 0), 5),
+# Valid hyperparameters of every native update function, after its slot lists: the call
+# `fn(params, grads, *slots, *hyperparameters)` with all its slot lists given is valid. The
+# functions, their slot lists and the place of `iterations` come from the native declaration
+# (`_native.rule_signatures()`, see _native.pyi).
+NATIVE_HYPERPARAMETERS = {
+    "sgd": (0.1, 0.9, False),
+    "adam": (0.1, 0.9, 0.999, 1e-7, 0),
+    "rmsprop": (0.1, 0.9, 0.9, 1e-7),
+    "adagrad": (0.1, 1e-7),
+    "adadelta": (0.1, 0.95, 1e-7),
+    "adamax": (0.1, 0.9, 0.999, 1e-7, 0),
+    "nadam": (0.1, 0.9, 0.999, 1e-7, 0, 0.5, 1.0),
+    "lion": (0.1, 0.9, 0.99),
+    "ftrl": (0.1, -0.5, 0.0, 0.0, 0.0, 0.0),
+    "lamb": (0.1, 0.9, 0.999, 1e-7, 0),
+    "schedule_free_adamw": (0.1, 0.9, 0.999, 1e-8, 0, 0),
 }
+NATIVE_UPDATES = sorted(_native.rule_signatures())
+
+
+def _native_update(name):
+    """(slot lists, hyperparameters, index of `iterations` among them or None) of `name`."""
+    args = _native.rule_signatures()[name]
+    slot_lists = sum(a["kind"] in ("slots", "optional_slots") for a in args)
+    scalars = [a["name"] for a in args if a["kind"] in ("real", "int", "bool")]
+    iterations_index = scalars.index("iterations") if "iterations" in scalars else None
+    return slot_lists, NATIVE_HYPERPARAMETERS[name], iterations_index
+
+
+def test_every_native_update_has_valid_hyperparameters():
+    assert set(NATIVE_HYPERPARAMETERS) == set(NATIVE_UPDATES)
+    for name in NATIVE_UPDATES:
+        scalars = [a for a in _native.rule_signatures()[name]
+                   if a["kind"] in ("real", "int", "bool")]
+        assert len(NATIVE_HYPERPARAMETERS[name]) == len(scalars), name
+
+
 SLOT_VALUE = 0.25
 
 
@@ -533,7 +557,7 @@ class NativeCall:
     """
 
     def __init__(self, name):
-        slot_lists, hyperparameters, iterations_index = NATIVE_UPDATES[name]
+        slot_lists, hyperparameters, iterations_index = _native_update(name)
         self.function = getattr(_native, name)
         self.params = [_f32(3), _f32(2, 2)]
         self.grads = [_f32(3), _f32(2, 2)]
@@ -620,7 +644,7 @@ NATIVE_JUNK = [
 ]
 
 
-@pytest.mark.parametrize("name", sorted(NATIVE_UPDATES))
+@pytest.mark.parametrize("name", NATIVE_UPDATES)
 def test_native_update_call_of_the_junk_table_is_valid(name):
     # The junk below fails because of its one edit, not because the call it edits is wrong.
     call = NativeCall(name)
@@ -631,7 +655,7 @@ def test_native_update_call_of_the_junk_table_is_valid(name):
 @pytest.mark.parametrize(
     "name,edit",
     [pytest.param(name, edit, id=f"{name}-{junk_id}")
-     for name in sorted(NATIVE_UPDATES)
+     for name in NATIVE_UPDATES
      for junk_id, edit, applies in NATIVE_JUNK
      if applies is None or applies(NativeCall(name))],
 )

@@ -26,34 +26,27 @@ from ferroptim import _native
 
 F32 = np.float32
 
-# Argument kinds.
-PARAMS, GRADS, SLOTS, OPT_SLOTS, SLOT_LISTS = "params", "grads", "slots", "opt_slots", "slot_lists"
-FLOAT, INT, BOOL, OPTIONS, NAMES, MATRIX, STR = (
-    "float", "int", "bool", "options", "names", "matrix", "str"
+# Argument kinds: the update-rule functions' are those of `_native.rule_signatures()`.
+PARAMS, GRADS, SLOTS, OPT_SLOTS, SLOT_LISTS = (
+    "params", "grads", "slots", "optional_slots", "slot_lists"
 )
+FLOAT, INT, BOOL, OPTIONS, NAMES, MATRIX = "real", "int", "bool", "options", "names", "matrix"
+SCALAR_KINDS = (FLOAT, INT, BOOL)
 
+# The update-rule functions as the native module declares them, then the other functions.
+RULE_SIGNATURES = _native.rule_signatures()
 SIGNATURES = {
-    "sgd": [PARAMS, GRADS, OPT_SLOTS, FLOAT, FLOAT, BOOL, OPTIONS, NAMES],
-    "adam": [PARAMS, GRADS, SLOTS, SLOTS, OPT_SLOTS, FLOAT, FLOAT, FLOAT, FLOAT, INT, OPTIONS,
-             NAMES],
-    "rmsprop": [PARAMS, GRADS, SLOTS, OPT_SLOTS, OPT_SLOTS, FLOAT, FLOAT, FLOAT, FLOAT, OPTIONS,
-                NAMES],
-    "adagrad": [PARAMS, GRADS, SLOTS, FLOAT, FLOAT, OPTIONS, NAMES],
-    "adadelta": [PARAMS, GRADS, SLOTS, SLOTS, FLOAT, FLOAT, FLOAT, OPTIONS, NAMES],
-    "adamax": [PARAMS, GRADS, SLOTS, SLOTS, FLOAT, FLOAT, FLOAT, FLOAT, INT, OPTIONS, NAMES],
-    "nadam": [PARAMS, GRADS, SLOTS, SLOTS, FLOAT, FLOAT, FLOAT, FLOAT, INT, FLOAT, FLOAT, OPTIONS,
-              NAMES],
-    "lion": [PARAMS, GRADS, SLOTS, FLOAT, FLOAT, FLOAT, OPTIONS, NAMES],
-    "ftrl": [PARAMS, GRADS, SLOTS, SLOTS, FLOAT, FLOAT, FLOAT, FLOAT, FLOAT, FLOAT, OPTIONS, NAMES],
-    "lamb": [PARAMS, GRADS, SLOTS, SLOTS, FLOAT, FLOAT, FLOAT, FLOAT, INT, OPTIONS, NAMES],
-    "schedule_free_adamw": [PARAMS, GRADS, SLOTS, SLOTS, FLOAT, FLOAT, FLOAT, FLOAT, INT, INT,
-                            OPTIONS, NAMES],
+    **{name: [arg["kind"] for arg in args] for name, args in RULE_SIGNATURES.items()},
     "ema": [PARAMS, SLOTS, FLOAT, BOOL, NAMES],
+    "transform_gradients": [PARAMS, GRADS, OPTIONS, NAMES],
+    "gradient_sum_squares": [PARAMS, GRADS, OPTIONS, NAMES],
     "roofline": [PARAMS, GRADS, SLOT_LISTS],
     "all_finite": [GRADS],
     "check_disjoint": [GRADS, SLOTS, NAMES],
     "newton_schulz": [MATRIX, INT, FLOAT, FLOAT, FLOAT],
 }
+# Optional slot lists that the valid call gives (its momentum is > 0); None elsewhere.
+GIVEN_OPTIONAL_SLOTS = {("sgd", "momentums"), ("rmsprop", "momentums")}
 # Valid scalar values, per function (hyperparameters in their usual ranges).
 SCALARS = {
     "sgd": [0.1, 0.9, True],
@@ -99,9 +92,9 @@ class Env:
             elif kind == GRADS:
                 out.append(list(self.grads))
             elif kind in (SLOTS, OPT_SLOTS):
-                # Optional lists are given where the valid call needs them (SGD's and RMSprop's
-                # momentums with momentum > 0), None elsewhere.
-                given = kind == SLOTS or (name, len(out)) in (("sgd", 2), ("rmsprop", 3))
+                given = kind == SLOTS or (name, _argument_name(name, len(out))) in (
+                    GIVEN_OPTIONAL_SLOTS
+                )
                 out.append(list(next(slots)) if given else None)
             elif kind == SLOT_LISTS:
                 out.append([list(s) for s in self.slots])
@@ -114,6 +107,11 @@ class Env:
             else:
                 out.append(next(scalars))
         return out
+
+
+def _argument_name(name, position):
+    args = RULE_SIGNATURES.get(name)
+    return args[position]["name"] if args else None
 
 
 def _overlapping_views(env, start, stop):
@@ -289,6 +287,28 @@ def test_junk_in_one_argument_is_a_clean_error(name, position):
         else:
             args[1] = [np.ones(4, F32), np.ones((2, 3), F32)]  # a gradient of the wrong shape
         assert _call(name, args, env) == "error"
+
+
+def test_every_rule_function_is_declared_and_fuzzed():
+    # A rule function the declaration does not list would escape every table-driven test here
+    # and in test_bad_input.py: each `_native` function with a rule's calling convention must
+    # be declared, with the arguments its signature really has, and have valid scalars here.
+    import inspect
+
+    for name in dir(_native):
+        text = getattr(getattr(_native, name), "__text_signature__", None) or ""
+        reads_gradients_only = text == "(params, grads, options=None, names=None)"
+        if (text.startswith("(params, grads,") and text.endswith("options=None, names=None)")
+                and not reads_gradients_only):
+            assert name in RULE_SIGNATURES, name
+    for name, args in RULE_SIGNATURES.items():
+        parameters = inspect.signature(getattr(_native, name)).parameters
+        assert [a["name"] for a in args] == list(parameters), name
+        for arg in args:
+            default = parameters[arg["name"]].default
+            assert arg.get("default", inspect.Parameter.empty) == default, (name, arg)
+            assert ("slot" in arg) == (arg["kind"] in (SLOTS, OPT_SLOTS)), (name, arg)
+        assert len(SCALARS[name]) == sum(a["kind"] in SCALAR_KINDS for a in args), name
 
 
 def _options_junk(env):

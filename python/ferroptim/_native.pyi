@@ -49,11 +49,13 @@ __all__ = [
     "pow_f64",
     "rmsprop",
     "roofline",
+    "rule_signatures",
     "schedule_free_adamw",
     "set_num_threads",
     "set_simd_level",
     "sgd",
     "simd_level",
+    "transform_gradients",
 ]
 
 __version__: str
@@ -262,6 +264,21 @@ def schedule_free_adamw(
     (initialised to a copy of the parameters), `velocities` the second moment. The warmup
     factor min(t / warmup_steps, 1) is applied natively."""
 
+def rule_signatures() -> dict[str, list[dict[str, Any]]]:
+    """The declaration of every update-rule function above (`sgd` to `schedule_free_adamw`),
+    from the one place the native module declares it: `{function name: [argument, ...]}` with
+    the arguments in order, each a dict with
+
+    - "name": the argument's name;
+    - "kind": "params", "grads", "slots" (a required slot list), "optional_slots" (a slot list
+      that may be None), "real" (a float, checked finite), "int" (an int, checked >= 0),
+      "bool", "options" (a `StepOptions` or None) or "names";
+    - "slot": for a slot list, the Keras slot name of its arrays ("momentum", "velocity", ...);
+    - "default": present only when the argument has one (None or a float).
+
+    A rule function is called as `fn(params, grads, *slot lists, *scalars, options, names)`;
+    the slot lists given (optional ones when not None) reach the kernel in this order."""
+
 def adafactor(
     params: Sequence[NDArray[np.floating]],
     grads: Sequence[ArrayLike],
@@ -315,6 +332,20 @@ def gradient_sum_squares(
     them (cast to the parameters' dtype, unscaled by `loss_scale`, averaged with
     `accumulators`; the options' clipping, weight decay and EMA are ignored). Writes nothing;
     the same value for any thread count. For a `global_clipnorm` that spans several calls."""
+
+def transform_gradients(
+    out: Sequence[NDArray[np.floating]],
+    grads: Sequence[ArrayLike],
+    options: Optional[StepOptions] = None,
+    names: Optional[Sequence[str]] = None,
+) -> None:
+    """Writes into `out` (one array per gradient, of one float dtype) the gradients an update
+    rule would receive: unscaled by the loss scale, averaged with the accumulators (which are
+    then reset) and clipped, per `options`, in `out`'s dtype; a -0 element is written +0. With
+    `accumulate_only`, only adds to the accumulators and leaves `out` alone. `out` is validated
+    like the parameters of an update, and a successful call counts in `completed_calls`. For
+    optimizers whose rule runs in NumPy: `options` holds the gradient parts only (a weight decay
+    in it has no effect; an EMA would average `out` as written)."""
 
 def ema(
     params: Sequence[NDArray[np.floating]],

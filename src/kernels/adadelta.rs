@@ -9,7 +9,7 @@
 //! ```
 //! Slots: accumulated_grad, accumulated_delta_var.
 
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 pub struct Adadelta<T> {
     lr: T,
@@ -18,14 +18,24 @@ pub struct Adadelta<T> {
     epsilon: T,
 }
 
-impl<T: Real> Adadelta<T> {
-    #[must_use]
-    pub fn new(learning_rate: f64, rho: f64, epsilon: f64) -> Self {
+/// The hyperparameters of `Adadelta` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
+#[derive(Clone, Copy, Debug)]
+pub struct AdadeltaParams {
+    pub learning_rate: f64,
+    pub rho: f64,
+    pub epsilon: f64,
+}
+
+impl Hyperparameters for AdadeltaParams {
+    type Rule<T: Real> = Adadelta<T>;
+
+    fn build<T: Real>(&self) -> Adadelta<T> {
         Adadelta {
-            lr: T::from_f64(learning_rate),
-            rho: T::from_f64(rho),
-            one_minus_rho: T::from_f64(1.0 - rho),
-            epsilon: T::from_f64(epsilon),
+            lr: T::from_f64(self.learning_rate),
+            rho: T::from_f64(self.rho),
+            one_minus_rho: T::from_f64(1.0 - self.rho),
+            epsilon: T::from_f64(self.epsilon),
         }
     }
 }

@@ -37,7 +37,7 @@
 use super::driver::{self, CHUNK};
 use super::pool;
 use super::real::{max_nan, Real};
-use super::simd::{self, Level};
+use super::simd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 const LANES: usize = 8;
@@ -461,18 +461,12 @@ unsafe fn run_item<T: Real>(pass: Pass, ctx: &Ctx<'_, T>, it: &Item) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn run_item_avx2<T: Real>(pass: Pass, ctx: &Ctx<'_, T>, it: &Item) {
-    // SAFETY: forwarded from the caller.
-    unsafe { run_item(pass, ctx, it) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
-unsafe fn run_item_avx512<T: Real>(pass: Pass, ctx: &Ctx<'_, T>, it: &Item) {
-    // SAFETY: forwarded from the caller.
-    unsafe { run_item(pass, ctx, it) }
+simd::dispatch! {
+    /// `run_item` compiled for `level`.
+    ///
+    /// # Safety
+    /// As `run_item`.
+    unsafe fn run_item_at<T: Real>(level, pass: Pass, ctx: &Ctx<'_, T>, it: &Item) => run_item
 }
 
 /// Runs every item of a pass, on the pool when `parallel`: threads take the next item from a
@@ -488,17 +482,8 @@ fn run_pass<T: Real>(pass: Pass, ctx: &Ctx<'_, T>, items: &[Item], parallel: boo
     let next = AtomicUsize::new(0);
     pool::run_parts(parts, |_| {
         while let Some(it) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
-            match level {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `simd::current` only selects a level the CPU supports; the items are
-                // this pass's.
-                Level::Avx512 => unsafe { run_item_avx512(pass, ctx, it) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above.
-                Level::Avx2 => unsafe { run_item_avx2(pass, ctx, it) },
-                // SAFETY: the items are this pass's.
-                _ => unsafe { run_item(pass, ctx, it) },
-            }
+            // SAFETY: the items are this pass's.
+            unsafe { run_item_at(level, pass, ctx, it) };
         }
     });
 }
@@ -723,6 +708,7 @@ pub fn step<T: Real>(vars: &mut [Variable<'_, T>], s: &Scalars<T>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::simd::Level;
     use std::sync::Mutex;
 
     /// Tests that change the process-wide thread count or SIMD level take this lock.

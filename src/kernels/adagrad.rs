@@ -5,19 +5,28 @@
 //! w = w - (lr * g) / sqrt(acc + epsilon)
 //! ```
 
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 pub struct Adagrad<T> {
     lr: T,
     epsilon: T,
 }
 
-impl<T: Real> Adagrad<T> {
-    #[must_use]
-    pub fn new(learning_rate: f64, epsilon: f64) -> Self {
+/// The hyperparameters of `Adagrad` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
+#[derive(Clone, Copy, Debug)]
+pub struct AdagradParams {
+    pub learning_rate: f64,
+    pub epsilon: f64,
+}
+
+impl Hyperparameters for AdagradParams {
+    type Rule<T: Real> = Adagrad<T>;
+
+    fn build<T: Real>(&self) -> Adagrad<T> {
         Adagrad {
-            lr: T::from_f64(learning_rate),
-            epsilon: T::from_f64(epsilon),
+            lr: T::from_f64(self.learning_rate),
+            epsilon: T::from_f64(self.epsilon),
         }
     }
 }

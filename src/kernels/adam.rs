@@ -14,7 +14,7 @@
 //! Keras computes them.
 
 use super::real::max_nan;
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 pub struct Adam<T> {
     alpha: T,
@@ -24,27 +24,34 @@ pub struct Adam<T> {
     amsgrad: bool,
 }
 
-impl<T: Real> Adam<T> {
-    /// `iterations` is the optimizer's count before this step.
-    #[must_use]
-    pub fn new(
-        learning_rate: f64,
-        beta_1: f64,
-        beta_2: f64,
-        epsilon: f64,
-        iterations: u64,
-        amsgrad: bool,
-    ) -> Self {
-        let lr = T::from_f64(learning_rate);
-        let t = T::from_f64((iterations as f64) + 1.0);
-        let beta_1_power = T::from_f64(beta_1).pow(t);
-        let beta_2_power = T::from_f64(beta_2).pow(t);
+/// The hyperparameters of `Adam` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
+///
+/// `iterations` is the optimizer's count before this step.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamParams {
+    pub learning_rate: f64,
+    pub beta_1: f64,
+    pub beta_2: f64,
+    pub epsilon: f64,
+    pub iterations: u64,
+    pub amsgrad: bool,
+}
+
+impl Hyperparameters for AdamParams {
+    type Rule<T: Real> = Adam<T>;
+
+    fn build<T: Real>(&self) -> Adam<T> {
+        let lr = T::from_f64(self.learning_rate);
+        let t = T::from_f64((self.iterations as f64) + 1.0);
+        let beta_1_power = T::from_f64(self.beta_1).pow(t);
+        let beta_2_power = T::from_f64(self.beta_2).pow(t);
         Adam {
             alpha: lr * (T::ONE - beta_2_power).sqrt() / (T::ONE - beta_1_power),
-            one_minus_beta_1: T::from_f64(1.0 - beta_1),
-            one_minus_beta_2: T::from_f64(1.0 - beta_2),
-            epsilon: T::from_f64(epsilon),
-            amsgrad,
+            one_minus_beta_1: T::from_f64(1.0 - self.beta_1),
+            one_minus_beta_2: T::from_f64(1.0 - self.beta_2),
+            epsilon: T::from_f64(self.epsilon),
+            amsgrad: self.amsgrad,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! Slots: momentum, norm.
 
 use super::real::max_nan;
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 pub struct Adamax<T> {
     lr: T,
@@ -18,22 +18,28 @@ pub struct Adamax<T> {
     epsilon: T,
 }
 
-impl<T: Real> Adamax<T> {
-    #[must_use]
-    pub fn new(
-        learning_rate: f64,
-        beta_1: f64,
-        beta_2: f64,
-        epsilon: f64,
-        iterations: u64,
-    ) -> Self {
-        let t = T::from_f64((iterations as f64) + 1.0);
+/// The hyperparameters of `Adamax` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamaxParams {
+    pub learning_rate: f64,
+    pub beta_1: f64,
+    pub beta_2: f64,
+    pub epsilon: f64,
+    pub iterations: u64,
+}
+
+impl Hyperparameters for AdamaxParams {
+    type Rule<T: Real> = Adamax<T>;
+
+    fn build<T: Real>(&self) -> Adamax<T> {
+        let t = T::from_f64((self.iterations as f64) + 1.0);
         Adamax {
-            lr: T::from_f64(learning_rate),
-            one_minus_beta_1: T::from_f64(1.0 - beta_1),
-            beta_2: T::from_f64(beta_2),
-            bias: T::ONE - T::from_f64(beta_1).pow(t),
-            epsilon: T::from_f64(epsilon),
+            lr: T::from_f64(self.learning_rate),
+            one_minus_beta_1: T::from_f64(1.0 - self.beta_1),
+            beta_2: T::from_f64(self.beta_2),
+            bias: T::ONE - T::from_f64(self.beta_1).pow(t),
+            epsilon: T::from_f64(self.epsilon),
         }
     }
 }

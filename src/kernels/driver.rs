@@ -303,40 +303,21 @@ where
         .collect()
 }
 
-fn process_at<T: Real, R: Rule<T>>(level: Level, ctx: &Ctx<'_, T, R>, it: &Item) {
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `simd::current` only selects a level the CPU was detected to support.
-        Level::Avx512 => unsafe { process_avx512(ctx, it) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Level::Avx2 => unsafe { process_avx2(ctx, it) },
-        _ => process(ctx, it),
-    }
+simd::dispatch! {
+    /// `process` compiled for `level`.
+    fn process_at<T: Real, R: Rule<T>>(level, ctx: &Ctx<'_, T, R>, it: &Item) => process
 }
 
-fn rule_reduce_at<T: Real, R: Rule<T>>(level: Level, ctx: &Ctx<'_, T, R>, it: &Item) -> Vec<f64> {
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `simd::current` only selects a level the CPU was detected to support.
-        Level::Avx512 => unsafe { rule_reduce_avx512(ctx, it) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Level::Avx2 => unsafe { rule_reduce_avx2(ctx, it) },
-        _ => rule_reduce_item(ctx, it),
-    }
+simd::dispatch! {
+    /// `rule_reduce_item` compiled for `level`.
+    fn rule_reduce_at<T: Real, R: Rule<T>>(level, ctx: &Ctx<'_, T, R>, it: &Item) -> Vec<f64>
+        => rule_reduce_item
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn rule_reduce_avx2<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) -> Vec<f64> {
-    rule_reduce_item(ctx, it)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
-unsafe fn rule_reduce_avx512<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) -> Vec<f64> {
-    rule_reduce_item(ctx, it)
+simd::dispatch! {
+    /// `reduce_item` compiled for `level`.
+    fn reduce_at<T: Real>(level, tensors: &[Tensor<T>], pro: &Prologue<T>, it: &Item) -> f64
+        => reduce_item
 }
 
 /// The rule's sums over one work item: the same gradient, clipping and decay stages as the
@@ -395,42 +376,6 @@ fn apply_clip<T: Real, R>(ctx: &Ctx<'_, T, R>, it: &Item, g: &mut [T]) {
         ClipStage::Scale(s) => prologue::scale(g, s),
         ClipStage::Value(c) => prologue::clip_value(g, c),
     }
-}
-
-fn reduce_at<T: Real>(level: Level, tensors: &[Tensor<T>], pro: &Prologue<T>, it: &Item) -> f64 {
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `simd::current` only selects a level the CPU was detected to support.
-        Level::Avx512 => unsafe { reduce_avx512(tensors, pro, it) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Level::Avx2 => unsafe { reduce_avx2(tensors, pro, it) },
-        _ => reduce_item(tensors, pro, it),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn process_avx2<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
-    process(ctx, it);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
-unsafe fn process_avx512<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
-    process(ctx, it);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn reduce_avx2<T: Real>(tensors: &[Tensor<T>], pro: &Prologue<T>, it: &Item) -> f64 {
-    reduce_item(tensors, pro, it)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
-unsafe fn reduce_avx512<T: Real>(tensors: &[Tensor<T>], pro: &Prologue<T>, it: &Item) -> f64 {
-    reduce_item(tensors, pro, it)
 }
 
 /// Loads the gradient of `t` at `b..b + n` into `gbuf` after unscaling and averaging with

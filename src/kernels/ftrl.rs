@@ -16,7 +16,7 @@
 //! `lr` are multiplications by `1 / lr`, as XLA (Keras's JAX backend) computes them.
 
 use super::real::clip;
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 #[derive(Clone, Copy)]
 enum Power {
@@ -35,19 +35,26 @@ pub struct Ftrl<T> {
     two_shrinkage: T,
 }
 
-impl<T: Real> Ftrl<T> {
-    #[must_use]
-    pub fn new(
-        learning_rate: f64,
-        learning_rate_power: f64,
-        l1: f64,
-        l2: f64,
-        l2_shrinkage: f64,
-        beta: f64,
-    ) -> Self {
-        let lr = T::from_f64(learning_rate);
-        let l2_adj = T::from_f64(l2) + T::from_f64(beta) / (T::from_f64(2.0) * lr);
-        let neg = -learning_rate_power;
+/// The hyperparameters of `Ftrl` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
+#[derive(Clone, Copy, Debug)]
+pub struct FtrlParams {
+    pub learning_rate: f64,
+    pub learning_rate_power: f64,
+    pub l1_regularization_strength: f64,
+    pub l2_regularization_strength: f64,
+    pub l2_shrinkage_regularization_strength: f64,
+    pub beta: f64,
+}
+
+impl Hyperparameters for FtrlParams {
+    type Rule<T: Real> = Ftrl<T>;
+
+    fn build<T: Real>(&self) -> Ftrl<T> {
+        let lr = T::from_f64(self.learning_rate);
+        let l2_adj = T::from_f64(self.l2_regularization_strength)
+            + T::from_f64(self.beta) / (T::from_f64(2.0) * lr);
+        let neg = -self.learning_rate_power;
         Ftrl {
             lr,
             neg_power: T::from_f64(neg),
@@ -60,12 +67,14 @@ impl<T: Real> Ftrl<T> {
             } else {
                 Power::Other
             },
-            l1: T::from_f64(l1),
+            l1: T::from_f64(self.l1_regularization_strength),
             two_l2: T::from_f64(2.0) * l2_adj,
-            two_shrinkage: T::from_f64(2.0 * l2_shrinkage),
+            two_shrinkage: T::from_f64(2.0 * self.l2_shrinkage_regularization_strength),
         }
     }
+}
 
+impl<T: Real> Ftrl<T> {
     /// The update with `x^(-p)` computed by `pow`.
     #[inline(always)]
     fn run(&self, p: &mut [T], g: &[T], acc: &mut [T], z: &mut [T], pow: impl Fn(T) -> T) {

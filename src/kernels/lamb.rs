@@ -13,7 +13,7 @@
 //! the tensor's ratio.
 
 use super::reduce::sum_squares;
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 pub struct Lamb<T> {
     lr: T,
@@ -24,26 +24,34 @@ pub struct Lamb<T> {
     epsilon: T,
 }
 
-impl<T: Real> Lamb<T> {
-    #[must_use]
-    pub fn new(
-        learning_rate: f64,
-        beta_1: f64,
-        beta_2: f64,
-        epsilon: f64,
-        iterations: u64,
-    ) -> Self {
-        let t = T::from_f64((iterations as f64) + 1.0);
+/// The hyperparameters of `Lamb` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
+#[derive(Clone, Copy, Debug)]
+pub struct LambParams {
+    pub learning_rate: f64,
+    pub beta_1: f64,
+    pub beta_2: f64,
+    pub epsilon: f64,
+    pub iterations: u64,
+}
+
+impl Hyperparameters for LambParams {
+    type Rule<T: Real> = Lamb<T>;
+
+    fn build<T: Real>(&self) -> Lamb<T> {
+        let t = T::from_f64((self.iterations as f64) + 1.0);
         Lamb {
-            lr: T::from_f64(learning_rate),
-            one_minus_beta_1: T::from_f64(1.0 - beta_1),
-            one_minus_beta_2: T::from_f64(1.0 - beta_2),
-            inv_bias_1: T::ONE / (T::ONE - T::from_f64(beta_1).pow(t)),
-            inv_bias_2: T::ONE / (T::ONE - T::from_f64(beta_2).pow(t)),
-            epsilon: T::from_f64(epsilon),
+            lr: T::from_f64(self.learning_rate),
+            one_minus_beta_1: T::from_f64(1.0 - self.beta_1),
+            one_minus_beta_2: T::from_f64(1.0 - self.beta_2),
+            inv_bias_1: T::ONE / (T::ONE - T::from_f64(self.beta_1).pow(t)),
+            inv_bias_2: T::ONE / (T::ONE - T::from_f64(self.beta_2).pow(t)),
+            epsilon: T::from_f64(self.epsilon),
         }
     }
+}
 
+impl<T: Real> Lamb<T> {
     /// New `m`, new `v` and the update direction `r` of one element.
     #[inline(always)]
     fn moments(&self, g: T, m: T, v: T) -> (T, T, T) {

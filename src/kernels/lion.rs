@@ -6,7 +6,7 @@
 //! ```
 //! `sign(0) = 0` and `sign(NaN) = NaN`, as `numpy.sign`.
 
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 pub struct Lion<T> {
     lr: T,
@@ -16,12 +16,22 @@ pub struct Lion<T> {
     one_minus_beta_2: T,
 }
 
-impl<T: Real> Lion<T> {
-    #[must_use]
-    pub fn new(learning_rate: f64, beta_1: f64, beta_2: f64) -> Self {
-        let (b1, b2) = (T::from_f64(beta_1), T::from_f64(beta_2));
+/// The hyperparameters of `Lion` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
+#[derive(Clone, Copy, Debug)]
+pub struct LionParams {
+    pub learning_rate: f64,
+    pub beta_1: f64,
+    pub beta_2: f64,
+}
+
+impl Hyperparameters for LionParams {
+    type Rule<T: Real> = Lion<T>;
+
+    fn build<T: Real>(&self) -> Lion<T> {
+        let (b1, b2) = (T::from_f64(self.beta_1), T::from_f64(self.beta_2));
         Lion {
-            lr: T::from_f64(learning_rate),
+            lr: T::from_f64(self.learning_rate),
             beta_1: b1,
             one_minus_beta_1: T::ONE - b1,
             beta_2: b2,

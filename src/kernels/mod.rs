@@ -24,10 +24,23 @@ pub mod roofline;
 pub mod schedule_free;
 pub mod sgd;
 pub mod simd;
+pub mod transform;
 
 pub use driver::{gradient_sum_squares, run, Grad, Mode, Tensor};
 pub use prologue::{Clip, Prologue};
 pub use real::Real;
+
+/// A rule's hyperparameters as Python passes them (f64 and u64 scalars, flags): one struct
+/// beside each kernel, from which the rule is built for either float type. Every scalar is
+/// rounded once to the parameters' dtype by `build`, as Keras rounds a Python float when it
+/// meets a variable, so one value serves a float32 group and a float64 group alike.
+pub trait Hyperparameters: Sync {
+    /// The rule these hyperparameters make, for each float type.
+    type Rule<T: Real>: Rule<T> + Send;
+
+    #[must_use]
+    fn build<T: Real>(&self) -> Self::Rule<T>;
+}
 
 /// One optimizer update rule, applied element-wise to a block of one tensor.
 ///

@@ -18,7 +18,7 @@
 //! leaves one divide and one square root per element, like Adam. Keras 2's `schedule_decay`
 //! `s` replaces the exponents `t` by `t * s` in the two caches.
 
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 pub struct Nadam<T> {
     lr: T,
@@ -32,34 +32,41 @@ pub struct Nadam<T> {
     epsilon: T,
 }
 
-impl<T: Real> Nadam<T> {
-    /// `schedule_decay` is 1 for Keras 3 (and 0.004 for Keras 2's default).
-    #[must_use]
-    pub fn new(
-        learning_rate: f64,
-        beta_1: f64,
-        beta_2: f64,
-        epsilon: f64,
-        iterations: u64,
-        u_product: f64,
-        schedule_decay: f64,
-    ) -> Self {
-        let t = T::from_f64((iterations as f64) + 1.0);
-        let t1 = T::from_f64((iterations as f64) + 2.0);
-        let (b1, b2) = (T::from_f64(beta_1), T::from_f64(beta_2));
+/// The hyperparameters of `Nadam` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
+///
+/// `schedule_decay` is 1 for Keras 3 (and 0.004 for Keras 2's default).
+#[derive(Clone, Copy, Debug)]
+pub struct NadamParams {
+    pub learning_rate: f64,
+    pub beta_1: f64,
+    pub beta_2: f64,
+    pub epsilon: f64,
+    pub iterations: u64,
+    pub u_product: f64,
+    pub schedule_decay: f64,
+}
+
+impl Hyperparameters for NadamParams {
+    type Rule<T: Real> = Nadam<T>;
+
+    fn build<T: Real>(&self) -> Nadam<T> {
+        let t = T::from_f64((self.iterations as f64) + 1.0);
+        let t1 = T::from_f64((self.iterations as f64) + 2.0);
+        let (b1, b2) = (T::from_f64(self.beta_1), T::from_f64(self.beta_2));
         let decay = T::from_f64(0.96);
         let half = T::from_f64(0.5);
-        let (e, e1) = if schedule_decay == 1.0 {
+        let (e, e1) = if self.schedule_decay == 1.0 {
             (t, t1)
         } else {
-            let s = T::from_f64(schedule_decay);
+            let s = T::from_f64(self.schedule_decay);
             (t * s, t1 * s)
         };
         let u_t = b1 * (T::ONE - half * decay.pow(e));
         let u_t1 = b1 * (T::ONE - half * decay.pow(e1));
-        let u_product = T::from_f64(u_product);
+        let u_product = T::from_f64(self.u_product);
         Nadam {
-            lr: T::from_f64(learning_rate),
+            lr: T::from_f64(self.learning_rate),
             one_minus_beta_1: T::ONE - b1,
             one_minus_beta_2: T::ONE - b2,
             u_t,
@@ -67,7 +74,7 @@ impl<T: Real> Nadam<T> {
             u_product,
             u_product_next: u_product * u_t1,
             bias_2: T::ONE - b2.pow(t),
-            epsilon: T::from_f64(epsilon),
+            epsilon: T::from_f64(self.epsilon),
         }
     }
 }

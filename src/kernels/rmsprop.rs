@@ -12,7 +12,7 @@
 //! Slots, in order: velocity, then momentum (if momentum > 0), then average_gradient (if
 //! centered).
 
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 pub struct RmsProp<T> {
     lr: T,
@@ -23,16 +23,28 @@ pub struct RmsProp<T> {
     epsilon: T,
 }
 
-impl<T: Real> RmsProp<T> {
-    #[must_use]
-    pub fn new(learning_rate: f64, rho: f64, momentum: f64, epsilon: f64, centered: bool) -> Self {
+/// The hyperparameters of `RmsProp` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
+#[derive(Clone, Copy, Debug)]
+pub struct RmsPropParams {
+    pub learning_rate: f64,
+    pub rho: f64,
+    pub momentum: f64,
+    pub epsilon: f64,
+    pub centered: bool,
+}
+
+impl Hyperparameters for RmsPropParams {
+    type Rule<T: Real> = RmsProp<T>;
+
+    fn build<T: Real>(&self) -> RmsProp<T> {
         RmsProp {
-            lr: T::from_f64(learning_rate),
-            rho: T::from_f64(rho),
-            one_minus_rho: T::from_f64(1.0 - rho),
-            momentum: (momentum > 0.0).then(|| T::from_f64(momentum)),
-            centered,
-            epsilon: T::from_f64(epsilon),
+            lr: T::from_f64(self.learning_rate),
+            rho: T::from_f64(self.rho),
+            one_minus_rho: T::from_f64(1.0 - self.rho),
+            momentum: (self.momentum > 0.0).then(|| T::from_f64(self.momentum)),
+            centered: self.centered,
+            epsilon: T::from_f64(self.epsilon),
         }
     }
 }

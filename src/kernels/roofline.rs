@@ -2,10 +2,20 @@
 //! parameter, the gradient and every slot; writes the parameter and every slot) with one add
 //! per stream, through the same driver. A real rule at this speed is memory-bound.
 
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
+#[derive(Clone, Copy, Debug)]
 pub struct Roofline {
     pub slots: usize,
+}
+
+/// One value for both float types: the floor has no scalars to round.
+impl Hyperparameters for Roofline {
+    type Rule<T: Real> = Roofline;
+
+    fn build<T: Real>(&self) -> Roofline {
+        *self
+    }
 }
 
 impl<T: Real> Rule<T> for Roofline {

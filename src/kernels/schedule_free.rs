@@ -14,7 +14,7 @@
 //! Slots: momentum (z), velocity (v). Divisions by the scalars `1 - beta_2^t` and `beta_1`
 //! are multiplications by their reciprocals, as XLA (Keras's JAX backend) computes them.
 
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 pub struct ScheduleFree<T> {
     lr: T,
@@ -27,23 +27,29 @@ pub struct ScheduleFree<T> {
     one_minus_weight: T,
 }
 
-impl<T: Real> ScheduleFree<T> {
-    #[must_use]
-    pub fn new(
-        learning_rate: f64,
-        beta_1: f64,
-        beta_2: f64,
-        epsilon: f64,
-        warmup_steps: u64,
-        iterations: u64,
-    ) -> Self {
-        let t = T::from_f64((iterations as f64) + 1.0);
-        let mut lr = T::from_f64(learning_rate);
-        if warmup_steps > 0 {
-            let ratio = t / T::from_f64(warmup_steps as f64);
+/// The hyperparameters of `ScheduleFree` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
+#[derive(Clone, Copy, Debug)]
+pub struct ScheduleFreeParams {
+    pub learning_rate: f64,
+    pub beta_1: f64,
+    pub beta_2: f64,
+    pub epsilon: f64,
+    pub warmup_steps: u64,
+    pub iterations: u64,
+}
+
+impl Hyperparameters for ScheduleFreeParams {
+    type Rule<T: Real> = ScheduleFree<T>;
+
+    fn build<T: Real>(&self) -> ScheduleFree<T> {
+        let t = T::from_f64((self.iterations as f64) + 1.0);
+        let mut lr = T::from_f64(self.learning_rate);
+        if self.warmup_steps > 0 {
+            let ratio = t / T::from_f64(self.warmup_steps as f64);
             lr = lr * if ratio < T::ONE { ratio } else { T::ONE };
         }
-        let (b1, b2) = (T::from_f64(beta_1), T::from_f64(beta_2));
+        let (b1, b2) = (T::from_f64(self.beta_1), T::from_f64(self.beta_2));
         let weight = T::ONE / t;
         ScheduleFree {
             lr,
@@ -51,7 +57,7 @@ impl<T: Real> ScheduleFree<T> {
             one_minus_beta_1: T::ONE - b1,
             one_minus_beta_2: T::ONE - b2,
             bias_2: T::ONE - b2.pow(t),
-            epsilon: T::from_f64(epsilon),
+            epsilon: T::from_f64(self.epsilon),
             weight,
             one_minus_weight: T::ONE - weight,
         }

@@ -7,7 +7,7 @@
 //!                 plain:    w = w + m
 //! ```
 
-use super::{Real, Rule};
+use super::{Hyperparameters, Real, Rule};
 
 pub struct Sgd<T> {
     lr: T,
@@ -18,14 +18,24 @@ pub struct Sgd<T> {
     nesterov: bool,
 }
 
-impl<T: Real> Sgd<T> {
-    #[must_use]
-    pub fn new(learning_rate: f64, momentum: f64, nesterov: bool) -> Self {
+/// The hyperparameters of `Sgd` as the caller passes them (f64, u64); `build` rounds them to
+/// the rule's float type.
+#[derive(Clone, Copy, Debug)]
+pub struct SgdParams {
+    pub learning_rate: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+}
+
+impl Hyperparameters for SgdParams {
+    type Rule<T: Real> = Sgd<T>;
+
+    fn build<T: Real>(&self) -> Sgd<T> {
         Sgd {
-            lr: T::from_f64(learning_rate),
-            momentum: T::from_f64(momentum),
-            has_momentum: momentum != 0.0,
-            nesterov,
+            lr: T::from_f64(self.learning_rate),
+            momentum: T::from_f64(self.momentum),
+            has_momentum: self.momentum != 0.0,
+            nesterov: self.nesterov,
         }
     }
 }

@@ -7,6 +7,81 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+/// Defines `name(level, args...)`, which runs the `#[inline(always)]` function `inner(args...)`
+/// compiled for `level`: one `#[target_feature]` copy per level, into which `inner` (and
+/// everything it inlines: the rule's loops) is inlined, so the compiler vectorizes the same
+/// scalar code for each instruction set.
+///
+/// ```text
+/// dispatch! {
+///     /// docs
+///     fn name<T: Real, R: Rule<T>>(level, x: &X<'_, T, R>, it: &Item) -> Out => inner
+/// }
+/// ```
+///
+/// `unsafe fn` defines an unsafe `name` over an unsafe `inner`, with `inner`'s contract.
+/// `level` must come from `current()` (or `detected()`), which only selects a level the CPU
+/// supports.
+macro_rules! dispatch {
+    (
+        $(#[$meta:meta])*
+        $vis:vis fn $name:ident<$($gen:ident: $bound:path),*>($level:ident $(, $arg:ident: $ty:ty)*)
+            $(-> $ret:ty)? => $inner:ident
+    ) => {
+        $(#[$meta])*
+        $vis fn $name<$($gen: $bound),*>($level: $crate::kernels::simd::Level $(, $arg: $ty)*)
+            $(-> $ret)?
+        {
+            $crate::kernels::simd::dispatch!(@levels $level; $($gen: $bound),*; $($arg: $ty),*;
+                $(-> $ret)?; $inner; $inner::<$($gen),*>($($arg),*))
+        }
+    };
+    (
+        $(#[$meta:meta])*
+        $vis:vis unsafe fn $name:ident<$($gen:ident: $bound:path),*>($level:ident $(, $arg:ident: $ty:ty)*)
+            $(-> $ret:ty)? => $inner:ident
+    ) => {
+        $(#[$meta])*
+        $vis unsafe fn $name<$($gen: $bound),*>($level: $crate::kernels::simd::Level $(, $arg: $ty)*)
+            $(-> $ret)?
+        {
+            // SAFETY (baseline call): `inner`'s contract is the caller's.
+            $crate::kernels::simd::dispatch!(@levels $level; $($gen: $bound),*; $($arg: $ty),*;
+                $(-> $ret)?; $inner; unsafe { $inner::<$($gen),*>($($arg),*) })
+        }
+    };
+    (@levels $level:ident; $($gen:ident: $bound:path),*; $($arg:ident: $ty:ty),*;
+        $(-> $ret:ty)?; $inner:ident; $baseline:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<$($gen: $bound),*>($($arg: $ty),*) $(-> $ret)? {
+            // SAFETY: forwarded from the caller (for an unsafe `inner`).
+            #[allow(unused_unsafe)]
+            unsafe { $inner::<$($gen),*>($($arg),*) }
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
+        unsafe fn avx512<$($gen: $bound),*>($($arg: $ty),*) $(-> $ret)? {
+            // SAFETY: forwarded from the caller (for an unsafe `inner`).
+            #[allow(unused_unsafe)]
+            unsafe { $inner::<$($gen),*>($($arg),*) }
+        }
+
+        match $level {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the level comes from `simd::current`, which only selects a level the CPU
+            // was detected to support; an unsafe `inner`'s contract is the caller's.
+            $crate::kernels::simd::Level::Avx512 => unsafe { avx512::<$($gen),*>($($arg),*) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            $crate::kernels::simd::Level::Avx2 => unsafe { avx2::<$($gen),*>($($arg),*) },
+            _ => $baseline,
+        }
+    }};
+}
+pub(crate) use dispatch;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
     Baseline = 1,

@@ -44,12 +44,7 @@ pub fn adafactor<'py>(
         ("epsilon_2", epsilon_2),
         ("clip_threshold", clip_threshold),
     ] {
-        if !x.is_finite() {
-            return Err(Error::value_error(format!(
-                "`{name}` must be a finite number. Received: {name}={x}"
-            ))
-            .into());
-        }
+        args::finite(name, x)?;
     }
     let names = Names(names);
     let params = prepare::items(params, "params")?;
@@ -205,7 +200,7 @@ impl<'py> Call<'_, 'py> {
                 ))
             })?);
         }
-        if total >= super::functions::DETACH_FROM {
+        if total >= super::call::DETACH_FROM {
             py.detach(|| step(&mut vars, &scalars));
         } else {
             step(&mut vars, &scalars);
@@ -213,7 +208,7 @@ impl<'py> Call<'_, 'py> {
         drop(vars);
         drop(keep);
         drop(grads);
-        super::functions::count_completed();
+        super::runtime::count_completed();
         Ok(())
     }
 }

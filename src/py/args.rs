@@ -39,8 +39,25 @@ pub fn int(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
         .map_err(|e| out_of_range(obj.py(), e, "an integer in [-2**63, 2**63)"))
 }
 
+/// A bool (as pyo3 extracts one), for declarations that name every scalar's extractor.
+pub fn bool(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    obj.extract::<bool>()
+}
+
 /// A uint32.
 pub fn uint32(obj: &Bound<'_, PyAny>) -> PyResult<u32> {
     obj.extract::<u32>()
         .map_err(|e| out_of_range(obj.py(), e, "an integer in [0, 2**32)"))
+}
+
+/// `x` if it is finite, else the ValueError every hyperparameter check raises.
+pub fn finite(name: &str, x: f64) -> PyResult<f64> {
+    if x.is_finite() {
+        Ok(x)
+    } else {
+        Err(Error::value_error(format!(
+            "`{name}` must be a finite number. Received: {name}={x}"
+        ))
+        .into())
+    }
 }

@@ -14,6 +14,12 @@
 
 pub mod adafactor;
 pub mod args;
-pub mod functions;
+pub mod call;
+pub mod checks;
+pub mod gradients;
+pub mod matrices;
+pub mod options;
 pub mod prepare;
+pub mod rules;
+pub mod runtime;
 pub mod scalars;

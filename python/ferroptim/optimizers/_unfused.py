@@ -116,15 +116,15 @@ class Unfused:
         options: _native.StepOptions,
         accumulate_only: bool = False,
     ) -> List[np.ndarray]:
-        """Step 1: the transformed gradients, in per-variable scratch arrays (zeros, then one
-        native SGD step with learning rate -1 and `options`).
+        """Step 1: the transformed gradients, in per-variable scratch arrays written by
+        `_native.transform_gradients` with `options`.
 
         Args:
             indices: the built indices of the tensors.
             grads: their (checked) gradients.
             options: the gradient transforms (`StepParts.gradient_options`).
             accumulate_only: the call only adds to the accumulators: the scratch arrays are
-                neither cleared nor written (their content is then meaningless).
+                not written (their content is then meaningless).
         """
         store = self._transient("_unfused_gradients")
         variables = self._trainable_variables  # type: ignore[attr-defined]
@@ -133,10 +133,8 @@ class Unfused:
             buffer = store.get(i)
             if buffer is None:
                 buffer = store[i] = np.zeros(variables[i].shape, variables[i].dtype)
-            elif not accumulate_only:
-                buffer.fill(0)
             out.append(buffer)
-        _native.sgd(out, grads, None, -1.0, 0.0, False, options)
+        _native.transform_gradients(out, grads, options)
         return out
 
 
