@@ -344,7 +344,7 @@ def _interleave(*lists: List[np.ndarray]) -> List[np.ndarray]:
 def _divide_by_scalar(x: np.ndarray, s, xla: bool) -> np.ndarray:
     """`x / s` for a tensor x and a scalar s (in x's dtype).
 
-    XLA, behind Keras's JAX backend (where KERAS_SPEC's golden values come from), rewrites a
+    XLA, behind Keras's JAX backend (where docs/keras.md's golden values come from), rewrites a
     division by a broadcast scalar into a multiplication by the scalar's reciprocal, which can
     round differently by one ulp. Keras's source (and its NumPy backend) divides; `xla=True`
     reproduces XLA's rounding instead, for the bit-exact comparisons with the golden values.
@@ -1122,7 +1122,7 @@ class ReferenceOptimizer:
 
     @property
     def variables(self) -> List[np.ndarray]:
-        """The optimizer's variables in Keras's order (§2.10 of the spec)."""
+        """The optimizer's variables in Keras's order (docs/keras.md §2.10)."""
         out: List[np.ndarray] = [np.array(self.raw_iterations)]
         if not callable(self.learning_rate):
             out.append(np.array(np.float32(self.learning_rate)))
@@ -1323,7 +1323,7 @@ def make_reference(
     return ReferenceOptimizer(rule, learning_rate, **base)
 
 
-# --- Keras's golden values (KERAS_SPEC §2.3, §4.1, §4.2): Keras 3.15.1's float32 results -------
+# --- Keras's golden values (docs/keras.md §2.3, §4.1, §4.2): Keras 3.15.1's float32 results -------
 # Every decimal below is the shortest one that round-trips to the float32 Keras produced.
 
 SINGLE_STEP_VAR = [1.0, 2.0, 3.0, 4.0]

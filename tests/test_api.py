@@ -1,7 +1,7 @@
 """The Python API surface: Keras 3's `keras.optimizers` names, arguments, errors and state.
 
 Numerics of the update rules against the NumPy reference live in test_numerics.py; here the
-expected values come from Keras (its test files and messages, KERAS_SPEC.md), from hand-derived
+expected values come from Keras (its test files and messages, docs/keras.md), from hand-derived
 arithmetic, or from a float64 computation written out in the test.
 """
 
@@ -516,7 +516,7 @@ def test_learning_rate_change_between_steps_is_used():
 
 
 def test_variables_order_keras_example():
-    # KERAS_SPEC §2.10: Adam(use_ema=True, gradient_accumulation_steps=2) on one variable `kern`.
+    # docs/keras.md §2.10: Adam(use_ema=True, gradient_accumulation_steps=2) on one variable `kern`.
     params = {"kern": np.ones((2, 3), np.float32)}
     opt = Adam(use_ema=True, gradient_accumulation_steps=2)
     opt.build(params)
@@ -633,7 +633,7 @@ def test_empty_gradients_are_a_no_op():
 
 
 def test_save_own_variables_keras_example():
-    # KERAS_SPEC §2.10: Adam(weight_decay=0.1) on one 3-vector saves "0".."3".
+    # docs/keras.md §2.10: Adam(weight_decay=0.1) on one 3-vector saves "0".."3".
     opt = Adam(weight_decay=0.1)
     w = np.ones(3, np.float32)
     opt.apply_gradients([(np.ones(3, np.float32), w)])
@@ -815,7 +815,7 @@ def test_serialize_format():
     ],
 )
 def test_get_by_name_is_case_insensitive(identifier, cls):
-    # Keras forgets Lamb in its registry (KERAS_SPEC §1.12); here every optimizer is reachable.
+    # Keras forgets Lamb in its registry (docs/keras.md §1.12); here every optimizer is reachable.
     opt = fo.optimizers.get(identifier)
     assert type(opt) is cls
     assert opt.get_config()["learning_rate"] == cls().get_config()["learning_rate"]
@@ -1168,7 +1168,7 @@ def test_mixed_dtypes_bad_gradient_changes_nothing():
 
 
 def test_ema_keras_table_and_finalize():
-    # KERAS_SPEC §2.7 / §4.2 test_ema: SGD(lr=1, use_ema, 0.9, overwrite every 3).
+    # docs/keras.md §2.7 / §4.2 test_ema: SGD(lr=1, use_ema, 0.9, overwrite every 3).
     table = [
         ([[2.0, 3.0], [4.0, 5.0]], [[2.0, 3.0], [4.0, 5.0]]),
         ([[1.0, 2.0], [3.0, 4.0]], [[1.9, 2.8999999], [3.9, 4.9]]),
@@ -1203,7 +1203,7 @@ def test_ema_averages_variables_without_gradient():
 
 
 def test_gradient_accumulation_keras_table():
-    # KERAS_SPEC §2.3 test_gradient_accumulation.
+    # docs/keras.md §2.3 test_gradient_accumulation.
     table = [
         ([[1.0, 2.0], [3.0, 4.0]], [[1.0, 1.0], [1.0, 1.0]], 1, 0),
         ([[1.0, 2.0], [3.0, 4.0]], [[2.0, 2.0], [2.0, 2.0]], 2, 0),

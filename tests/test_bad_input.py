@@ -1,4 +1,4 @@
-"""Bad input: a clear exception, raised before anything is modified (DESIGN.md §5).
+"""Bad input: a clear exception, raised before anything is modified (docs/design.md §5).
 
 Every test checks the exception's type and a fragment of its message, and that the call changed
 nothing: the parameters, every optimizer variable (slots, accumulators, EMA averages, the
@@ -15,8 +15,15 @@ import ferroptim as fo
 from ferroptim import _native
 
 # A configuration with every kind of state: slots, EMA averages and accumulators.
-STATEFUL = {"learning_rate": 0.1, "amsgrad": True, "use_ema": True, "ema_momentum": 0.9,
-            "gradient_accumulation_steps": 2, "weight_decay": 0.01, "global_clipnorm": 1.0}
+STATEFUL = {
+    "learning_rate": 0.1,
+    "amsgrad": True,
+    "use_ema": True,
+    "ema_momentum": 0.9,
+    "gradient_accumulation_steps": 2,
+    "weight_decay": 0.01,
+    "global_clipnorm": 1.0,
+}
 
 
 class Snapshot:
@@ -67,8 +74,9 @@ def _shape_pattern(shape):
 # --- parameters -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float16, np.complex64, np.complex128,
-                                   np.bool_])
+@pytest.mark.parametrize(
+    "dtype", [np.int32, np.int64, np.float16, np.complex64, np.complex128, np.bool_]
+)
 def test_parameter_dtype_is_rejected(dtype):
     good = np.ones(3, np.float32)
     bad = np.ones(3, dtype)
@@ -143,10 +151,12 @@ def test_shape_mismatch_in_a_dict_names_the_variable():
     opt = fo.optimizers.SGD(momentum=0.9)
     opt.apply({k: np.ones(p.shape, np.float32) for k, p in params.items()}, params)
     snapshot = Snapshot(opt, params)
-    # DESIGN §5: the message names the variable by its index or its name.
+    # docs/design.md §5: the message names the variable by its index or its name.
     with pytest.raises(ValueError, match=r"dense/bias|index 1\b") as info:
-        opt.apply({"dense/kernel": np.ones((3, 2), np.float32),
-                   "dense/bias": np.ones(3, np.float32)}, params)
+        opt.apply(
+            {"dense/kernel": np.ones((3, 2), np.float32), "dense/bias": np.ones(3, np.float32)},
+            params,
+        )
     assert re.search(_shape_pattern((2,)), str(info.value))
     assert re.search(_shape_pattern((3,)), str(info.value))
     snapshot.check()
@@ -176,8 +186,13 @@ def test_same_array_twice_is_rejected():
     opt = fo.optimizers.Adam(**STATEFUL)
     snapshot = Snapshot(opt, [p, other])
     with pytest.raises(ValueError, match="twice|shares memory"):
-        opt.apply_gradients([(np.ones(4, np.float32), p), (np.ones(3, np.float32), other),
-                             (np.ones(4, np.float32), p)])
+        opt.apply_gradients(
+            [
+                (np.ones(4, np.float32), p),
+                (np.ones(3, np.float32), other),
+                (np.ones(4, np.float32), p),
+            ]
+        )
     snapshot.check()
 
 
@@ -194,8 +209,9 @@ def test_overlapping_parameter_views_are_rejected():
     base = np.ones(10, np.float32)
     opt = fo.optimizers.SGD(learning_rate=0.1)
     with pytest.raises(ValueError, match="memory|overlap"):
-        opt.apply_gradients([(np.ones(6, np.float32), base[:6]),
-                             (np.ones(6, np.float32), base[4:])])
+        opt.apply_gradients(
+            [(np.ones(6, np.float32), base[:6]), (np.ones(6, np.float32), base[4:])]
+        )
     np.testing.assert_array_equal(base, np.ones(10))
 
 
@@ -244,8 +260,9 @@ def test_unknown_variable_is_rejected():
     opt, params = _trained()
     snapshot = Snapshot(opt, params)
     stranger = params[1].copy()  # equal values, another array
-    with pytest.raises(ValueError, match="can only be called for the variables it was originally "
-                                         "built with"):
+    with pytest.raises(
+        ValueError, match="can only be called for the variables it was originally built with"
+    ):
         opt.apply_gradients(zip(_grads(params), [params[0], stranger, params[2]]))
     snapshot.check()
     np.testing.assert_array_equal(stranger, params[1])
@@ -297,21 +314,41 @@ def _last_grad_is_its_param(params, grads):
     return ValueError, "memory|alias|overlap"
 
 
-@pytest.mark.parametrize("fault", [_last_grad_wrong_shape, _last_grad_complex,
-                                   _last_param_read_only, _last_grad_is_its_param],
-                         ids=lambda f: f.__name__.strip("_"))
-@pytest.mark.parametrize("name,kwargs", [
-    ("SGD", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}),
-    ("Adam", STATEFUL),
-    ("AdamW", {"clipnorm": 1.0, "use_ema": True}),
-    ("SGD", {"clipvalue": 0.1, "loss_scale_factor": 4.0, "use_ema": True,
-             "ema_overwrite_frequency": 2}),
-], ids=["SGD-nesterov", "Adam-stateful", "AdamW-clipnorm-ema", "SGD-clipvalue-ema"])
+@pytest.mark.parametrize(
+    "fault",
+    [_last_grad_wrong_shape, _last_grad_complex, _last_param_read_only, _last_grad_is_its_param],
+    ids=lambda f: f.__name__.strip("_"),
+)
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("SGD", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}),
+        ("Adam", STATEFUL),
+        ("AdamW", {"clipnorm": 1.0, "use_ema": True}),
+        (
+            "SGD",
+            {
+                "clipvalue": 0.1,
+                "loss_scale_factor": 4.0,
+                "use_ema": True,
+                "ema_overwrite_frequency": 2,
+            },
+        ),
+    ],
+    ids=["SGD-nesterov", "Adam-stateful", "AdamW-clipnorm-ema", "SGD-clipvalue-ema"],
+)
 def test_failure_in_the_last_tensor_leaves_the_first_ones_unchanged(name, kwargs, fault):
     rng = np.random.default_rng(3)
     # float32 first, a float64 group after: the first dtype group must not be updated either.
-    params = [np.asarray(rng.standard_normal(s), d) for s, d in
-              [((3, 2), np.float32), ((1025,), np.float32), ((4,), np.float64), ((3,), np.float64)]]
+    params = [
+        np.asarray(rng.standard_normal(s), d)
+        for s, d in [
+            ((3, 2), np.float32),
+            ((1025,), np.float32),
+            ((4,), np.float64),
+            ((3,), np.float64),
+        ]
+    ]
     opt, params = _trained(name, params, **kwargs)
     grads = _grads(params)
     error, fragment = fault(params, grads)
@@ -329,29 +366,58 @@ BAD_HYPERPARAMETERS = [  # (optimizer, kwargs, Keras's message)
     ("SGD", {"momentum": -0.1}, "`momentum` must be a float between [0, 1]."),
     ("SGD", {"momentum": 0}, "`momentum` must be a float between [0, 1]."),
     ("SGD", {"momentum": 1}, "`momentum` must be a float between [0, 1]."),
-    ("AdamW", {"weight_decay": None},
-     "Argument `weight_decay` must be a float. Received: weight_decay=None"),
-    ("SGD", {"clipnorm": 1.0, "clipvalue": 1.0},
-     "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set."),
-    ("Adam", {"clipnorm": 1.0, "global_clipnorm": 1.0},
-     "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set."),
-    ("Adam", {"clipvalue": 1.0, "global_clipnorm": 1.0},
-     "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set."),
-    ("Adam", {"clipnorm": 0, "clipvalue": 1.0},
-     "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set."),
-    ("Adam", {"gradient_accumulation_steps": 1},
-     "`gradient_accumulation_steps` must be an integer >= 2."),
-    ("SGD", {"use_ema": True, "ema_momentum": 2},
-     "`ema_momentum` must be in the range [0, 1]. Received: ema_momentum=2"),
-    ("SGD", {"use_ema": True, "ema_momentum": -0.5},
-     "`ema_momentum` must be in the range [0, 1]."),
-    ("Adam", {"use_ema": True, "ema_overwrite_frequency": -1},
-     "`ema_overwrite_frequency` must be an integer >= 1 or None."),
-    ("Adam", {"use_ema": True, "ema_overwrite_frequency": 2.5},
-     "`ema_overwrite_frequency` must be an integer >= 1 or None."),
-    ("Adam", {"learning_rate": 1},
-     "Argument `learning_rate` should be float, or an instance of LearningRateSchedule, "
-     "or a callable"),
+    (
+        "AdamW",
+        {"weight_decay": None},
+        "Argument `weight_decay` must be a float. Received: weight_decay=None",
+    ),
+    (
+        "SGD",
+        {"clipnorm": 1.0, "clipvalue": 1.0},
+        "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set.",
+    ),
+    (
+        "Adam",
+        {"clipnorm": 1.0, "global_clipnorm": 1.0},
+        "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set.",
+    ),
+    (
+        "Adam",
+        {"clipvalue": 1.0, "global_clipnorm": 1.0},
+        "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set.",
+    ),
+    (
+        "Adam",
+        {"clipnorm": 0, "clipvalue": 1.0},
+        "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set.",
+    ),
+    (
+        "Adam",
+        {"gradient_accumulation_steps": 1},
+        "`gradient_accumulation_steps` must be an integer >= 2.",
+    ),
+    (
+        "SGD",
+        {"use_ema": True, "ema_momentum": 2},
+        "`ema_momentum` must be in the range [0, 1]. Received: ema_momentum=2",
+    ),
+    ("SGD", {"use_ema": True, "ema_momentum": -0.5}, "`ema_momentum` must be in the range [0, 1]."),
+    (
+        "Adam",
+        {"use_ema": True, "ema_overwrite_frequency": -1},
+        "`ema_overwrite_frequency` must be an integer >= 1 or None.",
+    ),
+    (
+        "Adam",
+        {"use_ema": True, "ema_overwrite_frequency": 2.5},
+        "`ema_overwrite_frequency` must be an integer >= 1 or None.",
+    ),
+    (
+        "Adam",
+        {"learning_rate": 1},
+        "Argument `learning_rate` should be float, or an instance of LearningRateSchedule, "
+        "or a callable",
+    ),
     ("SGD", {"learning_rate": "0.1"}, "Argument `learning_rate` should be float"),
     ("SGD", {"learning_rate": np.float32(0.1)}, "Argument `learning_rate` should be float"),
     ("Adam", {"foo": 1}, "Argument(s) not recognized: {'foo': 1}"),
@@ -419,66 +485,122 @@ def _f32(*shape):
     "call",
     [
         pytest.param(lambda p, g, m: _native.sgd(None, None, None, 0.1, 0.0, False), id="none"),
-        pytest.param(lambda p, g, m: _native.sgd(p, None, None, 0.1, 0.0, False),
-                     id="grads-none"),
-        pytest.param(lambda p, g, m: _native.sgd(p, g + g, None, 0.1, 0.0, False),
-                     id="more-grads"),
-        pytest.param(lambda p, g, m: _native.sgd(p, g[:1], None, 0.1, 0.0, False),
-                     id="fewer-grads"),
-        pytest.param(lambda p, g, m: _native.sgd(p, g, m[:1], 0.1, 0.9, False),
-                     id="fewer-momentums"),
-        pytest.param(lambda p, g, m: _native.sgd(p, g, [_f32(4), _f32(5)], 0.1, 0.9, False),
-                     id="momentum-shape"),
-        pytest.param(lambda p, g, m: _native.sgd(
-            p, g, [np.ones(3), np.ones((2, 2))], 0.1, 0.9, False), id="momentum-dtype"),
-        pytest.param(lambda p, g, m: _native.sgd([1.0, 2.0], g, None, 0.1, 0.0, False),
-                     id="float-params"),
-        pytest.param(lambda p, g, m: _native.sgd([[1.0, 2.0, 3.0], [[1.0, 1.0], [1.0, 1.0]]], g,
-                                                 None, 0.1, 0.0, False), id="list-params"),
-        pytest.param(lambda p, g, m: _native.sgd(p, [[[1.0, 2.0], [3.0]], g[1]], None, 0.1,
-                                                 0.0, False), id="ragged-grad"),
-        pytest.param(lambda p, g, m: _native.sgd(p, ["abc", g[1]], None, 0.1, 0.0, False),
-                     id="string-grad"),
-        pytest.param(lambda p, g, m: _native.sgd(p, [object(), g[1]], None, 0.1, 0.0, False),
-                     id="object-grad"),
-        pytest.param(lambda p, g, m: _native.sgd(p, g, None, "0.1", 0.0, False),
-                     id="string-lr"),
+        pytest.param(lambda p, g, m: _native.sgd(p, None, None, 0.1, 0.0, False), id="grads-none"),
+        pytest.param(lambda p, g, m: _native.sgd(p, g + g, None, 0.1, 0.0, False), id="more-grads"),
+        pytest.param(
+            lambda p, g, m: _native.sgd(p, g[:1], None, 0.1, 0.0, False), id="fewer-grads"
+        ),
+        pytest.param(
+            lambda p, g, m: _native.sgd(p, g, m[:1], 0.1, 0.9, False), id="fewer-momentums"
+        ),
+        pytest.param(
+            lambda p, g, m: _native.sgd(p, g, [_f32(4), _f32(5)], 0.1, 0.9, False),
+            id="momentum-shape",
+        ),
+        pytest.param(
+            lambda p, g, m: _native.sgd(p, g, [np.ones(3), np.ones((2, 2))], 0.1, 0.9, False),
+            id="momentum-dtype",
+        ),
+        pytest.param(
+            lambda p, g, m: _native.sgd([1.0, 2.0], g, None, 0.1, 0.0, False), id="float-params"
+        ),
+        pytest.param(
+            lambda p, g, m: _native.sgd(
+                [[1.0, 2.0, 3.0], [[1.0, 1.0], [1.0, 1.0]]], g, None, 0.1, 0.0, False
+            ),
+            id="list-params",
+        ),
+        pytest.param(
+            lambda p, g, m: _native.sgd(p, [[[1.0, 2.0], [3.0]], g[1]], None, 0.1, 0.0, False),
+            id="ragged-grad",
+        ),
+        pytest.param(
+            lambda p, g, m: _native.sgd(p, ["abc", g[1]], None, 0.1, 0.0, False), id="string-grad"
+        ),
+        pytest.param(
+            lambda p, g, m: _native.sgd(p, [object(), g[1]], None, 0.1, 0.0, False),
+            id="object-grad",
+        ),
+        pytest.param(lambda p, g, m: _native.sgd(p, g, None, "0.1", 0.0, False), id="string-lr"),
         pytest.param(lambda p, g, m: _native.sgd(p, g, None, None, 0.0, False), id="none-lr"),
-        pytest.param(lambda p, g, m: _native.sgd([p[0], np.ones(4)], g, None, 0.1, 0.0, False),
-                     id="mixed-dtype-params"),
-        pytest.param(lambda p, g, m: _native.sgd(p, g, None, 0.1, 0.9, False),
-                     id="momentum-without-slots"),
-        pytest.param(lambda p, g, m: _native.sgd(p, g, None, 0.1, 0.0, False, options=42),
-                     id="options-int"),
-        pytest.param(lambda p, g, m: _native.sgd(p, g, None, 0.1, 0.0, False,
-                                                 _native.StepOptions(accumulators=[_f32(3)],
-                                                                     accumulation_steps=2)),
-                     id="accumulators-length"),
-        pytest.param(lambda p, g, m: _native.sgd(p, g, None, 0.1, 0.0, False,
-                                                 _native.StepOptions(accumulators=[
-                                                     _f32(3), _f32(2, 2)], accumulation_steps=0)),
-                     id="accumulation-steps-0"),
-        pytest.param(lambda p, g, m: _native.sgd(p, g, None, 0.1, 0.0, False,
-                                                 _native.StepOptions(weight_decay=0.1,
-                                                                     weight_decay_mask=[True])),
-                     id="mask-length"),
-        pytest.param(lambda p, g, m: _native.sgd(p, g, None, 0.1, 0.0, False,
-                                                 _native.StepOptions(clipnorm=1.0,
-                                                                     clipvalue=1.0)),
-                     id="two-clips"),
-        pytest.param(lambda p, g, m: _native.sgd(p, g, None, 0.1, 0.0, False,
-                                                 _native.StepOptions(averages=[_f32(3)])),
-                     id="averages-length"),
-        pytest.param(lambda p, g, m: _native.adam(p, g, m, m, None, 0.1, 0.9, 0.999, 1e-7, 0),
-                     id="adam-same-slot-twice"),
-        pytest.param(lambda p, g, m: _native.adam(p, g, m, [_f32(3), _f32(2, 2)], [_f32(3)],
-                                                  0.1, 0.9, 0.999, 1e-7, 0),
-                     id="adam-velocity-hats-length"),
-        pytest.param(lambda p, g, m: _native.adam(p, g, m, None, None, 0.1, 0.9, 0.999, 1e-7, 0),
-                     id="adam-velocities-none"),
-        pytest.param(lambda p, g, m: _native.adam(p, g, m, [_f32(3), _f32(2, 2)], None, 0.1,
-                                                  0.9, 0.999, 1e-7, -1),
-                     id="adam-negative-iterations"),
+        pytest.param(
+            lambda p, g, m: _native.sgd([p[0], np.ones(4)], g, None, 0.1, 0.0, False),
+            id="mixed-dtype-params",
+        ),
+        pytest.param(
+            lambda p, g, m: _native.sgd(p, g, None, 0.1, 0.9, False), id="momentum-without-slots"
+        ),
+        pytest.param(
+            lambda p, g, m: _native.sgd(p, g, None, 0.1, 0.0, False, options=42), id="options-int"
+        ),
+        pytest.param(
+            lambda p, g, m: _native.sgd(
+                p,
+                g,
+                None,
+                0.1,
+                0.0,
+                False,
+                _native.StepOptions(accumulators=[_f32(3)], accumulation_steps=2),
+            ),
+            id="accumulators-length",
+        ),
+        pytest.param(
+            lambda p, g, m: _native.sgd(
+                p,
+                g,
+                None,
+                0.1,
+                0.0,
+                False,
+                _native.StepOptions(accumulators=[_f32(3), _f32(2, 2)], accumulation_steps=0),
+            ),
+            id="accumulation-steps-0",
+        ),
+        pytest.param(
+            lambda p, g, m: _native.sgd(
+                p,
+                g,
+                None,
+                0.1,
+                0.0,
+                False,
+                _native.StepOptions(weight_decay=0.1, weight_decay_mask=[True]),
+            ),
+            id="mask-length",
+        ),
+        pytest.param(
+            lambda p, g, m: _native.sgd(
+                p, g, None, 0.1, 0.0, False, _native.StepOptions(clipnorm=1.0, clipvalue=1.0)
+            ),
+            id="two-clips",
+        ),
+        pytest.param(
+            lambda p, g, m: _native.sgd(
+                p, g, None, 0.1, 0.0, False, _native.StepOptions(averages=[_f32(3)])
+            ),
+            id="averages-length",
+        ),
+        pytest.param(
+            lambda p, g, m: _native.adam(p, g, m, m, None, 0.1, 0.9, 0.999, 1e-7, 0),
+            id="adam-same-slot-twice",
+        ),
+        pytest.param(
+            lambda p, g, m: _native.adam(
+                p, g, m, [_f32(3), _f32(2, 2)], [_f32(3)], 0.1, 0.9, 0.999, 1e-7, 0
+            ),
+            id="adam-velocity-hats-length",
+        ),
+        pytest.param(
+            lambda p, g, m: _native.adam(p, g, m, None, None, 0.1, 0.9, 0.999, 1e-7, 0),
+            id="adam-velocities-none",
+        ),
+        pytest.param(
+            lambda p, g, m: _native.adam(
+                p, g, m, [_f32(3), _f32(2, 2)], None, 0.1, 0.9, 0.999, 1e-7, -1
+            ),
+            id="adam-negative-iterations",
+        ),
         pytest.param(lambda p, g, m: _native.ema(p, [_f32(3)], 0.9, False), id="ema-length"),
         pytest.param(lambda p, g, m: _native.ema(p, p, 0.9, False), id="ema-aliasing"),
         pytest.param(lambda p, g, m: _native.roofline(p, g, [[_f32(3)]]), id="roofline-slots"),
@@ -541,8 +663,9 @@ def _native_update(name):
 def test_every_native_update_has_valid_hyperparameters():
     assert set(NATIVE_HYPERPARAMETERS) == set(NATIVE_UPDATES)
     for name in NATIVE_UPDATES:
-        scalars = [a for a in _native.rule_signatures()[name]
-                   if a["kind"] in ("real", "int", "bool")]
+        scalars = [
+            a for a in _native.rule_signatures()[name] if a["kind"] in ("real", "int", "bool")
+        ]
         assert len(NATIVE_HYPERPARAMETERS[name]) == len(scalars), name
 
 
@@ -561,8 +684,10 @@ class NativeCall:
         self.function = getattr(_native, name)
         self.params = [_f32(3), _f32(2, 2)]
         self.grads = [_f32(3), _f32(2, 2)]
-        self.slots = [[np.full(p.shape, SLOT_VALUE, np.float32) for p in self.params]
-                      for _ in range(slot_lists)]
+        self.slots = [
+            [np.full(p.shape, SLOT_VALUE, np.float32) for p in self.params]
+            for _ in range(slot_lists)
+        ]
         self.hyperparameters = list(hyperparameters)
         self.iterations_index = iterations_index
         self.kwargs = {}
@@ -571,8 +696,9 @@ class NativeCall:
         self.slot_arrays = [a for kind in self.slots for a in kind]
 
     def __call__(self):
-        return self.function(self.params, self.grads, *self.slots, *self.hyperparameters,
-                             **self.kwargs)
+        return self.function(
+            self.params, self.grads, *self.slots, *self.hyperparameters, **self.kwargs
+        )
 
     def check_unchanged(self):
         for a in self.arrays:
@@ -597,10 +723,16 @@ NATIVE_JUNK = [
     ("fewer-last-slots", lambda c: c.slots.__setitem__(-1, c.slots[-1][:1]), None),
     ("first-slots-none", lambda c: c.slots.__setitem__(0, None), None),
     ("float-params", lambda c: setattr(c, "params", [1.0, 2.0]), None),
-    ("nested-list-params",
-     lambda c: setattr(c, "params", [[1.0, 1.0, 1.0], [[1.0, 1.0], [1.0, 1.0]]]), None),
-    ("int-params", lambda c: setattr(c, "params", [np.ones(3, np.int32),
-                                                   np.ones((2, 2), np.int32)]), None),
+    (
+        "nested-list-params",
+        lambda c: setattr(c, "params", [[1.0, 1.0, 1.0], [[1.0, 1.0], [1.0, 1.0]]]),
+        None,
+    ),
+    (
+        "int-params",
+        lambda c: setattr(c, "params", [np.ones(3, np.int32), np.ones((2, 2), np.int32)]),
+        None,
+    ),
     ("mixed-dtype-params", lambda c: c.params.__setitem__(1, np.ones((2, 2))), None),
     ("ragged-grad", lambda c: c.grads.__setitem__(0, [[1.0, 2.0], [3.0]]), None),
     ("string-grad", lambda c: c.grads.__setitem__(0, "abc"), None),
@@ -615,32 +747,58 @@ NATIVE_JUNK = [
     ("read-only-param", lambda c: _read_only(c.params[1]), None),
     ("read-only-slot", lambda c: _read_only(c.slots[-1][1]), None),
     ("slot-is-its-param", lambda c: c.slots[0].__setitem__(1, c.params[1]), None),
-    ("slot-is-a-view-of-its-param",
-     lambda c: c.slots[-1].__setitem__(1, c.params[1][::-1]), None),
-    ("slot-is-another-param", lambda c: c.slots[-1].__setitem__(0, c.params[1].reshape(4)[:3]),
-     None),
+    ("slot-is-a-view-of-its-param", lambda c: c.slots[-1].__setitem__(1, c.params[1][::-1]), None),
+    (
+        "slot-is-another-param",
+        lambda c: c.slots[-1].__setitem__(0, c.params[1].reshape(4)[:3]),
+        None,
+    ),
     ("grad-is-its-param", lambda c: c.grads.__setitem__(0, c.params[0]), None),
     ("grad-is-a-slot", lambda c: c.grads.__setitem__(1, c.slots[0][1]), None),
     ("same-param-twice", lambda c: setattr(c, "params", [c.params[1], c.params[1]]), None),
-    ("same-slots-twice", lambda c: c.slots.__setitem__(-1, c.slots[0]),
-     lambda c: len(c.slots) > 1),
+    ("same-slots-twice", lambda c: c.slots.__setitem__(-1, c.slots[0]), lambda c: len(c.slots) > 1),
     ("string-learning-rate", lambda c: c.hyperparameters.__setitem__(0, "0.1"), None),
     ("none-learning-rate", lambda c: c.hyperparameters.__setitem__(0, None), None),
     ("string-last-hyperparameter", lambda c: c.hyperparameters.__setitem__(-1, "x"), None),
-    ("negative-iterations", lambda c: c.hyperparameters.__setitem__(c.iterations_index, -1),
-     lambda c: c.iterations_index is not None),
-    ("float-iterations", lambda c: c.hyperparameters.__setitem__(c.iterations_index, 1.5),
-     lambda c: c.iterations_index is not None),
+    (
+        "negative-iterations",
+        lambda c: c.hyperparameters.__setitem__(c.iterations_index, -1),
+        lambda c: c.iterations_index is not None,
+    ),
+    (
+        "float-iterations",
+        lambda c: c.hyperparameters.__setitem__(c.iterations_index, 1.5),
+        lambda c: c.iterations_index is not None,
+    ),
     ("options-int", lambda c: c.kwargs.update(options=42), None),
-    ("accumulators-length", lambda c: c.kwargs.update(options=_native.StepOptions(
-        accumulators=[_f32(3)], accumulation_steps=2)), None),
-    ("averages-length", lambda c: c.kwargs.update(options=_native.StepOptions(
-        averages=[_f32(3)])), None),
-    ("average-is-a-slot", lambda c: c.kwargs.update(options=_native.StepOptions(
-        averages=[c.slots[-1][0], np.zeros((2, 2), np.float32)])), None),
-    ("accumulator-is-a-param", lambda c: c.kwargs.update(options=_native.StepOptions(
-        accumulators=[c.params[0], np.zeros((2, 2), np.float32)], accumulation_steps=2)),
-     None),
+    (
+        "accumulators-length",
+        lambda c: c.kwargs.update(
+            options=_native.StepOptions(accumulators=[_f32(3)], accumulation_steps=2)
+        ),
+        None,
+    ),
+    (
+        "averages-length",
+        lambda c: c.kwargs.update(options=_native.StepOptions(averages=[_f32(3)])),
+        None,
+    ),
+    (
+        "average-is-a-slot",
+        lambda c: c.kwargs.update(
+            options=_native.StepOptions(averages=[c.slots[-1][0], np.zeros((2, 2), np.float32)])
+        ),
+        None,
+    ),
+    (
+        "accumulator-is-a-param",
+        lambda c: c.kwargs.update(
+            options=_native.StepOptions(
+                accumulators=[c.params[0], np.zeros((2, 2), np.float32)], accumulation_steps=2
+            )
+        ),
+        None,
+    ),
 ]
 
 
@@ -654,10 +812,12 @@ def test_native_update_call_of_the_junk_table_is_valid(name):
 
 @pytest.mark.parametrize(
     "name,edit",
-    [pytest.param(name, edit, id=f"{name}-{junk_id}")
-     for name in NATIVE_UPDATES
-     for junk_id, edit, applies in NATIVE_JUNK
-     if applies is None or applies(NativeCall(name))],
+    [
+        pytest.param(name, edit, id=f"{name}-{junk_id}")
+        for name in NATIVE_UPDATES
+        for junk_id, edit, applies in NATIVE_JUNK
+        if applies is None or applies(NativeCall(name))
+    ],
 )
 def test_native_updates_reject_junk(name, edit):
     call = NativeCall(name)

@@ -28,7 +28,11 @@ F32 = np.float32
 
 # Argument kinds: the update-rule functions' are those of `_native.rule_signatures()`.
 PARAMS, GRADS, SLOTS, OPT_SLOTS, SLOT_LISTS = (
-    "params", "grads", "slots", "optional_slots", "slot_lists"
+    "params",
+    "grads",
+    "slots",
+    "optional_slots",
+    "slot_lists",
 )
 FLOAT, INT, BOOL, OPTIONS, NAMES, MATRIX = "real", "int", "bool", "options", "names", "matrix"
 SCALAR_KINDS = (FLOAT, INT, BOOL)
@@ -80,8 +84,15 @@ class Env:
         self.extra = []  # arrays that junk values bring in (their own memory)
 
     def arrays(self):
-        return (self.params + self.grads + [a for s in self.slots for a in s] + self.accumulators
-                + self.averages + [self.matrix] + self.extra)
+        return (
+            self.params
+            + self.grads
+            + [a for s in self.slots for a in s]
+            + self.accumulators
+            + self.averages
+            + [self.matrix]
+            + self.extra
+        )
 
     def valid(self, name):
         """The valid argument list of function `name`."""
@@ -142,8 +153,10 @@ def _aliases(kind):
 
     def self_overlapping(env):
         a = np.lib.stride_tricks.as_strided(np.ones(3, F32), (5,), (4,), writeable=True)
-        return [np.lib.stride_tricks.as_strided(a, (5,), (0,), writeable=True),
-                np.ones((2, 3), F32)]
+        return [
+            np.lib.stride_tricks.as_strided(a, (5,), (0,), writeable=True),
+            np.ones((2, 3), F32),
+        ]
 
     def misaligned(env):
         raw = np.zeros(4 * 5 + 1, np.uint8)
@@ -153,15 +166,42 @@ def _aliases(kind):
     def read_only(env):
         return [np.broadcast_to(F32(1), (5,)), np.ones((2, 3), F32)]
 
-    out = [alias_param, part_of_param, overlapping_each_other, same_array_twice,
-           self_overlapping, misaligned, read_only]
+    out = [
+        alias_param,
+        part_of_param,
+        overlapping_each_other,
+        same_array_twice,
+        self_overlapping,
+        misaligned,
+        read_only,
+    ]
     return out if kind != GRADS else [alias_param, part_of_param]
 
 
 def _generic():
-    return [None, "x", b"x", 3, -1, 2.5, object(), {}, {"a": 1}, (), [], [[]], [None],
-            [None, None], ["a", "b"], [3, 4], [[1.0, 2.0], [3.0]], [object(), object()],
-            (x for x in range(2)), np.ones(3, F32), np.float32(1.0)]
+    return [
+        None,
+        "x",
+        b"x",
+        3,
+        -1,
+        2.5,
+        object(),
+        {},
+        {"a": 1},
+        (),
+        [],
+        [[]],
+        [None],
+        [None, None],
+        ["a", "b"],
+        [3, 4],
+        [[1.0, 2.0], [3.0]],
+        [object(), object()],
+        (x for x in range(2)),
+        np.ones(3, F32),
+        np.float32(1.0),
+    ]
 
 
 # 2**40 elements of one float32 in memory: a valid array whose size any check that computes sizes
@@ -208,16 +248,39 @@ JUNK = {
     SLOTS: _generic() + _array_lists() + _aliases(SLOTS),
     OPT_SLOTS: _generic() + _array_lists() + _aliases(OPT_SLOTS),
     SLOT_LISTS: _generic() + [[_array_lists()[0]], [[np.ones(5, F32)]] * 3, [None], [["x"]]],
-    FLOAT: _generic() + [math.nan, math.inf, -math.inf, 1e308, -1e308, 0.0, -0.0, 5e-324,
-                         2**53 + 1, np.float64(0.5), np.int64(2), complex(1, 1), "0.1", True],
-    INT: _generic() + [0, 2**62, 2**63 - 1, -(2**63), np.int64(5), np.uint8(3), 1.0, math.nan,
-                       "1", True],
+    FLOAT: _generic()
+    + [
+        math.nan,
+        math.inf,
+        -math.inf,
+        1e308,
+        -1e308,
+        0.0,
+        -0.0,
+        5e-324,
+        2**53 + 1,
+        np.float64(0.5),
+        np.int64(2),
+        complex(1, 1),
+        "0.1",
+        True,
+    ],
+    INT: _generic()
+    + [0, 2**62, 2**63 - 1, -(2**63), np.int64(5), np.uint8(3), 1.0, math.nan, "1", True],
     BOOL: _generic() + [0, 1, np.bool_(True), "True", math.nan],
     OPTIONS: _generic(),
     NAMES: _generic() + [["p"], ["p", "q", "r"], [1, 2], "pq"],
-    MATRIX: _generic() + [np.ones((2, 3, 4), F32), np.ones(5, F32), np.ones((0, 3), F32),
-                          np.ones((3, 0), F32), np.ones((4, 3), np.int64), np.ones((2, 2), ">f8"),
-                          np.ones((9, 7), F32)[::2, ::3], np.broadcast_to(F32(2), (3, 4))],
+    MATRIX: _generic()
+    + [
+        np.ones((2, 3, 4), F32),
+        np.ones(5, F32),
+        np.ones((0, 3), F32),
+        np.ones((3, 0), F32),
+        np.ones((4, 3), np.int64),
+        np.ones((2, 2), ">f8"),
+        np.ones((9, 7), F32)[::2, ::3],
+        np.broadcast_to(F32(2), (3, 4)),
+    ],
 }
 # Integers beyond the native argument types (i64 / u32 / f64): the bindings raise OverflowError
 # for these where the contract is a ValueError (see test_out_of_range_integers_are_value_errors).
@@ -225,7 +288,9 @@ OUT_OF_RANGE_INTS = [2**63, 2**64 + 1, -(2**63) - 1, 10**400]
 
 
 def _materialize(value, env):
-    return value(env) if callable(value) and getattr(value, "__name__", "") in ALIAS_NAMES else value
+    return (
+        value(env) if callable(value) and getattr(value, "__name__", "") in ALIAS_NAMES else value
+    )
 
 
 ALIAS_NAMES = {f.__name__ for k in (PARAMS, GRADS) for f in _aliases(k)}
@@ -298,8 +363,11 @@ def test_every_rule_function_is_declared_and_fuzzed():
     for name in dir(_native):
         text = getattr(getattr(_native, name), "__text_signature__", None) or ""
         reads_gradients_only = text == "(params, grads, options=None, names=None)"
-        if (text.startswith("(params, grads,") and text.endswith("options=None, names=None)")
-                and not reads_gradients_only):
+        if (
+            text.startswith("(params, grads,")
+            and text.endswith("options=None, names=None)")
+            and not reads_gradients_only
+        ):
             assert name in RULE_SIGNATURES, name
     for name, args in RULE_SIGNATURES.items():
         parameters = inspect.signature(getattr(_native, name)).parameters
@@ -389,8 +457,14 @@ def test_interleaved_or_overlapping_views_in_one_call_are_refused_or_updated_exa
         lambda e: _native.StepOptions(accumulators=e.accumulators, accumulation_steps=2**32),
         lambda e: _native.newton_schulz(e.matrix, 2**64, 3.4445, -4.775, 2.0315),
     ],
-    ids=["iterations=2**63", "iterations=2**64", "learning_rate=10**400",
-         "accumulation_steps=-1", "accumulation_steps=2**32", "ns_steps=2**64"],
+    ids=[
+        "iterations=2**63",
+        "iterations=2**64",
+        "learning_rate=10**400",
+        "accumulation_steps=-1",
+        "accumulation_steps=2**32",
+        "ns_steps=2**64",
+    ],
 )
 def test_out_of_range_integers_are_value_errors(call):
     env = Env()
@@ -429,8 +503,13 @@ def test_thread_count_and_simd_level_junk():
 ALL_JUNK = [j for kind in JUNK for j in JUNK[kind] if not callable(j)]
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(
     name=st.sampled_from(sorted(SIGNATURES)),
     replacements=st.lists(

@@ -1,6 +1,6 @@
 """ferroptim's optimizers and base features against Keras 3's own golden values.
 
-The numbers are Keras 3.15.1's float32 results (KERAS_SPEC §4.2, in tests/reference.py) for the
+The numbers are Keras 3.15.1's float32 results (docs/keras.md §4.2, in tests/reference.py) for the
 scenarios of Keras's test files (`keras/src/optimizers/*_test.py`), fed the exact float32 inputs
 Keras used. ferroptim must reproduce them to a few float32 ulps.
 """
@@ -214,7 +214,7 @@ def test_empty_gradient_list_is_a_no_op():
     assert int(opt.iterations) == 0
 
 
-# --- Adafactor and Muon (KERAS_SPEC §4.1, §4.2) ---------------------------------------------------
+# --- Adafactor and Muon (docs/keras.md §4.1, §4.2) ------------------------------------------------
 
 
 def test_adafactor_matrix_single_step():
@@ -251,7 +251,7 @@ def test_muon_adamw_path_single_step():
 
 def test_muon_muon_path_single_step():
     # muon_test: Muon(learning_rate=0.5, weight_decay=0) on a matrix (w - w * 0 * lr is w).
-    # Newton-Schulz's matrix products round differently from XLA's: KERAS_SPEC §4.2 sees up to
+    # Newton-Schulz's matrix products round differently from XLA's: docs/keras.md §4.2 sees up to
     # 4e-6 relative between Keras's own backends on Muon, hence that rtol.
     opt = fo.optimizers.Muon(learning_rate=0.5, weight_decay=0)
     var = np.array(ref.MUON_SINGLE_STEP_VAR, np.float32)
@@ -262,7 +262,7 @@ def test_muon_muon_path_single_step():
 
 
 def test_muon_newton_schulz_keras_value():
-    # Same budget as above: 4e-6 relative between backends (KERAS_SPEC §4.2).
+    # Same budget as above: 4e-6 relative between backends (docs/keras.md §4.2).
     x = fo.optimizers.Muon().zeropower_via_newtonschulz5(ref.NS_INPUT, 5)
     assert x.dtype == np.float32
     np.testing.assert_allclose(x, ref.NS_OUTPUT, rtol=4e-6)

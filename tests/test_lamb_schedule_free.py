@@ -6,7 +6,7 @@ checked with every other optimizer's in test_api.py (from their records in
 optimizers_under_test.py), the numerics against the NumPy reference (every base option, both
 dtypes, every memory layout) in test_numerics.py and Keras's golden values in
 test_keras_golden.py; here the expected values come from Keras's source (its defaults, names and
-slot initialisation) or are derived by hand from the formulas in KERAS_SPEC §1.12 and §1.14.
+slot initialisation) or are derived by hand from the formulas in docs/keras.md §1.12 and §1.14.
 """
 
 import inspect

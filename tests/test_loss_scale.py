@@ -1,5 +1,5 @@
 """LossScaleOptimizer against Keras: its tests (loss_scale_optimizer_test.py), the trajectory of
-KERAS_SPEC §4.4, its arguments, errors, variables and config; and its unscaled steps against
+docs/keras.md §4.4, its arguments, errors, variables and config; and its unscaled steps against
 the NumPy reference (tests/reference.py) of the inner optimizer given the unscaled gradients.
 """
 
@@ -18,7 +18,7 @@ from ferroptim.optimizers import SGD, Adam, LossScaleOptimizer, Nadam
 SINGLE_STEP_VAR = [1.0, 2.0, 3.0, 4.0]
 SINGLE_STEP_GRAD = [1.0, 6.0, 7.0, 2.0]
 
-# KERAS_SPEC §4.4: LossScaleOptimizer(SGD(learning_rate=0.5), initial_scale=8.0,
+# docs/keras.md §4.4: LossScaleOptimizer(SGD(learning_rate=0.5), initial_scale=8.0,
 # dynamic_growth_steps=2), v0 = [1, 2, 3, 4]; a finite call passes [1, 6, 7, 2] * scale, a
 # non-finite one [inf or nan, 1, 1, 1].
 TRAJECTORY = [  # (grads, scale before, v after, scale after, step_counter after, iterations)

@@ -1,4 +1,4 @@
-"""MultiOptimizer and OptimizerMap (KERAS_SPEC §1.16): look-up rules, validation with Keras's
+"""MultiOptimizer and OptimizerMap (docs/keras.md §1.16): look-up rules, validation with Keras's
 wording, dispatch (every share must move exactly as its sub-optimizer alone would move it),
 variables, loss scale, config and pickling.
 """

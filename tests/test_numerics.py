@@ -294,7 +294,7 @@ def test_build_then_apply_without_variables(case, kwargs):
 
 
 def test_float_learning_rate_is_float32_for_float64_parameters():
-    # KERAS_SPEC §0.3 rule 2: Keras stores a float lr in a float32 variable.
+    # docs/keras.md §0.3 rule 2: Keras stores a float lr in a float32 variable.
     w = np.zeros(1, np.float64)
     fo.optimizers.SGD(learning_rate=0.1).apply_gradients([(np.ones(1), w)])
     assert w[0] == -float(np.float32(0.1))

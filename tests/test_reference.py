@@ -1,7 +1,7 @@
 """The test reference (tests/reference.py) against Keras's golden values and hand-derived results.
 
 The reference is what every numerical test of ferroptim compares against, so it is proven here
-first: its float32 emulation must reproduce Keras 3.15.1's float32 numbers (KERAS_SPEC §4.2) to
+first: its float32 emulation must reproduce Keras 3.15.1's float32 numbers (docs/keras.md §4.2) to
 the bit where Keras's arithmetic is fully determined by the formulas, and its float64 run must agree
 with them to float32 accuracy.
 """
@@ -50,7 +50,7 @@ def test_single_step_float32_is_bit_exact(name):
 
 @pytest.mark.parametrize("name", sorted(ref.SINGLE_STEP))
 def test_single_step_float64_agrees_to_float32_accuracy(name):
-    # Keras's float32 sqrt(1 - 0.999**1) is 6.5e-6 off (KERAS_SPEC §0.3 rule 3): Adam's step of
+    # Keras's float32 sqrt(1 - 0.999**1) is 6.5e-6 off (docs/keras.md §0.3 rule 3): Adam's step of
     # 0.5 carries that error, hence 2e-5 relative on an update of size 0.5.
     _, states = _run(
         name, {"learning_rate": 0.5}, ref.SINGLE_STEP_VAR, [ref.SINGLE_STEP_GRAD], np.float64
@@ -96,7 +96,7 @@ def test_golden_trajectory_float64_agrees_to_float32_accuracy(name, kwargs, rows
 
 
 def test_keras_test_golden_rows_at_keras_tolerance():
-    # The 4-decimal rows written in Keras's own tests (KERAS_SPEC §4.1), at their rtol=atol=5e-4.
+    # The 4-decimal rows written in Keras's own tests (docs/keras.md §4.1), at their rtol=atol=5e-4.
     keras_rows = {
         "SGD": [
             [0.9999] * 10,
@@ -355,7 +355,7 @@ def test_clip_tests():
 
 
 def test_clip_precedence_zero_or_negative_disables():
-    # KERAS_SPEC §2.5: each clip applies only when truthy and > 0.
+    # docs/keras.md §2.5: each clip applies only when truthy and > 0.
     for kwargs in (
         {"clipnorm": 0.0},
         {"clipnorm": -1.0},
@@ -478,7 +478,7 @@ def test_empty_gradients():
 
 
 def test_variables_order():
-    # KERAS_SPEC §2.10: iteration, learning_rate, averages, accumulators, then the slots.
+    # docs/keras.md §2.10: iteration, learning_rate, averages, accumulators, then the slots.
     opt = ref.make_reference(
         "Adam", {"use_ema": True, "gradient_accumulation_steps": 2, "amsgrad": True}
     )
@@ -492,7 +492,7 @@ def test_variables_order():
     assert len(ref.make_reference("SGD").rule.build([a])) == 0
 
 
-# --- Adafactor and Muon (KERAS_SPEC §1.9, §1.13, §4.2) --------------------------------------------
+# --- Adafactor and Muon (docs/keras.md §1.9, §1.13, §4.2) -----------------------------------------
 
 
 @pytest.mark.parametrize("xla", [False, True])
@@ -528,7 +528,7 @@ def test_adafactor_golden_trajectory():
 def test_adafactor_batches_the_leading_axes_and_ignores_relative_step():
     # Rank 3: each matrix of the leading axis is factored on its own; the RMS of w and of the
     # update are over the whole tensor, so the batch equals separate runs only when those are
-    # equal: the same matrix twice. relative_step=False changes nothing (KERAS_SPEC §1.9).
+    # equal: the same matrix twice. relative_step=False changes nothing (docs/keras.md §1.9).
     rng = np.random.default_rng(0)
     matrix = rng.standard_normal((3, 4))
     grads = [rng.standard_normal((3, 4)) for _ in range(3)]

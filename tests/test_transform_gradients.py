@@ -70,8 +70,7 @@ def _reference(case, accumulators):
     if "loss_scale" in kw:
         g = [x / kw["loss_scale"] for x in g]
     if "accumulation_steps" in kw:
-        g = [(x + a.astype(np.float64)) / kw["accumulation_steps"]
-             for x, a in zip(g, accumulators)]
+        g = [(x + a.astype(np.float64)) / kw["accumulation_steps"] for x, a in zip(g, accumulators)]
     if "clipnorm" in kw:
         c = kw["clipnorm"]
         g = [x * c / max(np.sqrt(np.sum(x * x)), c) for x in g]
@@ -103,8 +102,11 @@ def test_matches_an_sgd_step_of_minus_one_on_zeros_bit_for_bit(kwargs, grad_kind
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("kwargs", [k for _, k in OPTIONS if not (k or {}).get("accumulate_only")],
-                         ids=[i for i, k in OPTIONS if not (k or {}).get("accumulate_only")])
+@pytest.mark.parametrize(
+    "kwargs",
+    [k for _, k in OPTIONS if not (k or {}).get("accumulate_only")],
+    ids=[i for i, k in OPTIONS if not (k or {}).get("accumulate_only")],
+)
 def test_matches_the_float64_transforms(kwargs):
     case = Case(kwargs, seed=1)
     accumulators = [a.copy() for a in case.accumulators]
@@ -120,8 +122,7 @@ def test_matches_the_float64_transforms(kwargs):
 
 
 def test_accumulate_only_adds_the_unscaled_gradients():
-    case = Case(dict(accumulation_steps=ACCUMULATION_STEPS, accumulate_only=True,
-                     loss_scale=2.0))
+    case = Case(dict(accumulation_steps=ACCUMULATION_STEPS, accumulate_only=True, loss_scale=2.0))
     expected = [(g.astype(np.float64) / 2.0 + a) for g, a in zip(case.grads, case.accumulators)]
     _run(case, via_sgd=False)
     for a, b in zip(case.accumulators, expected):
@@ -141,8 +142,9 @@ def test_a_nan_gradient_poisons_every_gradient_under_global_clipnorm():
     "spoil",
     [
         pytest.param(lambda out, g: out[1].setflags(write=False), id="read-only-out"),
-        pytest.param(lambda out, g: out.__setitem__(1, np.zeros((5, 3), np.float32)),
-                     id="out-shape"),
+        pytest.param(
+            lambda out, g: out.__setitem__(1, np.zeros((5, 3), np.float32)), id="out-shape"
+        ),
         pytest.param(lambda out, g: out.__setitem__(1, np.zeros((3, 5))), id="out-dtypes-mixed"),
         pytest.param(lambda out, g: g.__setitem__(0, out[0]), id="grad-is-out"),
         pytest.param(lambda out, g: g.pop(), id="fewer-grads"),

@@ -308,7 +308,9 @@ def all_finite(arrays: Sequence[ArrayLike]) -> bool:
     """True if every element of every array is finite (a native read-only pass; float32 and
     float64 arrays of any layout are read in place, other real dtypes are converted)."""
 
-def newton_schulz(x: NDArray[np.floating], steps: int, a: float, b: float, c: float) -> NDArray[np.floating]:
+def newton_schulz(
+    x: NDArray[np.floating], steps: int, a: float, b: float, c: float
+) -> NDArray[np.floating]:
     """Muon's orthogonalization of a 2-D float32/float64 array (Keras's
     `zeropower_via_newtonschulz5`): a new array of the same shape and dtype. Matrix products
     run natively on the thread pool; results match Keras to rounding, not bitwise."""
@@ -371,6 +373,7 @@ def completed_calls() -> int:
 
 def set_num_threads(n: int) -> None:
     """1 to 1024 threads; a ValueError otherwise."""
+
 def get_num_threads() -> int: ...
 def simd_level() -> str:
     """The instruction set the kernels run with: "avx512", "avx2" or "baseline"."""

@@ -6,10 +6,10 @@ then hands `_update_step` the call's cross-cutting parts as a typed `StepParts` 
 of one native StepOptions (`Unfused._rule_options`), and the parts of the step around the rule
 run here, in Keras's order:
 
-1. unscale, accumulate, clip: by the kernels themselves. A plain SGD step with learning rate -1
-   on zeroed scratch arrays writes `0 - g * (-1)`, exactly the transformed gradient, so the
-   norms, the NaN rules and the accumulator reset are the same arithmetic as every fused
-   optimizer's. An accumulation-only call stops there.
+1. unscale, accumulate, clip: by the kernels themselves (`_native.transform_gradients` writes
+   the gradients a fused rule would receive into scratch arrays), so the norms, the NaN rules
+   and the accumulator reset are the same arithmetic as every fused optimizer's. An
+   accumulation-only call stops there.
 2. decoupled weight decay, `w - w * wd * lr` in the variable's dtype (NumPy, `decay`);
 3. the rule (the class);
 4. EMA: `_native.ema`.
@@ -20,7 +20,7 @@ given.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -104,17 +104,14 @@ class Unfused:
         checked = list(calls[0][2])
         if also_written:
             names = self._trainable_variable_names  # type: ignore[attr-defined]
-            check_no_aliasing(
-                [(names[i], g) for i, g in zip(indices, checked)], list(also_written)
-            )
+            check_no_aliasing([(names[i], g) for i, g in zip(indices, checked)], list(also_written))
         return checked
 
     def _transformed_gradients(
         self,
         indices: Sequence[int],
         grads: Sequence[np.ndarray],
-        options: _native.StepOptions,
-        accumulate_only: bool = False,
+        options: Optional[_native.StepOptions],
     ) -> List[np.ndarray]:
         """Step 1: the transformed gradients, in per-variable scratch arrays written by
         `_native.transform_gradients` with `options`.
@@ -122,9 +119,9 @@ class Unfused:
         Args:
             indices: the built indices of the tensors.
             grads: their (checked) gradients.
-            options: the gradient transforms (`StepParts.gradient_options`).
-            accumulate_only: the call only adds to the accumulators: the scratch arrays are
-                not written (their content is then meaningless).
+            options: the gradient transforms (`StepParts.gradient_options`). In an
+                accumulation-only call the scratch arrays are not written (their content is
+                then meaningless).
         """
         store = self._transient("_unfused_gradients")
         variables = self._trainable_variables  # type: ignore[attr-defined]

@@ -142,8 +142,9 @@ class Adafactor(Unfused, Optimizer):
                 cs.append(self.add_variable((), "zeros", np.int32, base))
             else:
                 rs.append(self.add_variable(var.shape[:-1], "zeros", var.dtype, base))
-                cs.append(self.add_variable(var.shape[:-2] + var.shape[-1:], "zeros", var.dtype,
-                                            base))
+                cs.append(
+                    self.add_variable(var.shape[:-2] + var.shape[-1:], "zeros", var.dtype, base)
+                )
             vs.append(self.add_variable_from_reference(var, "velocity"))
         self._slot_kinds.update({"r": rs, "c": cs, "velocity": vs})
         self._invalidate_plan()
@@ -187,9 +188,7 @@ class Adafactor(Unfused, Optimizer):
         indices = self._call_indices(params)
         checked = self._checked_gradients(indices, grads)
         if parts.transforms_gradients:
-            checked = self._transformed_gradients(
-                indices, checked, parts.gradient_options(), parts.accumulate_only
-            )
+            checked = self._transformed_gradients(indices, checked, parts.gradient_options())
         if not parts.accumulate_only:
             t = self.iterations + 1
             # dtype -> the aligned lists (params, grads, r, c, velocities) of the native call.
@@ -198,7 +197,7 @@ class Adafactor(Unfused, Optimizer):
             for k, (w, g, r, c, v, i) in enumerate(
                 zip(params, checked, slots["r"], slots["c"], slots["velocity"], indices)
             ):
-                if parts.decays(k):
+                if parts.weight_decay is not None and parts.decays(k):
                     work = self._work(w.dtype)[0]
                     with np.errstate(all="ignore"):
                         decay(w, parts.weight_decay, learning_rate, work[: w.size].reshape(w.shape))
@@ -216,15 +215,30 @@ class Adafactor(Unfused, Optimizer):
                 )
                 # Every argument is a value of the dtype, so the kernel's rounding is exact.
                 _native.adafactor(
-                    ws, gs, rs, cs, vs, float(rho_t), float(beta_2_t), float(epsilon_1),
-                    float(epsilon_2), float(clip_threshold),
+                    ws,
+                    gs,
+                    rs,
+                    cs,
+                    vs,
+                    float(rho_t),
+                    float(beta_2_t),
+                    float(epsilon_1),
+                    float(epsilon_2),
+                    float(clip_threshold),
                 )
             with np.errstate(all="ignore"):
                 for w, g, r, c, v, i in strided:
                     work, chunk = self._work(w.dtype)
                     factored = self._factored_scratch(i, r, c) if w.ndim >= 2 else None
                     self._update_one(
-                        w, np.asarray(g, w.dtype), r, c, v, work, chunk, factored,
+                        w,
+                        np.asarray(g, w.dtype),
+                        r,
+                        c,
+                        v,
+                        work,
+                        chunk,
+                        factored,
                         self._step_scalars(w.dtype.type, learning_rate, t),
                     )
         parts.apply_ema(params)

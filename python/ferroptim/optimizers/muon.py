@@ -289,7 +289,7 @@ class Muon(Unfused, Optimizer):
         gs: Sequence[Any] = [grads[k] for k in positions]
         gradient_options = parts.gradient_options(positions, clip)
         if gradient_options is not None:
-            gs = self._transformed_gradients(built, gs, gradient_options, parts.accumulate_only)
+            gs = self._transformed_gradients(built, gs, gradient_options)
         if not parts.accumulate_only:
             momentums = slots["momentum"]
             with np.errstate(all="ignore"):
