@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 import ferroptim as fo
 import reference as ref
+from ferroptim import _native
 
 Kwargs = Mapping[str, Any]
 
@@ -913,3 +914,34 @@ def cases(field: str, *, ids: Callable[[OptimizerCase, Kwargs], str] = label) ->
         for case in OPTIMIZERS
         for kwargs in getattr(case, field)
     ]
+
+
+# A valid value for every scalar argument of the native update functions, by argument name. The
+# functions and their arguments come from the native declaration (`_native.rule_signatures()`),
+# so a new rule whose hyperparameters have these names needs nothing here; a new name needs
+# one entry (test_fuzz and test_bad_input fail until it has one).
+NATIVE_SCALARS = {
+    "learning_rate": 0.1,
+    "momentum": 0.9,
+    "nesterov": True,
+    "rho": 0.9,
+    "beta_1": 0.9,
+    "beta_2": 0.999,
+    "epsilon": 1e-7,
+    "iterations": 3,
+    "u_product": 0.5,
+    "schedule_decay": 1.0,
+    "learning_rate_power": -0.5,
+    "l1_regularization_strength": 0.01,
+    "l2_regularization_strength": 0.01,
+    "l2_shrinkage_regularization_strength": 0.01,
+    "beta": 0.1,
+    "warmup_steps": 2,
+}
+_SCALAR_KINDS = ("real", "int", "bool")
+
+
+def native_scalars(name):
+    """Valid values of the scalar arguments of native update function `name`, in order."""
+    args = _native.rule_signatures()[name]
+    return [NATIVE_SCALARS[a["name"]] for a in args if a["kind"] in _SCALAR_KINDS]

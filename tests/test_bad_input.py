@@ -13,6 +13,7 @@ import pytest
 
 import ferroptim as fo
 from ferroptim import _native
+from optimizers_under_test import native_scalars
 
 # A configuration with every kind of state: slots, EMA averages and accumulators.
 STATEFUL = {
@@ -631,23 +632,10 @@ def test_native_thread_count_rejects_junk():
 
 # --- the other optimizers' native functions, called directly with junk ---------------------------
 
-# Valid hyperparameters of every native update function, after its slot lists: the call
-# `fn(params, grads, *slots, *hyperparameters)` with all its slot lists given is valid. The
-# functions, their slot lists and the place of `iterations` come from the native declaration
-# (`_native.rule_signatures()`, see _native.pyi).
-NATIVE_HYPERPARAMETERS = {
-    "sgd": (0.1, 0.9, False),
-    "adam": (0.1, 0.9, 0.999, 1e-7, 0),
-    "rmsprop": (0.1, 0.9, 0.9, 1e-7),
-    "adagrad": (0.1, 1e-7),
-    "adadelta": (0.1, 0.95, 1e-7),
-    "adamax": (0.1, 0.9, 0.999, 1e-7, 0),
-    "nadam": (0.1, 0.9, 0.999, 1e-7, 0, 0.5, 1.0),
-    "lion": (0.1, 0.9, 0.99),
-    "ftrl": (0.1, -0.5, 0.0, 0.0, 0.0, 0.0),
-    "lamb": (0.1, 0.9, 0.999, 1e-7, 0),
-    "schedule_free_adamw": (0.1, 0.9, 0.999, 1e-8, 0, 0),
-}
+# The native update functions, their slot lists and the place of `iterations` come from the
+# native declaration (`_native.rule_signatures()`, see _native.pyi); valid hyperparameters,
+# by argument name, from the shared table (`native_scalars`): the call
+# `fn(params, grads, *slots, *hyperparameters)` with all its slot lists given is valid.
 NATIVE_UPDATES = sorted(_native.rule_signatures())
 
 
@@ -657,16 +645,15 @@ def _native_update(name):
     slot_lists = sum(a["kind"] in ("slots", "optional_slots") for a in args)
     scalars = [a["name"] for a in args if a["kind"] in ("real", "int", "bool")]
     iterations_index = scalars.index("iterations") if "iterations" in scalars else None
-    return slot_lists, NATIVE_HYPERPARAMETERS[name], iterations_index
+    return slot_lists, native_scalars(name), iterations_index
 
 
 def test_every_native_update_has_valid_hyperparameters():
-    assert set(NATIVE_HYPERPARAMETERS) == set(NATIVE_UPDATES)
     for name in NATIVE_UPDATES:
         scalars = [
             a for a in _native.rule_signatures()[name] if a["kind"] in ("real", "int", "bool")
         ]
-        assert len(NATIVE_HYPERPARAMETERS[name]) == len(scalars), name
+        assert len(native_scalars(name)) == len(scalars), name
 
 
 SLOT_VALUE = 0.25

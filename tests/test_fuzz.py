@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 import ferroptim as fo
 from ferroptim import _native
+from optimizers_under_test import native_scalars
 
 F32 = np.float32
 
@@ -51,19 +52,9 @@ SIGNATURES = {
 }
 # Optional slot lists that the valid call gives (its momentum is > 0); None elsewhere.
 GIVEN_OPTIONAL_SLOTS = {("sgd", "momentums"), ("rmsprop", "momentums")}
-# Valid scalar values, per function (hyperparameters in their usual ranges).
+# Valid scalar values, per function: the update rules' from the shared table, by argument name.
 SCALARS = {
-    "sgd": [0.1, 0.9, True],
-    "adam": [0.01, 0.9, 0.999, 1e-7, 3],
-    "rmsprop": [0.01, 0.9, 0.5, 1e-7],
-    "adagrad": [0.01, 1e-7],
-    "adadelta": [1.0, 0.95, 1e-7],
-    "adamax": [0.01, 0.9, 0.999, 1e-7, 3],
-    "nadam": [0.01, 0.9, 0.999, 1e-7, 3, 0.5, 1.0],
-    "lion": [0.01, 0.9, 0.99],
-    "ftrl": [0.01, -0.5, 0.01, 0.01, 0.01, 0.1],
-    "lamb": [0.01, 0.9, 0.999, 1e-7, 3],
-    "schedule_free_adamw": [0.01, 0.9, 0.999, 1e-8, 2, 3],
+    **{name: native_scalars(name) for name in RULE_SIGNATURES},
     "ema": [0.9, False],
     "newton_schulz": [2, 3.4445, -4.775, 2.0315],
 }
