@@ -21,10 +21,7 @@ mod _native {
     #[pymodule_export]
     use crate::py::options::StepOptions;
     #[pymodule_export]
-    use crate::py::rules::{
-        adadelta, adagrad, adam, adamax, ema, ftrl, lamb, lion, nadam, rmsprop, roofline,
-        rule_signatures, schedule_free_adamw, sgd,
-    };
+    use crate::py::rules::{ema, roofline, rule_signatures};
     #[pymodule_export]
     use crate::py::runtime::{
         completed_calls, get_num_threads, set_num_threads, set_simd_level, simd_level,
@@ -35,6 +32,8 @@ mod _native {
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
         use pyo3::types::PyModuleMethods;
+        // The update rules, from their one declaration in `py::rules`.
+        crate::py::rules::register(m)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }
 }

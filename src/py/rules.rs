@@ -185,6 +185,13 @@ macro_rules! rules {
                 Param { default: ArgDefault::None, ..Param::new("names", "names") },
             ]),
         )+];
+
+        /// Adds every rule function to the native module (so `lib.rs` lists none of them).
+        pub fn register(m: &Bound<'_, pyo3::types::PyModule>) -> PyResult<()> {
+            use pyo3::types::PyModuleMethods;
+            $(m.add_function(wrap_pyfunction!($name, m)?)?;)+
+            Ok(())
+        }
     };
 }
 
