@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 import ferroptim as fo
-from ferroptim.optimizers import checkpoint
+from ferroptim.optimizers import _checkpoint_file, checkpoint
 from optimizers_under_test import DECAY, OPTIMIZERS, build
 
 O = fo.optimizers
@@ -297,7 +297,7 @@ def test_an_exception_mid_write_leaves_the_previous_file_whole(tmp_path, monkeyp
     _run(opt, params, _model()[1][STOP:STOP + 1])
 
     written = []
-    real = checkpoint._write_array
+    real = _checkpoint_file._write_array
 
     def failing(archive, name, value):
         written.append(name)
@@ -305,7 +305,7 @@ def test_an_exception_mid_write_leaves_the_previous_file_whole(tmp_path, monkeyp
             raise OSError(28, "No space left on device")
         real(archive, name, value)
 
-    monkeypatch.setattr(checkpoint, "_write_array", failing)
+    monkeypatch.setattr(_checkpoint_file, "_write_array", failing)
     with pytest.raises(OSError, match="No space left"):
         opt.save(path)
     assert path.read_bytes() == before
@@ -345,7 +345,7 @@ _KILLED_MID_WRITE = textwrap.dedent(
     import os, signal, sys
     import numpy as np
     import ferroptim as fo
-    from ferroptim.optimizers import checkpoint
+    from ferroptim.optimizers import _checkpoint_file
 
     path = sys.argv[1]
     rng = np.random.default_rng(5)
@@ -356,7 +356,7 @@ _KILLED_MID_WRITE = textwrap.dedent(
         opt.apply_gradients(zip(grads, params))
     opt.save(path)
     opt.apply_gradients(zip(grads, params))
-    real, written = checkpoint._write_array, []
+    real, written = _checkpoint_file._write_array, []
 
     def dying(archive, name, value):
         written.append(name)
@@ -364,7 +364,7 @@ _KILLED_MID_WRITE = textwrap.dedent(
         if len(written) == 4:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    checkpoint._write_array = dying
+    _checkpoint_file._write_array = dying
     opt.save(path)
     """
 )

@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 import ferroptim as fo
-from ferroptim.optimizers import checkpoint
+from ferroptim.optimizers import _checkpoint_file, checkpoint
 
 O = fo.optimizers
 # What a refused file may cost: no read beyond what the optimizer expects, no inflation.
@@ -765,7 +765,7 @@ def test_a_symlink_planted_while_writing_is_not_replaced(tmp_path, monkeypatch):
     opt.save(path)
     target = tmp_path / "elsewhere"
     target.write_bytes(b"keep")
-    real = checkpoint._write_array
+    real = _checkpoint_file._write_array
 
     def plant(archive, name, value):
         if os.path.isfile(path) and not os.path.islink(path):
@@ -773,7 +773,7 @@ def test_a_symlink_planted_while_writing_is_not_replaced(tmp_path, monkeypatch):
             os.symlink(target, path)
         real(archive, name, value)
 
-    monkeypatch.setattr(checkpoint, "_write_array", plant)
+    monkeypatch.setattr(_checkpoint_file, "_write_array", plant)
     with pytest.raises(OSError, match="symbolic link"):
         opt.save(path)
     assert os.path.islink(path) and target.read_bytes() == b"keep"
