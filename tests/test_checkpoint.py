@@ -32,7 +32,7 @@ import ferroptim as fo
 from ferroptim.optimizers import _checkpoint_file, checkpoint
 from optimizers_under_test import DECAY, OPTIMIZERS, build
 
-O = fo.optimizers
+OPT = fo.optimizers
 STOP = 5  # raw steps before the interruption: mid-cycle for 2 and 3 accumulation steps
 STEPS = 11
 
@@ -57,14 +57,14 @@ CASES = {
 
 
 def _lso():
-    inner = _excluding_bias(O.Adam(learning_rate=0.01, weight_decay=0.01))
-    return O.LossScaleOptimizer(inner, initial_scale=2.0**10, dynamic_growth_steps=2)
+    inner = _excluding_bias(OPT.Adam(learning_rate=0.01, weight_decay=0.01))
+    return OPT.LossScaleOptimizer(inner, initial_scale=2.0**10, dynamic_growth_steps=2)
 
 
 def _multi():
-    adam = _excluding_bias(O.Adam(learning_rate=0.01, weight_decay=0.01, use_ema=True))
-    sgd = O.SGD(learning_rate=0.05, momentum=0.9)
-    return O.MultiOptimizer(O.OptimizerMap(adam, {"out/.*": sgd}))
+    adam = _excluding_bias(OPT.Adam(learning_rate=0.01, weight_decay=0.01, use_ema=True))
+    sgd = OPT.SGD(learning_rate=0.05, momentum=0.9)
+    return OPT.MultiOptimizer(OPT.OptimizerMap(adam, {"out/.*": sgd}))
 
 
 def _model():
@@ -107,7 +107,7 @@ def _resume(method, name, opt, params, tmp_path):
     if method == "Optimizer.load":
         opt.save(path)
         restored = _zeros_like(params)
-        return O.Optimizer.load(path, restored), restored
+        return OPT.Optimizer.load(path, restored), restored
     if method == "<Class>.load":
         opt.save(path)
         restored = _zeros_like(params)
@@ -214,7 +214,7 @@ def test_include_variables_false_leaves_the_parameters_alone(tmp_path):
     opt.save(path, include_variables=False)
     assert not checkpoint.read_header(path)["variables_saved"]
     mine = {k: np.full_like(v, 7.0) for k, v in params.items()}
-    restored = O.Optimizer.load(path, mine)
+    restored = OPT.Optimizer.load(path, mine)
     for v in mine.values():
         assert np.all(v == 7.0)
     for a, b in zip(restored.variables, opt.variables):
@@ -222,10 +222,10 @@ def test_include_variables_false_leaves_the_parameters_alone(tmp_path):
 
 
 def test_an_unbuilt_optimizer_round_trips(tmp_path):
-    opt = O.SGD(learning_rate=0.25, momentum=0.5)
+    opt = OPT.SGD(learning_rate=0.25, momentum=0.5)
     path = tmp_path / "unbuilt.ckpt"
     opt.save(path)
-    restored = O.SGD.load(path)
+    restored = OPT.SGD.load(path)
     assert not restored.built and restored.get_config() == opt.get_config()
     w = np.ones(3, np.float32)
     restored.apply([np.ones(3, np.float32)], [w])
@@ -235,14 +235,14 @@ def test_an_unbuilt_optimizer_round_trips(tmp_path):
 def test_a_callable_learning_rate_is_restored_with_load_state_only(tmp_path):
     params, grads = _model()
     rate = lambda: 0.01  # noqa: E731
-    opt = O.Adam(learning_rate=rate)
+    opt = OPT.Adam(learning_rate=rate)
     _run(opt, params, grads[:STOP])
     path = tmp_path / "callable.ckpt"
     opt.save(path)
     assert checkpoint.read_header(path)["learning_rate_callable"]
     with pytest.raises(ValueError, match="learning rate is a callable.*load_state"):
-        O.Optimizer.load(path, _zeros_like(params))
-    fresh, restored = O.Adam(learning_rate=rate), _zeros_like(params)
+        OPT.Optimizer.load(path, _zeros_like(params))
+    fresh, restored = OPT.Adam(learning_rate=rate), _zeros_like(params)
     fresh.load_state(path, restored)
     _run(fresh, restored, grads[STOP:])
     _run(opt, params, grads[STOP:])
@@ -255,8 +255,8 @@ def test_a_configuration_json_cannot_hold_still_saves_the_state(tmp_path):
     params, grads = _model()
 
     def make():
-        adam, sgd = O.Adam(learning_rate=0.01), O.SGD(learning_rate=0.05, momentum=0.9)
-        return O.MultiOptimizer(lambda name: sgd if name.endswith("bias") else adam)
+        adam, sgd = OPT.Adam(learning_rate=0.01), OPT.SGD(learning_rate=0.05, momentum=0.9)
+        return OPT.MultiOptimizer(lambda name: sgd if name.endswith("bias") else adam)
 
     opt = make()
     _run(opt, params, grads[:STOP])
@@ -265,7 +265,7 @@ def test_a_configuration_json_cannot_hold_still_saves_the_state(tmp_path):
     header = checkpoint.read_header(path)
     assert header["config"] is None and "function" in header["config_error"]
     with pytest.raises(ValueError, match="holds no configuration.*load_state"):
-        O.Optimizer.load(path, _zeros_like(params))
+        OPT.Optimizer.load(path, _zeros_like(params))
     fresh, restored = make(), _zeros_like(params)
     fresh.load_state(path, restored)
     _run(fresh, restored, grads[STOP:])
@@ -280,9 +280,9 @@ def test_save_replaces_an_existing_file(tmp_path):
     opt, params = _trained()
     path = tmp_path / "run.ckpt"
     opt.save(path)
-    _run(opt, params, _model()[1][STOP:STOP + 2])
+    _run(opt, params, _model()[1][STOP : STOP + 2])
     opt.save(path)
-    assert O.Optimizer.load(path, _zeros_like(params)).iterations == opt.iterations
+    assert OPT.Optimizer.load(path, _zeros_like(params)).iterations == opt.iterations
     assert os.listdir(tmp_path) == ["run.ckpt"]
 
 
@@ -294,7 +294,7 @@ def test_an_exception_mid_write_leaves_the_previous_file_whole(tmp_path, monkeyp
     path = tmp_path / "run.ckpt"
     opt.save(path)
     before = path.read_bytes()
-    _run(opt, params, _model()[1][STOP:STOP + 1])
+    _run(opt, params, _model()[1][STOP : STOP + 1])
 
     written = []
     real = _checkpoint_file._write_array
@@ -311,7 +311,7 @@ def test_an_exception_mid_write_leaves_the_previous_file_whole(tmp_path, monkeyp
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["run.ckpt"]  # the temporary file is gone too
     monkeypatch.undo()
-    O.Optimizer.load(path, _zeros_like(params))
+    OPT.Optimizer.load(path, _zeros_like(params))
 
 
 def test_the_file_is_fsynced_before_the_rename_and_the_directory_after(tmp_path, monkeypatch):
@@ -379,11 +379,11 @@ def test_a_process_killed_mid_write_leaves_the_previous_file_whole(tmp_path):
     rng = np.random.default_rng(5)
     params = [rng.standard_normal((512, 256)).astype(np.float32), rng.standard_normal(256)]
     grads = [rng.standard_normal(p.shape).astype(p.dtype) for p in params]
-    expected = O.Adam(learning_rate=0.01, use_ema=True)
+    expected = OPT.Adam(learning_rate=0.01, use_ema=True)
     for _ in range(3):
         expected.apply_gradients(zip(grads, params))
     restored = [np.zeros_like(p) for p in params]
-    opt = O.Optimizer.load(path, restored)
+    opt = OPT.Optimizer.load(path, restored)
     assert opt.iterations == 3
     for a, b in zip(restored, params):
         np.testing.assert_array_equal(a, b)
@@ -454,7 +454,7 @@ def _refused(path, match, params=None, opt=None):
     fresh = {k: v.copy(order="K") for k, v in params.items()}
     before = {k: v.copy() for k, v in fresh.items()}
     with pytest.raises(ValueError, match=match):
-        O.Optimizer.load(path, fresh)
+        OPT.Optimizer.load(path, fresh)
     for k in fresh:
         np.testing.assert_array_equal(fresh[k], before[k])
 
@@ -462,10 +462,10 @@ def _refused(path, match, params=None, opt=None):
 def test_another_class_is_refused(saved, tmp_path):
     path, params = saved
     with pytest.raises(ValueError, match="holds a 'Adam' optimizer, not a 'SGD'"):
-        O.SGD.load(path, _zeros_like(params))
+        OPT.SGD.load(path, _zeros_like(params))
     with pytest.raises(ValueError, match="holds a 'Adam' optimizer, not a 'AdamW'"):
-        O.AdamW.load(path, _zeros_like(params))
-    sgd = O.SGD(momentum=0.5)
+        OPT.AdamW.load(path, _zeros_like(params))
+    sgd = OPT.SGD(momentum=0.5)
     sgd.build(params)
     snapshot = Snapshot(sgd, params)
     with pytest.raises(ValueError, match="cannot be loaded into a 'SGD'"):
@@ -476,15 +476,23 @@ def test_another_class_is_refused(saved, tmp_path):
 @pytest.mark.parametrize(
     "change,match",
     [
-        (lambda p: p.update({"out/bias": np.zeros(4, np.float32)}),
-         r"'out/bias' with shape \(3,\).*'out/bias' with shape \(4,\)"),
-        (lambda p: p.update({"out/bias": np.zeros(3, np.float64)}),
-         r"'out/bias' with shape \(3,\) and dtype float32, here 'out/bias' .* dtype float64"),
-        (lambda p: p.update({"out/kernel": np.zeros((3, 4), np.float32)}),
-         r"shape \(4, 3\).*shape \(3, 4\)"),
+        (
+            lambda p: p.update({"out/bias": np.zeros(4, np.float32)}),
+            r"'out/bias' with shape \(3,\).*'out/bias' with shape \(4,\)",
+        ),
+        (
+            lambda p: p.update({"out/bias": np.zeros(3, np.float64)}),
+            r"'out/bias' with shape \(3,\) and dtype float32, here 'out/bias' .* dtype float64",
+        ),
+        (
+            lambda p: p.update({"out/kernel": np.zeros((3, 4), np.float32)}),
+            r"shape \(4, 3\).*shape \(3, 4\)",
+        ),
         (lambda p: p.pop("dense/bias"), "holds 4 variables but the optimizer has 3"),
-        (lambda p: p.update({"extra": np.zeros(2, np.float32)}),
-         "holds 4 variables but the optimizer has 5"),
+        (
+            lambda p: p.update({"extra": np.zeros(2, np.float32)}),
+            "holds 4 variables but the optimizer has 5",
+        ),
     ],
     ids=["shape", "dtype", "transposed", "fewer", "more"],
 )
@@ -494,7 +502,7 @@ def test_variables_that_do_not_match_are_refused(saved, change, match):
     change(mine)
     before = {k: v.copy() for k, v in mine.items()}
     with pytest.raises(ValueError, match=match):
-        O.Optimizer.load(path, mine)
+        OPT.Optimizer.load(path, mine)
     for k in mine:
         np.testing.assert_array_equal(mine[k], before[k])
     fresh = CASES["Adam"]()
@@ -508,17 +516,20 @@ def test_variables_under_other_names_are_refused(saved):
     path, params = saved
     as_list = [np.zeros_like(v) for v in params.values()]
     with pytest.raises(ValueError, match="saved 'dense/kernel' .* here 'variable_0'"):
-        O.Optimizer.load(path, as_list)
+        OPT.Optimizer.load(path, as_list)
     renamed = {k.replace("dense", "hidden"): np.zeros_like(v) for k, v in params.items()}
     with pytest.raises(ValueError, match="saved 'dense/kernel' .* here 'hidden/kernel'"):
-        O.Optimizer.load(path, renamed)
+        OPT.Optimizer.load(path, renamed)
 
 
 def test_another_configuration_is_refused_by_load_state(saved):
     path, params = saved
-    for other in (O.Adam(amsgrad=False, use_ema=True, gradient_accumulation_steps=2),
-                  O.Adam(learning_rate=DECAY.to_fo(), amsgrad=True, use_ema=True,
-                         gradient_accumulation_steps=2)):
+    for other in (
+        OPT.Adam(amsgrad=False, use_ema=True, gradient_accumulation_steps=2),
+        OPT.Adam(
+            learning_rate=DECAY.to_fo(), amsgrad=True, use_ema=True, gradient_accumulation_steps=2
+        ),
+    ):
         mine = _zeros_like(params)
         other.build(mine)
         snapshot = Snapshot(other, mine)
@@ -539,7 +550,7 @@ def test_a_built_optimizer_refuses_other_variables(saved):
 def test_a_checkpoint_with_variables_needs_them(saved):
     path, _ = saved
     with pytest.raises(ValueError, match="pass them as `var_list`"):
-        O.Optimizer.load(path)
+        OPT.Optimizer.load(path)
 
 
 def _rewrite(source, target, replace=None, drop=(), header=None):
@@ -582,52 +593,125 @@ def _edit(key, value):
 
 DAMAGE = {
     "empty file": (lambda src, dst: dst.write_bytes(b""), "not a complete ZIP archive"),
-    "not a zip": (lambda src, dst: dst.write_bytes(b"PK\x03\x04" + os.urandom(300)),
-                  "not a complete ZIP archive"),
+    "not a zip": (
+        lambda src, dst: dst.write_bytes(b"PK\x03\x04" + os.urandom(300)),
+        "not a complete ZIP archive",
+    ),
     "no header": (lambda src, dst: _rewrite(src, dst, drop={"header.json"}), "no 'header.json'"),
-    "header not json": (lambda src, dst: _rewrite(src, dst, replace={"header.json": b"{oops"}),
-                        "header cannot be read"),
-    "header a list": (lambda src, dst: _rewrite(src, dst, replace={"header.json": b"[1, 2]"}),
-                      "does not declare the format"),
-    "other format": (lambda src, dst: _rewrite(src, dst, header=_edit("format", "keras")),
-                     "does not declare the format"),
-    "newer version": (lambda src, dst: _rewrite(src, dst, header=_edit("format_version", 2)),
-                      "format version 2.*Upgrade ferroptim"),
-    "missing field": (lambda src, dst: _rewrite(
-        src, dst, header=lambda h: {k: v for k, v in h.items() if k != "variables"}),
-        "'variables' is missing"),
-    "bad spec": (lambda src, dst: _rewrite(src, dst, header=lambda h: dict(
-        h, optimizer_variables=[{"name": "x", "shape": [-1], "dtype": "float32"}])),
-        "not a \\{name, shape, dtype\\} record"),
-    "object dtype in header": (lambda src, dst: _rewrite(src, dst, header=lambda h: dict(
-        h, optimizer_variables=[dict(h["optimizer_variables"][0], dtype="object")])),
-        "not a \\{name, shape, dtype\\} record"),
-    "bad exclusions": (lambda src, dst: _rewrite(
-        src, dst, header=_edit("exclude_from_weight_decay", [{"indices": ["a"]}])),
-        "'exclude_from_weight_decay' is malformed"),
-    "bad regex": (lambda src, dst: _rewrite(src, dst, header=_edit(
-        "exclude_from_weight_decay", [{"indices": [], "pattern": "("}])),
-        "exclusion pattern does not compile"),
-    "missing member": (lambda src, dst: _rewrite(src, dst, drop={"optimizer/4.npy"}),
-                       "no member 'optimizer/4.npy'"),
-    "wrong shape member": (lambda src, dst: _rewrite(src, dst, replace={
-        "optimizer/4.npy": _npy(np.zeros((6, 5), np.float32))}), "holds shape \\(6, 5\\)"),
-    "wrong dtype member": (lambda src, dst: _rewrite(src, dst, replace={
-        "optimizer/4.npy": _npy(np.zeros((6, 4), np.float64, order="F"))}), "dtype float64"),
-    "pickled member": (lambda src, dst: _rewrite(src, dst, replace={
-        "optimizer/4.npy": _npy(np.array([object()] * 24).reshape(6, 4), allow_pickle=True)}),
-        "dtype object"),
-    "huge declared shape": (lambda src, dst: _rewrite(src, dst, replace={
-        "variables/0.npy": _npy_claiming((2**40, 2**20))}), "holds shape \\(1099511627776"),
-    "member truncated": (lambda src, dst: _rewrite(src, dst, replace={
-        "variables/0.npy": _npy(np.zeros((6, 4), np.float32, order="F"))[:-5]}), "truncated"),
-    "member too long": (lambda src, dst: _rewrite(src, dst, replace={
-        "variables/0.npy": _npy(np.zeros((6, 4), np.float32, order="F")) + b"\0"}),
-        "data after its array"),
-    "negative iteration": (lambda src, dst: _rewrite(src, dst, replace={
-        "optimizer/0.npy": _npy(np.array(-3, np.int64))}), "iteration count is negative"),
-    "infinite learning rate": (lambda src, dst: _rewrite(src, dst, replace={
-        "optimizer/1.npy": _npy(np.array(np.inf, np.float32))}), "learning rate is not finite"),
+    "header not json": (
+        lambda src, dst: _rewrite(src, dst, replace={"header.json": b"{oops"}),
+        "header cannot be read",
+    ),
+    "header a list": (
+        lambda src, dst: _rewrite(src, dst, replace={"header.json": b"[1, 2]"}),
+        "does not declare the format",
+    ),
+    "other format": (
+        lambda src, dst: _rewrite(src, dst, header=_edit("format", "keras")),
+        "does not declare the format",
+    ),
+    "newer version": (
+        lambda src, dst: _rewrite(src, dst, header=_edit("format_version", 2)),
+        "format version 2.*Upgrade ferroptim",
+    ),
+    "missing field": (
+        lambda src, dst: _rewrite(
+            src, dst, header=lambda h: {k: v for k, v in h.items() if k != "variables"}
+        ),
+        "'variables' is missing",
+    ),
+    "bad spec": (
+        lambda src, dst: _rewrite(
+            src,
+            dst,
+            header=lambda h: dict(
+                h, optimizer_variables=[{"name": "x", "shape": [-1], "dtype": "float32"}]
+            ),
+        ),
+        "not a \\{name, shape, dtype\\} record",
+    ),
+    "object dtype in header": (
+        lambda src, dst: _rewrite(
+            src,
+            dst,
+            header=lambda h: dict(
+                h, optimizer_variables=[dict(h["optimizer_variables"][0], dtype="object")]
+            ),
+        ),
+        "not a \\{name, shape, dtype\\} record",
+    ),
+    "bad exclusions": (
+        lambda src, dst: _rewrite(
+            src, dst, header=_edit("exclude_from_weight_decay", [{"indices": ["a"]}])
+        ),
+        "'exclude_from_weight_decay' is malformed",
+    ),
+    "bad regex": (
+        lambda src, dst: _rewrite(
+            src, dst, header=_edit("exclude_from_weight_decay", [{"indices": [], "pattern": "("}])
+        ),
+        "exclusion pattern does not compile",
+    ),
+    "missing member": (
+        lambda src, dst: _rewrite(src, dst, drop={"optimizer/4.npy"}),
+        "no member 'optimizer/4.npy'",
+    ),
+    "wrong shape member": (
+        lambda src, dst: _rewrite(
+            src, dst, replace={"optimizer/4.npy": _npy(np.zeros((6, 5), np.float32))}
+        ),
+        "holds shape \\(6, 5\\)",
+    ),
+    "wrong dtype member": (
+        lambda src, dst: _rewrite(
+            src, dst, replace={"optimizer/4.npy": _npy(np.zeros((6, 4), np.float64, order="F"))}
+        ),
+        "dtype float64",
+    ),
+    "pickled member": (
+        lambda src, dst: _rewrite(
+            src,
+            dst,
+            replace={
+                "optimizer/4.npy": _npy(np.array([object()] * 24).reshape(6, 4), allow_pickle=True)
+            },
+        ),
+        "dtype object",
+    ),
+    "huge declared shape": (
+        lambda src, dst: _rewrite(
+            src, dst, replace={"variables/0.npy": _npy_claiming((2**40, 2**20))}
+        ),
+        "holds shape \\(1099511627776",
+    ),
+    "member truncated": (
+        lambda src, dst: _rewrite(
+            src,
+            dst,
+            replace={"variables/0.npy": _npy(np.zeros((6, 4), np.float32, order="F"))[:-5]},
+        ),
+        "truncated",
+    ),
+    "member too long": (
+        lambda src, dst: _rewrite(
+            src,
+            dst,
+            replace={"variables/0.npy": _npy(np.zeros((6, 4), np.float32, order="F")) + b"\0"},
+        ),
+        "data after its array",
+    ),
+    "negative iteration": (
+        lambda src, dst: _rewrite(
+            src, dst, replace={"optimizer/0.npy": _npy(np.array(-3, np.int64))}
+        ),
+        "iteration count is negative",
+    ),
+    "infinite learning rate": (
+        lambda src, dst: _rewrite(
+            src, dst, replace={"optimizer/1.npy": _npy(np.array(np.inf, np.float32))}
+        ),
+        "learning rate is not finite",
+    ),
 }
 
 
@@ -669,18 +753,18 @@ def test_filepath_and_arguments_of_the_wrong_type_are_type_errors(saved):
         with pytest.raises(TypeError, match="`filepath` must be a path"):
             opt.save(junk)
         with pytest.raises(TypeError, match="`filepath` must be a path"):
-            O.Optimizer.load(junk, params)
+            OPT.Optimizer.load(junk, params)
     with pytest.raises(TypeError, match="`include_variables` must be a bool"):
         opt.save(path, include_variables="yes")
     with pytest.raises(TypeError, match="`var_list` must be a list, tuple or dict"):
-        O.Optimizer.load(path, 5)
+        OPT.Optimizer.load(path, 5)
     with pytest.raises(TypeError, match="must be a NumPy array"):
-        O.Optimizer.load(path, {k: v.tolist() for k, v in params.items()})
+        OPT.Optimizer.load(path, {k: v.tolist() for k, v in params.items()})
 
 
 def test_a_missing_file_is_a_file_not_found_error(tmp_path):
     with pytest.raises(FileNotFoundError):
-        O.Optimizer.load(tmp_path / "nothing.ckpt", [np.ones(2)])
+        OPT.Optimizer.load(tmp_path / "nothing.ckpt", [np.ones(2)])
 
 
 # --- Keras's own-variables store and set_weights: hostile values --------------------------------
@@ -744,7 +828,7 @@ def test_a_copy_taken_while_another_thread_is_inside_a_step_steps_freely():
 
     w = np.ones(3, np.float32)
     g = np.ones(3, np.float32)
-    opt = O.SGD(learning_rate=learning_rate)
+    opt = OPT.SGD(learning_rate=learning_rate)
     opt.build([w])
 
     def step():

@@ -33,7 +33,7 @@ import pytest
 import ferroptim as fo
 from ferroptim.optimizers import _checkpoint_file, checkpoint
 
-O = fo.optimizers
+OPT = fo.optimizers
 # What a refused file may cost: no read beyond what the optimizer expects, no inflation.
 PEAK_BYTES = 4 * 2**20
 # Generous for a refusal that does not wait on anything; a blocked open would take the whole
@@ -58,7 +58,7 @@ def _grads(params, step):
 
 
 def _adam():
-    opt = O.Adam(learning_rate=0.01, weight_decay=0.05, use_ema=True)
+    opt = OPT.Adam(learning_rate=0.01, weight_decay=0.05, use_ema=True)
     opt.exclude_from_weight_decay(var_names=["bias"])
     return opt
 
@@ -118,7 +118,7 @@ def _refused(path, error, match):
         fresh = _fresh(params)
         before = {k: v.copy() for k, v in fresh.items()}
         with pytest.raises(error, match=match):
-            O.Optimizer.load(path, fresh)
+            OPT.Optimizer.load(path, fresh)
         elapsed = time.perf_counter() - start
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -161,14 +161,47 @@ def _zip(members):
         csize = m.get("csize", len(data))
         crc = m.get("crc", zlib.crc32(data))
         offset = len(out)
-        out += struct.pack(
-            "<IHHHHHIIIHH", 0x04034B50, 20, flags, method, 0, 0x21, crc, csize, size, len(name),
-            0,
-        ) + name + data
-        directory += struct.pack(
-            "<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, flags, method, 0, 0x21, crc, csize, size,
-            len(name), 0, 0, 0, 0, 0o644 << 16, offset,
-        ) + name
+        out += (
+            struct.pack(
+                "<IHHHHHIIIHH",
+                0x04034B50,
+                20,
+                flags,
+                method,
+                0,
+                0x21,
+                crc,
+                csize,
+                size,
+                len(name),
+                0,
+            )
+            + name
+            + data
+        )
+        directory += (
+            struct.pack(
+                "<IHHHHHHIIIHHHHHII",
+                0x02014B50,
+                20,
+                20,
+                flags,
+                method,
+                0,
+                0x21,
+                crc,
+                csize,
+                size,
+                len(name),
+                0,
+                0,
+                0,
+                0,
+                0o644 << 16,
+                offset,
+            )
+            + name
+        )
     start = len(out)
     out += directory
     out += struct.pack(
@@ -220,7 +253,7 @@ def test_the_crafting_helper_writes_what_the_reader_accepts(good, tmp_path):
     path, members = good
     copy = _craft(tmp_path, members)
     opt, params = _trained()
-    restored = O.Optimizer.load(copy, _fresh(params))
+    restored = OPT.Optimizer.load(copy, _fresh(params))
     for a, b in zip(restored.variables, opt.variables):
         np.testing.assert_array_equal(a, b)
 
@@ -232,17 +265,35 @@ def test_a_header_that_inflates_far_beyond_its_declared_size_is_refused_unread(g
     # 200 KB in the file, 200 MiB inflated, declared as the size of the real header.
     path, members = good
     real = dict(members)["header.json"]
-    bomb = _craft(tmp_path, members, **{"header.json": {
-        "data": _deflate_bomb(200, b" "), "method": DEFLATED, "size": len(real),
-        "crc": zlib.crc32(real)}})
+    bomb = _craft(
+        tmp_path,
+        members,
+        **{
+            "header.json": {
+                "data": _deflate_bomb(200, b" "),
+                "method": DEFLATED,
+                "size": len(real),
+                "crc": zlib.crc32(real),
+            }
+        },
+    )
     assert bomb.stat().st_size < 300_000
     _refused(bomb, ValueError, "'header.json' is compressed")
 
 
 def test_a_header_that_declares_its_inflated_size_is_refused_unread(good, tmp_path):
     path, members = good
-    bomb = _craft(tmp_path, members, **{"header.json": {
-        "data": _deflate_bomb(200, b" "), "method": DEFLATED, "size": 200 * 2**20}})
+    bomb = _craft(
+        tmp_path,
+        members,
+        **{
+            "header.json": {
+                "data": _deflate_bomb(200, b" "),
+                "method": DEFLATED,
+                "size": 200 * 2**20,
+            }
+        },
+    )
     _refused(bomb, ValueError, "'header.json' is compressed")
 
 
@@ -257,8 +308,18 @@ def test_an_array_member_that_inflates_beyond_its_declared_size_is_refused_unrea
     else:
         # A few dozen bytes that inflate to 16 MiB in a single call of the decompressor.
         data, number = bz2.compress(bytes(2**24)), BZIP2
-    bomb = _craft(tmp_path, members, **{"optimizer/2.npy": {
-        "data": data, "method": number, "size": len(real), "crc": zlib.crc32(real)}})
+    bomb = _craft(
+        tmp_path,
+        members,
+        **{
+            "optimizer/2.npy": {
+                "data": data,
+                "method": number,
+                "size": len(real),
+                "crc": zlib.crc32(real),
+            }
+        },
+    )
     _refused(bomb, ValueError, "'optimizer/2.npy' is compressed")
 
 
@@ -266,8 +327,18 @@ def test_a_member_compressed_honestly_is_refused_too(good, tmp_path):
     # The format stores members uncompressed; nothing is inflated, whatever it declares.
     path, members = good
     real = dict(members)["variables/0.npy"]
-    path = _craft(tmp_path, members, **{"variables/0.npy": {
-        "data": _deflated(real), "method": DEFLATED, "size": len(real), "crc": zlib.crc32(real)}})
+    path = _craft(
+        tmp_path,
+        members,
+        **{
+            "variables/0.npy": {
+                "data": _deflated(real),
+                "method": DEFLATED,
+                "size": len(real),
+                "crc": zlib.crc32(real),
+            }
+        },
+    )
     _refused(path, ValueError, "'variables/0.npy' is compressed")
 
 
@@ -275,16 +346,22 @@ LIES = {
     # A stored member whose two sizes disagree.
     "sizes disagree": ("optimizer/2.npy", lambda d: {"size": len(d) + 8}, "declares"),
     # Both sizes far beyond the data: the reader would run into the next members.
-    "size beyond the data": ("optimizer/2.npy",
-                             lambda d: {"size": len(d) + 10**6, "csize": len(d) + 10**6},
-                             "has data after its array"),
+    "size beyond the data": (
+        "optimizer/2.npy",
+        lambda d: {"size": len(d) + 10**6, "csize": len(d) + 10**6},
+        "has data after its array",
+    ),
     # A consistent member (its CRC-32 is that of what it holds) that holds too little.
-    "size short of the data": ("optimizer/2.npy",
-                               lambda d: {"size": len(d) - 8, "csize": len(d) - 8,
-                                          "crc": zlib.crc32(d[:-8])},
-                               "is truncated"),
-    "header beyond the cap": ("header.json", lambda d: {"size": 2**31, "csize": 2**31},
-                              "header is 2147483648 bytes long"),
+    "size short of the data": (
+        "optimizer/2.npy",
+        lambda d: {"size": len(d) - 8, "csize": len(d) - 8, "crc": zlib.crc32(d[:-8])},
+        "is truncated",
+    ),
+    "header beyond the cap": (
+        "header.json",
+        lambda d: {"size": 2**31, "csize": 2**31},
+        "header is 2147483648 bytes long",
+    ),
     "wrong CRC-32": ("variables/1.npy", lambda d: {"crc": zlib.crc32(d) ^ 1}, "Bad CRC-32"),
 }
 
@@ -307,22 +384,31 @@ def test_a_member_cut_short_by_the_end_of_the_file_is_refused(good, tmp_path):
 
 
 MEMBERS = {
-    "an extra member": (lambda m: {"extra": [{"name": "optimizer/99.npy",
-                                              "data": dict(m)["optimizer/0.npy"]}]},
-                        r"members that its header does not describe: \['optimizer/99.npy'\]"),
-    "a member outside the tree": (lambda m: {"extra": [{"name": "../evil", "data": b"x"}]},
-                                  "members that its header does not describe"),
+    "an extra member": (
+        lambda m: {"extra": [{"name": "optimizer/99.npy", "data": dict(m)["optimizer/0.npy"]}]},
+        r"members that its header does not describe: \['optimizer/99.npy'\]",
+    ),
+    "a member outside the tree": (
+        lambda m: {"extra": [{"name": "../evil", "data": b"x"}]},
+        "members that its header does not describe",
+    ),
     # Which of two members of one name counts depends on the reader (the last, for Python's).
-    "the header twice": (lambda m: {"extra": [{"name": "header.json",
-                                               "data": dict(m)["header.json"]}]},
-                         "more than one member named 'header.json'"),
-    "an array twice": (lambda m: {"extra": [{"name": "optimizer/2.npy",
-                                             "data": dict(m)["optimizer/2.npy"]}]},
-                       "more than one member named 'optimizer/2.npy'"),
-    "a renamed member": (lambda m: {"optimizer/2.npy": {"name": "Optimizer/2.npy"}},
-                         "no member 'optimizer/2.npy'"),
-    "an encrypted member": (lambda m: {"optimizer/2.npy": {"flags": 1}},
-                            "'optimizer/2.npy' is encrypted"),
+    "the header twice": (
+        lambda m: {"extra": [{"name": "header.json", "data": dict(m)["header.json"]}]},
+        "more than one member named 'header.json'",
+    ),
+    "an array twice": (
+        lambda m: {"extra": [{"name": "optimizer/2.npy", "data": dict(m)["optimizer/2.npy"]}]},
+        "more than one member named 'optimizer/2.npy'",
+    ),
+    "a renamed member": (
+        lambda m: {"optimizer/2.npy": {"name": "Optimizer/2.npy"}},
+        "no member 'optimizer/2.npy'",
+    ),
+    "an encrypted member": (
+        lambda m: {"optimizer/2.npy": {"flags": 1}},
+        "'optimizer/2.npy' is encrypted",
+    ),
 }
 
 
@@ -379,7 +465,7 @@ def _refused_quickly(path, error, match):
     try:
         start = time.perf_counter()
         with pytest.raises(error, match=match):
-            O.Optimizer.load(path, fresh)
+            OPT.Optimizer.load(path, fresh)
         with pytest.raises(error, match=match):
             opt.load_state(path)
         with pytest.raises(error, match=match):
@@ -455,7 +541,7 @@ def test_a_symlink_to_a_checkpoint_is_followed(good, tmp_path):
     link = tmp_path / "latest.ckpt"
     os.symlink(path, link)
     opt, params = _trained()
-    restored = O.Optimizer.load(link, _fresh(params))
+    restored = OPT.Optimizer.load(link, _fresh(params))
     assert restored.iterations == opt.iterations
 
 
@@ -463,12 +549,13 @@ def test_a_symlink_to_a_checkpoint_is_followed(good, tmp_path):
 
 BAD_RECORDS = {
     "an index past the variables": lambda h: h["exclude_from_weight_decay"][0].update(
-        indices=[1, 7]),
+        indices=[1, 7]
+    ),
     "a record for an optimizer it does not hold": lambda h: h["exclude_from_weight_decay"].append(
-        {"indices": [], "pattern": None}),
+        {"indices": [], "pattern": None}
+    ),
     "no record": lambda h: h.update(exclude_from_weight_decay=[]),
-    "repeated indices": lambda h: h["exclude_from_weight_decay"][0].update(
-        indices=[0] * 1000),
+    "repeated indices": lambda h: h["exclude_from_weight_decay"][0].update(indices=[0] * 1000),
     "indices out of order": lambda h: h["exclude_from_weight_decay"][0].update(indices=[2, 0]),
 }
 
@@ -480,7 +567,7 @@ def test_a_bad_exclusion_record_is_refused_before_the_variables_are_written(good
     opt, params = _trained()
     fresh = _fresh(params)
     with pytest.raises(ValueError, match="exclusion|exclude_from_weight_decay"):
-        O.Optimizer.load(path, fresh)
+        OPT.Optimizer.load(path, fresh)
     assert all(np.all(v == 0) for v in fresh.values()), "the caller's arrays were written"
 
 
@@ -488,8 +575,8 @@ def test_load_state_refuses_before_assigning_when_the_build_cannot_happen(tmp_pa
     # A checkpoint of an optimizer saved before it was built holds its learning rate; the
     # variables to build on are of a dtype no optimizer updates: nothing may be assigned.
     path = tmp_path / "unbuilt.ckpt"
-    O.SGD(learning_rate=0.25).save(path)
-    opt = O.SGD(learning_rate=0.5)
+    OPT.SGD(learning_rate=0.25).save(path)
+    opt = OPT.SGD(learning_rate=0.5)
     snapshot = Snapshot(opt, {})
     with pytest.raises(TypeError, match="optimizers update float32 or float64"):
         opt.load_state(path, [np.ones(3, np.int32)])
@@ -506,17 +593,22 @@ def test_a_catastrophic_pattern_from_a_file_is_refused_by_load(tmp_path):
     # `re.search("(.|.)*Z", name)` backtracks about 2**len(name) times: with this name the
     # first step after loading would run for hours.
     params = {"encoder/layer_0/attention/query/kernel": np.ones((2, 2), np.float32)}
-    opt = O.AdamW(learning_rate=0.01, weight_decay=0.1)
+    opt = OPT.AdamW(learning_rate=0.01, weight_decay=0.1)
     opt.build(params)
     saved = tmp_path / "long_names.ckpt"
     opt.save(saved)
     members = _members_of(saved)
-    path = _craft(tmp_path, members, **_with_header(
-        members, lambda h: h["exclude_from_weight_decay"][0].update(pattern=CATASTROPHIC)))
+    path = _craft(
+        tmp_path,
+        members,
+        **_with_header(
+            members, lambda h: h["exclude_from_weight_decay"][0].update(pattern=CATASTROPHIC)
+        ),
+    )
     fresh = _fresh(params)
     start = time.perf_counter()
     with pytest.raises(ValueError, match=r"regular-expression syntax \('\(\.\|\.\)\*Z'\)"):
-        O.Optimizer.load(path, fresh)
+        OPT.Optimizer.load(path, fresh)
     assert time.perf_counter() - start < QUICK_SECONDS
     assert all(np.all(v == 0) for v in fresh.values()), "the caller's arrays were written"
 
@@ -524,8 +616,13 @@ def test_a_catastrophic_pattern_from_a_file_is_refused_by_load(tmp_path):
 def test_a_catastrophic_pattern_from_a_file_is_ignored_by_load_state(good, tmp_path):
     # `load_state` keeps the caller's exclusions: the step after it runs as it would have.
     path, members = good
-    path = _craft(tmp_path, members, **_with_header(
-        members, lambda h: h["exclude_from_weight_decay"][0].update(pattern=CATASTROPHIC)))
+    path = _craft(
+        tmp_path,
+        members,
+        **_with_header(
+            members, lambda h: h["exclude_from_weight_decay"][0].update(pattern=CATASTROPHIC)
+        ),
+    )
     opt, params = _trained()
     fresh = _adam()
     restored = _fresh(params)
@@ -541,8 +638,13 @@ def test_a_catastrophic_pattern_from_a_file_is_ignored_by_load_state(good, tmp_p
 @pytest.mark.parametrize("pattern", ["x" * 5000, "|".join(["a"] * 3000)])
 def test_a_pattern_longer_than_anyone_types_is_refused(good, tmp_path, pattern):
     path, members = good
-    path = _craft(tmp_path, members, **_with_header(
-        members, lambda h: h["exclude_from_weight_decay"][0].update(pattern=pattern)))
+    path = _craft(
+        tmp_path,
+        members,
+        **_with_header(
+            members, lambda h: h["exclude_from_weight_decay"][0].update(pattern=pattern)
+        ),
+    )
     _refused(path, ValueError, "pattern is .* characters long")
 
 
@@ -551,7 +653,7 @@ def test_literal_names_from_a_file_exclude_what_re_search_would(tmp_path):
     # pattern from the file is left to run in a step.
     names = [f"layer_{i}/{kind}" for i in range(300) for kind in ("kernel", "bias")]
     params = {n: np.ones(2, np.float32) for n in names}
-    opt = O.AdamW(learning_rate=0.01, weight_decay=0.5)
+    opt = OPT.AdamW(learning_rate=0.01, weight_decay=0.5)
     opt.build(params)
     saved = tmp_path / "many.ckpt"
     opt.save(saved)
@@ -559,11 +661,16 @@ def test_literal_names_from_a_file_exclude_what_re_search_would(tmp_path):
     literals = ["bias", "layer_7/"] + [f"nothing_{i}" for i in range(300)]
     pattern = "|".join(literals)
     assert len(pattern) <= 4096
-    path = _craft(tmp_path, members, **_with_header(
-        members, lambda h: h["exclude_from_weight_decay"][0].update(pattern=pattern)))
+    path = _craft(
+        tmp_path,
+        members,
+        **_with_header(
+            members, lambda h: h["exclude_from_weight_decay"][0].update(pattern=pattern)
+        ),
+    )
     restored = {n: np.ones(2, np.float32) for n in names}
     start = time.perf_counter()
-    loaded = O.Optimizer.load(path, restored)
+    loaded = OPT.Optimizer.load(path, restored)
     loaded.apply({n: np.ones(2, np.float32) for n in names}, restored)
     assert time.perf_counter() - start < QUICK_SECONDS
     assert loaded._exclude_from_weight_decay_pattern is None
@@ -575,7 +682,7 @@ def test_a_regular_expression_of_a_built_optimizer_is_saved_as_what_it_excludes(
     # The user's own regex (not literal) is resolved by the writer, so the file loads and the
     # run continues bit for bit.
     def make():
-        opt = O.AdamW(learning_rate=0.01, weight_decay=0.1)
+        opt = OPT.AdamW(learning_rate=0.01, weight_decay=0.1)
         opt.exclude_from_weight_decay(var_names=["^out/.*", "dense/b.as"])
         return opt
 
@@ -585,7 +692,7 @@ def test_a_regular_expression_of_a_built_optimizer_is_saved_as_what_it_excludes(
     record = checkpoint.read_header(path)["exclude_from_weight_decay"]
     assert record == [{"indices": [1, 2, 3], "pattern": None}]
     restored = _fresh(params)
-    loaded = O.Optimizer.load(path, restored)
+    loaded = OPT.Optimizer.load(path, restored)
     for step in range(3, 6):
         opt.apply(_grads(params, step), params)
         loaded.apply(_grads(params, step), restored)
@@ -595,41 +702,41 @@ def test_a_regular_expression_of_a_built_optimizer_is_saved_as_what_it_excludes(
 
 def test_a_sub_optimizer_left_unbuilt_inside_a_built_one_does_not_block_loading(tmp_path):
     # A MultiOptimizer's sub-optimizer that got no variable never builds; its regex is moot.
-    unused = O.SGD(learning_rate=0.1, weight_decay=0.1)
+    unused = OPT.SGD(learning_rate=0.1, weight_decay=0.1)
     unused.exclude_from_weight_decay(var_names=[".*"])
-    opt = O.MultiOptimizer(O.OptimizerMap(O.Adam(learning_rate=0.01), {"nothing": unused}))
+    opt = OPT.MultiOptimizer(OPT.OptimizerMap(OPT.Adam(learning_rate=0.01), {"nothing": unused}))
     params = _params()
     opt.apply(_grads(params, 0), params)
     path = tmp_path / "multi.ckpt"
     opt.save(path)
-    loaded = O.Optimizer.load(path, _fresh(params))
+    loaded = OPT.Optimizer.load(path, _fresh(params))
     assert loaded.iterations == 1
 
 
 def test_a_regular_expression_of_an_unbuilt_optimizer_points_to_load_state(tmp_path):
-    opt = O.AdamW(learning_rate=0.01, weight_decay=0.1)
+    opt = OPT.AdamW(learning_rate=0.01, weight_decay=0.1)
     opt.exclude_from_weight_decay(var_names=["^out/"])
     path = tmp_path / "unbuilt.ckpt"
     opt.save(path)
     params = _params()
     with pytest.raises(ValueError, match="regular-expression syntax.*load_state"):
-        O.Optimizer.load(path, params)
+        OPT.Optimizer.load(path, params)
     # The way the message gives: the caller's exclusions, the file's state.
-    again = O.AdamW(learning_rate=0.01, weight_decay=0.1)
+    again = OPT.AdamW(learning_rate=0.01, weight_decay=0.1)
     again.exclude_from_weight_decay(var_names=["^out/"])
     again.load_state(path, params)
     assert again.built and again._use_weight_decay(0) and not again._use_weight_decay(2)
 
 
 def test_literal_names_of_an_unbuilt_optimizer_are_restored_as_its_pattern(tmp_path):
-    opt = O.AdamW(learning_rate=0.01, weight_decay=0.1)
+    opt = OPT.AdamW(learning_rate=0.01, weight_decay=0.1)
     opt.exclude_from_weight_decay(var_names=["bias"])
     path = tmp_path / "unbuilt.ckpt"
     opt.save(path)
-    loaded = O.Optimizer.load(path)
+    loaded = OPT.Optimizer.load(path)
     assert not loaded.built and loaded._exclude_from_weight_decay_pattern.pattern == "bias"
     params = _params()
-    built = O.Optimizer.load(path, params)
+    built = OPT.Optimizer.load(path, params)
     assert [built._use_weight_decay(i) for i in range(4)] == [True, False, True, False]
 
 
@@ -637,13 +744,13 @@ def test_literal_names_of_an_unbuilt_optimizer_are_restored_as_its_pattern(tmp_p
 
 
 def _base_config(config):
-    keys = O.Optimizer(learning_rate=0.1).get_config()
+    keys = OPT.Optimizer(learning_rate=0.1).get_config()
     return {k: v for k, v in config.items() if k in keys}
 
 
 def test_the_abstract_base_class_named_in_a_file_is_refused_at_load(tmp_path):
     path = tmp_path / "sgd.ckpt"
-    O.SGD(learning_rate=0.25).save(path)
+    OPT.SGD(learning_rate=0.25).save(path)
     members = _members_of(path)
 
     def edit(h):
@@ -651,15 +758,18 @@ def test_the_abstract_base_class_named_in_a_file_is_refused_at_load(tmp_path):
         h["config"] = _base_config(h["config"])
 
     path = _craft(tmp_path, members, **_with_header(members, edit))
-    for loader in (lambda: O.Optimizer.load(path), lambda: O.Optimizer.load(path, _params()),
-                   lambda: O.Optimizer.load(path, custom_objects={"Optimizer": O.Optimizer})):
+    for loader in (
+        lambda: OPT.Optimizer.load(path),
+        lambda: OPT.Optimizer.load(path, _params()),
+        lambda: OPT.Optimizer.load(path, custom_objects={"Optimizer": OPT.Optimizer}),
+    ):
         with pytest.raises(ValueError, match="abstract base class 'Optimizer'"):
             loader()
 
 
 def test_the_abstract_base_class_inside_a_wrapper_is_refused_at_load(tmp_path):
     path = tmp_path / "lso.ckpt"
-    O.LossScaleOptimizer(O.SGD(learning_rate=0.25)).save(path)
+    OPT.LossScaleOptimizer(OPT.SGD(learning_rate=0.25)).save(path)
     members = _members_of(path)
 
     def edit(h):
@@ -669,16 +779,15 @@ def test_the_abstract_base_class_inside_a_wrapper_is_refused_at_load(tmp_path):
 
     path = _craft(tmp_path, members, **_with_header(members, edit))
     with pytest.raises(ValueError, match="abstract base class 'Optimizer'.*inside"):
-        O.Optimizer.load(path, _params())
+        OPT.Optimizer.load(path, _params())
 
 
 @pytest.mark.parametrize("name", ["Evil", "OptimizerMap", "ExponentialDecay", "os.system"])
 def test_a_class_name_that_is_no_registered_optimizer_is_refused_at_load(good, tmp_path, name):
     path, members = good
-    path = _craft(tmp_path, members, **_with_header(
-        members, lambda h: h.update(class_name=name)))
+    path = _craft(tmp_path, members, **_with_header(members, lambda h: h.update(class_name=name)))
     with pytest.raises(ValueError, match="not a ferroptim optimizer"):
-        O.Optimizer.load(path, _fresh(_params()))
+        OPT.Optimizer.load(path, _fresh(_params()))
 
 
 # --- writing: what save replaces ----------------------------------------------------------------
@@ -752,9 +861,7 @@ def test_save_does_not_replace_a_device_node(tmp_path):
         os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))
     except PermissionError:
         pytest.skip("creating a device node needs CAP_MKNOD, which this process lacks")
-    _refuses_to_replace(
-        node, OSError, "must be a new name or a regular file.*character device"
-    )
+    _refuses_to_replace(node, OSError, "must be a new name or a regular file.*character device")
     assert stat.S_ISCHR(os.lstat(node).st_mode)
 
 
@@ -812,7 +919,7 @@ def test_a_name_at_the_file_systems_limit_can_be_saved(tmp_path, monkeypatch, ch
     assert os.listdir(tmp_path) == [name]
     assert len(temporaries) == 1 and len(os.fsencode(temporaries[0])) <= limit
     assert temporaries[0].startswith(".") and temporaries[0].endswith(".tmp")
-    assert O.Optimizer.load(tmp_path / name, _fresh(params)).iterations == opt.iterations
+    assert OPT.Optimizer.load(tmp_path / name, _fresh(params)).iterations == opt.iterations
 
 
 def test_a_name_beyond_the_limit_fails_and_leaves_nothing(tmp_path):
@@ -842,7 +949,7 @@ def _saved_twice_with(tmp_path, monkeypatch, fail):
     assert info.value.errno == errno.ENOSPC
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["run.ckpt"]
-    assert O.Optimizer.load(path, _fresh(params)).iterations == opt.iterations - 1
+    assert OPT.Optimizer.load(path, _fresh(params)).iterations == opt.iterations - 1
 
 
 def test_a_write_that_hits_a_full_disk_leaves_the_previous_file(tmp_path, monkeypatch):
@@ -915,17 +1022,22 @@ def test_a_real_full_tmpfs_leaves_the_previous_file(tmp_path):
     # through a user namespace; machines that allow neither skip this one case.
     mount_point = tmp_path / "small"
     mount_point.mkdir()
-    shell = 'mount -t tmpfs -o size=256k tmpfs "$0" || exit 97; echo mounted >&2; ' \
+    shell = (
+        'mount -t tmpfs -o size=256k tmpfs "$0" || exit 97; echo mounted >&2; '
         'exec "$1" -c "$2" "$0"'
+    )
     result = None
-    for unshare in (["unshare", "--mount", "--propagation", "private"],
-                    ["unshare", "--user", "--map-root-user", "--mount", "--propagation",
-                     "private"]):
+    for unshare in (
+        ["unshare", "--mount", "--propagation", "private"],
+        ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private"],
+    ):
         try:
             attempt = subprocess.run(
-                unshare + ["sh", "-c", shell, str(mount_point), sys.executable,
-                           _FILL_A_SMALL_TMPFS],
-                capture_output=True, text=True, timeout=60,
+                unshare
+                + ["sh", "-c", shell, str(mount_point), sys.executable, _FILL_A_SMALL_TMPFS],
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
         except FileNotFoundError:
             break
@@ -936,5 +1048,4 @@ def test_a_real_full_tmpfs_leaves_the_previous_file(tmp_path):
         pytest.skip("this machine allows no private mount namespace to mount a small tmpfs in")
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout)
-    assert outcome == {"outcome": errno.ENOSPC, "intact": True, "files": ["run.ckpt"],
-                       "loads": 1}
+    assert outcome == {"outcome": errno.ENOSPC, "intact": True, "files": ["run.ckpt"], "loads": 1}

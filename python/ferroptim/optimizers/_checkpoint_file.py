@@ -363,7 +363,7 @@ class Reader:
                     chunk = stream.read(min(_READ_CHUNK, len(buffer) - position))
                     if not chunk:
                         raise CheckpointError(f"{path}: '{member}' is truncated")
-                    buffer[position:position + len(chunk)] = chunk
+                    buffer[position : position + len(chunk)] = chunk
                     position += len(chunk)
                 # Reading to the end makes the zip reader verify the member's CRC-32.
                 if stream.read(1):
