@@ -28,6 +28,16 @@ import math
 import numpy as np
 
 from ferroptim.optimizers._scalar_math import functions_for
+from ferroptim.optimizers.schedules._scalars import (
+    cast_step,
+    ceil,
+    compute_dtype,
+    floor,
+    fused_multiply_add,
+    plain,
+    promoted_type,
+    scalar_type,
+)
 
 __all__ = [
     "CosineDecay",
@@ -42,64 +52,6 @@ __all__ = [
 ]
 
 _MODULE = "keras.optimizers.schedules"
-
-
-def _compute_dtype(value):
-    """The NumPy scalar type Keras computes a schedule in, given its initial learning rate.
-
-    Keras uses ``convert_to_tensor(initial_learning_rate).dtype``: floatx (float32) for a Python
-    number, the value's own dtype for a NumPy float. A Python int would give Keras an int32
-    schedule that truncates every hyperparameter; a learning rate is never meant to be an integer,
-    so integers compute in float32 here.
-    """
-    dtype = getattr(value, "dtype", None)
-    if dtype is not None and np.dtype(dtype).kind == "f":
-        return np.dtype(dtype).type
-    return np.float32
-
-
-def _cast_step(step, dtype):
-    """``step`` cast to ``dtype``, as Keras's ``ops.cast(step, dtype)``, for arithmetic.
-
-    Constructing a NumPy scalar costs several times a scalar operation, so an integer step is
-    returned as a Python float instead: NumPy treats a Python float as a weak scalar that is
-    rounded to the dtype of the NumPy scalar it meets (NEP 50), which is the same cast. Every
-    caller therefore combines the result with a ``dtype`` scalar before using its value.
-    """
-    if type(step) is int or isinstance(step, np.integer):
-        return float(step)
-    if type(step) is dtype:
-        return step
-    return dtype(step)
-
-
-def _floor(x):
-    """``floor(x)``: a Python int for a finite ``x`` (cheaper than ``np.floor``), else ``x``."""
-    try:
-        return math.floor(x)
-    except (OverflowError, ValueError):
-        return x
-
-
-def _ceil(x):
-    """``ceil(x)``: a Python int for a finite ``x`` (cheaper than ``np.ceil``), else ``x``."""
-    try:
-        return math.ceil(x)
-    except (OverflowError, ValueError):
-        return x
-
-
-def _fused_multiply_add(a, b, c, one):
-    """``a * b + c`` rounded once to the dtype of ``one``, as XLA's fused multiply-add gives it.
-
-    For float32 and float16 operands the double product is exact, so rounding the double sum to
-    the dtype is the single rounding of a true FMA (bar a double-rounding tie, which would need
-    the exact sum to sit within 2**-53 of a float32 midpoint). For float64 there is no JAX
-    reference (JAX computes in float32 unless x64 is enabled), so it stays two roundings.
-    """
-    if type(one) is np.float64:
-        return a * b + c
-    return one * (float(a) * float(b) + float(c))
 
 
 class LearningRateSchedule:
@@ -220,7 +172,7 @@ class ExponentialDecay(LearningRateSchedule):
         _check_positive("decay_steps", decay_steps)
 
     def _prepare(self):
-        dtype = _compute_dtype(self.initial_learning_rate)
+        dtype = compute_dtype(self.initial_learning_rate)
         return (
             dtype,
             functions_for(dtype)[0],
@@ -235,9 +187,9 @@ class ExponentialDecay(LearningRateSchedule):
     def __call__(self, step):
         """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
         dtype, power, initial, decay_steps, decay_rate, staircase = self._constants()
-        p = _cast_step(step, dtype) / decay_steps
+        p = cast_step(step, dtype) / decay_steps
         if staircase:
-            p = _floor(p)
+            p = floor(p)
         # The power is a value of the dtype, so a Python float of it meets `initial` exactly.
         return initial * power(decay_rate, p)
 
@@ -250,25 +202,6 @@ class ExponentialDecay(LearningRateSchedule):
             "staircase": self.staircase,
             "name": self.name,
         }
-
-
-def _scalar_type(value):
-    """The NumPy scalar type of ``convert_to_tensor(value)`` in Keras (Python int -> int32)."""
-    dtype = getattr(value, "dtype", None)
-    if dtype is not None:
-        return np.dtype(dtype).type
-    if isinstance(value, bool):
-        return np.bool_
-    if isinstance(value, int):
-        return np.int32
-    return np.float32
-
-
-def _promoted_type(types):
-    """The dtype a sum of scalars of ``types`` ends in under Keras's promotion (int < float)."""
-    floats = [t for t in types if np.dtype(t).kind == "f"]
-    pool = floats or list(types)
-    return max(pool, key=lambda t: np.dtype(t).itemsize)
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
@@ -307,8 +240,8 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         self.name = name
 
     def _prepare(self):
-        types = [_scalar_type(v) for v in self.values]
-        result_type = types[0] if len(set(types)) == 1 else _promoted_type(types)
+        types = [scalar_type(v) for v in self.values]
+        result_type = types[0] if len(set(types)) == 1 else promoted_type(types)
         values = [result_type(v) for v in self.values]
         boundaries = list(self.boundaries)
         is_sorted = all(a <= b for a, b in zip(boundaries, boundaries[1:]))
@@ -409,7 +342,7 @@ class PolynomialDecay(LearningRateSchedule):
         _check_positive("decay_steps", decay_steps)
 
     def _prepare(self):
-        dtype = _compute_dtype(self.initial_learning_rate)
+        dtype = compute_dtype(self.initial_learning_rate)
         initial = dtype(self.initial_learning_rate)
         end = dtype(self.end_learning_rate)
         return (
@@ -425,10 +358,10 @@ class PolynomialDecay(LearningRateSchedule):
     def __call__(self, step):
         """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
         dtype, pow_, span, end, power, decay_steps, cycle = self._constants()
-        step = _cast_step(step, dtype)
+        step = cast_step(step, dtype)
         if cycle:
             if step != 0:
-                decay_steps = decay_steps * _ceil(step / decay_steps)
+                decay_steps = decay_steps * ceil(step / decay_steps)
         elif step > decay_steps:
             step = decay_steps
         p = step / decay_steps
@@ -482,7 +415,7 @@ class InverseTimeDecay(LearningRateSchedule):
         _check_positive("decay_steps", decay_steps)
 
     def _prepare(self):
-        dtype = _compute_dtype(self.initial_learning_rate)
+        dtype = compute_dtype(self.initial_learning_rate)
         return (
             dtype,
             dtype(self.initial_learning_rate),
@@ -494,9 +427,9 @@ class InverseTimeDecay(LearningRateSchedule):
     def __call__(self, step):
         """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
         dtype, initial, decay_steps, decay_rate, staircase = self._constants()
-        p = _cast_step(step, dtype) / decay_steps
+        p = cast_step(step, dtype) / decay_steps
         if staircase:
-            p = _floor(p)
+            p = floor(p)
         return initial / (1 + decay_rate * p)
 
     def get_config(self):
@@ -568,7 +501,7 @@ class CosineDecay(LearningRateSchedule):
         _check_positive("decay_steps", decay_steps)
 
     def _prepare(self):
-        dtype = _compute_dtype(self.initial_learning_rate)
+        dtype = compute_dtype(self.initial_learning_rate)
         initial = dtype(self.initial_learning_rate)
         decay_steps = dtype(self.decay_steps)
         warmup = None
@@ -593,7 +526,7 @@ class CosineDecay(LearningRateSchedule):
         dtype, one, cos, initial, decay_steps, pi, one_minus_alpha, alpha, warmup = (
             self._constants()
         )
-        step = _cast_step(step, dtype)
+        step = cast_step(step, dtype)
         if warmup is None:
             if step > decay_steps:
                 step = decay_steps
@@ -602,9 +535,9 @@ class CosineDecay(LearningRateSchedule):
             if step > total_steps:
                 step = total_steps
             if step < warmup_steps:
-                return _fused_multiply_add(delta, step / warmup_steps, initial, one)
+                return fused_multiply_add(delta, step / warmup_steps, initial, one)
             cosine_decayed = 0.5 * (1.0 + one * cos(pi * ((step - warmup_steps) / decay_steps)))
-            return target * _fused_multiply_add(one_minus_alpha, cosine_decayed, alpha, one)
+            return target * fused_multiply_add(one_minus_alpha, cosine_decayed, alpha, one)
         cosine_decayed = 0.5 * (1.0 + one * cos(pi * (step / decay_steps)))
         return initial * (one_minus_alpha * cosine_decayed + alpha)
 
@@ -670,7 +603,7 @@ class CosineDecayRestarts(LearningRateSchedule):
         _check_positive("first_decay_steps", first_decay_steps)
 
     def _prepare(self):
-        dtype = _compute_dtype(self.initial_learning_rate)
+        dtype = compute_dtype(self.initial_learning_rate)
         alpha = dtype(self.alpha)
         t_mul = dtype(self._t_mul)
         one = dtype(1)
@@ -712,16 +645,16 @@ class CosineDecayRestarts(LearningRateSchedule):
             one_minus_t_mul,
             log_t_mul,
         ) = self._constants()
-        fraction = _cast_step(step, dtype) / first_decay_steps
+        fraction = cast_step(step, dtype) / first_decay_steps
         if geometric:
-            restart = _floor(
-                one * log(_fused_multiply_add(-fraction, one_minus_t_mul, 1.0, one)) / log_t_mul
+            restart = floor(
+                one * log(fused_multiply_add(-fraction, one_minus_t_mul, 1.0, one)) / log_t_mul
             )
             t_mul_power = one * power(t_mul, restart)
             done = (1.0 - t_mul_power) / one_minus_t_mul
             fraction = (fraction - done) / t_mul_power
         else:
-            restart = _floor(fraction)
+            restart = floor(fraction)
             fraction = fraction - restart
         cosine_decayed = 0.5 * (one * power(m_mul, restart)) * (1.0 + one * cos(pi * fraction))
         return initial * (one_minus_alpha * cosine_decayed + alpha)
@@ -749,24 +682,6 @@ _BUILTIN = {
         PolynomialDecay,
     )
 }
-
-
-def _plain(value):
-    """``value`` with NumPy scalars turned into Python scalars, as Keras's serializer does."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_plain(item) for item in value)
-    if isinstance(value, np.ndarray) and value.ndim > 0:
-        return {
-            "class_name": "__numpy__",
-            "config": {"value": value.tolist(), "dtype": value.dtype.name},
-        }
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.item()
-    return value
 
 
 def serialize(learning_rate_schedule):
@@ -804,7 +719,7 @@ def serialize(learning_rate_schedule):
     return {
         "module": module,
         "class_name": cls.__name__,
-        "config": _plain(config),
+        "config": plain(config),
         "registered_name": registered_name,
     }
 
