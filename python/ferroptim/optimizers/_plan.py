@@ -300,9 +300,9 @@ def build_plan(optimizer: Any) -> StepPlan:
         plan.fast_names = group.names
         if not (optimizer.use_ema or optimizer._accumulation_steps or optimizer._has_step_state):
             factor = optimizer.loss_scale_factor
-            plan.fast_options = optimizer._call_options(
-                group, None, False, 0.0, False, None, None if factor is None else float(factor)
-            )
+            scale = None if factor is None else float(factor)
+            parts = step_parts(optimizer, group, None, False, 0.0, False, None, scale)
+            plan.fast_options = optimizer._rule_options(parts)
         plan.fast_params = group.params
     else:
         plan.writable = written_arrays(optimizer, range(len(variables)))

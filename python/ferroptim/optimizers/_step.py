@@ -27,7 +27,6 @@ from ferroptim import _native
 from ferroptim.optimizers._plan import (
     NO_PLAN,
     VARYING,
-    Group,
     StepParts,
     StepPlan,
     build_plan,
@@ -262,12 +261,7 @@ class StepEngine:
             if len(grads) == 0:
                 return None
             if trainable_variables is None:
-                if not self.built:
-                    raise ValueError(
-                        "When passing `grads` without `variables`, the optimizer "
-                        "must already be built on a list of variables. "
-                        "Call `optimizer.build(trainable_variables)` first. "
-                    )
+                self._build_on(None)
                 if len(grads) != len(self._trainable_variables):
                     raise ValueError(
                         "When passing `grads` as a list of gradient tensors, the "
@@ -333,6 +327,19 @@ class StepEngine:
         missing = [i for i in range(len(self._trainable_variables)) if i not in position]
         return calls, missing
 
+    def _build_on(self, trainable_variables: Optional[ParamsArg]) -> None:
+        """Build on `trainable_variables` if not built yet; Keras's ValueError when there is
+        nothing to build on (a step's gradients without variables, before `build`)."""
+        if self.built:
+            return
+        if trainable_variables is None:
+            raise ValueError(
+                "When passing `grads` without `variables`, the optimizer "
+                "must already be built on a list of variables. "
+                "Call `optimizer.build(trainable_variables)` first. "
+            )
+        self.build(trainable_variables)
+
     def _resolve_named(
         self, grads: Mapping[str, Any], trainable_variables: Optional[ParamsArg]
     ) -> Tuple[List[Any], List[np.ndarray]]:
@@ -341,14 +348,7 @@ class StepEngine:
                 "Gradients given as a dict need `trainable_variables` given as a dict too "
                 "(or None once the optimizer is built)."
             )
-        if not self.built:
-            if trainable_variables is None:
-                raise ValueError(
-                    "When passing `grads` without `variables`, the optimizer "
-                    "must already be built on a list of variables. "
-                    "Call `optimizer.build(trainable_variables)` first. "
-                )
-            self.build(trainable_variables)
+        self._build_on(trainable_variables)
         if trainable_variables is None:
             # Built variables are named by `str(key)`: a dict built on {0: w} takes {0: g}.
             lookup: Mapping[Any, Any] = dict(
@@ -450,30 +450,6 @@ class StepEngine:
             plan = self._plan = build_plan(self)
         return plan
 
-    def _call_options(
-        self,
-        group: Group,
-        members: Optional[List[int]],
-        accumulate_only: bool,
-        ema_momentum: float,
-        ema_overwrite: bool,
-        clip_scale: Optional[float],
-        loss_scale: Optional[float],
-    ) -> Any:
-        """What `_update_step` receives as `options` for one call (see `_rule_options`)."""
-        return self._rule_options(
-            step_parts(
-                self,
-                group,
-                members,
-                accumulate_only,
-                ema_momentum,
-                ema_overwrite,
-                clip_scale,
-                loss_scale,
-            )
-        )
-
     def _rule_options(self, parts: StepParts) -> Any:
         """The form in which `_update_step` receives a call's cross-cutting parts: here one
         `_native.StepOptions` for the fused kernel, or None when no part is on. A rule that
@@ -519,12 +495,12 @@ class StepEngine:
             if members is None and cached:
                 options = group.options.get(key, VARYING)
                 if options is VARYING:
-                    options = group.options[key] = self._call_options(
-                        group, None, *key, None, loss_scale
-                    )
+                    parts = step_parts(self, group, None, *key, None, loss_scale)
+                    options = group.options[key] = self._rule_options(parts)
                 params, slots, names = group.params, group.slots, group.names
             else:
-                options = self._call_options(group, members, *key, clip_scale, loss_scale)
+                parts = step_parts(self, group, members, *key, clip_scale, loss_scale)
+                options = self._rule_options(parts)
                 chosen = group.indices if members is None else members
                 params = [self._trainable_variables[i] for i in chosen]
                 names = [self._trainable_variable_names[i] for i in chosen]

@@ -183,14 +183,7 @@ class LossScaleOptimizer(Composite, Optimizer):
             grads = values = grads if isinstance(grads, (list, tuple)) else list(grads)
         if len(values) == 0:
             return
-        if not self.built:
-            if trainable_variables is None:
-                raise ValueError(
-                    "When passing `grads` without `variables`, the optimizer "
-                    "must already be built on a list of variables. "
-                    "Call `optimizer.build(trainable_variables)` first. "
-                )
-            self.build(trainable_variables)
+        self._build_on(trainable_variables)
         # Everything the inner step would refuse is refused first: a malformed gradient that
         # also holds a NaN must raise, not halve the scale.
         prepared = self._prepare_step(grads, trainable_variables, warn=False)
