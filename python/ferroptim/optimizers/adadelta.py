@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
-
-import numpy as np
+from typing import Any, Optional
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import (
-    Optimizer,
-    ParamsArg,
-    check_hyperparameter,
-    keras_signature,
-)
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
 
 __all__ = ["Adadelta"]
 
@@ -53,6 +46,13 @@ class Adadelta(Optimizer):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    _rule = NativeRule(_native.adadelta)
+    _slot_groups = (SlotGroup("accumulated_grad", "accumulated_delta_var"),)
+
+    # The constructor's own arguments (kept by `_set_hyperparameters`).
+    rho: float
+    epsilon: float
+
     @keras_signature(name="adadelta")
     def __init__(
         self,
@@ -63,45 +63,4 @@ class Adadelta(Optimizer):
     ):
         super().__init__(learning_rate, **base)
         epsilon = 1e-7 if epsilon is None else epsilon
-        for argument, value in (("rho", rho), ("epsilon", epsilon)):
-            check_hyperparameter(argument, value)
-        self.rho = rho
-        self.epsilon = epsilon
-
-    def build(self, var_list: ParamsArg) -> None:
-        """Create the `accumulated_grad` and `accumulated_delta_var` slots (interleaved).
-
-        Args:
-            var_list: the variables (list, tuple or dict name -> array).
-        """
-        if self.built:
-            return
-        super().build(var_list)
-        self._accumulated_grads, self._accumulated_delta_vars = self.add_optimizer_variables(
-            var_list, ["accumulated_grad", "accumulated_delta_var"]
-        )
-
-    def _update_step(
-        self,
-        params: List[np.ndarray],
-        grads: Sequence[Any],
-        slots: Dict[str, List[np.ndarray]],
-        learning_rate: float,
-        options: Optional[_native.StepOptions],
-    ) -> None:
-        _native.adadelta(
-            params,
-            grads,
-            slots["accumulated_grad"],
-            slots["accumulated_delta_var"],
-            learning_rate,
-            self.rho,
-            self.epsilon,
-            options,
-        )
-
-    def get_config(self) -> Dict[str, Any]:
-        """The config: the base keys, then `rho` and `epsilon`."""
-        config = super().get_config()
-        config.update({"rho": self.rho, "epsilon": self.epsilon})
-        return config
+        self._set_hyperparameters(rho=rho, epsilon=epsilon)

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
-
-import numpy as np
+from typing import Any, Optional
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import (
-    Optimizer,
-    ParamsArg,
-    check_hyperparameter,
-    keras_signature,
-)
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
 
 __all__ = ["Adagrad"]
 
@@ -53,6 +46,15 @@ class Adagrad(Optimizer):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    _rule = NativeRule(_native.adagrad)
+    _slot_groups = (
+        SlotGroup("accumulator", initializer=lambda opt: opt.initial_accumulator_value),
+    )
+
+    # The constructor's own arguments (kept by `_set_hyperparameters`).
+    initial_accumulator_value: float
+    epsilon: float
+
     @keras_signature(name="adagrad")
     def __init__(
         self,
@@ -63,45 +65,6 @@ class Adagrad(Optimizer):
     ):
         super().__init__(learning_rate, **base)
         epsilon = 1e-7 if epsilon is None else epsilon
-        for argument, value in (
-            ("initial_accumulator_value", initial_accumulator_value),
-            ("epsilon", epsilon),
-        ):
-            check_hyperparameter(argument, value)
-        self.initial_accumulator_value = initial_accumulator_value
-        self.epsilon = epsilon
-
-    def build(self, var_list: ParamsArg) -> None:
-        """Create the `accumulator` slots, filled with `initial_accumulator_value` (rounded to
-        each variable's dtype).
-
-        Args:
-            var_list: the variables (list, tuple or dict name -> array).
-        """
-        if self.built:
-            return
-        super().build(var_list)
-        self._accumulators = self.add_optimizer_variables(
-            var_list, "accumulator", initializer=self.initial_accumulator_value
+        self._set_hyperparameters(
+            initial_accumulator_value=initial_accumulator_value, epsilon=epsilon
         )
-
-    def _update_step(
-        self,
-        params: List[np.ndarray],
-        grads: Sequence[Any],
-        slots: Dict[str, List[np.ndarray]],
-        learning_rate: float,
-        options: Optional[_native.StepOptions],
-    ) -> None:
-        _native.adagrad(params, grads, slots["accumulator"], learning_rate, self.epsilon, options)
-
-    def get_config(self) -> Dict[str, Any]:
-        """The config: the base keys, then `initial_accumulator_value` and `epsilon`."""
-        config = super().get_config()
-        config.update(
-            {
-                "initial_accumulator_value": self.initial_accumulator_value,
-                "epsilon": self.epsilon,
-            }
-        )
-        return config

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
-
-import numpy as np
+from typing import Any, Optional
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import (
-    Optimizer,
-    ParamsArg,
-    check_hyperparameter,
-    keras_signature,
-)
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
 
 __all__ = ["Adam"]
 
@@ -58,6 +51,18 @@ class Adam(Optimizer):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    _rule = NativeRule(_native.adam)
+    _slot_groups = (
+        SlotGroup("momentum", "velocity"),
+        SlotGroup("velocity_hat", when=lambda opt: opt.amsgrad),
+    )
+
+    # The constructor's own arguments (kept by `_set_hyperparameters`).
+    beta_1: float
+    beta_2: float
+    epsilon: float
+    amsgrad: bool
+
     @keras_signature(name="adam")
     def __init__(
         self,
@@ -70,61 +75,4 @@ class Adam(Optimizer):
     ):
         super().__init__(learning_rate, **base)
         epsilon = 1e-7 if epsilon is None else epsilon
-        for argument, value in (("beta_1", beta_1), ("beta_2", beta_2), ("epsilon", epsilon)):
-            check_hyperparameter(argument, value)
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.amsgrad = amsgrad
-
-    def build(self, var_list: ParamsArg) -> None:
-        """Create the `momentum` and `velocity` slots (interleaved), then `velocity_hat` if
-        amsgrad.
-
-        Args:
-            var_list: the variables (list, tuple or dict name -> array).
-        """
-        if self.built:
-            return
-        super().build(var_list)
-        self._momentums, self._velocities = self.add_optimizer_variables(
-            var_list, ["momentum", "velocity"]
-        )
-        self._velocity_hats: List[np.ndarray] = []
-        if self.amsgrad:
-            self._velocity_hats = self.add_optimizer_variables(var_list, "velocity_hat")
-
-    def _update_step(
-        self,
-        params: List[np.ndarray],
-        grads: Sequence[Any],
-        slots: Dict[str, List[np.ndarray]],
-        learning_rate: float,
-        options: Optional[_native.StepOptions],
-    ) -> None:
-        _native.adam(
-            params,
-            grads,
-            slots["momentum"],
-            slots["velocity"],
-            slots.get("velocity_hat"),
-            learning_rate,
-            self.beta_1,
-            self.beta_2,
-            self.epsilon,
-            self.iterations,
-            options,
-        )
-
-    def get_config(self) -> Dict[str, Any]:
-        """The config: the base keys, then `beta_1`, `beta_2`, `epsilon`, `amsgrad`."""
-        config = super().get_config()
-        config.update(
-            {
-                "beta_1": self.beta_1,
-                "beta_2": self.beta_2,
-                "epsilon": self.epsilon,
-                "amsgrad": self.amsgrad,
-            }
-        )
-        return config
+        self._set_hyperparameters(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, amsgrad=amsgrad)

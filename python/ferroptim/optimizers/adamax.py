@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
-
-import numpy as np
+from typing import Any, Optional
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import (
-    Optimizer,
-    ParamsArg,
-    check_hyperparameter,
-    keras_signature,
-)
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
 
 __all__ = ["Adamax"]
 
@@ -52,6 +45,14 @@ class Adamax(Optimizer):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    _rule = NativeRule(_native.adamax)
+    _slot_groups = (SlotGroup("momentum", "norm"),)
+
+    # The constructor's own arguments (kept by `_set_hyperparameters`).
+    beta_1: float
+    beta_2: float
+    epsilon: float
+
     @keras_signature(name="adamax")
     def __init__(
         self,
@@ -63,46 +64,4 @@ class Adamax(Optimizer):
     ):
         super().__init__(learning_rate, **base)
         epsilon = 1e-7 if epsilon is None else epsilon
-        for argument, value in (("beta_1", beta_1), ("beta_2", beta_2), ("epsilon", epsilon)):
-            check_hyperparameter(argument, value)
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-
-    def build(self, var_list: ParamsArg) -> None:
-        """Create the `momentum` and `norm` slots (interleaved).
-
-        Args:
-            var_list: the variables (list, tuple or dict name -> array).
-        """
-        if self.built:
-            return
-        super().build(var_list)
-        self._m, self._u = self.add_optimizer_variables(var_list, ["momentum", "norm"])
-
-    def _update_step(
-        self,
-        params: List[np.ndarray],
-        grads: Sequence[Any],
-        slots: Dict[str, List[np.ndarray]],
-        learning_rate: float,
-        options: Optional[_native.StepOptions],
-    ) -> None:
-        _native.adamax(
-            params,
-            grads,
-            slots["momentum"],
-            slots["norm"],
-            learning_rate,
-            self.beta_1,
-            self.beta_2,
-            self.epsilon,
-            self.iterations,
-            options,
-        )
-
-    def get_config(self) -> Dict[str, Any]:
-        """The config: the base keys, then `beta_1`, `beta_2`, `epsilon`."""
-        config = super().get_config()
-        config.update({"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon})
-        return config
+        self._set_hyperparameters(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
-
-import numpy as np
+from typing import Any
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import (
-    Optimizer,
-    ParamsArg,
-    check_hyperparameter,
-    keras_signature,
-)
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
 
 __all__ = ["Ftrl"]
 
@@ -70,6 +63,23 @@ class Ftrl(Optimizer):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    _rule = NativeRule(_native.ftrl)
+    _slot_groups = (
+        SlotGroup(
+            "accumulator",
+            "linear",
+            initializer=lambda opt: [opt.initial_accumulator_value, "zeros"],
+        ),
+    )
+
+    # The constructor's own arguments (kept by `_set_hyperparameters`).
+    learning_rate_power: float
+    initial_accumulator_value: float
+    l1_regularization_strength: float
+    l2_regularization_strength: float
+    l2_shrinkage_regularization_strength: float
+    beta: float
+
     @keras_signature(name="ftrl")
     def __init__(
         self,
@@ -83,15 +93,14 @@ class Ftrl(Optimizer):
         **base: Any,
     ):
         super().__init__(learning_rate, **base)
-        for argument, value in (
-            ("learning_rate_power", learning_rate_power),
-            ("initial_accumulator_value", initial_accumulator_value),
-            ("l1_regularization_strength", l1_regularization_strength),
-            ("l2_regularization_strength", l2_regularization_strength),
-            ("l2_shrinkage_regularization_strength", l2_shrinkage_regularization_strength),
-            ("beta", beta),
-        ):
-            check_hyperparameter(argument, value)
+        self._set_hyperparameters(
+            learning_rate_power=learning_rate_power,
+            initial_accumulator_value=initial_accumulator_value,
+            l1_regularization_strength=l1_regularization_strength,
+            l2_regularization_strength=l2_regularization_strength,
+            l2_shrinkage_regularization_strength=l2_shrinkage_regularization_strength,
+            beta=beta,
+        )
         if initial_accumulator_value < 0.0:
             raise ValueError(
                 "`initial_accumulator_value` needs to be positive or zero. "
@@ -102,73 +111,13 @@ class Ftrl(Optimizer):
                 "`learning_rate_power` needs to be negative or zero. Received: "
                 f"learning_rate_power={learning_rate_power}."
             )
-        for argument, value in (
-            ("l1_regularization_strength", l1_regularization_strength),
-            ("l2_regularization_strength", l2_regularization_strength),
-            ("l2_shrinkage_regularization_strength", l2_shrinkage_regularization_strength),
+        for argument in (
+            "l1_regularization_strength",
+            "l2_regularization_strength",
+            "l2_shrinkage_regularization_strength",
         ):
+            value = getattr(self, argument)
             if value < 0.0:
                 raise ValueError(
                     f"`{argument}` needs to be positive or zero. Received: {argument}={value}."
                 )
-        self.learning_rate_power = learning_rate_power
-        self.initial_accumulator_value = initial_accumulator_value
-        self.l1_regularization_strength = l1_regularization_strength
-        self.l2_regularization_strength = l2_regularization_strength
-        self.l2_shrinkage_regularization_strength = l2_shrinkage_regularization_strength
-        self.beta = beta
-
-    def build(self, var_list: ParamsArg) -> None:
-        """Create the `accumulator` (filled with `initial_accumulator_value`) and `linear`
-        (zeros) slots, interleaved.
-
-        Args:
-            var_list: the variables (list, tuple or dict name -> array).
-        """
-        if self.built:
-            return
-        super().build(var_list)
-        self._accumulators, self._linears = self.add_optimizer_variables(
-            var_list,
-            ["accumulator", "linear"],
-            initializer=[self.initial_accumulator_value, "zeros"],
-        )
-
-    def _update_step(
-        self,
-        params: List[np.ndarray],
-        grads: Sequence[Any],
-        slots: Dict[str, List[np.ndarray]],
-        learning_rate: float,
-        options: Optional[_native.StepOptions],
-    ) -> None:
-        _native.ftrl(
-            params,
-            grads,
-            slots["accumulator"],
-            slots["linear"],
-            learning_rate,
-            self.learning_rate_power,
-            self.l1_regularization_strength,
-            self.l2_regularization_strength,
-            self.l2_shrinkage_regularization_strength,
-            self.beta,
-            options,
-        )
-
-    def get_config(self) -> Dict[str, Any]:
-        """The config: the base keys, then `learning_rate_power`, `initial_accumulator_value`,
-        `l1_regularization_strength`, `l2_regularization_strength`,
-        `l2_shrinkage_regularization_strength`, `beta`."""
-        config = super().get_config()
-        config.update(
-            {
-                "learning_rate_power": self.learning_rate_power,
-                "initial_accumulator_value": self.initial_accumulator_value,
-                "l1_regularization_strength": self.l1_regularization_strength,
-                "l2_regularization_strength": self.l2_regularization_strength,
-                "l2_shrinkage_regularization_strength": self.l2_shrinkage_regularization_strength,
-                "beta": self.beta,
-            }
-        )
-        return config

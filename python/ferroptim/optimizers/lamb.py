@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
-
-import numpy as np
+from typing import Any
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import (
-    Optimizer,
-    ParamsArg,
-    check_hyperparameter,
-    keras_signature,
-)
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
 
 __all__ = ["Lamb"]
 
@@ -62,6 +55,14 @@ class Lamb(Optimizer):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    _rule = NativeRule(_native.lamb)
+    _slot_groups = (SlotGroup("momentum", "velocity"),)
+
+    # The constructor's own arguments (kept by `_set_hyperparameters`).
+    beta_1: float
+    beta_2: float
+    epsilon: float
+
     @keras_signature(name=None)
     def __init__(
         self,
@@ -72,53 +73,6 @@ class Lamb(Optimizer):
         **base: Any,
     ):
         super().__init__(learning_rate, **base)
-        for argument, value in (("beta_1", beta_1), ("beta_2", beta_2), ("epsilon", epsilon)):
-            check_hyperparameter(argument, value)
-            if value is None:
-                # Lamb never existed in Keras 2, so None is not Keras 2's alias of 1e-7 here.
-                raise ValueError(
-                    f"Argument `{argument}` must be a finite number. Received: {argument}=None"
-                )
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-
-    def build(self, var_list: ParamsArg) -> None:
-        """Create the `momentum` and `velocity` slots (interleaved).
-
-        Args:
-            var_list: the variables (list, tuple or dict name -> array).
-        """
-        if self.built:
-            return
-        super().build(var_list)
-        self._momentums, self._velocities = self.add_optimizer_variables(
-            var_list, ["momentum", "velocity"]
-        )
-
-    def _update_step(
-        self,
-        params: List[np.ndarray],
-        grads: Sequence[Any],
-        slots: Dict[str, List[np.ndarray]],
-        learning_rate: float,
-        options: Optional[_native.StepOptions],
-    ) -> None:
-        _native.lamb(
-            params,
-            grads,
-            slots["momentum"],
-            slots["velocity"],
-            learning_rate,
-            self.beta_1,
-            self.beta_2,
-            self.epsilon,
-            self.iterations,
-            options,
-        )
-
-    def get_config(self) -> Dict[str, Any]:
-        """The config: the base keys, then `beta_1`, `beta_2`, `epsilon`."""
-        config = super().get_config()
-        config.update({"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon})
-        return config
+        # Lamb never existed in Keras 2, so None is not Keras 2's alias of 1e-7 here: it is
+        # refused, as every None hyperparameter is.
+        self._set_hyperparameters(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)

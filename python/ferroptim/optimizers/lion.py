@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
-
-import numpy as np
+from typing import Any
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import (
-    Optimizer,
-    ParamsArg,
-    check_hyperparameter,
-    keras_signature,
-)
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
 
 __all__ = ["Lion"]
 
@@ -54,6 +47,13 @@ class Lion(Optimizer):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    _rule = NativeRule(_native.lion)
+    _slot_groups = (SlotGroup("momentum"),)
+
+    # The constructor's own arguments (kept by `_set_hyperparameters`).
+    beta_1: float
+    beta_2: float
+
     @keras_signature(name="lion")
     def __init__(
         self,
@@ -63,41 +63,9 @@ class Lion(Optimizer):
         **base: Any,
     ):
         super().__init__(learning_rate, **base)
-        for argument, value in (("beta_1", beta_1), ("beta_2", beta_2)):
-            check_hyperparameter(argument, value)
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
+        self._set_hyperparameters(beta_1=beta_1, beta_2=beta_2)
         if beta_1 <= 0 or beta_1 > 1:
             raise ValueError(
                 "Argument `beta_1` must be in the [0, 1] range. Otherwise, the "
                 f"optimizer degenerates to SignSGD. Received: beta_1={beta_1}."
             )
-
-    def build(self, var_list: ParamsArg) -> None:
-        """Create the `momentum` slots.
-
-        Args:
-            var_list: the variables (list, tuple or dict name -> array).
-        """
-        if self.built:
-            return
-        super().build(var_list)
-        self._momentums = self.add_optimizer_variables(var_list, "momentum")
-
-    def _update_step(
-        self,
-        params: List[np.ndarray],
-        grads: Sequence[Any],
-        slots: Dict[str, List[np.ndarray]],
-        learning_rate: float,
-        options: Optional[_native.StepOptions],
-    ) -> None:
-        _native.lion(
-            params, grads, slots["momentum"], learning_rate, self.beta_1, self.beta_2, options
-        )
-
-    def get_config(self) -> Dict[str, Any]:
-        """The config: the base keys, then `beta_1` and `beta_2`."""
-        config = super().get_config()
-        config.update({"beta_1": self.beta_1, "beta_2": self.beta_2})
-        return config

@@ -9,8 +9,10 @@ import numpy as np
 from ferroptim import _native
 from ferroptim.optimizers._scalar_math import power
 from ferroptim.optimizers.optimizer import (
+    NativeRule,
     Optimizer,
     ParamsArg,
+    SlotGroup,
     check_hyperparameter,
     keras_signature,
 )
@@ -74,6 +76,15 @@ class Nadam(Optimizer):
     # The momentum-cache product advances once per update step (see `Optimizer._step`).
     _has_step_state = True
 
+    # `_update_step` is its own: it passes the momentum-cache state as well.
+    _rule = NativeRule(_native.nadam)
+    _slot_groups = (SlotGroup("momentum", "velocity"),)
+
+    # The constructor's own arguments (kept by `_set_hyperparameters`).
+    beta_1: float
+    beta_2: float
+    epsilon: float
+
     @keras_signature(name="nadam")
     def __init__(
         self,
@@ -86,16 +97,9 @@ class Nadam(Optimizer):
         schedule_decay = base.pop("schedule_decay", None)
         super().__init__(learning_rate, **base)
         epsilon = 1e-7 if epsilon is None else epsilon
-        for argument, value in (
-            ("beta_1", beta_1),
-            ("beta_2", beta_2),
-            ("epsilon", epsilon),
-            ("schedule_decay", schedule_decay),
-        ):
-            check_hyperparameter(argument, value)
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
+        self._set_hyperparameters(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
+        # Keras 2's argument, reported by `get_config` only when given.
+        check_hyperparameter("schedule_decay", schedule_decay)
         self.schedule_decay = schedule_decay
 
     def build(self, var_list: ParamsArg) -> None:
@@ -109,9 +113,6 @@ class Nadam(Optimizer):
         if self.built:
             return
         super().build(var_list)
-        self._momentums, self._velocities = self.add_optimizer_variables(
-            var_list, ["momentum", "velocity"]
-        )
         # Keras leaves this variable unnamed (it gets a session-dependent automatic name,
         # "variable", "variable_1", ...); it is named here after Keras's attribute.
         variables = self._trainable_variables
@@ -162,7 +163,6 @@ class Nadam(Optimizer):
         """The config: the base keys, then `beta_1`, `beta_2`, `epsilon`, and
         `schedule_decay` when it was given."""
         config = super().get_config()
-        config.update({"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon})
         if self.schedule_decay is not None:
             config["schedule_decay"] = self.schedule_decay
         return config

@@ -47,6 +47,7 @@ from ferroptim.optimizers._arguments import (
     keras_signature,
 )
 from ferroptim.optimizers._plan import NO_PLAN, VARYING, PlanAttribute, StepPlan
+from ferroptim.optimizers._rule import NativeRule, SlotGroup
 from ferroptim.optimizers._step import StepEngine, name_variables
 from ferroptim.optimizers._step_guard import StepGuard, register_holder
 from ferroptim.optimizers._variables import (
@@ -62,7 +63,14 @@ from ferroptim.optimizers._variables import (
 )
 from ferroptim.optimizers.schedules import LearningRateSchedule
 
-__all__ = ["Optimizer", "ParamsArg", "check_hyperparameter", "keras_signature"]
+__all__ = [
+    "NativeRule",
+    "Optimizer",
+    "ParamsArg",
+    "SlotGroup",
+    "check_hyperparameter",
+    "keras_signature",
+]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NONES = repeat(None)
@@ -111,16 +119,23 @@ class Optimizer(StepEngine, VariableTable):
             `1 + decay * iterations`, as tf.keras's legacy optimizers did). Anything else is a
             ValueError.
 
-    Subclassing: override `build` (call `super().build(var_list)` first, then create slots with
-    `add_optimizer_variables`), `_update_step` (one native call for one dtype group) and
-    `get_config`. State advanced once per update step outside the slots (Nadam's `u_product`)
-    goes through `_has_step_state`, `_begin_update_step` and `_end_update_step`.
+    Subclassing: declare the update rule, `_rule = NativeRule(_native.<rule>)`, and the slots
+    Keras's `build` creates for it, `_slot_groups = (SlotGroup(<names>), ...)`; in `__init__`,
+    call `super().__init__(learning_rate, **base)` then keep the class's own arguments with
+    `_set_hyperparameters(...)`, named as the native rule names its scalars. The base class then
+    creates the slots, makes the native call (`_update_step`) and writes the config. A rule that
+    needs more overrides `build` (call `super().build(var_list)` first, then
+    `add_optimizer_variables`), `_update_step` or `get_config`. State advanced once per update
+    step outside the slots (Nadam's `u_product`) goes through `_has_step_state`,
+    `_begin_update_step` and `_end_update_step`.
 
     The protected API (what subclasses, wrappers and `checkpoint` may use; anything else with a
     leading underscore may change):
 
     - `_trainable_variables`, `_trainable_variable_names`: the built variables and their names,
       in build order (read only); `_names_and_variables(var_list)` names a `var_list` alike.
+    - `_slot_kinds`: the slot lists by slot name, each aligned with `_trainable_variables`
+      (read only).
     - `_iterations`: the raw call count (`iterations` divides it by the accumulation steps).
     - `_run_exclusive(function, *args)`: call it holding the step guard (no step meanwhile).
     - `_checked_variables(values)` then `_commit_variables(checked)`: an all-or-nothing
@@ -146,6 +161,13 @@ class Optimizer(StepEngine, VariableTable):
     # (Nadam's `u_product`): see `_begin_update_step`. Its steps all take `_step`, the path that
     # knows whether a call updates or only accumulates.
     _has_step_state = False
+    # The update rule and the slots `build` creates for it (see `_rule`); a subclass declares
+    # both, or overrides `_update_step` and `build`.
+    _rule: Optional[NativeRule] = None
+    _slot_groups: Tuple[SlotGroup, ...] = ()
+    # The subclass's own constructor arguments, in Keras's config order (see
+    # `_set_hyperparameters`).
+    _hyperparameter_names: Tuple[str, ...] = ()
     # A learning rate a wrapper read ahead for this step (see `_learning_rate_ahead`).
     _pinned_learning_rate: Optional[float] = None
     # False in a subclass whose step writes with NumPy between native calls (`Unfused`): its
@@ -255,6 +277,21 @@ class Optimizer(StepEngine, VariableTable):
     def _refresh_lr_cache(self) -> None:
         lr = self._learning_rate
         self._lr_const = lr if isinstance(lr, float) and not self._decay else None
+
+    def _set_hyperparameters(self, **values: Any) -> None:
+        """Keep a subclass's own constructor arguments as attributes of the same names, after
+        `super().__init__`: each must be a finite number or a flag (a bool), and `get_config`
+        reports them after the base keys, in this order."""
+        for name, value in values.items():
+            if value is None:
+                raise ValueError(
+                    f"Argument `{name}` must be a finite number. Received: {name}=None"
+                )
+            if not isinstance(value, (bool, np.bool_)):
+                check_hyperparameter(name, value)
+        for name, value in values.items():
+            setattr(self, name, value)
+        self._hyperparameter_names += tuple(values)
 
     def _invalidate_plan(self) -> None:
         self.__dict__["_plan"] = NO_PLAN
@@ -375,6 +412,8 @@ class Optimizer(StepEngine, VariableTable):
             )
         self.built = True
         self._invalidate_plan()
+        for group in self._slot_groups:
+            group.add(self, var_list)
 
     def add_variable(
         self,
@@ -732,7 +771,8 @@ class Optimizer(StepEngine, VariableTable):
         learning_rate: float,
         options: Any,
     ) -> None:
-        """Apply the optimizer's rule to one dtype group with one native call.
+        """Apply the optimizer's rule to one dtype group with one native call: the class's
+        `_rule`, given its slot lists by Keras slot name and its scalars by attribute name.
 
         The multi-tensor analogue of Keras's `update_step(gradient, variable, learning_rate)`.
 
@@ -745,7 +785,12 @@ class Optimizer(StepEngine, VariableTable):
             options: the cross-cutting parts of the step, in the form `_rule_options` gives
                 them: one `_native.StepOptions` (or None when no part is on) for a fused rule.
         """
-        raise NotImplementedError
+        rule = self._rule
+        if rule is None:
+            raise NotImplementedError(f"{type(self).__name__} declares no `_rule`")
+        rule.function(
+            params, grads, *map(slots.get, rule.slots), learning_rate, *rule.read(self), options
+        )
 
     def _begin_update_step(self, iterations: int) -> None:
         """Prepare the per-step state of an update step (subclasses with `_has_step_state`).
@@ -766,7 +811,8 @@ class Optimizer(StepEngine, VariableTable):
     # --- config --------------------------------------------------------------------------
 
     def get_config(self) -> Dict[str, Any]:
-        """The optimizer's configuration (Keras's keys and order; `decay` only when set)."""
+        """The optimizer's configuration (Keras's keys and order: the base keys, `decay` only
+        when set, then the subclass's own arguments)."""
         lr = self._learning_rate
         if isinstance(lr, float):
             learning_rate: Any = lr
@@ -790,6 +836,7 @@ class Optimizer(StepEngine, VariableTable):
         }
         if self._decay_given:
             config["decay"] = self._decay
+        config.update((name, getattr(self, name)) for name in self._hyperparameter_names)
         return config
 
     @classmethod

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
-
-import numpy as np
+from typing import Any, Optional
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import (
-    Optimizer,
-    ParamsArg,
-    check_hyperparameter,
-    keras_signature,
-)
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
 
 __all__ = ["RMSprop"]
 
@@ -63,6 +56,21 @@ class RMSprop(Optimizer):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    _rule = NativeRule(_native.rmsprop)
+    # Three groups, not interleaved: `momentum` only with momentum, `average_gradient` only
+    # when centered.
+    _slot_groups = (
+        SlotGroup("velocity"),
+        SlotGroup("momentum", when=lambda opt: opt.momentum > 0),
+        SlotGroup("average_gradient", when=lambda opt: opt.centered),
+    )
+
+    # The constructor's own arguments (kept by `_set_hyperparameters`).
+    rho: float
+    momentum: float
+    epsilon: float
+    centered: bool
+
     @keras_signature(name="rmsprop")
     def __init__(
         self,
@@ -75,61 +83,4 @@ class RMSprop(Optimizer):
     ):
         super().__init__(learning_rate, **base)
         epsilon = 1e-7 if epsilon is None else epsilon
-        for argument, value in (("rho", rho), ("momentum", momentum), ("epsilon", epsilon)):
-            check_hyperparameter(argument, value)
-        self.rho = rho
-        self.momentum = momentum
-        self.epsilon = epsilon
-        self.centered = centered
-
-    def build(self, var_list: ParamsArg) -> None:
-        """Create the slots in three groups (not interleaved): `velocity` for every variable,
-        then `momentum` (if momentum > 0), then `average_gradient` (if centered).
-
-        Args:
-            var_list: the variables (list, tuple or dict name -> array).
-        """
-        if self.built:
-            return
-        super().build(var_list)
-        self._velocities = self.add_optimizer_variables(var_list, "velocity")
-        self._momentums: List[np.ndarray] = []
-        if self.momentum > 0:
-            self._momentums = self.add_optimizer_variables(var_list, "momentum")
-        self._average_gradients: List[np.ndarray] = []
-        if self.centered:
-            self._average_gradients = self.add_optimizer_variables(var_list, "average_gradient")
-
-    def _update_step(
-        self,
-        params: List[np.ndarray],
-        grads: Sequence[Any],
-        slots: Dict[str, List[np.ndarray]],
-        learning_rate: float,
-        options: Optional[_native.StepOptions],
-    ) -> None:
-        _native.rmsprop(
-            params,
-            grads,
-            slots["velocity"],
-            slots.get("momentum"),
-            slots.get("average_gradient"),
-            learning_rate,
-            self.rho,
-            self.momentum,
-            self.epsilon,
-            options,
-        )
-
-    def get_config(self) -> Dict[str, Any]:
-        """The config: the base keys, then `rho`, `momentum`, `epsilon`, `centered`."""
-        config = super().get_config()
-        config.update(
-            {
-                "rho": self.rho,
-                "momentum": self.momentum,
-                "epsilon": self.epsilon,
-                "centered": self.centered,
-            }
-        )
-        return config
+        self._set_hyperparameters(rho=rho, momentum=momentum, epsilon=epsilon, centered=centered)

@@ -9,9 +9,10 @@ import numpy as np
 
 from ferroptim import _native
 from ferroptim.optimizers.optimizer import (
+    NativeRule,
     Optimizer,
     ParamsArg,
-    check_hyperparameter,
+    SlotGroup,
     keras_signature,
 )
 
@@ -75,6 +76,16 @@ class ScheduleFreeAdamW(Optimizer):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    # `_update_step` is its own: a warmup of 0 or less is passed as 0 (no warmup).
+    _rule = NativeRule(_native.schedule_free_adamw)
+    _slot_groups = (SlotGroup("momentum", "velocity"),)
+
+    # The constructor's own arguments (kept by `_set_hyperparameters`).
+    beta_1: float
+    beta_2: float
+    epsilon: float
+    warmup_steps: int
+
     @keras_signature(name="schedule_free_adamw")
     def __init__(
         self,
@@ -86,25 +97,18 @@ class ScheduleFreeAdamW(Optimizer):
         **base: Any,
     ):
         super().__init__(learning_rate, **base)
-        for argument, value in (("beta_1", beta_1), ("beta_2", beta_2), ("epsilon", epsilon)):
-            check_hyperparameter(argument, value)
-            if value is None:
-                raise ValueError(
-                    f"Argument `{argument}` must be a finite number. Received: {argument}=None"
-                )
         # The kernel takes an integer step count (Keras would also take a float).
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, np.integer)):
             raise ValueError(
                 f"Argument `warmup_steps` must be an integer. Received: warmup_steps={warmup_steps}"
             )
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.warmup_steps = warmup_steps
+        self._set_hyperparameters(
+            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, warmup_steps=warmup_steps
+        )
 
     def build(self, var_list: ParamsArg) -> None:
-        """Create the `momentum` (z, a copy of each variable) and `velocity` (zeros) slots,
-        interleaved.
+        """Create the `momentum` and `velocity` slots (interleaved), then start each `momentum`
+        (z) at a copy of its variable.
 
         Args:
             var_list: the variables (list, tuple or dict name -> array).
@@ -112,10 +116,7 @@ class ScheduleFreeAdamW(Optimizer):
         if self.built:
             return
         super().build(var_list)
-        self._momentums, self._velocities = self.add_optimizer_variables(
-            var_list, ["momentum", "velocity"]
-        )
-        for momentum, variable in zip(self._momentums, self._trainable_variables):
+        for momentum, variable in zip(self._slot_kinds["momentum"], self._trainable_variables):
             np.copyto(momentum, variable)
 
     def _update_step(
@@ -145,7 +146,7 @@ class ScheduleFreeAdamW(Optimizer):
         where each variable holds `x` (after `swap_to_eval`). A no-op before `build`."""
         if not self.built:
             return
-        for variable, z in zip(self._trainable_variables, self._momentums):
+        for variable, z in zip(self._trainable_variables, self._slot_kinds["momentum"]):
             T = variable.dtype.type
             beta_1 = T(self.beta_1)
             with np.errstate(all="ignore"):
@@ -156,7 +157,7 @@ class ScheduleFreeAdamW(Optimizer):
         / beta_1`, where each variable holds `y` (training). A no-op before `build`."""
         if not self.built:
             return
-        for variable, z in zip(self._trainable_variables, self._momentums):
+        for variable, z in zip(self._trainable_variables, self._slot_kinds["momentum"]):
             T = variable.dtype.type
             beta_1 = T(self.beta_1)
             with np.errstate(all="ignore"):
@@ -169,16 +170,3 @@ class ScheduleFreeAdamW(Optimizer):
     def eval(self) -> None:
         """Alias of `swap_to_eval()`."""
         self.swap_to_eval()
-
-    def get_config(self) -> Dict[str, Any]:
-        """The config: the base keys, then `beta_1`, `beta_2`, `epsilon`, `warmup_steps`."""
-        config = super().get_config()
-        config.update(
-            {
-                "beta_1": self.beta_1,
-                "beta_2": self.beta_2,
-                "epsilon": self.epsilon,
-                "warmup_steps": self.warmup_steps,
-            }
-        )
-        return config

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
-
-import numpy as np
+from typing import Any
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import (
-    Optimizer,
-    ParamsArg,
-    check_hyperparameter,
-    keras_signature,
-)
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
 
 __all__ = ["SGD"]
 
@@ -49,6 +42,13 @@ class SGD(Optimizer):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    _rule = NativeRule(_native.sgd)
+    _slot_groups = (SlotGroup("momentum", when=lambda opt: opt.momentum != 0),)
+
+    # The constructor's own arguments (kept by `_set_hyperparameters`).
+    momentum: float
+    nesterov: bool
+
     @keras_signature(name=None)
     def __init__(
         self,
@@ -60,43 +60,4 @@ class SGD(Optimizer):
         super().__init__(learning_rate, **base)
         if not isinstance(momentum, float) or momentum < 0 or momentum > 1:
             raise ValueError("`momentum` must be a float between [0, 1].")
-        check_hyperparameter("momentum", momentum)
-        self.momentum = momentum
-        self.nesterov = nesterov
-
-    def build(self, var_list: ParamsArg) -> None:
-        """Create the `momentum` slots (only when `momentum != 0`).
-
-        Args:
-            var_list: the variables (list, tuple or dict name -> array).
-        """
-        if self.built:
-            return
-        super().build(var_list)
-        self.momentums: List[np.ndarray] = []
-        if self.momentum != 0:
-            self.momentums = self.add_optimizer_variables(var_list, "momentum")
-
-    def _update_step(
-        self,
-        params: List[np.ndarray],
-        grads: Sequence[Any],
-        slots: Dict[str, List[np.ndarray]],
-        learning_rate: float,
-        options: Optional[_native.StepOptions],
-    ) -> None:
-        _native.sgd(
-            params,
-            grads,
-            slots.get("momentum"),
-            learning_rate,
-            self.momentum,
-            self.nesterov,
-            options,
-        )
-
-    def get_config(self) -> Dict[str, Any]:
-        """The config: the base keys, then `momentum` and `nesterov`."""
-        config = super().get_config()
-        config.update({"momentum": self.momentum, "nesterov": self.nesterov})
-        return config
+        self._set_hyperparameters(momentum=momentum, nesterov=nesterov)
