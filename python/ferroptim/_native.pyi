@@ -99,6 +99,8 @@ class StepOptions:
         ema_overwrite: bool = False,
     ) -> "StepOptions": ...
 
+# --- update rules: generated from rule_signatures() by tests/test_native_stub.py ---
+
 def sgd(
     params: Sequence[NDArray[np.floating]],
     grads: Sequence[ArrayLike],
@@ -181,7 +183,7 @@ def adamax(
     options: Optional[StepOptions] = None,
     names: Optional[Sequence[str]] = None,
 ) -> None:
-    """Adamax (adamax.py)."""
+    """Adamax (adamax.py). `iterations` is the count before this step."""
 
 def nadam(
     params: Sequence[NDArray[np.floating]],
@@ -244,7 +246,8 @@ def lamb(
     names: Optional[Sequence[str]] = None,
 ) -> None:
     """Lamb (lamb.py): Adam's moments with a per-tensor trust ratio |w| / |r|, computed by a
-    deterministic read-only pass before the update pass."""
+    deterministic read-only pass before the update pass. `iterations` is the count before
+    this step."""
 
 def schedule_free_adamw(
     params: Sequence[NDArray[np.floating]],
@@ -263,6 +266,8 @@ def schedule_free_adamw(
     """ScheduleFreeAdamW (schedule_free_adamw.py): the parameters hold y, `momentums` holds z
     (initialised to a copy of the parameters), `velocities` the second moment. The warmup
     factor min(t / warmup_steps, 1) is applied natively."""
+
+# --- end of the generated update rules ---
 
 def rule_signatures() -> dict[str, list[dict[str, Any]]]:
     """The declaration of every update-rule function above (`sgd` to `schedule_free_adamw`),

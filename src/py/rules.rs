@@ -196,7 +196,7 @@ macro_rules! rules {
 }
 
 rules! {
-    /// SGD, optionally with (Nesterov) momentum. `momentums` is None when momentum is 0.
+    /// SGD (keras/src/optimizers/sgd.py). `momentums` is None when momentum == 0.
     fn sgd(momentums: optional "momentum"; learning_rate: real, momentum: real, nesterov: bool)
     where {
         if (momentum != 0.0) != momentums.is_some() {
@@ -206,7 +206,8 @@ rules! {
         }
     } => SgdParams { learning_rate, momentum, nesterov };
 
-    /// Adam (and AdamW): `iterations` is the count before this step.
+    /// Adam / AdamW (keras/src/optimizers/adam.py). `iterations` is the count before this step
+    /// (t = iterations + 1); `velocity_hats` is None unless amsgrad.
     fn adam(
         momentums: required "momentum",
         velocities: required "velocity",
@@ -216,7 +217,8 @@ rules! {
         learning_rate, beta_1, beta_2, epsilon, iterations, amsgrad: velocity_hats.is_some()
     };
 
-    /// RMSprop. `momentums` is None unless momentum > 0; `average_gradients` None unless centered.
+    /// RMSprop (rmsprop.py). `momentums` only if momentum > 0, `average_gradients` only if
+    /// centered.
     fn rmsprop(
         velocities: required "velocity",
         momentums: optional "momentum",
@@ -232,26 +234,27 @@ rules! {
         learning_rate, rho, momentum, epsilon, centered: average_gradients.is_some()
     };
 
-    /// Adagrad.
+    /// Adagrad (adagrad.py).
     fn adagrad(accumulators: required "accumulator"; learning_rate: real, epsilon: real)
         => AdagradParams { learning_rate, epsilon };
 
-    /// Adadelta.
+    /// Adadelta (adadelta.py).
     fn adadelta(
         accumulated_grads: required "accumulated_grad",
         accumulated_delta_vars: required "accumulated_delta_var";
         learning_rate: real, rho: real, epsilon: real,
     ) => AdadeltaParams { learning_rate, rho, epsilon };
 
-    /// Adamax: `iterations` is the count before this step.
+    /// Adamax (adamax.py). `iterations` is the count before this step.
     fn adamax(
         momentums: required "momentum",
         norms: required "norm";
         learning_rate: real, beta_1: real, beta_2: real, epsilon: real, iterations: int,
     ) => AdamaxParams { learning_rate, beta_1, beta_2, epsilon, iterations };
 
-    /// Nadam: `u_product` already includes this step's factor; `schedule_decay` is 1 for
-    /// Keras 3 and Keras 2's `schedule_decay` otherwise.
+    /// Nadam (nadam.py). `u_product` is the momentum-cache product already multiplied by this
+    /// step's factor (the caller keeps it, in the dtype of the first variable, as Keras does);
+    /// `schedule_decay` scales the cache exponents (1 in Keras 3, Keras 2's schedule_decay).
     fn nadam(
         momentums: required "momentum",
         velocities: required "velocity";
@@ -261,11 +264,11 @@ rules! {
         learning_rate, beta_1, beta_2, epsilon, iterations, u_product, schedule_decay
     };
 
-    /// Lion.
+    /// Lion (lion.py).
     fn lion(momentums: required "momentum"; learning_rate: real, beta_1: real, beta_2: real)
         => LionParams { learning_rate, beta_1, beta_2 };
 
-    /// FTRL.
+    /// FTRL (ftrl.py).
     fn ftrl(
         accumulators: required "accumulator",
         linears: required "linear";
@@ -280,14 +283,18 @@ rules! {
         beta,
     };
 
-    /// Lamb: `iterations` is the count before this step.
+    /// Lamb (lamb.py): Adam's moments with a per-tensor trust ratio |w| / |r|, computed by a
+    /// deterministic read-only pass before the update pass. `iterations` is the count before
+    /// this step.
     fn lamb(
         momentums: required "momentum",
         velocities: required "velocity";
         learning_rate: real, beta_1: real, beta_2: real, epsilon: real, iterations: int,
     ) => LambParams { learning_rate, beta_1, beta_2, epsilon, iterations };
 
-    /// Schedule-Free AdamW: `momentums` holds z, the variables y.
+    /// ScheduleFreeAdamW (schedule_free_adamw.py): the parameters hold y, `momentums` holds z
+    /// (initialised to a copy of the parameters), `velocities` the second moment. The warmup
+    /// factor min(t / warmup_steps, 1) is applied natively.
     fn schedule_free_adamw(
         momentums: required "momentum",
         velocities: required "velocity";
