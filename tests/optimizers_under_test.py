@@ -118,7 +118,8 @@ class OptimizerCase:
 
     Attributes:
         cls: the class (registered in `ferroptim.optimizers._BUILTINS`).
-        reference: its rule in reference.py (`reference._RULES[name]`), or None.
+        reference: its rule in reference.py (what `reference.make_reference(name)` runs), or
+            None.
         elementwise: each element's update reads only that element's gradient and state (and
             the step's scalars); False for per-tensor norms, factored moments and matrices.
         fused: the whole step runs in one native call (not the `Unfused` mixin).

@@ -45,7 +45,7 @@ import inspect
 import math
 import re
 from fractions import Fraction
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -1001,21 +1001,16 @@ class MuonRule:
         w[...] = w - u
 
 
-Rule = Union[
-    SGDRule,
-    RMSpropRule,
-    AdamRule,
-    AdagradRule,
-    AdadeltaRule,
-    AdamaxRule,
-    NadamRule,
-    LionRule,
-    FtrlRule,
-    LambRule,
-    ScheduleFreeAdamWRule,
-    AdafactorRule,
-    MuonRule,
-]
+class Rule(Protocol):
+    """What `ReferenceOptimizer` asks of an update rule (the `*Rule` classes above)."""
+
+    def build(self, params: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Create the rule's slots for `params`, in Keras's order."""
+        ...
+
+    def update(self, index: int, g: np.ndarray, w: np.ndarray, lr: float, iterations: int) -> None:
+        """Keras's `update_step` for the variable at `index`, in place."""
+        ...
 
 
 class ReferenceOptimizer:
@@ -1261,23 +1256,18 @@ def clip_by_global_norm(gs: Sequence[np.ndarray], clipnorm: float) -> List[np.nd
     return out
 
 
-_RULES: Dict[str, Callable[..., Rule]] = {
-    "SGD": SGDRule,
-    "RMSprop": RMSpropRule,
-    "Adam": AdamRule,
-    "AdamW": AdamRule,
-    "Adagrad": AdagradRule,
-    "Adadelta": AdadeltaRule,
-    "Adamax": AdamaxRule,
-    "Nadam": NadamRule,
-    "Lion": LionRule,
-    "Ftrl": FtrlRule,
-    "Lamb": LambRule,
-    "ScheduleFreeAdamW": ScheduleFreeAdamWRule,
-    "Adafactor": AdafactorRule,
-    "Muon": MuonRule,
-}
-_DEFAULT_LR = {"SGD": 0.01, "ScheduleFreeAdamW": 0.0025}  # every other optimizer: 0.001
+def _record(name: str) -> Any:
+    """The record of `name` in the table of optimizers under test: it names the optimizer's
+    reference rule and Keras's default learning rate. Imported here, as that table imports
+    this module."""
+    from optimizers_under_test import OPTIMIZERS
+
+    for case in OPTIMIZERS:
+        if case.name == name and case.reference is not None:
+            return case
+    raise ValueError(f"no reference for {name}")
+
+
 _BASE_ARGS = (
     "weight_decay",
     "clipnorm",
@@ -1307,17 +1297,16 @@ def make_reference(
             which produced Keras's golden values, and what ferroptim's kernels do), rather than
             as Keras's source writes it (see `_divide_by_scalar`).
     """
-    if name not in _RULES:
-        raise ValueError(f"no reference for {name}")
+    record = _record(name)
     kwargs = dict(kwargs or {})
-    learning_rate = kwargs.pop("learning_rate", kwargs.pop("lr", _DEFAULT_LR.get(name, 0.001)))
+    learning_rate = kwargs.pop("learning_rate", kwargs.pop("lr", record.default_learning_rate))
     base = {key: kwargs.pop(key) for key in _BASE_ARGS if key in kwargs}
     kwargs.pop("name", None)
     if "epsilon" in kwargs and kwargs["epsilon"] is None:
         kwargs["epsilon"] = 1e-7  # Keras 2's K.epsilon()
     if name in ("AdamW", "Muon"):
         base.setdefault("weight_decay", 0.004)
-    rule = _RULES[name](**kwargs)
+    rule = record.reference(**kwargs)
     if xla_scalar_division:
         rule.xla_scalar_division = True
     return ReferenceOptimizer(rule, learning_rate, **base)
