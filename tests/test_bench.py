@@ -55,7 +55,9 @@ def _run_numpy_out(spec, params, grads, names=None):
         spec.numpy_out_step(params, grads, slots, scratch, iterations, **spec.kwargs)
 
 
-@pytest.mark.parametrize("name", sorted(_bench.OPTIMIZERS))
+@pytest.mark.parametrize(
+    "name", sorted(name for name, spec in _bench.OPTIMIZERS.items() if spec.numpy_step)
+)
 @pytest.mark.parametrize("peer", [_run_numpy, _run_numpy_out], ids=["numpy", "numpy_out"])
 def test_numpy_peers_do_ferroptims_work(name, peer):
     spec = _bench.OPTIMIZERS[name]
@@ -192,6 +194,28 @@ def test_every_optimizer_class_is_benchmarked():
         "Adafactor",
         "Muon",
     }
+
+
+@pytest.mark.parametrize(
+    "name", ["adam", "rmsprop", "adagrad", "adadelta", "ftrl", "lion", "nadam"]
+)
+def test_a_record_derived_from_the_class_matches_the_written_one(name):
+    # What a registered optimizer without a record is benchmarked with: its Keras defaults and
+    # its slots' starting values, read from the class. These records are written with the
+    # defaults (and leave out flags that are off).
+    written = _bench.OPTIMIZERS[name]
+    derived = _bench.registry._from_class(getattr(fo.optimizers, written.keras_name))
+    assert (derived.name, derived.keras_name) == (written.name, written.keras_name)
+    for key, value in written.kwargs.items():
+        assert derived.kwargs[key] == pytest.approx(value, rel=1e-7), key
+    assert set(derived.kwargs) - set(written.kwargs) <= {"amsgrad", "centered", "nesterov"}
+    assert derived.slot_inits == pytest.approx(written.slot_inits)
+    assert derived.numpy_step is None
+
+
+def test_a_slot_that_starts_as_the_parameter_is_derived_as_a_copy():
+    derived = _bench.registry._from_class(fo.optimizers.ScheduleFreeAdamW)
+    assert derived.slot_inits == (_bench.registry.PARAMETER_COPY, 0.0)
 
 
 def test_every_registered_optimizer_is_benchmarked():
@@ -562,3 +586,14 @@ def test_matrix_optimizers_report_ms_and_no_roofline(tmp_path):
     best = muon["2x40*24"]["peers"]["ferroptim"]["best_s"]
     assert _number(rows[3][4]) == pytest.approx(best * 1e3, rel=0.01, abs=0.001)
     assert data["settings"]["matrix_sizes"] is None
+
+
+def test_a_derived_record_runs_with_ferroptim_and_the_roofline_only():
+    # An optimizer without NumPy steps is timed against the roofline; the NumPy peers are
+    # reported missing, by name, not timed.
+    spec = _bench.registry._from_class(fo.optimizers.Adamax)
+    settings = _settings("--quick", "--repeats", "2", "--min-block-ms", "1")
+    result = _bench.runner.run_case(spec, _bench.cases.parse_case("1K"), settings)
+    assert {"ferroptim", "roofline"} <= set(result.timings)
+    assert not {"numpy", "numpy_out"} & set(result.timings)
+    assert "no NumPy step" in result.unavailable["numpy"]

@@ -128,6 +128,9 @@ def numpy_peer(
         names: the parameters' names, or None.
         out: the `out=` step ("numpy_out") rather than the plain one ("numpy").
     """
+    numpy_step = spec.numpy_step
+    if numpy_step is None:
+        raise Unavailable(f"no NumPy step for {spec.name}")
     if out and spec.numpy_out_step is None:
         raise Unavailable(f"no NumPy out= step for {spec.name}")
     slots = spec.make_numpy_state(params, names)
@@ -141,7 +144,7 @@ def numpy_peer(
         return Peer("numpy_out", step_out)
 
     def step() -> None:
-        spec.numpy_step(params, grads, slots, next(counter), **spec.kwargs)
+        numpy_step(params, grads, slots, next(counter), **spec.kwargs)
 
     return Peer("numpy", step)
 

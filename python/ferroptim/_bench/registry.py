@@ -1,15 +1,17 @@
 """The optimizers the benchmark covers: `OPTIMIZERS`, one `BenchOptimizer` record each.
 
-A new optimizer is one record here: its constructor arguments, its slots (or a function
-building its state), its NumPy steps (`numpy_steps`, `numpy_adam_steps`, `numpy_matrix_steps`)
-and, when torch has a fused CPU kernel for it, a torch factory. tests/test_bench.py checks that
-the NumPy steps agree with ferroptim and that every registered optimizer class has a record
-here.
+A registered element-wise optimizer is benchmarked without a record here: `_from_class` derives
+one from the class (its defaults and slots), with ferroptim and the roofline as its peers. A
+record adds what cannot be derived: its NumPy steps (`numpy_steps`, `numpy_adam_steps`,
+`numpy_matrix_steps`), a torch factory when torch has a fused CPU kernel for it, the state of an
+optimizer that is not element-wise. tests/test_bench.py checks that the NumPy steps agree with
+ferroptim and that every registered optimizer class is benchmarked.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -144,7 +146,7 @@ class BenchOptimizer:
     keras_name: str
     kwargs: Mapping[str, Any]
     slot_inits: Tuple[Union[float, str], ...]
-    numpy_step: Callable[..., None]
+    numpy_step: Optional[Callable[..., None]] = None
     numpy_out_step: Optional[Callable[..., None]] = None
     scratch_per_tensor: int = 1
     torch_optimizer: Optional[Callable[..., Any]] = None
@@ -397,6 +399,45 @@ OPTIMIZERS: Dict[str, BenchOptimizer] = {
         ),
     ]
 }
+
+
+def _from_class(cls: type) -> BenchOptimizer:
+    """The record of a registered element-wise optimizer that the list above leaves out: Keras's
+    defaults, the slots' starting values read from an optimizer built on one element, and no
+    NumPy peer (the report names it missing). A record in the list adds the NumPy steps."""
+    probe = np.full(1, _PROBE, DTYPE)
+    optimizer: Any = cls()
+    optimizer.build([probe])
+    inits = tuple(
+        PARAMETER_COPY if slots[0][0] == _PROBE else float(slots[0][0])
+        for slots in optimizer._slot_kinds.values()
+    )
+    kwargs = {"learning_rate": float(optimizer.get_config()["learning_rate"])}
+    kwargs.update((name, getattr(optimizer, name)) for name in optimizer._hyperparameter_names)
+    # Keras's default name ("schedule_free_adamw"), as `--optimizers` spells it.
+    name = inspect.signature(cls).parameters["name"].default or cls.__name__.lower()
+    return BenchOptimizer(name, cls.__name__, kwargs, inits)
+
+
+# A value no optimizer starts a slot at, so a slot that holds it is a copy of the parameter.
+_PROBE = 0.3671875
+
+
+def _classes_without_record() -> List[type]:
+    """The registered element-wise optimizers whose native rule no record above runs."""
+    from ferroptim.optimizers import _BUILTINS
+    from ferroptim.optimizers._unfused import Unfused
+
+    recorded = {spec.keras_name for spec in OPTIMIZERS.values()}
+    rules = {getattr(_BUILTINS[name.lower()], "_rule", None) for name in recorded}
+    return [
+        cls
+        for cls in _BUILTINS.values()
+        if getattr(cls, "_rule", None) not in rules and not issubclass(cls, Unfused)
+    ]
+
+
+OPTIMIZERS.update((spec.name, spec) for spec in map(_from_class, _classes_without_record()))
 
 # What `--optimizers` runs when not given: the full set at every default size would take
 # far longer than the two most used optimizers (`--optimizers all` runs the rest).
