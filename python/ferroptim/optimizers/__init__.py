@@ -53,31 +53,14 @@ __all__ = [
     "deserialize",
 ]
 
-# A new optimizer is registered by adding its class here (Keras's ALL_OBJECTS; unlike Keras,
-# every class we ship is listed, Lamb included). OptimizerMap is not an optimizer: it is listed,
-# as in Keras, so that a serialized MultiOptimizer can be deserialized.
+# Every class of `__all__` is registered (Keras's ALL_OBJECTS; unlike Keras, every class we
+# ship, Lamb included): a new optimizer is registered by its import and its name above.
+# OptimizerMap is not an optimizer: it is registered, as in Keras, so that a serialized
+# MultiOptimizer can be deserialized.
 _BUILTINS: Dict[str, type] = {
-    cls.__name__.lower(): cls
-    for cls in (
-        Optimizer,
-        Adam,
-        SGD,
-        RMSprop,
-        Adadelta,
-        AdamW,
-        Adagrad,
-        Adamax,
-        Adafactor,
-        Muon,
-        MultiOptimizer,
-        OptimizerMap,
-        Nadam,
-        Ftrl,
-        Lion,
-        Lamb,
-        LossScaleOptimizer,
-        ScheduleFreeAdamW,
-    )
+    name.lower(): value
+    for name, value in list(globals().items())
+    if name in __all__ and isinstance(value, type)
 }
 
 
