@@ -49,10 +49,6 @@ class Adadelta(Optimizer):
     _rule = NativeRule(_native.adadelta)
     _slot_groups = (SlotGroup("accumulated_grad", "accumulated_delta_var"),)
 
-    # The constructor's own arguments (kept by `_set_hyperparameters`).
-    rho: float
-    epsilon: float
-
     @keras_signature(name="adadelta")
     def __init__(
         self,
@@ -64,3 +60,7 @@ class Adadelta(Optimizer):
         super().__init__(learning_rate, **base)
         epsilon = 1e-7 if epsilon is None else epsilon
         self._set_hyperparameters(rho=rho, epsilon=epsilon)
+
+    # The constructor's own arguments, kept by `_set_hyperparameters`.
+    rho: float
+    epsilon: float

@@ -51,10 +51,6 @@ class Adagrad(Optimizer):
         SlotGroup("accumulator", initializer=lambda opt: opt.initial_accumulator_value),
     )
 
-    # The constructor's own arguments (kept by `_set_hyperparameters`).
-    initial_accumulator_value: float
-    epsilon: float
-
     @keras_signature(name="adagrad")
     def __init__(
         self,
@@ -68,3 +64,7 @@ class Adagrad(Optimizer):
         self._set_hyperparameters(
             initial_accumulator_value=initial_accumulator_value, epsilon=epsilon
         )
+
+    # The constructor's own arguments, kept by `_set_hyperparameters`.
+    initial_accumulator_value: float
+    epsilon: float

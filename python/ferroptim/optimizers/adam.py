@@ -57,12 +57,6 @@ class Adam(Optimizer):
         SlotGroup("velocity_hat", when=lambda opt: opt.amsgrad),
     )
 
-    # The constructor's own arguments (kept by `_set_hyperparameters`).
-    beta_1: float
-    beta_2: float
-    epsilon: float
-    amsgrad: bool
-
     @keras_signature(name="adam")
     def __init__(
         self,
@@ -76,3 +70,9 @@ class Adam(Optimizer):
         super().__init__(learning_rate, **base)
         epsilon = 1e-7 if epsilon is None else epsilon
         self._set_hyperparameters(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, amsgrad=amsgrad)
+
+    # The constructor's own arguments, kept by `_set_hyperparameters`.
+    beta_1: float
+    beta_2: float
+    epsilon: float
+    amsgrad: bool

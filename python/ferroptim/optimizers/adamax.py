@@ -48,11 +48,6 @@ class Adamax(Optimizer):
     _rule = NativeRule(_native.adamax)
     _slot_groups = (SlotGroup("momentum", "norm"),)
 
-    # The constructor's own arguments (kept by `_set_hyperparameters`).
-    beta_1: float
-    beta_2: float
-    epsilon: float
-
     @keras_signature(name="adamax")
     def __init__(
         self,
@@ -65,3 +60,8 @@ class Adamax(Optimizer):
         super().__init__(learning_rate, **base)
         epsilon = 1e-7 if epsilon is None else epsilon
         self._set_hyperparameters(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
+
+    # The constructor's own arguments, kept by `_set_hyperparameters`.
+    beta_1: float
+    beta_2: float
+    epsilon: float

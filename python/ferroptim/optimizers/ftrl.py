@@ -72,14 +72,6 @@ class Ftrl(Optimizer):
         ),
     )
 
-    # The constructor's own arguments (kept by `_set_hyperparameters`).
-    learning_rate_power: float
-    initial_accumulator_value: float
-    l1_regularization_strength: float
-    l2_regularization_strength: float
-    l2_shrinkage_regularization_strength: float
-    beta: float
-
     @keras_signature(name="ftrl")
     def __init__(
         self,
@@ -121,3 +113,11 @@ class Ftrl(Optimizer):
                 raise ValueError(
                     f"`{argument}` needs to be positive or zero. Received: {argument}={value}."
                 )
+
+    # The constructor's own arguments, kept by `_set_hyperparameters`.
+    learning_rate_power: float
+    initial_accumulator_value: float
+    l1_regularization_strength: float
+    l2_regularization_strength: float
+    l2_shrinkage_regularization_strength: float
+    beta: float

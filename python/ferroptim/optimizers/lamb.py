@@ -58,11 +58,6 @@ class Lamb(Optimizer):
     _rule = NativeRule(_native.lamb)
     _slot_groups = (SlotGroup("momentum", "velocity"),)
 
-    # The constructor's own arguments (kept by `_set_hyperparameters`).
-    beta_1: float
-    beta_2: float
-    epsilon: float
-
     @keras_signature(name=None)
     def __init__(
         self,
@@ -76,3 +71,8 @@ class Lamb(Optimizer):
         # Lamb never existed in Keras 2, so None is not Keras 2's alias of 1e-7 here: it is
         # refused, as every None hyperparameter is.
         self._set_hyperparameters(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
+
+    # The constructor's own arguments, kept by `_set_hyperparameters`.
+    beta_1: float
+    beta_2: float
+    epsilon: float

@@ -50,10 +50,6 @@ class Lion(Optimizer):
     _rule = NativeRule(_native.lion)
     _slot_groups = (SlotGroup("momentum"),)
 
-    # The constructor's own arguments (kept by `_set_hyperparameters`).
-    beta_1: float
-    beta_2: float
-
     @keras_signature(name="lion")
     def __init__(
         self,
@@ -69,3 +65,7 @@ class Lion(Optimizer):
                 "Argument `beta_1` must be in the [0, 1] range. Otherwise, the "
                 f"optimizer degenerates to SignSGD. Received: beta_1={beta_1}."
             )
+
+    # The constructor's own arguments, kept by `_set_hyperparameters`.
+    beta_1: float
+    beta_2: float

@@ -80,11 +80,6 @@ class Nadam(Optimizer):
     _rule = NativeRule(_native.nadam)
     _slot_groups = (SlotGroup("momentum", "velocity"),)
 
-    # The constructor's own arguments (kept by `_set_hyperparameters`).
-    beta_1: float
-    beta_2: float
-    epsilon: float
-
     @keras_signature(name="nadam")
     def __init__(
         self,
@@ -101,6 +96,11 @@ class Nadam(Optimizer):
         # Keras 2's argument, reported by `get_config` only when given.
         check_hyperparameter("schedule_decay", schedule_decay)
         self.schedule_decay = schedule_decay
+
+    # The constructor's own arguments, kept by `_set_hyperparameters`.
+    beta_1: float
+    beta_2: float
+    epsilon: float
 
     def build(self, var_list: ParamsArg) -> None:
         """Create the `momentum` and `velocity` slots (interleaved), then the scalar

@@ -65,12 +65,6 @@ class RMSprop(Optimizer):
         SlotGroup("average_gradient", when=lambda opt: opt.centered),
     )
 
-    # The constructor's own arguments (kept by `_set_hyperparameters`).
-    rho: float
-    momentum: float
-    epsilon: float
-    centered: bool
-
     @keras_signature(name="rmsprop")
     def __init__(
         self,
@@ -84,3 +78,9 @@ class RMSprop(Optimizer):
         super().__init__(learning_rate, **base)
         epsilon = 1e-7 if epsilon is None else epsilon
         self._set_hyperparameters(rho=rho, momentum=momentum, epsilon=epsilon, centered=centered)
+
+    # The constructor's own arguments, kept by `_set_hyperparameters`.
+    rho: float
+    momentum: float
+    epsilon: float
+    centered: bool

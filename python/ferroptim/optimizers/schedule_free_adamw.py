@@ -80,12 +80,6 @@ class ScheduleFreeAdamW(Optimizer):
     _rule = NativeRule(_native.schedule_free_adamw)
     _slot_groups = (SlotGroup("momentum", "velocity"),)
 
-    # The constructor's own arguments (kept by `_set_hyperparameters`).
-    beta_1: float
-    beta_2: float
-    epsilon: float
-    warmup_steps: int
-
     @keras_signature(name="schedule_free_adamw")
     def __init__(
         self,
@@ -105,6 +99,12 @@ class ScheduleFreeAdamW(Optimizer):
         self._set_hyperparameters(
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, warmup_steps=warmup_steps
         )
+
+    # The constructor's own arguments, kept by `_set_hyperparameters`.
+    beta_1: float
+    beta_2: float
+    epsilon: float
+    warmup_steps: int
 
     def build(self, var_list: ParamsArg) -> None:
         """Create the `momentum` and `velocity` slots (interleaved), then start each `momentum`

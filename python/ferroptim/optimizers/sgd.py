@@ -45,10 +45,6 @@ class SGD(Optimizer):
     _rule = NativeRule(_native.sgd)
     _slot_groups = (SlotGroup("momentum", when=lambda opt: opt.momentum != 0),)
 
-    # The constructor's own arguments (kept by `_set_hyperparameters`).
-    momentum: float
-    nesterov: bool
-
     @keras_signature(name=None)
     def __init__(
         self,
@@ -61,3 +57,7 @@ class SGD(Optimizer):
         if not isinstance(momentum, float) or momentum < 0 or momentum > 1:
             raise ValueError("`momentum` must be a float between [0, 1].")
         self._set_hyperparameters(momentum=momentum, nesterov=nesterov)
+
+    # The constructor's own arguments, kept by `_set_hyperparameters`.
+    momentum: float
+    nesterov: bool
