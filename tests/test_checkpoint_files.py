@@ -161,45 +161,14 @@ def _zip(members):
         csize = m.get("csize", len(data))
         crc = m.get("crc", zlib.crc32(data))
         offset = len(out)
-        out += (
-            struct.pack(
-                "<IHHHHHIIIHH",
-                0x04034B50,
-                20,
-                flags,
-                method,
-                0,
-                0x21,
-                crc,
-                csize,
-                size,
-                len(name),
-                0,
-            )
-            + name
-            + data
-        )
+        # The fields the local header and the central directory entry share: version needed,
+        # flags, method, DOS time and date (1980-01-01), crc, sizes, name and extra lengths.
+        shared = (20, flags, method, 0, 0x21, crc, csize, size, len(name), 0)
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, *shared) + name + data
+        # Central entry: "version made by" first; after the shared fields the comment length,
+        # disk number, internal and external attributes, and the local header's offset.
         directory += (
-            struct.pack(
-                "<IHHHHHHIIIHHHHHII",
-                0x02014B50,
-                20,
-                20,
-                flags,
-                method,
-                0,
-                0x21,
-                crc,
-                csize,
-                size,
-                len(name),
-                0,
-                0,
-                0,
-                0,
-                0o644 << 16,
-                offset,
-            )
+            struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, *shared, 0, 0, 0, 0o644 << 16, offset)
             + name
         )
     start = len(out)
