@@ -6,6 +6,7 @@ arithmetic, or from a float64 computation written out in the test.
 """
 
 import doctest
+import functools
 import importlib
 import inspect
 import json
@@ -1273,33 +1274,25 @@ def test_changing_a_hyperparameter_after_build_takes_effect():
 # --- RMSprop, Adagrad, Adadelta, Adamax, Nadam, Lion, Ftrl: Keras's own checks and state ---------
 
 
+# Ftrl's sign checks all word their message alike: (argument, a rejected value, the sign it needs).
+_FTRL_SIGN_CHECKS = [
+    ("initial_accumulator_value", -0.1, "positive"),
+    ("learning_rate_power", 0.5, "negative"),
+    ("l1_regularization_strength", -1.0, "positive"),
+    ("l2_regularization_strength", -0.5, "positive"),
+    ("l2_shrinkage_regularization_strength", -0.01, "positive"),
+]
+
+
 @pytest.mark.parametrize(
     "factory,message",
     [
-        (
-            lambda: Ftrl(initial_accumulator_value=-0.1),
-            "`initial_accumulator_value` needs to be positive or zero. Received: "
-            "initial_accumulator_value=-0.1.",
-        ),
-        (
-            lambda: Ftrl(learning_rate_power=0.5),
-            "`learning_rate_power` needs to be negative or zero. Received: "
-            "learning_rate_power=0.5.",
-        ),
-        (
-            lambda: Ftrl(l1_regularization_strength=-1.0),
-            "`l1_regularization_strength` needs to be positive or zero. Received: "
-            "l1_regularization_strength=-1.0.",
-        ),
-        (
-            lambda: Ftrl(l2_regularization_strength=-0.5),
-            "`l2_regularization_strength` needs to be positive or zero. Received: "
-            "l2_regularization_strength=-0.5.",
-        ),
-        (
-            lambda: Ftrl(l2_shrinkage_regularization_strength=-0.01),
-            "`l2_shrinkage_regularization_strength` needs to be positive or zero. Received: "
-            "l2_shrinkage_regularization_strength=-0.01.",
+        *(
+            (
+                functools.partial(Ftrl, **{name: value}),
+                f"`{name}` needs to be {sign} or zero. Received: {name}={value}.",
+            )
+            for name, value, sign in _FTRL_SIGN_CHECKS
         ),
         (
             lambda: Lion(beta_1=0.0),

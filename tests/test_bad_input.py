@@ -341,15 +341,8 @@ def _last_grad_is_its_param(params, grads):
 def test_failure_in_the_last_tensor_leaves_the_first_ones_unchanged(name, kwargs, fault):
     rng = np.random.default_rng(3)
     # float32 first, a float64 group after: the first dtype group must not be updated either.
-    params = [
-        np.asarray(rng.standard_normal(s), d)
-        for s, d in [
-            ((3, 2), np.float32),
-            ((1025,), np.float32),
-            ((4,), np.float64),
-            ((3,), np.float64),
-        ]
-    ]
+    params = [np.asarray(rng.standard_normal(s), np.float32) for s in [(3, 2), (1025,)]]
+    params += [np.asarray(rng.standard_normal(s), np.float64) for s in [(4,), (3,)]]
     opt, params = _trained(name, params, **kwargs)
     grads = _grads(params)
     error, fragment = fault(params, grads)
@@ -362,36 +355,22 @@ def test_failure_in_the_last_tensor_leaves_the_first_ones_unchanged(name, kwargs
 # --- hyperparameters (Keras's wording) -----------------------------------------------------------
 
 
+# Keras's messages that several bad combinations share.
+MOMENTUM_RANGE = "`momentum` must be a float between [0, 1]."
+ONE_CLIP = "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set."
+EMA_FREQUENCY = "`ema_overwrite_frequency` must be an integer >= 1 or None."
+
 BAD_HYPERPARAMETERS = [  # (optimizer, kwargs, Keras's message)
-    ("SGD", {"momentum": 1.5}, "`momentum` must be a float between [0, 1]."),
-    ("SGD", {"momentum": -0.1}, "`momentum` must be a float between [0, 1]."),
-    ("SGD", {"momentum": 0}, "`momentum` must be a float between [0, 1]."),
-    ("SGD", {"momentum": 1}, "`momentum` must be a float between [0, 1]."),
+    *(("SGD", {"momentum": momentum}, MOMENTUM_RANGE) for momentum in [1.5, -0.1, 0, 1]),
     (
         "AdamW",
         {"weight_decay": None},
         "Argument `weight_decay` must be a float. Received: weight_decay=None",
     ),
-    (
-        "SGD",
-        {"clipnorm": 1.0, "clipvalue": 1.0},
-        "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set.",
-    ),
-    (
-        "Adam",
-        {"clipnorm": 1.0, "global_clipnorm": 1.0},
-        "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set.",
-    ),
-    (
-        "Adam",
-        {"clipvalue": 1.0, "global_clipnorm": 1.0},
-        "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set.",
-    ),
-    (
-        "Adam",
-        {"clipnorm": 0, "clipvalue": 1.0},
-        "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set.",
-    ),
+    ("SGD", {"clipnorm": 1.0, "clipvalue": 1.0}, ONE_CLIP),
+    ("Adam", {"clipnorm": 1.0, "global_clipnorm": 1.0}, ONE_CLIP),
+    ("Adam", {"clipvalue": 1.0, "global_clipnorm": 1.0}, ONE_CLIP),
+    ("Adam", {"clipnorm": 0, "clipvalue": 1.0}, ONE_CLIP),
     (
         "Adam",
         {"gradient_accumulation_steps": 1},
@@ -403,16 +382,8 @@ BAD_HYPERPARAMETERS = [  # (optimizer, kwargs, Keras's message)
         "`ema_momentum` must be in the range [0, 1]. Received: ema_momentum=2",
     ),
     ("SGD", {"use_ema": True, "ema_momentum": -0.5}, "`ema_momentum` must be in the range [0, 1]."),
-    (
-        "Adam",
-        {"use_ema": True, "ema_overwrite_frequency": -1},
-        "`ema_overwrite_frequency` must be an integer >= 1 or None.",
-    ),
-    (
-        "Adam",
-        {"use_ema": True, "ema_overwrite_frequency": 2.5},
-        "`ema_overwrite_frequency` must be an integer >= 1 or None.",
-    ),
+    ("Adam", {"use_ema": True, "ema_overwrite_frequency": -1}, EMA_FREQUENCY),
+    ("Adam", {"use_ema": True, "ema_overwrite_frequency": 2.5}, EMA_FREQUENCY),
     (
         "Adam",
         {"learning_rate": 1},

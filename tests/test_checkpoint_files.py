@@ -11,6 +11,7 @@ the disk fills up.
 """
 
 import bz2
+import contextlib
 import errno
 import json
 import os
@@ -161,45 +162,14 @@ def _zip(members):
         csize = m.get("csize", len(data))
         crc = m.get("crc", zlib.crc32(data))
         offset = len(out)
-        out += (
-            struct.pack(
-                "<IHHHHHIIIHH",
-                0x04034B50,
-                20,
-                flags,
-                method,
-                0,
-                0x21,
-                crc,
-                csize,
-                size,
-                len(name),
-                0,
-            )
-            + name
-            + data
-        )
+        # The fields the local header and the central directory entry share: version needed,
+        # flags, method, DOS time and date (1980-01-01), crc, sizes, name and extra lengths.
+        shared = (20, flags, method, 0, 0x21, crc, csize, size, len(name), 0)
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, *shared) + name + data
+        # Central entry: "version made by" first; after the shared fields the comment length,
+        # disk number, internal and external attributes, and the local header's offset.
         directory += (
-            struct.pack(
-                "<IHHHHHHIIIHHHHHII",
-                0x02014B50,
-                20,
-                20,
-                flags,
-                method,
-                0,
-                0x21,
-                crc,
-                csize,
-                size,
-                len(name),
-                0,
-                0,
-                0,
-                0,
-                0o644 << 16,
-                offset,
-            )
+            struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, *shared, 0, 0, 0, 0o644 << 16, offset)
             + name
         )
     start = len(out)
@@ -223,6 +193,36 @@ def _craft(tmp_path, members, **changes):
     path = tmp_path / "crafted.ckpt"
     path.write_bytes(_zip(out + extra))
     return path
+
+
+needs_fifos = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX-only")
+needs_unix_sockets = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs UNIX sockets")
+
+
+def _fifo(tmp_path):
+    fifo = tmp_path / "pipe.ckpt"
+    os.mkfifo(fifo)
+    return fifo
+
+
+@contextlib.contextmanager
+def _bound_socket(tmp_path, monkeypatch):
+    """A UNIX socket bound at `tmp_path / "s.ckpt"`, that path given while it is open."""
+    # Bound by a relative name: a socket's address is limited to about 100 bytes.
+    monkeypatch.chdir(tmp_path)
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind("s.ckpt")
+        yield tmp_path / "s.ckpt"
+
+
+def _craft_one(tmp_path, members, name, **fields):
+    """`_craft` with one member's fields replaced."""
+    return _craft(tmp_path, members, **{name: fields})
+
+
+def _declaring(real):
+    """The fields by which a member declares itself the bytes `real`: their size and crc."""
+    return {"size": len(real), "crc": zlib.crc32(real)}
 
 
 def _deflate_bomb(megabytes, byte=b"\0"):
@@ -261,39 +261,17 @@ def test_the_crafting_helper_writes_what_the_reader_accepts(good, tmp_path):
 # --- resources: zip bombs, lying sizes, members -------------------------------------------------
 
 
-def test_a_header_that_inflates_far_beyond_its_declared_size_is_refused_unread(good, tmp_path):
-    # 200 KB in the file, 200 MiB inflated, declared as the size of the real header.
+@pytest.mark.parametrize("declared", ["the real header's size", "its inflated size"])
+def test_a_header_that_inflates_far_beyond_its_file_size_is_refused_unread(
+    good, tmp_path, declared
+):
+    # 200 KB in the file, 200 MiB inflated, whatever size the member declares.
     path, members = good
     real = dict(members)["header.json"]
-    bomb = _craft(
-        tmp_path,
-        members,
-        **{
-            "header.json": {
-                "data": _deflate_bomb(200, b" "),
-                "method": DEFLATED,
-                "size": len(real),
-                "crc": zlib.crc32(real),
-            }
-        },
-    )
+    lie = _declaring(real) if declared == "the real header's size" else {"size": 200 * 2**20}
+    data = _deflate_bomb(200, b" ")
+    bomb = _craft_one(tmp_path, members, "header.json", data=data, method=DEFLATED, **lie)
     assert bomb.stat().st_size < 300_000
-    _refused(bomb, ValueError, "'header.json' is compressed")
-
-
-def test_a_header_that_declares_its_inflated_size_is_refused_unread(good, tmp_path):
-    path, members = good
-    bomb = _craft(
-        tmp_path,
-        members,
-        **{
-            "header.json": {
-                "data": _deflate_bomb(200, b" "),
-                "method": DEFLATED,
-                "size": 200 * 2**20,
-            }
-        },
-    )
     _refused(bomb, ValueError, "'header.json' is compressed")
 
 
@@ -308,17 +286,8 @@ def test_an_array_member_that_inflates_beyond_its_declared_size_is_refused_unrea
     else:
         # A few dozen bytes that inflate to 16 MiB in a single call of the decompressor.
         data, number = bz2.compress(bytes(2**24)), BZIP2
-    bomb = _craft(
-        tmp_path,
-        members,
-        **{
-            "optimizer/2.npy": {
-                "data": data,
-                "method": number,
-                "size": len(real),
-                "crc": zlib.crc32(real),
-            }
-        },
+    bomb = _craft_one(
+        tmp_path, members, "optimizer/2.npy", data=data, method=number, **_declaring(real)
     )
     _refused(bomb, ValueError, "'optimizer/2.npy' is compressed")
 
@@ -327,18 +296,8 @@ def test_a_member_compressed_honestly_is_refused_too(good, tmp_path):
     # The format stores members uncompressed; nothing is inflated, whatever it declares.
     path, members = good
     real = dict(members)["variables/0.npy"]
-    path = _craft(
-        tmp_path,
-        members,
-        **{
-            "variables/0.npy": {
-                "data": _deflated(real),
-                "method": DEFLATED,
-                "size": len(real),
-                "crc": zlib.crc32(real),
-            }
-        },
-    )
+    honest = {"data": _deflated(real), "method": DEFLATED, **_declaring(real)}
+    path = _craft_one(tmp_path, members, "variables/0.npy", **honest)
     _refused(path, ValueError, "'variables/0.npy' is compressed")
 
 
@@ -479,20 +438,18 @@ def _refused_quickly(path, error, match):
     assert all(np.all(v == 0) for v in fresh.values())
 
 
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX-only")
+@needs_fifos
 def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
-    fifo = tmp_path / "pipe.ckpt"
-    os.mkfifo(fifo)
+    fifo = _fifo(tmp_path)
     _refused_quickly(fifo, OSError, "must be a regular file.*FIFO")
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX-only")
+@needs_fifos
 def test_a_fifo_swapped_in_after_the_check_is_refused_on_the_descriptor(tmp_path, monkeypatch):
     # The path is checked, then opened: if it becomes a FIFO in between, the open must not wait
     # and the opened file is checked again. Simulated by making the first check see a file.
-    fifo = tmp_path / "pipe.ckpt"
-    os.mkfifo(fifo)
+    fifo = _fifo(tmp_path)
     regular = tmp_path / "regular"
     regular.write_bytes(b"")
     real_stat = os.stat
@@ -526,13 +483,9 @@ def test_a_directory_is_refused(tmp_path):
     _refused_quickly(directory, IsADirectoryError, "must be a regular file.*directory")
 
 
-@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs UNIX sockets")
+@needs_unix_sockets
 def test_a_socket_is_refused(tmp_path, monkeypatch):
-    path = tmp_path / "s.ckpt"
-    # Bound by a relative name: a socket's address is limited to about 100 bytes.
-    monkeypatch.chdir(tmp_path)
-    with socket.socket(socket.AF_UNIX) as server:
-        server.bind("s.ckpt")
+    with _bound_socket(tmp_path, monkeypatch) as path:
         _refused_quickly(path, OSError, "must be a regular file.*socket")
 
 
@@ -825,10 +778,9 @@ def test_save_does_not_replace_a_symlink_to_a_device(tmp_path):
     assert os.path.islink(link) and os.readlink(link) == os.devnull
 
 
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX-only")
+@needs_fifos
 def test_save_does_not_replace_a_fifo_nor_wait_on_it(tmp_path):
-    fifo = tmp_path / "pipe.ckpt"
-    os.mkfifo(fifo)
+    fifo = _fifo(tmp_path)
     _refuses_to_replace(fifo, OSError, "must be a new name or a regular file.*FIFO")
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
@@ -843,12 +795,9 @@ def test_save_does_not_replace_a_directory(tmp_path):
     assert os.listdir(directory) == ["inside"]
 
 
-@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs UNIX sockets")
+@needs_unix_sockets
 def test_save_does_not_replace_a_socket(tmp_path, monkeypatch):
-    path = tmp_path / "s.ckpt"
-    monkeypatch.chdir(tmp_path)
-    with socket.socket(socket.AF_UNIX) as server:
-        server.bind("s.ckpt")
+    with _bound_socket(tmp_path, monkeypatch) as path:
         _refuses_to_replace(path, OSError, "must be a new name or a regular file.*socket")
         assert stat.S_ISSOCK(os.lstat(path).st_mode)
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import ferroptim as fo
+from blocking_step import blocking_learning_rate
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() exists on POSIX only")
 
@@ -99,18 +100,8 @@ def test_a_child_forked_after_multithreaded_steps_continues_exactly(two_kernel_t
 
 def test_a_child_forked_while_another_thread_is_inside_a_step_can_step():
     params, grads = _model(2)
-    inside = threading.Event()
-    release = threading.Event()
-    holder = []
-
-    def learning_rate():
-        # Blocks the holder thread inside its step (the guard taken, nothing written yet).
-        if holder and holder[0] is threading.current_thread():
-            holder.clear()
-            inside.set()
-            release.wait(TIMEOUT)
-        return 0.01
-
+    # Blocks the holder thread inside its step (the guard taken, nothing written yet).
+    learning_rate, holder, inside, release = blocking_learning_rate(0.01, TIMEOUT)
     opt = fo.optimizers.Adam(learning_rate=learning_rate)
     _steps(opt, params, grads[:2])
 

@@ -306,29 +306,30 @@ def test_save_load_and_set_weights_cover_the_inner_optimizer():
         second.load_own_variables({str(i): store[str(i)] for i in range(7)})
 
 
-def test_set_weights_checks_every_shape_before_assigning():
+def _built_over_adam():
+    """A LossScaleOptimizer over Adam, built for one float32 vector of 2, and a copy of its
+    variables: the outer iterations, learning_rate, step_counter and dynamic_scale, then Adam's
+    iterations, learning_rate, momentum and velocity."""
     opt = LossScaleOptimizer(Adam(), initial_scale=8.0)
-    w = np.ones(2, np.float32)
-    opt.build([w])
-    before = [np.array(v, copy=True) for v in opt.variables]
-    bad = [
-        np.array(0),
-        np.array(0.0),
-        np.array(5),
-        np.array(2.0),
-        np.array(3),
-        np.array(0.5),
-        np.ones(2),
-        np.ones(3),
-    ]
+    opt.build([np.ones(2, np.float32)])
+    return opt, [np.array(v, copy=True) for v in opt.variables]
+
+
+def _assert_unchanged(opt, before):
+    for a, b in zip(opt.variables, before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_set_weights_checks_every_shape_before_assigning():
+    opt, before = _built_over_adam()
+    bad = [np.array(x) for x in (0, 0.0, 5, 2.0, 3, 0.5)] + [np.ones(2), np.ones(3)]
     with pytest.raises(
         ValueError,
         match=r"variable_0_velocity has shape \(2,\) not compatible "
         r"with provided weight shape \(3,\)",
     ):
         opt.set_weights(bad)
-    for a, b in zip(opt.variables, before):
-        np.testing.assert_array_equal(a, b)
+    _assert_unchanged(opt, before)
     bad[-1] = np.full(2, 7.0)
     opt.set_weights(bad)
     assert int(opt.step_counter) == 5 and float(opt.dynamic_scale) == 2.0
@@ -344,25 +345,12 @@ def test_set_weights_checks_every_shape_before_assigning():
 def test_set_weights_converts_every_value_before_assigning(index, bad_value):
     # The outer optimizer's entries come first: a value of the inner optimizer that cannot be
     # converted must still leave the outer ones (and everything else) as they were.
-    opt = LossScaleOptimizer(Adam(), initial_scale=8.0)
-    w = np.ones(2, np.float32)
-    opt.build([w])
-    before = [np.array(v, copy=True) for v in opt.variables]
-    bad = [
-        np.array(4),
-        np.array(16.0),
-        np.array(5),
-        np.array(2.0),
-        np.array(3),
-        np.array(0.5),
-        np.ones(2),
-        np.ones(2),
-    ]
+    opt, before = _built_over_adam()
+    bad = [np.array(x) for x in (4, 16.0, 5, 2.0, 3, 0.5)] + [np.ones(2), np.ones(2)]
     bad[index] = bad_value
     with pytest.raises((TypeError, ValueError)):
         opt.set_weights(bad)
-    for a, b in zip(opt.variables, before):
-        np.testing.assert_array_equal(a, b)
+    _assert_unchanged(opt, before)
     assert opt.iterations == 0 and float(opt.dynamic_scale) == 8.0
 
 

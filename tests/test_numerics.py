@@ -11,6 +11,7 @@ the reference and compares parameters after every step and every optimizer varia
 except for the optimizers whose record has a `tolerance`, each with its reason.
 """
 
+import contextlib
 import zlib
 
 import numpy as np
@@ -186,6 +187,25 @@ def test_matches_reference(case, kwargs, dtype, layout):
     check_variables(opt, reference, budget=_budget(case))
 
 
+def _steps_agree(case, kwargs, rng, params, edit_grads=None, stepping=contextlib.nullcontext):
+    """STEPS steps of the optimizer and of its reference on the same random gradients, which
+    `edit_grads(step, grads)` may change first; the optimizer's steps run inside `stepping()`.
+    Every parameter is checked against the reference after each step, the variables at the end.
+    """
+    opt, reference = make_pair(case, kwargs)
+    reference.build([p.copy() for p in params])
+    for step in range(1, STEPS + 1):
+        grads = [_grad_like(rng, p) for p in params]
+        if edit_grads is not None:
+            edit_grads(step, grads)
+        with stepping():
+            opt.apply_gradients(zip(grads, params))
+        reference.apply(grads)
+        for i, (p, e) in enumerate(zip(params, reference.params)):
+            ref.assert_close(p, e, **_budget(case), err_msg=f"step {step}, param {i} {p.dtype}")
+    check_variables(opt, reference, budget=_budget(case))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case,kwargs", CASE_PARAMS)
 def test_non_finite_gradients_propagate(case, kwargs, dtype):
@@ -193,21 +213,15 @@ def test_non_finite_gradients_propagate(case, kwargs, dtype):
     # clipped tensor (clipnorm) or every tensor (global_clipnorm) NaN.
     rng = _rng("nonfinite", case.name, kwargs, dtype)
     params = [_random(rng, s, dtype) for s in [(5,), (17,), (3, 3)]]
-    opt, reference = make_pair(case, kwargs)
-    reference.build([p.copy() for p in params])
-    for step in range(1, STEPS + 1):
-        grads = [_grad_like(rng, p) for p in params]
+
+    def edit_grads(step, grads):
         if step == 2:
             grads[0][1] = np.nan
         if step == 3:
             grads[1][2] = np.inf
             grads[2][0, 0] = -np.inf
-        with np.errstate(all="ignore"):
-            opt.apply_gradients(zip(grads, params))
-        reference.apply(grads)
-        for i, (p, e) in enumerate(zip(params, reference.params)):
-            ref.assert_close(p, e, **_budget(case), err_msg=f"step {step}, param {i}")
-    check_variables(opt, reference, budget=_budget(case))
+
+    _steps_agree(case, kwargs, rng, params, edit_grads, lambda: np.errstate(all="ignore"))
 
 
 @pytest.mark.parametrize("case,kwargs", CASE_PARAMS)
@@ -220,16 +234,7 @@ def test_mixed_float32_and_float64_parameters(case, kwargs):
         ((), np.float64),
         ((33,), np.float32),
     ]
-    params = [_random(rng, s, d) for s, d in specs]
-    opt, reference = make_pair(case, kwargs)
-    reference.build([p.copy() for p in params])
-    for step in range(1, STEPS + 1):
-        grads = [_grad_like(rng, p) for p in params]
-        opt.apply_gradients(zip(grads, params))
-        reference.apply(grads)
-        for i, (p, e) in enumerate(zip(params, reference.params)):
-            ref.assert_close(p, e, **_budget(case), err_msg=f"step {step}, param {i} {p.dtype}")
-    check_variables(opt, reference, budget=_budget(case))
+    _steps_agree(case, kwargs, rng, [_random(rng, s, d) for s, d in specs])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -239,19 +244,16 @@ def test_missing_gradients(case, kwargs, dtype):
     # averages every built variable.
     rng = _rng("none", case.name, kwargs, dtype)
     params = [_random(rng, s, dtype) for s in [(6,), (4, 4), (9,)]]
-    opt, reference = make_pair(case, kwargs)
-    reference.build([p.copy() for p in params])
-    for step in range(1, STEPS + 1):
-        grads = [_grad_like(rng, p) for p in params]
+
+    def edit_grads(step, grads):
         grads[1] = None
         if step % 2 == 0:
             grads[2] = None
-        with pytest.warns(UserWarning, match="Gradients do not exist for variables"):
-            opt.apply_gradients(zip(grads, params))
-        reference.apply(grads)
-        for i, (p, e) in enumerate(zip(params, reference.params)):
-            ref.assert_close(p, e, **_budget(case), err_msg=f"step {step}, param {i}")
-    check_variables(opt, reference, budget=_budget(case))
+
+    def warns():
+        return pytest.warns(UserWarning, match="Gradients do not exist for variables")
+
+    _steps_agree(case, kwargs, rng, params, edit_grads, warns)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

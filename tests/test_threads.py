@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import ferroptim as fo
+from blocking_step import blocking_learning_rate
 
 N = 1 << 22  # 16 MiB of float32 per array: a sweep long enough to be seen mid-way
 PROBES = np.linspace(0, N - 1, 64).astype(np.intp)
@@ -184,25 +185,8 @@ def test_one_optimizer_serializes_the_steps_of_several_threads(threads):
         np.testing.assert_array_equal(v, e)
 
 
-def _blocking_learning_rate(value=0.5):
-    """A learning-rate callable that, in the thread it is armed for, stops inside the step until
-    released: the step guard is held meanwhile."""
-    inside = threading.Event()
-    release = threading.Event()
-    armed = []
-
-    def learning_rate():
-        if armed and armed[0] is threading.current_thread():
-            armed.clear()
-            inside.set()
-            release.wait(TIMEOUT)
-        return value
-
-    return learning_rate, armed, inside, release
-
-
 def test_a_step_waits_for_the_step_in_progress():
-    learning_rate, armed, inside, release = _blocking_learning_rate()
+    learning_rate, armed, inside, release = blocking_learning_rate(0.5, TIMEOUT)
     w = np.zeros(3, np.float32)
     g = np.ones(3, np.float32)
     opt = fo.optimizers.SGD(learning_rate=learning_rate)

@@ -4,6 +4,7 @@ torch), each built over the case's arrays as a `Peer` to time.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import itertools
 from typing import Any, List, Optional, Sequence
@@ -50,21 +51,27 @@ def import_torch() -> Any:
         raise Unavailable(f"torch is not installed ({error})") from None
 
 
+def with_threads(peer: Peer, threads: int) -> Peer:
+    """`peer` named `<name>@<threads>`, setting ferroptim's thread count before every block
+    (for thread-scaling comparisons).
+
+    Args:
+        peer: a peer of ferroptim's native code.
+        threads: the thread count.
+    """
+    return dataclasses.replace(
+        peer, name=f"{peer.name}@{threads}", setup=lambda: set_threads(threads)
+    )
+
+
 def ferroptim_peer(
-    spec: BenchOptimizer,
-    params: Arrays,
-    grads: Arrays,
-    name: str = "ferroptim",
-    threads: Optional[int] = None,
-    names: Optional[Sequence[str]] = None,
+    spec: BenchOptimizer, params: Arrays, grads: Arrays, names: Optional[Sequence[str]] = None
 ) -> Peer:
     """ferroptim through its public API: `opt.apply_gradients(zip(grads, params))`.
 
     Args:
         spec: the optimizer.
         params, grads: the case's arrays (params are updated in place).
-        name: the peer's name in the results.
-        threads: set before every block when given (for thread-scaling comparisons).
         names: the parameters' names, which the optimizer is built with when given.
     """
     import ferroptim
@@ -76,24 +83,15 @@ def ferroptim_peer(
     def step() -> None:
         optimizer.apply_gradients(zip(grads, params))
 
-    setup = None if threads is None else (lambda: set_threads(threads))
-    return Peer(name, step, setup)
+    return Peer("ferroptim", step)
 
 
-def roofline_peer(
-    spec: BenchOptimizer,
-    params: Arrays,
-    grads: Arrays,
-    name: str = "roofline",
-    threads: Optional[int] = None,
-) -> Peer:
+def roofline_peer(spec: BenchOptimizer, params: Arrays, grads: Arrays) -> Peer:
     """The native streaming floor: the same streams as the optimizer's step.
 
     Args:
         spec: the optimizer whose slot count sets the streams (an element-wise one).
         params, grads: the case's arrays.
-        name: the peer's name in the results.
-        threads: set before every block when given.
     """
     from ferroptim import _native
 
@@ -108,8 +106,7 @@ def roofline_peer(
     def step() -> None:
         _native.roofline(params, grads, slots)
 
-    setup = None if threads is None else (lambda: set_threads(threads))
-    return Peer(name, step, setup)
+    return Peer("roofline", step)
 
 
 def numpy_peer(

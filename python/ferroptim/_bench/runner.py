@@ -20,6 +20,7 @@ from ferroptim._bench.peers import (
     roofline_peer,
     set_threads,
     torch_peer,
+    with_threads,
 )
 from ferroptim._bench.registry import OPTIMIZERS, BenchOptimizer
 from ferroptim._bench.report import format_us
@@ -102,11 +103,9 @@ def run_scaling(spec: BenchOptimizer, case: Case, settings: Settings) -> Scaling
     params, grads = make_arrays(case, settings.seed)
     peers = []
     for n in settings.threads:
-        peers.append(
-            ferroptim_peer(spec, params, grads, f"ferroptim@{n}", threads=n, names=case.names)
-        )
+        peers.append(with_threads(ferroptim_peer(spec, params, grads, case.names), n))
         if spec.element_wise:
-            peers.append(roofline_peer(spec, params, grads, f"roofline@{n}", threads=n))
+            peers.append(with_threads(roofline_peer(spec, params, grads), n))
     timings = time_peers(peers, settings)
     set_threads(settings.main_threads)
     result = ScalingResult(

@@ -7,11 +7,11 @@ that view from one hook, `_sub_optimizers`.
 
 from __future__ import annotations
 
-from typing import Any, List, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Composite"]
+__all__ = ["Composite", "config_with_inner"]
 
 
 class Composite:
@@ -56,3 +56,26 @@ class Composite:
             checked += sub._checked_variables(values[start : start + count])
             start += count
         return checked
+
+
+def config_with_inner(
+    owner: str, config: Dict[str, Any], key: str, custom_objects: Optional[Mapping[str, Any]]
+) -> Dict[str, Any]:
+    """A copy of `config` (the `get_config()` output of an `owner` instance) whose `key` entry,
+    the inner optimizer or map, is deserialized when it is a serialized dict (an instance is
+    kept as it is). Raises the ValueError of Keras's wording when `config` has no `key`.
+
+    Args:
+        owner: the class name, for the error message.
+        config: the configuration dict (not modified).
+        key: the entry holding what the optimizer wraps.
+        custom_objects: extra classes by name, for that entry.
+    """
+    from ferroptim.optimizers import deserialize
+
+    config = dict(config)
+    if key not in config:
+        raise ValueError(f"A {owner} config needs an `{key}`. Received: {config}")
+    if isinstance(config[key], dict):
+        config[key] = deserialize(config[key], custom_objects=custom_objects)
+    return config

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ferroptim import _native
-from ferroptim.optimizers._composite import Composite
+from ferroptim.optimizers._composite import Composite, config_with_inner
 from ferroptim.optimizers._step import name_variables, settle
 from ferroptim.optimizers.optimizer import Optimizer, ParamsArg
 
@@ -305,24 +305,11 @@ class LossScaleOptimizer(Composite, Optimizer):
     def from_config(
         cls, config: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]] = None
     ) -> "LossScaleOptimizer":
-        """Create a LossScaleOptimizer from `get_config()`'s output.
-
-        Args:
-            config: the configuration dict (not modified); `inner_optimizer` is a serialized
-                optimizer (or an `Optimizer` instance).
-            custom_objects: extra classes by name, for the inner optimizer.
-        """
-        from ferroptim.optimizers import deserialize
-
-        config = dict(config)
-        if "inner_optimizer" not in config:
-            raise ValueError(
-                f"A LossScaleOptimizer config needs an `inner_optimizer`. Received: {config}"
-            )
-        inner = config.pop("inner_optimizer")
-        if isinstance(inner, dict):
-            inner = deserialize(inner, custom_objects=custom_objects)
-        return cls(inner, **config)
+        """Create a LossScaleOptimizer from `get_config()`'s output `config` (not modified),
+        whose `inner_optimizer` is a serialized optimizer or an `Optimizer` instance;
+        `custom_objects`, extra classes by name, serve to deserialize the inner optimizer."""
+        config = config_with_inner("LossScaleOptimizer", config, "inner_optimizer", custom_objects)
+        return cls(config.pop("inner_optimizer"), **config)
 
 
 def _divide(grads: Any, scale: Any) -> Any:

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
-from ferroptim.optimizers._composite import Composite
+from ferroptim.optimizers._composite import Composite, config_with_inner
 from ferroptim.optimizers._step import settle
 from ferroptim.optimizers.optimizer import Optimizer, ParamsArg, check_hyperparameter
 
@@ -419,25 +419,10 @@ class MultiOptimizer(Composite, Optimizer):
     def from_config(
         cls, config: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]] = None
     ) -> "MultiOptimizer":
-        """Create a MultiOptimizer from `get_config()`'s output.
-
-        Args:
-            config: the configuration dict (not modified); `optimizer_map` is a serialized
-                `OptimizerMap` or a callable.
-            custom_objects: extra classes by name, for the map and its optimizers.
-        """
-        from ferroptim.optimizers import deserialize
-
-        config = dict(config)
-        if "optimizer_map" not in config:
-            raise ValueError(
-                f"A MultiOptimizer config needs an `optimizer_map`. Received: {config}"
-            )
-        if isinstance(config["optimizer_map"], dict):
-            config["optimizer_map"] = deserialize(
-                config["optimizer_map"], custom_objects=custom_objects
-            )
-        return cls(**config)
+        """Create a MultiOptimizer from `get_config()`'s output `config` (not modified), whose
+        `optimizer_map` is a serialized `OptimizerMap` or a callable; `custom_objects`, extra
+        classes by name, serve to deserialize the map and its optimizers."""
+        return cls(**config_with_inner("MultiOptimizer", config, "optimizer_map", custom_objects))
 
 
 _NO_LEARNING_RATE = (
