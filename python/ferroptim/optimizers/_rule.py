@@ -33,6 +33,8 @@ class NativeRule:
 
     Args:
         function: one of `_native`'s rule functions (`_native.adam`, ...).
+        **readers: for a scalar that is not an attribute of the same name, a function of the
+            optimizer that gives its value (Nadam's `u_product`, the step state it keeps).
 
     Attributes:
         function: the native function.
@@ -44,7 +46,7 @@ class NativeRule:
 
     __slots__ = ("function", "slots", "scalars", "read")
 
-    def __init__(self, function: Callable[..., None]):
+    def __init__(self, function: Callable[..., None], **readers: Callable[[Any], Any]):
         signature = _SIGNATURES[function.__name__]
         self.function = function
         self.slots: Tuple[str, ...] = tuple(
@@ -54,11 +56,18 @@ class NativeRule:
         if scalars[:1] != ["learning_rate"]:
             raise TypeError(f"`{function.__name__}` takes no learning rate first")
         self.scalars: Tuple[str, ...] = tuple(scalars[1:])
+        unknown = set(readers) - set(self.scalars)
+        if unknown:
+            raise TypeError(f"`{function.__name__}` has no scalar {sorted(unknown)}")
         # `read(optimizer)`: the scalars' values, a tuple (`attrgetter` of one name returns the
         # value itself, of several a tuple).
-        if len(self.scalars) == 1:
+        self.read: Callable[[Any], Tuple[Any, ...]]
+        if readers:
+            getters = [readers.get(name) or attrgetter(name) for name in self.scalars]
+            self.read = lambda obj: tuple(get(obj) for get in getters)
+        elif len(self.scalars) == 1:
             (only,) = self.scalars
-            self.read: Callable[[Any], Tuple[Any, ...]] = lambda obj: (getattr(obj, only),)
+            self.read = lambda obj: (getattr(obj, only),)
         else:
             self.read = attrgetter(*self.scalars)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -76,8 +76,13 @@ class Nadam(Optimizer):
     # The momentum-cache product advances once per update step (see `Optimizer._step`).
     _has_step_state = True
 
-    # `_update_step` is its own: it passes the momentum-cache state as well.
-    _rule = NativeRule(_native.nadam)
+    # The momentum-cache product of this step (see `_begin_update_step`); Keras 3 has no
+    # `schedule_decay`, which is then 1.
+    _rule = NativeRule(
+        _native.nadam,
+        u_product=lambda opt: float(opt._u_product_next),
+        schedule_decay=lambda opt: 1.0 if opt.schedule_decay is None else opt.schedule_decay,
+    )
     _slot_groups = (SlotGroup("momentum", "velocity"),)
 
     @keras_signature(name="nadam")
@@ -135,29 +140,6 @@ class Nadam(Optimizer):
 
     def _end_update_step(self) -> None:
         self._u_product[()] = self._u_product_next
-
-    def _update_step(
-        self,
-        params: List[np.ndarray],
-        grads: Sequence[Any],
-        slots: Dict[str, List[np.ndarray]],
-        learning_rate: float,
-        options: Optional[_native.StepOptions],
-    ) -> None:
-        _native.nadam(
-            params,
-            grads,
-            slots["momentum"],
-            slots["velocity"],
-            learning_rate,
-            self.beta_1,
-            self.beta_2,
-            self.epsilon,
-            self.iterations,
-            float(self._u_product_next),
-            1.0 if self.schedule_decay is None else self.schedule_decay,
-            options,
-        )
 
     def get_config(self) -> Dict[str, Any]:
         """The config: the base keys, then `beta_1`, `beta_2`, `epsilon`, and

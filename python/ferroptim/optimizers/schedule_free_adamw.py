@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -76,8 +76,10 @@ class ScheduleFreeAdamW(Optimizer):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
-    # `_update_step` is its own: a warmup of 0 or less is passed as 0 (no warmup).
-    _rule = NativeRule(_native.schedule_free_adamw)
+    # A warmup of 0 steps or fewer is none (the kernel takes a count).
+    _rule = NativeRule(
+        _native.schedule_free_adamw, warmup_steps=lambda opt: max(int(opt.warmup_steps), 0)
+    )
     _slot_groups = (SlotGroup("momentum", "velocity"),)
 
     @keras_signature(name="schedule_free_adamw")
@@ -118,28 +120,6 @@ class ScheduleFreeAdamW(Optimizer):
         super().build(var_list)
         for momentum, variable in zip(self._slot_kinds["momentum"], self._trainable_variables):
             np.copyto(momentum, variable)
-
-    def _update_step(
-        self,
-        params: List[np.ndarray],
-        grads: Sequence[Any],
-        slots: Dict[str, List[np.ndarray]],
-        learning_rate: float,
-        options: Optional[_native.StepOptions],
-    ) -> None:
-        _native.schedule_free_adamw(
-            params,
-            grads,
-            slots["momentum"],
-            slots["velocity"],
-            learning_rate,
-            self.beta_1,
-            self.beta_2,
-            self.epsilon,
-            max(int(self.warmup_steps), 0),
-            self.iterations,
-            options,
-        )
 
     def swap_to_train(self) -> None:
         """Put the variables back at the training point: `y = (1 - beta_1) * z + beta_1 * x`,
