@@ -30,7 +30,8 @@ _BASE_SKIPPED = ("self", "learning_rate", "name", "kwargs")
 
 
 def keras_signature(name: Optional[str] = None) -> Callable[[_Init], _Init]:
-    """Give a subclass's `__init__` Keras's whole signature from its own arguments only.
+    """Give a subclass's `__init__` Keras's whole signature from its own arguments only (applied
+    by the class statement's `name=`, see `_rule.RuleDeclaration`).
 
     The decorated `__init__` declares `learning_rate` and the optimizer's own arguments, then
     `**base`, and passes `**base` on to `super().__init__`. Keras's signature lists, after

@@ -16,11 +16,15 @@ a class that names its hyperparameters as Keras does has nothing more to write.
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from ferroptim import _native
+from ferroptim.optimizers._arguments import keras_signature
+from ferroptim.optimizers._variables import check_hyperparameter
 
-__all__ = ["NativeRule", "SlotGroup"]
+__all__ = ["NativeRule", "RuleDeclaration", "SlotGroup"]
 
 # Every rule function's arguments in order, as the native module declares them.
 _SIGNATURES: Dict[str, List[Dict[str, Any]]] = _native.rule_signatures()
@@ -102,3 +106,76 @@ class SlotGroup:
             return
         initializer = "zeros" if self.initializer is None else self.initializer(optimizer)
         optimizer.add_optimizer_variables(var_list, self.names, initializer=initializer)
+
+
+# `name` not given in a class statement: the class keeps the `__init__` it declares.
+_UNNAMED: Any = object()
+
+
+class RuleDeclaration:
+    """What an optimizer class declares, and what the base class derives from it.
+
+    A subclass states Keras's default `name` in its class statement (`class Adam(Optimizer,
+    name="adam")`; `name=None`: an automatic name); its `__init__` then declares
+    `learning_rate` and its own arguments before `**base` and gets Keras's whole signature
+    (`keras_signature`). It declares its rule (`_rule`) and slots (`_slot_groups`) as class
+    attributes, and keeps its own arguments with `_set_hyperparameters`.
+    """
+
+    # The update rule and the slots `build` creates for it; a subclass declares both, or
+    # overrides `_update_step` and `build`.
+    _rule: Optional[NativeRule] = None
+    _slot_groups: Tuple[SlotGroup, ...] = ()
+    # The subclass's own constructor arguments, in Keras's config order.
+    _hyperparameter_names: Tuple[str, ...] = ()
+
+    def __init_subclass__(cls, name: Optional[str] = _UNNAMED, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if name is not _UNNAMED:
+            # The class's own `__init__` wrapped, as a decorator would (mypy does not follow an
+            # assignment to a method).
+            cls.__init__ = keras_signature(name=name)(cls.__dict__["__init__"])  # type: ignore[method-assign]
+
+    def _set_hyperparameters(self, **values: Any) -> None:
+        """Keep a subclass's own constructor arguments as attributes of the same names, after
+        `super().__init__`: each must be a finite number or a flag (a bool), and `get_config`
+        reports them after the base keys, in this order."""
+        for name, value in values.items():
+            if value is None:
+                raise ValueError(
+                    f"Argument `{name}` must be a finite number. Received: {name}=None"
+                )
+            if not isinstance(value, (bool, np.bool_)):
+                check_hyperparameter(name, value)
+        for name, value in values.items():
+            setattr(self, name, value)
+        self._hyperparameter_names += tuple(values)
+
+    def _update_step(
+        self,
+        params: List[np.ndarray],
+        grads: Sequence[Any],
+        slots: Dict[str, List[np.ndarray]],
+        learning_rate: float,
+        options: Any,
+    ) -> None:
+        """Apply the optimizer's rule to one dtype group with one native call: the class's
+        `_rule`, given its slot lists by Keras slot name and its scalars by attribute name.
+
+        The multi-tensor analogue of Keras's `update_step(gradient, variable, learning_rate)`.
+
+        Args:
+            params: the parameters of one dtype, updated in place.
+            grads: their gradients, aligned with `params`.
+            slots: the optimizer's slots by slot name (as created by `add_optimizer_variables`),
+                each list aligned with `params`.
+            learning_rate: this step's learning rate (a Python float).
+            options: the cross-cutting parts of the step, in the form `_rule_options` gives
+                them: one `_native.StepOptions` (or None when no part is on) for a fused rule.
+        """
+        rule = self._rule
+        if rule is None:
+            raise NotImplementedError(f"{type(self).__name__} declares no `_rule`")
+        rule.function(
+            params, grads, *map(slots.get, rule.slots), learning_rate, *rule.read(self), options
+        )

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup
 
 __all__ = ["Adadelta"]
 
 
-class Adadelta(Optimizer):
+class Adadelta(Optimizer, name="adadelta"):
     """Adadelta (Zeiler, 2012, https://arxiv.org/abs/1212.5701): the step is scaled by the ratio
     of two running RMS values, of past updates and of past gradients.
 
@@ -49,7 +49,6 @@ class Adadelta(Optimizer):
     _rule = NativeRule(_native.adadelta)
     _slot_groups = (SlotGroup("accumulated_grad", "accumulated_delta_var"),)
 
-    @keras_signature(name="adadelta")
     def __init__(
         self,
         learning_rate: Any = 0.001,

@@ -20,13 +20,12 @@ from ferroptim.optimizers.optimizer import (
     Optimizer,
     ParamsArg,
     check_hyperparameter,
-    keras_signature,
 )
 
 __all__ = ["Adafactor"]
 
 
-class Adafactor(Unfused, Optimizer):
+class Adafactor(Unfused, Optimizer, name="adafactor"):
     """Adafactor (Shazeer and Stern, 2018, https://arxiv.org/abs/1804.04235), as Keras 3 has it:
     a second-moment estimate that is factored into row and column statistics for variables of
     rank >= 2, no first moment.
@@ -97,7 +96,6 @@ class Adafactor(Unfused, Optimizer):
 
     _TRANSIENT = Unfused._TRANSIENT + ("_adafactor_work", "_adafactor_factored")
 
-    @keras_signature(name="adafactor")
     def __init__(
         self,
         learning_rate: Any = 0.001,

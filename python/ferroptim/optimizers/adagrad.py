@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup
 
 __all__ = ["Adagrad"]
 
 
-class Adagrad(Optimizer):
+class Adagrad(Optimizer, name="adagrad"):
     """Adagrad (Duchi et al., 2011, http://www.jmlr.org/papers/volume12/duchi11a/duchi11a.pdf):
     per-element learning rates that shrink with the sum of the squared gradients seen so far.
 
@@ -51,7 +51,6 @@ class Adagrad(Optimizer):
         SlotGroup("accumulator", initializer=lambda opt: opt.initial_accumulator_value),
     )
 
-    @keras_signature(name="adagrad")
     def __init__(
         self,
         learning_rate: Any = 0.001,

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup
 
 __all__ = ["Adam"]
 
 
-class Adam(Optimizer):
+class Adam(Optimizer, name="adam"):
     """Adam (Kingma and Ba, 2014, https://arxiv.org/abs/1412.6980), with optional AMSGrad
     (Reddi et al., 2018).
 
@@ -57,7 +57,6 @@ class Adam(Optimizer):
         SlotGroup("velocity_hat", when=lambda opt: opt.amsgrad),
     )
 
-    @keras_signature(name="adam")
     def __init__(
         self,
         learning_rate: Any = 0.001,

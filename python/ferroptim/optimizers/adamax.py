@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup
 
 __all__ = ["Adamax"]
 
 
-class Adamax(Optimizer):
+class Adamax(Optimizer, name="adamax"):
     """Adamax (Kingma and Ba, 2014, https://arxiv.org/abs/1412.6980, Section 7.1): Adam with
     the infinity norm in place of the second moment.
 
@@ -48,7 +48,6 @@ class Adamax(Optimizer):
     _rule = NativeRule(_native.adamax)
     _slot_groups = (SlotGroup("momentum", "norm"),)
 
-    @keras_signature(name="adamax")
     def __init__(
         self,
         learning_rate: Any = 0.001,

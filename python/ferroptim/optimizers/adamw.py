@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ferroptim.optimizers.adam import Adam
-from ferroptim.optimizers.optimizer import keras_signature
 
 __all__ = ["AdamW"]
 
 
-class AdamW(Adam):
+class AdamW(Adam, name="adamw"):
     """Adam with decoupled weight decay (Loshchilov and Hutter, 2019,
     https://arxiv.org/abs/1711.05101).
 
@@ -44,7 +43,6 @@ class AdamW(Adam):
         loss_scale_factor, gradient_accumulation_steps, name, **kwargs: see `Optimizer`.
     """
 
-    @keras_signature(name="adamw")
     def __init__(
         self,
         learning_rate: Any = 0.001,

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup
 
 __all__ = ["Ftrl"]
 
 
-class Ftrl(Optimizer):
+class Ftrl(Optimizer, name="ftrl"):
     """FTRL-Proximal, "Follow The Regularized Leader" (McMahan et al., 2013, "Ad Click
     Prediction: a View from the Trenches", https://research.google.com/pubs/archive/41159.pdf),
     with TensorFlow's online L2 and shrinkage-type L2 regularization. Suited to shallow models
@@ -72,7 +72,6 @@ class Ftrl(Optimizer):
         ),
     )
 
-    @keras_signature(name="ftrl")
     def __init__(
         self,
         learning_rate: Any = 0.001,

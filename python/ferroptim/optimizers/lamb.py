@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup
 
 __all__ = ["Lamb"]
 
 
-class Lamb(Optimizer):
+class Lamb(Optimizer, name=None):
     """Lamb, "Layer-wise Adaptive Moments optimizer for Batch training" (You et al., 2020,
     https://arxiv.org/abs/1904.00962): Adam's bias-corrected direction, rescaled per tensor by
     the ratio of the tensor's norm to the direction's norm.
@@ -58,7 +58,6 @@ class Lamb(Optimizer):
     _rule = NativeRule(_native.lamb)
     _slot_groups = (SlotGroup("momentum", "velocity"),)
 
-    @keras_signature(name=None)
     def __init__(
         self,
         learning_rate: Any = 0.001,

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup
 
 __all__ = ["Lion"]
 
 
-class Lion(Optimizer):
+class Lion(Optimizer, name="lion"):
     """Lion, "EvoLved Sign Momentum" (Chen et al., 2023, https://arxiv.org/abs/2302.06675):
     every element moves by exactly the learning rate, in the direction of the sign of an
     interpolation between the momentum and the gradient.
@@ -50,7 +50,6 @@ class Lion(Optimizer):
     _rule = NativeRule(_native.lion)
     _slot_groups = (SlotGroup("momentum"),)
 
-    @keras_signature(name="lion")
     def __init__(
         self,
         learning_rate: Any = 0.001,

@@ -15,13 +15,12 @@ from ferroptim.optimizers.optimizer import (
     Optimizer,
     ParamsArg,
     check_hyperparameter,
-    keras_signature,
 )
 
 __all__ = ["Muon"]
 
 
-class Muon(Unfused, Optimizer):
+class Muon(Unfused, Optimizer, name=None):
     """Muon (Jordan et al., 2024, https://github.com/KellerJordan/Muon; Liu et al., 2025,
     https://arxiv.org/abs/2502.16982): momentum SGD whose update is orthogonalized by a
     Newton-Schulz iteration, for the 2-D weight matrices of a model; every other variable is
@@ -109,7 +108,6 @@ class Muon(Unfused, Optimizer):
 
     _TRANSIENT = Unfused._TRANSIENT + ("_muon_work",)
 
-    @keras_signature(name=None)
     def __init__(
         self,
         learning_rate: Any = 0.001,

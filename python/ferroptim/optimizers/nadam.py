@@ -14,13 +14,12 @@ from ferroptim.optimizers.optimizer import (
     ParamsArg,
     SlotGroup,
     check_hyperparameter,
-    keras_signature,
 )
 
 __all__ = ["Nadam"]
 
 
-class Nadam(Optimizer):
+class Nadam(Optimizer, name="nadam"):
     """Nadam (Dozat, 2016, "Incorporating Nesterov Momentum into Adam",
     http://cs229.stanford.edu/proj2015/054_report.pdf): Adam with Nesterov momentum and
     Dozat's momentum schedule.
@@ -85,7 +84,6 @@ class Nadam(Optimizer):
     )
     _slot_groups = (SlotGroup("momentum", "velocity"),)
 
-    @keras_signature(name="nadam")
     def __init__(
         self,
         learning_rate: Any = 0.001,

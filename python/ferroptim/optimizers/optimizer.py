@@ -47,7 +47,7 @@ from ferroptim.optimizers._arguments import (
     keras_signature,
 )
 from ferroptim.optimizers._plan import NO_PLAN, VARYING, PlanAttribute, StepPlan
-from ferroptim.optimizers._rule import NativeRule, SlotGroup
+from ferroptim.optimizers._rule import NativeRule, RuleDeclaration, SlotGroup
 from ferroptim.optimizers._step import StepEngine, name_variables
 from ferroptim.optimizers._step_guard import StepGuard, register_holder
 from ferroptim.optimizers._variables import (
@@ -78,7 +78,7 @@ _SEQUENCES = (list, tuple)
 _completed_calls = _native.completed_calls
 
 
-class Optimizer(StepEngine, VariableTable):
+class Optimizer(StepEngine, VariableTable, RuleDeclaration):
     """Base class of every ferroptim optimizer (Keras's `BaseOptimizer` and `Optimizer`).
 
     Parameters are NumPy arrays (float32 or float64, any layout) updated in place. An optimizer is
@@ -119,14 +119,16 @@ class Optimizer(StepEngine, VariableTable):
             `1 + decay * iterations`, as tf.keras's legacy optimizers did). Anything else is a
             ValueError.
 
-    Subclassing: declare the update rule, `_rule = NativeRule(_native.<rule>)`, and the slots
-    Keras's `build` creates for it, `_slot_groups = (SlotGroup(<names>), ...)`; in `__init__`,
-    call `super().__init__(learning_rate, **base)` then keep the class's own arguments with
-    `_set_hyperparameters(...)`, named as the native rule names its scalars. The base class then
-    creates the slots, makes the native call (`_update_step`) and writes the config. A rule that
-    needs more overrides `build` (call `super().build(var_list)` first, then
-    `add_optimizer_variables`), `_update_step` or `get_config`. State advanced once per update
-    step outside the slots (Nadam's `u_product`) goes through `_has_step_state`,
+    Subclassing (see `_rule.RuleDeclaration`): state Keras's default `name` in the class
+    statement, `class Adam(Optimizer, name="adam")`; declare the update rule,
+    `_rule = NativeRule(_native.<rule>)`, and the slots Keras's `build` creates for it,
+    `_slot_groups = (SlotGroup(<names>), ...)`; in `__init__`, declare `learning_rate` and the
+    class's own arguments before `**base`, call `super().__init__(learning_rate, **base)`, then
+    keep the own arguments with `_set_hyperparameters(...)`, named as the native rule names its
+    scalars. The base class then creates the slots, makes the native call (`_update_step`) and
+    writes the config. A rule that needs more overrides `build` (call `super().build(var_list)`
+    first, then `add_optimizer_variables`), `_update_step` or `get_config`. State advanced once
+    per update step outside the slots (Nadam's `u_product`) goes through `_has_step_state`,
     `_begin_update_step` and `_end_update_step`.
 
     The protected API (what subclasses, wrappers and `checkpoint` may use; anything else with a
@@ -161,13 +163,6 @@ class Optimizer(StepEngine, VariableTable):
     # (Nadam's `u_product`): see `_begin_update_step`. Its steps all take `_step`, the path that
     # knows whether a call updates or only accumulates.
     _has_step_state = False
-    # The update rule and the slots `build` creates for it (see `_rule`); a subclass declares
-    # both, or overrides `_update_step` and `build`.
-    _rule: Optional[NativeRule] = None
-    _slot_groups: Tuple[SlotGroup, ...] = ()
-    # The subclass's own constructor arguments, in Keras's config order (see
-    # `_set_hyperparameters`).
-    _hyperparameter_names: Tuple[str, ...] = ()
     # A learning rate a wrapper read ahead for this step (see `_learning_rate_ahead`).
     _pinned_learning_rate: Optional[float] = None
     # False in a subclass whose step writes with NumPy between native calls (`Unfused`): its
@@ -277,21 +272,6 @@ class Optimizer(StepEngine, VariableTable):
     def _refresh_lr_cache(self) -> None:
         lr = self._learning_rate
         self._lr_const = lr if isinstance(lr, float) and not self._decay else None
-
-    def _set_hyperparameters(self, **values: Any) -> None:
-        """Keep a subclass's own constructor arguments as attributes of the same names, after
-        `super().__init__`: each must be a finite number or a flag (a bool), and `get_config`
-        reports them after the base keys, in this order."""
-        for name, value in values.items():
-            if value is None:
-                raise ValueError(
-                    f"Argument `{name}` must be a finite number. Received: {name}=None"
-                )
-            if not isinstance(value, (bool, np.bool_)):
-                check_hyperparameter(name, value)
-        for name, value in values.items():
-            setattr(self, name, value)
-        self._hyperparameter_names += tuple(values)
 
     def _invalidate_plan(self) -> None:
         self.__dict__["_plan"] = NO_PLAN
@@ -762,35 +742,6 @@ class Optimizer(StepEngine, VariableTable):
             token.append(True)
             if guard.waiters:
                 guard.hand_over()
-
-    def _update_step(
-        self,
-        params: List[np.ndarray],
-        grads: Sequence[Any],
-        slots: Dict[str, List[np.ndarray]],
-        learning_rate: float,
-        options: Any,
-    ) -> None:
-        """Apply the optimizer's rule to one dtype group with one native call: the class's
-        `_rule`, given its slot lists by Keras slot name and its scalars by attribute name.
-
-        The multi-tensor analogue of Keras's `update_step(gradient, variable, learning_rate)`.
-
-        Args:
-            params: the parameters of one dtype, updated in place.
-            grads: their gradients, aligned with `params`.
-            slots: the optimizer's slots by slot name (as created by `add_optimizer_variables`),
-                each list aligned with `params`.
-            learning_rate: this step's learning rate (a Python float).
-            options: the cross-cutting parts of the step, in the form `_rule_options` gives
-                them: one `_native.StepOptions` (or None when no part is on) for a fused rule.
-        """
-        rule = self._rule
-        if rule is None:
-            raise NotImplementedError(f"{type(self).__name__} declares no `_rule`")
-        rule.function(
-            params, grads, *map(slots.get, rule.slots), learning_rate, *rule.read(self), options
-        )
 
     def _begin_update_step(self, iterations: int) -> None:
         """Prepare the per-step state of an update step (subclasses with `_has_step_state`).

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup
 
 __all__ = ["RMSprop"]
 
 
-class RMSprop(Optimizer):
+class RMSprop(Optimizer, name="rmsprop"):
     """RMSprop (Hinton, 2012, lecture 6e of "Neural Networks for Machine Learning",
     http://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf), with optional
     plain (not Nesterov) momentum and the centered variant (Graves, 2013,
@@ -65,7 +65,6 @@ class RMSprop(Optimizer):
         SlotGroup("average_gradient", when=lambda opt: opt.centered),
     )
 
-    @keras_signature(name="rmsprop")
     def __init__(
         self,
         learning_rate: Any = 0.001,

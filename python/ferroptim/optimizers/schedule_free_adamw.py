@@ -13,13 +13,12 @@ from ferroptim.optimizers.optimizer import (
     Optimizer,
     ParamsArg,
     SlotGroup,
-    keras_signature,
 )
 
 __all__ = ["ScheduleFreeAdamW"]
 
 
-class ScheduleFreeAdamW(Optimizer):
+class ScheduleFreeAdamW(Optimizer, name="schedule_free_adamw"):
     """Schedule-Free AdamW (Defazio et al., 2024, "The Road Less Scheduled",
     https://arxiv.org/abs/2405.15682): no learning-rate schedule is needed, because the
     iterate that is evaluated is an average of the iterates that take the gradient steps.
@@ -82,7 +81,6 @@ class ScheduleFreeAdamW(Optimizer):
     )
     _slot_groups = (SlotGroup("momentum", "velocity"),)
 
-    @keras_signature(name="schedule_free_adamw")
     def __init__(
         self,
         learning_rate: Any = 0.0025,

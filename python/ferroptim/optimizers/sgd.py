@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from ferroptim import _native
-from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup, keras_signature
+from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup
 
 __all__ = ["SGD"]
 
 
-class SGD(Optimizer):
+class SGD(Optimizer, name=None):
     """Gradient descent, with optional (Nesterov) momentum.
 
     Update rule for a variable `w` with gradient `g` (after loss-scale unscaling, accumulation,
@@ -45,7 +45,6 @@ class SGD(Optimizer):
     _rule = NativeRule(_native.sgd)
     _slot_groups = (SlotGroup("momentum", when=lambda opt: opt.momentum != 0),)
 
-    @keras_signature(name=None)
     def __init__(
         self,
         learning_rate: Any = 0.01,
