@@ -25,6 +25,8 @@ pub mod schedule_free;
 pub mod sgd;
 pub mod simd;
 pub mod transform;
+#[cfg(test)]
+mod xorshift;
 
 pub use driver::{gradient_sum_squares, run, Grad, Mode, Tensor};
 pub use prologue::{Clip, Prologue};
