@@ -6,11 +6,16 @@ use _native::kernels::driver::{CHUNK, INLINE_BELOW};
 use _native::kernels::layout::Operand;
 use _native::kernels::sgd::{Sgd, SgdParams};
 use _native::kernels::{
-    pool, run, simd, Clip, Grad, Hyperparameters, Mode, Prologue, Real, Tensor,
+    pool, run, simd, Clip, Grad, Hyperparameters, Mode, Prologue, Real, Rule, Tensor,
 };
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+// The unit tests' generator (they use all of it).
+#[allow(dead_code)]
+#[path = "../src/kernels/xorshift.rs"]
+mod xorshift;
+use xorshift::Rng;
 
 fn sgd<T: Real>(learning_rate: f64, momentum: f64, nesterov: bool) -> Sgd<T> {
     SgdParams {
@@ -43,33 +48,50 @@ fn adam<T: Real>(
 /// Tests that change the process-wide thread count or SIMD level take this lock.
 static GLOBAL: Mutex<()> = Mutex::new(());
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.next()).collect()
-    }
+/// Uniform in [-1, 1), from the top 24 bits.
+fn uniform(rng: &mut Rng) -> f32 {
+    ((rng.bits() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
 }
 
-fn tensor(p: &mut [f32], g: &mut [f32], slots: &mut [&mut Vec<f32>]) -> Tensor<f32> {
+fn uniforms(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| uniform(rng)).collect()
+}
+
+/// A tensor of `shape` from its operands: no accumulator or average, weight decay on.
+fn tensor_of<T: Real>(
+    shape: &[usize],
+    param: Operand<T>,
+    grad: Grad<T>,
+    slots: Vec<Operand<T>>,
+) -> Tensor<T> {
     Tensor {
-        len: p.len(),
-        shape: vec![p.len()].into(),
-        param: Operand::contiguous(p.as_mut_ptr()),
-        grad: Some(Grad::Same(Operand::contiguous(g.as_mut_ptr()))),
-        slots: slots
-            .iter_mut()
-            .map(|s| Operand::contiguous(s.as_mut_ptr()))
-            .collect(),
+        len: shape.iter().product(),
+        shape: shape.into(),
+        param,
+        grad: Some(grad),
+        slots,
         accumulator: None,
         average: None,
         decay: true,
     }
+}
+
+/// A contiguous vector tensor.
+fn tensor(p: &mut [f32], g: &mut [f32], slots: &mut [&mut Vec<f32>]) -> Tensor<f32> {
+    tensor_of(
+        &[p.len()],
+        Operand::contiguous(p.as_mut_ptr()),
+        Grad::Same(Operand::contiguous(g.as_mut_ptr())),
+        slots
+            .iter_mut()
+            .map(|s| Operand::contiguous(s.as_mut_ptr()))
+            .collect(),
+    )
+}
+
+/// One plain update step (no prologue) of `tensors`.
+fn step<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>]) {
+    run(rule, tensors, &Prologue::none(), Mode::Update);
 }
 
 /// Keras's Adam step on one element, in Keras's order.
@@ -102,19 +124,17 @@ fn lengths() -> Vec<usize> {
 fn adam_matches_scalar_loop_bitwise_for_every_length() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for n in lengths() {
-        let (mut p, mut g) = (rng.vec(n), rng.vec(n));
+        let (mut p, mut g) = (uniforms(&mut rng, n), uniforms(&mut rng, n));
         let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
         let (mut p2, mut m2, mut v2) = (p.clone(), m.clone(), v.clone());
-        for step in 0..3u64 {
+        for iterations in 0..3u64 {
             let t = tensor(&mut p, &mut g, &mut [&mut m, &mut v]);
-            run(
-                &adam::<f32>(0.01, 0.9, 0.999, 1e-7, step, false),
+            step(
+                &adam::<f32>(0.01, 0.9, 0.999, 1e-7, iterations, false),
                 &[t],
-                &Prologue::none(),
-                Mode::Update,
             );
             for i in 0..n {
-                adam_ref(&mut p2[i], g[i], &mut m2[i], &mut v2[i], step);
+                adam_ref(&mut p2[i], g[i], &mut m2[i], &mut v2[i], iterations);
             }
         }
         assert_eq!(p, p2, "params, n = {n}");
@@ -127,9 +147,9 @@ fn adam_matches_scalar_loop_bitwise_for_every_length() {
 fn many_tensors_of_mixed_sizes_in_one_call() {
     let mut rng = Rng(7);
     let sizes = [0usize, 1, 3, 8, 17, 1000, CHUNK + 3, 5, 2 * CHUNK];
-    let mut ps: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n)).collect();
-    let mut gs: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n)).collect();
-    let mut ms: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n)).collect();
+    let mut ps: Vec<Vec<f32>> = sizes.iter().map(|&n| uniforms(&mut rng, n)).collect();
+    let mut gs: Vec<Vec<f32>> = sizes.iter().map(|&n| uniforms(&mut rng, n)).collect();
+    let mut ms: Vec<Vec<f32>> = sizes.iter().map(|&n| uniforms(&mut rng, n)).collect();
     let want: Vec<Vec<f32>> = ps
         .iter()
         .zip(&gs)
@@ -151,12 +171,7 @@ fn many_tensors_of_mixed_sizes_in_one_call() {
         .zip(ms.iter_mut())
         .map(|((p, g), m)| tensor(p, g, &mut [m]))
         .collect();
-    run(
-        &sgd::<f32>(0.1, 0.9, true),
-        &tensors,
-        &Prologue::none(),
-        Mode::Update,
-    );
+    step(&sgd::<f32>(0.1, 0.9, true), &tensors);
     assert_eq!(ps, want);
 }
 
@@ -165,27 +180,17 @@ fn strided_parameter_is_updated_in_place() {
     // The parameter is every other element of a buffer; the odd elements must not change.
     let mut rng = Rng(11);
     for n in [1usize, 7, 513, 3000] {
-        let mut buf = rng.vec(2 * n);
+        let mut buf = uniforms(&mut rng, 2 * n);
         let orig = buf.clone();
-        let mut g = rng.vec(n);
-        let t = Tensor {
-            len: n,
-            shape: vec![n].into(),
-            param: Operand {
-                ptr: buf.as_mut_ptr(),
-                strides: Some(vec![2].into()),
-            },
-            grad: Some(Grad::Same(Operand::contiguous(g.as_mut_ptr()))),
-            slots: vec![],
-            accumulator: None,
-            average: None,
-            decay: true,
+        let mut g = uniforms(&mut rng, n);
+        let param = Operand {
+            ptr: buf.as_mut_ptr(),
+            strides: Some(vec![2].into()),
         };
-        run(
+        let grad = Grad::Same(Operand::contiguous(g.as_mut_ptr()));
+        step(
             &sgd::<f32>(0.5, 0.0, false),
-            &[t],
-            &Prologue::none(),
-            Mode::Update,
+            &[tensor_of(&[n], param, grad, vec![])],
         );
         for i in 0..n {
             assert_eq!(buf[2 * i], orig[2 * i] - g[i] * 0.5f32);
@@ -201,10 +206,10 @@ fn a_gradient_of_the_other_dtype_is_rounded_as_it_is_read() {
     let mut rng = Rng(21);
     for n in [1usize, 7, 513, 3 * CHUNK + 5] {
         let g64: Vec<f64> = (0..3 * n)
-            .map(|i| f64::from(rng.next()) * (1.0 + 1e-9 * i as f64))
+            .map(|i| f64::from(uniform(&mut rng)) * (1.0 + 1e-9 * i as f64))
             .collect();
         let g_contiguous: Vec<f64> = g64[..n].to_vec();
-        let start = rng.vec(n);
+        let start = uniforms(&mut rng, n);
         for strided in [false, true] {
             let mut g = if strided {
                 g64.clone()
@@ -216,25 +221,17 @@ fn a_gradient_of_the_other_dtype_is_rounded_as_it_is_read() {
                 .collect();
             let mut p = start.clone();
             let mut m = vec![0.25f32; n];
-            let t = Tensor {
-                len: n,
-                shape: vec![n].into(),
-                param: Operand::contiguous(p.as_mut_ptr()),
-                grad: Some(Grad::Cast(Operand {
-                    ptr: g.as_mut_ptr(),
-                    strides: strided.then(|| vec![3].into()),
-                })),
-                slots: vec![Operand::contiguous(m.as_mut_ptr())],
-                accumulator: None,
-                average: None,
-                decay: true,
-            };
-            run(
-                &sgd::<f32>(0.1, 0.9, false),
-                &[t],
-                &Prologue::none(),
-                Mode::Update,
+            let grad = Grad::Cast(Operand {
+                ptr: g.as_mut_ptr(),
+                strides: strided.then(|| vec![3].into()),
+            });
+            let t = tensor_of(
+                &[n],
+                Operand::contiguous(p.as_mut_ptr()),
+                grad,
+                vec![Operand::contiguous(m.as_mut_ptr())],
             );
+            step(&sgd::<f32>(0.1, 0.9, false), &[t]);
             for i in 0..n {
                 let m_want = 0.25f32 * 0.9f32 - rounded[i] * 0.1f32;
                 assert_eq!(m[i], m_want, "n = {n}, strided = {strided}, i = {i}");
@@ -249,24 +246,14 @@ fn transposed_operands_meet_by_logical_index() {
     // Parameter: a 3x4 C array seen transposed (shape 4x3, strides 1, 4); gradient: C order.
     let mut p: Vec<f64> = (0..12).map(f64::from).collect();
     let mut g: Vec<f64> = (0..12).map(|i| f64::from(i) * 10.0).collect();
-    let t = Tensor {
-        len: 12,
-        shape: vec![4, 3].into(),
-        param: Operand {
-            ptr: p.as_mut_ptr(),
-            strides: Some(vec![1, 4].into()),
-        },
-        grad: Some(Grad::Same(Operand::contiguous(g.as_mut_ptr()))),
-        slots: vec![],
-        accumulator: None,
-        average: None,
-        decay: true,
+    let param = Operand {
+        ptr: p.as_mut_ptr(),
+        strides: Some(vec![1, 4].into()),
     };
-    run(
+    let grad = Grad::Same(Operand::contiguous(g.as_mut_ptr()));
+    step(
         &sgd::<f64>(1.0, 0.0, false),
-        &[t],
-        &Prologue::none(),
-        Mode::Update,
+        &[tensor_of(&[4, 3], param, grad, vec![])],
     );
     for r in 0..4 {
         for c in 0..3 {
@@ -281,9 +268,9 @@ fn transposed_operands_meet_by_logical_index() {
 fn fused_prologue_matches_keras_order() {
     let mut rng = Rng(3);
     let n = 2 * CHUNK + 77;
-    let mut p = rng.vec(n);
-    let mut g: Vec<f32> = rng.vec(n).iter().map(|x| x * 100.0).collect();
-    let mut avg = rng.vec(n);
+    let mut p = uniforms(&mut rng, n);
+    let mut g: Vec<f32> = uniforms(&mut rng, n).iter().map(|x| x * 100.0).collect();
+    let mut avg = uniforms(&mut rng, n);
     let (p0, avg0) = (p.clone(), avg.clone());
     let (ls, c, wd, lr, mu) = (4.0f32, 0.5f32, 0.01f32, 0.1f32, 0.9f32);
     let mut t = tensor(&mut p, &mut g, &mut []);
@@ -322,11 +309,11 @@ fn fused_prologue_matches_keras_order() {
 fn accumulation_then_update() {
     let n = 1000;
     let mut rng = Rng(5);
-    let mut p = rng.vec(n);
+    let mut p = uniforms(&mut rng, n);
     let p0 = p.clone();
     let mut acc = vec![0.0f32; n];
-    let g1 = rng.vec(n);
-    let g2 = rng.vec(n);
+    let g1 = uniforms(&mut rng, n);
+    let g2 = uniforms(&mut rng, n);
     let steps = 2.0f32;
     let mut g = g1.clone();
     let mut t = tensor(&mut p, &mut g, &mut []);
@@ -355,8 +342,8 @@ fn global_clip_step(level: Option<simd::Level>, threads: usize) -> (Vec<f32>, Ve
     let mut rng = Rng(99);
     // More than `COLD_PARALLEL_FROM` elements: the pool runs the call even when parked.
     let sizes = [3 * CHUNK + 11, 17, 600_000];
-    let mut ps: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n)).collect();
-    let mut gs: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n)).collect();
+    let mut ps: Vec<Vec<f32>> = sizes.iter().map(|&n| uniforms(&mut rng, n)).collect();
+    let mut gs: Vec<Vec<f32>> = sizes.iter().map(|&n| uniforms(&mut rng, n)).collect();
     let mut ms: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
     let mut vs: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
     let tensors: Vec<Tensor<f32>> = ps

@@ -9,7 +9,7 @@
 //! ```
 //! Slots: accumulated_grad, accumulated_delta_var.
 
-use super::{Hyperparameters, Real, Rule};
+use super::{block, Hyperparameters, Real, Rule};
 
 pub struct Adadelta<T> {
     lr: T,
@@ -47,17 +47,13 @@ impl<T: Real> Rule<T> for Adadelta<T> {
 
     #[inline(always)]
     fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
-        let n = p.len();
-        let g = &g[..n];
+        let (p, g, [eg, edx]) = block(p, g, slots);
         let (lr, rho, c, eps) = (self.lr, self.rho, self.one_minus_rho, self.epsilon);
-        if let [eg, edx] = slots {
-            let (eg, edx) = (&mut eg[..n], &mut edx[..n]);
-            for i in 0..n {
-                eg[i] = rho * eg[i] + c * (g[i] * g[i]);
-                let d = -(((edx[i] + eps).sqrt() * g[i]) / (eg[i] + eps).sqrt());
-                edx[i] = rho * edx[i] + c * (d * d);
-                p[i] += lr * d;
-            }
+        for i in 0..p.len() {
+            eg[i] = rho * eg[i] + c * (g[i] * g[i]);
+            let d = -(((edx[i] + eps).sqrt() * g[i]) / (eg[i] + eps).sqrt());
+            edx[i] = rho * edx[i] + c * (d * d);
+            p[i] += lr * d;
         }
     }
 }

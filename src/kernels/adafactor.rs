@@ -709,6 +709,7 @@ pub fn step<T: Real>(vars: &mut [Variable<'_, T>], s: &Scalars<T>) {
 mod tests {
     use super::*;
     use crate::kernels::simd::Level;
+    use crate::kernels::xorshift::Rng;
     use std::sync::Mutex;
 
     /// Tests that change the process-wide thread count or SIMD level take this lock.
@@ -717,25 +718,15 @@ mod tests {
     /// The final states of one run, in float64 and float32.
     type Run = (Vec<State<f64>>, Vec<State<f32>>);
 
-    struct Rng(u64);
-    impl Rng {
-        /// Uniform in [0, 1).
-        fn unit(&mut self) -> f64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 >> 11) as f64 / (1u64 << 53) as f64
-        }
-        /// Magnitudes in [0.5, 1.5) with a random sign: every float32 sum of the kernel is
-        /// then exact in float64 (bounded exponent range), whatever the order.
-        fn values<T: Real>(&mut self, n: usize) -> Vec<T> {
-            (0..n)
-                .map(|_| {
-                    let m = 0.5 + self.unit();
-                    T::from_f64(if self.unit() < 0.5 { -m } else { m })
-                })
-                .collect()
-        }
+    /// Magnitudes in [0.5, 1.5) with a random sign: every float32 sum of the kernel is then
+    /// exact in float64 (bounded exponent range), whatever the order.
+    fn values<T: Real>(rng: &mut Rng, n: usize) -> Vec<T> {
+        (0..n)
+            .map(|_| {
+                let m = 0.5 + rng.unit();
+                T::from_f64(if rng.unit() < 0.5 { -m } else { m })
+            })
+            .collect()
     }
 
     /// One variable's arrays, owned.
@@ -764,7 +755,7 @@ mod tests {
         let (rn, cn) = dims(shape).map_or((0, 0), |(b, r, c)| (b * r, b * c));
         State {
             shape: shape.to_vec(),
-            w: rng.values(n),
+            w: values(rng, n),
             v: vec![T::ZERO; n],
             r: vec![T::ZERO; rn],
             c: vec![T::ZERO; cn],
@@ -872,7 +863,7 @@ mod tests {
         let mut states: Vec<State<T>> = shapes.iter().map(|s| state(&mut rng, s)).collect();
         let mut want = states.clone();
         for t in 1..=steps {
-            let grads: Vec<Vec<T>> = states.iter().map(|s| rng.values(s.w.len())).collect();
+            let grads: Vec<Vec<T>> = states.iter().map(|s| values(&mut rng, s.w.len())).collect();
             let tf = t as f64;
             let s = Scalars::<T>::new(
                 (0.01f64).min(1.0 / tf.sqrt()),
@@ -954,7 +945,7 @@ mod tests {
             for bad in [f32::NAN, f32::INFINITY] {
                 let mut st = state::<f32>(&mut rng, shape);
                 st.w[1] = bad;
-                let g = rng.values(st.w.len());
+                let g = values(&mut rng, st.w.len());
                 let s = Scalars::<f32>::new(0.01, 0.0, 1e-30, 1e-3, 1.0);
                 let mut want = st.clone();
                 reference(&mut want, &g, &s);

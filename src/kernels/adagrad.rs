@@ -5,7 +5,7 @@
 //! w = w - (lr * g) / sqrt(acc + epsilon)
 //! ```
 
-use super::{Hyperparameters, Real, Rule};
+use super::{block, Hyperparameters, Real, Rule};
 
 pub struct Adagrad<T> {
     lr: T,
@@ -38,15 +38,11 @@ impl<T: Real> Rule<T> for Adagrad<T> {
 
     #[inline(always)]
     fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
-        let n = p.len();
-        let g = &g[..n];
+        let (p, g, [acc]) = block(p, g, slots);
         let (lr, eps) = (self.lr, self.epsilon);
-        if let [acc] = slots {
-            let acc = &mut acc[..n];
-            for i in 0..n {
-                acc[i] += g[i] * g[i];
-                p[i] -= (lr * g[i]) / (acc[i] + eps).sqrt();
-            }
+        for i in 0..p.len() {
+            acc[i] += g[i] * g[i];
+            p[i] -= (lr * g[i]) / (acc[i] + eps).sqrt();
         }
     }
 }

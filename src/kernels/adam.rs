@@ -14,7 +14,7 @@
 //! Keras computes them.
 
 use super::real::max_nan;
-use super::{Hyperparameters, Real, Rule};
+use super::{block, Hyperparameters, Real, Rule};
 
 pub struct Adam<T> {
     alpha: T,
@@ -63,33 +63,27 @@ impl<T: Real> Rule<T> for Adam<T> {
 
     #[inline(always)]
     fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
-        let n = p.len();
-        let g = &g[..n];
         let (alpha, c1, c2, eps) = (
             self.alpha,
             self.one_minus_beta_1,
             self.one_minus_beta_2,
             self.epsilon,
         );
-        match slots {
-            [m, v] => {
-                let (m, v) = (&mut m[..n], &mut v[..n]);
-                for i in 0..n {
-                    m[i] += (g[i] - m[i]) * c1;
-                    v[i] += (g[i] * g[i] - v[i]) * c2;
-                    p[i] -= (m[i] * alpha) / (v[i].sqrt() + eps);
-                }
+        if self.amsgrad {
+            let (p, g, [m, v, v_hat]) = block(p, g, slots);
+            for i in 0..p.len() {
+                m[i] += (g[i] - m[i]) * c1;
+                v[i] += (g[i] * g[i] - v[i]) * c2;
+                v_hat[i] = max_nan(v_hat[i], v[i]);
+                p[i] -= (m[i] * alpha) / (v_hat[i].sqrt() + eps);
             }
-            [m, v, v_hat] => {
-                let (m, v, v_hat) = (&mut m[..n], &mut v[..n], &mut v_hat[..n]);
-                for i in 0..n {
-                    m[i] += (g[i] - m[i]) * c1;
-                    v[i] += (g[i] * g[i] - v[i]) * c2;
-                    v_hat[i] = max_nan(v_hat[i], v[i]);
-                    p[i] -= (m[i] * alpha) / (v_hat[i].sqrt() + eps);
-                }
+        } else {
+            let (p, g, [m, v]) = block(p, g, slots);
+            for i in 0..p.len() {
+                m[i] += (g[i] - m[i]) * c1;
+                v[i] += (g[i] * g[i] - v[i]) * c2;
+                p[i] -= (m[i] * alpha) / (v[i].sqrt() + eps);
             }
-            _ => {}
         }
     }
 }

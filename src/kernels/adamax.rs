@@ -8,7 +8,7 @@
 //! Slots: momentum, norm.
 
 use super::real::max_nan;
-use super::{Hyperparameters, Real, Rule};
+use super::{block, Hyperparameters, Real, Rule};
 
 pub struct Adamax<T> {
     lr: T,
@@ -51,8 +51,7 @@ impl<T: Real> Rule<T> for Adamax<T> {
 
     #[inline(always)]
     fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
-        let n = p.len();
-        let g = &g[..n];
+        let (p, g, [m, u]) = block(p, g, slots);
         let (lr, c1, b2, bias, eps) = (
             self.lr,
             self.one_minus_beta_1,
@@ -60,13 +59,10 @@ impl<T: Real> Rule<T> for Adamax<T> {
             self.bias,
             self.epsilon,
         );
-        if let [m, u] = slots {
-            let (m, u) = (&mut m[..n], &mut u[..n]);
-            for i in 0..n {
-                m[i] += (g[i] - m[i]) * c1;
-                u[i] = max_nan(b2 * u[i], g[i].abs());
-                p[i] -= (lr * m[i]) / (bias * (u[i] + eps));
-            }
+        for i in 0..p.len() {
+            m[i] += (g[i] - m[i]) * c1;
+            u[i] = max_nan(b2 * u[i], g[i].abs());
+            p[i] -= (lr * m[i]) / (bias * (u[i] + eps));
         }
     }
 }

@@ -815,20 +815,7 @@ pub fn cos_f64(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A small deterministic generator (xorshift), so the tests need no crate.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn unit(&mut self) -> f64 {
-            (self.next() >> 11) as f64 / pow2(53)
-        }
-    }
+    use crate::kernels::xorshift::Rng;
 
     fn same(a: f64, b: f64) -> bool {
         a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
@@ -902,8 +889,8 @@ mod tests {
         for _ in 0..20_000 {
             // A mantissa of 16 bits and an exponent up to 7: at most 112 bits.
             let x =
-                (1.0 + (rng.next() % 65_536) as f64 / 65_536.0) * pow2(-((rng.next() % 3) as i64));
-            let n = 1 + rng.next() % 7;
+                (1.0 + (rng.bits() % 65_536) as f64 / 65_536.0) * pow2(-((rng.bits() % 3) as i64));
+            let n = 1 + rng.bits() % 7;
             let exact64 = pow_int_exact(x, n, Format::F64).unwrap();
             assert!(same(pow_f64(x, n as f64), exact64), "{x}^{n}");
             let exact32 = pow_int_exact(x, n, Format::F32).unwrap();
@@ -936,7 +923,7 @@ mod tests {
         let mut rng = Rng(99);
         for _ in 0..5_000 {
             let x = 0.5 + rng.unit();
-            let n = 2 + rng.next() % 2_000_000;
+            let n = 2 + rng.bits() % 2_000_000;
             let (m, k) = exp_dd(ln_dd(x).mul_f(n as f64));
             let want = round_scaled(m.hi, m.lo, k, 0.0, Format::F64).unwrap();
             assert!(same(pow_f64(x, n as f64), want), "{x}^{n}");

@@ -16,7 +16,7 @@
 //! `lr` are multiplications by `1 / lr`, as XLA (Keras's JAX backend) computes them.
 
 use super::real::clip;
-use super::{Hyperparameters, Real, Rule};
+use super::{block, Hyperparameters, Real, Rule};
 
 #[derive(Clone, Copy)]
 enum Power {
@@ -75,14 +75,12 @@ impl Hyperparameters for FtrlParams {
 }
 
 impl<T: Real> Ftrl<T> {
-    /// The update with `x^(-p)` computed by `pow`.
+    /// The update with `x^(-p)` computed by `pow`, on operands of one length (`block`).
     #[inline(always)]
-    fn run(&self, p: &mut [T], g: &[T], acc: &mut [T], z: &mut [T], pow: impl Fn(T) -> T) {
-        let n = p.len();
-        let (g, acc, z) = (&g[..n], &mut acc[..n], &mut z[..n]);
+    fn run(&self, p: &mut [T], g: &[T], [acc, z]: [&mut [T]; 2], pow: impl Fn(T) -> T) {
         let (l1, two_l2, two_s) = (self.l1, self.two_l2, self.two_shrinkage);
         let inv_lr = T::ONE / self.lr;
-        for i in 0..n {
+        for i in 0..p.len() {
             let gs = g[i] + two_s * p[i];
             let n_new = acc[i] + g[i] * g[i];
             let pn_new = pow(n_new);
@@ -101,15 +99,14 @@ impl<T: Real> Rule<T> for Ftrl<T> {
 
     #[inline(always)]
     fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
-        if let [acc, z] = slots {
-            match self.power {
-                Power::Zero => self.run(p, g, acc, z, |_| T::ONE),
-                Power::Half => self.run(p, g, acc, z, T::sqrt),
-                Power::One => self.run(p, g, acc, z, |x| x),
-                Power::Other => {
-                    let e = self.neg_power;
-                    self.run(p, g, acc, z, |x| x.pow(e));
-                }
+        let (p, g, slots) = block(p, g, slots);
+        match self.power {
+            Power::Zero => self.run(p, g, slots, |_| T::ONE),
+            Power::Half => self.run(p, g, slots, T::sqrt),
+            Power::One => self.run(p, g, slots, |x| x),
+            Power::Other => {
+                let e = self.neg_power;
+                self.run(p, g, slots, |x| x.pow(e));
             }
         }
     }

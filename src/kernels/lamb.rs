@@ -13,7 +13,7 @@
 //! the tensor's ratio.
 
 use super::reduce::sum_squares;
-use super::{Hyperparameters, Real, Rule};
+use super::{block, Hyperparameters, Real, Rule};
 
 pub struct Lamb<T> {
     lr: T,
@@ -112,16 +112,12 @@ impl<T: Real> Rule<T> for Lamb<T> {
     /// `scale` is `ratio * lr`.
     #[inline(always)]
     fn update_with(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]], scale: T) {
-        let n = p.len();
-        let g = &g[..n];
-        if let [m, v] = slots {
-            let (m, v) = (&mut m[..n], &mut v[..n]);
-            for i in 0..n {
-                let (mi, vi, r) = self.moments(g[i], m[i], v[i]);
-                m[i] = mi;
-                v[i] = vi;
-                p[i] -= scale * r;
-            }
+        let (p, g, [m, v]) = block(p, g, slots);
+        for i in 0..p.len() {
+            let (mi, vi, r) = self.moments(g[i], m[i], v[i]);
+            m[i] = mi;
+            v[i] = vi;
+            p[i] -= scale * r;
         }
     }
 }

@@ -6,7 +6,7 @@
 //! ```
 //! `sign(0) = 0` and `sign(NaN) = NaN`, as `numpy.sign`.
 
-use super::{Hyperparameters, Real, Rule};
+use super::{block, Hyperparameters, Real, Rule};
 
 pub struct Lion<T> {
     lr: T,
@@ -59,8 +59,7 @@ impl<T: Real> Rule<T> for Lion<T> {
 
     #[inline(always)]
     fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
-        let n = p.len();
-        let g = &g[..n];
+        let (p, g, [m]) = block(p, g, slots);
         let (lr, b1, c1, b2, c2) = (
             self.lr,
             self.beta_1,
@@ -68,12 +67,9 @@ impl<T: Real> Rule<T> for Lion<T> {
             self.beta_2,
             self.one_minus_beta_2,
         );
-        if let [m] = slots {
-            let m = &mut m[..n];
-            for i in 0..n {
-                p[i] -= lr * sign(m[i] * b1 + g[i] * c1);
-                m[i] = m[i] * b2 + g[i] * c2;
-            }
+        for i in 0..p.len() {
+            p[i] -= lr * sign(m[i] * b1 + g[i] * c1);
+            m[i] = m[i] * b2 + g[i] * c2;
         }
     }
 }

@@ -25,6 +25,8 @@ pub mod schedule_free;
 pub mod sgd;
 pub mod simd;
 pub mod transform;
+#[cfg(test)]
+mod xorshift;
 
 pub use driver::{gradient_sum_squares, run, Grad, Mode, Tensor};
 pub use prologue::{Clip, Prologue};
@@ -45,10 +47,10 @@ pub trait Hyperparameters: Sync {
 /// One optimizer update rule, applied element-wise to a block of one tensor.
 ///
 /// `update` receives the block's parameters, its (already unscaled, averaged, clipped)
-/// gradients and one mutable slice per slot, all of the same length. Implementations loop
-/// over plain slices so the compiler vectorizes them for every instruction set the driver
-/// compiles the loop for; they must be `#[inline(always)]` so that happens inside the
-/// driver's `#[target_feature]` functions.
+/// gradients and one mutable slice per slot, all of the same length. Implementations take
+/// them apart with `block` and loop over plain slices, so the compiler vectorizes them for
+/// every instruction set the driver compiles the loop for; they must be `#[inline(always)]`
+/// so that happens inside the driver's `#[target_feature]` functions.
 pub trait Rule<T: Real>: Sync {
     /// Number of slot slices `update` expects.
     fn slots(&self) -> usize;
@@ -76,4 +78,32 @@ pub trait Rule<T: Real>: Sync {
     fn update_with(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]], _scalar: T) {
         self.update(p, g, slots);
     }
+}
+
+/// A rule's operands for one block: the parameters, the gradients cut to the parameters'
+/// length, and the `K` slots as an array of slices of that length, which the rule names by
+/// pattern:
+///
+/// ```text
+/// let (p, g, [m, v]) = block(p, g, slots);
+/// for i in 0..p.len() { ... m[i] ... }
+/// ```
+///
+/// Every slice having exactly `p.len()` elements is what lets the compiler drop the bounds
+/// checks of the element loop and vectorize it. The bindings check the number of slot lists
+/// against `Rule::slots` and the driver hands every operand the block's length; if either
+/// were off, the block is empty and the rule writes nothing rather than panic.
+#[inline(always)]
+pub fn block<'a, T, const K: usize>(
+    p: &'a mut [T],
+    g: &'a [T],
+    slots: &'a mut [&mut [T]],
+) -> (&'a mut [T], &'a [T], [&'a mut [T]; K]) {
+    let n = p.len();
+    if let (Some(g), Ok(slots)) = (g.get(..n), <&mut [&mut [T]; K]>::try_from(slots)) {
+        if slots.iter().all(|s| s.len() >= n) {
+            return (p, g, slots.each_mut().map(|s| &mut s[..n]));
+        }
+    }
+    (&mut [], &[], std::array::from_fn(|_| Default::default()))
 }

@@ -18,7 +18,7 @@
 //! leaves one divide and one square root per element, like Adam. Keras 2's `schedule_decay`
 //! `s` replaces the exponents `t` by `t * s` in the two caches.
 
-use super::{Hyperparameters, Real, Rule};
+use super::{block, Hyperparameters, Real, Rule};
 
 pub struct Nadam<T> {
     lr: T,
@@ -86,8 +86,7 @@ impl<T: Real> Rule<T> for Nadam<T> {
 
     #[inline(always)]
     fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
-        let n = p.len();
-        let g = &g[..n];
+        let (p, g, [m, v]) = block(p, g, slots);
         let (lr, c1, c2, eps) = (
             self.lr,
             self.one_minus_beta_1,
@@ -98,15 +97,12 @@ impl<T: Real> Rule<T> for Nadam<T> {
         let inv_next = T::ONE / (T::ONE - self.u_product_next);
         let inv = T::ONE / (T::ONE - self.u_product);
         let inv_bias_2 = T::ONE / self.bias_2;
-        if let [m, v] = slots {
-            let (m, v) = (&mut m[..n], &mut v[..n]);
-            for i in 0..n {
-                m[i] += (g[i] - m[i]) * c1;
-                v[i] += (g[i] * g[i] - v[i]) * c2;
-                let m_hat = (u_t1 * m[i]) * inv_next + (one_minus_u_t * g[i]) * inv;
-                let v_hat = v[i] * inv_bias_2;
-                p[i] -= (m_hat * lr) / (v_hat.sqrt() + eps);
-            }
+        for i in 0..p.len() {
+            m[i] += (g[i] - m[i]) * c1;
+            v[i] += (g[i] * g[i] - v[i]) * c2;
+            let m_hat = (u_t1 * m[i]) * inv_next + (one_minus_u_t * g[i]) * inv;
+            let v_hat = v[i] * inv_bias_2;
+            p[i] -= (m_hat * lr) / (v_hat.sqrt() + eps);
         }
     }
 }

@@ -25,6 +25,37 @@ struct View<T> {
     cs: isize,
 }
 
+impl<T> View<T> {
+    /// The row-major array at `ptr` with rows of `cols` elements.
+    fn row_major(ptr: *const T, cols: usize) -> Self {
+        View {
+            ptr,
+            rs: cols as isize,
+            cs: 1,
+        }
+    }
+
+    /// The transpose: the same elements with the strides swapped.
+    fn t(self) -> Self {
+        View {
+            ptr: self.ptr,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    /// The `rows x cols` operand at `ptr`: a row-major array, or, when `transposed`, the
+    /// row-major transpose stored as is (a `cols x rows` array, so its row stride is 1 and its
+    /// column stride that array's row length).
+    fn operand(ptr: *const T, rows: usize, cols: usize, transposed: bool) -> Self {
+        if transposed {
+            View::row_major(ptr, rows).t()
+        } else {
+            View::row_major(ptr, cols)
+        }
+    }
+}
+
 /// `dst = alpha * dst + beta * lhs rhs` for `m x k` times `k x n` views; `dst` is `m x n` with
 /// row stride `dst_rs` and column stride 1.
 ///
@@ -144,35 +175,9 @@ unsafe fn matmul<T: Real>(
     beta: T,
     parallelism: Parallelism,
 ) {
-    // Row-major: column stride 1, row stride = number of columns. A transposed operand is
-    // the row-major transpose stored as is: lhs (m x k) is a k x m array, rhs (k x n) an
-    // n x k array, so its row stride is 1 and its column stride that array's row length.
-    let lhs = if lhs_transposed {
-        View {
-            ptr: lhs,
-            rs: 1,
-            cs: m as isize,
-        }
-    } else {
-        View {
-            ptr: lhs,
-            rs: k as isize,
-            cs: 1,
-        }
-    };
-    let rhs = if rhs_transposed {
-        View {
-            ptr: rhs,
-            rs: 1,
-            cs: k as isize,
-        }
-    } else {
-        View {
-            ptr: rhs,
-            rs: n as isize,
-            cs: 1,
-        }
-    };
+    // A transposed lhs (m x k) is stored as a k x m array, a transposed rhs (k x n) as n x k.
+    let lhs = View::operand(lhs, m, k, lhs_transposed);
+    let rhs = View::operand(rhs, k, n, rhs_transposed);
     // SAFETY: guaranteed by the caller.
     unsafe { matmul_views(m, n, k, dst, n, lhs, rhs, alpha, beta, parallelism) };
 }
@@ -196,25 +201,12 @@ fn iteration<T: Real>(
     unsafe {
         if r >= SYMMETRIC_FROM {
             // A = X X^T and B = b A + c A A are symmetric: lower triangles only.
-            let x = View {
-                ptr: cur.as_ptr(),
-                rs: k as isize,
-                cs: 1,
-            };
-            let x_t = View {
-                ptr: cur.as_ptr(),
-                rs: 1,
-                cs: k as isize,
-            };
-            symmetric_product(r, k, gram, x, x_t, T::ZERO, T::ONE, par);
+            let x = View::row_major(cur.as_ptr(), k);
+            symmetric_product(r, k, gram, x, x.t(), T::ZERO, T::ONE, par);
             for (p, g) in poly.iter_mut().zip(gram.iter()) {
                 *p = b * *g;
             }
-            let a_view = View {
-                ptr: gram.as_ptr(),
-                rs: r as isize,
-                cs: 1,
-            };
+            let a_view = View::row_major(gram.as_ptr(), r);
             symmetric_product(r, r, poly, a_view, a_view, T::ONE, c, par);
         } else {
             // A = X X^T

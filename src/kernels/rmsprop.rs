@@ -12,7 +12,7 @@
 //! Slots, in order: velocity, then momentum (if momentum > 0), then average_gradient (if
 //! centered).
 
-use super::{Hyperparameters, Real, Rule};
+use super::{block, Hyperparameters, Real, Rule};
 
 pub struct RmsProp<T> {
     lr: T,
@@ -56,37 +56,35 @@ impl<T: Real> Rule<T> for RmsProp<T> {
 
     #[inline(always)]
     fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
-        let n = p.len();
-        let g = &g[..n];
         let (lr, rho, c, eps) = (self.lr, self.rho, self.one_minus_rho, self.epsilon);
-        match (slots, self.momentum) {
-            ([v], None) => {
-                let v = &mut v[..n];
-                for i in 0..n {
+        match (self.momentum, self.centered) {
+            (None, false) => {
+                let (p, g, [v]) = block(p, g, slots);
+                for i in 0..p.len() {
                     v[i] = rho * v[i] + c * (g[i] * g[i]);
                     p[i] -= (lr * g[i]) / (v[i] + eps).sqrt();
                 }
             }
-            ([v, mom], Some(mu)) => {
-                let (v, mom) = (&mut v[..n], &mut mom[..n]);
-                for i in 0..n {
+            (Some(mu), false) => {
+                let (p, g, [v, mom]) = block(p, g, slots);
+                for i in 0..p.len() {
                     v[i] = rho * v[i] + c * (g[i] * g[i]);
                     let inc = (lr * g[i]) / (v[i] + eps).sqrt();
                     mom[i] = mu * mom[i] + inc;
                     p[i] -= mom[i];
                 }
             }
-            ([v, a], None) => {
-                let (v, a) = (&mut v[..n], &mut a[..n]);
-                for i in 0..n {
+            (None, true) => {
+                let (p, g, [v, a]) = block(p, g, slots);
+                for i in 0..p.len() {
                     v[i] = rho * v[i] + c * (g[i] * g[i]);
                     a[i] = rho * a[i] + c * g[i];
                     p[i] -= (lr * g[i]) / ((v[i] - a[i] * a[i]) + eps).sqrt();
                 }
             }
-            ([v, mom, a], Some(mu)) => {
-                let (v, mom, a) = (&mut v[..n], &mut mom[..n], &mut a[..n]);
-                for i in 0..n {
+            (Some(mu), true) => {
+                let (p, g, [v, mom, a]) = block(p, g, slots);
+                for i in 0..p.len() {
                     v[i] = rho * v[i] + c * (g[i] * g[i]);
                     a[i] = rho * a[i] + c * g[i];
                     let inc = (lr * g[i]) / ((v[i] - a[i] * a[i]) + eps).sqrt();
@@ -94,7 +92,6 @@ impl<T: Real> Rule<T> for RmsProp<T> {
                     p[i] -= mom[i];
                 }
             }
-            _ => {}
         }
     }
 }

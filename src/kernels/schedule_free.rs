@@ -14,7 +14,7 @@
 //! Slots: momentum (z), velocity (v). Divisions by the scalars `1 - beta_2^t` and `beta_1`
 //! are multiplications by their reciprocals, as XLA (Keras's JAX backend) computes them.
 
-use super::{Hyperparameters, Real, Rule};
+use super::{block, Hyperparameters, Real, Rule};
 
 pub struct ScheduleFree<T> {
     lr: T,
@@ -71,8 +71,7 @@ impl<T: Real> Rule<T> for ScheduleFree<T> {
 
     #[inline(always)]
     fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
-        let n = p.len();
-        let g = &g[..n];
+        let (p, g, [z, v]) = block(p, g, slots);
         let (lr, b1, c1, c2) = (
             self.lr,
             self.beta_1,
@@ -81,17 +80,14 @@ impl<T: Real> Rule<T> for ScheduleFree<T> {
         );
         let (eps, w, one_minus_w) = (self.epsilon, self.weight, self.one_minus_weight);
         let (inv_bias_2, inv_beta_1) = (T::ONE / self.bias_2, T::ONE / b1);
-        if let [z, v] = slots {
-            let (z, v) = (&mut z[..n], &mut v[..n]);
-            for i in 0..n {
-                let z_old = z[i];
-                v[i] += (g[i] * g[i] - v[i]) * c2;
-                let denom = (v[i] * inv_bias_2).sqrt() + eps;
-                z[i] -= (lr * g[i]) / denom;
-                let x_old = (p[i] - c1 * z_old) * inv_beta_1;
-                let x_new = one_minus_w * x_old + w * z[i];
-                p[i] = c1 * z[i] + b1 * x_new;
-            }
+        for i in 0..p.len() {
+            let z_old = z[i];
+            v[i] += (g[i] * g[i] - v[i]) * c2;
+            let denom = (v[i] * inv_bias_2).sqrt() + eps;
+            z[i] -= (lr * g[i]) / denom;
+            let x_old = (p[i] - c1 * z_old) * inv_beta_1;
+            let x_new = one_minus_w * x_old + w * z[i];
+            p[i] = c1 * z[i] + b1 * x_new;
         }
     }
 }

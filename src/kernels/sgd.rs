@@ -7,7 +7,7 @@
 //!                 plain:    w = w + m
 //! ```
 
-use super::{Hyperparameters, Real, Rule};
+use super::{block, Hyperparameters, Real, Rule};
 
 pub struct Sgd<T> {
     lr: T,
@@ -47,28 +47,23 @@ impl<T: Real> Rule<T> for Sgd<T> {
 
     #[inline(always)]
     fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
-        let n = p.len();
-        let g = &g[..n];
         let (lr, mu) = (self.lr, self.momentum);
-        match slots {
-            [] => {
-                for i in 0..n {
-                    p[i] -= g[i] * lr;
-                }
+        if !self.has_momentum {
+            let (p, g, []) = block(p, g, slots);
+            for i in 0..p.len() {
+                p[i] -= g[i] * lr;
             }
-            [m, ..] => {
-                let m = &mut m[..n];
-                if self.nesterov {
-                    for i in 0..n {
-                        m[i] = m[i] * mu - g[i] * lr;
-                        p[i] += m[i] * mu - g[i] * lr;
-                    }
-                } else {
-                    for i in 0..n {
-                        m[i] = m[i] * mu - g[i] * lr;
-                        p[i] += m[i];
-                    }
-                }
+        } else if self.nesterov {
+            let (p, g, [m]) = block(p, g, slots);
+            for i in 0..p.len() {
+                m[i] = m[i] * mu - g[i] * lr;
+                p[i] += m[i] * mu - g[i] * lr;
+            }
+        } else {
+            let (p, g, [m]) = block(p, g, slots);
+            for i in 0..p.len() {
+                m[i] = m[i] * mu - g[i] * lr;
+                p[i] += m[i];
             }
         }
     }
