@@ -15,7 +15,6 @@ a class that names its hyperparameters as Keras does has nothing more to write.
 
 from __future__ import annotations
 
-from operator import attrgetter
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -46,16 +45,17 @@ class NativeRule:
             optimizer did not create is passed as None).
         scalars: the names of its scalars after the learning rate, in argument order: the
             optimizer attributes they are read from.
+        update_step: the class's `_update_step`, calling `function` with exactly those
+            arguments.
     """
 
-    __slots__ = ("function", "slots", "scalars", "read")
+    __slots__ = ("function", "slots", "scalars", "update_step")
 
     def __init__(self, function: Callable[..., None], **readers: Callable[[Any], Any]):
         signature = _SIGNATURES[function.__name__]
         self.function = function
-        self.slots: Tuple[str, ...] = tuple(
-            p["slot"] for p in signature if p["kind"] in _SLOT_KINDS
-        )
+        slots = [p for p in signature if p["kind"] in _SLOT_KINDS]
+        self.slots: Tuple[str, ...] = tuple(p["slot"] for p in slots)
         scalars = [p["name"] for p in signature if p["kind"] not in _NOT_SCALARS]
         if scalars[:1] != ["learning_rate"]:
             raise TypeError(f"`{function.__name__}` takes no learning rate first")
@@ -63,17 +63,29 @@ class NativeRule:
         unknown = set(readers) - set(self.scalars)
         if unknown:
             raise TypeError(f"`{function.__name__}` has no scalar {sorted(unknown)}")
-        # `read(optimizer)`: the scalars' values, a tuple (`attrgetter` of one name returns the
-        # value itself, of several a tuple).
-        self.read: Callable[[Any], Tuple[Any, ...]]
-        if readers:
-            getters = [readers.get(name) or attrgetter(name) for name in self.scalars]
-            self.read = lambda obj: tuple(get(obj) for get in getters)
-        elif len(self.scalars) == 1:
-            (only,) = self.scalars
-            self.read = lambda obj: (getattr(obj, only),)
-        else:
-            self.read = attrgetter(*self.scalars)
+        # The call is written out once, as a hand-written `_update_step` would make it, and
+        # compiled (as `dataclasses` compiles `__init__`): it is the hot path of a step, where
+        # unpacking argument lists built per call costs a third of a 1K-element step.
+        env: Dict[str, Any] = {"_function": function}
+        args = ["params", "grads"]
+        args += [
+            f"slots[{p['slot']!r}]" if p["kind"] == "slots" else f"slots.get({p['slot']!r})"
+            for p in slots
+        ]
+        args.append("learning_rate")
+        for i, name in enumerate(self.scalars):
+            if name in readers:
+                env[f"_read_{i}"] = readers[name]
+                args.append(f"_read_{i}(self)")
+            else:
+                args.append(f"self.{name}")
+        args.append("options")
+        exec(
+            "def _update_step(self, params, grads, slots, learning_rate, options):\n"
+            f"    _function({', '.join(args)})\n",
+            env,
+        )
+        self.update_step: Callable[..., None] = env["_update_step"]
 
 
 class SlotGroup:
@@ -135,6 +147,10 @@ class RuleDeclaration:
             # The class's own `__init__` wrapped, as a decorator would (mypy does not follow an
             # assignment to a method).
             cls.__init__ = keras_signature(name=name)(cls.__dict__["__init__"])  # type: ignore[method-assign]
+        # A declared rule is the class's `_update_step`, unless the class writes its own.
+        rule = cls.__dict__.get("_rule")
+        if rule is not None and "_update_step" not in cls.__dict__:
+            cls._update_step = rule.update_step  # type: ignore[method-assign]
 
     def _set_hyperparameters(self, **values: Any) -> None:
         """Keep a subclass's own constructor arguments as attributes of the same names, after
@@ -159,8 +175,9 @@ class RuleDeclaration:
         learning_rate: float,
         options: Any,
     ) -> None:
-        """Apply the optimizer's rule to one dtype group with one native call: the class's
-        `_rule`, given its slot lists by Keras slot name and its scalars by attribute name.
+        """Apply the optimizer's rule to one dtype group with one native call. A class that
+        declares `_rule` has `_rule.update_step` here: the native function given its slot lists
+        by Keras slot name and its scalars by attribute name.
 
         The multi-tensor analogue of Keras's `update_step(gradient, variable, learning_rate)`.
 
@@ -173,9 +190,4 @@ class RuleDeclaration:
             options: the cross-cutting parts of the step, in the form `_rule_options` gives
                 them: one `_native.StepOptions` (or None when no part is on) for a fused rule.
         """
-        rule = self._rule
-        if rule is None:
-            raise NotImplementedError(f"{type(self).__name__} declares no `_rule`")
-        rule.function(
-            params, grads, *map(slots.get, rule.slots), learning_rate, *rule.read(self), options
-        )
+        raise NotImplementedError(f"{type(self).__name__} declares no `_rule`")
