@@ -34,7 +34,7 @@ from ferroptim.optimizers import (
     RMSprop,
 )
 from optimizers_under_test import OPTIMIZERS, build, label
-from reference import cr_pow
+from reference import _BASE_ARGS, cr_pow
 
 BASE_KEYS = [
     "name",
@@ -156,23 +156,16 @@ def test_positional_order_matches_keras():
     ) == (-0.25, 0.5, 0.125, 0.0625, 0.03125, 0.75, 0.01)
 
 
+# BaseOptimizer's arguments in Keras 3's signature order: the reference's, but for Keras 2's
+# `decay`.
+BASE_ARGUMENTS = [argument for argument in _BASE_ARGS if argument != "decay"]
+
+
 @pytest.mark.parametrize("case", KERAS_SIGNATURE, ids=repr)
 def test_signature_is_keras(case):
     # Keras 3: learning_rate, the optimizer's own arguments, then the base arguments in
     # BaseOptimizer's order (AdamW puts weight_decay second), name, **kwargs.
-    base = [
-        "weight_decay",
-        "clipnorm",
-        "clipvalue",
-        "global_clipnorm",
-        "use_ema",
-        "ema_momentum",
-        "ema_overwrite_frequency",
-        "loss_scale_factor",
-        "gradient_accumulation_steps",
-        "name",
-        "kwargs",
-    ]
+    base = [*BASE_ARGUMENTS, "name", "kwargs"]
     cls = case.cls
     own = list(case.own_defaults)
     if cls is AdamW:
@@ -1541,15 +1534,7 @@ def test_muon_signature_config_and_name_are_keras():
         "adam_beta_2",
         "adam_weight_decay",
         "epsilon",
-        "weight_decay",
-        "clipnorm",
-        "clipvalue",
-        "global_clipnorm",
-        "use_ema",
-        "ema_momentum",
-        "ema_overwrite_frequency",
-        "loss_scale_factor",
-        "gradient_accumulation_steps",
+        *BASE_ARGUMENTS,
         "name",
         "exclude_layers",
         "exclude_embeddings",
@@ -1564,13 +1549,13 @@ def test_muon_signature_config_and_name_are_keras():
         "kwargs",
     ]
     defaults = {
+        "name": None,
         "learning_rate": 0.001,
         "adam_beta_1": 0.9,
         "adam_beta_2": 0.999,
         "adam_weight_decay": 0.004,
         "epsilon": 1e-7,
         "weight_decay": 0.004,
-        "name": None,
         "exclude_layers": None,
         "exclude_embeddings": True,
         "muon_a": 3.4445,

@@ -453,6 +453,21 @@ def _f32(*shape):
     return np.ones(shape, np.float32)
 
 
+# StepOptions arguments an SGD step must refuse, by case id.
+SGD_JUNK_OPTIONS = {
+    "accumulators-length": dict(accumulators=[_f32(3)], accumulation_steps=2),
+    "accumulation-steps-0": dict(accumulators=[_f32(3), _f32(2, 2)], accumulation_steps=0),
+    "mask-length": dict(weight_decay=0.1, weight_decay_mask=[True]),
+    "two-clips": dict(clipnorm=1.0, clipvalue=1.0),
+    "averages-length": dict(averages=[_f32(3)]),
+}
+
+
+def _sgd_with_options(options):
+    # The StepOptions are built inside the call: building them may be what raises.
+    return lambda p, g, m: _native.sgd(p, g, None, 0.1, 0.0, False, _native.StepOptions(**options))
+
+
 @pytest.mark.parametrize(
     "call",
     [
@@ -505,53 +520,9 @@ def _f32(*shape):
         pytest.param(
             lambda p, g, m: _native.sgd(p, g, None, 0.1, 0.0, False, options=42), id="options-int"
         ),
-        pytest.param(
-            lambda p, g, m: _native.sgd(
-                p,
-                g,
-                None,
-                0.1,
-                0.0,
-                False,
-                _native.StepOptions(accumulators=[_f32(3)], accumulation_steps=2),
-            ),
-            id="accumulators-length",
-        ),
-        pytest.param(
-            lambda p, g, m: _native.sgd(
-                p,
-                g,
-                None,
-                0.1,
-                0.0,
-                False,
-                _native.StepOptions(accumulators=[_f32(3), _f32(2, 2)], accumulation_steps=0),
-            ),
-            id="accumulation-steps-0",
-        ),
-        pytest.param(
-            lambda p, g, m: _native.sgd(
-                p,
-                g,
-                None,
-                0.1,
-                0.0,
-                False,
-                _native.StepOptions(weight_decay=0.1, weight_decay_mask=[True]),
-            ),
-            id="mask-length",
-        ),
-        pytest.param(
-            lambda p, g, m: _native.sgd(
-                p, g, None, 0.1, 0.0, False, _native.StepOptions(clipnorm=1.0, clipvalue=1.0)
-            ),
-            id="two-clips",
-        ),
-        pytest.param(
-            lambda p, g, m: _native.sgd(
-                p, g, None, 0.1, 0.0, False, _native.StepOptions(averages=[_f32(3)])
-            ),
-            id="averages-length",
+        *(
+            pytest.param(_sgd_with_options(options), id=name)
+            for name, options in SGD_JUNK_OPTIONS.items()
         ),
         pytest.param(
             lambda p, g, m: _native.adam(p, g, m, m, None, 0.1, 0.9, 0.999, 1e-7, 0),

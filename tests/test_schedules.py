@@ -431,48 +431,39 @@ def test_golden_values_after_config_round_trip(schedule, expected):
 
 SWEEP = list(range(0, 400)) + [997, 1000, 1003, 5000, 12345]
 
+
+def _cases(cls, reference, *configs):
+    # One (class, constructor arguments, float64 reference) case per config.
+    return [(cls, config, reference) for config in configs]
+
+
 REFERENCE_CASES = [
-    (
+    *_cases(
         ExponentialDecay,
+        ref_exponential,
         dict(initial_learning_rate=0.05, decay_steps=7, decay_rate=0.9),
-        ref_exponential,
-    ),
-    (
-        ExponentialDecay,
         dict(initial_learning_rate=0.05, decay_steps=7, decay_rate=0.9, staircase=True),
-        ref_exponential,
-    ),
-    (
-        ExponentialDecay,
         dict(initial_learning_rate=1e-3, decay_steps=1000, decay_rate=0.96),
-        ref_exponential,
     ),
-    (PolynomialDecay, dict(initial_learning_rate=0.1, decay_steps=37), ref_polynomial),
-    (
+    *_cases(
         PolynomialDecay,
-        dict(initial_learning_rate=0.1, decay_steps=37, end_learning_rate=0.003, power=3.0),
         ref_polynomial,
-    ),
-    (
-        PolynomialDecay,
+        dict(initial_learning_rate=0.1, decay_steps=37),
+        dict(initial_learning_rate=0.1, decay_steps=37, end_learning_rate=0.003, power=3.0),
         dict(
             initial_learning_rate=0.3, decay_steps=37, end_learning_rate=0.01, power=0.5, cycle=True
         ),
-        ref_polynomial,
     ),
-    (
+    *_cases(
         InverseTimeDecay,
+        ref_inverse_time,
         dict(initial_learning_rate=0.1, decay_steps=3, decay_rate=0.7),
-        ref_inverse_time,
-    ),
-    (
-        InverseTimeDecay,
         dict(initial_learning_rate=0.1, decay_steps=3, decay_rate=0.7, staircase=True),
-        ref_inverse_time,
     ),
-    (CosineDecay, dict(initial_learning_rate=0.2, decay_steps=150, alpha=0.05), ref_cosine),
-    (
+    *_cases(
         CosineDecay,
+        ref_cosine,
+        dict(initial_learning_rate=0.2, decay_steps=150, alpha=0.05),
         dict(
             initial_learning_rate=1e-4,
             decay_steps=150,
@@ -480,20 +471,22 @@ REFERENCE_CASES = [
             warmup_target=0.03,
             warmup_steps=40,
         ),
-        ref_cosine,
     ),
-    (CosineDecayRestarts, dict(initial_learning_rate=0.1, first_decay_steps=13), ref_restarts),
-    (
+    *_cases(
         CosineDecayRestarts,
+        ref_restarts,
+        dict(initial_learning_rate=0.1, first_decay_steps=13),
         dict(initial_learning_rate=0.1, first_decay_steps=13, t_mul=1.0, m_mul=0.7, alpha=0.2),
-        ref_restarts,
-    ),
-    (
-        CosineDecayRestarts,
         dict(initial_learning_rate=0.1, first_decay_steps=10, t_mul=1.5, m_mul=0.9, alpha=0.1),
-        ref_restarts,
     ),
 ]
+
+# The tests below run once per case of REFERENCE_CASES.
+_each_reference_case = pytest.mark.parametrize(
+    ("cls", "kwargs", "reference"),
+    REFERENCE_CASES,
+    ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(REFERENCE_CASES)],
+)
 
 
 def _reference_steps(cls, kwargs):
@@ -507,11 +500,7 @@ def _reference_steps(cls, kwargs):
     return steps
 
 
-@pytest.mark.parametrize(
-    ("cls", "kwargs", "reference"),
-    REFERENCE_CASES,
-    ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(REFERENCE_CASES)],
-)
+@_each_reference_case
 def test_float32_matches_float64_reference(cls, kwargs, reference):
     schedule = cls(**kwargs)
     for step in _reference_steps(cls, kwargs):
@@ -522,11 +511,7 @@ def test_float32_matches_float64_reference(cls, kwargs, reference):
         _assert_f32_close(schedule(step), expected, atol=float(atol))
 
 
-@pytest.mark.parametrize(
-    ("cls", "kwargs", "reference"),
-    REFERENCE_CASES,
-    ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(REFERENCE_CASES)],
-)
+@_each_reference_case
 def test_float64_initial_rate_computes_in_float64(cls, kwargs, reference):
     kwargs = dict(kwargs, initial_learning_rate=np.float64(kwargs["initial_learning_rate"]))
     schedule = cls(**kwargs)
