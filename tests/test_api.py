@@ -666,11 +666,16 @@ def _assert_resumed_and_pickled_go_on_exactly(first, params, resumed, copies, gr
     _run(first, params, grads)
     _run(resumed, copies, grads)
     _run(pickled, pickled_params, grads)
-    for other_params, other in ((copies, resumed), (pickled_params, pickled)):
-        for a, b in zip(params, other_params):
-            np.testing.assert_array_equal(a, b)
-        for a, b in zip(first.variables, other.variables, strict=True):
-            np.testing.assert_array_equal(a, b)
+    _assert_same_state(params, first, copies, resumed)
+    _assert_same_state(params, first, pickled_params, pickled)
+
+
+def _assert_same_state(params, opt, other_params, other):
+    # The same parameters and the same optimizer variables, to the bit.
+    for a, b in zip(params, other_params):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(opt.variables, other.variables, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_save_and_load_resume_training_exactly():
@@ -691,10 +696,7 @@ def test_save_and_load_resume_training_exactly():
     assert resumed.iterations == first.iterations == 1
     _run(first, params, grads[4:])
     _run(resumed, copies, grads[4:])
-    for a, b in zip(params, copies):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(first.variables, resumed.variables):
-        np.testing.assert_array_equal(a, b)
+    _assert_same_state(params, first, copies, resumed)
 
 
 def test_load_own_variables_restores_the_learning_rate():
@@ -802,10 +804,7 @@ def test_pickle_of_a_built_optimizer_with_its_parameters_keeps_training_identica
     params2, opt2 = pickle.loads(pickle.dumps((params, opt)))
     _run(opt, params, grads[3:])
     _run(opt2, params2, grads[3:])
-    for a, b in zip(params, params2):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(opt.variables, opt2.variables):
-        np.testing.assert_array_equal(a, b)
+    _assert_same_state(params, opt, params2, opt2)
     with pytest.raises(ValueError, match="Unknown variable"):
         opt2.apply_gradients(zip(grads[0], params))
 
@@ -1571,14 +1570,11 @@ def test_muon_signature_config_and_name_are_keras():
         assert parameters[key].default == default, key
         assert type(parameters[key].default) is type(default), key
     config = Muon().get_config()
-    assert (
-        list(config)
-        == BASE_KEYS
-        + (
-            "adam_beta_1 adam_beta_2 epsilon exclude_layers muon_a muon_b muon_c adam_lr_ratio "
-            "momentum ns_steps nesterov exclude_embeddings adam_weight_decay rms_rate"
-        ).split()
+    own_keys = (
+        "adam_beta_1 adam_beta_2 epsilon exclude_layers muon_a muon_b muon_c adam_lr_ratio "
+        "momentum ns_steps nesterov exclude_embeddings adam_weight_decay rms_rate"
     )
+    assert list(config) == BASE_KEYS + own_keys.split()
     assert config["weight_decay"] == 0.004 and config["exclude_layers"] == []
     assert re.fullmatch(r"muon(_\d+)?", Muon().name)
     muon = Muon(0.5, 0.8, 0.75, 0.25, 0.125, 0.01)
