@@ -858,13 +858,18 @@ def test_keras_defaults(schedule, defaults):
     assert {key: config[key] for key in defaults} == defaults
 
 
-@pytest.mark.parametrize(("schedule", "config"), CONFIG_CASES, ids=CONFIG_IDS)
-def test_from_config_round_trip(schedule, config):
-    rebuilt = type(schedule).from_config(schedule.get_config())
+def _assert_rebuilt(rebuilt, schedule, config):
+    # `rebuilt`, a copy of `schedule` through its config or pickle, is the same schedule.
     assert type(rebuilt) is type(schedule)
     assert rebuilt.get_config() == config
     for step in (0, 1, 3, 9, 10, 11, 25, 100):
         assert rebuilt(step) == schedule(step)
+
+
+@pytest.mark.parametrize(("schedule", "config"), CONFIG_CASES, ids=CONFIG_IDS)
+def test_from_config_round_trip(schedule, config):
+    rebuilt = type(schedule).from_config(schedule.get_config())
+    _assert_rebuilt(rebuilt, schedule, config)
 
 
 @pytest.mark.parametrize(("schedule", "config"), CONFIG_CASES, ids=CONFIG_IDS)
@@ -882,20 +887,14 @@ def test_serialize_format(schedule, config):
 @pytest.mark.parametrize(("schedule", "config"), CONFIG_CASES, ids=CONFIG_IDS)
 def test_deserialize_round_trip(schedule, config):
     rebuilt = schedules.deserialize(schedules.serialize(schedule))
-    assert type(rebuilt) is type(schedule)
-    assert rebuilt.get_config() == config
-    for step in (0, 1, 3, 9, 10, 11, 25, 100):
-        assert rebuilt(step) == schedule(step)
+    _assert_rebuilt(rebuilt, schedule, config)
 
 
 @pytest.mark.parametrize(("schedule", "config"), CONFIG_CASES, ids=CONFIG_IDS)
 def test_pickle_and_copy_round_trip(schedule, config):
     schedule(3)  # a schedule copied after use behaves as the original
     for rebuilt in (pickle.loads(pickle.dumps(schedule)), copy.deepcopy(schedule)):
-        assert type(rebuilt) is type(schedule)
-        assert rebuilt.get_config() == config
-        for step in (0, 1, 3, 9, 10, 11, 25, 100):
-            assert rebuilt(step) == schedule(step)
+        _assert_rebuilt(rebuilt, schedule, config)
 
 
 def test_deserialize_keras_written_config():
