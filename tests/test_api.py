@@ -34,7 +34,7 @@ from ferroptim.optimizers import (
     RMSprop,
 )
 from optimizers_under_test import OPTIMIZERS, build, label
-from reference import cr_pow
+from reference import _BASE_ARGS, cr_pow
 
 BASE_KEYS = [
     "name",
@@ -156,23 +156,16 @@ def test_positional_order_matches_keras():
     ) == (-0.25, 0.5, 0.125, 0.0625, 0.03125, 0.75, 0.01)
 
 
+# BaseOptimizer's arguments in Keras 3's signature order: the reference's, but for Keras 2's
+# `decay`.
+BASE_ARGUMENTS = [argument for argument in _BASE_ARGS if argument != "decay"]
+
+
 @pytest.mark.parametrize("case", KERAS_SIGNATURE, ids=repr)
 def test_signature_is_keras(case):
     # Keras 3: learning_rate, the optimizer's own arguments, then the base arguments in
     # BaseOptimizer's order (AdamW puts weight_decay second), name, **kwargs.
-    base = [
-        "weight_decay",
-        "clipnorm",
-        "clipvalue",
-        "global_clipnorm",
-        "use_ema",
-        "ema_momentum",
-        "ema_overwrite_frequency",
-        "loss_scale_factor",
-        "gradient_accumulation_steps",
-        "name",
-        "kwargs",
-    ]
+    base = [*BASE_ARGUMENTS, "name", "kwargs"]
     cls = case.cls
     own = list(case.own_defaults)
     if cls is AdamW:
@@ -654,6 +647,37 @@ def _run(opt, params, grads_list):
         opt.apply_gradients(zip(grads, params))
 
 
+def _resume(first, make, params):
+    # A new optimizer `make()` built over copies of `params` that loads the variables `first`
+    # saves: it, the copies and the store.
+    store = {}
+    first.save_own_variables(store)
+    copies = [p.copy() for p in params]
+    resumed = make()
+    resumed.build(copies)
+    resumed.load_own_variables(store)
+    return resumed, copies, store
+
+
+def _assert_resumed_and_pickled_go_on_exactly(first, params, resumed, copies, grads):
+    # `first`, `resumed` (over `copies`) and a pickled copy of `first` run `grads` and end with
+    # the same parameters and variables, to the bit.
+    pickled_params, pickled = pickle.loads(pickle.dumps((params, first)))
+    _run(first, params, grads)
+    _run(resumed, copies, grads)
+    _run(pickled, pickled_params, grads)
+    _assert_same_state(params, first, copies, resumed)
+    _assert_same_state(params, first, pickled_params, pickled)
+
+
+def _assert_same_state(params, opt, other_params, other):
+    # The same parameters and the same optimizer variables, to the bit.
+    for a, b in zip(params, other_params):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(opt.variables, other.variables, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_save_and_load_resume_training_exactly():
     rng = np.random.default_rng(2)
     params = [rng.standard_normal((3, 2)).astype(np.float32), rng.standard_normal(4)]
@@ -668,20 +692,11 @@ def test_save_and_load_resume_training_exactly():
     )
     first = Adam(**kwargs)
     _run(first, params, grads[:4])
-    store = {}
-    first.save_own_variables(store)
-    copies = [p.copy() for p in params]
-
-    resumed = Adam(**kwargs)
-    resumed.build(copies)
-    resumed.load_own_variables(store)
+    resumed, copies, _ = _resume(first, lambda: Adam(**kwargs), params)
     assert resumed.iterations == first.iterations == 1
     _run(first, params, grads[4:])
     _run(resumed, copies, grads[4:])
-    for a, b in zip(params, copies):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(first.variables, resumed.variables):
-        np.testing.assert_array_equal(a, b)
+    _assert_same_state(params, first, copies, resumed)
 
 
 def test_load_own_variables_restores_the_learning_rate():
@@ -789,10 +804,7 @@ def test_pickle_of_a_built_optimizer_with_its_parameters_keeps_training_identica
     params2, opt2 = pickle.loads(pickle.dumps((params, opt)))
     _run(opt, params, grads[3:])
     _run(opt2, params2, grads[3:])
-    for a, b in zip(params, params2):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(opt.variables, opt2.variables):
-        np.testing.assert_array_equal(a, b)
+    _assert_same_state(params, opt, params2, opt2)
     with pytest.raises(ValueError, match="Unknown variable"):
         opt2.apply_gradients(zip(grads[0], params))
 
@@ -1505,23 +1517,12 @@ def test_nadam_save_load_and_pickle_resume_training_exactly():
     grads = [[rng.standard_normal(p.shape).astype(p.dtype) for p in params] for _ in range(6)]
     first = Nadam(learning_rate=0.01, schedule_decay=0.004)
     _run(first, params, grads[:3])
-    store = {}
-    first.save_own_variables(store)
+    resumed, copies, store = _resume(
+        first, lambda: Nadam(learning_rate=0.01, schedule_decay=0.004), params
+    )
     assert len(store) == 2 + 4 + 1 and store[str(len(store) - 1)].shape == ()
-    copies = [p.copy() for p in params]
-    resumed = Nadam(learning_rate=0.01, schedule_decay=0.004)
-    resumed.build(copies)
-    resumed.load_own_variables(store)
     assert resumed.variables[-1] == first.variables[-1] != 1.0
-    pickled_params, pickled = pickle.loads(pickle.dumps((params, first)))
-    _run(first, params, grads[3:])
-    _run(resumed, copies, grads[3:])
-    _run(pickled, pickled_params, grads[3:])
-    for other_params, other in ((copies, resumed), (pickled_params, pickled)):
-        for a, b in zip(params, other_params):
-            np.testing.assert_array_equal(a, b)
-        for a, b in zip(first.variables, other.variables):
-            np.testing.assert_array_equal(a, b)
+    _assert_resumed_and_pickled_go_on_exactly(first, params, resumed, copies, grads[3:])
     # set_weights writes the product too.
     weights = [np.array(v, copy=True) for v in first.variables]
     weights[-1] = np.array(0.5, np.float32)
@@ -1541,67 +1542,39 @@ def test_muon_signature_config_and_name_are_keras():
         "adam_beta_2",
         "adam_weight_decay",
         "epsilon",
-        "weight_decay",
-        "clipnorm",
-        "clipvalue",
-        "global_clipnorm",
-        "use_ema",
-        "ema_momentum",
-        "ema_overwrite_frequency",
-        "loss_scale_factor",
-        "gradient_accumulation_steps",
+        *BASE_ARGUMENTS,
         "name",
-        "exclude_layers",
-        "exclude_embeddings",
-        "muon_a",
-        "muon_b",
-        "muon_c",
-        "adam_lr_ratio",
-        "momentum",
-        "ns_steps",
-        "nesterov",
-        "rms_rate",
-        "kwargs",
+        *"exclude_layers exclude_embeddings muon_a muon_b muon_c adam_lr_ratio momentum".split(),
+        *"ns_steps nesterov rms_rate kwargs".split(),
     ]
-    defaults = {
-        "learning_rate": 0.001,
-        "adam_beta_1": 0.9,
-        "adam_beta_2": 0.999,
-        "adam_weight_decay": 0.004,
-        "epsilon": 1e-7,
-        "weight_decay": 0.004,
-        "name": None,
-        "exclude_layers": None,
-        "exclude_embeddings": True,
-        "muon_a": 3.4445,
-        "muon_b": -4.7750,
-        "muon_c": 2.0315,
-        "adam_lr_ratio": 1,
-        "momentum": 0.95,
-        "ns_steps": 5,
-        "nesterov": True,
-        "rms_rate": 0.2,
-    }
+    defaults = dict(
+        name=None,
+        learning_rate=0.001,
+        adam_beta_1=0.9,
+        adam_beta_2=0.999,
+        adam_weight_decay=0.004,
+        epsilon=1e-7,
+        weight_decay=0.004,
+        exclude_layers=None,
+        exclude_embeddings=True,
+        muon_a=3.4445,
+        muon_b=-4.7750,
+        muon_c=2.0315,
+        adam_lr_ratio=1,
+        momentum=0.95,
+        ns_steps=5,
+        nesterov=True,
+        rms_rate=0.2,
+    )
     for key, default in defaults.items():
         assert parameters[key].default == default, key
         assert type(parameters[key].default) is type(default), key
     config = Muon().get_config()
-    assert list(config) == BASE_KEYS + [
-        "adam_beta_1",
-        "adam_beta_2",
-        "epsilon",
-        "exclude_layers",
-        "muon_a",
-        "muon_b",
-        "muon_c",
-        "adam_lr_ratio",
-        "momentum",
-        "ns_steps",
-        "nesterov",
-        "exclude_embeddings",
-        "adam_weight_decay",
-        "rms_rate",
-    ]
+    own_keys = (
+        "adam_beta_1 adam_beta_2 epsilon exclude_layers muon_a muon_b muon_c adam_lr_ratio "
+        "momentum ns_steps nesterov exclude_embeddings adam_weight_decay rms_rate"
+    )
+    assert list(config) == BASE_KEYS + own_keys.split()
     assert config["weight_decay"] == 0.004 and config["exclude_layers"] == []
     assert re.fullmatch(r"muon(_\d+)?", Muon().name)
     muon = Muon(0.5, 0.8, 0.75, 0.25, 0.125, 0.01)
@@ -1907,18 +1880,5 @@ def test_unfused_save_load_and_pickle_resume_training_exactly(cls, kwargs):
     grads = [[rng.standard_normal(p.shape).astype(p.dtype) for p in params] for _ in range(7)]
     first = cls(**kwargs)
     _run(first, params, grads[:3])
-    store = {}
-    first.save_own_variables(store)
-    copies = [p.copy() for p in params]
-    resumed = cls(**kwargs)
-    resumed.build(copies)
-    resumed.load_own_variables(store)
-    pickled_params, pickled = pickle.loads(pickle.dumps((params, first)))
-    _run(first, params, grads[3:])
-    _run(resumed, copies, grads[3:])
-    _run(pickled, pickled_params, grads[3:])
-    for other_params, other in ((copies, resumed), (pickled_params, pickled)):
-        for a, b in zip(params, other_params):
-            np.testing.assert_array_equal(a, b)
-        for a, b in zip(first.variables, other.variables, strict=True):
-            np.testing.assert_array_equal(a, b)
+    resumed, copies, _ = _resume(first, lambda: cls(**kwargs), params)
+    _assert_resumed_and_pickled_go_on_exactly(first, params, resumed, copies, grads[3:])

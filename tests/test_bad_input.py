@@ -216,6 +216,17 @@ def test_overlapping_parameter_views_are_rejected():
     np.testing.assert_array_equal(base, np.ones(10))
 
 
+def _assert_aliased_gradient_rejected(opt, params, index, grad):
+    # `grad`, as gradient `index`, shares memory it must not: the step refuses it and leaves the
+    # parameters and the optimizer as they were.
+    snapshot = Snapshot(opt, params)
+    grads = _grads(params)
+    grads[index] = grad
+    with pytest.raises(ValueError, match="memory|alias|overlap"):
+        opt.apply_gradients(zip(grads, params))
+    snapshot.check()
+
+
 @pytest.mark.parametrize(
     "make_grad",
     [
@@ -227,34 +238,19 @@ def test_overlapping_parameter_views_are_rejected():
 )
 def test_gradient_sharing_memory_with_its_parameter_is_rejected(make_grad):
     opt, params = _trained()
-    snapshot = Snapshot(opt, params)
-    grads = _grads(params)
-    grads[0] = make_grad(params[0])
-    with pytest.raises(ValueError, match="memory|alias|overlap"):
-        opt.apply_gradients(zip(grads, params))
-    snapshot.check()
+    _assert_aliased_gradient_rejected(opt, params, 0, make_grad(params[0]))
 
 
 def test_gradient_sharing_memory_with_another_parameter_is_rejected():
     opt, params = _trained()
-    snapshot = Snapshot(opt, params)
-    grads = _grads(params)
-    grads[1] = params[0].reshape(6)[:5]
-    with pytest.raises(ValueError, match="memory|alias|overlap"):
-        opt.apply_gradients(zip(grads, params))
-    snapshot.check()
+    _assert_aliased_gradient_rejected(opt, params, 1, params[0].reshape(6)[:5])
 
 
 def test_gradient_sharing_memory_with_an_optimizer_slot_is_rejected():
     opt, params = _trained("SGD", learning_rate=0.1, momentum=0.9)
     momentum_of_param_0 = opt.variables[2]
     assert np.shape(momentum_of_param_0) == (3, 2)
-    snapshot = Snapshot(opt, params)
-    grads = _grads(params)
-    grads[0] = momentum_of_param_0
-    with pytest.raises(ValueError, match="memory|alias|overlap"):
-        opt.apply_gradients(zip(grads, params))
-    snapshot.check()
+    _assert_aliased_gradient_rejected(opt, params, 0, momentum_of_param_0)
 
 
 def test_unknown_variable_is_rejected():
@@ -423,20 +419,14 @@ NON_FINITE = [math.nan, math.inf, -math.inf]
 @pytest.mark.parametrize(
     "name,argument,extra",
     [
-        ("SGD", "learning_rate", {}),
-        ("Adam", "learning_rate", {}),
-        ("SGD", "momentum", {}),
-        ("Adam", "beta_1", {}),
-        ("Adam", "beta_2", {}),
-        ("Adam", "epsilon", {}),
-        ("AdamW", "weight_decay", {}),
-        ("SGD", "weight_decay", {}),
-        ("Adam", "clipnorm", {}),
-        ("Adam", "global_clipnorm", {}),
-        ("SGD", "clipvalue", {}),
+        *(("SGD", a, {}) for a in "learning_rate momentum weight_decay clipvalue decay".split()),
+        *(
+            ("Adam", a, {})
+            for a in "learning_rate beta_1 beta_2 epsilon clipnorm global_clipnorm".split()
+        ),
         ("Adam", "loss_scale_factor", {}),
+        ("AdamW", "weight_decay", {}),
         ("SGD", "ema_momentum", {"use_ema": True}),
-        ("SGD", "decay", {}),
     ],
 )
 def test_non_finite_hyperparameters_are_rejected(name, argument, extra, value):
@@ -451,6 +441,21 @@ JUNK_ERRORS = (TypeError, ValueError)
 
 def _f32(*shape):
     return np.ones(shape, np.float32)
+
+
+# StepOptions arguments an SGD step must refuse, by case id.
+SGD_JUNK_OPTIONS = {
+    "accumulators-length": dict(accumulators=[_f32(3)], accumulation_steps=2),
+    "accumulation-steps-0": dict(accumulators=[_f32(3), _f32(2, 2)], accumulation_steps=0),
+    "mask-length": dict(weight_decay=0.1, weight_decay_mask=[True]),
+    "two-clips": dict(clipnorm=1.0, clipvalue=1.0),
+    "averages-length": dict(averages=[_f32(3)]),
+}
+
+
+def _sgd_with_options(options):
+    # The StepOptions are built inside the call: building them may be what raises.
+    return lambda p, g, m: _native.sgd(p, g, None, 0.1, 0.0, False, _native.StepOptions(**options))
 
 
 @pytest.mark.parametrize(
@@ -505,53 +510,9 @@ def _f32(*shape):
         pytest.param(
             lambda p, g, m: _native.sgd(p, g, None, 0.1, 0.0, False, options=42), id="options-int"
         ),
-        pytest.param(
-            lambda p, g, m: _native.sgd(
-                p,
-                g,
-                None,
-                0.1,
-                0.0,
-                False,
-                _native.StepOptions(accumulators=[_f32(3)], accumulation_steps=2),
-            ),
-            id="accumulators-length",
-        ),
-        pytest.param(
-            lambda p, g, m: _native.sgd(
-                p,
-                g,
-                None,
-                0.1,
-                0.0,
-                False,
-                _native.StepOptions(accumulators=[_f32(3), _f32(2, 2)], accumulation_steps=0),
-            ),
-            id="accumulation-steps-0",
-        ),
-        pytest.param(
-            lambda p, g, m: _native.sgd(
-                p,
-                g,
-                None,
-                0.1,
-                0.0,
-                False,
-                _native.StepOptions(weight_decay=0.1, weight_decay_mask=[True]),
-            ),
-            id="mask-length",
-        ),
-        pytest.param(
-            lambda p, g, m: _native.sgd(
-                p, g, None, 0.1, 0.0, False, _native.StepOptions(clipnorm=1.0, clipvalue=1.0)
-            ),
-            id="two-clips",
-        ),
-        pytest.param(
-            lambda p, g, m: _native.sgd(
-                p, g, None, 0.1, 0.0, False, _native.StepOptions(averages=[_f32(3)])
-            ),
-            id="averages-length",
+        *(
+            pytest.param(_sgd_with_options(options), id=name)
+            for name, options in SGD_JUNK_OPTIONS.items()
         ),
         pytest.param(
             lambda p, g, m: _native.adam(p, g, m, m, None, 0.1, 0.9, 0.999, 1e-7, 0),

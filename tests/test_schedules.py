@@ -27,45 +27,24 @@ from ferroptim.optimizers.schedules import (
 
 GOLDEN_STEPS = [0, 1, 2, 3, 4, 5, 7, 10, 15, 20, 25, 30, 50, 100]
 
+
+def _values(text):
+    # A row of the golden table: the values at GOLDEN_STEPS, as Keras prints them.
+    return [float(value) for value in text.split()]
+
+
 # (schedule, the float32 values Keras 3.15.1 returns at GOLDEN_STEPS).
 GOLDEN = [
     (
         ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5),
-        [
-            0.1,
-            0.0933033,
-            0.08705506,
-            0.08122524,
-            0.07578583,
-            0.07071068,
-            0.061557222,
-            0.05,
-            0.03535534,
-            0.025,
-            0.01767767,
-            0.0125,
-            0.003125,
-            9.765625e-05,
-        ],
+        _values(
+            "0.1 0.0933033 0.08705506 0.08122524 0.07578583 0.07071068 0.061557222 0.05 "
+            "0.03535534 0.025 0.01767767 0.0125 0.003125 9.765625e-05"
+        ),
     ),
     (
         ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5, staircase=True),
-        [
-            0.1,
-            0.1,
-            0.1,
-            0.1,
-            0.1,
-            0.1,
-            0.1,
-            0.05,
-            0.05,
-            0.025,
-            0.025,
-            0.0125,
-            0.003125,
-            9.765625e-05,
-        ],
+        _values("0.1 0.1 0.1 0.1 0.1 0.1 0.1 0.05 0.05 0.025 0.025 0.0125 0.003125 9.765625e-05"),
     ),
     (
         PiecewiseConstantDecay(boundaries=[5, 10], values=[1.0, 0.5, 0.1]),
@@ -73,231 +52,87 @@ GOLDEN = [
     ),
     (
         PolynomialDecay(0.1, decay_steps=10),
-        [
-            0.1,
-            0.09001,
-            0.08002,
-            0.070030004,
-            0.060040005,
-            0.05005,
-            0.030070001,
-            1e-04,
-            1e-04,
-            1e-04,
-            1e-04,
-            1e-04,
-            1e-04,
-            1e-04,
-        ],
+        _values(
+            "0.1 0.09001 0.08002 0.070030004 0.060040005 0.05005 0.030070001 1e-04 1e-04 1e-04 "
+            "1e-04 1e-04 1e-04 1e-04"
+        ),
     ),
     (
         PolynomialDecay(0.1, decay_steps=10, end_learning_rate=0.01, power=2.0),
-        [
-            0.1,
-            0.082899995,
-            0.067600004,
-            0.0541,
-            0.042400002,
-            0.0325,
-            0.0181,
-            0.01,
-            0.01,
-            0.01,
-            0.01,
-            0.01,
-            0.01,
-            0.01,
-        ],
+        _values(
+            "0.1 0.082899995 0.067600004 0.0541 0.042400002 0.0325 0.0181 0.01 0.01 0.01 0.01 "
+            "0.01 0.01 0.01"
+        ),
     ),
     (
         PolynomialDecay(0.1, decay_steps=10, end_learning_rate=0.01, power=0.5, cycle=True),
-        [
-            0.1,
-            0.0953815,
-            0.09049845,
-            0.0852994,
-            0.0797137,
-            0.07363961,
-            0.059295036,
-            0.01,
-            0.055,
-            0.01,
-            0.04674235,
-            0.01,
-            0.01,
-            0.01,
-        ],
+        _values(
+            "0.1 0.0953815 0.09049845 0.0852994 0.0797137 0.07363961 0.059295036 0.01 0.055 0.01 "
+            "0.04674235 0.01 0.01 0.01"
+        ),
     ),
     (
         InverseTimeDecay(0.1, decay_steps=10, decay_rate=0.5),
-        [
-            0.1,
-            0.095238104,
-            0.09090909,
-            0.08695652,
-            0.08333333,
-            0.08,
-            0.074074075,
-            0.06666667,
-            0.057142857,
-            0.05,
-            0.044444446,
-            0.04,
-            0.028571429,
-            0.016666668,
-        ],
+        _values(
+            "0.1 0.095238104 0.09090909 0.08695652 0.08333333 0.08 0.074074075 0.06666667 "
+            "0.057142857 0.05 0.044444446 0.04 0.028571429 0.016666668"
+        ),
     ),
     (
         InverseTimeDecay(0.1, decay_steps=10, decay_rate=0.5, staircase=True),
-        [
-            0.1,
-            0.1,
-            0.1,
-            0.1,
-            0.1,
-            0.1,
-            0.1,
-            0.06666667,
-            0.06666667,
-            0.05,
-            0.05,
-            0.04,
-            0.028571429,
-            0.016666668,
-        ],
+        _values(
+            "0.1 0.1 0.1 0.1 0.1 0.1 0.1 0.06666667 0.06666667 0.05 0.05 0.04 0.028571429 "
+            "0.016666668"
+        ),
     ),
     (
         CosineDecay(0.1, decay_steps=20),
-        [
-            0.1,
-            0.09938442,
-            0.09755283,
-            0.09455033,
-            0.090450846,
-            0.08535534,
-            0.072699524,
-            0.049999997,
-            0.014644662,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-        ],
+        _values(
+            "0.1 0.09938442 0.09755283 0.09455033 0.090450846 0.08535534 0.072699524 0.049999997 "
+            "0.014644662 0.0 0.0 0.0 0.0 0.0"
+        ),
     ),
     (
         CosineDecay(0.1, decay_steps=20, alpha=0.1),
-        [
-            0.1,
-            0.09944598,
-            0.09779754,
-            0.09509529,
-            0.091405764,
-            0.08681981,
-            0.07542957,
-            0.054999996,
-            0.023180196,
-            0.010000001,
-            0.010000001,
-            0.010000001,
-            0.010000001,
-            0.010000001,
-        ],
+        _values(
+            "0.1 0.09944598 0.09779754 0.09509529 0.091405764 0.08681981 0.07542957 0.054999996 "
+            "0.023180196 0.010000001 0.010000001 0.010000001 0.010000001 0.010000001"
+        ),
     ),
     (
         CosineDecay(0.0, decay_steps=20, alpha=0.1, warmup_target=0.2, warmup_steps=5),
-        [
-            0.0,
-            0.040000003,
-            0.080000006,
-            0.120000005,
-            0.16000001,
-            0.2,
-            0.19559507,
-            0.17363961,
-            0.10999999,
-            0.046360392,
-            0.020000001,
-            0.020000001,
-            0.020000001,
-            0.020000001,
-        ],
+        _values(
+            "0.0 0.040000003 0.080000006 0.120000005 0.16000001 0.2 0.19559507 0.17363961 "
+            "0.10999999 0.046360392 0.020000001 0.020000001 0.020000001 0.020000001"
+        ),
     ),
     (
         CosineDecay(0.01, decay_steps=20, warmup_target=0.1, warmup_steps=10),
-        [
-            0.01,
-            0.019,
-            0.028,
-            0.037,
-            0.046,
-            0.055,
-            0.073,
-            0.1,
-            0.08535534,
-            0.049999997,
-            0.014644662,
-            0.0,
-            0.0,
-            0.0,
-        ],
+        _values(
+            "0.01 0.019 0.028 0.037 0.046 0.055 0.073 0.1 0.08535534 0.049999997 0.014644662 0.0 "
+            "0.0 0.0"
+        ),
     ),
     (
         CosineDecayRestarts(0.1, first_decay_steps=10),
-        [
-            0.1,
-            0.09755283,
-            0.090450846,
-            0.07938927,
-            0.06545085,
-            0.049999997,
-            0.02061074,
-            0.1,
-            0.08535534,
-            0.049999997,
-            0.014644662,
-            0.1,
-            0.049999997,
-            0.06913417,
-        ],
+        _values(
+            "0.1 0.09755283 0.090450846 0.07938927 0.06545085 0.049999997 0.02061074 0.1 "
+            "0.08535534 0.049999997 0.014644662 0.1 0.049999997 0.06913417"
+        ),
     ),
     (
         CosineDecayRestarts(0.1, first_decay_steps=10, t_mul=1.0, m_mul=0.5, alpha=0.1),
-        [
-            0.1,
-            0.09779754,
-            0.091405764,
-            0.081450336,
-            0.06890576,
-            0.054999996,
-            0.028549666,
-            0.055000003,
-            0.0325,
-            0.0325,
-            0.02125,
-            0.02125,
-            0.0128125,
-            0.0100878915,
-        ],
+        _values(
+            "0.1 0.09779754 0.091405764 0.081450336 0.06890576 0.054999996 0.028549666 "
+            "0.055000003 0.0325 0.0325 0.02125 0.02125 0.0128125 0.0100878915"
+        ),
     ),
     (
         CosineDecayRestarts(0.1, first_decay_steps=10, t_mul=3.0, m_mul=0.8),
-        [
-            0.1,
-            0.09755283,
-            0.090450846,
-            0.07938927,
-            0.06545085,
-            0.049999997,
-            0.02061074,
-            0.080000006,
-            0.07464102,
-            0.060000002,
-            0.04,
-            0.019999998,
-            0.06207017,
-            0.016,
-        ],
+        _values(
+            "0.1 0.09755283 0.090450846 0.07938927 0.06545085 0.049999997 0.02061074 0.080000006 "
+            "0.07464102 0.060000002 0.04 0.019999998 0.06207017 0.016"
+        ),
     ),
 ]
 
@@ -431,48 +266,39 @@ def test_golden_values_after_config_round_trip(schedule, expected):
 
 SWEEP = list(range(0, 400)) + [997, 1000, 1003, 5000, 12345]
 
+
+def _cases(cls, reference, *configs):
+    # One (class, constructor arguments, float64 reference) case per config.
+    return [(cls, config, reference) for config in configs]
+
+
 REFERENCE_CASES = [
-    (
+    *_cases(
         ExponentialDecay,
+        ref_exponential,
         dict(initial_learning_rate=0.05, decay_steps=7, decay_rate=0.9),
-        ref_exponential,
-    ),
-    (
-        ExponentialDecay,
         dict(initial_learning_rate=0.05, decay_steps=7, decay_rate=0.9, staircase=True),
-        ref_exponential,
-    ),
-    (
-        ExponentialDecay,
         dict(initial_learning_rate=1e-3, decay_steps=1000, decay_rate=0.96),
-        ref_exponential,
     ),
-    (PolynomialDecay, dict(initial_learning_rate=0.1, decay_steps=37), ref_polynomial),
-    (
+    *_cases(
         PolynomialDecay,
-        dict(initial_learning_rate=0.1, decay_steps=37, end_learning_rate=0.003, power=3.0),
         ref_polynomial,
-    ),
-    (
-        PolynomialDecay,
+        dict(initial_learning_rate=0.1, decay_steps=37),
+        dict(initial_learning_rate=0.1, decay_steps=37, end_learning_rate=0.003, power=3.0),
         dict(
             initial_learning_rate=0.3, decay_steps=37, end_learning_rate=0.01, power=0.5, cycle=True
         ),
-        ref_polynomial,
     ),
-    (
+    *_cases(
         InverseTimeDecay,
+        ref_inverse_time,
         dict(initial_learning_rate=0.1, decay_steps=3, decay_rate=0.7),
-        ref_inverse_time,
-    ),
-    (
-        InverseTimeDecay,
         dict(initial_learning_rate=0.1, decay_steps=3, decay_rate=0.7, staircase=True),
-        ref_inverse_time,
     ),
-    (CosineDecay, dict(initial_learning_rate=0.2, decay_steps=150, alpha=0.05), ref_cosine),
-    (
+    *_cases(
         CosineDecay,
+        ref_cosine,
+        dict(initial_learning_rate=0.2, decay_steps=150, alpha=0.05),
         dict(
             initial_learning_rate=1e-4,
             decay_steps=150,
@@ -480,20 +306,22 @@ REFERENCE_CASES = [
             warmup_target=0.03,
             warmup_steps=40,
         ),
-        ref_cosine,
     ),
-    (CosineDecayRestarts, dict(initial_learning_rate=0.1, first_decay_steps=13), ref_restarts),
-    (
+    *_cases(
         CosineDecayRestarts,
+        ref_restarts,
+        dict(initial_learning_rate=0.1, first_decay_steps=13),
         dict(initial_learning_rate=0.1, first_decay_steps=13, t_mul=1.0, m_mul=0.7, alpha=0.2),
-        ref_restarts,
-    ),
-    (
-        CosineDecayRestarts,
         dict(initial_learning_rate=0.1, first_decay_steps=10, t_mul=1.5, m_mul=0.9, alpha=0.1),
-        ref_restarts,
     ),
 ]
+
+# The tests below run once per case of REFERENCE_CASES.
+_each_reference_case = pytest.mark.parametrize(
+    ("cls", "kwargs", "reference"),
+    REFERENCE_CASES,
+    ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(REFERENCE_CASES)],
+)
 
 
 def _reference_steps(cls, kwargs):
@@ -507,11 +335,7 @@ def _reference_steps(cls, kwargs):
     return steps
 
 
-@pytest.mark.parametrize(
-    ("cls", "kwargs", "reference"),
-    REFERENCE_CASES,
-    ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(REFERENCE_CASES)],
-)
+@_each_reference_case
 def test_float32_matches_float64_reference(cls, kwargs, reference):
     schedule = cls(**kwargs)
     for step in _reference_steps(cls, kwargs):
@@ -522,11 +346,7 @@ def test_float32_matches_float64_reference(cls, kwargs, reference):
         _assert_f32_close(schedule(step), expected, atol=float(atol))
 
 
-@pytest.mark.parametrize(
-    ("cls", "kwargs", "reference"),
-    REFERENCE_CASES,
-    ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(REFERENCE_CASES)],
-)
+@_each_reference_case
 def test_float64_initial_rate_computes_in_float64(cls, kwargs, reference):
     kwargs = dict(kwargs, initial_learning_rate=np.float64(kwargs["initial_learning_rate"]))
     schedule = cls(**kwargs)
@@ -873,13 +693,18 @@ def test_keras_defaults(schedule, defaults):
     assert {key: config[key] for key in defaults} == defaults
 
 
-@pytest.mark.parametrize(("schedule", "config"), CONFIG_CASES, ids=CONFIG_IDS)
-def test_from_config_round_trip(schedule, config):
-    rebuilt = type(schedule).from_config(schedule.get_config())
+def _assert_rebuilt(rebuilt, schedule, config):
+    # `rebuilt`, a copy of `schedule` through its config or pickle, is the same schedule.
     assert type(rebuilt) is type(schedule)
     assert rebuilt.get_config() == config
     for step in (0, 1, 3, 9, 10, 11, 25, 100):
         assert rebuilt(step) == schedule(step)
+
+
+@pytest.mark.parametrize(("schedule", "config"), CONFIG_CASES, ids=CONFIG_IDS)
+def test_from_config_round_trip(schedule, config):
+    rebuilt = type(schedule).from_config(schedule.get_config())
+    _assert_rebuilt(rebuilt, schedule, config)
 
 
 @pytest.mark.parametrize(("schedule", "config"), CONFIG_CASES, ids=CONFIG_IDS)
@@ -897,20 +722,14 @@ def test_serialize_format(schedule, config):
 @pytest.mark.parametrize(("schedule", "config"), CONFIG_CASES, ids=CONFIG_IDS)
 def test_deserialize_round_trip(schedule, config):
     rebuilt = schedules.deserialize(schedules.serialize(schedule))
-    assert type(rebuilt) is type(schedule)
-    assert rebuilt.get_config() == config
-    for step in (0, 1, 3, 9, 10, 11, 25, 100):
-        assert rebuilt(step) == schedule(step)
+    _assert_rebuilt(rebuilt, schedule, config)
 
 
 @pytest.mark.parametrize(("schedule", "config"), CONFIG_CASES, ids=CONFIG_IDS)
 def test_pickle_and_copy_round_trip(schedule, config):
     schedule(3)  # a schedule copied after use behaves as the original
     for rebuilt in (pickle.loads(pickle.dumps(schedule)), copy.deepcopy(schedule)):
-        assert type(rebuilt) is type(schedule)
-        assert rebuilt.get_config() == config
-        for step in (0, 1, 3, 9, 10, 11, 25, 100):
-            assert rebuilt(step) == schedule(step)
+        _assert_rebuilt(rebuilt, schedule, config)
 
 
 def test_deserialize_keras_written_config():

@@ -6,33 +6,25 @@ the conventions).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence, Tuple
+from operator import itemgetter
+from typing import Any, Tuple
 
 import numpy as np
 
 from ferroptim._bench.cases import Arrays
+from ferroptim._bench.numpy_steps import Slots
+
+# The hyperparameters each optimizer's steps read, in the order they unpack them.
+_ADAM = itemgetter("learning_rate", "beta_1", "beta_2", "epsilon")
+_SCHEDULE_FREE = itemgetter("learning_rate", "beta_1", "beta_2", "epsilon", "warmup_steps")
 
 
-def adam_numpy(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    beta_1: float,
-    beta_2: float,
-    epsilon: float,
-) -> None:
+def adam_numpy(params: Arrays, grads: Arrays, slots: Slots, iterations: int, **hyper: Any) -> None:
     """Adam as a NumPy user writes it (keras/src/optimizers/adam.py order, "epsilon hat").
 
-    Args:
-        params: parameters, updated in place.
-        grads: gradients, one per parameter.
-        slots: `[momentums, velocities]`, each one array per parameter, updated in place.
-        iterations: steps done before this one.
-        learning_rate, beta_1, beta_2, epsilon: Keras's Adam hyperparameters.
+    Slots: `[momentums, velocities]`, each one array per parameter, updated in place.
     """
+    learning_rate, beta_1, beta_2, epsilon = _ADAM(hyper)
     t = iterations + 1
     alpha = learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t)
     momentums, velocities = slots
@@ -57,24 +49,10 @@ def _adam_moments_out(
 
 
 def adam_numpy_out(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    scratch: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    beta_1: float,
-    beta_2: float,
-    epsilon: float,
+    params: Arrays, grads: Arrays, slots: Slots, scratch: Slots, iterations: int, **hyper: Any
 ) -> None:
-    """Adam in in-place ufuncs over preallocated scratch (no temporaries).
-
-    Args:
-        params, grads, slots, iterations, learning_rate, beta_1, beta_2, epsilon: as in
-            `adam_numpy`.
-        scratch: per parameter, `[s]`: one array of the parameter's shape to overwrite.
-    """
+    """Adam in in-place ufuncs over one scratch array per parameter (no temporaries)."""
+    learning_rate, beta_1, beta_2, epsilon = _ADAM(hyper)
     t = iterations + 1
     alpha = learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t)
     momentums, velocities = slots
@@ -87,28 +65,59 @@ def adam_numpy_out(
         p -= s
 
 
+def lamb_numpy(params: Arrays, grads: Arrays, slots: Slots, iterations: int, **hyper: Any) -> None:
+    """Lamb as a NumPy user writes it (keras/src/optimizers/lamb.py order).
+
+    Slots: `[momentums, velocities]`, each one array per parameter, updated in place.
+    """
+    learning_rate, beta_1, beta_2, epsilon = _ADAM(hyper)
+    t = iterations + 1
+    momentums, velocities = slots
+    for p, g, m, v in zip(params, grads, momentums, velocities):
+        m += (g - m) * (1 - beta_1)
+        v += (g * g - v) * (1 - beta_2)
+        update = (m / (1 - beta_1**t)) / (np.sqrt(v / (1 - beta_2**t)) + epsilon)
+        w_norm = np.sqrt(np.sum(p**2))
+        r_norm = np.sqrt(np.sum(update**2))
+        ratio = w_norm / r_norm if w_norm > 0 and r_norm > 0 else 1.0
+        p -= ratio * learning_rate * update
+
+
+def lamb_numpy_out(
+    params: Arrays, grads: Arrays, slots: Slots, scratch: Slots, iterations: int, **hyper: Any
+) -> None:
+    """Lamb in in-place ufuncs over one scratch array per parameter (no temporaries; the norms
+    are BLAS dot products)."""
+    learning_rate, beta_1, beta_2, epsilon = _ADAM(hyper)
+    t = iterations + 1
+    m_scale = 1 / (1 - beta_1**t)
+    v_scale = 1 / (1 - beta_2**t)
+    momentums, velocities = slots
+    for p, g, m, v, (s,) in zip(params, grads, momentums, velocities, scratch):
+        _adam_moments_out(g, m, v, s, beta_1, beta_2)
+        np.multiply(v, v_scale, out=s)
+        np.sqrt(s, out=s)
+        s += epsilon
+        np.divide(m, s, out=s)
+        s *= m_scale
+        flat_p, flat_s = p.reshape(-1), s.reshape(-1)
+        w_norm = math.sqrt(float(np.dot(flat_p, flat_p)))
+        r_norm = math.sqrt(float(np.dot(flat_s, flat_s)))
+        ratio = w_norm / r_norm if w_norm > 0 and r_norm > 0 else 1.0
+        s *= ratio * learning_rate
+        p -= s
+
+
 def adamax_numpy(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    beta_1: float,
-    beta_2: float,
-    epsilon: float,
+    params: Arrays, grads: Arrays, slots: Slots, iterations: int, **hyper: Any
 ) -> None:
     """Adamax as a NumPy user writes it (keras/src/optimizers/adamax.py order).
 
-    Args:
-        params: parameters, updated in place.
-        grads: gradients, one per parameter.
-        slots: `[momentums, norms]`, each one array per parameter, updated in place.
-        iterations: steps done before this one.
-        learning_rate, beta_1, beta_2, epsilon: Keras's Adamax hyperparameters.
+    Slots: `[momentums, norms]`, each one array per parameter, updated in place.
     """
-    t = iterations + 1
+    learning_rate, beta_1, beta_2, epsilon = _ADAM(hyper)
     momentums, norms = slots
+    t = iterations + 1
     for p, g, m, u in zip(params, grads, momentums, norms):
         m += (g - m) * (1 - beta_1)
         u[...] = np.maximum(beta_2 * u, np.abs(g))
@@ -116,24 +125,10 @@ def adamax_numpy(
 
 
 def adamax_numpy_out(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    scratch: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    beta_1: float,
-    beta_2: float,
-    epsilon: float,
+    params: Arrays, grads: Arrays, slots: Slots, scratch: Slots, iterations: int, **hyper: Any
 ) -> None:
-    """Adamax in in-place ufuncs over preallocated scratch (no temporaries).
-
-    Args:
-        params, grads, slots, iterations, learning_rate, beta_1, beta_2, epsilon: as in
-            `adamax_numpy`.
-        scratch: per parameter, `[s]`: one array of the parameter's shape to overwrite.
-    """
+    """Adamax in in-place ufuncs over one scratch array per parameter (no temporaries)."""
+    learning_rate, beta_1, beta_2, epsilon = _ADAM(hyper)
     t = iterations + 1
     step_size = learning_rate / (1 - beta_1**t)
     momentums, norms = slots
@@ -163,27 +158,13 @@ def _nadam_scalars(
     return u_t, u_t_1, u_product_t, u_product_t * u_t_1, beta_2**t
 
 
-def nadam_numpy(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Any],
-    iterations: int,
-    *,
-    learning_rate: float,
-    beta_1: float,
-    beta_2: float,
-    epsilon: float,
-) -> None:
+def nadam_numpy(params: Arrays, grads: Arrays, slots: Slots, iterations: int, **hyper: Any) -> None:
     """Nadam as a NumPy user writes it (keras/src/optimizers/nadam.py order).
 
-    Args:
-        params: parameters, updated in place.
-        grads: gradients, one per parameter.
-        slots: `[momentums, velocities, u_product]`: two lists of one array per parameter and
-            the 0-d momentum-cache product, all updated in place.
-        iterations: steps done before this one.
-        learning_rate, beta_1, beta_2, epsilon: Keras's Nadam hyperparameters.
+    Slots: `[momentums, velocities, u_product]`: two lists of one array per parameter and
+    the 0-d momentum-cache product, all updated in place.
     """
+    learning_rate, beta_1, beta_2, epsilon = _ADAM(hyper)
     momentums, velocities, u_product = slots
     u_t, u_t_1, u_product_t, u_product_t_1, beta_2_power = _nadam_scalars(
         u_product, iterations, beta_1, beta_2
@@ -197,24 +178,10 @@ def nadam_numpy(
 
 
 def nadam_numpy_out(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Any],
-    scratch: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    beta_1: float,
-    beta_2: float,
-    epsilon: float,
+    params: Arrays, grads: Arrays, slots: Slots, scratch: Slots, iterations: int, **hyper: Any
 ) -> None:
-    """Nadam in in-place ufuncs over preallocated scratch (no temporaries).
-
-    Args:
-        params, grads, slots, iterations, learning_rate, beta_1, beta_2, epsilon: as in
-            `nadam_numpy`.
-        scratch: per parameter, `[s, t]`: two arrays of the parameter's shape to overwrite.
-    """
+    """Nadam in in-place ufuncs over two scratch arrays per parameter (no temporaries)."""
+    learning_rate, beta_1, beta_2, epsilon = _ADAM(hyper)
     momentums, velocities, u_product = slots
     u_t, u_t_1, u_product_t, u_product_t_1, beta_2_power = _nadam_scalars(
         u_product, iterations, beta_1, beta_2
@@ -235,101 +202,16 @@ def nadam_numpy_out(
         p -= s
 
 
-def lamb_numpy(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    beta_1: float,
-    beta_2: float,
-    epsilon: float,
-) -> None:
-    """Lamb as a NumPy user writes it (keras/src/optimizers/lamb.py order).
-
-    Args:
-        params: parameters, updated in place.
-        grads: gradients, one per parameter.
-        slots: `[momentums, velocities]`, each one array per parameter, updated in place.
-        iterations: steps done before this one.
-        learning_rate, beta_1, beta_2, epsilon: Keras's Lamb hyperparameters.
-    """
-    t = iterations + 1
-    momentums, velocities = slots
-    for p, g, m, v in zip(params, grads, momentums, velocities):
-        m += (g - m) * (1 - beta_1)
-        v += (g * g - v) * (1 - beta_2)
-        update = (m / (1 - beta_1**t)) / (np.sqrt(v / (1 - beta_2**t)) + epsilon)
-        w_norm = np.sqrt(np.sum(p**2))
-        r_norm = np.sqrt(np.sum(update**2))
-        ratio = w_norm / r_norm if w_norm > 0 and r_norm > 0 else 1.0
-        p -= ratio * learning_rate * update
-
-
-def lamb_numpy_out(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    scratch: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    beta_1: float,
-    beta_2: float,
-    epsilon: float,
-) -> None:
-    """Lamb in in-place ufuncs over preallocated scratch (no temporaries; the norms are BLAS
-    dot products).
-
-    Args:
-        params, grads, slots, iterations, learning_rate, beta_1, beta_2, epsilon: as in
-            `lamb_numpy`.
-        scratch: per parameter, `[s]`: one array of the parameter's shape to overwrite.
-    """
-    t = iterations + 1
-    m_scale = 1 / (1 - beta_1**t)
-    v_scale = 1 / (1 - beta_2**t)
-    momentums, velocities = slots
-    for p, g, m, v, (s,) in zip(params, grads, momentums, velocities, scratch):
-        _adam_moments_out(g, m, v, s, beta_1, beta_2)
-        np.multiply(v, v_scale, out=s)
-        np.sqrt(s, out=s)
-        s += epsilon
-        np.divide(m, s, out=s)
-        s *= m_scale
-        flat_p, flat_s = p.reshape(-1), s.reshape(-1)
-        w_norm = math.sqrt(float(np.dot(flat_p, flat_p)))
-        r_norm = math.sqrt(float(np.dot(flat_s, flat_s)))
-        ratio = w_norm / r_norm if w_norm > 0 and r_norm > 0 else 1.0
-        s *= ratio * learning_rate
-        p -= s
-
-
 def schedule_free_adamw_numpy(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    beta_1: float,
-    beta_2: float,
-    epsilon: float,
-    warmup_steps: int,
+    params: Arrays, grads: Arrays, slots: Slots, iterations: int, **hyper: Any
 ) -> None:
     """ScheduleFreeAdamW as a NumPy user writes it (keras/src/optimizers/schedule_free_adamw.py
     order): the parameters hold y, the `momentums` z.
 
-    Args:
-        params: parameters (y), updated in place.
-        grads: gradients, one per parameter.
-        slots: `[momentums, velocities]` (z, starting as copies of the parameters, and the
-            second moment), each one array per parameter, updated in place.
-        iterations: steps done before this one.
-        learning_rate, beta_1, beta_2, epsilon, warmup_steps: Keras's ScheduleFreeAdamW
-            hyperparameters.
+    Slots: `[momentums, velocities]` (z, starting as copies of the parameters, and the
+    second moment), each one array per parameter, updated in place.
     """
+    learning_rate, beta_1, beta_2, epsilon, warmup_steps = _SCHEDULE_FREE(hyper)
     t = iterations + 1
     lr = learning_rate * min(t / warmup_steps, 1.0) if warmup_steps > 0 else learning_rate
     c = 1 / t
@@ -345,25 +227,11 @@ def schedule_free_adamw_numpy(
 
 
 def schedule_free_adamw_numpy_out(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    scratch: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    beta_1: float,
-    beta_2: float,
-    epsilon: float,
-    warmup_steps: int,
+    params: Arrays, grads: Arrays, slots: Slots, scratch: Slots, iterations: int, **hyper: Any
 ) -> None:
-    """ScheduleFreeAdamW in in-place ufuncs over preallocated scratch (no temporaries).
-
-    Args:
-        params, grads, slots, iterations, learning_rate, beta_1, beta_2, epsilon,
-        warmup_steps: as in `schedule_free_adamw_numpy`.
-        scratch: per parameter, `[s, x]`: two arrays of the parameter's shape to overwrite.
-    """
+    """ScheduleFreeAdamW in in-place ufuncs over two scratch arrays per parameter (no
+    temporaries)."""
+    learning_rate, beta_1, beta_2, epsilon, warmup_steps = _SCHEDULE_FREE(hyper)
     t = iterations + 1
     lr = learning_rate * min(t / warmup_steps, 1.0) if warmup_steps > 0 else learning_rate
     c = 1 / t

@@ -7,12 +7,29 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, List, Optional, Sequence, Tuple
+from operator import itemgetter
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ferroptim._bench.cases import Arrays
 from ferroptim._bench.numpy_adam_steps import adam_numpy, adam_numpy_out
+from ferroptim._bench.numpy_steps import Slots
+
+# The hyperparameters each optimizer's steps read, in the order they unpack them.
+_ADAFACTOR = itemgetter("learning_rate", "beta_2_decay", "epsilon_1", "epsilon_2", "clip_threshold")
+_MUON = itemgetter("learning_rate", "momentum", "nesterov", "weight_decay", "rms_rate")
+_NEWTON_SCHULZ = itemgetter("ns_steps", "muon_a", "muon_b", "muon_c")
+
+
+def _muon_adam_hyper(hyper: Dict[str, Any]) -> Dict[str, Any]:
+    # The Adam hyperparameters of Muon's AdamW path, once per step.
+    return {
+        "learning_rate": hyper["learning_rate"] * hyper["adam_lr_ratio"],
+        "beta_1": hyper["adam_beta_1"],
+        "beta_2": hyper["adam_beta_2"],
+        "epsilon": hyper["epsilon"],
+    }
 
 
 def adafactor_state(params: Arrays, names: Sequence[str], **hyperparameters: Any) -> List[Any]:
@@ -41,30 +58,14 @@ def _adafactor_scalars(
 
 
 def adafactor_numpy(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    beta_2_decay: float,
-    epsilon_1: float,
-    epsilon_2: float,
-    clip_threshold: float,
-    relative_step: bool,
+    params: Arrays, grads: Arrays, slots: Slots, iterations: int, **hyper: Any
 ) -> None:
-    """Adafactor as a NumPy user writes it (keras/src/optimizers/adafactor.py order).
+    """Adafactor as a NumPy user writes it (keras/src/optimizers/adafactor.py order);
+    `relative_step` has no numerical effect (see `_adafactor_scalars`).
 
-    Args:
-        params: parameters, updated in place.
-        grads: gradients, one per parameter.
-        slots: `adafactor_state(params)`, updated in place.
-        iterations: steps done before this one.
-        learning_rate, beta_2_decay, epsilon_1, epsilon_2, clip_threshold: Keras's Adafactor
-            hyperparameters.
-        relative_step: no numerical effect (see `_adafactor_scalars`).
+    Slots: `adafactor_state(params)`, updated in place.
     """
-    del relative_step
+    learning_rate, beta_2_decay, epsilon_1, epsilon_2, clip_threshold = _ADAFACTOR(hyper)
     rho_t, beta_2_t = _adafactor_scalars(iterations, learning_rate, beta_2_decay)
     for p, g, r, c, v in zip(params, grads, *slots):
         alpha_t = max(epsilon_2, math.sqrt(np.mean(p * p))) * rho_t
@@ -81,29 +82,14 @@ def adafactor_numpy(
 
 
 def adafactor_numpy_out(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    scratch: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    beta_2_decay: float,
-    epsilon_1: float,
-    epsilon_2: float,
-    clip_threshold: float,
-    relative_step: bool,
+    params: Arrays, grads: Arrays, slots: Slots, scratch: Slots, iterations: int, **hyper: Any
 ) -> None:
     """Adafactor in in-place ufuncs over preallocated scratch (no temporaries; the sums of
     squares are BLAS dot products).
 
-    Args:
-        params, grads, slots, iterations, learning_rate, beta_2_decay, epsilon_1, epsilon_2,
-        clip_threshold, relative_step: as in `adafactor_numpy`.
-        scratch: per parameter, `[s, t]`: two arrays of the parameter's shape to overwrite;
-            their leading elements also hold the row and column means.
+    Scratch: `[s, t]` per parameter; their leading elements also hold the row and column means.
     """
-    del relative_step
+    learning_rate, beta_2_decay, epsilon_1, epsilon_2, clip_threshold = _ADAFACTOR(hyper)
     rho_t, beta_2_t = _adafactor_scalars(iterations, learning_rate, beta_2_decay)
     for p, g, r, c, v, (s, t) in zip(params, grads, *slots, scratch):
         flat_p, flat_s = p.reshape(-1), s.reshape(-1)
@@ -185,44 +171,18 @@ def _newton_schulz_numpy(x: np.ndarray, steps: int, a: float, b: float, c: float
     return x.T if transposed else x
 
 
-def muon_numpy(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Any],
-    iterations: int,
-    *,
-    learning_rate: float,
-    adam_beta_1: float,
-    adam_beta_2: float,
-    adam_weight_decay: Optional[float],
-    epsilon: float,
-    weight_decay: Optional[float],
-    exclude_layers: Optional[Sequence[str]],
-    exclude_embeddings: bool,
-    muon_a: float,
-    muon_b: float,
-    muon_c: float,
-    adam_lr_ratio: float,
-    momentum: float,
-    ns_steps: int,
-    nesterov: bool,
-    rms_rate: Optional[float],
-) -> None:
+def muon_numpy(params: Arrays, grads: Arrays, slots: Slots, iterations: int, **hyper: Any) -> None:
     """Muon as a NumPy user writes it (keras/src/optimizers/muon.py order): momentum, Newton-
-    Schulz with NumPy's matrix products, and Adam (`adam_numpy`) on the AdamW path.
+    Schulz with NumPy's matrix products, and Adam (`adam_numpy`) on the AdamW path. Weight
+    decay (`w - w * wd * learning_rate`, before the update) takes `adam_weight_decay` on the
+    AdamW path, `weight_decay` on the other; `exclude_layers` and `exclude_embeddings` are not
+    read: the routing is in `slots`.
 
-    Args:
-        params: parameters, updated in place.
-        grads: gradients, one per parameter.
-        slots: `muon_state(params, names)`, updated in place.
-        iterations: steps done before this one.
-        learning_rate, adam_beta_1, adam_beta_2, adam_weight_decay, epsilon, weight_decay,
-        muon_a, muon_b, muon_c, adam_lr_ratio, momentum, ns_steps, nesterov, rms_rate: Keras's
-            Muon hyperparameters. Weight decay (`w - w * wd * learning_rate`, before the
-            update) takes `adam_weight_decay` on the AdamW path, `weight_decay` on the other.
-        exclude_layers, exclude_embeddings: unused here: the routing is in `slots`.
+    Slots: `muon_state(params, names)`, updated in place.
     """
-    del exclude_layers, exclude_embeddings
+    learning_rate, momentum, nesterov, weight_decay, rms_rate = _MUON(hyper)
+    ns_steps, muon_a, muon_b, muon_c = _NEWTON_SCHULZ(hyper)
+    adam_weight_decay, adam_hyper = hyper["adam_weight_decay"], _muon_adam_hyper(hyper)
     momentums, velocities = slots
     for p, g, m, v in zip(params, grads, momentums, velocities):
         if v is not None:
@@ -233,10 +193,7 @@ def muon_numpy(
                 [g],
                 [[m], [v]],
                 iterations,
-                learning_rate=learning_rate * adam_lr_ratio,
-                beta_1=adam_beta_1,
-                beta_2=adam_beta_2,
-                epsilon=epsilon,
+                **adam_hyper,
             )
             continue
         if weight_decay is not None:
@@ -289,41 +246,17 @@ def _newton_schulz_numpy_out(
 
 
 def muon_numpy_out(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Any],
-    scratch: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    adam_beta_1: float,
-    adam_beta_2: float,
-    adam_weight_decay: Optional[float],
-    epsilon: float,
-    weight_decay: Optional[float],
-    exclude_layers: Optional[Sequence[str]],
-    exclude_embeddings: bool,
-    muon_a: float,
-    muon_b: float,
-    muon_c: float,
-    adam_lr_ratio: float,
-    momentum: float,
-    ns_steps: int,
-    nesterov: bool,
-    rms_rate: Optional[float],
+    params: Arrays, grads: Arrays, slots: Slots, scratch: Slots, iterations: int, **hyper: Any
 ) -> None:
     """Muon in in-place ufuncs and `out=` matrix products over preallocated scratch, and
     `adam_numpy_out` on the AdamW path.
 
-    Args:
-        params, grads, slots, iterations, learning_rate, adam_beta_1, adam_beta_2,
-        adam_weight_decay, epsilon, weight_decay, exclude_layers, exclude_embeddings, muon_a,
-        muon_b, muon_c, adam_lr_ratio, momentum, ns_steps, nesterov, rms_rate: as in
-            `muon_numpy`.
-        scratch: per parameter, `[s, t, gram, poly]`: four arrays of the parameter's shape to
-            overwrite (the last two hold the min(rows, cols)-square matrices).
+    Scratch: `[s, t, gram, poly]` per parameter (the last two hold the min(rows, cols)-square
+    matrices).
     """
-    del exclude_layers, exclude_embeddings
+    learning_rate, momentum, nesterov, weight_decay, rms_rate = _MUON(hyper)
+    ns_steps, muon_a, muon_b, muon_c = _NEWTON_SCHULZ(hyper)
+    adam_weight_decay, adam_hyper = hyper["adam_weight_decay"], _muon_adam_hyper(hyper)
     momentums, velocities = slots
     for p, g, m, v, (s, t, gram, poly) in zip(params, grads, momentums, velocities, scratch):
         decay = adam_weight_decay if v is not None else weight_decay
@@ -338,10 +271,7 @@ def muon_numpy_out(
                 [[m], [v]],
                 [[s]],
                 iterations,
-                learning_rate=learning_rate * adam_lr_ratio,
-                beta_1=adam_beta_1,
-                beta_2=adam_beta_2,
-                epsilon=epsilon,
+                **adam_hyper,
             )
             continue
         np.multiply(m, momentum - 1, out=s)

@@ -3,39 +3,52 @@ step twice, as a NumPy user writes it (`<name>_numpy`: Keras's formulas with tem
 tensor at a time) and as a careful one does (`<name>_numpy_out`: in-place ufuncs over
 preallocated scratch).
 
-Hyperparameters arrive as keyword arguments named as in Keras; `iterations` is the step count
-before this step (t = iterations + 1), as in Keras. Every step must do ferroptim's work:
-tests/test_bench.py checks that three steps agree with ferroptim's.
+Every step here and in `numpy_adam_steps` and `numpy_matrix_steps` is called as the
+benchmark's registry calls it, `<name>_numpy(params, grads, slots, iterations, **hyper)` and
+`<name>_numpy_out(params, grads, slots, scratch, iterations, **hyper)`:
+
+- params: the parameters, updated in place.
+- grads: the gradients, one per parameter.
+- slots: the optimizer's state, updated in place; each step's docstring gives its layout.
+- scratch: per parameter, arrays of the parameter's shape for the step to overwrite; each
+  `_out` step's docstring says how many (the record's `scratch_per_tensor`).
+- iterations: the steps done before this one (t = iterations + 1), as in Keras.
+- hyper: the optimizer's constructor arguments, named as in Keras. A step reads the ones its
+  formulas use (the module's `itemgetter`s, one per optimizer, shared by its two steps) and
+  ignores the others, e.g. `initial_accumulator_value`, which only sets the slots' start.
+
+Every step must do ferroptim's work: tests/test_bench.py checks that three steps agree with
+ferroptim's.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from operator import itemgetter
+from typing import Any, Sequence
 
 import numpy as np
 
 from ferroptim._bench.cases import Arrays
 
+# A step's `slots` and `scratch`: per group, one array per parameter (Nadam's slots end with
+# its 0-d scalar, Muon's hold None where a parameter has no such slot).
+Slots = Sequence[Any]
 
-def sgd_numpy(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    momentum: float,
-) -> None:
+# The hyperparameters each optimizer's steps read, in the order they unpack them.
+_SGD = itemgetter("learning_rate", "momentum")
+_RMSPROP = itemgetter("learning_rate", "rho", "momentum", "epsilon", "centered")
+_ADAGRAD = itemgetter("learning_rate", "epsilon")
+_ADADELTA = itemgetter("learning_rate", "rho", "epsilon")
+_LION = itemgetter("learning_rate", "beta_1", "beta_2")
+_FTRL = itemgetter("learning_rate", "learning_rate_power", "beta")
+
+
+def sgd_numpy(params: Arrays, grads: Arrays, slots: Slots, iterations: int, **hyper: Any) -> None:
     """SGD with momentum as a NumPy user writes it (keras/src/optimizers/sgd.py order).
 
-    Args:
-        params: parameters, updated in place.
-        grads: gradients, one per parameter.
-        slots: `[momentums]`, one array per parameter, updated in place.
-        iterations: steps done before this one (unused: SGD has no step-dependent scalar).
-        learning_rate: the step size.
-        momentum: the momentum coefficient.
+    Slots: `[momentums]`, one array per parameter, updated in place.
     """
+    learning_rate, momentum = _SGD(hyper)
     del iterations
     (momentums,) = slots
     for p, g, m in zip(params, grads, momentums):
@@ -44,21 +57,11 @@ def sgd_numpy(
 
 
 def sgd_numpy_out(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    scratch: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    momentum: float,
+    params: Arrays, grads: Arrays, slots: Slots, scratch: Slots, iterations: int, **hyper: Any
 ) -> None:
-    """SGD with momentum in in-place ufuncs over preallocated scratch (no temporaries).
-
-    Args:
-        params, grads, slots, iterations, learning_rate, momentum: as in `sgd_numpy`.
-        scratch: per parameter, `[s]`: one array of the parameter's shape to overwrite.
-    """
+    """SGD with momentum in in-place ufuncs over one scratch array per parameter (no
+    temporaries)."""
+    learning_rate, momentum = _SGD(hyper)
     del iterations
     (momentums,) = slots
     for p, g, m, (s,) in zip(params, grads, momentums, scratch):
@@ -69,28 +72,15 @@ def sgd_numpy_out(
 
 
 def rmsprop_numpy(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    rho: float,
-    momentum: float,
-    epsilon: float,
-    centered: bool,
+    params: Arrays, grads: Arrays, slots: Slots, iterations: int, **hyper: Any
 ) -> None:
     """RMSprop as a NumPy user writes it (keras/src/optimizers/rmsprop.py order: epsilon
     inside the square root).
 
-    Args:
-        params: parameters, updated in place.
-        grads: gradients, one per parameter.
-        slots: `[velocities]`, then `momentums` if momentum > 0, then `average_gradients` if
-            centered (Keras's three groups), each one array per parameter, updated in place.
-        iterations: steps done before this one (unused: RMSprop has no bias correction).
-        learning_rate, rho, momentum, epsilon, centered: Keras's RMSprop hyperparameters.
+    Slots: `[velocities]`, then `momentums` if momentum > 0, then `average_gradients` if
+    centered (Keras's three groups), each one array per parameter, updated in place.
     """
+    learning_rate, rho, momentum, epsilon, centered = _RMSPROP(hyper)
     del iterations
     velocities = slots[0]
     momentums = slots[1] if momentum > 0 else None
@@ -114,25 +104,10 @@ def rmsprop_numpy(
 
 
 def rmsprop_numpy_out(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    scratch: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    rho: float,
-    momentum: float,
-    epsilon: float,
-    centered: bool,
+    params: Arrays, grads: Arrays, slots: Slots, scratch: Slots, iterations: int, **hyper: Any
 ) -> None:
-    """RMSprop in in-place ufuncs over preallocated scratch (no temporaries).
-
-    Args:
-        params, grads, slots, iterations, learning_rate, rho, momentum, epsilon, centered: as in
-            `rmsprop_numpy`.
-        scratch: per parameter, `[s]`: one array of the parameter's shape to overwrite.
-    """
+    """RMSprop in in-place ufuncs over one scratch array per parameter (no temporaries)."""
+    learning_rate, rho, momentum, epsilon, centered = _RMSPROP(hyper)
     del iterations
     velocities = slots[0]
     momentums = slots[1] if momentum > 0 else None
@@ -166,27 +141,15 @@ def rmsprop_numpy_out(
 
 
 def adagrad_numpy(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    initial_accumulator_value: float,
-    epsilon: float,
+    params: Arrays, grads: Arrays, slots: Slots, iterations: int, **hyper: Any
 ) -> None:
     """Adagrad as a NumPy user writes it (keras/src/optimizers/adagrad.py order: epsilon
     inside the square root).
 
-    Args:
-        params: parameters, updated in place.
-        grads: gradients, one per parameter.
-        slots: `[accumulators]`, one array per parameter, updated in place.
-        iterations: steps done before this one (unused).
-        learning_rate, epsilon: Keras's Adagrad hyperparameters.
-        initial_accumulator_value: unused here: it is the accumulators' initial value.
+    Slots: `[accumulators]`, one array per parameter, updated in place.
     """
-    del iterations, initial_accumulator_value
+    learning_rate, epsilon = _ADAGRAD(hyper)
+    del iterations
     (accumulators,) = slots
     for p, g, acc in zip(params, grads, accumulators):
         acc += g * g
@@ -194,24 +157,11 @@ def adagrad_numpy(
 
 
 def adagrad_numpy_out(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    scratch: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    initial_accumulator_value: float,
-    epsilon: float,
+    params: Arrays, grads: Arrays, slots: Slots, scratch: Slots, iterations: int, **hyper: Any
 ) -> None:
-    """Adagrad in in-place ufuncs over preallocated scratch (no temporaries).
-
-    Args:
-        params, grads, slots, iterations, learning_rate, initial_accumulator_value, epsilon:
-            as in `adagrad_numpy`.
-        scratch: per parameter, `[s]`: one array of the parameter's shape to overwrite.
-    """
-    del iterations, initial_accumulator_value
+    """Adagrad in in-place ufuncs over one scratch array per parameter (no temporaries)."""
+    learning_rate, epsilon = _ADAGRAD(hyper)
+    del iterations
     (accumulators,) = slots
     for p, g, acc, (s,) in zip(params, grads, accumulators, scratch):
         np.multiply(g, g, out=s)
@@ -224,25 +174,14 @@ def adagrad_numpy_out(
 
 
 def adadelta_numpy(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    rho: float,
-    epsilon: float,
+    params: Arrays, grads: Arrays, slots: Slots, iterations: int, **hyper: Any
 ) -> None:
     """Adadelta as a NumPy user writes it (keras/src/optimizers/adadelta.py order).
 
-    Args:
-        params: parameters, updated in place.
-        grads: gradients, one per parameter.
-        slots: `[accumulated_grads, accumulated_delta_vars]`, each one array per parameter,
-            updated in place.
-        iterations: steps done before this one (unused).
-        learning_rate, rho, epsilon: Keras's Adadelta hyperparameters.
+    Slots: `[accumulated_grads, accumulated_delta_vars]`, each one array per parameter,
+    updated in place.
     """
+    learning_rate, rho, epsilon = _ADADELTA(hyper)
     del iterations
     accumulated_grads, accumulated_delta_vars = slots
     for p, g, eg, edx in zip(params, grads, accumulated_grads, accumulated_delta_vars):
@@ -253,22 +192,10 @@ def adadelta_numpy(
 
 
 def adadelta_numpy_out(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    scratch: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    rho: float,
-    epsilon: float,
+    params: Arrays, grads: Arrays, slots: Slots, scratch: Slots, iterations: int, **hyper: Any
 ) -> None:
-    """Adadelta in in-place ufuncs over preallocated scratch (no temporaries).
-
-    Args:
-        params, grads, slots, iterations, learning_rate, rho, epsilon: as in `adadelta_numpy`.
-        scratch: per parameter, `[s, t]`: two arrays of the parameter's shape to overwrite.
-    """
+    """Adadelta in in-place ufuncs over two scratch arrays per parameter (no temporaries)."""
+    learning_rate, rho, epsilon = _ADADELTA(hyper)
     del iterations
     accumulated_grads, accumulated_delta_vars = slots
     for p, g, eg, edx, (s, t) in zip(
@@ -293,25 +220,12 @@ def adadelta_numpy_out(
         p -= s
 
 
-def lion_numpy(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    beta_1: float,
-    beta_2: float,
-) -> None:
+def lion_numpy(params: Arrays, grads: Arrays, slots: Slots, iterations: int, **hyper: Any) -> None:
     """Lion as a NumPy user writes it (keras/src/optimizers/lion.py order).
 
-    Args:
-        params: parameters, updated in place.
-        grads: gradients, one per parameter.
-        slots: `[momentums]`, one array per parameter, updated in place.
-        iterations: steps done before this one (unused).
-        learning_rate, beta_1, beta_2: Keras's Lion hyperparameters.
+    Slots: `[momentums]`, one array per parameter, updated in place.
     """
+    learning_rate, beta_1, beta_2 = _LION(hyper)
     del iterations
     (momentums,) = slots
     for p, g, m in zip(params, grads, momentums):
@@ -320,22 +234,10 @@ def lion_numpy(
 
 
 def lion_numpy_out(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    scratch: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    beta_1: float,
-    beta_2: float,
+    params: Arrays, grads: Arrays, slots: Slots, scratch: Slots, iterations: int, **hyper: Any
 ) -> None:
-    """Lion in in-place ufuncs over preallocated scratch (no temporaries).
-
-    Args:
-        params, grads, slots, iterations, learning_rate, beta_1, beta_2: as in `lion_numpy`.
-        scratch: per parameter, `[s, t]`: two arrays of the parameter's shape to overwrite.
-    """
+    """Lion in in-place ufuncs over two scratch arrays per parameter (no temporaries)."""
+    learning_rate, beta_1, beta_2 = _LION(hyper)
     del iterations
     (momentums,) = slots
     for p, g, m, (s, t) in zip(params, grads, momentums, scratch):
@@ -350,36 +252,18 @@ def lion_numpy_out(
         m += t
 
 
-def ftrl_numpy(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    learning_rate_power: float,
-    initial_accumulator_value: float,
-    l1_regularization_strength: float,
-    l2_regularization_strength: float,
-    l2_shrinkage_regularization_strength: float,
-    beta: float,
-) -> None:
-    """FTRL as a NumPy user writes it (keras/src/optimizers/ftrl.py order).
+def ftrl_numpy(params: Arrays, grads: Arrays, slots: Slots, iterations: int, **hyper: Any) -> None:
+    """FTRL as a NumPy user writes it (keras/src/optimizers/ftrl.py order); the parameters are
+    replaced in place.
 
-    Args:
-        params: parameters, replaced in place.
-        grads: gradients, one per parameter.
-        slots: `[accumulators, linears]`, each one array per parameter, updated in place.
-        iterations: steps done before this one (unused).
-        learning_rate, learning_rate_power, l1_regularization_strength,
-        l2_regularization_strength, l2_shrinkage_regularization_strength, beta: Keras's Ftrl
-            hyperparameters.
-        initial_accumulator_value: unused here: it is the accumulators' initial value.
+    Slots: `[accumulators, linears]`, each one array per parameter, updated in place.
     """
-    del iterations, initial_accumulator_value
+    learning_rate, learning_rate_power, beta = _FTRL(hyper)
+    del iterations
     power = -learning_rate_power
-    l1 = l1_regularization_strength
-    l2 = l2_regularization_strength + beta / (2 * learning_rate)
+    l1 = hyper["l1_regularization_strength"]
+    l2 = hyper["l2_regularization_strength"] + beta / (2 * learning_rate)
+    l2_shrinkage_regularization_strength = hyper["l2_shrinkage_regularization_strength"]
     accumulators, linears = slots
     for p, g, n, z in zip(params, grads, accumulators, linears):
         grad_to_use = g + 2 * l2_shrinkage_regularization_strength * p
@@ -401,33 +285,15 @@ def _power_out(x: np.ndarray, power: float, out: np.ndarray) -> None:
 
 
 def ftrl_numpy_out(
-    params: Arrays,
-    grads: Arrays,
-    slots: Sequence[Arrays],
-    scratch: Sequence[Arrays],
-    iterations: int,
-    *,
-    learning_rate: float,
-    learning_rate_power: float,
-    initial_accumulator_value: float,
-    l1_regularization_strength: float,
-    l2_regularization_strength: float,
-    l2_shrinkage_regularization_strength: float,
-    beta: float,
+    params: Arrays, grads: Arrays, slots: Slots, scratch: Slots, iterations: int, **hyper: Any
 ) -> None:
-    """FTRL in in-place ufuncs over preallocated scratch (no temporaries).
-
-    Args:
-        params, grads, slots, iterations, learning_rate, learning_rate_power,
-        initial_accumulator_value, l1_regularization_strength, l2_regularization_strength,
-        l2_shrinkage_regularization_strength, beta: as in `ftrl_numpy`.
-        scratch: per parameter, `[s, t]`: two arrays of the parameter's shape to overwrite.
-    """
-    del iterations, initial_accumulator_value
+    """FTRL in in-place ufuncs over two scratch arrays per parameter (no temporaries)."""
+    learning_rate, learning_rate_power, beta = _FTRL(hyper)
+    del iterations
     power = -learning_rate_power
-    l1 = l1_regularization_strength
-    l2 = l2_regularization_strength + beta / (2 * learning_rate)
-    shrinkage = 2 * l2_shrinkage_regularization_strength
+    l1 = hyper["l1_regularization_strength"]
+    l2 = hyper["l2_regularization_strength"] + beta / (2 * learning_rate)
+    shrinkage = 2 * hyper["l2_shrinkage_regularization_strength"]
     accumulators, linears = slots
     for p, g, n, z, (s, t) in zip(params, grads, accumulators, linears, scratch):
         _power_out(n, power, t)

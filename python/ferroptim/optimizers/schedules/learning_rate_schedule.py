@@ -24,6 +24,7 @@ the NumPy scalar it meets), several times cheaper than constructing ``dtype(valu
 
 import bisect
 import math
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -135,7 +136,61 @@ def _check_positive(name, value):
         raise ValueError(f"Argument `{name}` must be > 0. Received: {name}={value}")
 
 
-class ExponentialDecay(LearningRateSchedule):
+def _decay_progress(step, dtype, decay_steps, staircase):
+    # `step / decay_steps` in the dtype, floored with `staircase`: ExponentialDecay's exponent
+    # and InverseTimeDecay's quotient, in Keras's operations.
+    p = cast_step(step, dtype) / decay_steps
+    if staircase:
+        p = floor(p)
+    return p
+
+
+class _BuiltinSchedule(LearningRateSchedule):
+    # The schedules of this module keep their constructor arguments as attributes, as Keras's
+    # do, and `get_config` returns them. `_arguments` names them in Keras's config order,
+    # `_attribute_of` maps the few kept under another name, `_positive` names the argument
+    # that must be > 0 (a decay length), if any.
+    _arguments: Tuple[str, ...] = ()
+    _attribute_of: Dict[str, str] = {}
+    _positive: Optional[str] = None
+
+    def _store_arguments(self, arguments):
+        # `arguments`: the constructor's `locals()`.
+        for argument in self._arguments:
+            setattr(self, self._attribute_of.get(argument, argument), arguments[argument])
+        if self._positive is not None:
+            _check_positive(self._positive, arguments[self._positive])
+
+    def get_config(self):
+        """The constructor arguments of this schedule, as a dict."""
+        return {
+            argument: getattr(self, self._attribute_of.get(argument, argument))
+            for argument in self._arguments
+        }
+
+
+class _RateDecay(_BuiltinSchedule):
+    # ExponentialDecay's and InverseTimeDecay's arguments, the same for both.
+    _arguments = ("initial_learning_rate", "decay_steps", "decay_rate", "staircase", "name")
+    _positive = "decay_steps"
+
+
+def _rate_decay_init(default_name):
+    # The constructor of `_RateDecay`'s subclasses: one signature but for the default name.
+    def __init__(
+        self,
+        initial_learning_rate,
+        decay_steps,
+        decay_rate,
+        staircase=False,
+        name=default_name,
+    ):
+        self._store_arguments(locals())
+
+    return __init__
+
+
+class ExponentialDecay(_RateDecay):
     """Exponential decay: ``initial_learning_rate * decay_rate ** (step / decay_steps)``.
 
     With ``staircase=True`` the exponent is floored, so the rate drops by ``decay_rate`` once
@@ -155,27 +210,14 @@ class ExponentialDecay(LearningRateSchedule):
         name: A str. The schedule's name. Defaults to ``"ExponentialDecay"``.
     """
 
-    def __init__(
-        self,
-        initial_learning_rate,
-        decay_steps,
-        decay_rate,
-        staircase=False,
-        name="ExponentialDecay",
-    ):
-        super().__init__()
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.decay_rate = decay_rate
-        self.staircase = staircase
-        self.name = name
-        _check_positive("decay_steps", decay_steps)
+    __init__ = _rate_decay_init("ExponentialDecay")
 
     def _prepare(self):
         dtype = compute_dtype(self.initial_learning_rate)
+        power = functions_for(dtype)[0]
         return (
             dtype,
-            functions_for(dtype)[0],
+            power,
             dtype(self.initial_learning_rate),
             dtype(self.decay_steps),
             # The dtype's value as a Python float: the native power takes it without a
@@ -187,24 +229,12 @@ class ExponentialDecay(LearningRateSchedule):
     def __call__(self, step):
         """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
         dtype, power, initial, decay_steps, decay_rate, staircase = self._constants()
-        p = cast_step(step, dtype) / decay_steps
-        if staircase:
-            p = floor(p)
+        p = _decay_progress(step, dtype, decay_steps, staircase)
         # The power is a value of the dtype, so a Python float of it meets `initial` exactly.
         return initial * power(decay_rate, p)
 
-    def get_config(self):
-        """The constructor arguments of this schedule, as a dict."""
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps,
-            "decay_rate": self.decay_rate,
-            "staircase": self.staircase,
-            "name": self.name,
-        }
 
-
-class PiecewiseConstantDecay(LearningRateSchedule):
+class PiecewiseConstantDecay(_BuiltinSchedule):
     """A piecewise constant schedule.
 
     The rate is ``values[0]`` while ``step <= boundaries[0]``, ``values[i]`` while
@@ -226,6 +256,8 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         ValueError: if ``len(boundaries) != len(values) - 1``.
     """
 
+    _arguments = ("boundaries", "values", "name")
+
     def __init__(self, boundaries, values, name="PiecewiseConstant"):
         super().__init__()
         if len(boundaries) != len(values) - 1:
@@ -235,9 +267,7 @@ class PiecewiseConstantDecay(LearningRateSchedule):
                 f"{len(boundaries)}, and values={values} "
                 f"of length {len(values)}."
             )
-        self.boundaries = boundaries
-        self.values = values
-        self.name = name
+        self._store_arguments(locals())
 
     def _prepare(self):
         types = [scalar_type(v) for v in self.values]
@@ -288,16 +318,8 @@ class PiecewiseConstantDecay(LearningRateSchedule):
                 total = total + value
         return total
 
-    def get_config(self):
-        """The constructor arguments of this schedule, as a dict."""
-        return {
-            "boundaries": self.boundaries,
-            "values": self.values,
-            "name": self.name,
-        }
 
-
-class PolynomialDecay(LearningRateSchedule):
+class PolynomialDecay(_BuiltinSchedule):
     """Polynomial decay from ``initial_learning_rate`` to ``end_learning_rate``.
 
     Without ``cycle``::
@@ -323,6 +345,16 @@ class PolynomialDecay(LearningRateSchedule):
         name: A str. The schedule's name. Defaults to ``"PolynomialDecay"``.
     """
 
+    _arguments = (
+        "initial_learning_rate",
+        "decay_steps",
+        "end_learning_rate",
+        "power",
+        "cycle",
+        "name",
+    )
+    _positive = "decay_steps"
+
     def __init__(
         self,
         initial_learning_rate,
@@ -333,22 +365,15 @@ class PolynomialDecay(LearningRateSchedule):
         name="PolynomialDecay",
     ):
         super().__init__()
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.end_learning_rate = end_learning_rate
-        self.power = power
-        self.cycle = cycle
-        self.name = name
-        _check_positive("decay_steps", decay_steps)
+        self._store_arguments(locals())
 
     def _prepare(self):
         dtype = compute_dtype(self.initial_learning_rate)
-        initial = dtype(self.initial_learning_rate)
         end = dtype(self.end_learning_rate)
         return (
             dtype,
             functions_for(dtype)[0],
-            initial - end,
+            dtype(self.initial_learning_rate) - end,
             end,
             float(dtype(self.power)),  # for the native power, as ExponentialDecay's rate
             dtype(self.decay_steps),
@@ -367,19 +392,8 @@ class PolynomialDecay(LearningRateSchedule):
         p = step / decay_steps
         return span * pow_(1 - p, power) + end
 
-    def get_config(self):
-        """The constructor arguments of this schedule, as a dict."""
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps,
-            "end_learning_rate": self.end_learning_rate,
-            "power": self.power,
-            "cycle": self.cycle,
-            "name": self.name,
-        }
 
-
-class InverseTimeDecay(LearningRateSchedule):
+class InverseTimeDecay(_RateDecay):
     """Inverse time decay: ``initial_learning_rate / (1 + decay_rate * step / decay_steps)``.
 
     With ``staircase=True``, ``step / decay_steps`` is floored. ``InverseTimeDecay(lr, 1, decay)``
@@ -398,21 +412,7 @@ class InverseTimeDecay(LearningRateSchedule):
         name: A str. The schedule's name. Defaults to ``"InverseTimeDecay"``.
     """
 
-    def __init__(
-        self,
-        initial_learning_rate,
-        decay_steps,
-        decay_rate,
-        staircase=False,
-        name="InverseTimeDecay",
-    ):
-        super().__init__()
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.decay_rate = decay_rate
-        self.staircase = staircase
-        self.name = name
-        _check_positive("decay_steps", decay_steps)
+    __init__ = _rate_decay_init("InverseTimeDecay")
 
     def _prepare(self):
         dtype = compute_dtype(self.initial_learning_rate)
@@ -427,23 +427,11 @@ class InverseTimeDecay(LearningRateSchedule):
     def __call__(self, step):
         """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
         dtype, initial, decay_steps, decay_rate, staircase = self._constants()
-        p = cast_step(step, dtype) / decay_steps
-        if staircase:
-            p = floor(p)
+        p = _decay_progress(step, dtype, decay_steps, staircase)
         return initial / (1 + decay_rate * p)
 
-    def get_config(self):
-        """The constructor arguments of this schedule, as a dict."""
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps,
-            "decay_rate": self.decay_rate,
-            "staircase": self.staircase,
-            "name": self.name,
-        }
 
-
-class CosineDecay(LearningRateSchedule):
+class CosineDecay(_BuiltinSchedule):
     """Cosine decay with an optional linear warmup (Loshchilov & Hutter, "SGDR", ICLR 2017).
 
     Without warmup (``warmup_target=None``)::
@@ -482,6 +470,16 @@ class CosineDecay(LearningRateSchedule):
         warmup_steps: A number. The length of the warmup. Defaults to ``0``.
     """
 
+    _arguments = (
+        "initial_learning_rate",
+        "decay_steps",
+        "alpha",
+        "name",
+        "warmup_target",
+        "warmup_steps",
+    )
+    _positive = "decay_steps"
+
     def __init__(
         self,
         initial_learning_rate,
@@ -492,13 +490,7 @@ class CosineDecay(LearningRateSchedule):
         warmup_steps=0,
     ):
         super().__init__()
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.alpha = alpha
-        self.name = name
-        self.warmup_steps = warmup_steps
-        self.warmup_target = warmup_target
-        _check_positive("decay_steps", decay_steps)
+        self._store_arguments(locals())
 
     def _prepare(self):
         dtype = compute_dtype(self.initial_learning_rate)
@@ -541,19 +533,8 @@ class CosineDecay(LearningRateSchedule):
         cosine_decayed = 0.5 * (1.0 + one * cos(pi * (step / decay_steps)))
         return initial * (one_minus_alpha * cosine_decayed + alpha)
 
-    def get_config(self):
-        """The constructor arguments of this schedule, as a dict."""
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps,
-            "alpha": self.alpha,
-            "name": self.name,
-            "warmup_target": self.warmup_target,
-            "warmup_steps": self.warmup_steps,
-        }
 
-
-class CosineDecayRestarts(LearningRateSchedule):
+class CosineDecayRestarts(_BuiltinSchedule):
     """Cosine decay with warm restarts (Loshchilov & Hutter, "SGDR", ICLR 2017).
 
     The multiplier decays along a half cosine from 1 to ``alpha`` over ``first_decay_steps``
@@ -584,6 +565,11 @@ class CosineDecayRestarts(LearningRateSchedule):
         name: A str. The schedule's name. Defaults to ``"SGDRDecay"``.
     """
 
+    _arguments = ("initial_learning_rate", "first_decay_steps", "t_mul", "m_mul", "alpha", "name")
+    # Keras keeps the two multipliers private.
+    _attribute_of = {"t_mul": "_t_mul", "m_mul": "_m_mul"}
+    _positive = "first_decay_steps"
+
     def __init__(
         self,
         initial_learning_rate,
@@ -594,20 +580,14 @@ class CosineDecayRestarts(LearningRateSchedule):
         name="SGDRDecay",
     ):
         super().__init__()
-        self.initial_learning_rate = initial_learning_rate
-        self.first_decay_steps = first_decay_steps
-        self._t_mul = t_mul
-        self._m_mul = m_mul
-        self.alpha = alpha
-        self.name = name
-        _check_positive("first_decay_steps", first_decay_steps)
+        self._store_arguments(locals())
 
     def _prepare(self):
         dtype = compute_dtype(self.initial_learning_rate)
+        power, log, cos = functions_for(dtype)
         alpha = dtype(self.alpha)
         t_mul = dtype(self._t_mul)
         one = dtype(1)
-        power, log, cos = functions_for(dtype)
         return (
             dtype,
             one,
@@ -658,17 +638,6 @@ class CosineDecayRestarts(LearningRateSchedule):
             fraction = fraction - restart
         cosine_decayed = 0.5 * (one * power(m_mul, restart)) * (1.0 + one * cos(pi * fraction))
         return initial * (one_minus_alpha * cosine_decayed + alpha)
-
-    def get_config(self):
-        """The constructor arguments of this schedule, as a dict."""
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "first_decay_steps": self.first_decay_steps,
-            "t_mul": self._t_mul,
-            "m_mul": self._m_mul,
-            "alpha": self.alpha,
-            "name": self.name,
-        }
 
 
 _BUILTIN = {
