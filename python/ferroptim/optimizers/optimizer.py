@@ -40,12 +40,7 @@ import numpy as np
 
 from ferroptim import _native
 from ferroptim.optimizers import schedules as _schedules
-from ferroptim.optimizers._arguments import (
-    auto_name,
-    check_base_arguments,
-    keras2_arguments,
-    keras_signature,
-)
+from ferroptim.optimizers._arguments import auto_name, check_base_arguments, keras2_arguments
 from ferroptim.optimizers._plan import NO_PLAN, VARYING, PlanAttribute, StepPlan
 from ferroptim.optimizers._rule import NativeRule, RuleDeclaration, SlotGroup
 from ferroptim.optimizers._step import StepEngine, name_variables
@@ -63,14 +58,7 @@ from ferroptim.optimizers._variables import (
 )
 from ferroptim.optimizers.schedules import LearningRateSchedule
 
-__all__ = [
-    "NativeRule",
-    "Optimizer",
-    "ParamsArg",
-    "SlotGroup",
-    "check_hyperparameter",
-    "keras_signature",
-]
+__all__ = ["NativeRule", "Optimizer", "ParamsArg", "SlotGroup", "check_hyperparameter"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NONES = repeat(None)
