@@ -281,6 +281,7 @@ fn fused_prologue_matches_keras_order() {
         clip: Clip::Norm(c),
         weight_decay: Some((wd, lr)),
         ema: Some((mu, false)),
+        lazy: false,
     };
     run(
         &sgd::<f32>(f64::from(lr), 0.0, false),

@@ -24,7 +24,7 @@ END = "# --- end of the generated update rules ---\n"
 # The annotation of each kind of argument `rule_signatures()` reports.
 ANNOTATIONS = {
     "params": "Sequence[NDArray[np.floating]]",
-    "grads": "Sequence[ArrayLike]",
+    "grads": "Sequence[_Gradient]",
     "slots": "Sequence[NDArray[np.floating]]",
     "optional_slots": "Optional[Sequence[NDArray[np.floating]]]",
     "real": "float",

@@ -13,10 +13,11 @@ import warnings
 import numpy as np
 
 from ferroptim import _native, optimizers
+from ferroptim._indexed_slices import IndexedSlices
 
 __version__: str = _native.__version__
 
-__all__ = ["optimizers", "set_num_threads", "get_num_threads", "__version__"]
+__all__ = ["IndexedSlices", "optimizers", "set_num_threads", "get_num_threads", "__version__"]
 
 _MAX_THREADS = 1024
 

@@ -8,7 +8,13 @@ rounded to float32 as Keras does); the kernels cast them to the parameters' dtyp
 Gradients may be float32 or float64 arrays of any layout whatever the parameters' dtype (the
 other float dtype is rounded to the parameters' as it is read, as `astype` rounds, without a
 copy); lists, scalars and arrays of other real dtypes are converted as
-`numpy.asarray(g, dtype)` would.
+`numpy.asarray(g, dtype)` would. A gradient may also be row-sparse, a `ferroptim.IndexedSlices`
+(`_Gradient`): its rows are summed first (repeated indices in order of appearance, from zero) and
+the result is the dense step's on `to_dense()`, bit for bit. Where the rule leaves an element with
+a zero gradient as it is (plain SGD, Adagrad) and nothing else changes the other rows (weight
+decay, an accumulated gradient), or with `StepOptions(lazy=True)`, only the given rows are
+updated (the EMA still covers the whole tensor); otherwise the pass covers the whole tensor with
+zeros outside the rows, and no dense gradient is allocated.
 
 `names` (optional, every update function) names the parameters in error messages; without it
 they are named by their index in the call.
@@ -17,10 +23,15 @@ All arguments are validated before any element changes: on any exception no para
 accumulator or average has been modified.
 """
 
-from typing import Any, Optional, Sequence, final
+from typing import Any, Optional, Sequence, Union, final
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from ferroptim._indexed_slices import IndexedSlices
+
+# A dense gradient, or a row-sparse one.
+_Gradient = Union[ArrayLike, IndexedSlices]
 
 __all__ = [
     "StepOptions",
@@ -78,6 +89,9 @@ class StepOptions:
         whose mask entry is True (all when the mask is None).
     averages, ema_momentum, ema_overwrite: after the update, `avg = m * avg + (1 - m) * w`
         (m = ema_momentum, pass 0.0 on the first step); then `w = avg` when ema_overwrite.
+    lazy: a row-sparse gradient updates only its rows, whatever the rule (and the weight
+        decay applies to those rows only); element-wise rules only (not Lamb's); ignored where
+        the gradient is averaged with accumulators.
     """
 
     def __new__(
@@ -97,13 +111,14 @@ class StepOptions:
         averages: Optional[Sequence[NDArray[np.floating]]] = None,
         ema_momentum: float = 0.0,
         ema_overwrite: bool = False,
+        lazy: bool = False,
     ) -> "StepOptions": ...
 
 # --- update rules: generated from rule_signatures() by tests/test_native_stub.py ---
 
 def sgd(
     params: Sequence[NDArray[np.floating]],
-    grads: Sequence[ArrayLike],
+    grads: Sequence[_Gradient],
     momentums: Optional[Sequence[NDArray[np.floating]]],
     learning_rate: float,
     momentum: float,
@@ -115,7 +130,7 @@ def sgd(
 
 def adam(
     params: Sequence[NDArray[np.floating]],
-    grads: Sequence[ArrayLike],
+    grads: Sequence[_Gradient],
     momentums: Sequence[NDArray[np.floating]],
     velocities: Sequence[NDArray[np.floating]],
     velocity_hats: Optional[Sequence[NDArray[np.floating]]],
@@ -132,7 +147,7 @@ def adam(
 
 def rmsprop(
     params: Sequence[NDArray[np.floating]],
-    grads: Sequence[ArrayLike],
+    grads: Sequence[_Gradient],
     velocities: Sequence[NDArray[np.floating]],
     momentums: Optional[Sequence[NDArray[np.floating]]],
     average_gradients: Optional[Sequence[NDArray[np.floating]]],
@@ -148,7 +163,7 @@ def rmsprop(
 
 def adagrad(
     params: Sequence[NDArray[np.floating]],
-    grads: Sequence[ArrayLike],
+    grads: Sequence[_Gradient],
     accumulators: Sequence[NDArray[np.floating]],
     learning_rate: float,
     epsilon: float,
@@ -159,7 +174,7 @@ def adagrad(
 
 def adadelta(
     params: Sequence[NDArray[np.floating]],
-    grads: Sequence[ArrayLike],
+    grads: Sequence[_Gradient],
     accumulated_grads: Sequence[NDArray[np.floating]],
     accumulated_delta_vars: Sequence[NDArray[np.floating]],
     learning_rate: float,
@@ -172,7 +187,7 @@ def adadelta(
 
 def adamax(
     params: Sequence[NDArray[np.floating]],
-    grads: Sequence[ArrayLike],
+    grads: Sequence[_Gradient],
     momentums: Sequence[NDArray[np.floating]],
     norms: Sequence[NDArray[np.floating]],
     learning_rate: float,
@@ -187,7 +202,7 @@ def adamax(
 
 def nadam(
     params: Sequence[NDArray[np.floating]],
-    grads: Sequence[ArrayLike],
+    grads: Sequence[_Gradient],
     momentums: Sequence[NDArray[np.floating]],
     velocities: Sequence[NDArray[np.floating]],
     learning_rate: float,
@@ -206,7 +221,7 @@ def nadam(
 
 def lion(
     params: Sequence[NDArray[np.floating]],
-    grads: Sequence[ArrayLike],
+    grads: Sequence[_Gradient],
     momentums: Sequence[NDArray[np.floating]],
     learning_rate: float,
     beta_1: float,
@@ -218,7 +233,7 @@ def lion(
 
 def ftrl(
     params: Sequence[NDArray[np.floating]],
-    grads: Sequence[ArrayLike],
+    grads: Sequence[_Gradient],
     accumulators: Sequence[NDArray[np.floating]],
     linears: Sequence[NDArray[np.floating]],
     learning_rate: float,
@@ -234,7 +249,7 @@ def ftrl(
 
 def lamb(
     params: Sequence[NDArray[np.floating]],
-    grads: Sequence[ArrayLike],
+    grads: Sequence[_Gradient],
     momentums: Sequence[NDArray[np.floating]],
     velocities: Sequence[NDArray[np.floating]],
     learning_rate: float,
@@ -251,7 +266,7 @@ def lamb(
 
 def schedule_free_adamw(
     params: Sequence[NDArray[np.floating]],
-    grads: Sequence[ArrayLike],
+    grads: Sequence[_Gradient],
     momentums: Sequence[NDArray[np.floating]],
     velocities: Sequence[NDArray[np.floating]],
     learning_rate: float,
@@ -331,7 +346,7 @@ def check_disjoint(
 
 def gradient_sum_squares(
     params: Sequence[NDArray[np.floating]],
-    grads: Sequence[ArrayLike],
+    grads: Sequence[_Gradient],
     options: Optional[StepOptions] = None,
     names: Optional[Sequence[str]] = None,
 ) -> float:
@@ -342,7 +357,7 @@ def gradient_sum_squares(
 
 def transform_gradients(
     out: Sequence[NDArray[np.floating]],
-    grads: Sequence[ArrayLike],
+    grads: Sequence[_Gradient],
     options: Optional[StepOptions] = None,
     names: Optional[Sequence[str]] = None,
 ) -> None:

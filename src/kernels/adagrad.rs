@@ -36,6 +36,12 @@ impl<T: Real> Rule<T> for Adagrad<T> {
         1
     }
 
+    /// `acc + 0 * 0` is `acc`, and `w - (lr * 0) / sqrt(acc + epsilon)` is `w` while
+    /// `acc + epsilon > 0`.
+    fn rows_only(&self) -> bool {
+        true
+    }
+
     #[inline(always)]
     fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
         let (p, g, [acc]) = block(p, g, slots);

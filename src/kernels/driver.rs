@@ -21,6 +21,7 @@ use super::pool;
 use super::prologue::{self, Clip, Prologue};
 use super::real::Real;
 use super::reduce::sum_squares;
+use super::rows::Rows;
 use super::simd::{self, Level};
 use super::Rule;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,11 +70,13 @@ pub struct Tensor<T: Real> {
 }
 
 /// A gradient: of the parameters' dtype, or of the other float dtype, converted block by
-/// block as it is read (no copy of the whole gradient).
+/// block as it is read (no copy of the whole gradient), or row-sparse (`rows`: Keras's
+/// `IndexedSlices`, duplicates already summed).
 #[derive(Debug)]
 pub enum Grad<T: Real> {
     Same(Operand<T>),
     Cast(Operand<T::Other>),
+    Rows(Rows<T>),
 }
 
 impl<T: Real> Grad<T> {
@@ -87,12 +90,47 @@ impl<T: Real> Grad<T> {
 }
 
 impl<T: Real> Tensor<T> {
-    fn all_direct(&self) -> bool {
+    /// Whether every operand but the gradient can be read in place.
+    fn state_direct(&self) -> bool {
         self.param.is_direct()
-            && self.grad.as_ref().is_none_or(|g| g.direct().is_some())
             && self.slots.iter().all(Operand::is_direct)
             && self.accumulator.as_ref().is_none_or(Operand::is_direct)
             && self.average.as_ref().is_none_or(Operand::is_direct)
+    }
+
+    /// The summed rows of a row-sparse gradient.
+    fn rows(&self) -> Option<&Rows<T>> {
+        match &self.grad {
+            Some(Grad::Rows(rows)) => Some(rows),
+            _ => None,
+        }
+    }
+
+    /// Whether the gradient is row-sparse and no accumulator adds to it: it is then zero
+    /// outside its rows, as the rule sees it.
+    fn zero_outside_rows(&self, pro: &Prologue<T>) -> bool {
+        self.rows().is_some() && !(pro.accumulation_steps.is_some() && self.accumulator.is_some())
+    }
+}
+
+/// Whether a call in `mode` updates only the rows of tensor `t`'s row-sparse gradient: where
+/// the elements outside them would not change (the rule leaves an element with a zero gradient
+/// as it is, and neither weight decay nor an accumulated gradient touches them), or in lazy
+/// mode, for any element-wise rule. An accumulation-only call adds the rows to the
+/// accumulator. The EMA then runs over the whole tensor in a pass of its own.
+fn rows_only<T: Real, R: Rule<T>>(rule: &R, t: &Tensor<T>, pro: &Prologue<T>, mode: Mode) -> bool {
+    if t.rows().is_none() {
+        return false;
+    }
+    match mode {
+        Mode::EmaOnly => false,
+        Mode::AccumulateOnly => true,
+        Mode::Update => {
+            let decays = t.decay && pro.weight_decay.is_some();
+            rule.sums() == 0
+                && t.zero_outside_rows(pro)
+                && (pro.lazy || (rule.rows_only() && !decays))
+        }
     }
 }
 
@@ -121,6 +159,9 @@ struct Ctx<'a, T: Real, R> {
     clip: ClipStage<'a, T>,
     /// One scalar per tensor from the rule's own reduction (empty for element-wise rules).
     scalars: &'a [T],
+    /// Per tensor, whether this call updates only the rows of its gradient (`rows_only`); the
+    /// work items of such a tensor count its distinct rows rather than its elements.
+    rows_only: &'a [bool],
 }
 
 impl<T: Real, R> Ctx<'_, T, R> {
@@ -129,24 +170,37 @@ impl<T: Real, R> Ctx<'_, T, R> {
     }
 }
 
+/// The items of a reduction over whole tensors: `CHUNK` elements each, cut at positions that
+/// depend on the shapes alone.
 fn work_items<T: Real>(tensors: &[Tensor<T>]) -> Vec<Item> {
-    work_items_of(tensors, CHUNK)
+    work_items_of(tensors, CHUNK, |_| Some(false))
 }
 
 /// The update pass's items when it runs on the pool: at least `4 * threads` of them, so the
 /// threads claiming them end close together (a 100K call in 32K items splits 64K / 36K), and
 /// no smaller than `4 * BLOCK`. Only the reductions' items must depend on the shapes alone.
-fn update_items<T: Real>(tensors: &[Tensor<T>], total: usize) -> Vec<Item> {
+fn update_items<T: Real>(tensors: &[Tensor<T>], total: usize, rows_only: &[bool]) -> Vec<Item> {
     let chunk = (total / (4 * pool::num_threads())).clamp(4 * BLOCK, CHUNK);
-    work_items_of(tensors, chunk)
+    work_items_of(tensors, chunk, |i| Some(rows_only[i]))
 }
 
-fn work_items_of<T: Real>(tensors: &[Tensor<T>], chunk: usize) -> Vec<Item> {
+/// Items of about `chunk` elements over the tensors for which `pick` gives `Some(rows_only)`:
+/// ranges of elements, or for a rows-only tensor ranges of its distinct rows.
+fn work_items_of<T: Real>(
+    tensors: &[Tensor<T>],
+    chunk: usize,
+    pick: impl Fn(usize) -> Option<bool>,
+) -> Vec<Item> {
     let mut items = Vec::with_capacity(tensors.len());
     for (i, t) in tensors.iter().enumerate() {
+        let Some(rows_only) = pick(i) else { continue };
+        let (len, step) = match t.rows() {
+            Some(rows) if rows_only => (rows.rows().len(), (chunk / rows.row_len().max(1)).max(1)),
+            _ => (t.len, chunk),
+        };
         let mut start = 0;
-        while start < t.len {
-            let end = (start + chunk).min(t.len);
+        while start < len {
+            let end = (start + step).min(len);
             items.push(Item {
                 tensor: i,
                 start,
@@ -158,12 +212,28 @@ fn work_items_of<T: Real>(tensors: &[Tensor<T>], chunk: usize) -> Vec<Item> {
     items
 }
 
+/// The elements a call touches in tensor `t`.
+fn touched<T: Real>(t: &Tensor<T>, rows_only: bool) -> usize {
+    match t.rows() {
+        Some(rows) if rows_only => rows.len(),
+        _ => t.len,
+    }
+}
+
 /// Runs one call. The bindings have validated every operand: each is alive, holds `len`
-/// elements in its layout, no two writable operands overlap, and the options a mode needs
-/// (gradients, accumulators, averages) are present on every tensor.
+/// elements in its layout, no two writable operands overlap, the rows of a row-sparse
+/// gradient are within the tensor, and the options a mode needs (gradients, accumulators,
+/// averages) are present on every tensor.
 pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<T>, mode: Mode) {
-    let items = work_items(tensors);
-    let total: usize = tensors.iter().map(|t| t.len).sum();
+    let rows_only: Vec<bool> = tensors
+        .iter()
+        .map(|t| rows_only(rule, t, pro, mode))
+        .collect();
+    let total: usize = tensors
+        .iter()
+        .zip(&rows_only)
+        .map(|(t, &r)| touched(t, r))
+        .sum();
     let parallel = worth_parallel(total);
     let level = simd::current();
 
@@ -171,7 +241,7 @@ pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<
     let mut denominators = Vec::new();
     let clip = match (mode, pro.clip) {
         (Mode::Update, Clip::Norm(c) | Clip::GlobalNorm(c, _)) => {
-            let sums = gradient_sums(level, tensors, pro, &items, parallel);
+            let sums = gradient_sums(level, tensors, pro, parallel);
             if let Clip::GlobalNorm(_, inverse) = pro.clip {
                 let global: f64 = sums.iter().sum();
                 ClipStage::Scale(prologue::global_norm_scale(global, c, inverse))
@@ -191,12 +261,15 @@ pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<
         mode,
         clip,
         scalars: &[],
+        rows_only: &rows_only,
     };
-    // A rule that needs whole-tensor sums (Lamb) gets them from a read-only pass first.
-    // At most `MAX_SUMS` (Lamb asks for 2): the per-item buffers are fixed arrays.
+    // A rule that needs whole-tensor sums (Lamb) gets them from a read-only pass first (such a
+    // rule never runs rows-only). At most `MAX_SUMS` (Lamb asks for 2): the per-item buffers
+    // are fixed arrays.
     let k = rule.sums().min(MAX_SUMS);
     let scalars: Vec<T>;
     if mode == Mode::Update && k > 0 {
+        let items = work_items(tensors);
         let partials = map_items(&items, parallel, k, |it, out| {
             out.copy_from_slice(&rule_reduce_at(level, &ctx, it));
         });
@@ -210,15 +283,46 @@ pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<
         ctx.scalars = &scalars;
     }
     let ctx = &ctx;
-    if parallel {
-        let items = update_items(tensors, total);
-        pool::run_parts(items.len(), |i| process_at(level, ctx, &items[i]));
+    let items = if parallel {
+        update_items(tensors, total, &rows_only)
     } else {
-        for it in &items {
-            process_at(level, ctx, it);
+        work_items_of(tensors, CHUNK, |i| Some(rows_only[i]))
+    };
+    run_items(level, ctx, &items, parallel);
+
+    // The EMA of a tensor updated on its rows only still covers all of it.
+    if pro.ema.is_some() {
+        let ema_items = work_items_of(tensors, CHUNK, |i| {
+            (rows_only[i] && tensors[i].average.is_some()).then_some(false)
+        });
+        if !ema_items.is_empty() {
+            let none = vec![false; tensors.len()];
+            let ema_ctx = Ctx {
+                mode: Mode::EmaOnly,
+                clip: ClipStage::None,
+                rows_only: &none,
+                ..*ctx
+            };
+            let ema_total = ema_items.iter().map(|it| it.end - it.start).sum();
+            run_items(level, &ema_ctx, &ema_items, worth_parallel(ema_total));
         }
     }
     ended(total);
+}
+
+fn run_items<T: Real, R: Rule<T>>(
+    level: Level,
+    ctx: &Ctx<'_, T, R>,
+    items: &[Item],
+    parallel: bool,
+) {
+    if parallel {
+        pool::run_parts(items.len(), |i| process_at(level, ctx, &items[i]));
+    } else {
+        for it in items {
+            process_at(level, ctx, it);
+        }
+    }
 }
 
 /// Whether a call of `total` elements is worth the pool. The pool's worker parks ~20 us after
@@ -245,21 +349,53 @@ pub fn ended(total: usize) {
 /// The sum of squares of each tensor's final gradient (unscaled and averaged with its
 /// accumulator as an update step would, nothing written), in the fixed order of the norm
 /// clipping pass: the same value for any thread count.
+///
+/// A row-sparse gradient that is zero outside its rows is summed over the blocks its rows
+/// meet only, in the same blocks and items as the dense gradient: the blocks left out add
+/// exactly zero, so the sum is the dense gradient's, bit for bit.
 fn gradient_sums<T: Real>(
     level: Level,
     tensors: &[Tensor<T>],
     pro: &Prologue<T>,
-    items: &[Item],
     parallel: bool,
 ) -> Vec<f64> {
-    let partials = map_items(items, parallel, 1, |it, out| {
+    let items = work_items_of(tensors, CHUNK, |i| {
+        (!tensors[i].zero_outside_rows(pro)).then_some(false)
+    });
+    let partials = map_items(&items, parallel, 1, |it, out| {
         out[0] = reduce_at(level, tensors, pro, it);
     });
     let mut sums = vec![0.0f64; tensors.len()];
     for (it, s) in items.iter().zip(&partials) {
         sums[it.tensor] += s;
     }
+    for (t, sum) in tensors.iter().zip(sums.iter_mut()) {
+        if let (true, Some(rows)) = (t.zero_outside_rows(pro), t.rows()) {
+            *sum = rows_sum_squares(level, t, rows, pro);
+        }
+    }
     sums
+}
+
+fn rows_sum_squares<T: Real>(
+    level: Level,
+    t: &Tensor<T>,
+    rows: &Rows<T>,
+    pro: &Prologue<T>,
+) -> f64 {
+    let mut total = 0.0;
+    let mut item_sum = 0.0;
+    let mut item = None;
+    for b in rows.blocks_met(BLOCK) {
+        if item != Some(b / CHUNK) {
+            total += item_sum;
+            item_sum = 0.0;
+            item = Some(b / CHUNK);
+        }
+        let n = BLOCK.min(t.len - b);
+        item_sum += reduce_block_at(level, t, pro, b, n);
+    }
+    total + item_sum
 }
 
 /// The sum of squares of the final gradients of a whole call, as `global_clipnorm` sees it:
@@ -267,9 +403,8 @@ fn gradient_sums<T: Real>(
 /// only; the prologue's clipping, weight decay and EMA play no part.
 #[must_use]
 pub fn gradient_sum_squares<T: Real>(tensors: &[Tensor<T>], pro: &Prologue<T>) -> f64 {
-    let items = work_items(tensors);
     let total: usize = tensors.iter().map(|t| t.len).sum();
-    let sum = gradient_sums(simd::current(), tensors, pro, &items, worth_parallel(total))
+    let sum = gradient_sums(simd::current(), tensors, pro, worth_parallel(total))
         .iter()
         .sum();
     ended(total);
@@ -320,6 +455,12 @@ simd::dispatch! {
         => reduce_item
 }
 
+simd::dispatch! {
+    /// `reduce_block` compiled for `level`.
+    fn reduce_block_at<T: Real>(level, t: &Tensor<T>, pro: &Prologue<T>, b: usize, n: usize)
+        -> f64 => reduce_block
+}
+
 /// The rule's sums over one work item: the same gradient, clipping and decay stages as the
 /// update pass, on copies, so nothing is written.
 #[inline(always)]
@@ -340,8 +481,8 @@ fn rule_reduce_item<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) -> Vec<
         let n = BLOCK.min(it.end - b);
         // In place only if nothing transforms it; otherwise into `gbuf` (never resetting the
         // accumulator here: the update pass does that).
-        let g = load_gradient(t, pro, b, n, untouched, false, &mut gbuf, &mut abuf);
-        apply_clip(ctx, it, g);
+        let g = load_gradient(t, pro, b, n, untouched, false, None, &mut gbuf, &mut abuf);
+        apply_clip(ctx, it.tensor, g);
         let p: &[T] = if decay.is_some() || !t.param.is_direct() {
             let copy = &mut pbuf[..n];
             if t.param.is_direct() {
@@ -369,10 +510,10 @@ fn rule_reduce_item<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) -> Vec<
     sums
 }
 
-fn apply_clip<T: Real, R>(ctx: &Ctx<'_, T, R>, it: &Item, g: &mut [T]) {
+fn apply_clip<T: Real, R>(ctx: &Ctx<'_, T, R>, tensor: usize, g: &mut [T]) {
     match ctx.clip {
         ClipStage::None => {}
-        ClipStage::PerTensor(c, dens) => prologue::clip_by_norm(g, c, dens[it.tensor]),
+        ClipStage::PerTensor(c, dens) => prologue::clip_by_norm(g, c, dens[tensor]),
         ClipStage::Scale(s) => prologue::scale(g, s),
         ClipStage::Value(c) => prologue::clip_value(g, c),
     }
@@ -380,7 +521,8 @@ fn apply_clip<T: Real, R>(ctx: &Ctx<'_, T, R>, it: &Item, g: &mut [T]) {
 
 /// Loads the gradient of `t` at `b..b + n` into `gbuf` after unscaling and averaging with
 /// the accumulator (reset to zero when `reset_accumulator`), or borrows it in place when
-/// nothing transforms it.
+/// nothing transforms it. `row`: the block's gradient when the call runs over a row-sparse
+/// gradient's rows (their summed values), in place of the tensor's own.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn load_gradient<'a, T: Real>(
@@ -390,35 +532,38 @@ fn load_gradient<'a, T: Real>(
     n: usize,
     in_place: bool,
     reset_accumulator: bool,
+    row: Option<&[T]>,
     gbuf: &'a mut [T; BLOCK],
     abuf: &mut [T; BLOCK],
 ) -> &'a mut [T] {
     let Some(grad) = t.grad.as_ref() else {
         return &mut gbuf[..0];
     };
-    if let (true, Some(direct)) = (in_place, grad.direct()) {
+    if let (true, None, Some(direct)) = (in_place, row, grad.direct()) {
         // SAFETY: in range, alive; the gradient is read only, and the bindings guarantee no
         // writable operand shares its memory.
         return unsafe { direct.slice_mut(b, n) };
     }
     let g = &mut gbuf[..n];
-    match grad {
-        Grad::Same(op) if op.is_direct() => {
+    match (row, grad) {
+        (Some(values), _) => g.copy_from_slice(values),
+        (None, Grad::Rows(rows)) => rows.fill(b, g),
+        (None, Grad::Same(op)) if op.is_direct() => {
             // SAFETY: as above.
             g.copy_from_slice(unsafe { op.slice_mut(b, n) });
         }
-        Grad::Same(op) => {
+        (None, Grad::Same(op)) => {
             // SAFETY: the strides and shape come from the gradient array itself.
             unsafe { op.gather(&t.shape, b, g) };
         }
-        Grad::Cast(op) if op.is_direct() => {
+        (None, Grad::Cast(op)) if op.is_direct() => {
             // SAFETY: as above.
             let src = unsafe { op.slice_mut(b, n) };
             for (d, &s) in g.iter_mut().zip(src.iter()) {
                 *d = T::from_other(s);
             }
         }
-        Grad::Cast(op) => {
+        (None, Grad::Cast(op)) => {
             let mut other = [<T::Other as Real>::ZERO; BLOCK];
             let other = &mut other[..n];
             // SAFETY: as above.
@@ -457,59 +602,95 @@ fn load_gradient<'a, T: Real>(
 #[inline(always)]
 fn reduce_item<T: Real>(tensors: &[Tensor<T>], pro: &Prologue<T>, it: &Item) -> f64 {
     let t = &tensors[it.tensor];
-    let mut gbuf = [T::ZERO; BLOCK];
-    let mut abuf = [T::ZERO; BLOCK];
-    let untouched = pro.gradient_untouched(false);
     let mut sum = 0.0;
     let mut b = it.start;
     while b < it.end {
         let n = BLOCK.min(it.end - b);
-        let g = load_gradient(t, pro, b, n, untouched, false, &mut gbuf, &mut abuf);
-        sum += sum_squares(g);
+        sum += reduce_block(t, pro, b, n);
         b += n;
     }
     sum
 }
 
+/// The sum of squares of the final gradient of `t` at `b..b + n` (at most one block).
+#[inline(always)]
+fn reduce_block<T: Real>(t: &Tensor<T>, pro: &Prologue<T>, b: usize, n: usize) -> f64 {
+    let mut gbuf = [T::ZERO; BLOCK];
+    let mut abuf = [T::ZERO; BLOCK];
+    let untouched = pro.gradient_untouched(false);
+    let g = load_gradient(t, pro, b, n, untouched, false, None, &mut gbuf, &mut abuf);
+    sum_squares(g)
+}
+
+/// One work item of the update pass: a range of elements, or for a tensor updated on its
+/// gradient's rows only, a range of its distinct rows, each row a range of elements whose
+/// gradient is the row's summed values.
 #[inline(always)]
 fn process<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
     let t = &ctx.tensors[it.tensor];
+    match t.rows() {
+        Some(rows) if ctx.rows_only[it.tensor] => {
+            let l = rows.row_len();
+            for k in it.start..it.end {
+                let start = rows.rows()[k] * l;
+                process_range(ctx, it.tensor, start, start + l, Some(rows.row(k)));
+            }
+        }
+        _ => process_range(ctx, it.tensor, it.start, it.end, None),
+    }
+}
+
+/// The update pass over elements `start..end` of one tensor; `row`: their gradient, when the
+/// call runs over a row-sparse gradient's rows.
+#[inline(always)]
+#[allow(clippy::too_many_lines)]
+fn process_range<T: Real, R: Rule<T>>(
+    ctx: &Ctx<'_, T, R>,
+    tensor: usize,
+    start: usize,
+    end: usize,
+    row: Option<&[T]>,
+) {
+    let t = &ctx.tensors[tensor];
     let pro = ctx.pro;
     let clip_active = !matches!(ctx.clip, ClipStage::None);
     let grad_untouched = pro.gradient_untouched(clip_active);
     let decay = if t.decay { pro.weight_decay } else { None };
-    let ema = pro.ema.filter(|_| t.average.is_some());
+    // Rows-only calls leave the EMA to a pass of its own over the whole tensor.
+    let ema = pro.ema.filter(|_| t.average.is_some() && row.is_none());
     let nslots = t.slots.len().min(MAX_SLOTS);
+    let direct_grad = match row {
+        Some(values) => Some(values),
+        // SAFETY: in range, alive, read only; no writable operand shares its memory.
+        None => t
+            .grad
+            .as_ref()
+            .and_then(Grad::direct)
+            .map(|g| &*unsafe { g.slice_mut(start, end - start) }),
+    };
 
     if ctx.mode == Mode::Update
         && grad_untouched
         && decay.is_none()
         && ema.is_none()
-        && t.all_direct()
+        && t.state_direct()
+        && (direct_grad.is_some() || t.grad.is_none())
     {
-        // The plain step: one pass of the rule over the whole item, in place.
-        let n = it.end - it.start;
+        // The plain step: one pass of the rule over the whole range, in place.
+        let n = end - start;
         // SAFETY: every operand is direct and holds `t.len` elements; this item alone touches
-        // `start..end` of each; the gradient is not written.
-        let (p, g) = unsafe {
-            (
-                t.param.slice_mut(it.start, n),
-                t.grad
-                    .as_ref()
-                    .and_then(Grad::direct)
-                    .map(|g| &*g.slice_mut(it.start, n)),
-            )
-        };
+        // `start..end` of each.
+        let p = unsafe { t.param.slice_mut(start, n) };
         let mut sl: [&mut [T]; MAX_SLOTS] = std::array::from_fn(|_| -> &mut [T] { &mut [] });
         for (k, op) in t.slots.iter().take(nslots).enumerate() {
             // SAFETY: as above.
-            sl[k] = unsafe { op.slice_mut(it.start, n) };
+            sl[k] = unsafe { op.slice_mut(start, n) };
         }
         ctx.rule.update_with(
             p,
-            g.unwrap_or(&[]),
+            direct_grad.unwrap_or(&[]),
             &mut sl[..nslots],
-            ctx.scalar(it.tensor),
+            ctx.scalar(tensor),
         );
         return;
     }
@@ -519,13 +700,24 @@ fn process<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
     let mut pbuf = [T::ZERO; BLOCK];
     let mut ebuf = [T::ZERO; BLOCK];
     let mut sbuf = [[T::ZERO; BLOCK]; MAX_SLOTS];
-    let mut b = it.start;
-    while b < it.end {
-        let n = BLOCK.min(it.end - b);
+    let mut b = start;
+    while b < end {
+        let n = BLOCK.min(end - b);
+        let row_block = row.map(|values| &values[b - start..b - start + n]);
         match ctx.mode {
             Mode::Update => {
-                let g = load_gradient(t, pro, b, n, grad_untouched, true, &mut gbuf, &mut abuf);
-                apply_clip(ctx, it, g);
+                let g = load_gradient(
+                    t,
+                    pro,
+                    b,
+                    n,
+                    grad_untouched,
+                    true,
+                    row_block,
+                    &mut gbuf,
+                    &mut abuf,
+                );
+                apply_clip(ctx, tensor, g);
                 let p = load(&t.param, &t.shape, b, n, &mut pbuf);
                 if let Some((wd, lr)) = decay {
                     prologue::weight_decay(p, wd, lr);
@@ -536,7 +728,7 @@ fn process<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
                     *slot = load(op, &t.shape, b, n, buf);
                 }
                 ctx.rule
-                    .update_with(p, g, &mut sl[..nslots], ctx.scalar(it.tensor));
+                    .update_with(p, g, &mut sl[..nslots], ctx.scalar(tensor));
                 for (slot, op) in sl.iter().zip(&t.slots) {
                     store(op, &t.shape, b, slot);
                 }
@@ -556,8 +748,9 @@ fn process<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
                             ..*pro
                         };
                         let in_place = plain.gradient_untouched(false);
-                        let g =
-                            load_gradient(t, &plain, b, n, in_place, false, &mut gbuf, &mut abuf);
+                        let g = load_gradient(
+                            t, &plain, b, n, in_place, false, row_block, &mut gbuf, &mut abuf,
+                        );
                         let acc = load(acc_op, &t.shape, b, n, &mut sbuf[0]);
                         prologue::accumulate(acc, g);
                         store(acc_op, &t.shape, b, acc);

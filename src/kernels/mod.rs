@@ -21,6 +21,7 @@ pub mod real;
 pub mod reduce;
 pub mod rmsprop;
 pub mod roofline;
+pub mod rows;
 pub mod schedule_free;
 pub mod sgd;
 pub mod simd;
@@ -31,6 +32,7 @@ mod xorshift;
 pub use driver::{gradient_sum_squares, run, Grad, Mode, Tensor};
 pub use prologue::{Clip, Prologue};
 pub use real::Real;
+pub use rows::Rows;
 
 /// A rule's hyperparameters as Python passes them (f64 and u64 scalars, flags): one struct
 /// beside each kernel, from which the rule is built for either float type. Every scalar is
@@ -71,6 +73,14 @@ pub trait Rule<T: Real>: Sync {
     /// Turns a tensor's sums into the scalar that `update_with` receives.
     fn tensor_scalar(&self, _sums: &[f64]) -> T {
         T::ONE
+    }
+
+    /// True if a zero gradient leaves an element and its slots exactly as they are (plain SGD,
+    /// Adagrad): a row-sparse gradient then updates its rows only, as Keras's scatter updates
+    /// do, and that equals the dense step. False where a zero gradient still changes the state
+    /// (moments that decay), which then runs over the whole tensor unless the call is lazy.
+    fn rows_only(&self) -> bool {
+        false
     }
 
     /// `update` with the tensor's scalar from `tensor_scalar`.

@@ -44,6 +44,9 @@ pub struct Prologue<T> {
     pub weight_decay: Option<(T, T)>,
     /// `(momentum, overwrite)`; the momentum is already 0 on the first step.
     pub ema: Option<(T, bool)>,
+    /// Lazy updates of row-sparse gradients: only their rows take the rule (and the decay),
+    /// whatever the rule does where the gradient is zero.
+    pub lazy: bool,
 }
 
 impl<T: Real> Prologue<T> {
@@ -55,6 +58,7 @@ impl<T: Real> Prologue<T> {
             clip: Clip::None,
             weight_decay: None,
             ema: None,
+            lazy: false,
         }
     }
 

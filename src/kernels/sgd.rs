@@ -45,6 +45,11 @@ impl<T: Real> Rule<T> for Sgd<T> {
         usize::from(self.has_momentum)
     }
 
+    /// Without momentum, `w - 0 * lr` is `w`.
+    fn rows_only(&self) -> bool {
+        !self.has_momentum
+    }
+
     #[inline(always)]
     fn update(&self, p: &mut [T], g: &[T], slots: &mut [&mut [T]]) {
         let (lr, mu) = (self.lr, self.momentum);

@@ -120,6 +120,7 @@ impl Call<'_, '_> {
                 ema: averages
                     .as_ref()
                     .map(|_| (T::from_f64(o.ema_momentum), o.ema_overwrite)),
+                lazy: o.lazy,
             },
         };
         let out = f(&tensors, &pro, mode, state.slots.len());

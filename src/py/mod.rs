@@ -10,7 +10,9 @@
 //! - writability and aliasing: parameters and state must be writable; the byte ranges of all
 //!   arrays of the call are sorted and swept once, and any overlap that involves a writable
 //!   array is refused (see `prepare`);
-//! - layout: aligned, element-multiple strides, and no writable operand that overlaps itself.
+//! - layout: aligned, element-multiple strides, and no writable operand that overlaps itself;
+//! - row-sparse gradients (`IndexedSlices`): dense shape, integer indices in range, values'
+//!   shape (see `sparse`).
 
 pub mod adafactor;
 pub mod args;
@@ -23,3 +25,4 @@ pub mod prepare;
 pub mod rules;
 pub mod runtime;
 pub mod scalars;
+pub mod sparse;

@@ -21,6 +21,7 @@ pub struct StepOptions {
     pub(crate) averages: Option<Py<PyAny>>,
     pub(crate) ema_momentum: f64,
     pub(crate) ema_overwrite: bool,
+    pub(crate) lazy: bool,
 }
 
 #[pymethods]
@@ -29,7 +30,7 @@ impl StepOptions {
     #[pyo3(signature = (*, loss_scale=None, accumulators=None, accumulation_steps=0,
         accumulate_only=false, clipnorm=None, global_clipnorm=None, clipvalue=None,
         clip_scale=None, weight_decay=None, weight_decay_mask=None, weight_decay_learning_rate=None,
-        averages=None, ema_momentum=0.0, ema_overwrite=false))]
+        averages=None, ema_momentum=0.0, ema_overwrite=false, lazy=false))]
     #[allow(clippy::too_many_arguments, clippy::fn_params_excessive_bools)]
     fn new(
         #[pyo3(from_py_with = args::opt_real)] loss_scale: Option<f64>,
@@ -46,6 +47,7 @@ impl StepOptions {
         averages: Option<Py<PyAny>>,
         #[pyo3(from_py_with = args::real)] ema_momentum: f64,
         ema_overwrite: bool,
+        lazy: bool,
     ) -> PyResult<Self> {
         let clip = match (clipnorm, global_clipnorm, clipvalue, clip_scale) {
             (None, None, None, None) => Clip::None,
@@ -97,6 +99,7 @@ impl StepOptions {
             averages,
             ema_momentum,
             ema_overwrite,
+            lazy,
         })
     }
 }

@@ -12,6 +12,7 @@
 //! a call runs with the GIL released, as with NumPy's own in-place operations; the optimizer
 //! classes serialize their steps.
 
+use super::sparse;
 use crate::error::Error;
 use crate::kernels::layout::{is_non_overlapping, Operand};
 use crate::kernels::{Grad, Real, Tensor};
@@ -106,9 +107,9 @@ fn not_float_param(obj: &Bound<'_, PyAny>, names: &Names<'_, '_>, i: usize) -> E
 }
 
 /// Geometry of one array.
-struct Raw<'a, T> {
-    ptr: *mut T,
-    shape: &'a [usize],
+pub(crate) struct Raw<'a, T> {
+    pub(crate) ptr: *mut T,
+    pub(crate) shape: &'a [usize],
     strides: &'a [isize],
     c: bool,
     f: bool,
@@ -116,7 +117,7 @@ struct Raw<'a, T> {
 
 /// Checks alignment and (for writable operands) self-overlap, and returns the strides in
 /// elements of an operand that is not contiguous (`None` for a contiguous one).
-fn element_strides<T>(
+pub(crate) fn element_strides<T>(
     r: &Raw<'_, T>,
     writable: bool,
     what: &dyn Fn() -> String,
@@ -307,13 +308,13 @@ fn typed<'a, T: Real>(obj: &'a Bound<'_, PyAny>) -> Option<View<'a, T>> {
     })
 }
 
-fn view<'a, T: Real>(obj: &'a Bound<'_, PyAny>) -> Option<Raw<'a, T>> {
+pub(crate) fn view<'a, T: Real>(obj: &'a Bound<'_, PyAny>) -> Option<Raw<'a, T>> {
     typed::<T>(obj).map(|v| v.raw)
 }
 
 /// The byte range an array's elements span, for the aliasing sweep.
 #[derive(Clone, Copy)]
-struct Span {
+pub(crate) struct Span {
     lo: usize,
     hi: usize,
     writable: bool,
@@ -322,7 +323,12 @@ struct Span {
     role: &'static str,
 }
 
-fn span<T>(r: &Raw<'_, T>, writable: bool, tensor: usize, role: &'static str) -> Option<Span> {
+pub(crate) fn span<T>(
+    r: &Raw<'_, T>,
+    writable: bool,
+    tensor: usize,
+    role: &'static str,
+) -> Option<Span> {
     span_bytes(
         r.ptr as usize,
         r.shape,
@@ -449,12 +455,18 @@ pub fn tensors<'py, T: Element + Real>(
     // Gradients that are neither arrays of `T` nor of the other float type (read with a cast
     // as they are used) are converted first (they are new arrays, so they cannot alias
     // anything); `keep` holds them for the whole call.
+    // Row-sparse gradients (`IndexedSlices`) are summed into rows of their own.
     let mut converted: Vec<Option<usize>> = vec![None; n];
+    let mut sparse = vec![false; n];
     if let Some(gs) = grads {
         for (i, g) in gs.iter().enumerate() {
             if typed::<T>(g).is_none() && typed::<T::Other>(g).is_none() {
-                converted[i] = Some(keep.len());
-                keep.push(gradient_array::<T>(py, g, names, i)?.into_any());
+                if sparse::is_indexed_slices(py, g) {
+                    sparse[i] = true;
+                } else {
+                    converted[i] = Some(keep.len());
+                    keep.push(gradient_array::<T>(py, g, names, i)?.into_any());
+                }
             }
         }
     }
@@ -500,7 +512,21 @@ pub fn tensors<'py, T: Element + Real>(
             state_view(&a[i], "moving average")?;
         }
         let g_obj = grads.map(|gs| converted[i].map_or(&gs[i], |k| &keep[k]));
+        let mut rows = None;
         let g = match g_obj {
+            Some(obj) if sparse[i] => {
+                let obj = obj.clone();
+                rows = Some(sparse::rows::<T>(
+                    py,
+                    &obj,
+                    p.raw.shape,
+                    names,
+                    i,
+                    keep,
+                    &mut spans,
+                )?);
+                None
+            }
             Some(obj) => {
                 let v = match (typed::<T>(obj), typed::<T::Other>(obj)) {
                     (Some(v), _) => GradRaw::Same(v.raw),
@@ -557,9 +583,13 @@ pub fn tensors<'py, T: Element + Real>(
             average,
         };
         let decay = state.decay_mask.is_none_or(|m| m[i]);
-        out.push(tensor(&group, decay, &|| {
+        let mut t = tensor(&group, decay, rows.is_some(), &|| {
             format!("parameter {}", names.of(i))
-        })?);
+        })?;
+        if let Some(rows) = rows {
+            t.grad = Some(Grad::Rows(rows));
+        }
+        out.push(t);
     }
     check_aliasing(&mut spans, names)?;
     Ok(out)
@@ -578,9 +608,12 @@ fn not_param<T: Real>(obj: &Bound<'_, PyAny>, names: &Names<'_, '_>, i: usize) -
     not_float_param(obj, names, i).into()
 }
 
+/// The kernels' view of one tensor. `rows`: its gradient is row-sparse (not in `g`), so the
+/// tensor is walked in logical C order, where a row is a run of elements.
 fn tensor<T: Real>(
     g: &Group<'_, T>,
     decay: bool,
+    rows: bool,
     name: &dyn Fn() -> String,
 ) -> PyResult<Tensor<T>> {
     let all = || {
@@ -590,7 +623,7 @@ fn tensor<T: Real>(
             .chain(g.average.iter())
     };
     let grad_c = g.grad.as_ref().is_none_or(GradRaw::c);
-    let grad_f = g.grad.as_ref().is_none_or(GradRaw::f);
+    let grad_f = !rows && g.grad.as_ref().is_none_or(GradRaw::f);
     // Walk memory order when every operand is laid out alike, else logical C order.
     let all_c = grad_c && all().all(|r| r.c);
     let flat = all_c || (grad_f && all().all(|r| r.f));
@@ -644,7 +677,7 @@ fn tensor<T: Real>(
 }
 
 /// The span of any ndarray (any dtype), or a TypeError naming what it is.
-fn any_span(
+pub(crate) fn any_span(
     obj: &Bound<'_, PyAny>,
     writable: bool,
     tensor: usize,

@@ -355,6 +355,7 @@ pub fn ema<'py>(
             averages: Some(averages.clone().unbind()),
             ema_momentum,
             ema_overwrite,
+            lazy: false,
         },
     )?;
     let call = Call {

@@ -50,7 +50,8 @@ class PlanAttribute:
 class StepParts:
     """The cross-cutting parts of one native call of a step, in Keras's order: unscale by the
     loss scale, accumulate, clip (`clip`: the one rule that applies, as `(keyword, value)`),
-    decoupled weight decay, then, after the rule, the EMA.
+    decoupled weight decay, then, after the rule, the EMA; and whether a row-sparse gradient
+    updates its rows only (`lazy`).
 
     A fused rule receives them as one `_native.StepOptions` (`native()`); a rule that runs in
     part outside the kernels (`_unfused.Unfused`) receives this record and applies them itself.
@@ -68,6 +69,7 @@ class StepParts:
         "averages",
         "ema_momentum",
         "ema_overwrite",
+        "lazy",
     )
 
     def __init__(
@@ -82,6 +84,7 @@ class StepParts:
         averages: Optional[List[np.ndarray]] = None,
         ema_momentum: float = 0.0,
         ema_overwrite: bool = False,
+        lazy: bool = False,
     ):
         self.loss_scale = loss_scale
         self.accumulators = accumulators
@@ -93,6 +96,7 @@ class StepParts:
         self.averages = averages
         self.ema_momentum = ema_momentum
         self.ema_overwrite = ema_overwrite
+        self.lazy = lazy
 
     def native(self) -> Optional[_native.StepOptions]:
         """All of the parts as one StepOptions, or None when no part is on."""
@@ -102,6 +106,8 @@ class StepParts:
             if self.weight_decay_mask is not None:
                 kwargs["weight_decay_mask"] = self.weight_decay_mask
         kwargs.update(self.ema_kwargs())
+        if self.lazy:
+            kwargs["lazy"] = True
         return _native.StepOptions(**kwargs) if kwargs else None
 
     @property
@@ -356,7 +362,7 @@ def step_parts(
             clipping rule (see `Optimizer._global_clip_scale`).
         loss_scale: this step's loss scale (see `Optimizer._loss_scale`), or None.
     """
-    parts = StepParts(loss_scale=loss_scale)
+    parts = StepParts(loss_scale=loss_scale, lazy=optimizer._lazy)
     if optimizer._accumulation_steps:
         parts.accumulators = (
             group.accumulators

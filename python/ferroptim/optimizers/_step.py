@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ferroptim import _native
+from ferroptim._indexed_slices import IndexedSlices, check_sparse_gradient
 from ferroptim.optimizers._plan import (
     NO_PLAN,
     VARYING,
@@ -144,13 +145,20 @@ def name_variables(error: Exception, names: List[str]) -> None:
         error.args = (_AT_INDEX.sub(name, error.args[0]),) + error.args[1:]
 
 
-def check_no_aliasing(grads: List[Tuple[str, np.ndarray]], writable: List[np.ndarray]) -> None:
+def check_no_aliasing(grads: List[Tuple[str, Any]], writable: List[np.ndarray]) -> None:
     """Raise a ValueError if a gradient shares memory with an array the step writes, or two
     written arrays overlap: the native sorted sweep over address ranges that every update
     function runs on its own arrays, here across the several calls of one step."""
     if len(grads) + len(writable) < 2:
         return
-    _native.check_disjoint([g for _, g in grads], writable, [name for name, _ in grads])
+    arrays: List[np.ndarray] = []
+    names: List[str] = []
+    for name, g in grads:
+        # A row-sparse gradient is read through its two arrays.
+        parts = [g.values, g.indices] if isinstance(g, IndexedSlices) else [g]
+        arrays += parts
+        names += [name] * len(parts)
+    _native.check_disjoint(arrays, writable, names)
 
 
 class StepEngine:
@@ -413,6 +421,18 @@ class StepEngine:
             converted = []
             for i, g in zip(chosen, grads):
                 param = self._trainable_variables[i]
+                if isinstance(g, IndexedSlices):
+                    check_sparse_gradient(g, param, names[i])
+                    if not param.flags.writeable:
+                        raise ValueError(
+                            f"parameter '{names[i]}' is read-only; parameters and optimizer "
+                            "state are updated in place"
+                        )
+                    converted.append(g)
+                    checked.append((names[i], g))
+                    if gather:
+                        writable.extend(written_arrays(self, (i,)))
+                    continue
                 if not isinstance(g, np.ndarray):
                     try:
                         g = np.asarray(g)

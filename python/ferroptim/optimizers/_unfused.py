@@ -15,7 +15,8 @@ run here, in Keras's order:
 4. EMA: `_native.ema`.
 
 Calls without loss scaling, accumulation or clipping skip step 1 and read the gradients as
-given.
+given, unless one is row-sparse (`IndexedSlices`): step 1 then writes its dense equivalent into
+the scratch array, which is allocated once per variable, not per step.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ferroptim import _native
+from ferroptim._indexed_slices import IndexedSlices
 from ferroptim.optimizers._plan import StepParts
 from ferroptim.optimizers._step import check_no_aliasing
 
-__all__ = ["Unfused", "StepParts", "decay", "sum_of_squares"]
+__all__ = ["Unfused", "StepParts", "decay", "has_sparse", "sum_of_squares"]
 
 # Elements per chunk of `sum_of_squares`: the chunk's squares stay in cache.
 _CHUNK = 1 << 15
@@ -133,6 +135,12 @@ class Unfused:
             out.append(buffer)
         _native.transform_gradients(out, grads, options)
         return out
+
+
+def has_sparse(grads: Sequence[Any]) -> bool:
+    """Whether any gradient is row-sparse (an `IndexedSlices`), which the rules written in
+    NumPy read through `Unfused._transformed_gradients`."""
+    return any(isinstance(g, IndexedSlices) for g in grads)
 
 
 def decay(w: np.ndarray, weight_decay: float, learning_rate: float, scratch: np.ndarray) -> None:

@@ -41,6 +41,11 @@ class Adadelta(Optimizer, name="adadelta"):
         rho: the decay rate of both running averages. Defaults to 0.95.
         epsilon: added inside both square roots. Defaults to 1e-7; None (Keras 2) also means
             1e-7.
+        lazy: with a row-sparse gradient (`ferroptim.IndexedSlices`), update only its rows: their
+            slots and values take the rule (and the weight decay), every other row is left as
+            it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
+            `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
+            gradients are unaffected. Defaults to False.
         weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
         ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
@@ -54,9 +59,12 @@ class Adadelta(Optimizer, name="adadelta"):
         learning_rate: Any = 0.001,
         rho: float = 0.95,
         epsilon: Optional[float] = 1e-7,
+        *,
+        lazy: bool = False,
         **base: Any,
     ):
         super().__init__(learning_rate, **base)
+        self._set_lazy(lazy)
         epsilon = 1e-7 if epsilon is None else epsilon
         self._set_hyperparameters(rho=rho, epsilon=epsilon)
 

@@ -14,6 +14,7 @@ from ferroptim.optimizers._unfused import (
     StepParts,
     Unfused,
     decay,
+    has_sparse,
     sum_of_squares,
 )
 from ferroptim.optimizers.optimizer import (
@@ -185,7 +186,7 @@ class Adafactor(Unfused, Optimizer, name="adafactor"):
     ) -> None:
         indices = self._call_indices(params)
         checked = self._checked_gradients(indices, grads)
-        if parts.transforms_gradients:
+        if parts.transforms_gradients or has_sparse(checked):
             checked = self._transformed_gradients(indices, checked, parts.gradient_options())
         if not parts.accumulate_only:
             t = self.iterations + 1

@@ -40,6 +40,11 @@ class Adamax(Optimizer, name="adamax"):
         beta_2: decay rate of the infinity norm. Defaults to 0.999.
         epsilon: added to the norm `u` in the denominator. Defaults to 1e-7; None (Keras 2)
             also means 1e-7.
+        lazy: with a row-sparse gradient (`ferroptim.IndexedSlices`), update only its rows: their
+            slots and values take the rule (and the weight decay), every other row is left as
+            it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
+            `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
+            gradients are unaffected. Defaults to False.
         weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
         ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
@@ -54,9 +59,12 @@ class Adamax(Optimizer, name="adamax"):
         beta_1: float = 0.9,
         beta_2: float = 0.999,
         epsilon: Optional[float] = 1e-7,
+        *,
+        lazy: bool = False,
         **base: Any,
     ):
         super().__init__(learning_rate, **base)
+        self._set_lazy(lazy)
         epsilon = 1e-7 if epsilon is None else epsilon
         self._set_hyperparameters(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
 

@@ -39,6 +39,11 @@ class AdamW(Adam, name="adamw"):
             Defaults to 0.001.
         weight_decay: the decoupled decay rate; it must not be None. Defaults to 0.004.
         beta_1, beta_2, epsilon, amsgrad: as in `Adam`.
+        lazy: with a row-sparse gradient (`ferroptim.IndexedSlices`), update only its rows: their
+            slots and values take the rule (and the weight decay), every other row is left as
+            it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
+            `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
+            gradients are unaffected. Defaults to False.
         clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum, ema_overwrite_frequency,
         loss_scale_factor, gradient_accumulation_steps, name, **kwargs: see `Optimizer`.
     """
@@ -51,6 +56,8 @@ class AdamW(Adam, name="adamw"):
         beta_2: float = 0.999,
         epsilon: Optional[float] = 1e-7,
         amsgrad: bool = False,
+        *,
+        lazy: bool = False,
         **base: Any,
     ):
         super().__init__(
@@ -60,6 +67,7 @@ class AdamW(Adam, name="adamw"):
             epsilon=epsilon,
             amsgrad=amsgrad,
             weight_decay=weight_decay,
+            lazy=lazy,
             **base,
         )
         if self.weight_decay is None:

@@ -58,6 +58,11 @@ class Ftrl(Optimizer, name="ftrl"):
             added to the gradient. Defaults to 0.0.
         beta: the paper's `beta`, added to the L2 strength as `beta / (2 * learning_rate)`.
             Defaults to 0.0.
+        lazy: with a row-sparse gradient (`ferroptim.IndexedSlices`), update only its rows: their
+            slots and values take the rule (and the weight decay), every other row is left as
+            it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
+            `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
+            gradients are unaffected. Defaults to False.
         weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
         ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
@@ -81,9 +86,12 @@ class Ftrl(Optimizer, name="ftrl"):
         l2_regularization_strength: float = 0.0,
         l2_shrinkage_regularization_strength: float = 0.0,
         beta: float = 0.0,
+        *,
+        lazy: bool = False,
         **base: Any,
     ):
         super().__init__(learning_rate, **base)
+        self._set_lazy(lazy)
         self._set_hyperparameters(
             learning_rate_power=learning_rate_power,
             initial_accumulator_value=initial_accumulator_value,

@@ -42,6 +42,11 @@ class Lion(Optimizer, name="lion"):
         beta_1: the weight of the momentum in the interpolation whose sign is the update; in
             (0, 1] (0 would make it sign SGD). Defaults to 0.9.
         beta_2: decay rate of the momentum. Defaults to 0.99.
+        lazy: with a row-sparse gradient (`ferroptim.IndexedSlices`), update only its rows: their
+            slots and values take the rule (and the weight decay), every other row is left as
+            it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
+            `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
+            gradients are unaffected. Defaults to False.
         weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
         ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
@@ -55,9 +60,12 @@ class Lion(Optimizer, name="lion"):
         learning_rate: Any = 0.001,
         beta_1: float = 0.9,
         beta_2: float = 0.99,
+        *,
+        lazy: bool = False,
         **base: Any,
     ):
         super().__init__(learning_rate, **base)
+        self._set_lazy(lazy)
         self._set_hyperparameters(beta_1=beta_1, beta_2=beta_2)
         if beta_1 <= 0 or beta_1 > 1:
             raise ValueError(

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ferroptim import _native
+from ferroptim._indexed_slices import IndexedSlices
 from ferroptim.optimizers._composite import Composite, config_with_inner
 from ferroptim.optimizers._step import name_variables, settle
 from ferroptim.optimizers.optimizer import Optimizer, ParamsArg
@@ -193,7 +194,9 @@ class LossScaleOptimizer(Composite, Optimizer):
         if len(calls) == 1:
             self._validate_calls(calls)
         try:
-            finite = _native.all_finite([g for g in values if g is not None])
+            finite = _native.all_finite(
+                [g.values if isinstance(g, IndexedSlices) else g for g in values if g is not None]
+            )
         except (TypeError, ValueError) as error:
             name_variables(error, self._gradient_names(grads, trainable_variables))
             raise
@@ -316,6 +319,8 @@ def _divide(grads: Any, scale: Any) -> Any:
     """`g / scale` for every gradient (None stays None), as a list or a dict like `grads`."""
 
     def divide(g: Any) -> Any:
+        if isinstance(g, IndexedSlices):
+            return IndexedSlices(g.values / scale, g.indices, g.dense_shape)
         return None if g is None else np.asarray(g) / scale
 
     if isinstance(grads, Mapping):

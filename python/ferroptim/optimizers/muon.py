@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, cast
 import numpy as np
 
 from ferroptim import _native
-from ferroptim.optimizers._unfused import StepParts, Unfused, decay
+from ferroptim.optimizers._unfused import StepParts, Unfused, decay, has_sparse
 from ferroptim.optimizers.optimizer import (
     Optimizer,
     ParamsArg,
@@ -286,7 +286,7 @@ class Muon(Unfused, Optimizer, name=None):
         built = [indices[k] for k in positions]
         gs: Sequence[Any] = [grads[k] for k in positions]
         gradient_options = parts.gradient_options(positions, clip)
-        if gradient_options is not None:
+        if gradient_options is not None or has_sparse(gs):
             gs = self._transformed_gradients(built, gs, gradient_options)
         if not parts.accumulate_only:
             momentums = slots["momentum"]

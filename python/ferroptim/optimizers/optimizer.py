@@ -228,6 +228,8 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
         self._exclude_from_weight_decay_cache: Dict[int, bool] = {}
         # The raw call counter, a Python int (see `iterations`).
         self._iterations = 0
+        # Lazy updates of row-sparse gradients (see `_set_lazy`).
+        self._lazy = False
 
         if isinstance(learning_rate, LearningRateSchedule) or callable(learning_rate):
             self._learning_rate = learning_rate
@@ -263,6 +265,26 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
 
     def _invalidate_plan(self) -> None:
         self.__dict__["_plan"] = NO_PLAN
+
+    def _set_lazy(self, lazy: Any) -> None:
+        """Keep the `lazy` argument of an element-wise optimizer that offers it (after
+        `super().__init__`): with a row-sparse gradient, only its rows take the rule. Reported
+        by `get_config` when True."""
+        if not isinstance(lazy, (bool, np.bool_)):
+            raise TypeError(f"Argument `lazy` must be a bool. Received: lazy={lazy!r}")
+        if lazy and self._accumulation_steps:
+            raise ValueError(
+                "Argument `lazy=True` cannot be combined with `gradient_accumulation_steps`: "
+                "an accumulated gradient is not row-sparse. Received: "
+                f"gradient_accumulation_steps={self._accumulation_steps}"
+            )
+        self._lazy = bool(lazy)
+
+    @property
+    def lazy(self) -> bool:
+        """Whether a row-sparse gradient (`ferroptim.IndexedSlices`) updates only its rows
+        (`lazy=True`, for the optimizers that take it) rather than giving Keras's numbers."""
+        return self._lazy
 
     # --- one step at a time ----------------------------------------------------------------
 
@@ -776,6 +798,8 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
         if self._decay_given:
             config["decay"] = self._decay
         config.update((name, getattr(self, name)) for name in self._hyperparameter_names)
+        if self._lazy:
+            config["lazy"] = True
         return config
 
     @classmethod

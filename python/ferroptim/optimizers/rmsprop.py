@@ -51,6 +51,11 @@ class RMSprop(Optimizer, name="rmsprop"):
             (Keras 2) also means 1e-7.
         centered: if True, normalize by an estimate of the gradient's variance (adds the
             `average_gradient` slots). Defaults to False.
+        lazy: with a row-sparse gradient (`ferroptim.IndexedSlices`), update only its rows: their
+            slots and values take the rule (and the weight decay), every other row is left as
+            it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
+            `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
+            gradients are unaffected. Defaults to False.
         weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
         ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
@@ -72,9 +77,12 @@ class RMSprop(Optimizer, name="rmsprop"):
         momentum: float = 0.0,
         epsilon: Optional[float] = 1e-7,
         centered: bool = False,
+        *,
+        lazy: bool = False,
         **base: Any,
     ):
         super().__init__(learning_rate, **base)
+        self._set_lazy(lazy)
         epsilon = 1e-7 if epsilon is None else epsilon
         self._set_hyperparameters(rho=rho, momentum=momentum, epsilon=epsilon, centered=centered)
 

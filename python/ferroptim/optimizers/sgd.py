@@ -37,6 +37,11 @@ class SGD(Optimizer, name=None):
         momentum: a Python float in [0, 1] (an int is rejected, as in Keras). 0 is plain
             gradient descent and creates no `momentum` slot. Defaults to 0.0.
         nesterov: whether to use Nesterov momentum. Defaults to False.
+        lazy: with a row-sparse gradient (`ferroptim.IndexedSlices`), update only its rows: their
+            slots and values take the rule (and the weight decay), every other row is left as
+            it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
+            `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
+            gradients are unaffected. Defaults to False.
         weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
         ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
@@ -50,9 +55,12 @@ class SGD(Optimizer, name=None):
         learning_rate: Any = 0.01,
         momentum: float = 0.0,
         nesterov: bool = False,
+        *,
+        lazy: bool = False,
         **base: Any,
     ):
         super().__init__(learning_rate, **base)
+        self._set_lazy(lazy)
         if not isinstance(momentum, float) or momentum < 0 or momentum > 1:
             raise ValueError("`momentum` must be a float between [0, 1].")
         self._set_hyperparameters(momentum=momentum, nesterov=nesterov)

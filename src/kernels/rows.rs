@@ -1,0 +1,218 @@
+//! Row-sparse gradients: Keras's `IndexedSlices` (values, indices into the first axis, dense
+//! shape), as the kernels read them.
+//!
+//! A gradient given as rows is first summed into `Rows`: its distinct row indices in ascending
+//! order and one summed row of values each, a buffer of `distinct rows x row length` elements
+//! (never the size of the table). Repeated indices are summed in the order they appear,
+//! starting from zero, which is what scattering them into a zero gradient does
+//! (`np.add.at(np.zeros(dense_shape), indices, values)`, or TensorFlow converting
+//! `IndexedSlices` to a dense tensor): the dense step on that scattered gradient and the sparse
+//! step see the same gradient, bit for bit, whatever the thread count.
+//!
+//! The driver then reads it one of two ways:
+//!
+//! - over the whole tensor, where the rule changes every element (moments that decay where the
+//!   gradient is zero): each block is filled with zeros and the rows it meets (`fill`);
+//! - over the rows alone (`rows`, `row`), where the elements outside them would not change:
+//!   rules for which a zero gradient leaves an element and its slots as they are (plain SGD,
+//!   Adagrad), and any element-wise rule in lazy mode.
+
+use super::layout::Operand;
+use super::real::Real;
+
+/// The rows of a row-sparse gradient, duplicates summed (see the module docs).
+#[derive(Debug)]
+pub struct Rows<T> {
+    /// The distinct row indices, ascending.
+    indices: Vec<usize>,
+    /// `row_len` elements per entry of `rows`, in the same order.
+    values: Vec<T>,
+    row_len: usize,
+}
+
+impl<T: Real> Rows<T> {
+    /// Sums `values` (one row of `row_len` elements per entry of `indices`, read through
+    /// `read_row(position, out)` in the values' own dtype `U`) by row index, in position
+    /// order from zero, then converts each sum with `cast`.
+    ///
+    /// The caller has checked every index against the table's row count.
+    pub fn summed<U: Real>(
+        indices: &[usize],
+        row_len: usize,
+        mut read_row: impl FnMut(usize, &mut [U]),
+        cast: impl Fn(U) -> T,
+    ) -> Self {
+        // Positions sorted by row, stably: equal rows keep their order of appearance.
+        let mut order: Vec<usize> = (0..indices.len()).collect();
+        order.sort_by_key(|&k| indices[k]);
+        let mut rows = Vec::with_capacity(order.len());
+        let mut values = Vec::with_capacity(order.len() * row_len);
+        let mut sum = vec![U::ZERO; row_len];
+        let mut row = vec![U::ZERO; row_len];
+        let mut k = 0;
+        while k < order.len() {
+            let r = indices[order[k]];
+            sum.fill(U::ZERO);
+            while k < order.len() && indices[order[k]] == r {
+                read_row(order[k], &mut row);
+                for (s, &v) in sum.iter_mut().zip(&row) {
+                    *s += v;
+                }
+                k += 1;
+            }
+            rows.push(r);
+            values.extend(sum.iter().map(|&s| cast(s)));
+        }
+        Rows {
+            indices: rows,
+            values,
+            row_len,
+        }
+    }
+
+    /// The distinct row indices, ascending.
+    #[must_use]
+    pub fn rows(&self) -> &[usize] {
+        &self.indices
+    }
+
+    #[must_use]
+    pub fn row_len(&self) -> usize {
+        self.row_len
+    }
+
+    /// The summed values of the `k`-th distinct row.
+    #[must_use]
+    pub fn row(&self, k: usize) -> &[T] {
+        &self.values[k * self.row_len..(k + 1) * self.row_len]
+    }
+
+    /// The number of elements the rows cover.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Writes the dense gradient's elements `b..b + out.len()` (of the tensor in logical C
+    /// order) into `out`: zero outside the rows.
+    pub fn fill(&self, b: usize, out: &mut [T]) {
+        out.fill(T::ZERO);
+        let (l, end) = (self.row_len, b + out.len());
+        if l == 0 {
+            return;
+        }
+        // The first row that ends after `b`.
+        let mut k = self.indices.partition_point(|&r| (r + 1) * l <= b);
+        while k < self.indices.len() && self.indices[k] * l < end {
+            let start = self.indices[k] * l;
+            let (lo, hi) = (start.max(b), (start + l).min(end));
+            out[lo - b..hi - b]
+                .copy_from_slice(&self.values[k * l + (lo - start)..k * l + (hi - start)]);
+            k += 1;
+        }
+    }
+
+    /// Whether any row meets the elements `b..b + n`.
+    #[must_use]
+    pub fn meets(&self, b: usize, n: usize) -> bool {
+        let l = self.row_len;
+        if l == 0 || n == 0 {
+            return false;
+        }
+        let k = self.indices.partition_point(|&r| (r + 1) * l <= b);
+        k < self.indices.len() && self.indices[k] * l < b + n
+    }
+
+    /// The first element of every `block`-aligned block of the tensor that a row meets,
+    /// ascending.
+    #[must_use]
+    pub fn blocks_met(&self, block: usize) -> Vec<usize> {
+        let l = self.row_len;
+        let mut out: Vec<usize> = Vec::new();
+        if l == 0 {
+            return out;
+        }
+        for &r in &self.indices {
+            let first = r * l / block;
+            let last = (r * l + l - 1) / block;
+            let from = match out.last() {
+                Some(&b) if b / block >= first => b / block + 1,
+                _ => first,
+            };
+            out.extend((from..=last).map(|k| k * block));
+        }
+        out
+    }
+}
+
+/// Reads row `k` (of `row_len` elements) of a values array of shape `shape` (rows first)
+/// into `out`.
+///
+/// # Safety
+/// The operand is alive and holds `shape`'s elements in its layout, and `k` is below
+/// `shape[0]`.
+pub unsafe fn read_row<U: Real>(values: &Operand<U>, shape: &[usize], k: usize, out: &mut [U]) {
+    let l = out.len();
+    if values.is_direct() {
+        // SAFETY: in range (caller's contract); read only.
+        out.copy_from_slice(unsafe { values.slice_mut(k * l, l) });
+    } else {
+        // SAFETY: as above, through the array's own strides.
+        unsafe { values.gather(shape, k * l, out) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summed(indices: &[usize], values: &[f32], l: usize) -> Rows<f32> {
+        Rows::summed(
+            indices,
+            l,
+            |k, out: &mut [f32]| out.copy_from_slice(&values[k * l..(k + 1) * l]),
+            |x| x,
+        )
+    }
+
+    #[test]
+    fn duplicates_sum_in_order_of_appearance_from_zero() {
+        // Row 3 appears at positions 0, 2 and 3: (0 + 1e8) + 1 + -1e8 is 0 in float32 (1 is
+        // lost to rounding next to 1e8), where another order would give 1.
+        let rows = summed(&[3, 1, 3, 3], &[1e8, 2.0, 1.0, 5.0, 1.0, 1.0, -1e8, 7.0], 2);
+        assert_eq!(rows.rows(), &[1, 3]);
+        assert_eq!(rows.row(0), &[1.0, 5.0]);
+        assert_eq!(rows.row(1), &[0.0, 10.0]);
+        // A single -0.0 comes out +0.0, as it does added to a zero gradient.
+        let zero = summed(&[0], &[-0.0], 1);
+        assert_eq!(zero.row(0)[0].to_bits(), 0.0f32.to_bits());
+    }
+
+    #[test]
+    fn fill_scatters_into_zeros() {
+        let rows = summed(&[4, 0, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2);
+        let mut dense = [9.0f32; 10];
+        rows.fill(0, &mut dense);
+        assert_eq!(dense, [3.0, 4.0, 0.0, 0.0, 5.0, 6.0, 0.0, 0.0, 1.0, 2.0]);
+        // A window that cuts rows in half.
+        let mut part = [9.0f32; 3];
+        rows.fill(1, &mut part);
+        assert_eq!(part, [4.0, 0.0, 0.0]);
+        rows.fill(5, &mut part);
+        assert_eq!(part, [6.0, 0.0, 0.0]);
+        assert!(rows.meets(5, 1) && !rows.meets(6, 2) && rows.meets(6, 3));
+    }
+
+    #[test]
+    fn blocks_met_are_distinct_and_ascending() {
+        let rows = summed(&[0, 1, 5], &[0.0; 9], 3);
+        // Elements 0..6 and 15..18 in blocks of 4.
+        assert_eq!(rows.blocks_met(4), vec![0, 4, 12, 16]);
+        assert!(summed(&[], &[], 3).blocks_met(4).is_empty());
+    }
+}
