@@ -6,7 +6,7 @@ use _native::kernels::driver::{CHUNK, INLINE_BELOW};
 use _native::kernels::layout::Operand;
 use _native::kernels::sgd::{Sgd, SgdParams};
 use _native::kernels::{
-    pool, run, simd, Clip, Grad, Hyperparameters, Mode, Prologue, Real, Rule, Tensor,
+    pool, run, simd, Clip, Grad, Hyperparameters, Mode, Prologue, Real, Rows, Rule, Tensor,
 };
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -404,4 +404,214 @@ fn every_part_runs_once_and_the_caller_and_a_worker_share_them() {
     });
     assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1));
     assert_eq!(threads.lock().unwrap().len(), 2);
+}
+
+/// A row-sparse gradient of a `rows x cols` table: `n` entries with repeated rows, and its
+/// dense scatter (summed in order of appearance from zero, as `np.add.at` on zeros).
+fn sparse_gradient(
+    rng: &mut Rng,
+    rows: usize,
+    cols: usize,
+    n: usize,
+) -> (Vec<usize>, Vec<f32>, Vec<f32>) {
+    let indices: Vec<usize> = (0..n)
+        .map(|k| {
+            // Every fourth entry repeats an earlier row.
+            if k % 4 == 3 {
+                (rng.bits() as usize) % k
+            } else {
+                (rng.bits() as usize) % rows
+            }
+        })
+        .collect();
+    let indices: Vec<usize> = indices
+        .iter()
+        .enumerate()
+        .map(|(k, &r)| if k % 4 == 3 { indices[r] } else { r })
+        .collect();
+    let values = uniforms(rng, n * cols);
+    let mut dense = vec![0.0f32; rows * cols];
+    for (k, &r) in indices.iter().enumerate() {
+        for j in 0..cols {
+            dense[r * cols + j] += values[k * cols + j];
+        }
+    }
+    (indices, values, dense)
+}
+
+fn rows_of(indices: &[usize], values: &[f32], cols: usize) -> Grad<f32> {
+    Grad::Rows(Rows::summed(
+        indices,
+        cols,
+        |k, out: &mut [f32]| out.copy_from_slice(&values[k * cols..(k + 1) * cols]),
+        |x| x,
+    ))
+}
+
+/// One step of `rule` on a table with the row-sparse gradient and one on a copy with its
+/// dense scatter; returns (sparse, dense) parameters and first slots.
+fn sparse_and_dense_step<R: Rule<f32>>(
+    rule: &R,
+    pro: &Prologue<f32>,
+    nslots: usize,
+    threads: usize,
+    level: simd::Level,
+) -> ((Vec<f32>, Vec<f32>), (Vec<f32>, Vec<f32>)) {
+    pool::set_num_threads(threads);
+    simd::set(Some(level)).unwrap();
+    let (rows, cols) = (40_000, 33);
+    let mut rng = Rng(7);
+    let p0 = uniforms(&mut rng, rows * cols);
+    let s0 = uniforms(&mut rng, rows * cols);
+    let (indices, values, mut dense) = sparse_gradient(&mut rng, rows, cols, 700);
+    let mut out = Vec::new();
+    for sparse in [true, false] {
+        let mut p = p0.clone();
+        let mut slots: Vec<Vec<f32>> = (0..nslots).map(|_| s0.clone()).collect();
+        let grad = if sparse {
+            rows_of(&indices, &values, cols)
+        } else {
+            Grad::Same(Operand::contiguous(dense.as_mut_ptr()))
+        };
+        let t = tensor_of(
+            &[rows, cols],
+            Operand::contiguous(p.as_mut_ptr()),
+            grad,
+            slots
+                .iter_mut()
+                .map(|s| Operand::contiguous(s.as_mut_ptr()))
+                .collect(),
+        );
+        run(rule, &[t], pro, Mode::Update);
+        out.push((p, slots.into_iter().next().unwrap_or_default()));
+    }
+    let dense_result = out.pop().unwrap();
+    (out.pop().unwrap(), dense_result)
+}
+
+/// The bits of a step's results (NaN compares equal to itself).
+fn bits(x: &(Vec<f32>, Vec<f32>)) -> (Vec<u32>, Vec<u32>) {
+    (
+        x.0.iter().map(|v| v.to_bits()).collect(),
+        x.1.iter().map(|v| v.to_bits()).collect(),
+    )
+}
+
+#[test]
+fn a_row_sparse_gradient_steps_as_its_dense_scatter_for_any_threads_or_simd_level() {
+    let _guard = GLOBAL.lock().unwrap();
+    let best = simd::detected();
+    let clips = [
+        Clip::None,
+        Clip::Norm(0.5),
+        Clip::GlobalNorm(0.5, 2.0),
+        Clip::Value(0.25),
+    ];
+    let mut first: Option<Vec<(Vec<u32>, Vec<u32>)>> = None;
+    for threads in [1, 2, 3] {
+        for level in [
+            simd::Level::Baseline,
+            simd::Level::Avx2,
+            simd::Level::Avx512,
+        ] {
+            if level as u8 > best as u8 {
+                continue;
+            }
+            let mut results = Vec::new();
+            for clip in clips {
+                let pro = Prologue {
+                    clip,
+                    loss_scale: Some(2.0),
+                    ..Prologue::none()
+                };
+                // Plain SGD runs over the rows only; SGD with momentum and Adam over the
+                // whole table.
+                let (s, d) = sparse_and_dense_step(&sgd(0.1, 0.0, false), &pro, 0, threads, level);
+                assert!(
+                    bits(&s) == bits(&d),
+                    "sgd {clip:?} {threads} threads {level:?}"
+                );
+                results.push(bits(&s));
+                let (s, d) = sparse_and_dense_step(&sgd(0.1, 0.9, true), &pro, 1, threads, level);
+                assert!(
+                    bits(&s) == bits(&d),
+                    "sgd momentum {clip:?} {threads} threads {level:?}"
+                );
+                results.push(bits(&s));
+                let rule = adam(0.01, 0.9, 0.999, 1e-7, 3, false);
+                let (s, d) = sparse_and_dense_step(&rule, &pro, 2, threads, level);
+                assert!(
+                    bits(&s) == bits(&d),
+                    "adam {clip:?} {threads} threads {level:?}"
+                );
+                results.push(bits(&s));
+            }
+            match &first {
+                None => first = Some(results),
+                Some(f) => assert!(*f == results, "{threads} threads {level:?}"),
+            }
+        }
+    }
+    simd::set(None).unwrap();
+    pool::set_num_threads(2);
+}
+
+#[test]
+fn a_lazy_step_updates_the_given_rows_as_a_dense_step_of_those_rows() {
+    let _guard = GLOBAL.lock().unwrap();
+    let (rows, cols) = (5_000, 70);
+    let mut rng = Rng(11);
+    let p0 = uniforms(&mut rng, rows * cols);
+    let (indices, values, dense) = sparse_gradient(&mut rng, rows, cols, 300);
+    let rule = adam(0.01, 0.9, 0.999, 1e-7, 4, false);
+    let pro = Prologue {
+        lazy: true,
+        weight_decay: Some((0.1, 0.01)),
+        ..Prologue::none()
+    };
+    let (mut p, mut m, mut v) = (
+        p0.clone(),
+        vec![0.5f32; rows * cols],
+        vec![0.25f32; rows * cols],
+    );
+    let t = tensor_of(
+        &[rows, cols],
+        Operand::contiguous(p.as_mut_ptr()),
+        rows_of(&indices, &values, cols),
+        vec![
+            Operand::contiguous(m.as_mut_ptr()),
+            Operand::contiguous(v.as_mut_ptr()),
+        ],
+    );
+    run(&rule, &[t], &pro, Mode::Update);
+    let touched: HashSet<usize> = indices.iter().copied().collect();
+    for r in 0..rows {
+        let range = r * cols..(r + 1) * cols;
+        if !touched.contains(&r) {
+            assert_eq!(p[range.clone()], p0[range.clone()], "row {r}");
+            assert!(m[range.clone()].iter().all(|&x| x == 0.5), "row {r}");
+            assert!(v[range].iter().all(|&x| x == 0.25), "row {r}");
+            continue;
+        }
+        // The dense step of this row alone, with the row's summed gradient.
+        let (mut q, mut mq, mut vq) = (
+            p0[range.clone()].to_vec(),
+            vec![0.5f32; cols],
+            vec![0.25f32; cols],
+        );
+        let mut g = dense[range.clone()].to_vec();
+        let t = tensor(&mut q, &mut g, &mut [&mut mq, &mut vq]);
+        run(
+            &rule,
+            &[t],
+            &Prologue {
+                weight_decay: Some((0.1, 0.01)),
+                ..Prologue::none()
+            },
+            Mode::Update,
+        );
+        assert_eq!(p[range.clone()], q[..], "row {r}");
+        assert_eq!(m[range.clone()], mq[..], "row {r}");
+        assert_eq!(v[range], vq[..], "row {r}");
+    }
 }

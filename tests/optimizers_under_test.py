@@ -149,6 +149,8 @@ class OptimizerCase:
         memory: arguments of the step whose allocations are traced (test_memory.py), or None.
         cross_dispatch: arguments run with and without NumPy's AVX-512 kernels
             (test_cpu_independence.py): the options that derive a power or a norm.
+        lazy: it takes `lazy=True` (row-sparse gradients update only their rows), its own
+            argument after Keras's `name` (test_sparse.py).
     """
 
     cls: type
@@ -170,6 +172,7 @@ class OptimizerCase:
     checkpoint: Kwargs = dataclasses.field(default_factory=dict)
     memory: Optional[Kwargs] = None
     cross_dispatch: Tuple[Kwargs, ...] = ()
+    lazy: bool = False
 
     @property
     def name(self) -> str:
@@ -197,6 +200,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         ref.SGDRule,
         elementwise=True,
         fused=True,
+        lazy=True,
         own_defaults={"momentum": 0.0, "nesterov": False},
         default_learning_rate=0.01,
         default_name=None,
@@ -246,6 +250,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         ref.RMSpropRule,
         elementwise=True,
         fused=True,
+        lazy=True,
         own_defaults={"rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False},
         default_name="rmsprop",
         keras2_epsilon=True,
@@ -321,6 +326,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         ref.AdamRule,
         elementwise=True,
         fused=True,
+        lazy=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False},
         default_name="adam",
         keras2_epsilon=True,
@@ -380,6 +386,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         ref.AdamRule,
         elementwise=True,
         fused=True,
+        lazy=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False},
         default_name="adamw",
         keras2_epsilon=True,
@@ -420,6 +427,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         ref.AdadeltaRule,
         elementwise=True,
         fused=True,
+        lazy=True,
         own_defaults={"rho": 0.95, "epsilon": 1e-7},
         default_name="adadelta",
         keras2_epsilon=True,
@@ -494,6 +502,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         ref.AdamaxRule,
         elementwise=True,
         fused=True,
+        lazy=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
         default_name="adamax",
         keras2_epsilon=True,
@@ -525,6 +534,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         ref.NadamRule,
         elementwise=True,
         fused=True,
+        lazy=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
         default_name="nadam",
         keras2_epsilon=True,
@@ -567,6 +577,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         ref.LionRule,
         elementwise=True,
         fused=True,
+        lazy=True,
         own_defaults={"beta_1": 0.9, "beta_2": 0.99},
         default_name="lion",
         decays_alone=True,
@@ -591,6 +602,7 @@ OPTIMIZERS: Tuple[OptimizerCase, ...] = (
         ref.FtrlRule,
         elementwise=True,
         fused=True,
+        lazy=True,
         own_defaults={
             "learning_rate_power": -0.5,
             "initial_accumulator_value": 0.1,

@@ -71,7 +71,13 @@ def _f32(values):
 
 
 def test_package_exports():
-    assert set(fo.__all__) == {"optimizers", "set_num_threads", "get_num_threads", "__version__"}
+    assert set(fo.__all__) == {
+        "IndexedSlices",
+        "optimizers",
+        "set_num_threads",
+        "get_num_threads",
+        "__version__",
+    }
     assert isinstance(fo.__version__, str) and fo.__version__
     assert {"Optimizer", "schedules", "get", "serialize", "deserialize"} | {
         case.name for case in OPTIMIZERS
@@ -105,7 +111,9 @@ def test_set_num_threads_round_trip_and_validation():
     assert fo.get_num_threads() == before
 
 
-@pytest.mark.parametrize("module", ["ferroptim"] + [cls.__module__ for cls in CLASSES])
+@pytest.mark.parametrize(
+    "module", ["ferroptim", "ferroptim._indexed_slices"] + [cls.__module__ for cls in CLASSES]
+)
 def test_docstring_examples_run(module):
     results = doctest.testmod(importlib.import_module(module))
     assert results.attempted > 0 and results.failed == 0
@@ -164,8 +172,9 @@ BASE_ARGUMENTS = [argument for argument in _BASE_ARGS if argument != "decay"]
 @pytest.mark.parametrize("case", KERAS_SIGNATURE, ids=repr)
 def test_signature_is_keras(case):
     # Keras 3: learning_rate, the optimizer's own arguments, then the base arguments in
-    # BaseOptimizer's order (AdamW puts weight_decay second), name, **kwargs.
-    base = [*BASE_ARGUMENTS, "name", "kwargs"]
+    # BaseOptimizer's order (AdamW puts weight_decay second), name, **kwargs; ferroptim's
+    # `lazy` after `name` where the optimizer takes it.
+    base = [*BASE_ARGUMENTS, "name", *(["lazy"] if case.lazy else []), "kwargs"]
     cls = case.cls
     own = list(case.own_defaults)
     if cls is AdamW:
