@@ -415,7 +415,7 @@ class StepEngine:
         gather = writable is None
         if writable is None:
             writable = []
-        checked: List[Tuple[str, np.ndarray]] = []
+        checked: List[Tuple[str, Any]] = []
         for group, members, grads in calls:
             chosen = group.indices if members is None else members
             converted = []
