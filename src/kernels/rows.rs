@@ -31,33 +31,27 @@ pub struct Rows<T> {
 }
 
 impl<T: Real> Rows<T> {
-    /// Sums `values` (one row of `row_len` elements per entry of `indices`, read through
-    /// `read_row(position, out)` in the values' own dtype `U`) by row index, in position
-    /// order from zero, then converts each sum with `cast`.
+    /// Sums `values` (one row of `row_len` elements per entry of `indices`, which
+    /// `add_row(position, sum)` adds into `sum`, in the values' own dtype `U`) by row index, in
+    /// position order from zero, then converts each sum with `cast`.
     ///
     /// The caller has checked every index against the table's row count.
     pub fn summed<U: Real>(
         indices: &[usize],
         row_len: usize,
-        mut read_row: impl FnMut(usize, &mut [U]),
+        mut add_row: impl FnMut(usize, &mut [U]),
         cast: impl Fn(U) -> T,
     ) -> Self {
-        // Positions sorted by row, stably: equal rows keep their order of appearance.
-        let mut order: Vec<usize> = (0..indices.len()).collect();
-        order.sort_by_key(|&k| indices[k]);
+        let order = by_row(indices);
         let mut rows = Vec::with_capacity(order.len());
         let mut values = Vec::with_capacity(order.len() * row_len);
         let mut sum = vec![U::ZERO; row_len];
-        let mut row = vec![U::ZERO; row_len];
         let mut k = 0;
         while k < order.len() {
             let r = indices[order[k]];
             sum.fill(U::ZERO);
             while k < order.len() && indices[order[k]] == r {
-                read_row(order[k], &mut row);
-                for (s, &v) in sum.iter_mut().zip(&row) {
-                    *s += v;
-                }
+                add_row(order[k], &mut sum);
                 k += 1;
             }
             rows.push(r);
@@ -150,20 +144,53 @@ impl<T: Real> Rows<T> {
     }
 }
 
-/// Reads row `k` (of `row_len` elements) of a values array of shape `shape` (rows first)
-/// into `out`.
+/// The positions of `indices` sorted by row, equal rows in order of appearance.
+fn by_row(indices: &[usize]) -> Vec<usize> {
+    let narrow =
+        u32::try_from(indices.len()).is_ok() && indices.iter().all(|&r| u32::try_from(r).is_ok());
+    if narrow {
+        // Row and position packed in one key: an unstable sort of plain integers keeps equal
+        // rows in position order, and is several times faster than a keyed stable sort.
+        let mut keys: Vec<u64> = indices
+            .iter()
+            .enumerate()
+            .map(|(k, &r)| ((r as u64) << 32) | k as u64)
+            .collect();
+        keys.sort_unstable();
+        return keys
+            .into_iter()
+            .map(|key| (key & 0xffff_ffff) as usize)
+            .collect();
+    }
+    let mut order: Vec<usize> = (0..indices.len()).collect();
+    order.sort_by_key(|&k| indices[k]);
+    order
+}
+
+/// Adds row `k` (of `sum.len()` elements) of a values array of shape `shape` (rows first) to
+/// `sum`; `buf` (as long as `sum`) holds a strided row.
 ///
 /// # Safety
 /// The operand is alive and holds `shape`'s elements in its layout, and `k` is below
 /// `shape[0]`.
-pub unsafe fn read_row<U: Real>(values: &Operand<U>, shape: &[usize], k: usize, out: &mut [U]) {
-    let l = out.len();
-    if values.is_direct() {
+pub unsafe fn add_row<U: Real>(
+    values: &Operand<U>,
+    shape: &[usize],
+    k: usize,
+    sum: &mut [U],
+    buf: &mut [U],
+) {
+    let l = sum.len();
+    let row: &[U] = if values.is_direct() {
         // SAFETY: in range (caller's contract); read only.
-        out.copy_from_slice(unsafe { values.slice_mut(k * l, l) });
+        unsafe { values.slice_mut(k * l, l) }
     } else {
         // SAFETY: as above, through the array's own strides.
-        unsafe { values.gather(shape, k * l, out) };
+        unsafe { values.gather(shape, k * l, &mut buf[..l]) };
+        &buf[..l]
+    };
+    for (s, &v) in sum.iter_mut().zip(row) {
+        *s += v;
     }
 }
 
@@ -175,7 +202,11 @@ mod tests {
         Rows::summed(
             indices,
             l,
-            |k, out: &mut [f32]| out.copy_from_slice(&values[k * l..(k + 1) * l]),
+            |k, sum: &mut [f32]| {
+                for (s, &v) in sum.iter_mut().zip(&values[k * l..(k + 1) * l]) {
+                    *s += v;
+                }
+            },
             |x| x,
         )
     }

@@ -11,7 +11,7 @@
 use super::prepare::{self, Names, Span};
 use crate::error::Error;
 use crate::kernels::layout::Operand;
-use crate::kernels::rows::{read_row, Rows};
+use crate::kernels::rows::{add_row, Rows};
 use crate::kernels::Real;
 use numpy::{
     Element, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
@@ -126,12 +126,13 @@ pub(crate) fn rows<'py, T: Element + Real>(
             "the values of the gradient of",
         ));
         let op = values_operand(&raw, &what)?;
+        let mut buf = vec![T::ZERO; if op.is_direct() { 0 } else { row_len }];
         // SAFETY: `op` views `values`, alive for the call, of shape `expected`; every
         // position read is below `len(indices)`.
         return Ok(Rows::summed(
             &index_list,
             row_len,
-            |k, out| unsafe { read_row(&op, raw.shape, k, out) },
+            |k, sum| unsafe { add_row(&op, raw.shape, k, sum, &mut buf) },
             |x| x,
         ));
     }
@@ -146,11 +147,12 @@ pub(crate) fn rows<'py, T: Element + Real>(
         "the values of the gradient of",
     ));
     let op = values_operand(&raw, &what)?;
+    let mut buf = vec![<T::Other as Real>::ZERO; if op.is_direct() { 0 } else { row_len }];
     // SAFETY: as above.
     Ok(Rows::summed(
         &index_list,
         row_len,
-        |k, out| unsafe { read_row(&op, raw.shape, k, out) },
+        |k, sum| unsafe { add_row(&op, raw.shape, k, sum, &mut buf) },
         T::from_other,
     ))
 }
@@ -218,6 +220,9 @@ fn row_indices(
         ($($t:ty),*) => {$(
             if let Ok(a) = indices.cast::<PyArrayDyn<$t>>() {
                 let ro = a.try_readonly().map_err(|e| Error::value_error(e.to_string()))?;
+                if let Ok(slice) = ro.as_slice() {
+                    return slice.iter().enumerate().map(|(k, &x)| check(k, i128::from(x))).collect();
+                }
                 return ro
                     .as_array()
                     .iter()
