@@ -443,10 +443,17 @@ fn rows_of(indices: &[usize], values: &[f32], cols: usize) -> Grad<f32> {
     Grad::Rows(Rows::summed(
         indices,
         cols,
-        |k, out: &mut [f32]| out.copy_from_slice(&values[k * cols..(k + 1) * cols]),
+        |k, sum: &mut [f32]| {
+            for (s, &v) in sum.iter_mut().zip(&values[k * cols..(k + 1) * cols]) {
+                *s += v;
+            }
+        },
         |x| x,
     ))
 }
+
+/// A table's parameters and first slot after a step.
+type Stepped = (Vec<f32>, Vec<f32>);
 
 /// One step of `rule` on a table with the row-sparse gradient and one on a copy with its
 /// dense scatter; returns (sparse, dense) parameters and first slots.
@@ -456,7 +463,7 @@ fn sparse_and_dense_step<R: Rule<f32>>(
     nslots: usize,
     threads: usize,
     level: simd::Level,
-) -> ((Vec<f32>, Vec<f32>), (Vec<f32>, Vec<f32>)) {
+) -> (Stepped, Stepped) {
     pool::set_num_threads(threads);
     simd::set(Some(level)).unwrap();
     let (rows, cols) = (40_000, 33);
@@ -490,7 +497,7 @@ fn sparse_and_dense_step<R: Rule<f32>>(
 }
 
 /// The bits of a step's results (NaN compares equal to itself).
-fn bits(x: &(Vec<f32>, Vec<f32>)) -> (Vec<u32>, Vec<u32>) {
+fn bits(x: &Stepped) -> (Vec<u32>, Vec<u32>) {
     (
         x.0.iter().map(|v| v.to_bits()).collect(),
         x.1.iter().map(|v| v.to_bits()).collect(),
