@@ -67,6 +67,15 @@ STEP_CASES = {
     ),
     "Adam two dtypes": (lambda: OPT.Adam(weight_decay=0.01, clipvalue=0.5), True, "dict"),
     "LossScaleOptimizer": (lambda: OPT.LossScaleOptimizer(OPT.Adam()), False, "list"),
+    # Row-sparse gradients (`sparse`: the kernel's gradient is 20 rows of it).
+    "Adam sparse": (lambda: OPT.Adam(global_clipnorm=1.0), True, "sparse"),
+    "Adam lazy sparse": (lambda: OPT.Adam(lazy=True, weight_decay=0.01), False, "sparse"),
+    "Adafactor sparse": (lambda: OPT.Adafactor(), False, "sparse"),
+    "LossScaleOptimizer sparse": (
+        lambda: OPT.LossScaleOptimizer(OPT.SGD(momentum=0.9)),
+        False,
+        "sparse",
+    ),
     "MultiOptimizer": (
         lambda: OPT.MultiOptimizer(
             OPT.OptimizerMap(OPT.Adam(), {"dense/bias": OPT.SGD(momentum=0.9)})
@@ -78,6 +87,14 @@ STEP_CASES = {
 
 
 def _stepper(opt, params, grads, how):
+    if how == "sparse":
+        table = params["dense/kernel"]
+        rng = np.random.default_rng(4)
+        grads = dict(grads)
+        grads["dense/kernel"] = fo.IndexedSlices(
+            grads["dense/kernel"][:20], rng.integers(0, table.shape[0], 20), table.shape
+        )
+        return lambda: opt.apply(grads, params)
     p, g = list(params.values()), list(grads.values())
     if how == "list":
         return lambda: opt.apply(g, p)
@@ -142,6 +159,10 @@ _NATIVE_PEAK = textwrap.dedent(
     params = [rng.standard_normal((1024, 1024)).astype(np.float32),
               rng.standard_normal(1024).astype(np.float32)]
     grads = [rng.standard_normal(p.shape).astype(p.dtype) for p in params]
+    # A row-sparse gradient of 16 rows (64 KiB of values), repeated rows included.
+    rows = fo.IndexedSlices(rng.standard_normal((16, 1024)).astype(np.float32),
+                            rng.integers(0, 1024, 16) % 12, (1024, 1024))
+    sparse = [rows, grads[1]]
     cases = {
         "Adam": lambda: OPT.Adam(),
         "Adam every option": lambda: OPT.Adam(amsgrad=True, use_ema=True, weight_decay=0.01,
@@ -152,6 +173,9 @@ _NATIVE_PEAK = textwrap.dedent(
         "Nadam": lambda: OPT.Nadam(),
         "Ftrl": lambda: OPT.Ftrl(),
         "LossScaleOptimizer": lambda: OPT.LossScaleOptimizer(OPT.Adam()),
+        "Adam sparse": lambda: (OPT.Adam(clipnorm=1.0), sparse),
+        "Adam lazy sparse": lambda: (OPT.Adam(lazy=True, use_ema=True), sparse),
+        "SGD sparse": lambda: (OPT.SGD(global_clipnorm=1.0), sparse),
     }
     out = {}
     for threads in (1, 2):
@@ -160,14 +184,15 @@ _NATIVE_PEAK = textwrap.dedent(
             cases["Muon"] = lambda: OPT.Muon()
         for name, make in cases.items():
             opt = make()
+            opt, step_grads = opt if isinstance(opt, tuple) else (opt, grads)
             for _ in range(3):
-                opt.apply(grads, params)
+                opt.apply(step_grads, params)
             worst = 0
             for _ in range(3):
                 with open("/proc/self/clear_refs", "w") as f:
                     f.write("5")  # the peak resident size restarts from the current one
                 before = kib("VmRSS:")
-                opt.apply(grads, params)
+                opt.apply(step_grads, params)
                 worst = max(worst, kib("VmHWM:") - before)
             out[f"{name}, {threads} threads"] = worst
     print(json.dumps(out))
