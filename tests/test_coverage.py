@@ -89,3 +89,9 @@ def test_every_argument_set_of_a_record_builds_its_optimizer(case):
     sets += [kwargs for kwargs, _ in case.slots]
     for kwargs in sets:
         assert isinstance(build(case, kwargs), case.cls), label(case, kwargs)
+
+
+def test_the_class_declares_whether_its_rule_is_element_wise():
+    # A distributed optimizer splits the variables of an element-wise class anywhere.
+    for case in OPTIMIZERS:
+        assert case.cls._elementwise is case.elementwise, case.name

@@ -304,7 +304,12 @@ def build_plan(optimizer: Any) -> StepPlan:
         group = groups[0]
         plan.fast_slots = group.slots
         plan.fast_names = group.names
-        if not (optimizer.use_ema or optimizer._accumulation_steps or optimizer._has_step_state):
+        if not (
+            optimizer.use_ema
+            or optimizer._accumulation_steps
+            or optimizer._has_step_state
+            or optimizer._reduce_sum_squares is not None
+        ):
             factor = optimizer.loss_scale_factor
             scale = None if factor is None else float(factor)
             parts = step_parts(optimizer, group, None, False, 0.0, False, None, scale)

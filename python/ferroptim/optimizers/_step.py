@@ -196,6 +196,9 @@ class StepEngine:
 
     # A loss scale lent by a wrapper for the step running now (see `_apply_scaled`).
     _pinned_loss_scale: Optional[float] = None
+    # Turns this process's sum of squares of a step's gradients into the one `global_clipnorm`
+    # clips by (a distributed optimizer's sum over ranks); None: this process's own.
+    _reduce_sum_squares: Optional[Callable[[float], float]] = None
 
     def _apply_scaled(
         self, grads: Any, trainable_variables: Optional[ParamsArg], loss_scale: float
@@ -496,7 +499,11 @@ class StepEngine:
 
         clip_scale: Optional[float] = None
         clip = clip_option(self)
-        if clip is not None and clip[0] == "global_clipnorm" and len(calls) > 1:
+        if (
+            clip is not None
+            and clip[0] == "global_clipnorm"
+            and (len(calls) > 1 or self._reduce_sum_squares is not None)
+        ):
             if not accumulate_only:
                 clip_scale = self._global_clip_scale(calls, clip[1])
 
@@ -647,6 +654,8 @@ class StepEngine:
                 _native.StepOptions(**kwargs) if kwargs else None,
                 [self._trainable_variable_names[i] for i in chosen],
             )
+        if self._reduce_sum_squares is not None:
+            total = self._reduce_sum_squares(total)
         norm = math.sqrt(total)
         if not math.isfinite(norm):
             # Keras's scale is NaN then (`scale + (N - N)`): every gradient becomes NaN.

@@ -51,6 +51,7 @@ class Adadelta(Optimizer, name="adadelta"):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    _elementwise = True
     _rule = NativeRule(_native.adadelta)
     _slot_groups = (SlotGroup("accumulated_grad", "accumulated_delta_var"),)
 

@@ -46,6 +46,7 @@ class Adagrad(Optimizer, name="adagrad"):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    _elementwise = True
     _rule = NativeRule(_native.adagrad)
     _slot_groups = (
         SlotGroup("accumulator", initializer=lambda opt: opt.initial_accumulator_value),

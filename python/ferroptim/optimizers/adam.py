@@ -56,6 +56,7 @@ class Adam(Optimizer, name="adam"):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    _elementwise = True
     _rule = NativeRule(_native.adam)
     _slot_groups = (
         SlotGroup("momentum", "velocity"),

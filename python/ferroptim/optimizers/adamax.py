@@ -50,6 +50,7 @@ class Adamax(Optimizer, name="adamax"):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    _elementwise = True
     _rule = NativeRule(_native.adamax)
     _slot_groups = (SlotGroup("momentum", "norm"),)
 

@@ -68,6 +68,7 @@ class Ftrl(Optimizer, name="ftrl"):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    _elementwise = True
     _rule = NativeRule(_native.ftrl)
     _slot_groups = (
         SlotGroup(

@@ -52,6 +52,7 @@ class Lion(Optimizer, name="lion"):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    _elementwise = True
     _rule = NativeRule(_native.lion)
     _slot_groups = (SlotGroup("momentum"),)
 

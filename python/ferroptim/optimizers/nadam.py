@@ -82,6 +82,7 @@ class Nadam(Optimizer, name="nadam"):
 
     # The momentum-cache product of this step (see `_begin_update_step`); Keras 3 has no
     # `schedule_decay`, which is then 1.
+    _elementwise = True
     _rule = NativeRule(
         _native.nadam,
         u_product=lambda opt: float(opt._u_product_next),

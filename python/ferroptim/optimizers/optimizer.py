@@ -140,6 +140,12 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
       its optimizers writes.
     - `_rule_options(parts)`: the form in which `_update_step` receives a call's cross-cutting
       parts (`_unfused.Unfused` takes the `StepParts` record itself).
+    - `_reduce_sum_squares`: None, or a function from this process's sum of squares of a
+      step's gradients to the sum `global_clipnorm` clips by (a distributed optimizer's sum
+      over ranks); assign it through `_run_exclusive` and call `_invalidate_plan()`.
+    - `_elementwise`: True in a class whose rule updates each element from that element's
+      gradient and state alone, with no norm over a tensor (`clipnorm` aside): a distributed
+      optimizer may then split its variables anywhere.
 
     Hooks of a wrapper: `_apply_scaled(grads, trainable_variables, loss_scale)` steps with a
     loss scale lent for that step only (`LossScaleOptimizer`); `_step(calls, missing)` runs a
@@ -153,6 +159,8 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
     _has_step_state = False
     # A learning rate a wrapper read ahead for this step (see `_learning_rate_ahead`).
     _pinned_learning_rate: Optional[float] = None
+    # The rule reads each element's own gradient and state only (see the protected API).
+    _elementwise = False
     # False in a subclass whose step writes with NumPy between native calls (`Unfused`): its
     # step cannot be resumed from the count of completed native calls after an interrupt, so
     # it holds Ctrl-C back instead (see `_transact`).

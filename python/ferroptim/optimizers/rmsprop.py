@@ -61,6 +61,7 @@ class RMSprop(Optimizer, name="rmsprop"):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    _elementwise = True
     _rule = NativeRule(_native.rmsprop)
     # Three groups, not interleaved: `momentum` only with momentum, `average_gradient` only
     # when centered.

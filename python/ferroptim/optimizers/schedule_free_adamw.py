@@ -76,6 +76,7 @@ class ScheduleFreeAdamW(Optimizer, name="schedule_free_adamw"):
     """
 
     # A warmup of 0 steps or fewer is none (the kernel takes a count).
+    _elementwise = True
     _rule = NativeRule(
         _native.schedule_free_adamw, warmup_steps=lambda opt: max(int(opt.warmup_steps), 0)
     )

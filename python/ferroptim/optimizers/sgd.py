@@ -47,6 +47,7 @@ class SGD(Optimizer, name=None):
             see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
     """
 
+    _elementwise = True
     _rule = NativeRule(_native.sgd)
     _slot_groups = (SlotGroup("momentum", when=lambda opt: opt.momentum != 0),)
 
