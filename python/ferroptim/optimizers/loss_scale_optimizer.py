@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -83,6 +83,10 @@ class LossScaleOptimizer(Composite, Optimizer):
             (`weight_decay`, `clipnorm`, ...) at their default values, and `dynamic=True`.
             Any other value is a ValueError: set the argument on the inner optimizer.
     """
+
+    # Turns this process's verdict on the gradients' finiteness into the step's (a
+    # distributed optimizer's verdict over all ranks: one decision for every rank).
+    _reduce_finite: Optional[Callable[[bool], bool]] = None
 
     def __init__(
         self,
@@ -200,6 +204,8 @@ class LossScaleOptimizer(Composite, Optimizer):
         except (TypeError, ValueError) as error:
             name_variables(error, self._gradient_names(grads, trainable_variables))
             raise
+        if self._reduce_finite is not None:
+            finite = self._reduce_finite(finite)
         counter, scale = int(self.step_counter), self.dynamic_scale[()]
         if not finite:
             halved = scale / np.float32(2.0)
