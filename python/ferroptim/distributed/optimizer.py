@@ -464,7 +464,7 @@ class DistributedOptimizer:
         self,
         local: np.ndarray,
         owner: Optional[int],
-        pieces: List[Tuple[np.ndarray, Tuple[int, ...], str]],
+        pieces: List[Tuple[np.ndarray, Tuple[int, ...], Literal["C", "F"]]],
     ) -> np.ndarray:
         """On rank 0: the single-process value of a state variable from every rank's piece
         (flat values, shape, order). `owner`: the build index of its variable, for the state
