@@ -1,0 +1,151 @@
+"""The rank side of test_distributed.py: run under `mpiexec -n N python -m mpi4py`, one scenario
+per launch; rank 0 prints one line of JSON with what the test asserts (the model, gradients and
+single-process reference are in distributed_cases.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Dict, List
+
+import numpy as np
+from mpi4py import MPI
+
+import ferroptim as fo
+from distributed_cases import averaged, bits, gradients, make, model
+from ferroptim.distributed import DistributedOptimizer
+
+COMM = MPI.COMM_WORLD
+RANK, SIZE = COMM.Get_rank(), COMM.Get_size()
+
+
+def state_elements(opt: Any) -> int:
+    return int(sum(np.size(v) for v in opt.variables if np.ndim(v) > 0))
+
+
+def train(cases: List[List[Any]], shard: bool, steps: int, bucket: int, tensors: str) -> Any:
+    """Each case `[name, kwargs]`: this run's parameters against the single-process
+    reference, per rank: bitwise equal, the largest difference, the state held."""
+    out = []
+    for name, kwargs in cases:
+        params = model(tensors)
+        opt = DistributedOptimizer(make(name, kwargs), shard_state=shard, bucket_size=bucket)
+        error = None
+        try:
+            for step in range(steps):
+                opt.apply(gradients(params, step, RANK), params)
+        except Exception as caught:  # reported, so one case does not hide the others
+            error = f"{type(caught).__name__}: {caught}"
+        reference = model(tensors)
+        single = make(name, kwargs)
+        for step in range(steps):
+            single.apply(averaged(reference, step, SIZE), reference)
+        worst = max(
+            float(np.max(np.abs(params[k].astype(np.float64) - reference[k]), initial=0.0))
+            for k in params
+        )
+        rows = COMM.gather(
+            {
+                "bitwise": bits(params) == bits(reference),
+                "worst": worst,
+                "state": state_elements(opt),
+                "single_state": state_elements(single),
+                "error": error,
+                "same_as_rank_0": None,
+                "bits": bits(params),
+            },
+            root=0,
+        )
+        if RANK == 0:
+            first = rows[0]["bits"]
+            for row in rows:
+                row["same_as_rank_0"] = row.pop("bits") == first
+            out.append({"name": name, "kwargs": kwargs, "ranks": rows})
+    return out
+
+
+def checkpoint(path: str, phase: str, steps: int, more: int) -> Any:
+    """`save`: train `steps` steps at this size and save. `resume`: load the file at this size
+    and train `more` steps; report the parameters' bits."""
+    params = model()
+    opt = DistributedOptimizer(fo.optimizers.Adam(learning_rate=0.01, amsgrad=True, use_ema=True))
+    if phase == "save":
+        for step in range(steps):
+            opt.apply(gradients(params, step, RANK), params)
+        opt.save(path)
+    else:
+        opt.load_state(path, params)
+        for step in range(steps, steps + more):
+            opt.apply(gradients(params, step, RANK), params)
+    return COMM.gather({"bits": bits(params), "iterations": opt.iterations}, root=0)
+
+
+def errors(kind: str) -> Any:
+    """A bad gradient on rank 1 only: every rank must raise the same exception, and nothing
+    change on any rank."""
+    params = model()
+    opt = DistributedOptimizer(fo.optimizers.Adam(use_ema=True))
+    opt.apply(gradients(params, 0, RANK), params)
+    before = bits(params), [np.array(v, copy=True).tobytes() for v in opt.variables]
+    grads: Dict[str, Any] = gradients(params, 1, RANK)
+    if RANK == 1 % SIZE:
+        if kind == "shape":
+            grads["dense/bias"] = np.zeros(6, np.float32)
+        elif kind == "dtype":
+            grads["wide"] = np.array(["x"] * 12).reshape(3, 4)
+        elif kind == "none":
+            grads["wide"] = None
+        elif kind == "unknown":
+            grads["nope"] = grads.pop("wide")
+    raised = None
+    try:
+        opt.apply(grads, params)
+    except Exception as caught:
+        raised = [type(caught).__name__, str(caught)]
+    after = bits(params), [np.array(v, copy=True).tobytes() for v in opt.variables]
+    rows = COMM.gather({"raised": raised, "unchanged": before == after}, root=0)
+    return rows
+
+
+def killed() -> Any:
+    """Rank 1 dies between two steps; the others would wait in the next collective."""
+    params = model()
+    opt = DistributedOptimizer(fo.optimizers.SGD(momentum=0.9))
+    opt.apply(gradients(params, 0, RANK), params)
+    if RANK == 1:
+        os._exit(3)
+    opt.apply(gradients(params, 1, RANK), params)
+    return "finished"
+
+
+def raised_outside() -> Any:
+    """Rank 1 raises between two steps (under `python -m mpi4py` the job aborts)."""
+    params = model()
+    opt = DistributedOptimizer(fo.optimizers.SGD())
+    opt.apply(gradients(params, 0, RANK), params)
+    if RANK == 1:
+        raise RuntimeError("a failure outside the optimizer")
+    opt.apply(gradients(params, 1, RANK), params)
+    return "finished"
+
+
+def main() -> None:
+    scenario, arguments = sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+    threads = arguments.pop("threads", None)
+    if threads is not None:
+        fo.set_num_threads(threads)
+    result = {
+        "train": train,
+        "checkpoint": checkpoint,
+        "errors": errors,
+        "killed": killed,
+        "raised_outside": raised_outside,
+    }[scenario](**arguments)
+    if RANK == 0:
+        print(json.dumps({"size": SIZE, "result": result}))
+
+
+if __name__ == "__main__":
+    main()
