@@ -82,6 +82,33 @@ def checkpoint(path: str, phase: str, steps: int, more: int) -> Any:
     return COMM.gather({"bits": bits(params), "iterations": opt.iterations}, root=0)
 
 
+def swaps(steps: int) -> Any:
+    """ScheduleFreeAdamW's evaluation point and an EMA's final values, against one process."""
+    out = []
+    for name, kwargs, action in [
+        ("ScheduleFreeAdamW", {"learning_rate": 0.01}, "swap"),
+        ("Adam", {"use_ema": True, "ema_momentum": 0.5}, "finalize"),
+    ]:
+        params, reference = model(), model()
+        opt = DistributedOptimizer(make(name, kwargs))
+        single = make(name, kwargs)
+        for step in range(steps):
+            opt.apply(gradients(params, step, RANK), params)
+            single.apply(averaged(reference, step, SIZE), reference)
+        if action == "swap":
+            opt.swap_to_eval()
+            single.swap_to_eval()
+            evaluated = bits(params) == bits(reference)
+            opt.swap_to_train()
+            single.swap_to_train()
+        else:
+            opt.finalize_variable_values()
+            single.finalize_variable_values(reference)
+            evaluated = True
+        out.append(COMM.gather([evaluated, bits(params) == bits(reference)], root=0))
+    return out
+
+
 def errors(kind: str) -> Any:
     """A bad gradient on rank 1 only: every rank must raise the same exception, and nothing
     change on any rank."""
@@ -140,6 +167,7 @@ def main() -> None:
         "train": train,
         "checkpoint": checkpoint,
         "errors": errors,
+        "swaps": swaps,
         "killed": killed,
         "raised_outside": raised_outside,
     }[scenario](**arguments)

@@ -157,6 +157,11 @@ def test_checkpoint_saved_at_4_ranks_resumes_at_1_and_3(tmp_path):
             assert row["bits"] == expected, f"resumed at {size} ranks: rank {rank} differs"
 
 
+def test_schedule_free_swaps_and_ema_finalization_span_the_ranks():
+    for rows in launch(3, "swaps", {"steps": 3}):
+        assert all(row == [True, True] for row in rows), rows
+
+
 @pytest.mark.parametrize("kind", ["shape", "dtype", "none", "unknown"])
 def test_a_bad_gradient_on_one_rank_raises_on_every_rank(kind):
     rows = launch(3, "errors", {"kind": kind})

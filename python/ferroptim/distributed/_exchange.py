@@ -8,6 +8,7 @@
 - `gather`: each rank's own range of the variables in, every variable whole on every rank out
   (`Allgatherv`).
 - `broadcast`: the root's arrays to every rank (`Bcast`).
+- `gather_to_root`: every rank's array joined on the root (`Gatherv`), for checkpoints.
 
 A bucket covers at most `bucket_size` bytes of one dtype's flat space (see `_partition`), so
 no collective exceeds MPI's count limit and the buffers stay bounded whatever the model's size.
@@ -21,7 +22,7 @@ import numpy as np
 
 from ferroptim.distributed._partition import Partition, flat_order
 
-__all__ = ["Exchange", "broadcast"]
+__all__ = ["Exchange", "broadcast", "gather_to_root"]
 
 
 class Exchange:
@@ -150,6 +151,28 @@ def broadcast(comm: Any, arrays: Sequence[np.ndarray], root: int, bucket_size: i
             flat[start : start + step] = chunk
         if view is None:
             array[...] = flat.reshape(array.shape)
+
+
+def gather_to_root(comm: Any, flat: np.ndarray, root: int, bucket_size: int) -> Any:
+    """Every rank's 1-D `flat` (one dtype, any lengths) joined in rank order on `root` (None
+    elsewhere), `bucket_size` bytes per rank at a time."""
+    mpi = _mpi()
+    kind = _mpi_type(mpi, flat.dtype)
+    sizes = comm.allgather(int(flat.size))
+    step = max(1, bucket_size // flat.dtype.itemsize)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    joined = np.empty(int(starts[-1]), flat.dtype) if comm.Get_rank() == root else None
+    for offset in range(0, max(sizes), step):
+        counts = [max(0, min(step, n - offset)) for n in sizes]
+        part = np.ascontiguousarray(flat[offset : offset + counts[comm.Get_rank()]])
+        received = np.empty(sum(counts), flat.dtype) if joined is not None else None
+        displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()
+        comm.Gatherv([part, len(part), kind], [received, counts, displs, kind], root=root)
+        if joined is not None and received is not None:
+            for r, (count, at) in enumerate(zip(counts, displs)):
+                lo = int(starts[r]) + offset
+                joined[lo : lo + count] = received[at : at + count]
+    return joined
 
 
 def _flat_view(array: np.ndarray) -> Any:

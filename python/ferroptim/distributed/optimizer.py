@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Tuple
 import numpy as np
 
 from ferroptim._indexed_slices import IndexedSlices
-from ferroptim.distributed._exchange import Exchange, broadcast
+from ferroptim.distributed._exchange import Exchange, broadcast, gather_to_root
 from ferroptim.distributed._partition import Partition, Piece, flat_order
 from ferroptim.optimizers import LossScaleOptimizer, Optimizer
 from ferroptim.optimizers._checkpoint_file import (
@@ -376,6 +376,40 @@ class DistributedOptimizer:
             out.append(array)
         return out
 
+    def finalize_variable_values(self) -> None:
+        """The wrapped optimizer's `finalize_variable_values` (with `use_ema`, every variable
+        takes its moving average), on every rank (collective)."""
+        self._on_variables(lambda variables: self.optimizer.finalize_variable_values(variables))
+
+    def swap_to_eval(self) -> None:
+        """ScheduleFreeAdamW's `swap_to_eval` on every rank (collective)."""
+        swap = self._method("swap_to_eval")
+        self._on_variables(lambda _: swap())
+
+    def swap_to_train(self) -> None:
+        """ScheduleFreeAdamW's `swap_to_train` on every rank (collective)."""
+        swap = self._method("swap_to_train")
+        self._on_variables(lambda _: swap())
+
+    def _method(self, name: str) -> Callable[[], None]:
+        method = getattr(self.optimizer, name, None)
+        if method is None:
+            raise AttributeError(
+                f"{type(self.optimizer).__name__} has no `{name}` (ScheduleFreeAdamW has)"
+            )
+        return method  # type: ignore[no-any-return]
+
+    def _on_variables(self, write: Callable[[Any], None]) -> None:
+        """Let the wrapped optimizer write the variables it was built on (this rank's share
+        with sharded state, then gathered into every rank's variables)."""
+        if not self.built:
+            return
+        if not self.shard_state:
+            write(self._as_input(self._variables))
+            return
+        write(self._as_input(self._views))
+        self._exchange.gather(self._exchange.owned_values(self._variables), self._variables)
+
     # --- state -----------------------------------------------------------------------------
 
     @property
@@ -438,8 +472,20 @@ class DistributedOptimizer:
         for k, array in enumerate(local):
             order: Literal["C", "F"] = flat_order(array) if array.ndim else "C"
             flat = np.ravel(array, order=order)
-            pieces = self.comm.gather((flat, array.shape, order), root=_ROOT)
+            layouts = self.comm.gather((array.shape, order, array.dtype.str), root=_ROOT)
+            if array.dtype.kind == "f":
+                joined = gather_to_root(self.comm, flat, _ROOT, self.bucket_size)
+            else:
+                # Integer state (step counters) is a scalar: no bucket needed.
+                joined = self.comm.gather(flat, root=_ROOT)
+                joined = None if joined is None else np.concatenate(joined)
             if self.rank == _ROOT:
+                sizes = [int(np.prod(shape)) for shape, _, _ in layouts]
+                offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+                pieces = [
+                    (joined[offsets[r] : offsets[r + 1]], shape, o)
+                    for r, (shape, o, _) in enumerate(layouts)
+                ]
                 full.append(self._assemble(array, kinds[k], pieces))
         error = None
         if self.rank == _ROOT:
