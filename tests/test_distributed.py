@@ -25,20 +25,11 @@ import numpy as np
 import pytest
 
 import ferroptim as fo
-from distributed_cases import averaged, bits, gradients, make, model
+from distributed_cases import MPIEXEC, averaged, bits, gradients, make, model
 from optimizers_under_test import OPTIMIZERS, LearningRate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "distributed_worker.py")
-# The launcher installed beside this Python (the `mpich` wheel's), else the one on PATH.
-MPIEXEC = next(
-    (
-        path
-        for path in (os.path.join(os.path.dirname(sys.executable), "mpiexec"), "mpiexec")
-        if os.path.isabs(path) and os.path.exists(path)
-    ),
-    "mpiexec",
-)
 
 
 def launch(n: int, scenario: str, arguments: Dict[str, Any], timeout: float = 180) -> Any:

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import ferroptim as fo
-from test_distributed import MPIEXEC
+from distributed_cases import MPIEXEC
 
 EXAMPLE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "digits_distributed.py"
