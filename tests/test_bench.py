@@ -5,6 +5,7 @@ prints and writes.
 """
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import pathlib
@@ -529,3 +530,168 @@ def test_a_derived_record_runs_with_ferroptim_and_the_roofline_only():
     assert {"ferroptim", "roofline"} <= set(result.timings)
     assert not {"numpy", "numpy_out"} & set(result.timings)
     assert "no NumPy step" in result.unavailable["numpy"]
+
+
+# The sparse benchmark (`--sparse`): an embedding table whose gradient is a few rows.
+
+
+@pytest.mark.parametrize("name", list(_bench.sparse.SPARSE_OPTIMIZERS))
+def test_sparse_numpy_peers_do_ferroptims_work(name):
+    spec = _bench.sparse.SPARSE_OPTIMIZERS[name]
+    # The check's batches repeat rows, so the peers sum them as ferroptim does.
+    case = _bench.sparse.CHECK_CASE
+    for indices, _ in _bench.sparse.make_batches(case, 1, _bench.sparse.CHECK_STEPS):
+        assert len(np.unique(indices)) < len(indices)
+    differences = _bench.sparse.check_peers(spec)
+    assert differences["numpy"] <= _bench.sparse.CHECK_TOLERANCE
+    if name in {"sgd", "adagrad"}:
+        # No per-step scalar: the same float32 operations in the same order.
+        assert differences["numpy"] == 0.0
+
+
+def test_sparse_check_tells_lazy_adam_from_keras_adam():
+    sparse = _bench.sparse
+    lazy_step = sparse.SPARSE_OPTIMIZERS["adam_lazy"].numpy_step
+    wrong = dataclasses.replace(sparse.SPARSE_OPTIMIZERS["adam"], numpy_step=lazy_step)
+    with pytest.raises(RuntimeError, match="not the same algorithm"):
+        sparse.check_peers(wrong)
+
+
+def _sparse_step(step, table, batches, slots, scratch):
+    for iterations, (indices, values) in enumerate(batches):
+        step(table, indices, values, slots, scratch, iterations, **_bench.sparse._ADAM_KWARGS)
+
+
+def test_keras_adam_numpy_peer_is_the_dense_step_on_the_dense_gradient():
+    # Keras's numbers: what NumPy's dense Adam computes on `to_dense()`, bit for bit, and not
+    # what the lazy step computes.
+    case = _bench.sparse.CHECK_CASE
+    batches = _bench.sparse.make_batches(case, 1, 3)
+    start = np.random.default_rng(0).standard_normal((case.rows, case.columns), np.float32)
+    dense = start.copy()
+    slots = [[np.zeros_like(start)], [np.zeros_like(start)]]
+    for iterations, (indices, values) in enumerate(batches):
+        grad = fo.IndexedSlices(values, indices, start.shape).to_dense()
+        _bench.OPTIMIZERS["adam"].numpy_step(
+            [dense], [grad], slots, iterations, **_bench.sparse._ADAM_KWARGS
+        )
+    keras, lazy = start.copy(), start.copy()
+    _sparse_step(
+        _bench.numpy_sparse_steps.adam_sparse_numpy,
+        keras,
+        batches,
+        [np.zeros_like(start), np.zeros_like(start)],
+        [np.empty_like(start), np.empty_like(start)],
+    )
+    _sparse_step(
+        _bench.numpy_sparse_steps.adam_lazy_sparse_numpy,
+        lazy,
+        batches,
+        [np.zeros_like(start), np.zeros_like(start)],
+        [],
+    )
+    np.testing.assert_array_equal(keras, dense)
+    assert np.any(lazy != keras)
+
+
+def test_sparse_batches_draw_rows_with_replacement_from_a_fixed_seed():
+    case = _bench.SparseCase(rows=100, columns=3, rows_per_step=50)
+    batches = _bench.sparse.make_batches(case, 7, 20)
+    again = _bench.sparse.make_batches(case, 7, 20)
+    for (indices, values), (indices_again, values_again) in zip(batches, again):
+        np.testing.assert_array_equal(indices, indices_again)
+        np.testing.assert_array_equal(values, values_again)
+        assert indices.shape == (50,) and values.shape == (50, 3)
+        assert values.dtype == np.float32 and indices.min() >= 0 and indices.max() < 100
+    # 50 draws from 100 rows repeat some (the chance that none does is about 1e-6 per batch).
+    assert all(len(np.unique(indices)) < 50 for indices, _ in batches)
+    assert len({indices.tobytes() for indices, _ in batches}) == 20
+
+
+def test_sparse_options():
+    settings = _settings("--sparse")
+    assert settings.optimizers == ["sgd", "adagrad", "adam_lazy", "adam"]
+    assert settings.sparse == _bench.SparseCase(1_000_000, 64, 512)
+    assert settings.sizes == [] and settings.scaling_sizes == []
+    quick = _settings("--sparse", "--quick", "--optimizers", "adam_lazy,SGD")
+    assert quick.optimizers == ["adam_lazy", "sgd"]
+    assert quick.sparse == _bench.SparseCase(10_000, 64, 512)
+    given = _settings("--sparse", "--table", "300*8", "--rows-per-step", "20")
+    assert given.sparse == _bench.SparseCase(300, 8, 20)
+    for argv, message in [
+        (["--table", "300*8"], "apply with --sparse only"),
+        (["--rows-per-step", "4"], "apply with --sparse only"),
+        (["--sparse", "--sizes", "1K"], "do not apply with --sparse"),
+        (["--sparse", "--scaling-sizes", ""], "do not apply with --sparse"),
+        (["--sparse", "--table", "300"], "expected <rows>\\*<cols>"),
+        (["--sparse", "--table", "2x3*4"], "expected <rows>\\*<cols>"),
+        (["--sparse", "--rows-per-step", "0"], "positive integer"),
+        (["--sparse", "--optimizers", "adamw"], "known with --sparse: sgd, adagrad"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            _settings(*argv)
+
+
+def test_sparse_table_shows_ratios_to_the_dense_step():
+    # Made-up timings: the table's ratios are the dense step's time over each peer's, and each
+    # peer's over ferroptim's sparse step.
+    timings = {
+        "ferroptim": _bench.Timing(1, [20e-6, 10e-6]),
+        "dense": _bench.Timing(1, [0.02]),
+        "numpy": _bench.Timing(1, [200e-6]),
+    }
+    result = _bench.sparse.SparseResult("sgd", timings, {"torch": "no torch here"}, {}, {})
+    settings = _settings("--sparse", "--table", "1000*64", "--optimizers", "sgd")
+    report = _bench.sparse.SparseReport(settings, _ENV, 500.0, [result])
+    header, rows = _table(_bench.sparse.render_markdown(report), "optimizer | peer")
+    assert header == list(_bench.sparse.SPARSE_COLUMNS)
+    assert rows == [
+        ["sgd", "ferroptim sparse", "10.0", "51.2", "2,000x", "1.00x"],
+        ["sgd", "ferroptim dense", "20,000", "0.05", "1.00x", "2,000x"],
+        ["sgd", "NumPy sparse", "200", "2.56", "100x", "20.0x"],
+    ]
+
+
+_ENV = {
+    "ferroptim": "0",
+    "simd_level": "avx2",
+    "cores": 2,
+    "cpu": "cpu",
+    "numpy": "2",
+    "torch_note": "torch is not installed",
+    "python": "3",
+    "load_average": None,
+}
+
+
+def test_sparse_quick_run_prints_its_table_and_writes_json(tmp_path):
+    out, path = _run_bench(tmp_path, "--sparse", "--quick", "--table", "2000*16")
+    header, rows = _table(out, "optimizer | peer")
+    assert " | ".join(header) == (
+        "optimizer | peer | us per step | Mrows/s | dense step / step | vs ferroptim sparse"
+    )
+    has_torch = importlib.util.find_spec("torch") is not None
+    peers = ["ferroptim sparse", "ferroptim dense", "NumPy sparse"]
+    expected = [
+        (name, peer)
+        for name in ["sgd", "adagrad", "adam_lazy", "adam"]
+        for peer in peers + (["torch sparse"] if has_torch and name != "adam" else [])
+    ]
+    assert [(row[0], row[1]) for row in rows] == expected
+    for row in rows:
+        assert all(_number(cell) > 0 for cell in row[2:]), row
+        if row[1] == "ferroptim sparse":
+            assert row[5] == "1.00x"
+        if row[1] == "ferroptim dense":
+            assert row[4] == "1.00x"
+    assert "2,000 x 16 float32" in out and "512 rows per step" in out
+    assert "torch has no Adam for sparse gradients" in out or not has_torch
+    assert "Checked before timing" in out
+
+    data = json.loads(path.read_text())
+    assert data["settings"]["sparse"] == {"rows": 2000, "columns": 16, "rows_per_step": 512}
+    results = {result["optimizer"]: result for result in data["results"]}
+    assert list(results) == ["sgd", "adagrad", "adam_lazy", "adam"]
+    assert set(results["adam"]["peers"]) == {"ferroptim", "dense", "numpy"}
+    assert results["sgd"]["check"]["numpy"] == 0.0
+    assert 0 < data["distinct_rows_per_step"] <= 512

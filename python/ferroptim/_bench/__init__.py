@@ -27,6 +27,9 @@ One module per job:
 - `peers`: the contestants of a case (ferroptim, roofline, NumPy, NumPy out=, torch);
 - `results`, `runner`: running every case, and what it measured;
 - `report`: the Markdown tables (measurements and ratios);
+- `sparse`, `numpy_sparse_steps`: the sparse benchmark (`--sparse`): an embedding table whose
+  gradient is a few rows (`ferroptim.IndexedSlices`), ferroptim's sparse step against its
+  dense step, NumPy by fancy indexing and torch's sparse optimizers; its peers, run and table;
 - `cli`: the options, and a run printed (and written as JSON).
 """
 
@@ -49,7 +52,9 @@ from ferroptim._bench.settings import (
     QUICK_MATRIX_SCALING_SIZES,
     QUICK_MATRIX_SIZES,
     Settings,
+    SparseCase,
 )
+from ferroptim._bench.sparse import SPARSE_OPTIMIZERS, SparseReport, SparseResult
 from ferroptim._bench.timing import Peer, Timing, time_peers
 
 __all__ = [
@@ -65,7 +70,11 @@ __all__ = [
     "Report",
     "ScalingResult",
     "Section",
+    "SPARSE_OPTIMIZERS",
     "Settings",
+    "SparseCase",
+    "SparseReport",
+    "SparseResult",
     "Timing",
     "add_arguments",
     "execute",

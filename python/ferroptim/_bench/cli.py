@@ -1,5 +1,6 @@
 """The command line: the options of `python -m ferroptim bench` (and of `benches/bench.py`),
-turned into `Settings`, and a run printed as Markdown (and written as JSON when asked).
+turned into `Settings`, and a run (the main benchmark, or with `--sparse` the sparse one)
+printed as Markdown (and written as JSON when asked).
 """
 
 from __future__ import annotations
@@ -8,8 +9,9 @@ import argparse
 import json
 import os
 import sys
-from typing import List, Optional, Sequence, TextIO
+from typing import List, Optional, Sequence, TextIO, Union
 
+from ferroptim._bench import sparse
 from ferroptim._bench.cases import Case, parse_case
 from ferroptim._bench.registry import DEFAULT_OPTIMIZERS, OPTIMIZERS
 from ferroptim._bench.report import Section, render_markdown
@@ -24,12 +26,17 @@ from ferroptim._bench.settings import (
     QUICK_MATRIX_SIZES,
     QUICK_SCALING_SIZES,
     QUICK_SIZES,
+    QUICK_SPARSE_TABLE,
+    SPARSE_ROWS_PER_STEP,
+    SPARSE_TABLE,
     Settings,
 )
+from ferroptim._bench.sparse import SPARSE_OPTIMIZERS, SparseReport, parse_table
 
 DESCRIPTION = (
     "Time ferroptim's optimizer steps against NumPy, NumPy with out=, torch (when "
-    "installed) and a native roofline, in one process, and print a Markdown table."
+    "installed) and a native roofline, in one process, and print a Markdown table; with "
+    "--sparse, the steps of an embedding table with row-sparse gradients instead."
 )
 
 
@@ -52,13 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--optimizers",
-        default=",".join(DEFAULT_OPTIMIZERS),
         metavar="LIST",
         help="comma-separated, from: "
         + ", ".join(OPTIMIZERS)
         + "; or all (default: "
         + ",".join(DEFAULT_OPTIMIZERS)
-        + ")",
+        + "); with --sparse, from: "
+        + ", ".join(SPARSE_OPTIMIZERS)
+        + " (default: all)",
     )
     parser.add_argument(
         "--sizes",
@@ -94,6 +102,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="minimum duration of a timed block (default: 25, quick: 10)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
+    sparse = parser.add_argument_group(
+        "sparse gradients",
+        "--sparse times the steps of an embedding table whose gradient is a few rows "
+        "(ferroptim.IndexedSlices): ferroptim's sparse step against its dense step, NumPy "
+        "doing the same by fancy indexing, and torch's sparse optimizers (when installed). "
+        "--optimizers, --threads (the largest), --repeats, --min-block-ms, --json and --quick "
+        "apply to it.",
+    )
+    sparse.add_argument(
+        "--sparse",
+        action="store_true",
+        help="run the sparse benchmark instead of the main one",
+    )
+    sparse.add_argument(
+        "--table",
+        metavar="ROWS*COLS",
+        help=f"the float32 table (default: {SPARSE_TABLE}, quick: {QUICK_SPARSE_TABLE})",
+    )
+    sparse.add_argument(
+        "--rows-per-step",
+        type=int,
+        metavar="N",
+        help=f"gradient rows per step, drawn with replacement (default: {SPARSE_ROWS_PER_STEP})",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -102,15 +134,23 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     Args:
         args: the namespace `add_arguments` options were parsed into.
     """
-    optimizers = [name.lower() for name in _split(args.optimizers)]
+    known = list(SPARSE_OPTIMIZERS if args.sparse else OPTIMIZERS)
+    if args.optimizers is None:
+        optimizers = known if args.sparse else list(DEFAULT_OPTIMIZERS)
+    else:
+        optimizers = [name.lower() for name in _split(args.optimizers)]
     if optimizers == ["all"]:
-        optimizers = list(OPTIMIZERS)
-    unknown = [name for name in optimizers if name not in OPTIMIZERS]
+        optimizers = known
+    unknown = [name for name in optimizers if name not in known]
     if unknown or not optimizers:
         raise ValueError(
             f"--optimizers: unknown {', '.join(unknown) or '(empty list)'}; "
-            f"known: {', '.join(OPTIMIZERS)}, or all"
+            f"known{' with --sparse' if args.sparse else ''}: {', '.join(known)}, or all"
         )
+    if args.sparse and (args.sizes is not None or args.scaling_sizes is not None):
+        raise ValueError("--sizes and --scaling-sizes do not apply with --sparse (see --table)")
+    if not args.sparse and (args.table is not None or args.rows_per_step is not None):
+        raise ValueError("--table and --rows-per-step apply with --sparse only")
     try:
         threads = [int(n) for n in _split(args.threads)]
     except ValueError:
@@ -129,8 +169,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         threads=threads,
         json_path=args.json,
     )
+    if args.sparse:
+        # The sparse benchmark has one case of its own.
+        settings.sizes, settings.scaling_sizes = [], []
+        settings.sparse = parse_table(
+            args.table or (QUICK_SPARSE_TABLE if args.quick else SPARSE_TABLE),
+            SPARSE_ROWS_PER_STEP if args.rows_per_step is None else args.rows_per_step,
+        )
     # A list given applies to every optimizer; the defaults differ by kind.
-    if args.sizes is None:
+    elif args.sizes is None:
         settings.matrix_sizes = cases(None, MATRIX_SIZES, QUICK_MATRIX_SIZES)
     if args.scaling_sizes is None:
         settings.matrix_scaling_sizes = cases(
@@ -152,17 +199,24 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def execute(
     settings: Settings, stdout: Optional[TextIO] = None, sections: Sequence[Section] = ()
-) -> Report:
-    """Run the benchmark, print its Markdown, write the JSON if asked.
+) -> Union[Report, SparseReport]:
+    """Run the benchmark (the sparse one when `settings.sparse` is given), print its Markdown,
+    write the JSON if asked.
 
     Args:
         settings: what to measure (`settings_from_args`).
         stdout: where the Markdown goes (default: sys.stdout).
-        sections: more sections of the report (`render_markdown`).
+        sections: more sections of the main benchmark's report (`render_markdown`).
     """
-    report = run(settings)
+    report: Union[Report, SparseReport]
+    if settings.sparse is not None:
+        report = sparse.run(settings)
+        text = sparse.render_markdown(report)
+    else:
+        report = run(settings)
+        text = render_markdown(report, sections)
     stdout = sys.stdout if stdout is None else stdout
-    stdout.write(render_markdown(report, sections))
+    stdout.write(text)
     stdout.flush()
     if settings.json_path:
         with open(settings.json_path, "w", encoding="utf-8") as file:

@@ -5,11 +5,11 @@ ratios only.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ferroptim._bench.peers import MAIN_PEERS, PEER_TITLES
 from ferroptim._bench.results import Report
-from ferroptim._bench.settings import MARGINAL_PAIR
+from ferroptim._bench.settings import MARGINAL_PAIR, Settings
 
 # A section a caller appends to the report (`benches/bench.py` appends the targets).
 Section = Callable[[Report], List[str]]
@@ -65,6 +65,24 @@ def _format_load(load: Optional[Sequence[float]]) -> str:
     return "load average " + " ".join(f"{value:.2f}" for value in load) + " at start"
 
 
+def environment_line(env: Dict[str, Any], settings: Settings) -> str:
+    """The sentence under a report's title: versions, threads, CPU, load, and how the peers
+    were timed.
+
+    Args:
+        env: `runner.environment()`.
+        settings: the run's settings.
+    """
+    return (
+        f"ferroptim {env['ferroptim']}, SIMD level {env['simd_level']}, "
+        f"{settings.main_threads} thread(s) on {env['cores']} core(s) ({env['cpu']}); "
+        f"NumPy {env['numpy']}; {env['torch_note']}; Python {env['python']}; "
+        f"{_format_load(env['load_average'])}. float32. "
+        f"Best of {settings.repeats} timed blocks of >= {settings.min_block * 1e3:g} ms per peer, "
+        f"peers alternating, all in one process."
+    )
+
+
 def format_us(seconds: Optional[float]) -> str:
     """Microseconds with three significant digits or so ("2.37", "25.3", "1,234"), or n/a.
 
@@ -90,7 +108,12 @@ def _format_ms(seconds: Optional[float]) -> str:
     return f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 100 else f"{ms:,.0f}"
 
 
-def _format_rate(value: Optional[float]) -> str:
+def format_rate(value: Optional[float]) -> str:
+    """A rate with three significant digits or so ("2.47", "51.4", "123"), or n/a.
+
+    Args:
+        value: the rate, or None when it was not measured.
+    """
     if value is None:
         return NA
     return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
@@ -113,6 +136,8 @@ def format_speedup(value: Optional[float]) -> str:
     """
     if value is None:
         return NA
+    if value >= 100:
+        return f"{value:,.0f}x"
     return f"{value:.1f}x" if value >= 10 else f"{value:.2f}x"
 
 
@@ -163,10 +188,10 @@ def main_rows(report: Report) -> List[List[str]]:
                 result.case.name,
                 f"{elements:,}",
                 format_us(fo),
-                _format_rate(ratio(elements / 1e9, fo)),
-                _format_rate(ratio(elements * bpe / 1e9, fo)),
+                format_rate(ratio(elements / 1e9, fo)),
+                format_rate(ratio(elements * bpe / 1e9, fo)),
                 format_us(roof),
-                _format_rate(ratio(elements * bpe / 1e9, roof)),
+                format_rate(ratio(elements * bpe / 1e9, roof)),
                 format_ratio(ratio(roof, fo)),
                 format_us(result.best("numpy")),
                 format_speedup(ratio(result.best("numpy"), fo)),
@@ -198,7 +223,7 @@ def matrix_rows(report: Report) -> List[List[str]]:
                 f"{result.case.elements:,}",
                 str(len(result.case.shapes)),
                 _format_ms(fo),
-                _format_rate(ratio(result.case.elements / 1e6, fo)),
+                format_rate(ratio(result.case.elements / 1e6, fo)),
             ]
         )
         for peer in ("numpy", "numpy_out", "torch"):
@@ -258,17 +283,7 @@ def render_markdown(report: Report, sections: Sequence[Section] = ()) -> str:
         sections: more sections to append, in order, each a function of the report returning
             its Markdown lines (none to leave it out).
     """
-    env, settings = report.env, report.settings
-    out = [
-        "## ferroptim benchmark",
-        "",
-        f"ferroptim {env['ferroptim']}, SIMD level {env['simd_level']}, "
-        f"{settings.main_threads} thread(s) on {env['cores']} core(s) ({env['cpu']}); "
-        f"NumPy {env['numpy']}; {env['torch_note']}; Python {env['python']}; "
-        f"{_format_load(env['load_average'])}. float32. "
-        f"Best of {settings.repeats} timed blocks of >= {settings.min_block * 1e3:g} ms per peer, "
-        f"peers alternating, all in one process.",
-    ]
+    out = ["## ferroptim benchmark", "", environment_line(report.env, report.settings)]
     rows = main_rows(report)
     if rows:
         out += ["", markdown_table(MAIN_COLUMNS, rows, left=2)]

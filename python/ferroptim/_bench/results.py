@@ -12,6 +12,19 @@ from ferroptim._bench.settings import Settings
 from ferroptim._bench.timing import Timing
 
 
+def settings_json(settings: Settings) -> Dict[str, Any]:
+    """A run's settings as plain JSON values (a case by its name).
+
+    Args:
+        settings: the run's settings.
+    """
+    values = dataclasses.asdict(settings)
+    for key in ["sizes", "scaling_sizes", "matrix_sizes", "matrix_scaling_sizes"]:
+        cases = getattr(settings, key)
+        values[key] = None if cases is None else [case.name for case in cases]
+    return values
+
+
 @dataclasses.dataclass
 class CaseResult:
     """The timings of one (optimizer, case).
@@ -118,13 +131,9 @@ class Report:
 
     def to_json(self) -> Dict[str, Any]:
         """The raw results as plain JSON values."""
-        settings = dataclasses.asdict(self.settings)
-        for key in ["sizes", "scaling_sizes", "matrix_sizes", "matrix_scaling_sizes"]:
-            cases = getattr(self.settings, key)
-            settings[key] = None if cases is None else [case.name for case in cases]
         return {
             "environment": self.env,
-            "settings": settings,
+            "settings": settings_json(self.settings),
             "cases": [result.to_json() for result in self.cases],
             "scaling": [result.to_json() for result in self.scaling],
         }

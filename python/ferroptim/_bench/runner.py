@@ -160,7 +160,9 @@ def environment() -> Dict[str, Any]:
     }
 
 
-def _settle_allocator() -> None:
+def settle_allocator() -> None:
+    """Free one large block, as a training process long since has, so that NumPy's temporaries
+    are served as they are there (without a page fault per 4 KiB)."""
     # glibc serves blocks above a threshold with fresh mmap pages (a page fault per 4 KiB on
     # first touch) and raises that threshold, up to 32 MiB, each time such a block is freed.
     # A training process has long since freed large activations, so its threshold sits at the
@@ -176,7 +178,7 @@ def run(settings: Settings) -> Report:
     Args:
         settings: what to measure.
     """
-    _settle_allocator()
+    settle_allocator()
     env = environment()
     original_threads = env["default_threads"]
     cases, scaling = [], []

@@ -22,6 +22,37 @@ MATRIX_SCALING_SIZES = "768*768"
 QUICK_MATRIX_SCALING_SIZES = "128*512"
 # The marginal cost of one more small tensor is read off these two cases of the main table.
 MARGINAL_PAIR = ("1K", "100x1K")
+# The sparse benchmark (`--sparse`): the embedding table and the gradient rows of a step.
+SPARSE_TABLE = "1000000*64"
+QUICK_SPARSE_TABLE = "10000*64"
+SPARSE_ROWS_PER_STEP = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseCase:
+    """The case of the sparse benchmark: a float32 embedding table and how many gradient rows
+    (`ferroptim.IndexedSlices`) each step gives it.
+
+    Args:
+        rows: the table's rows (the vocabulary).
+        columns: its columns (the embedding width).
+        rows_per_step: gradient rows per step, drawn with replacement (a row drawn twice is
+            one row with the sum of both values).
+    """
+
+    rows: int
+    columns: int
+    rows_per_step: int
+
+    @property
+    def name(self) -> str:
+        """The table as `--table` spells it, e.g. "1000000*64"."""
+        return f"{self.rows}*{self.columns}"
+
+    @property
+    def elements(self) -> int:
+        """The table's elements."""
+        return self.rows * self.columns
 
 
 @dataclasses.dataclass
@@ -41,6 +72,9 @@ class Settings:
         seed: seed of the random parameters and gradients.
         matrix_sizes, matrix_scaling_sizes: `sizes` and `scaling_sizes` of the optimizers
             that are not element-wise, or None for the same as the others'.
+        sparse: the case of the sparse benchmark, which this run measures instead of the
+            others when given (`optimizers` are then keys of `sparse.SPARSE_OPTIMIZERS`); None
+            for the main benchmark.
     """
 
     optimizers: List[str]
@@ -55,6 +89,7 @@ class Settings:
     seed: int = 0
     matrix_sizes: Optional[List[Case]] = None
     matrix_scaling_sizes: Optional[List[Case]] = None
+    sparse: Optional[SparseCase] = None
 
     @property
     def main_threads(self) -> int:
