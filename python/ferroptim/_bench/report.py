@@ -109,13 +109,16 @@ def _format_ms(seconds: Optional[float]) -> str:
 
 
 def format_rate(value: Optional[float]) -> str:
-    """A rate with three significant digits or so ("2.47", "51.4", "123"), or n/a.
+    """A rate with three significant digits or so ("2.47", "51.4", "123"), two below 0.1
+    ("0.015"), or n/a.
 
     Args:
         value: the rate, or None when it was not measured.
     """
     if value is None:
         return NA
+    if 0 < value < 0.1:
+        return f"{value:.2g}"
     return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 

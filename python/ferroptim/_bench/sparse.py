@@ -591,13 +591,13 @@ def render_markdown(report: SparseReport) -> str:
         report: the run.
     """
     case = report.case
-    megabytes = case.elements * np.dtype(DTYPE).itemsize / 2**20
+    megabytes = case.elements * np.dtype(DTYPE).itemsize / 1e6
     out = [
         "## ferroptim sparse benchmark",
         "",
         environment_line(report.env, report.settings),
         "",
-        f"An embedding table of {case.rows:,} x {case.columns} float32 ({megabytes:,.0f} MiB "
+        f"An embedding table of {case.rows:,} x {case.columns} float32 ({megabytes:,.0f} MB "
         f"per array) and a gradient of {case.rows_per_step} rows per step "
         f"(`ferroptim.IndexedSlices`), drawn uniformly with replacement "
         f"({report.distinct_rows:,.1f} distinct on average); the steps cycle through "
