@@ -613,6 +613,7 @@ def test_sparse_options():
     assert settings.optimizers == ["sgd", "adagrad", "adam_lazy", "adam"]
     assert settings.sparse == _bench.SparseCase(1_000_000, 64, 512)
     assert settings.sizes == [] and settings.scaling_sizes == []
+    assert settings.matrix_sizes is None and settings.matrix_scaling_sizes is None
     quick = _settings("--sparse", "--quick", "--optimizers", "adam_lazy,SGD")
     assert quick.optimizers == ["adam_lazy", "sgd"]
     assert quick.sparse == _bench.SparseCase(10_000, 64, 512)

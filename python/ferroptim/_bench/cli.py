@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="minimum duration of a timed block (default: 25, quick: 10)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
-    sparse = parser.add_argument_group(
+    group = parser.add_argument_group(
         "sparse gradients",
         "--sparse times the steps of an embedding table whose gradient is a few rows "
         "(ferroptim.IndexedSlices): ferroptim's sparse step against its dense step, NumPy "
@@ -110,17 +110,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--optimizers, --threads (the largest), --repeats, --min-block-ms, --json and --quick "
         "apply to it.",
     )
-    sparse.add_argument(
+    group.add_argument(
         "--sparse",
         action="store_true",
         help="run the sparse benchmark instead of the main one",
     )
-    sparse.add_argument(
+    group.add_argument(
         "--table",
         metavar="ROWS*COLS",
         help=f"the float32 table (default: {SPARSE_TABLE}, quick: {QUICK_SPARSE_TABLE})",
     )
-    sparse.add_argument(
+    group.add_argument(
         "--rows-per-step",
         type=int,
         metavar="N",
@@ -176,13 +176,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             args.table or (QUICK_SPARSE_TABLE if args.quick else SPARSE_TABLE),
             SPARSE_ROWS_PER_STEP if args.rows_per_step is None else args.rows_per_step,
         )
-    # A list given applies to every optimizer; the defaults differ by kind.
-    elif args.sizes is None:
-        settings.matrix_sizes = cases(None, MATRIX_SIZES, QUICK_MATRIX_SIZES)
-    if args.scaling_sizes is None:
-        settings.matrix_scaling_sizes = cases(
-            None, MATRIX_SCALING_SIZES, QUICK_MATRIX_SCALING_SIZES
-        )
+    else:
+        # A list given applies to every optimizer; the defaults differ by kind.
+        if args.sizes is None:
+            settings.matrix_sizes = cases(None, MATRIX_SIZES, QUICK_MATRIX_SIZES)
+        if args.scaling_sizes is None:
+            settings.matrix_scaling_sizes = cases(
+                None, MATRIX_SCALING_SIZES, QUICK_MATRIX_SCALING_SIZES
+            )
     if args.quick:
         settings.min_block, settings.repeats, settings.budget = 0.010, 3, 0.3
     if args.repeats is not None:

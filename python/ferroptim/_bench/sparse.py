@@ -59,8 +59,9 @@ SPARSE_PEER_TITLES = {
     "numpy": "NumPy sparse",
     "torch": "torch sparse",
 }
-# A cycle of index batches touches INDEX_BATCHES * rows_per_step rows: 512K of the default
-# 512 rows, 128 MiB of each float32 array 64 wide, four times a 32 MiB last-level cache.
+# A cycle of index batches draws INDEX_BATCHES * rows_per_step rows: of the default table about
+# 410,000 distinct ones, 100 MiB of each float32 array 64 wide, three times a 32 MiB
+# last-level cache.
 INDEX_BATCHES = 1024
 VALUE_BATCHES = 8
 # The small case `check_peers` steps: rows repeat often in a batch (48 draws from 64 rows).
@@ -68,10 +69,11 @@ CHECK_CASE = SparseCase(rows=64, columns=8, rows_per_step=48)
 CHECK_STEPS = 3
 # Largest difference between a peer's update and ferroptim's, relative to the largest update,
 # that `check_peers` accepts. The same algorithm differs by float32 rounding: the table's own
-# (an ulp of |w| ~ 3 is 1e-4 of Adam's three updates of ~1e-3) and the per-step scalars' (Adam's
+# (an ulp of |w| ~ 3 is 1e-4 of Adam's three updates of ~1e-3), the per-step scalars' (Adam's
 # alpha in double here, in float32 there; torch's Adagrad adds epsilon outside the square
-# root). Another algorithm differs by the update's order of magnitude (lazy Adam against
-# Keras's: every row whose moments decayed).
+# root) and the order of additions (torch's SGD adds a repeated row's values to the table one
+# at a time, rounding the table after each). Another algorithm differs by the update's order
+# of magnitude (lazy Adam against Keras's: every row whose moments decayed).
 CHECK_TOLERANCE = 1e-3
 
 SPARSE_COLUMNS = (
