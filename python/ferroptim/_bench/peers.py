@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import itertools
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -29,6 +29,26 @@ PEER_TITLES = {
 
 class Unavailable(Exception):
     """A peer that cannot run here (e.g. torch is not installed); the message says why."""
+
+
+def build_peers(
+    builders: Mapping[str, Callable[[], Peer]], order: Sequence[str]
+) -> Tuple[List[Peer], Dict[str, str]]:
+    """The peers that can run here, in `order`, and why the others cannot.
+
+    Args:
+        builders: peer name -> a function building it, which raises Unavailable (saying why)
+            when it cannot run here.
+        order: the names of the peers to build, in the order their blocks alternate.
+    """
+    peers: List[Peer] = []
+    unavailable: Dict[str, str] = {}
+    for name in order:
+        try:
+            peers.append(builders[name]())
+        except Unavailable as reason:
+            unavailable[name] = str(reason)
+    return peers, unavailable
 
 
 def set_threads(n: int) -> None:

@@ -25,8 +25,24 @@ def settings_json(settings: Settings) -> Dict[str, Any]:
     return values
 
 
+class PeerTimings:
+    """What a result with a `timings` mapping (peer name -> Timing, for the peers that ran)
+    answers about it."""
+
+    timings: Dict[str, Timing]
+
+    def best(self, peer: str) -> Optional[float]:
+        """Best seconds per step of `peer`, or None when it did not run.
+
+        Args:
+            peer: the peer's name.
+        """
+        timing = self.timings.get(peer)
+        return None if timing is None else timing.best
+
+
 @dataclasses.dataclass
-class CaseResult:
+class CaseResult(PeerTimings):
     """The timings of one (optimizer, case).
 
     Args:
@@ -47,15 +63,6 @@ class CaseResult:
     timings: Dict[str, Timing]
     unavailable: Dict[str, str]
     labels: Dict[str, str]
-
-    def best(self, peer: str) -> Optional[float]:
-        """Best seconds per step of `peer`, or None when it did not run.
-
-        Args:
-            peer: the peer's name.
-        """
-        timing = self.timings.get(peer)
-        return None if timing is None else timing.best
 
     def to_json(self) -> Dict[str, Any]:
         """The result as plain JSON values."""

@@ -14,6 +14,7 @@ from ferroptim._bench.cases import DTYPE, Arrays, Case, make_arrays
 from ferroptim._bench.peers import (
     MAIN_PEERS,
     Unavailable,
+    build_peers,
     ferroptim_peer,
     import_torch,
     numpy_peer,
@@ -54,14 +55,7 @@ def _main_peers(
         "numpy_out": lambda: numpy_peer(spec, params, grads, names, out=True),
         "torch": lambda: torch_peer(spec, params, grads, threads),
     }
-    peers: List[Peer] = []
-    unavailable: Dict[str, str] = {}
-    for name in MAIN_PEERS:
-        try:
-            peers.append(builders[name]())
-        except Unavailable as reason:
-            unavailable[name] = str(reason)
-    return peers, unavailable
+    return build_peers(builders, MAIN_PEERS)
 
 
 def run_case(spec: BenchOptimizer, case: Case, settings: Settings) -> CaseResult:

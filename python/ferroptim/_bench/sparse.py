@@ -37,7 +37,8 @@ from ferroptim._bench.numpy_sparse_steps import (
     adam_sparse_numpy,
     sgd_sparse_numpy,
 )
-from ferroptim._bench.peers import Unavailable, import_torch, set_threads
+from ferroptim._bench.peers import Unavailable, build_peers, import_torch, set_threads
+from ferroptim._bench.registry import OPTIMIZERS
 from ferroptim._bench.report import (
     environment_line,
     format_rate,
@@ -46,7 +47,7 @@ from ferroptim._bench.report import (
     markdown_table,
     ratio,
 )
-from ferroptim._bench.results import settings_json
+from ferroptim._bench.results import PeerTimings, settings_json
 from ferroptim._bench.runner import environment, log, settle_allocator
 from ferroptim._bench.settings import Settings, SparseCase
 from ferroptim._bench.timing import Peer, Timing, time_peers
@@ -88,34 +89,20 @@ SPARSE_COLUMNS = (
 Batch = Tuple[np.ndarray, np.ndarray]
 
 
-def _sgd_torch(torch: Any, tensors: list, *, learning_rate: float) -> Any:
-    # A sparse gradient takes the single-tensor path: `param.add_(grad, alpha=-lr)`.
-    return torch.optim.SGD(tensors, lr=learning_rate)
-
-
-def _adagrad_torch(
+def _sparse_adam_torch(
     torch: Any,
     tensors: list,
+    implementation: Mapping[str, Any],
     *,
     learning_rate: float,
-    initial_accumulator_value: float,
+    beta_1: float,
+    beta_2: float,
     epsilon: float,
 ) -> Any:
-    # torch adds eps to sqrt(accumulator) where Keras adds it inside the square root: the
-    # numbers differ slightly, the work per row does not.
-    return torch.optim.Adagrad(
-        tensors,
-        lr=learning_rate,
-        initial_accumulator_value=initial_accumulator_value,
-        eps=epsilon,
-    )
-
-
-def _sparse_adam_torch(
-    torch: Any, tensors: list, *, learning_rate: float, beta_1: float, beta_2: float, epsilon: float
-) -> Any:
     # SparseAdam adds eps to the uncorrected sqrt(v), as Keras does: lazy Adam's rule.
-    return torch.optim.SparseAdam(tensors, lr=learning_rate, betas=(beta_1, beta_2), eps=epsilon)
+    return torch.optim.SparseAdam(
+        tensors, lr=learning_rate, betas=(beta_1, beta_2), eps=epsilon, **implementation
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,8 +118,10 @@ class SparseOptimizer:
         slot_inits: the initial value of each slot, in Keras's slot order.
         numpy_step: the NumPy peer's step (`numpy_sparse_steps`).
         scratch: how many arrays of the table's shape `numpy_step` overwrites.
-        torch_optimizer: `f(torch, tensors, **kwargs)` building the torch optimizer that steps
-            a sparse gradient with the same algorithm, or None.
+        torch_optimizer: `f(torch, tensors, implementation, **kwargs)` building the torch
+            optimizer that steps a sparse gradient with the same algorithm (as the registry's
+            records build theirs; `implementation` is `{}`: torch's sparse paths are neither
+            fused nor foreach), or None.
         no_torch: why there is no torch peer, when `torch_optimizer` is None.
     """
 
@@ -154,7 +143,7 @@ class SparseOptimizer:
         return getattr(ferroptim.optimizers, self.keras_name)(**self.kwargs, **lazy)
 
 
-_ADAM_KWARGS = {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
+_ADAM_KWARGS = OPTIMIZERS["adam"].kwargs
 
 # Keyed by the `--optimizers` name with `--sparse`. SGD without momentum and Adagrad leave a row
 # whose gradient is zero as it is, so Keras's numbers touch the given rows only; Adam's moments
@@ -163,18 +152,28 @@ _ADAM_KWARGS = {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon
 SPARSE_OPTIMIZERS: Dict[str, SparseOptimizer] = {
     spec.name: spec
     for spec in [
+        # torch's SGD steps a sparse gradient on its single-tensor path,
+        # `param.add_(grad, alpha=-lr)`; its Adagrad adds eps to sqrt(accumulator) where Keras
+        # adds it inside the square root (the numbers differ slightly, the work does not).
         SparseOptimizer(
-            "sgd", "SGD", {"learning_rate": 0.01}, False, (), sgd_sparse_numpy, 0, _sgd_torch
+            "sgd",
+            "SGD",
+            {**OPTIMIZERS["sgd"].kwargs, "momentum": 0.0},
+            False,
+            (),
+            sgd_sparse_numpy,
+            0,
+            OPTIMIZERS["sgd"].torch_optimizer,
         ),
         SparseOptimizer(
             "adagrad",
             "Adagrad",
-            {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7},
+            OPTIMIZERS["adagrad"].kwargs,
             False,
             (0.1,),
             adagrad_sparse_numpy,
             0,
-            _adagrad_torch,
+            OPTIMIZERS["adagrad"].torch_optimizer,
         ),
         SparseOptimizer(
             "adam_lazy",
@@ -342,7 +341,7 @@ def torch_peer(
             for indices, values in batches
         ]
     )
-    optimizer = spec.torch_optimizer(torch, [weight], **spec.kwargs)
+    optimizer = spec.torch_optimizer(torch, [weight], {}, **spec.kwargs)
     label = f"torch {torch.__version__} {type(optimizer).__name__}, sparse COO gradient"
 
     def step() -> None:
@@ -403,7 +402,7 @@ def check_peers(spec: SparseOptimizer, seed: int = 0) -> Dict[str, float]:
 
 
 @dataclasses.dataclass
-class SparseResult:
+class SparseResult(PeerTimings):
     """The timings of one optimizer of the sparse benchmark.
 
     Args:
@@ -419,15 +418,6 @@ class SparseResult:
     unavailable: Dict[str, str]
     labels: Dict[str, str]
     check: Dict[str, float]
-
-    def best(self, peer: str) -> Optional[float]:
-        """Best seconds per step of `peer`, or None when it did not run.
-
-        Args:
-            peer: the peer's name.
-        """
-        timing = self.timings.get(peer)
-        return None if timing is None else timing.best
 
     def to_json(self) -> Dict[str, Any]:
         """The result as plain JSON values."""
@@ -505,13 +495,7 @@ def run_optimizer(
         "numpy": lambda: numpy_peer(spec, table, batches),
         "torch": lambda: torch_peer(spec, table, batches, threads),
     }
-    peers: List[Peer] = []
-    unavailable: Dict[str, str] = {}
-    for name in SPARSE_PEERS:
-        try:
-            peers.append(builders[name]())
-        except Unavailable as reason:
-            unavailable[name] = str(reason)
+    peers, unavailable = build_peers(builders, SPARSE_PEERS)
     timings = time_peers(peers, settings)
     labels = {peer.name: peer.label for peer in peers if peer.label}
     del peers
