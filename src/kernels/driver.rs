@@ -37,6 +37,9 @@ pub const INLINE_BELOW: usize = 1 << 16;
 pub const COLD_PARALLEL_FROM: usize = 1 << 19;
 /// A call this soon after the end of the previous large one finds the worker awake.
 const WARM_NS: u64 = 15_000;
+/// How many rows ahead a rows-only pass asks for the rows it will update (see
+/// `Operand::prefetch`).
+const PREFETCH_ROWS: usize = 6;
 /// The most slots a rule may have.
 pub const MAX_SLOTS: usize = 4;
 /// The most per-tensor sums a rule may ask for (`Rule::sums`).
@@ -631,8 +634,15 @@ fn process<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
     match t.rows() {
         Some(rows) if ctx.rows_only[it.tensor] => {
             let l = rows.row_len();
+            let indices = rows.rows();
             for k in it.start..it.end {
-                let start = rows.rows()[k] * l;
+                if let Some(&ahead) = indices[..it.end].get(k + PREFETCH_ROWS) {
+                    t.param.prefetch(ahead * l, l);
+                    for slot in &t.slots {
+                        slot.prefetch(ahead * l, l);
+                    }
+                }
+                let start = indices[k] * l;
                 process_range(ctx, it.tensor, start, start + l, Some(rows.row(k)));
             }
         }
