@@ -14,7 +14,6 @@ examples/digits_distributed.py --small` and the same at 1 rank, in subprocesses 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -26,6 +25,7 @@ import pytest
 
 import ferroptim as fo
 from distributed_cases import MPIEXEC
+from test_examples import load_example
 
 EXAMPLE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "digits_distributed.py"
@@ -80,15 +80,6 @@ def test_the_single_process_replay_is_the_one_rank_run(runs):
     assert four["predictions_differ"] <= 1
 
 
-def load_digits_example() -> Any:
-    spec = importlib.util.spec_from_file_location("digits_distributed", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def load_checkpoint(path: Any) -> Tuple[Any, Dict[str, np.ndarray]]:
     params = {
         "hidden/kernel": np.zeros((64, HIDDEN), np.float32),
@@ -104,7 +95,7 @@ def test_the_four_rank_checkpoint_loads_without_mpi(runs):
     opt, params = load_checkpoint(four["checkpoint"])
     assert isinstance(opt, fo.optimizers.Adam)
     assert opt.iterations == STEPS
-    data = load_digits_example().load_data()
+    data = load_example("digits_distributed").load_data()
     hidden = np.maximum(data.x_test @ params["hidden/kernel"] + params["hidden/bias"], 0)
     logits = hidden @ params["output/kernel"] + params["output/bias"]
     assert np.mean(np.argmax(logits, axis=1) == data.y_test) == four["accuracy"]
