@@ -440,16 +440,10 @@ fn sparse_gradient(
 }
 
 fn rows_of(indices: &[usize], values: &[f32], cols: usize) -> Grad<f32> {
-    Grad::Rows(Rows::summed(
-        indices,
-        cols,
-        |k, sum: &mut [f32]| {
-            for (s, &v) in sum.iter_mut().zip(&values[k * cols..(k + 1) * cols]) {
-                *s += v;
-            }
-        },
-        |x| x,
-    ))
+    let mut values = values.to_vec();
+    let op = Operand::contiguous(values.as_mut_ptr());
+    // SAFETY: `values` holds `indices.len() * cols` elements and outlives the call.
+    Grad::Rows(unsafe { Rows::summed(indices, cols, &op, &[indices.len(), cols], |x| x) })
 }
 
 /// A table's parameters and first slot after a step.

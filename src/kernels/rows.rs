@@ -18,7 +18,32 @@
 //!   Adagrad), and any element-wise rule in lazy mode.
 
 use super::layout::Operand;
+use super::pool;
 use super::real::Real;
+
+/// Batches of at least this many elements are summed on the pool.
+const PARALLEL_FROM: usize = 1 << 16;
+/// How many positions ahead the summing asks for a row of the values.
+const PREFETCH_AHEAD: usize = 8;
+
+/// The distinct rows' sums, written by the parts of `Rows::summed` (each its own rows).
+struct Output<T>(*mut T);
+
+// SAFETY: the parts write disjoint rows of a buffer that outlives them.
+unsafe impl<T> Sync for Output<T> {}
+
+impl<T> Output<T> {
+    /// Row `g` of the buffer.
+    ///
+    /// # Safety
+    /// The buffer holds at least `(g + 1) * row_len` elements and no other reference covers
+    /// row `g` meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, g: usize, row_len: usize) -> &mut [T] {
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(g * row_len), row_len) }
+    }
+}
 
 /// The rows of a row-sparse gradient, duplicates summed (see the module docs).
 #[derive(Debug)]
@@ -31,35 +56,70 @@ pub struct Rows<T> {
 }
 
 impl<T: Real> Rows<T> {
-    /// Sums `values` (one row of `row_len` elements per entry of `indices`, which
-    /// `add_row(position, sum)` adds into `sum`, in the values' own dtype `U`) by row index, in
-    /// position order from zero, then converts each sum with `cast`.
+    /// Sums the rows of `values` (an array of shape `shape`: one row of `row_len` elements per
+    /// entry of `indices`, in the values' own dtype `U`) by row index, in position order from
+    /// zero, then converts each sum with `cast`. Large batches are summed on the pool, a range
+    /// of distinct rows per part: each row's sum is made by one thread in the same order, so
+    /// the result does not depend on the thread count.
     ///
-    /// The caller has checked every index against the table's row count.
-    pub fn summed<U: Real>(
+    /// # Safety
+    /// `values` is alive for the call and holds `shape`'s elements in its layout, `shape[0]` is
+    /// `indices.len()` and the product of `shape[1..]` is `row_len`; the caller has checked
+    /// every index against the table's row count.
+    pub unsafe fn summed<U: Real, C: Fn(U) -> T + Sync>(
         indices: &[usize],
         row_len: usize,
-        mut add_row: impl FnMut(usize, &mut [U]),
-        cast: impl Fn(U) -> T,
+        values: &Operand<U>,
+        shape: &[usize],
+        cast: C,
     ) -> Self {
         let order = by_row(indices);
-        let mut rows = Vec::with_capacity(order.len());
-        let mut values = Vec::with_capacity(order.len() * row_len);
-        let mut sum = vec![U::ZERO; row_len];
-        let mut k = 0;
-        while k < order.len() {
-            let r = indices[order[k]];
-            sum.fill(U::ZERO);
-            while k < order.len() && indices[order[k]] == r {
-                add_row(order[k], &mut sum);
-                k += 1;
+        // Where each distinct row's run of positions starts in `order`.
+        let mut starts: Vec<usize> = Vec::with_capacity(order.len() + 1);
+        for (k, &position) in order.iter().enumerate() {
+            if k == 0 || indices[position] != indices[order[k - 1]] {
+                starts.push(k);
             }
-            rows.push(r);
-            values.extend(sum.iter().map(|&s| cast(s)));
+        }
+        let rows: Vec<usize> = starts.iter().map(|&k| indices[order[k]]).collect();
+        starts.push(order.len());
+        let distinct = rows.len();
+        let mut out = vec![T::ZERO; distinct * row_len];
+        let target = Output(out.as_mut_ptr());
+        let sum_rows = |first: usize, last: usize| {
+            let mut sum = vec![U::ZERO; row_len];
+            let mut buf = vec![U::ZERO; if values.is_direct() { 0 } else { row_len }];
+            for g in first..last {
+                sum.fill(U::ZERO);
+                for k in starts[g]..starts[g + 1] {
+                    // The values' rows are visited in row order, not position order: ask
+                    // for the ones a few positions ahead.
+                    if let Some(&ahead) = order.get(k + PREFETCH_AHEAD) {
+                        values.prefetch(ahead * row_len, row_len);
+                    }
+                    // SAFETY: `order[k]` is a position below `shape[0]` (caller's contract).
+                    unsafe { add_row(values, shape, order[k], &mut sum, &mut buf) };
+                }
+                // SAFETY: distinct row `g` owns elements `g * row_len..` of `out`, which
+                // outlives the parts; no other part writes them.
+                let dest = unsafe { target.row(g, row_len) };
+                for (d, &s) in dest.iter_mut().zip(&sum) {
+                    *d = cast(s);
+                }
+            }
+        };
+        let total = order.len() * row_len;
+        if total >= PARALLEL_FROM && pool::num_threads() > 1 {
+            let parts = (4 * pool::num_threads()).min(distinct.max(1));
+            pool::run_parts(parts, |p| {
+                sum_rows(distinct * p / parts, distinct * (p + 1) / parts);
+            });
+        } else {
+            sum_rows(0, distinct);
         }
         Rows {
             indices: rows,
-            values,
+            values: out,
             row_len,
         }
     }
@@ -199,16 +259,10 @@ mod tests {
     use super::*;
 
     fn summed(indices: &[usize], values: &[f32], l: usize) -> Rows<f32> {
-        Rows::summed(
-            indices,
-            l,
-            |k, sum: &mut [f32]| {
-                for (s, &v) in sum.iter_mut().zip(&values[k * l..(k + 1) * l]) {
-                    *s += v;
-                }
-            },
-            |x| x,
-        )
+        let mut values = values.to_vec();
+        let op = Operand::contiguous(values.as_mut_ptr());
+        // SAFETY: `values` holds `indices.len() * l` elements and outlives the call.
+        unsafe { Rows::summed(indices, l, &op, &[indices.len(), l], |x| x) }
     }
 
     #[test]

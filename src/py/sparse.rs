@@ -11,7 +11,7 @@
 use super::prepare::{self, Names, Span};
 use crate::error::Error;
 use crate::kernels::layout::Operand;
-use crate::kernels::rows::{add_row, Rows};
+use crate::kernels::rows::Rows;
 use crate::kernels::Real;
 use numpy::{
     Element, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
@@ -126,15 +126,9 @@ pub(crate) fn rows<'py, T: Element + Real>(
             "the values of the gradient of",
         ));
         let op = values_operand(&raw, &what)?;
-        let mut buf = vec![T::ZERO; if op.is_direct() { 0 } else { row_len }];
-        // SAFETY: `op` views `values`, alive for the call, of shape `expected`; every
-        // position read is below `len(indices)`.
-        return Ok(Rows::summed(
-            &index_list,
-            row_len,
-            |k, sum| unsafe { add_row(&op, raw.shape, k, sum, &mut buf) },
-            |x| x,
-        ));
+        // SAFETY: `op` views `values`, alive for the call, of shape `expected`; every index
+        // is in range.
+        return Ok(unsafe { Rows::summed(&index_list, row_len, &op, raw.shape, |x| x) });
     }
     let Some(raw) = prepare::view::<T::Other>(&values) else {
         return Err(Error::type_error(format!("{}: `values` is not an array", what())).into());
@@ -147,14 +141,8 @@ pub(crate) fn rows<'py, T: Element + Real>(
         "the values of the gradient of",
     ));
     let op = values_operand(&raw, &what)?;
-    let mut buf = vec![<T::Other as Real>::ZERO; if op.is_direct() { 0 } else { row_len }];
     // SAFETY: as above.
-    Ok(Rows::summed(
-        &index_list,
-        row_len,
-        |k, sum| unsafe { add_row(&op, raw.shape, k, sum, &mut buf) },
-        T::from_other,
-    ))
+    Ok(unsafe { Rows::summed(&index_list, row_len, &op, raw.shape, T::from_other) })
 }
 
 fn values_operand<U>(raw: &prepare::Raw<'_, U>, what: &dyn Fn() -> String) -> PyResult<Operand<U>> {
