@@ -104,45 +104,46 @@ pub(crate) fn rows<'py, T: Element + Real>(
     let expected: Vec<usize> = std::iter::once(index_list.len())
         .chain(rest.iter().copied())
         .collect();
-    let row_len: usize = rest.iter().product();
-    let with_shape = |raw_shape: &[usize]| -> PyResult<()> {
-        if raw_shape == expected.as_slice() {
-            return Ok(());
-        }
-        Err(Error::value_error(format!(
-            "{}: `values` has shape {} but (len(indices),) + dense_shape[1:] is {}",
-            what(),
-            tuple(raw_shape),
-            tuple(&expected)
-        ))
-        .into())
-    };
     if let Some(raw) = prepare::view::<T>(&values) {
-        with_shape(raw.shape)?;
-        spans.extend(prepare::span(
-            &raw,
-            false,
-            i,
-            "the values of the gradient of",
-        ));
-        let op = values_operand(&raw, &what)?;
-        // SAFETY: `op` views `values`, alive for the call, of shape `expected`; every index
-        // is in range.
-        return Ok(unsafe { Rows::summed(&index_list, row_len, &op, raw.shape, |x| x) });
+        return summed_values(&raw, &index_list, &expected, i, spans, &what, |x| x);
     }
     let Some(raw) = prepare::view::<T::Other>(&values) else {
         return Err(Error::type_error(format!("{}: `values` is not an array", what())).into());
     };
-    with_shape(raw.shape)?;
+    summed_values(&raw, &index_list, &expected, i, spans, &what, T::from_other)
+}
+
+/// The rows of `values` (in dtype `U`, read as `cast` converts them) summed by index, after
+/// checking their shape against `expected` and adding their span to `spans`.
+fn summed_values<T: Real, U: Real>(
+    raw: &prepare::Raw<'_, U>,
+    indices: &[usize],
+    expected: &[usize],
+    i: usize,
+    spans: &mut Vec<Span>,
+    what: &dyn Fn() -> String,
+    cast: impl Fn(U) -> T + Sync,
+) -> PyResult<Rows<T>> {
+    if raw.shape != expected {
+        return Err(Error::value_error(format!(
+            "{}: `values` has shape {} but (len(indices),) + dense_shape[1:] is {}",
+            what(),
+            tuple(raw.shape),
+            tuple(expected)
+        ))
+        .into());
+    }
     spans.extend(prepare::span(
-        &raw,
+        raw,
         false,
         i,
         "the values of the gradient of",
     ));
-    let op = values_operand(&raw, &what)?;
-    // SAFETY: as above.
-    Ok(unsafe { Rows::summed(&index_list, row_len, &op, raw.shape, T::from_other) })
+    let op = values_operand(raw, what)?;
+    let row_len = expected[1..].iter().product();
+    // SAFETY: `op` views the values array, alive for the call, of shape `expected`; every
+    // index is in range (`row_indices`).
+    Ok(unsafe { Rows::summed(indices, row_len, &op, raw.shape, cast) })
 }
 
 fn values_operand<U>(raw: &prepare::Raw<'_, U>, what: &dyn Fn() -> String) -> PyResult<Operand<U>> {

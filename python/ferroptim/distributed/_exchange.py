@@ -16,7 +16,7 @@ no collective exceeds MPI's count limit and the buffers stay bounded whatever th
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
@@ -78,10 +78,7 @@ class Exchange:
                     g = grads[index]
                     flat = np.ravel(g, order=flat_order(self.variables[index]))
                     send[at : at + last - first] = flat[first:last]
-                counts = [
-                    max(0, min(hi, bounds[s + 1]) - max(lo, bounds[s])) for s in range(self.size)
-                ]
-                displs = [max(bounds[s], lo) - lo if counts[s] else 0 for s in range(self.size)]
+                counts, displs = _shares(bounds, lo, hi)
                 mine_lo, mine_hi = max(lo, own_lo), min(hi, own_hi)
                 m = max(0, mine_hi - mine_lo)
                 received = np.empty((self.size, m), dtype)
@@ -111,10 +108,7 @@ class Exchange:
                 mine_lo, mine_hi = max(lo, own_lo), min(hi, own_hi)
                 m = max(0, mine_hi - mine_lo)
                 send = source[mine_lo - own_lo : mine_lo - own_lo + m]
-                counts = [
-                    max(0, min(hi, bounds[s + 1]) - max(lo, bounds[s])) for s in range(self.size)
-                ]
-                displs = [max(bounds[s], lo) - lo if counts[s] else 0 for s in range(self.size)]
+                counts, displs = _shares(bounds, lo, hi)
                 received = np.empty(hi - lo, dtype)
                 self.comm.Allgatherv(
                     [np.ascontiguousarray(send), m, kind], [received, counts, displs, kind]
@@ -135,6 +129,14 @@ class Exchange:
                 buffer[at : at + last - first] = flat[first:last]
             out[dtype] = buffer
         return out
+
+
+def _shares(bounds: Sequence[int], lo: int, hi: int) -> Tuple[List[int], List[int]]:
+    """Each rank's count of the elements of [lo, hi) it owns (`bounds`: the ranks' cuts), and
+    where its share starts in the bucket."""
+    counts = [max(0, min(hi, bounds[s + 1]) - max(lo, bounds[s])) for s in range(len(bounds) - 1)]
+    displs = [max(bounds[s], lo) - lo if counts[s] else 0 for s in range(len(bounds) - 1)]
+    return counts, displs
 
 
 def broadcast(comm: Any, arrays: Sequence[np.ndarray], root: int, bucket_size: int) -> None:

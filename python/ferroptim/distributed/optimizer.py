@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Tuple
 
 import numpy as np
 
-from ferroptim._indexed_slices import IndexedSlices
+from ferroptim._indexed_slices import IndexedSlices, check_sparse_gradient
 from ferroptim.distributed._exchange import Exchange, broadcast, gather_to_root
 from ferroptim.distributed._partition import Partition, Piece, flat_order
 from ferroptim.optimizers import LossScaleOptimizer, Optimizer
@@ -41,7 +41,8 @@ from ferroptim.optimizers._checkpoint_file import (
     fspath,
     write_atomically,
 )
-from ferroptim.optimizers.checkpoint import _json_default, _snapshot
+from ferroptim.optimizers._step import checked_gradient
+from ferroptim.optimizers.checkpoint import _json_default, _optimizer_tree, _snapshot
 
 __all__ = ["DistributedOptimizer"]
 
@@ -61,20 +62,10 @@ def _comm_world() -> Any:
     return MPI.COMM_WORLD
 
 
-def _tree(optimizer: Any) -> List[Any]:
-    """The optimizer and the optimizers it holds, depth first."""
-    out = [optimizer]
-    subs = getattr(optimizer, "_sub_optimizers", None)
-    if subs is not None:
-        for sub in subs():
-            out.extend(_tree(sub))
-    return out
-
-
 def _splittable(optimizer: Any) -> bool:
     """Whether every rule of the tree updates each element on its own (no norm over a tensor
     but `global_clipnorm`'s, which is reduced over the ranks)."""
-    for o in _tree(optimizer):
+    for o in _optimizer_tree(optimizer):
         if isinstance(o, LossScaleOptimizer) or hasattr(o, "_sub_optimizers"):
             if o.clipnorm:
                 return False
@@ -230,7 +221,7 @@ class DistributedOptimizer:
                     [view for view, v in zip(self._views, variables) if id(v) in excluded],
                     None,
                 )
-            for o in _tree(inner):
+            for o in _optimizer_tree(inner):
                 o._run_exclusive(self._install_hooks, o)
             self._gradient_views = self._shard_gradients()
         else:
@@ -361,19 +352,11 @@ class DistributedOptimizer:
                 out.append(None)
                 continue
             if isinstance(g, IndexedSlices):
+                # Averaged over the ranks as its dense scatter (the exchange moves dense
+                # ranges of the flat space).
+                check_sparse_gradient(g, v, name)
                 g = g.to_dense()
-            array = np.asarray(g)
-            if array.dtype.kind not in "fiu":
-                raise TypeError(
-                    f"gradient '{name}' has dtype {array.dtype}, which cannot be cast safely "
-                    f"to {v.dtype}"
-                )
-            if array.shape != v.shape:
-                raise ValueError(
-                    f"gradient '{name}' has shape {array.shape} but the parameter has shape "
-                    f"{v.shape}"
-                )
-            out.append(array)
+            out.append(checked_gradient(g, v, name))
         return out
 
     def finalize_variable_values(self) -> None:
@@ -433,7 +416,7 @@ class DistributedOptimizer:
         optimizer of the tree) -> the build index of its variable."""
         index_of = {id(view): i for i, view in enumerate(self._views)}
         owners: Dict[int, int] = {}
-        for o in _tree(self.optimizer):
+        for o in _optimizer_tree(self.optimizer):
             if not o.built:
                 continue
             built = o._trainable_variables

@@ -44,7 +44,7 @@ from ferroptim.optimizers._variables import (
 )
 from ferroptim.optimizers.schedules import LearningRateSchedule
 
-__all__ = ["StepEngine", "check_no_aliasing", "name_variables", "settle"]
+__all__ = ["StepEngine", "check_no_aliasing", "checked_gradient", "name_variables", "settle"]
 
 _NONES = repeat(None)
 _SEQUENCES = (list, tuple)
@@ -143,6 +143,27 @@ def name_variables(error: Exception, names: List[str]) -> None:
             return f"'{names[i]}'" if i < len(names) else match.group(0)
 
         error.args = (_AT_INDEX.sub(name, error.args[0]),) + error.args[1:]
+
+
+def checked_gradient(g: Any, param: np.ndarray, name: str) -> np.ndarray:
+    """The dense gradient `g` of `param` as an array, or what a native call raises about it:
+    a TypeError for what is not an array of real numbers, a ValueError for another shape."""
+    if not isinstance(g, np.ndarray):
+        try:
+            g = np.asarray(g)
+        except Exception as error:
+            raise TypeError(
+                f"gradient '{name}' cannot be converted to an array: {error}"
+            ) from error
+    if g.dtype.kind not in "fiu":
+        raise TypeError(
+            f"gradient '{name}' has dtype {g.dtype}, which cannot be cast safely to {param.dtype}"
+        )
+    if g.shape != param.shape:
+        raise ValueError(
+            f"gradient '{name}' has shape {g.shape} but the parameter has shape {param.shape}"
+        )
+    return g
 
 
 def check_no_aliasing(grads: List[Tuple[str, Any]], writable: List[np.ndarray]) -> None:
@@ -426,33 +447,8 @@ class StepEngine:
                 param = self._trainable_variables[i]
                 if isinstance(g, IndexedSlices):
                     check_sparse_gradient(g, param, names[i])
-                    if not param.flags.writeable:
-                        raise ValueError(
-                            f"parameter '{names[i]}' is read-only; parameters and optimizer "
-                            "state are updated in place"
-                        )
-                    converted.append(g)
-                    checked.append((names[i], g))
-                    if gather:
-                        writable.extend(written_arrays(self, (i,)))
-                    continue
-                if not isinstance(g, np.ndarray):
-                    try:
-                        g = np.asarray(g)
-                    except Exception as error:
-                        raise TypeError(
-                            f"gradient '{names[i]}' cannot be converted to an array: {error}"
-                        ) from error
-                if g.dtype.kind not in "fiu":
-                    raise TypeError(
-                        f"gradient '{names[i]}' has dtype {g.dtype}, which cannot be cast safely "
-                        f"to {param.dtype}"
-                    )
-                if g.shape != param.shape:
-                    raise ValueError(
-                        f"gradient '{names[i]}' has shape {g.shape} but the parameter has shape "
-                        f"{param.shape}"
-                    )
+                else:
+                    g = checked_gradient(g, param, names[i])
                 if not param.flags.writeable:
                     raise ValueError(
                         f"parameter '{names[i]}' is read-only; parameters and optimizer state "
