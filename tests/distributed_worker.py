@@ -25,9 +25,12 @@ def state_elements(opt: Any) -> int:
     return int(sum(np.size(v) for v in opt.variables if np.ndim(v) > 0))
 
 
-def train(cases: List[List[Any]], shard: bool, steps: int, bucket: int, tensors: str) -> Any:
+def train(
+    cases: List[List[Any]], shard: bool, steps: int, bucket: int, tensors: str, form: str = "dict"
+) -> Any:
     """Each case `[name, kwargs]`: this run's parameters against the single-process
-    reference, per rank: bitwise equal, the largest difference, the state held."""
+    reference, per rank: bitwise equal, the largest difference, the state held. `form`: the
+    variables and gradients as a dict, a list, or (gradient, variable) pairs."""
     out = []
     for name, kwargs in cases:
         params = model(tensors)
@@ -35,7 +38,13 @@ def train(cases: List[List[Any]], shard: bool, steps: int, bucket: int, tensors:
         error = None
         try:
             for step in range(steps):
-                opt.apply(gradients(params, step, RANK), params)
+                grads = gradients(params, step, RANK)
+                if form == "dict":
+                    opt.apply(grads, params)
+                elif form == "list":
+                    opt.apply(list(grads.values()), list(params.values()))
+                else:
+                    opt.apply_gradients(zip(grads.values(), params.values()))
         except Exception as caught:  # reported, so one case does not hide the others
             error = f"{type(caught).__name__}: {caught}"
         reference = model(tensors)

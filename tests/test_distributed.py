@@ -102,8 +102,17 @@ def test_every_optimizer_equals_one_process_on_the_averaged_gradient(n, shard):
         {"bucket": 12, "tensors": "mixed", "threads": 1},
         {"bucket": 1 << 20, "tensors": "mixed", "threads": 3},
         {"bucket": 64, "tensors": "few"},
+        {"bucket": 64, "tensors": "mixed", "form": "list"},
+        {"bucket": 64, "tensors": "mixed", "form": "pairs"},
     ],
-    ids=["8-byte buckets", "12-byte buckets, 1 thread", "3 threads", "fewer tensors than ranks"],
+    ids=[
+        "8-byte buckets",
+        "12-byte buckets, 1 thread",
+        "3 threads",
+        "fewer tensors than ranks",
+        "lists",
+        "apply_gradients",
+    ],
 )
 def test_buckets_threads_and_small_models(arguments):
     cases = [["Adam", {"amsgrad": True}], ["Nadam", {}], ["Lamb", {}], ["Adafactor", {}]]
