@@ -164,7 +164,18 @@ struct Ctx<'a, T: Real, R> {
     scalars: &'a [T],
     /// Per tensor, whether this call updates only the rows of its gradient (`rows_only`); the
     /// work items of such a tensor count its distinct rows rather than its elements.
-    rows_only: &'a [bool],
+    rows_only: RowsOnly<'a>,
+}
+
+/// Per tensor, whether the call updates only its gradient's rows; empty (all false) when no
+/// gradient of the call is row-sparse.
+#[derive(Clone, Copy)]
+struct RowsOnly<'a>(&'a [bool]);
+
+impl RowsOnly<'_> {
+    fn of(self, tensor: usize) -> bool {
+        self.0.get(tensor).copied().unwrap_or(false)
+    }
 }
 
 impl<T: Real, R> Ctx<'_, T, R> {
@@ -182,9 +193,13 @@ fn work_items<T: Real>(tensors: &[Tensor<T>]) -> Vec<Item> {
 /// The update pass's items when it runs on the pool: at least `4 * threads` of them, so the
 /// threads claiming them end close together (a 100K call in 32K items splits 64K / 36K), and
 /// no smaller than `4 * BLOCK`. Only the reductions' items must depend on the shapes alone.
-fn update_items<T: Real>(tensors: &[Tensor<T>], total: usize, rows_only: &[bool]) -> Vec<Item> {
+fn update_items<T: Real>(
+    tensors: &[Tensor<T>],
+    total: usize,
+    rows_only: RowsOnly<'_>,
+) -> Vec<Item> {
     let chunk = (total / (4 * pool::num_threads())).clamp(4 * BLOCK, CHUNK);
-    work_items_of(tensors, chunk, |i| Some(rows_only[i]))
+    work_items_of(tensors, chunk, |i| Some(rows_only.of(i)))
 }
 
 /// Items of about `chunk` elements over the tensors for which `pick` gives `Some(rows_only)`:
@@ -228,14 +243,20 @@ fn touched<T: Real>(t: &Tensor<T>, rows_only: bool) -> usize {
 /// gradient are within the tensor, and the options a mode needs (gradients, accumulators,
 /// averages) are present on every tensor.
 pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<T>, mode: Mode) {
-    let rows_only: Vec<bool> = tensors
-        .iter()
-        .map(|t| rows_only(rule, t, pro, mode))
-        .collect();
+    // Empty when no gradient of the call is row-sparse (the common call allocates nothing).
+    let flags: Vec<bool> = if tensors.iter().any(|t| t.rows().is_some()) {
+        tensors
+            .iter()
+            .map(|t| rows_only(rule, t, pro, mode))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let rows_only = RowsOnly(&flags);
     let total: usize = tensors
         .iter()
-        .zip(&rows_only)
-        .map(|(t, &r)| touched(t, r))
+        .enumerate()
+        .map(|(i, t)| touched(t, rows_only.of(i)))
         .sum();
     let parallel = worth_parallel(total);
     let level = simd::current();
@@ -264,7 +285,7 @@ pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<
         mode,
         clip,
         scalars: &[],
-        rows_only: &rows_only,
+        rows_only,
     };
     // A rule that needs whole-tensor sums (Lamb) gets them from a read-only pass first (such a
     // rule never runs rows-only). At most `MAX_SUMS` (Lamb asks for 2): the per-item buffers
@@ -287,23 +308,22 @@ pub fn run<T: Real, R: Rule<T>>(rule: &R, tensors: &[Tensor<T>], pro: &Prologue<
     }
     let ctx = &ctx;
     let items = if parallel {
-        update_items(tensors, total, &rows_only)
+        update_items(tensors, total, rows_only)
     } else {
-        work_items_of(tensors, CHUNK, |i| Some(rows_only[i]))
+        work_items_of(tensors, CHUNK, |i| Some(rows_only.of(i)))
     };
     run_items(level, ctx, &items, parallel);
 
     // The EMA of a tensor updated on its rows only still covers all of it.
     if pro.ema.is_some() {
         let ema_items = work_items_of(tensors, CHUNK, |i| {
-            (rows_only[i] && tensors[i].average.is_some()).then_some(false)
+            (rows_only.of(i) && tensors[i].average.is_some()).then_some(false)
         });
         if !ema_items.is_empty() {
-            let none = vec![false; tensors.len()];
             let ema_ctx = Ctx {
                 mode: Mode::EmaOnly,
                 clip: ClipStage::None,
-                rows_only: &none,
+                rows_only: RowsOnly(&[]),
                 ..*ctx
             };
             let ema_total = ema_items.iter().map(|it| it.end - it.start).sum();
@@ -632,7 +652,7 @@ fn reduce_block<T: Real>(t: &Tensor<T>, pro: &Prologue<T>, b: usize, n: usize) -
 fn process<T: Real, R: Rule<T>>(ctx: &Ctx<'_, T, R>, it: &Item) {
     let t = &ctx.tensors[it.tensor];
     match t.rows() {
-        Some(rows) if ctx.rows_only[it.tensor] => {
+        Some(rows) if ctx.rows_only.of(it.tensor) => {
             let l = rows.row_len();
             let indices = rows.rows();
             for k in it.start..it.end {

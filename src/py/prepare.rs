@@ -414,6 +414,9 @@ fn read_only(what: &str) -> PyErr {
     .into()
 }
 
+/// `tensors`' mark of a row-sparse gradient in its list of converted gradients.
+const ROWS: usize = usize::MAX;
+
 /// Validates every array of a call and builds the kernels' view of it. Nothing is written.
 /// Converted gradients are pushed to `keep`, which must outlive the returned tensors.
 #[allow(clippy::too_many_lines)]
@@ -456,13 +459,13 @@ pub fn tensors<'py, T: Element + Real>(
     // as they are used) are converted first (they are new arrays, so they cannot alias
     // anything); `keep` holds them for the whole call.
     // Row-sparse gradients (`IndexedSlices`) are summed into rows of their own.
+    // `converted[i]`: the index in `keep` of gradient i's array, or `ROWS` for a row-sparse one.
     let mut converted: Vec<Option<usize>> = vec![None; n];
-    let mut sparse = vec![false; n];
     if let Some(gs) = grads {
         for (i, g) in gs.iter().enumerate() {
             if typed::<T>(g).is_none() && typed::<T::Other>(g).is_none() {
                 if sparse::is_indexed_slices(py, g) {
-                    sparse[i] = true;
+                    converted[i] = Some(ROWS);
                 } else {
                     converted[i] = Some(keep.len());
                     keep.push(gradient_array::<T>(py, g, names, i)?.into_any());
@@ -511,10 +514,14 @@ pub fn tensors<'py, T: Element + Real>(
         if let Some(a) = state.averages {
             state_view(&a[i], "moving average")?;
         }
-        let g_obj = grads.map(|gs| converted[i].map_or(&gs[i], |k| &keep[k]));
+        let sparse = converted[i] == Some(ROWS);
+        let g_obj = grads.map(|gs| match converted[i] {
+            Some(k) if k != ROWS => &keep[k],
+            _ => &gs[i],
+        });
         let mut rows = None;
         let g = match g_obj {
-            Some(obj) if sparse[i] => {
+            Some(obj) if sparse => {
                 let obj = obj.clone();
                 rows = Some(sparse::rows::<T>(
                     py,
