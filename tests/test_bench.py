@@ -705,7 +705,8 @@ def test_distributed_options():
     assert settings.scaling_sizes == [] and settings.sparse is None
     run = settings.distributed
     assert run.ranks == (1, 2, 4) and run.bucket_size == 64 * 2**20
-    assert run.mpiexec == (_bench.distributed.default_mpiexec(),)
+    assert run.mpiexec == ()
+    assert _bench.distributed.launcher(run) == [_bench.distributed.default_mpiexec()]
     quick = _settings("--distributed", "--quick")
     assert quick.distributed.ranks == (1, 2) and quick.repeats == 3
     assert [case.name for case in quick.sizes] == ["100K", "mlp"]

@@ -244,7 +244,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             bucket_size=DEFAULT_BUCKET_SIZE
             if args.bucket_size is None
             else distributed.parse_bytes(args.bucket_size),
-            mpiexec=tuple(shlex.split(args.mpiexec or distributed.default_mpiexec())),
+            mpiexec=tuple(shlex.split(args.mpiexec or "")),
         )
     else:
         # A list given applies to every optimizer; the defaults differ by kind.

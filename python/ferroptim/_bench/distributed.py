@@ -214,16 +214,30 @@ class DistributedReport:
         }
 
 
+def launcher(run: DistributedRun) -> List[str]:
+    """The launcher's command of `run` (the default one when it names none).
+
+    Args:
+        run: the launches.
+    """
+    return list(run.mpiexec) or [default_mpiexec()]
+
+
 def check_launcher(run: DistributedRun) -> None:
-    """Raise a RuntimeError saying what to install when mpi4py or the launcher is missing."""
+    """Raise a RuntimeError saying what to install when mpi4py or the launcher is missing.
+
+    Args:
+        run: the launches.
+    """
     if importlib.util.find_spec("mpi4py") is None:
         raise RuntimeError(
             "--distributed needs mpi4py and an MPI runtime: pip install 'ferroptim[mpi]' mpich"
         )
-    if shutil.which(run.mpiexec[0]) is None:
+    program = launcher(run)[0]
+    if shutil.which(program) is None:
         raise RuntimeError(
-            f"--distributed: no MPI launcher {run.mpiexec[0]!r}; pip install mpich, or name "
-            "yours with --mpiexec"
+            f"--distributed: no MPI launcher {program!r}; pip install mpich, or name yours "
+            "with --mpiexec"
         )
 
 
@@ -245,7 +259,7 @@ def launch(settings: Settings, ranks: int) -> Dict[str, Any]:
         "bucket_size": settings.distributed.bucket_size,
         "seed": settings.seed,
     }
-    command = [*settings.distributed.mpiexec, "-n", str(ranks), sys.executable, "-m", "mpi4py"]
+    command = [*launcher(settings.distributed), "-n", str(ranks), sys.executable, "-m", "mpi4py"]
     command += ["-m", RANK_MODULE, json.dumps(job)]
     # The ranks import the ferroptim this process runs.
     env = dict(os.environ)

@@ -69,12 +69,13 @@ class DistributedRun:
         ranks: the rank counts, one `mpiexec` launch each.
         bucket_size: `DistributedOptimizer`'s `bucket_size`, in bytes.
         mpiexec: the launcher's command (its program and any options of its own), to which
-            `-n <ranks>` and the rank's command are appended.
+            `-n <ranks>` and the rank's command are appended; empty for the `mpiexec` beside
+            this Python, else the one on PATH.
     """
 
     ranks: Tuple[int, ...]
     bucket_size: int
-    mpiexec: Tuple[str, ...]
+    mpiexec: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
