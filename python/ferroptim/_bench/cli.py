@@ -145,8 +145,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"{QUICK_DISTRIBUTED_SIZES}), --repeats (timed steps per mode), --json and --quick "
         "apply to it. Memory: every rank holds the parameters and its gradients, and with "
         "allreduce all of Adam's state and the averaged gradient: GPT-2 small takes about "
-        "2.8 GB per rank with allreduce, 1.6 GB with ZeRO-1 at 4 ranks; the default run needs "
-        "12 GB of RAM.",
+        "3 GB per rank with allreduce, 2 GB with ZeRO-1 at 4 ranks (parameters, gradients, "
+        "state, buffers, a step's temporaries); the default run peaks at 12 GB of RAM.",
     )
     group.add_argument(
         "--distributed",
@@ -162,7 +162,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--bucket-size",
         metavar="BYTES",
-        help="the most bytes one collective moves per rank, with K, M or G for KiB, MiB, GiB "
+        help="DistributedOptimizer's bucket_size, in bytes, with K, M or G for KiB, MiB, GiB "
         f"(default: {distributed.format_bytes(DEFAULT_BUCKET_SIZE)}, the library's)",
     )
     group.add_argument(
