@@ -128,6 +128,7 @@ def measure(
     clock.install(opt)
     opt.apply(grads, params)
     rows: List[List[float]] = []
+    # As `timing` does: a collection of one step's garbage must not land in another's time.
     collecting = gc.isenabled()
     gc.disable()
     try:
