@@ -9,23 +9,14 @@ exactly `functools.reduce(np.add, [g_0, ..., g_{N-1}]) / N`.
 from __future__ import annotations
 
 import functools
-import os
-import sys
 from typing import Any, Dict, List
 
 import numpy as np
 
 import ferroptim as fo
+from ferroptim._bench.distributed import default_mpiexec
 
-# The launcher installed beside this Python (the `mpich` wheel's), else the one on PATH.
-MPIEXEC = next(
-    (
-        path
-        for path in (os.path.join(os.path.dirname(sys.executable), "mpiexec"),)
-        if os.path.exists(path)
-    ),
-    "mpiexec",
-)
+MPIEXEC = default_mpiexec()
 
 
 def model(tensors: str = "mixed") -> Dict[str, np.ndarray]:

@@ -696,3 +696,151 @@ def test_sparse_quick_run_prints_its_table_and_writes_json(tmp_path):
     assert set(results["adam"]["peers"]) == {"ferroptim", "dense", "numpy"}
     assert results["sgd"]["check"]["numpy"] == 0.0
     assert 0 < data["distinct_rows_per_step"] <= 512
+
+
+def test_distributed_options():
+    settings = _settings("--distributed")
+    assert settings.optimizers == ["adam"]
+    assert [case.name for case in settings.sizes] == ["4M", "32M", "gpt2"]
+    assert settings.scaling_sizes == [] and settings.sparse is None
+    run = settings.distributed
+    assert run.ranks == (1, 2, 4) and run.bucket_size == 64 * 2**20
+    assert run.mpiexec == ()
+    assert _bench.distributed.launcher(run) == [_bench.distributed.default_mpiexec()]
+    quick = _settings("--distributed", "--quick")
+    assert quick.distributed.ranks == (1, 2) and quick.repeats == 3
+    assert [case.name for case in quick.sizes] == ["100K", "mlp"]
+    given = _settings(
+        "--distributed",
+        "--ranks",
+        "3",
+        "--bucket-size",
+        "256K",
+        "--sizes",
+        "1K",
+        "--optimizers",
+        "sgd",
+        "--mpiexec",
+        "mpirun --oversubscribe",
+    )
+    assert given.distributed == _bench.DistributedRun(
+        (3,), 256 * 2**10, ("mpirun", "--oversubscribe")
+    )
+    assert given.optimizers == ["sgd"] and [case.name for case in given.sizes] == ["1K"]
+    assert _settings("--distributed", "--bucket-size", "4096").distributed.bucket_size == 4096
+    assert _settings("--distributed", "--bucket-size", "1GiB").distributed.bucket_size == 2**30
+    for argv, message in [
+        (["--ranks", "2"], "apply with --distributed only"),
+        (["--bucket-size", "1M"], "apply with --distributed only"),
+        (["--sparse", "--distributed"], "give one"),
+        (["--distributed", "--scaling-sizes", "1K"], "does not apply with --distributed"),
+        (["--distributed", "--ranks", "0,2"], "--ranks: expected positive integers"),
+        (["--distributed", "--ranks", "two"], "--ranks: expected positive integers"),
+        (["--distributed", "--bucket-size", "4"], "--bucket-size: expected at least 8 bytes"),
+        (["--distributed", "--bucket-size", "1T"], "--bucket-size: expected at least 8 bytes"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            _settings(*argv)
+
+
+def test_distributed_table_shows_ratios_to_allreduce():
+    # Made-up measurements: step / allreduce is the median step's ratio, memory / allreduce
+    # that of state + buffers on the rank holding the most.
+    settings = _settings("--distributed", "--sizes", "1K", "--ranks", "2")
+    case = settings.sizes[0]
+
+    def result(mode, steps, state, buffers):
+        seconds = {"step": steps, "exchange": [1e-3] * 3, "rule": [2e-3] * 3, "gather": [3e-3] * 3}
+        memory = {"state": state, "buffers": buffers, "temporaries": [10**6, 2 * 10**6]}
+        return _bench.DistributedResult("adam", case, mode, 2, seconds, memory)
+
+    report = _bench.DistributedReport(
+        settings,
+        _ENV,
+        [{"ranks": 2, "threads_per_rank": 1, "mpi4py": "4", "mpi_library": "MPI 5"}],
+        [
+            result("allreduce", [0.02, 0.01, 0.03], [8 * 10**6] * 2, [6 * 10**6] * 2),
+            result("zero1", [0.005, 0.5, 0.004], [4 * 10**6, 5 * 10**6], [2 * 10**6] * 2),
+        ],
+    )
+    text = _bench.distributed.render_markdown(report)
+    header, rows = _table(text, "optimizer | ranks")
+    assert header == list(_bench.distributed.DISTRIBUTED_COLUMNS)
+    assert rows == [
+        [
+            "adam",
+            "2",
+            "1K",
+            "allreduce",
+            "20.0",
+            "1.00",
+            "2.00",
+            "3.00",
+            "8.00",
+            "6.00",
+            "2.00",
+            "1.00x",
+            "1.00x",
+        ],
+        [
+            "adam",
+            "2",
+            "1K",
+            "zero1",
+            "5.00",
+            "1.00",
+            "2.00",
+            "3.00",
+            "5.00",
+            "2.00",
+            "2.00",
+            "0.25x",
+            "0.50x",
+        ],
+    ]
+    assert "MPI 5, mpi4py 4" in text and "bucket_size 64M" in text
+    assert "oversubscribe" not in text
+    crowded = dataclasses.replace(
+        settings, distributed=dataclasses.replace(settings.distributed, ranks=(4,))
+    )
+    report.settings = crowded
+    assert "4 ranks oversubscribe the 2 cores" in _bench.distributed.render_markdown(report)
+
+
+def test_distributed_quick_run_prints_its_table_and_writes_json(tmp_path):
+    path = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "ferroptim", "bench", "--distributed", "--quick"]
+    command += ["--repeats", "2", "--json", str(path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    header, rows = _table(done.stdout, "optimizer | ranks")
+    assert header == list(_bench.distributed.DISTRIBUTED_COLUMNS)
+    assert [tuple(row[:4]) for row in rows] == [
+        ("adam", str(n), case, mode)
+        for n in (1, 2)
+        for case in ("100K", "mlp")
+        for mode in ("allreduce", "zero1")
+    ]
+    for row in rows:
+        assert all(_number(cell) > 0 for cell in row[4:]), row
+    assert "median over 2 timed steps" in done.stdout
+
+    data = json.loads(path.read_text())
+    assert data["settings"]["distributed"]["ranks"] == [1, 2]
+    assert [launch["ranks"] for launch in data["launches"]] == [1, 2]
+    results = {(r["ranks"], r["case"], r["mode"]): r for r in data["results"]}
+    for case, elements in [("100K", 100_000), ("mlp", 235_146)]:
+        # Adam's two float32 slots (and a few scalars); at two ranks zero1 holds half of them
+        # on each rank.
+        whole = results[(2, case, "allreduce")]["bytes"]["state"]
+        shard = results[(2, case, "zero1")]["bytes"]["state"]
+        assert all(0 <= weight - 2 * 4 * elements < 100 for weight in whole)
+        assert max(shard) == pytest.approx(max(whole) / 2, rel=0.01)
+        # Buffers: the rank's range of the averaged gradient, and with allreduce the whole.
+        assert results[(2, case, "allreduce")]["bytes"]["buffers"] == [4 * elements * 3 // 2] * 2
+        assert sum(results[(2, case, "zero1")]["bytes"]["buffers"]) == 4 * elements
+        for n in (1, 2):
+            for mode in ("allreduce", "zero1"):
+                seconds = results[(n, case, mode)]["seconds"]
+                assert len(seconds["step"]) == 2
+                assert all(s > 0 for part in seconds.values() for s in part)

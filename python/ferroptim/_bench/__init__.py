@@ -30,6 +30,9 @@ One module per job:
 - `sparse`, `numpy_sparse_steps`: the sparse benchmark (`--sparse`): an embedding table whose
   gradient is a few rows (`ferroptim.IndexedSlices`), ferroptim's sparse step against its
   dense step, NumPy by fancy indexing and torch's sparse optimizers; its peers, run and table;
+- `distributed`, `distributed_rank`: the distributed benchmark (`--distributed`):
+  `ferroptim.distributed.DistributedOptimizer` under `mpiexec` at several rank counts,
+  allreduce against ZeRO-1, its launches and table, and what each rank runs and measures;
 - `cli`: the options, and a run printed (and written as JSON).
 """
 
@@ -42,6 +45,7 @@ from ferroptim._bench.cli import (
     run_parsed,
     settings_from_args,
 )
+from ferroptim._bench.distributed import DistributedReport, DistributedResult
 from ferroptim._bench.peers import make_scratch
 from ferroptim._bench.registry import OPTIMIZERS, BenchOptimizer
 from ferroptim._bench.report import Section, render_markdown
@@ -51,6 +55,7 @@ from ferroptim._bench.settings import (
     DEFAULT_SIZES,
     QUICK_MATRIX_SCALING_SIZES,
     QUICK_MATRIX_SIZES,
+    DistributedRun,
     Settings,
     SparseCase,
 )
@@ -66,6 +71,9 @@ __all__ = [
     "BenchOptimizer",
     "Case",
     "CaseResult",
+    "DistributedReport",
+    "DistributedResult",
+    "DistributedRun",
     "Peer",
     "Report",
     "ScalingResult",

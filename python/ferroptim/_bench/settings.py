@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from ferroptim._bench.cases import Case
 from ferroptim._bench.registry import BenchOptimizer
@@ -26,6 +26,12 @@ MARGINAL_PAIR = ("1K", "100x1K")
 SPARSE_TABLE = "1000000*64"
 QUICK_SPARSE_TABLE = "10000*64"
 SPARSE_ROWS_PER_STEP = 512
+# The distributed benchmark (`--distributed`): the rank counts, the cases and the optimizer.
+DISTRIBUTED_RANKS = "1,2,4"
+QUICK_DISTRIBUTED_RANKS = "1,2"
+DISTRIBUTED_SIZES = "4M,32M,gpt2"
+QUICK_DISTRIBUTED_SIZES = "100K,mlp"
+DISTRIBUTED_OPTIMIZERS = ("adam",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +61,23 @@ class SparseCase:
         return self.rows * self.columns
 
 
+@dataclasses.dataclass(frozen=True)
+class DistributedRun:
+    """How the distributed benchmark launches its ranks.
+
+    Args:
+        ranks: the rank counts, one `mpiexec` launch each.
+        bucket_size: `DistributedOptimizer`'s `bucket_size`, in bytes.
+        mpiexec: the launcher's command (its program and any options of its own), to which
+            `-n <ranks>` and the rank's command are appended; empty for the `mpiexec` beside
+            this Python, else the one on PATH.
+    """
+
+    ranks: Tuple[int, ...]
+    bucket_size: int
+    mpiexec: Tuple[str, ...] = ()
+
+
 @dataclasses.dataclass
 class Settings:
     """What one benchmark run measures and how long it times each peer.
@@ -75,6 +98,9 @@ class Settings:
         sparse: the case of the sparse benchmark, which this run measures instead of the
             others when given (`optimizers` are then keys of `sparse.SPARSE_OPTIMIZERS`); None
             for the main benchmark.
+        distributed: the launches of the distributed benchmark, which this run measures
+            instead of the others when given (on `sizes`, `repeats` timed steps per mode);
+            None for the main benchmark.
     """
 
     optimizers: List[str]
@@ -90,6 +116,7 @@ class Settings:
     matrix_sizes: Optional[List[Case]] = None
     matrix_scaling_sizes: Optional[List[Case]] = None
     sparse: Optional[SparseCase] = None
+    distributed: Optional[DistributedRun] = None
 
     @property
     def main_threads(self) -> int:
