@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ferroptim._bench.cases import Case
 from ferroptim._bench.report import NA, format_speedup, markdown_table, ratio
-from ferroptim._bench.results import settings_json
+from ferroptim._bench.results import case_json, settings_json
 from ferroptim._bench.runner import environment, log
 from ferroptim._bench.settings import DistributedRun, Settings
 
@@ -154,10 +154,7 @@ class DistributedResult:
     def to_json(self) -> Dict[str, Any]:
         """The result as plain JSON values."""
         return {
-            "optimizer": self.optimizer,
-            "case": self.case.name,
-            "elements": self.case.elements,
-            "tensors": len(self.case.shapes),
+            **case_json(self.optimizer, self.case),
             "mode": self.mode,
             "ranks": self.ranks,
             "median_s": {part: self.median(part) for part in self.seconds},

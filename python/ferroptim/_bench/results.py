@@ -41,6 +41,16 @@ class PeerTimings:
         return None if timing is None else timing.best
 
 
+def case_json(optimizer: str, case: Case) -> Dict[str, Any]:
+    """The fields every result's JSON opens with: the optimizer and its case."""
+    return {
+        "optimizer": optimizer,
+        "case": case.name,
+        "elements": case.elements,
+        "tensors": len(case.shapes),
+    }
+
+
 @dataclasses.dataclass
 class CaseResult(PeerTimings):
     """The timings of one (optimizer, case).
@@ -67,10 +77,7 @@ class CaseResult(PeerTimings):
     def to_json(self) -> Dict[str, Any]:
         """The result as plain JSON values."""
         return {
-            "optimizer": self.optimizer,
-            "case": self.case.name,
-            "elements": self.case.elements,
-            "tensors": len(self.case.shapes),
+            **case_json(self.optimizer, self.case),
             "threads": self.threads,
             "bytes_per_element": self.bytes_per_element,
             "peers": {name: timing.to_json() for name, timing in self.timings.items()},
