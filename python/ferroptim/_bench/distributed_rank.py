@@ -13,12 +13,11 @@ is left as it is) add up the time a step spends in the parts a cost model needs:
 - rule: the wrapped optimizer's `apply` (this rank's 1/N with zero1, the whole model with
   allreduce);
 - gather: `Exchange.gather`, the `Allgatherv` per bucket (of the parameters with zero1, of the
-  averaged gradient with allreduce), and with zero1 `Exchange.owned_values`, which copies this
-  rank's range of the parameters out for it.
+  averaged gradient with allreduce).
 
 Memory, per rank: the bytes of the optimizer's state (`opt.variables`), of the distributed
 optimizer's own buffers (this rank's range of the averaged gradient; with allreduce also the
-whole averaged gradient), and the peak of what one more step allocates and frees (tracemalloc,
+whole averaged gradient; the exchange's send and receive buffers, one bucket each), and the peak of what one more step allocates and frees (tracemalloc,
 which NumPy reports its arrays to).
 
 Rank 0 prints one line of JSON: per result, the slowest rank's seconds of each timed step and
@@ -75,7 +74,6 @@ class _Clock:
         for part, owner, name in [
             ("exchange", exchange, "average"),
             ("gather", exchange, "gather"),
-            ("gather", exchange, "owned_values"),
             ("rule", opt.optimizer, "apply"),
         ]:
             setattr(owner, name, self.wrap(part, getattr(owner, name)))
@@ -144,6 +142,7 @@ def measure(
         if collecting:
             gc.enable()
     buffers = _nbytes(opt._averaged.values()) + _nbytes(getattr(opt, "_full", []))
+    buffers += opt._exchange.buffer_bytes()
     memory = [_nbytes(opt.variables), buffers, _step_temporaries(opt, grads, params)]
     everything = comm.gather((rows, memory), root=0)
     del opt
@@ -179,8 +178,9 @@ def main(argv: Sequence[str]) -> int:
     # The ranks share the machine's cores: one kernel thread per core in all.
     threads = max(1, (os.cpu_count() or 1) // size)
     ferroptim.set_num_threads(threads)
-    # A training process's allocator, as the main benchmark's: the step's bucket buffers are
-    # allocated afresh every step, and without this each would cost a page fault per 4 KiB.
+    # A training process's allocator, as the main benchmark's: a step's temporaries (a
+    # non-contiguous gradient's copy, the rule's own) would otherwise cost a page fault per
+    # 4 KiB each time.
     settle_allocator()
     results = []
     for name in job["optimizers"]:

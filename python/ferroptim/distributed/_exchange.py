@@ -10,19 +10,30 @@
 - `broadcast`: the root's arrays to every rank (`Bcast`).
 - `gather_to_root`: every rank's array joined on the root (`Gatherv`), for checkpoints.
 
-A bucket covers at most `bucket_size` bytes of one dtype's flat space (see `_partition`), so
-no collective exceeds MPI's count limit and the buffers stay bounded whatever the model's size.
+Buckets are striped: bucket k of a dtype is the k-th slice of `bucket_size / N` bytes of every
+rank's range (see `_partition`), so every collective exchanges with every rank at once, as a
+bandwidth-optimal reduce-scatter and allgather do, and every link carries its share of each
+bucket. A window of the flat space would instead meet one or two ranks' ranges, leaving the
+other links idle while those ranks receive N pieces each.
+
+A rank's send and receive buffers hold one bucket, at most `bucket_size` bytes each (and at
+least one element per rank), allocated once and reused by every bucket and step: the memory the
+exchange needs does not grow with the model, and no collective exceeds MPI's count limit.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+import bisect
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ferroptim.distributed._partition import Partition, flat_order
 
 __all__ = ["Exchange", "broadcast", "gather_to_root"]
+
+# MPI counts are C ints; a bucket's total count (N slices) stays below this.
+_MAX_COUNT = 2**31 - 1
 
 
 class Exchange:
@@ -32,7 +43,7 @@ class Exchange:
         comm: an mpi4py communicator.
         partition: the partition of `variables`.
         variables: the model's variables, in build order.
-        bucket_size: the most bytes one collective moves per rank's buffer.
+        bucket_size: the most bytes a rank's send or receive buffer holds.
     """
 
     def __init__(
@@ -44,99 +55,186 @@ class Exchange:
         self.partition = partition
         self.variables = list(variables)
         self.bucket_size = bucket_size
+        # Per dtype, its variables' build indices and first flat elements, in build order
+        # (so ascending), empty variables left out: `_segments` bisects them.
+        self._indices: Dict[np.dtype, List[int]] = {d: [] for d in partition.dtypes}
+        self._starts: Dict[np.dtype, List[int]] = {d: [] for d in partition.dtypes}
+        for index, (dtype, start, _) in enumerate(partition.place):
+            if partition.sizes[index] > 0:
+                self._indices[dtype].append(index)
+                self._starts[dtype].append(start)
+        self._buffers: Dict[str, np.ndarray] = {}
 
-    def _buckets(self, dtype: np.dtype) -> Iterator[Tuple[int, int]]:
-        """The buckets of `dtype`'s flat space: consecutive ranges of at most `bucket_size`
-        bytes (at least one element)."""
-        step = max(1, self.bucket_size // dtype.itemsize)
-        total = self.partition.totals[dtype]
-        for start in range(0, total, step):
-            yield start, min(start + step, total)
+    def _stripe(self, dtype: np.dtype) -> int:
+        """Elements of each rank's range per bucket."""
+        return max(
+            1, min(self.bucket_size // (dtype.itemsize * self.size), _MAX_COUNT // self.size)
+        )
 
-    def _members(self, dtype: np.dtype, lo: int, hi: int) -> Iterator[Tuple[int, int, int, int]]:
+    def _bucket_count(self, dtype: np.dtype) -> int:
+        bounds = self.partition.bounds[dtype]
+        longest = max(bounds[r + 1] - bounds[r] for r in range(self.size))
+        return -(-longest // self._stripe(dtype))
+
+    def _slices(self, dtype: np.dtype, k: int) -> List[Tuple[int, int]]:
+        """Bucket k of `dtype`: each rank's slice [lo, hi) of the flat space (empty once the
+        rank's range is used up)."""
+        bounds = self.partition.bounds[dtype]
+        step = self._stripe(dtype)
+        out = []
+        for r in range(self.size):
+            lo = min(bounds[r] + k * step, bounds[r + 1])
+            out.append((lo, min(lo + step, bounds[r + 1])))
+        return out
+
+    def _buffer(self, role: str, dtype: np.dtype, n: int) -> np.ndarray:
+        """A reused buffer of at least `n` elements of `dtype` (one per role, shared by the
+        dtypes and grown only when a bucket needs more)."""
+        nbytes = n * dtype.itemsize
+        raw = self._buffers.get(role)
+        if raw is None or raw.nbytes < nbytes:
+            raw = self._buffers[role] = np.empty(nbytes, np.uint8)
+        return raw[:nbytes].view(dtype)
+
+    def buffer_bytes(self) -> int:
+        """The bytes of the reused send and receive buffers."""
+        return sum(b.nbytes for b in self._buffers.values())
+
+    def _segments(self, dtype: np.dtype, lo: int, hi: int) -> Iterator[Tuple[int, int, int, int]]:
         """The variables of `dtype` that meet [lo, hi) of its flat space: (index, first flat
         element of the variable met, last + 1, offset of the first in [lo, hi))."""
-        for index, (d, start, _) in enumerate(self.partition.place):
-            n = self.partition.sizes[index]
-            if d != dtype or start >= hi or start + n <= lo:
-                continue
-            first, last = max(start, lo), min(start + n, hi)
-            yield index, first - start, last - start, first - lo
+        starts = self._starts[dtype]
+        indices = self._indices[dtype]
+        j = max(0, bisect.bisect_right(starts, lo) - 1)
+        while j < len(starts) and starts[j] < hi:
+            index, start = indices[j], starts[j]
+            end = start + self.partition.sizes[index]
+            if end > lo:
+                first, last = max(start, lo), min(end, hi)
+                yield index, first - start, last - start, first - lo
+            j += 1
+
+    def _flat_views(self, arrays: Sequence[Any]) -> List[Any]:
+        """Each array's elements in its variable's flat order, 1-D: a view where the array is
+        laid out that way, else one copy per call (not one per bucket)."""
+        out: List[Any] = []
+        for index, a in enumerate(arrays):
+            if a is None or self.partition.sizes[index] == 0:
+                out.append(None)
+            else:
+                out.append(np.ravel(a, order=flat_order(self.variables[index])))
+        return out
+
+    def _pack(
+        self, dtype: np.dtype, flats: Sequence[Any], lo: int, hi: int, into: np.ndarray
+    ) -> None:
+        """Copy [lo, hi) of `dtype`'s flat space from `flats` (one 1-D array per variable)
+        into `into` (cast to `dtype`)."""
+        for index, first, last, at in self._segments(dtype, lo, hi):
+            into[at : at + last - first] = flats[index][first:last]
+
+    def _contiguous_piece(
+        self, dtype: np.dtype, flats: Sequence[Any], lo: int, hi: int
+    ) -> Optional[np.ndarray]:
+        """[lo, hi) of the flat space as a view of one array of `flats`, when it lies in one
+        variable whose flat elements are a contiguous array of `dtype`; else None."""
+        segments = list(self._segments(dtype, lo, hi))
+        if len(segments) != 1:
+            return None
+        index, first, last, _ = segments[0]
+        flat = flats[index]
+        if flat.dtype != dtype or not flat.flags.c_contiguous:
+            return None
+        return flat[first:last]  # type: ignore[no-any-return]
 
     def average(self, grads: Sequence[np.ndarray], out: Dict[np.dtype, np.ndarray]) -> None:
         """Write into `out[dtype]` (one array per dtype, as long as this rank's range) the
         average over ranks of `grads` (one per variable, of its shape) in this rank's range."""
         mpi = _mpi()
+        flats = self._flat_views(grads)
+        n = self.size
         for dtype in self.partition.dtypes:
-            own_lo, own_hi = self.partition.owned(dtype, self.rank)
-            bounds = self.partition.bounds[dtype]
             kind = _mpi_type(mpi, dtype)
+            own_lo = self.partition.owned(dtype, self.rank)[0]
             result = out[dtype]
-            for lo, hi in self._buckets(dtype):
-                send = np.empty(hi - lo, dtype)
-                for index, first, last, at in self._members(dtype, lo, hi):
-                    g = grads[index]
-                    flat = np.ravel(g, order=flat_order(self.variables[index]))
-                    send[at : at + last - first] = flat[first:last]
-                counts, displs = _shares(bounds, lo, hi)
-                mine_lo, mine_hi = max(lo, own_lo), min(hi, own_hi)
-                m = max(0, mine_hi - mine_lo)
-                received = np.empty((self.size, m), dtype)
+            for k in range(self._bucket_count(dtype)):
+                slices = self._slices(dtype, k)
+                counts = [hi - lo for lo, hi in slices]
+                displs = [sum(counts[:r]) for r in range(n)]
+                send = self._buffer("send", dtype, sum(counts))
+                for (lo, hi), at in zip(slices, displs):
+                    self._pack(dtype, flats, lo, hi, send[at : at + hi - lo])
+                mine_lo, mine_hi = slices[self.rank]
+                m = mine_hi - mine_lo
+                received = self._buffer("receive", dtype, n * m).reshape(n, m)
                 self.comm.Alltoallv(
                     [send, counts, displs, kind],
-                    [received, [m] * self.size, [m * s for s in range(self.size)], kind],
+                    [received, [m] * n, [m * s for s in range(n)], kind],
                 )
                 if m == 0:
                     continue
-                total = received[0].copy()
-                for s in range(1, self.size):
-                    np.add(total, received[s], out=total)
-                np.divide(total, self.size, out=total)
-                result[mine_lo - own_lo : mine_hi - own_lo] = total
+                # Added in rank order straight into the result: ((g_0 + g_1) + g_2) + ...
+                total = result[mine_lo - own_lo : mine_hi - own_lo]
+                if n == 1:
+                    np.copyto(total, received[0])
+                else:
+                    np.add(received[0], received[1], out=total)
+                    for s in range(2, n):
+                        np.add(total, received[s], out=total)
+                np.divide(total, n, out=total)
 
-    def gather(self, sources: Dict[np.dtype, np.ndarray], targets: Sequence[np.ndarray]) -> None:
-        """Every rank's range of `sources[dtype]` (as `average` writes it) to every rank,
-        written into `targets` (one array per variable, of its shape)."""
+    def gather(
+        self,
+        targets: Sequence[np.ndarray],
+        sources: Optional[Dict[np.dtype, np.ndarray]] = None,
+    ) -> None:
+        """Every rank's range to every rank, written into `targets` (one array per variable,
+        of its shape).
+
+        Args:
+            targets: the arrays written.
+            sources: this rank's range per dtype (as `average` writes it); None when the
+                targets already hold this rank's range (the variables after a sharded step),
+                which then is sent from them and not written.
+        """
         mpi = _mpi()
-        pending: Dict[int, np.ndarray] = {}
+        n = self.size
+        target_flats = self._flat_views(targets)
+        # A target that is not contiguous gets a copy of its flat elements: written whole
+        # after the last bucket.
+        copied = {
+            i
+            for i, (t, flat) in enumerate(zip(targets, target_flats))
+            if flat is not None and not np.may_share_memory(t, flat)
+        }
         for dtype in self.partition.dtypes:
-            own_lo, own_hi = self.partition.owned(dtype, self.rank)
-            bounds = self.partition.bounds[dtype]
             kind = _mpi_type(mpi, dtype)
-            source = sources[dtype]
-            for lo, hi in self._buckets(dtype):
-                mine_lo, mine_hi = max(lo, own_lo), min(hi, own_hi)
-                m = max(0, mine_hi - mine_lo)
-                send = source[mine_lo - own_lo : mine_lo - own_lo + m]
-                counts, displs = _shares(bounds, lo, hi)
-                received = np.empty(hi - lo, dtype)
-                self.comm.Allgatherv(
-                    [np.ascontiguousarray(send), m, kind], [received, counts, displs, kind]
-                )
-                for index, first, last, at in self._members(dtype, lo, hi):
-                    _write_flat(
-                        targets[index], first, received[at : at + last - first], pending, index
-                    )
-
-    def owned_values(self, arrays: Sequence[np.ndarray]) -> Dict[np.dtype, np.ndarray]:
-        """This rank's range of `arrays` (one per variable), per dtype, as `gather` takes it."""
-        out: Dict[np.dtype, np.ndarray] = {}
-        for dtype in self.partition.dtypes:
-            own_lo, own_hi = self.partition.owned(dtype, self.rank)
-            buffer = np.empty(own_hi - own_lo, dtype)
-            for index, first, last, at in self._members(dtype, own_lo, own_hi):
-                flat = np.ravel(arrays[index], order=flat_order(self.variables[index]))
-                buffer[at : at + last - first] = flat[first:last]
-            out[dtype] = buffer
-        return out
-
-
-def _shares(bounds: Sequence[int], lo: int, hi: int) -> Tuple[List[int], List[int]]:
-    """Each rank's count of the elements of [lo, hi) it owns (`bounds`: the ranks' cuts), and
-    where its share starts in the bucket."""
-    counts = [max(0, min(hi, bounds[s + 1]) - max(lo, bounds[s])) for s in range(len(bounds) - 1)]
-    displs = [max(bounds[s], lo) - lo if counts[s] else 0 for s in range(len(bounds) - 1)]
-    return counts, displs
+            own_lo = self.partition.owned(dtype, self.rank)[0]
+            for k in range(self._bucket_count(dtype)):
+                slices = self._slices(dtype, k)
+                counts = [hi - lo for lo, hi in slices]
+                displs = [sum(counts[:r]) for r in range(n)]
+                mine_lo, mine_hi = slices[self.rank]
+                m = mine_hi - mine_lo
+                if sources is not None:
+                    send: Any = sources[dtype][mine_lo - own_lo : mine_hi - own_lo]
+                else:
+                    send = self._contiguous_piece(dtype, target_flats, mine_lo, mine_hi)
+                    if send is None:
+                        send = self._buffer("send", dtype, m)
+                        self._pack(dtype, target_flats, mine_lo, mine_hi, send)
+                received = self._buffer("receive", dtype, sum(counts))
+                self.comm.Allgatherv([send, m, kind], [received, counts, displs, kind])
+                for r, ((lo, hi), at) in enumerate(zip(slices, displs)):
+                    if r == self.rank and sources is None:
+                        continue
+                    for index, first, last, offset in self._segments(dtype, lo, hi):
+                        piece = received[at + offset : at + offset + last - first]
+                        target_flats[index][first:last] = piece
+        for index in copied:
+            target = targets[index]
+            order = flat_order(self.variables[index])
+            target[...] = target_flats[index].reshape(target.shape, order=order)
 
 
 def broadcast(comm: Any, arrays: Sequence[np.ndarray], root: int, bucket_size: int) -> None:
@@ -183,24 +281,6 @@ def _flat_view(array: np.ndarray) -> Any:
     if array.flags.c_contiguous or array.flags.f_contiguous:
         return np.ravel(array, order=flat_order(array))
     return None
-
-
-def _write_flat(
-    target: np.ndarray, first: int, values: np.ndarray, pending: Dict[int, np.ndarray], index: int
-) -> None:
-    """Write `values` at flat elements `first...` of `target`; a target that is not contiguous
-    is collected in `pending` and written whole once its last element has arrived."""
-    view = _flat_view(target)
-    if view is not None:
-        view[first : first + values.size] = values
-        return
-    buffer = pending.get(index)
-    if buffer is None:
-        buffer = pending[index] = np.empty(target.size, target.dtype)
-    buffer[first : first + values.size] = values
-    if first + values.size == target.size:
-        target[...] = buffer.reshape(target.shape)
-        del pending[index]
 
 
 def _mpi() -> Any:

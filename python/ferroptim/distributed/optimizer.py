@@ -304,9 +304,9 @@ class DistributedOptimizer:
         if self.shard_state:
             shard = [None if m else g for m, g in zip(missing, self._gradient_views)]
             self.optimizer.apply(self._as_input(shard), self._as_input(self._views))
-            self._exchange.gather(self._exchange.owned_values(self._variables), self._variables)
+            self._exchange.gather(self._variables)
         else:
-            self._exchange.gather(self._averaged, self._full)
+            self._exchange.gather(self._full, self._averaged)
             full = [None if m else g for m, g in zip(missing, self._full)]
             self.optimizer.apply(self._as_input(full), self._as_input(self._variables))
 
@@ -391,7 +391,7 @@ class DistributedOptimizer:
             write(self._as_input(self._variables))
             return
         write(self._as_input(self._views))
-        self._exchange.gather(self._exchange.owned_values(self._variables), self._variables)
+        self._exchange.gather(self._variables)
 
     # --- state -----------------------------------------------------------------------------
 
