@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tracemalloc
 from typing import Any, Dict, List
 
 import numpy as np
@@ -167,6 +168,66 @@ def raised_outside() -> Any:
     return "finished"
 
 
+class _Recorder:
+    """A communicator that forwards every call and records the bytes each rank's buffers of
+    the bucketed collectives hold, and to how many ranks each `Alltoallv` sends."""
+
+    def __init__(self, comm: Any) -> None:
+        self.comm = comm
+        self.buffers: List[int] = []
+        self.receivers: List[int] = []
+
+    def _record(self, send: Any, received: Any) -> None:
+        for spec in (send, received):
+            count = sum(spec[1]) if isinstance(spec[1], list) else spec[1]
+            self.buffers.append(int(count) * spec[-1].Get_size())
+
+    def Alltoallv(self, send: Any, received: Any) -> None:  # noqa: N802 - MPI's name
+        self._record(send, received)
+        self.receivers.append(sum(1 for count in send[1] if count))
+        self.comm.Alltoallv(send, received)
+
+    def Allgatherv(self, send: Any, received: Any) -> None:  # noqa: N802 - MPI's name
+        self._record(send, received)
+        self.comm.Allgatherv(send, received)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.comm, name)
+
+
+def buckets(bucket: int) -> Any:
+    """A float32 model of 1.2 M elements in 64 KiB buckets (and the float64 scalar of
+    `mixed`), Adam, both modes: per collective, the bytes of each buffer, the ranks an
+    `Alltoallv` sends to, the exchange's buffers, and the most a step allocates."""
+    out = {}
+    for shard in (True, False):
+        rng = np.random.default_rng(0)
+        params = {f"w{i}": rng.standard_normal((300, 1000)).astype(np.float32) for i in range(4)}
+        params["scale"] = np.array(1.5, np.float64)
+        opt = DistributedOptimizer(fo.optimizers.Adam(), shard_state=shard, bucket_size=bucket)
+        opt.apply(gradients(params, 0, RANK), params)
+        recorder = _Recorder(opt._exchange.comm)
+        opt._exchange.comm = recorder
+        grads = gradients(params, 1, RANK)
+        tracemalloc.start()
+        start = tracemalloc.get_traced_memory()[0]
+        opt.apply(grads, params)
+        peak = tracemalloc.get_traced_memory()[1] - start
+        tracemalloc.stop()
+        rows = COMM.gather(
+            {
+                "largest_buffer": max(recorder.buffers),
+                "receivers": sorted(set(recorder.receivers)),
+                "collectives": len(recorder.buffers) // 2,
+                "buffer_bytes": opt._exchange.buffer_bytes(),
+                "temporaries": peak,
+            },
+            root=0,
+        )
+        out["zero1" if shard else "allreduce"] = rows
+    return out
+
+
 def main() -> None:
     scenario, arguments = sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
     threads = arguments.pop("threads", None)
@@ -179,6 +240,7 @@ def main() -> None:
         "swaps": swaps,
         "killed": killed,
         "raised_outside": raised_outside,
+        "buckets": buckets,
     }[scenario](**arguments)
     if RANK == 0:
         print(json.dumps({"size": SIZE, "result": result}))

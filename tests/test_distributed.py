@@ -4,7 +4,8 @@
 - Every optimizer and variant of the table, and the wrappers, at 1 to 4 ranks, state sharded and
   not: the parameters equal, bit for bit, a single process stepping on the averaged gradient,
   on every rank; with sharded state a rank holds about 1/N of the state of an element-wise rule.
-- Tiny buckets, ferroptim threads per rank, fewer tensors than ranks.
+- Tiny buckets, ferroptim threads per rank, fewer tensors than ranks; striped buckets of
+  bounded size, and no temporary that grows with the model.
 - A checkpoint saved at 4 ranks is the single-process format (loaded here, without MPI) and
   resumes at 1 and 3 ranks, bit for bit.
 - A bad gradient on one rank raises the same exception on every rank and changes nothing.
@@ -119,6 +120,25 @@ def test_buckets_threads_and_small_models(arguments):
     results = launch(4, "train", {"cases": cases, "shard": True, "steps": 2, **arguments})
     for case in results:
         assert all(row["bitwise"] and row["error"] is None for row in case["ranks"]), case
+
+
+@pytest.mark.parametrize("n", [1, 3, 4])
+def test_buckets_are_striped_and_bound_the_memory(n):
+    # 1.2 M float32 elements and a float64 scalar, 64 KiB buckets: bucket k is the k-th slice
+    # of every rank's range, so each float32 `Alltoallv` sends to every rank; no buffer of a
+    # collective exceeds the bucket size, the exchange keeps one send and one receive buffer,
+    # and a step allocates nothing that grows with the model (4.8 MB here).
+    bucket = 64 * 1024
+    per_rank = 1_200_000 // n
+    stripe = bucket // (4 * n)
+    expected = 2 * (-(-per_rank // stripe) + 1)
+    for mode, rows in launch(n, "buckets", {"bucket": bucket}).items():
+        for row in rows:
+            assert row["largest_buffer"] <= bucket, (mode, row)
+            assert row["receivers"] == sorted({1, n}), (mode, row)
+            assert row["collectives"] == expected, (mode, row)
+            assert row["buffer_bytes"] <= 2 * bucket, (mode, row)
+            assert row["temporaries"] < bucket, (mode, row)
 
 
 def test_checkpoint_saved_at_4_ranks_resumes_at_1_and_3(tmp_path):

@@ -24,6 +24,7 @@ exchange needs does not grow with the model, and no collective exceeds MPI's cou
 from __future__ import annotations
 
 import bisect
+import itertools
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -31,6 +32,10 @@ import numpy as np
 from ferroptim.distributed._partition import Partition, flat_order
 
 __all__ = ["Exchange", "broadcast", "gather_to_root"]
+
+# A bucket: each rank's slice [lo, hi) of a dtype's flat space, the slices' lengths, and
+# where each starts in the bucket's buffer.
+_Bucket = Tuple[List[Tuple[int, int]], List[int], List[int]]
 
 # MPI counts are C ints; a bucket's total count (N slices) stays below this.
 _MAX_COUNT = 2**31 - 1
@@ -64,6 +69,7 @@ class Exchange:
                 self._indices[dtype].append(index)
                 self._starts[dtype].append(start)
         self._buffers: Dict[str, np.ndarray] = {}
+        self._plans: Dict[np.dtype, List[_Bucket]] = {}
 
     def _stripe(self, dtype: np.dtype) -> int:
         """Elements of each rank's range per bucket."""
@@ -71,21 +77,26 @@ class Exchange:
             1, min(self.bucket_size // (dtype.itemsize * self.size), _MAX_COUNT // self.size)
         )
 
-    def _bucket_count(self, dtype: np.dtype) -> int:
-        bounds = self.partition.bounds[dtype]
-        longest = max(bounds[r + 1] - bounds[r] for r in range(self.size))
-        return -(-longest // self._stripe(dtype))
-
-    def _slices(self, dtype: np.dtype, k: int) -> List[Tuple[int, int]]:
-        """Bucket k of `dtype`: each rank's slice [lo, hi) of the flat space (empty once the
-        rank's range is used up)."""
+    def _plan(self, dtype: np.dtype) -> List[_Bucket]:
+        """The buckets of `dtype`, made once (a rank's slice is empty once its range is used
+        up)."""
+        plan = self._plans.get(dtype)
+        if plan is not None:
+            return plan
         bounds = self.partition.bounds[dtype]
         step = self._stripe(dtype)
-        out = []
-        for r in range(self.size):
-            lo = min(bounds[r] + k * step, bounds[r + 1])
-            out.append((lo, min(lo + step, bounds[r + 1])))
-        return out
+        longest = max(bounds[r + 1] - bounds[r] for r in range(self.size))
+        plan = []
+        for k in range(-(-longest // step)):
+            slices = []
+            for r in range(self.size):
+                lo = min(bounds[r] + k * step, bounds[r + 1])
+                slices.append((lo, min(lo + step, bounds[r + 1])))
+            counts = [hi - lo for lo, hi in slices]
+            displs = [0, *itertools.accumulate(counts)][:-1]
+            plan.append((slices, counts, displs))
+        self._plans[dtype] = plan
+        return plan
 
     def _buffer(self, role: str, dtype: np.dtype, n: int) -> np.ndarray:
         """A reused buffer of at least `n` elements of `dtype` (one per role, shared by the
@@ -157,10 +168,7 @@ class Exchange:
             kind = _mpi_type(mpi, dtype)
             own_lo = self.partition.owned(dtype, self.rank)[0]
             result = out[dtype]
-            for k in range(self._bucket_count(dtype)):
-                slices = self._slices(dtype, k)
-                counts = [hi - lo for lo, hi in slices]
-                displs = [sum(counts[:r]) for r in range(n)]
+            for slices, counts, displs in self._plan(dtype):
                 send = self._buffer("send", dtype, sum(counts))
                 for (lo, hi), at in zip(slices, displs):
                     self._pack(dtype, flats, lo, hi, send[at : at + hi - lo])
@@ -169,7 +177,7 @@ class Exchange:
                 received = self._buffer("receive", dtype, n * m).reshape(n, m)
                 self.comm.Alltoallv(
                     [send, counts, displs, kind],
-                    [received, [m] * n, [m * s for s in range(n)], kind],
+                    [received, [m] * n, [m * r for r in range(n)], kind],
                 )
                 if m == 0:
                     continue
@@ -198,7 +206,6 @@ class Exchange:
                 which then is sent from them and not written.
         """
         mpi = _mpi()
-        n = self.size
         target_flats = self._flat_views(targets)
         # A target that is not contiguous gets a copy of its flat elements: written whole
         # after the last bucket.
@@ -210,10 +217,7 @@ class Exchange:
         for dtype in self.partition.dtypes:
             kind = _mpi_type(mpi, dtype)
             own_lo = self.partition.owned(dtype, self.rank)[0]
-            for k in range(self._bucket_count(dtype)):
-                slices = self._slices(dtype, k)
-                counts = [hi - lo for lo, hi in slices]
-                displs = [sum(counts[:r]) for r in range(n)]
+            for slices, counts, displs in self._plan(dtype):
                 mine_lo, mine_hi = slices[self.rank]
                 m = mine_hi - mine_lo
                 if sources is not None:
