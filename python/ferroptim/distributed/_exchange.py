@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -33,12 +33,31 @@ from ferroptim.distributed._partition import Partition, flat_order
 
 __all__ = ["Exchange", "broadcast", "gather_to_root"]
 
-# A bucket: each rank's slice [lo, hi) of a dtype's flat space, the slices' lengths, and
-# where each starts in the bucket's buffer.
-_Bucket = Tuple[List[Tuple[int, int]], List[int], List[int]]
+# Plans of at most this many (bucket, rank) pairs are kept from step to step; a larger one
+# (tiny buckets on a large model) is made again each time rather than held.
+_KEPT_PLAN = 1 << 20
 
 # MPI counts are C ints; a bucket's total count (N slices) stays below this.
 _MAX_COUNT = 2**31 - 1
+
+
+class _Bucket(NamedTuple):
+    """One bucket of a dtype's flat space.
+
+    Attributes:
+        slices: each rank's slice [lo, hi) of the flat space (empty once its range is used up).
+        counts, displs: the slices' lengths, and where each starts in the bucket's buffer (the
+            slices one after the other in rank order).
+        segments: the bucket's pieces of variables, in buffer order: (variable index, first
+            flat element, last + 1, position in the buffer).
+        own: the range of `segments` that lie in this rank's slice.
+    """
+
+    slices: List[Tuple[int, int]]
+    counts: List[int]
+    displs: List[int]
+    segments: List[Tuple[int, int, int, int]]
+    own: Tuple[int, int]
 
 
 class Exchange:
@@ -77,26 +96,44 @@ class Exchange:
             1, min(self.bucket_size // (dtype.itemsize * self.size), _MAX_COUNT // self.size)
         )
 
-    def _plan(self, dtype: np.dtype) -> List[_Bucket]:
-        """The buckets of `dtype`, made once (a rank's slice is empty once its range is used
-        up)."""
+    def _buckets(self, dtype: np.dtype) -> Iterator[_Bucket]:
+        """The buckets of `dtype` in order (made once when the plan is small enough to keep)."""
         plan = self._plans.get(dtype)
         if plan is not None:
-            return plan
+            yield from plan
+            return
         bounds = self.partition.bounds[dtype]
         step = self._stripe(dtype)
         longest = max(bounds[r + 1] - bounds[r] for r in range(self.size))
-        plan = []
-        for k in range(-(-longest // step)):
-            slices = []
-            for r in range(self.size):
-                lo = min(bounds[r] + k * step, bounds[r + 1])
-                slices.append((lo, min(lo + step, bounds[r + 1])))
-            counts = [hi - lo for lo, hi in slices]
-            displs = [0, *itertools.accumulate(counts)][:-1]
-            plan.append((slices, counts, displs))
-        self._plans[dtype] = plan
-        return plan
+        count = -(-longest // step)
+        made: Optional[List[_Bucket]] = [] if count * self.size <= _KEPT_PLAN else None
+        for k in range(count):
+            bucket = self._bucket(dtype, bounds, k * step, step)
+            if made is not None:
+                made.append(bucket)
+            yield bucket
+        if made is not None:
+            self._plans[dtype] = made
+
+    def _bucket(self, dtype: np.dtype, bounds: Sequence[int], offset: int, step: int) -> _Bucket:
+        slices: List[Tuple[int, int]] = []
+        counts: List[int] = []
+        segments: List[Tuple[int, int, int, int]] = []
+        own = (0, 0)
+        at = 0
+        for r in range(self.size):
+            lo = min(bounds[r] + offset, bounds[r + 1])
+            hi = min(lo + step, bounds[r + 1])
+            first_segment = len(segments)
+            for index, first, last, offset_in in self._segments(dtype, lo, hi):
+                segments.append((index, first, last, at + offset_in))
+            if r == self.rank:
+                own = (first_segment, len(segments))
+            slices.append((lo, hi))
+            counts.append(hi - lo)
+            at += hi - lo
+        displs = [0, *itertools.accumulate(counts)][:-1]
+        return _Bucket(slices, counts, displs, segments, own)
 
     def _buffer(self, role: str, dtype: np.dtype, n: int) -> np.ndarray:
         """A reused buffer of at least `n` elements of `dtype` (one per role, shared by the
@@ -136,28 +173,6 @@ class Exchange:
                 out.append(np.ravel(a, order=flat_order(self.variables[index])))
         return out
 
-    def _pack(
-        self, dtype: np.dtype, flats: Sequence[Any], lo: int, hi: int, into: np.ndarray
-    ) -> None:
-        """Copy [lo, hi) of `dtype`'s flat space from `flats` (one 1-D array per variable)
-        into `into` (cast to `dtype`)."""
-        for index, first, last, at in self._segments(dtype, lo, hi):
-            into[at : at + last - first] = flats[index][first:last]
-
-    def _contiguous_piece(
-        self, dtype: np.dtype, flats: Sequence[Any], lo: int, hi: int
-    ) -> Optional[np.ndarray]:
-        """[lo, hi) of the flat space as a view of one array of `flats`, when it lies in one
-        variable whose flat elements are a contiguous array of `dtype`; else None."""
-        segments = list(self._segments(dtype, lo, hi))
-        if len(segments) != 1:
-            return None
-        index, first, last, _ = segments[0]
-        flat = flats[index]
-        if flat.dtype != dtype or not flat.flags.c_contiguous:
-            return None
-        return flat[first:last]  # type: ignore[no-any-return]
-
     def average(self, grads: Sequence[np.ndarray], out: Dict[np.dtype, np.ndarray]) -> None:
         """Write into `out[dtype]` (one array per dtype, as long as this rank's range) the
         average over ranks of `grads` (one per variable, of its shape) in this rank's range."""
@@ -168,10 +183,10 @@ class Exchange:
             kind = _mpi_type(mpi, dtype)
             own_lo = self.partition.owned(dtype, self.rank)[0]
             result = out[dtype]
-            for slices, counts, displs in self._plan(dtype):
-                send = self._buffer("send", dtype, sum(counts))
-                for (lo, hi), at in zip(slices, displs):
-                    self._pack(dtype, flats, lo, hi, send[at : at + hi - lo])
+            for slices, counts, displs, segments, _ in self._buckets(dtype):
+                send = self._buffer("send", dtype, displs[-1] + counts[-1])
+                for index, first, last, at in segments:
+                    send[at : at + last - first] = flats[index][first:last]
                 mine_lo, mine_hi = slices[self.rank]
                 m = mine_hi - mine_lo
                 received = self._buffer("receive", dtype, n * m).reshape(n, m)
@@ -217,28 +232,38 @@ class Exchange:
         for dtype in self.partition.dtypes:
             kind = _mpi_type(mpi, dtype)
             own_lo = self.partition.owned(dtype, self.rank)[0]
-            for slices, counts, displs in self._plan(dtype):
+            for slices, counts, displs, segments, (own_first, own_last) in self._buckets(dtype):
                 mine_lo, mine_hi = slices[self.rank]
                 m = mine_hi - mine_lo
+                mine = segments[own_first:own_last]
                 if sources is not None:
                     send: Any = sources[dtype][mine_lo - own_lo : mine_hi - own_lo]
+                elif len(mine) == 1 and _is_plain(target_flats[mine[0][0]], dtype):
+                    # This rank's slice lies in one variable: sent from it as it is.
+                    index, first, last, _ = mine[0]
+                    send = target_flats[index][first:last]
                 else:
-                    send = self._contiguous_piece(dtype, target_flats, mine_lo, mine_hi)
-                    if send is None:
-                        send = self._buffer("send", dtype, m)
-                        self._pack(dtype, target_flats, mine_lo, mine_hi, send)
-                received = self._buffer("receive", dtype, sum(counts))
+                    send = self._buffer("send", dtype, m)
+                    start = displs[self.rank]
+                    for index, first, last, at in mine:
+                        send[at - start : at - start + last - first] = target_flats[index][
+                            first:last
+                        ]
+                received = self._buffer("receive", dtype, displs[-1] + counts[-1])
                 self.comm.Allgatherv([send, m, kind], [received, counts, displs, kind])
-                for r, ((lo, hi), at) in enumerate(zip(slices, displs)):
-                    if r == self.rank and sources is None:
+                for j, (index, first, last, at) in enumerate(segments):
+                    if sources is None and own_first <= j < own_last:
                         continue
-                    for index, first, last, offset in self._segments(dtype, lo, hi):
-                        piece = received[at + offset : at + offset + last - first]
-                        target_flats[index][first:last] = piece
+                    target_flats[index][first:last] = received[at : at + last - first]
         for index in copied:
             target = targets[index]
             order = flat_order(self.variables[index])
             target[...] = target_flats[index].reshape(target.shape, order=order)
+
+
+def _is_plain(flat: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether `flat` can be sent as it is: contiguous elements of `dtype`."""
+    return bool(flat.dtype == dtype and flat.flags.c_contiguous)
 
 
 def broadcast(comm: Any, arrays: Sequence[np.ndarray], root: int, bucket_size: int) -> None:
