@@ -41,6 +41,7 @@ import numpy as np
 from ferroptim import _native
 from ferroptim.optimizers import schedules as _schedules
 from ferroptim.optimizers._arguments import auto_name, check_base_arguments, keras2_arguments
+from ferroptim.optimizers._messages import raise_pairs_error, refuse_key_pairs
 from ferroptim.optimizers._plan import NO_PLAN, VARYING, PlanAttribute, StepPlan
 from ferroptim.optimizers._rule import NativeRule, RuleDeclaration, SlotGroup
 from ferroptim.optimizers._step import StepEngine, name_variables
@@ -63,6 +64,7 @@ __all__ = ["NativeRule", "Optimizer", "ParamsArg", "SlotGroup", "check_hyperpara
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NONES = repeat(None)
 _SEQUENCES = (list, tuple)
+_PAIR_TYPES = frozenset(_SEQUENCES)
 _completed_calls = _native.completed_calls
 
 
@@ -110,8 +112,9 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
     Subclassing (see `_rule.RuleDeclaration`): state Keras's default `name` in the class
     statement, `class Adam(Optimizer, name="adam")`; declare the update rule,
     `_rule = NativeRule(_native.<rule>)`, and the slots Keras's `build` creates for it,
-    `_slot_groups = (SlotGroup(<names>), ...)`; in `__init__`, declare `learning_rate` and the
-    class's own arguments before `**base`, call `super().__init__(learning_rate, **base)`, then
+    `_slot_groups = (SlotGroup(<names>), ...)`; in `__init__`, declare Keras's whole signature
+    (`learning_rate`, the own arguments, this class's arguments, `name`, `**kwargs`; checked by
+    `_arguments.check_keras_signature`), pass the base arguments on to `super().__init__`, then
     keep the own arguments with `_set_hyperparameters(...)`, named as the native rule names its
     scalars. The base class then creates the slots, makes the native call (`_update_step`) and
     writes the config. A rule that needs more overrides `build` (call `super().build(var_list)`
@@ -674,8 +677,20 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
         """
         pairs = grads_and_vars if type(grads_and_vars) is list else list(grads_and_vars)
         if pairs:
-            grads, variables = zip(*pairs)
-            self.apply(grads, variables)
+            if type(grads_and_vars) is not zip and not _PAIR_TYPES.issuperset(map(type, pairs)):
+                # A single pair, a bare list of gradients: `zip(*pairs)` would zip the arrays'
+                # rows, and fail, or worse, not fail. (`zip` makes tuples: a zip of more than
+                # two iterables fails to unpack below.)
+                raise_pairs_error(grads_and_vars, pairs)
+            try:
+                grads, variables = zip(*pairs)
+            except ValueError:
+                raise_pairs_error(grads_and_vars, pairs)
+            try:
+                self.apply(grads, variables)
+            except (TypeError, ValueError):
+                refuse_key_pairs(pairs)
+                raise
         return self._iterations
 
     def apply(self, grads: Any, trainable_variables: Optional[ParamsArg] = None) -> None:
@@ -700,6 +715,8 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
             # goes through `_apply_general`.
             plan = self._plan
             p = plan.fast_params
+            # The keys of a dict made a list below: its messages name variables by key.
+            labels = None
             if type(grads) is dict and plan is not NO_PLAN:
                 # The common step with dicts: every built name, in build order.
                 keys = plan.keys
@@ -708,6 +725,7 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
                     or (type(trainable_variables) is dict and tuple(trainable_variables) == keys)
                 ):
                     grads = list(grads.values())
+                    labels = keys
                     if trainable_variables is not None:
                         trainable_variables = list(trainable_variables.values())
             if (
@@ -754,7 +772,7 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
                         raise
                 else:
                     return
-            self._apply_general(grads, trainable_variables)
+            self._apply_general(grads, trainable_variables, labels)
         finally:
             # `StepGuard.release`, inlined: this is the hot path.
             token.append(True)
