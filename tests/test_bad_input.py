@@ -48,9 +48,8 @@ def _trained(name="Adam", params=None, **kwargs):
 
 
 def _shape_pattern(shape):
-    """A shape as Python prints it, or as a list."""
-    as_list = "[" + ", ".join(str(n) for n in shape) + "]"
-    return f"({re.escape(str(tuple(shape)))}|{re.escape(as_list)})"
+    """A shape as Python prints it (a tuple), the only spelling a message uses."""
+    return re.escape(str(tuple(shape)))
 
 
 # --- parameters -----------------------------------------------------------------------------

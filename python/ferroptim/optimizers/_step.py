@@ -163,7 +163,8 @@ def checked_gradient(g: Any, param: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(
             f"gradient '{name}' has shape {g.shape} but the parameter has shape {param.shape}"
         )
-    return g
+    array: np.ndarray = g
+    return array
 
 
 def check_no_aliasing(grads: List[Tuple[str, Any]], writable: List[np.ndarray]) -> None:

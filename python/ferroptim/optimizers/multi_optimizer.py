@@ -33,7 +33,7 @@ def _check_sub_optimizer(what: str, optimizer: Any) -> None:
         raise ValueError(f"{what} must be an Optimizer instance. Received: {optimizer}")
 
 
-class OptimizerMap(MutableMapping):
+class OptimizerMap(MutableMapping[str, Optimizer]):
     """A mapping from variable names to optimizers, with a default for unmatched names.
 
     A look-up `optimizer_map[name]` returns the optimizer of the key equal to `name` if there is

@@ -33,6 +33,8 @@ from typing import (
     Optional,
     Sequence,
     Tuple,
+    Type,
+    TypeVar,
     Union,
 )
 
@@ -60,6 +62,9 @@ from ferroptim.optimizers._variables import (
 from ferroptim.optimizers.schedules import LearningRateSchedule
 
 __all__ = ["NativeRule", "Optimizer", "ParamsArg", "SlotGroup", "check_hyperparameter"]
+
+# The class `load` is called on (`Adam.load(...)` is an `Adam`), without `typing_extensions.Self`.
+_Loaded = TypeVar("_Loaded", bound="Optimizer")
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NONES = repeat(None)
@@ -235,7 +240,7 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
         self._model_variables_moving_average: List[np.ndarray] = []
         self._accumulated_gradients: List[np.ndarray] = []
         self._exclude_from_weight_decay_vars: List[Any] = []
-        self._exclude_from_weight_decay_pattern: Optional[re.Pattern] = None
+        self._exclude_from_weight_decay_pattern: Optional[re.Pattern[str]] = None
         self._exclude_from_weight_decay_cache: Dict[int, bool] = {}
         # The raw call counter, a Python int (see `iterations`).
         self._iterations = 0
@@ -585,11 +590,11 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
 
     @classmethod
     def load(
-        cls,
+        cls: Type[_Loaded],
         filepath: Any,
         var_list: Optional[ParamsArg] = None,
         custom_objects: Optional[Dict[str, Any]] = None,
-    ) -> "Optimizer":
+    ) -> _Loaded:
         """Create an optimizer from a checkpoint written by `save`, built and restored.
 
         `Optimizer.load` accepts any optimizer class; `Adam.load` refuses a checkpoint of
@@ -608,7 +613,10 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
         """
         from ferroptim.optimizers import checkpoint
 
-        return checkpoint.load(filepath, var_list, custom_objects=custom_objects, cls=cls)
+        loaded: _Loaded = checkpoint.load(
+            filepath, var_list, custom_objects=custom_objects, cls=cls
+        )
+        return loaded
 
     def load_state(self, filepath: Any, var_list: Optional[ParamsArg] = None) -> None:
         """Restore the state saved by `save` into this optimizer, keeping its configuration.
