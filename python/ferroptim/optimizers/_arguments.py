@@ -18,6 +18,7 @@ __all__ = [
     "auto_name",
     "check_base_arguments",
     "check_keras_signature",
+    "constructor_repr",
     "default_argument",
     "keras2_arguments",
 ]
@@ -180,3 +181,50 @@ def auto_name(class_name: str) -> str:
     uid = _NAME_UIDS[prefix]
     _NAME_UIDS[prefix] += 1
     return prefix if uid == 0 else f"{prefix}_{uid}"
+
+
+def _same(value: Any, default: Any) -> bool:
+    if default is None and isinstance(value, (list, tuple)) and not value:
+        return True  # an empty list kept for None (Muon's `exclude_layers`)
+    if value is default:
+        return True
+    try:
+        return type(value) is type(default) and bool(value == default)
+    except Exception:  # an object whose comparison raises
+        return False
+
+
+def constructor_repr(obj: Any, config: Dict[str, Any]) -> str:
+    """`Class(argument=value, ...)`: the constructor call that makes `obj`, with the arguments
+    of `config` that differ from the constructor's defaults (every required one), in the
+    signature's order, then the keys that only `**kwargs` takes (Keras 2's `decay`). A value
+    that is a serialized object in `config` (a wrapper's optimizer) is shown as the object the
+    attribute of the same name holds; an automatic `name` is left out.
+
+    Args:
+        obj: an optimizer, an `OptimizerMap` or a schedule.
+        config: its `get_config()`, with any value replaced by what should be shown.
+    """
+    cls = type(obj)
+    shown = []
+    seen = set()
+    for parameter in inspect.signature(cls).parameters.values():
+        if parameter.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
+            continue
+        key = parameter.name
+        seen.add(key)
+        if key not in config:
+            continue
+        value = config[key]
+        if isinstance(value, dict) and "class_name" in value and hasattr(obj, key):
+            value = getattr(obj, key)
+        default = parameter.default
+        if default is not inspect.Parameter.empty and _same(value, default):
+            continue
+        if key == "name" and (
+            value is None or re.fullmatch(_to_snake_case(cls.__name__) + r"(_\d+)?", value)
+        ):
+            continue
+        shown.append(f"{key}={value!r}")
+    shown += [f"{key}={value!r}" for key, value in config.items() if key not in seen]
+    return f"{cls.__name__}({', '.join(shown)})"

@@ -135,7 +135,9 @@ class OptimizerMap(MutableMapping[str, Optimizer]):
 
     def __repr__(self) -> str:
         return (
-            f"<OptimizerMap default={self._default_optimizer!r} keys={list(self._optimizer_map)}>"
+            f"OptimizerMap({self._default_optimizer!r}, {dict(self._optimizer_map)!r})"
+            if self._optimizer_map
+            else f"OptimizerMap({self._default_optimizer!r})"
         )
 
     def get_config(self) -> Dict[str, Any]:

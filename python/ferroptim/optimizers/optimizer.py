@@ -42,7 +42,12 @@ import numpy as np
 
 from ferroptim import _native
 from ferroptim.optimizers import schedules as _schedules
-from ferroptim.optimizers._arguments import auto_name, check_base_arguments, keras2_arguments
+from ferroptim.optimizers._arguments import (
+    auto_name,
+    check_base_arguments,
+    constructor_repr,
+    keras2_arguments,
+)
 from ferroptim.optimizers._messages import raise_pairs_error, refuse_key_pairs
 from ferroptim.optimizers._plan import NO_PLAN, VARYING, PlanAttribute, StepPlan
 from ferroptim.optimizers._rule import NativeRule, RuleDeclaration, SlotGroup
@@ -854,7 +859,19 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
         return cls(**config)
 
     def __repr__(self) -> str:
-        return f"<{self.__class__.__name__} name={self.name!r} built={self.built}>"
+        """The constructor call with the non-default arguments: `Adam(learning_rate=0.01,
+        beta_1=0.8)`."""
+        config = self.get_config()
+        lr = self._learning_rate
+        if "learning_rate" not in config:  # a wrapper's: its optimizers hold the rates
+            pass
+        elif isinstance(lr, float):
+            # Kept rounded to float32 (as Keras's variable): shown as the shortest decimal
+            # that rounds to it, the number the user typed.
+            config["learning_rate"] = float(str(np.float32(lr)))
+        else:
+            config["learning_rate"] = lr
+        return constructor_repr(self, config)
 
 
 # `apply` holds its optimizer's guard in its local `guard` (see `StepGuard.held_here`).

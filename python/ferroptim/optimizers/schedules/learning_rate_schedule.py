@@ -121,6 +121,17 @@ class LearningRateSchedule:
             "must override `get_config()` in order to be serializable."
         )
 
+    def __repr__(self) -> str:
+        """The constructor call with the non-default arguments, for a schedule whose
+        `get_config` returns its constructor's arguments (every built-in one)."""
+        try:
+            config = self.get_config()
+        except NotImplementedError:
+            return object.__repr__(self)
+        from ferroptim.optimizers._arguments import constructor_repr
+
+        return constructor_repr(self, config)
+
     @classmethod
     def from_config(cls: Type[_Schedule], config: Dict[str, Any]) -> _Schedule:
         """Instantiates a schedule from its config.
