@@ -74,7 +74,6 @@ _Loaded = TypeVar("_Loaded", bound="Optimizer")
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NONES = repeat(None)
 _SEQUENCES = (list, tuple)
-_PAIR_TYPES = frozenset(_SEQUENCES)
 _completed_calls = _native.completed_calls
 
 
@@ -687,14 +686,25 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
         Returns:
             The raw iteration count after the call (Keras returns its `iterations` variable,
             which is that counter).
+
+        Raises:
+            TypeError: not an iterable of pairs (a single pair, a bare list of gradients), or
+                pairs of strings (`zip` over two dicts: use `apply(grads, params)`).
+            ValueError: a variable the optimizer was not built on, or pairs swapped. Swapped
+                pairs are recognized once the optimizer is built (a "gradient" is one of its
+                variables); the first call, which builds it, cannot tell the two orders apart
+                and builds on the second item of each pair, so with fresh gradient arrays each
+                step a swapped loop fails at its second step.
         """
         pairs = grads_and_vars if type(grads_and_vars) is list else list(grads_and_vars)
         if pairs:
-            if type(grads_and_vars) is not zip and not _PAIR_TYPES.issuperset(map(type, pairs)):
+            if type(grads_and_vars) is not zip:
                 # A single pair, a bare list of gradients: `zip(*pairs)` would zip the arrays'
                 # rows, and fail, or worse, not fail. (`zip` makes tuples: a zip of more than
-                # two iterables fails to unpack below.)
-                raise_pairs_error(grads_and_vars, pairs)
+                # two iterables fails to unpack below.) A loop: the cheapest check of a step.
+                for pair in pairs:
+                    if type(pair) is not tuple and type(pair) is not list:
+                        raise_pairs_error(grads_and_vars, pairs)
             try:
                 grads, variables = zip(*pairs)
             except ValueError:
