@@ -93,7 +93,8 @@ class IndexedSlices:
     @property
     def dtype(self) -> np.dtype:
         """The dtype of `values`."""
-        return self.values.dtype
+        dtype: np.dtype = self.values.dtype
+        return dtype
 
     @property
     def shape(self) -> Tuple[int, ...]:

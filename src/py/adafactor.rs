@@ -255,17 +255,19 @@ fn slot<T: Real + Element>(
 ) -> PyResult<*mut T> {
     let Ok(a) = obj.cast::<PyArrayDyn<T>>() else {
         return Err(Error::type_error(format!(
-            "{what} of parameter {} must be a {} numpy.ndarray of shape {shape:?}",
+            "{what} of parameter {} must be a {} numpy.ndarray of shape {}",
             names.of(i),
-            T::NAME
+            T::NAME,
+            prepare::shape_tuple(shape)
         ))
         .into());
     };
     if a.shape() != shape {
         return Err(Error::value_error(format!(
-            "{what} of parameter {} has shape {:?} but must have shape {shape:?}",
+            "{what} of parameter {} has shape {} but must have shape {}",
             names.of(i),
-            a.shape()
+            prepare::shape_tuple(a.shape()),
+            prepare::shape_tuple(shape)
         ))
         .into());
     }

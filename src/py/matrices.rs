@@ -28,7 +28,8 @@ pub fn newton_schulz<'py>(
         let shape = x.shape().to_vec();
         let [rows, cols] = shape[..] else {
             return Err(Error::value_error(format!(
-                "newton_schulz takes a 2-D array, got shape {shape:?}"
+                "newton_schulz takes a 2-D array, got shape {}",
+                super::prepare::shape_tuple(&shape)
             ))
             .into());
         };

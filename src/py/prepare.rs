@@ -22,6 +22,22 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyList, PySequence, PyString, PyTuple};
 
+/// A shape as Python prints a tuple, `(5,)`, `(4, 3)`, `()`: the spelling of every shape
+/// in a message, since the user wrote it in Python.
+pub(crate) fn shape_tuple(shape: &[usize]) -> String {
+    match shape {
+        [n] => format!("({n},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// Names the variables in messages: by the caller's names when given, else by index.
 pub struct Names<'a, 'py>(pub Option<&'a Bound<'py, PyAny>>);
 
@@ -493,10 +509,10 @@ pub fn tensors<'py, T: Element + Real>(
             };
             if v.raw.shape != p.raw.shape {
                 return Err(Error::value_error(format!(
-                    "{what} of parameter {} has shape {:?} but the parameter has shape {:?}",
+                    "{what} of parameter {} has shape {} but the parameter has shape {}",
                     names.of(i),
-                    v.raw.shape,
-                    p.raw.shape
+                    shape_tuple(v.raw.shape),
+                    shape_tuple(p.raw.shape)
                 ))
                 .into());
             }
@@ -548,10 +564,10 @@ pub fn tensors<'py, T: Element + Real>(
                 };
                 if v.shape() != p.raw.shape {
                     return Err(Error::value_error(format!(
-                        "gradient {} has shape {:?} but the parameter has shape {:?}",
+                        "gradient {} has shape {} but the parameter has shape {}",
                         names.of(i),
-                        v.shape(),
-                        p.raw.shape
+                        shape_tuple(v.shape()),
+                        shape_tuple(p.raw.shape)
                     ))
                     .into());
                 }

@@ -36,21 +36,6 @@ pub(crate) fn is_indexed_slices(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool 
         .is_some_and(|c| obj.is_instance(c.bind(py)).unwrap_or(false))
 }
 
-/// A shape as Python prints a tuple: `(5,)`, `(4, 3)`.
-fn tuple(shape: &[usize]) -> String {
-    match shape {
-        [n] => format!("({n},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
 /// The summed rows of the `IndexedSlices` gradient `obj` of the parameter at `i`, whose shape
 /// is `shape`; pushes the spans of its arrays to `spans` and any converted array to `keep`.
 pub(crate) fn rows<'py, T: Element + Real>(
@@ -73,8 +58,8 @@ pub(crate) fn rows<'py, T: Element + Real>(
         return Err(Error::value_error(format!(
             "{} has dense_shape {} but the parameter has shape {}",
             what(),
-            tuple(&dense_shape),
-            tuple(shape)
+            prepare::shape_tuple(&dense_shape),
+            prepare::shape_tuple(shape)
         ))
         .into());
     }
@@ -128,8 +113,8 @@ fn summed_values<T: Real, U: Real>(
         return Err(Error::value_error(format!(
             "{}: `values` has shape {} but (len(indices),) + dense_shape[1:] is {}",
             what(),
-            tuple(raw.shape),
-            tuple(expected)
+            prepare::shape_tuple(raw.shape),
+            prepare::shape_tuple(expected)
         ))
         .into());
     }
@@ -177,7 +162,7 @@ fn row_indices(
         return Err(Error::value_error(format!(
             "{}: `indices` must be 1-D, got shape {}",
             what(),
-            tuple(arr.shape())
+            prepare::shape_tuple(arr.shape())
         ))
         .into());
     }

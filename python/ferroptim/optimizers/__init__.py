@@ -4,10 +4,10 @@
 `_BUILTINS` (keys are lower-cased class names, so look-ups are case-insensitive).
 """
 
-from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import Any, Dict, Optional
+from collections.abc import Mapping as _Mapping
+from typing import Any as _Any
+from typing import Dict as _Dict
+from typing import Optional as _Optional
 
 from ferroptim.optimizers import schedules
 from ferroptim.optimizers.adadelta import Adadelta
@@ -57,14 +57,21 @@ __all__ = [
 # ship, Lamb included): a new optimizer is registered by its import and its name above.
 # OptimizerMap is not an optimizer: it is registered, as in Keras, so that a serialized
 # MultiOptimizer can be deserialized.
-_BUILTINS: Dict[str, type] = {
+_BUILTINS: _Dict[str, type] = {
     name.lower(): value
     for name, value in list(globals().items())
     if name in __all__ and isinstance(value, type)
 }
 
+# The modules of the classes above are reached through the classes (`Adam.__module__`, and
+# `import ferroptim.optimizers.adam` still works): their names would only crowd `dir()` and
+# tab completion next to the classes (`adam` beside `Adam`).
+for _cls in _BUILTINS.values():
+    globals().pop(_cls.__module__.rpartition(".")[2], None)
+del _cls
 
-def serialize(optimizer: Any) -> Dict[str, Any]:
+
+def serialize(optimizer: _Any) -> _Dict[str, _Any]:
     """The optimizer's configuration as a Keras-style dict.
 
     Args:
@@ -84,7 +91,9 @@ def serialize(optimizer: Any) -> Dict[str, Any]:
     }
 
 
-def deserialize(config: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]] = None) -> Any:
+def deserialize(
+    config: _Dict[str, _Any], custom_objects: _Optional[_Mapping[str, _Any]] = None
+) -> _Any:
     """An optimizer from a dict produced by `serialize`.
 
     Args:
@@ -113,7 +122,7 @@ def deserialize(config: Dict[str, Any], custom_objects: Optional[Mapping[str, An
     return cls.from_config(inner, custom_objects=custom_objects)
 
 
-def get(identifier: Any) -> Optional[Optimizer]:
+def get(identifier: _Any) -> _Optional[Optimizer]:
     """Retrieve an optimizer.
 
     Args:

@@ -5,11 +5,10 @@ of the base class's arguments, and the look-up behind Keras 2's `lr=` alias.
 from __future__ import annotations
 
 import collections
-import functools
 import inspect
 import math
 import re
-from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -18,76 +17,68 @@ from ferroptim.optimizers._variables import MAX_ACCUMULATION_STEPS, is_number
 __all__ = [
     "auto_name",
     "check_base_arguments",
+    "check_keras_signature",
+    "constructor_repr",
     "default_argument",
     "keras2_arguments",
-    "keras_signature",
 ]
 
 
-_Init = TypeVar("_Init", bound=Callable[..., None])
-# `Optimizer.__init__`'s arguments that `keras_signature` adds to a subclass's own.
+# `Optimizer.__init__`'s arguments that every subclass repeats in Keras's order.
 _BASE_SKIPPED = ("self", "learning_rate", "name", "kwargs")
 
 
-def keras_signature(name: Optional[str] = None) -> Callable[[_Init], _Init]:
-    """Give a subclass's `__init__` Keras's whole signature from its own arguments only (applied
-    by the class statement's `name=`, see `_rule.RuleDeclaration`).
+def check_keras_signature(init: Callable[..., None], name: Optional[str]) -> None:
+    """Check that a subclass's `__init__` declares Keras's whole signature (called by the class
+    statement's `name=`, see `_rule.RuleDeclaration`); a TypeError when the class is defined
+    otherwise.
 
-    The decorated `__init__` declares `learning_rate` and the optimizer's own arguments, then
-    `**base`, and passes `**base` on to `super().__init__`. Keras's signature lists, after
-    the own arguments, every argument of the base class in `BaseOptimizer`'s order (a subclass
-    may declare one of them itself, as AdamW declares `weight_decay` second), then `name`, then
-    `**kwargs`; they are positional too (`RMSprop(0.5, 0.8, 0.25, 0.125, True, 0.01)` sets
-    `weight_decay`). Own arguments declared keyword-only (after `*`) come after `name`, where
-    Keras puts Muon's. `inspect.signature` shows the whole signature.
+    Keras's signature is `learning_rate`, the optimizer's own arguments, every argument of the
+    base class in `BaseOptimizer`'s order (a subclass may declare one of them among its own, as
+    AdamW declares `weight_decay` second, or change its default, as Muon), `name` (default:
+    `name`), Keras's later own arguments (Muon's), then `**kwargs`; all but `**kwargs` may be
+    given by position (`RMSprop(0.5, 0.8, 0.25, 0.125, True, 0.01)` sets `weight_decay`). Each
+    class spells it out, as Keras does, so that a type checker, `help()` and `inspect` read the
+    same signature the call binds; this keeps the copies true.
 
     Args:
-        name: the default of `name` (Keras's: the snake-case class name, or None for an
-            automatic name).
+        init: the subclass's own `__init__`.
+        name: Keras's default `name` for the class (None: an automatic name).
     """
+    from ferroptim.optimizers.optimizer import Optimizer
 
-    def decorate(init: _Init) -> _Init:
-        # Imported here: the subclasses that use this are defined after the base class.
-        from ferroptim.optimizers.optimizer import Optimizer
-
-        base_init = Optimizer.__init__
-        declared = list(inspect.signature(init).parameters.values())
-        own = [p for p in declared if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
-        late = [
-            p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
-            for p in declared
-            if p.kind is inspect.Parameter.KEYWORD_ONLY
-        ]
-        taken = {p.name for p in declared}
-        base = [
-            p
-            for p in inspect.signature(base_init).parameters.values()
-            if p.name not in _BASE_SKIPPED and p.name not in taken
-        ]
-        named = inspect.Parameter(
-            "name",
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-            default=name,
-            annotation="Optional[str]",
+    base = {
+        p.name: p
+        for p in inspect.signature(Optimizer.__init__).parameters.values()
+        if p.name not in _BASE_SKIPPED
+    }
+    parameters = list(inspect.signature(init).parameters.values())[1:]
+    names = [p.name for p in parameters]
+    problems = []
+    if names[:1] != ["learning_rate"]:
+        problems.append("`learning_rate` first")
+    if not parameters or parameters[-1].kind is not inspect.Parameter.VAR_KEYWORD:
+        problems.append("`**kwargs` last")
+    if any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters[:-1]):
+        problems.append("every argument but `**kwargs` positional or keyword")
+    if "name" not in names:
+        problems.append("`name`")
+    else:
+        at = names.index("name")
+        if parameters[at].default != name:
+            problems.append(f"`name` defaulting to {name!r}")
+        start = at
+        while start > 0 and names[start - 1] in base:
+            start -= 1
+        early = set(names[:start])
+        if names[start:at] != [n for n in base if n not in early]:
+            problems.append(
+                "the base class's arguments in its order before `name`: " + ", ".join(base)
+            )
+    if problems:
+        raise TypeError(
+            f"`{init.__qualname__}` must declare Keras's signature: " + "; ".join(problems)
         )
-        extra = inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD, annotation="Any")
-        signature = inspect.Signature(own + base + [named] + late + [extra])
-        own_names = [p.name for p in own[1:] + late]
-
-        @functools.wraps(init)
-        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-            bound = signature.bind(self, *args, **kwargs)
-            bound.apply_defaults()
-            arguments = bound.arguments
-            del arguments["self"]
-            rest = arguments.pop("kwargs")
-            mine = {key: arguments.pop(key) for key in own_names}
-            init(self, **mine, **arguments, **rest)
-
-        __init__.__signature__ = signature  # type: ignore[attr-defined]
-        return __init__  # type: ignore[return-value]
-
-    return decorate
 
 
 def check_base_arguments(
@@ -190,3 +181,50 @@ def auto_name(class_name: str) -> str:
     uid = _NAME_UIDS[prefix]
     _NAME_UIDS[prefix] += 1
     return prefix if uid == 0 else f"{prefix}_{uid}"
+
+
+def _same(value: Any, default: Any) -> bool:
+    if default is None and isinstance(value, (list, tuple)) and not value:
+        return True  # an empty list kept for None (Muon's `exclude_layers`)
+    if value is default:
+        return True
+    try:
+        return type(value) is type(default) and bool(value == default)
+    except Exception:  # an object whose comparison raises
+        return False
+
+
+def constructor_repr(obj: Any, config: Dict[str, Any]) -> str:
+    """`Class(argument=value, ...)`: the constructor call that makes `obj`, with the arguments
+    of `config` that differ from the constructor's defaults (every required one), in the
+    signature's order, then the keys that only `**kwargs` takes (Keras 2's `decay`). A value
+    that is a serialized object in `config` (a wrapper's optimizer) is shown as the object the
+    attribute of the same name holds; an automatic `name` is left out.
+
+    Args:
+        obj: an optimizer, an `OptimizerMap` or a schedule.
+        config: its `get_config()`, with any value replaced by what should be shown.
+    """
+    cls = type(obj)
+    shown = []
+    seen = set()
+    for parameter in inspect.signature(cls).parameters.values():
+        if parameter.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
+            continue
+        key = parameter.name
+        seen.add(key)
+        if key not in config:
+            continue
+        value = config[key]
+        if isinstance(value, dict) and "class_name" in value and hasattr(obj, key):
+            value = getattr(obj, key)
+        default = parameter.default
+        if default is not inspect.Parameter.empty and _same(value, default):
+            continue
+        if key == "name" and (
+            value is None or re.fullmatch(_to_snake_case(cls.__name__) + r"(_\d+)?", value)
+        ):
+            continue
+        shown.append(f"{key}={value!r}")
+    shown += [f"{key}={value!r}" for key, value in config.items() if key not in seen]
+    return f"{cls.__name__}({', '.join(shown)})"

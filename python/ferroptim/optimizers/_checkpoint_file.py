@@ -292,7 +292,7 @@ class Reader:
                 data = stream.read(_MAX_HEADER_BYTES + 1)
             if len(data) > _MAX_HEADER_BYTES:
                 raise bad(f"its header is longer than {_MAX_HEADER_BYTES} bytes")
-            header = json.loads(data.decode("utf-8"), parse_int=_parse_int)
+            header: Dict[str, Any] = json.loads(data.decode("utf-8"), parse_int=_parse_int)
         except (CheckpointError, OSError):
             raise
         except Exception as error:

@@ -7,7 +7,7 @@ that view from one hook, `_sub_optimizers`.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -50,7 +50,9 @@ class Composite:
                     f"with provided weight shape {np.shape(value)}."
                 )
         start = len(self._variables)  # type: ignore[attr-defined]
-        checked = super()._checked_variables(values[:start])  # type: ignore[misc]
+        checked: List[Tuple[Any, Any, Any]] = super()._checked_variables(  # type: ignore[misc]
+            values[:start]
+        )
         for sub in self._sub_optimizers():
             count = len(sub.variables)
             checked += sub._checked_variables(values[start : start + count])

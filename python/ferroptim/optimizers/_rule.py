@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ferroptim import _native
-from ferroptim.optimizers._arguments import keras_signature
+from ferroptim.optimizers._arguments import check_keras_signature
 from ferroptim.optimizers._variables import check_hyperparameter
 
 __all__ = ["NativeRule", "RuleDeclaration", "SlotGroup"]
@@ -128,10 +128,10 @@ class RuleDeclaration:
     """What an optimizer class declares, and what the base class derives from it.
 
     A subclass states Keras's default `name` in its class statement (`class Adam(Optimizer,
-    name="adam")`; `name=None`: an automatic name); its `__init__` then declares
-    `learning_rate` and its own arguments before `**base` and gets Keras's whole signature
-    (`keras_signature`). It declares its rule (`_rule`) and slots (`_slot_groups`) as class
-    attributes, and keeps its own arguments with `_set_hyperparameters`.
+    name="adam")`; `name=None`: an automatic name); its `__init__` declares Keras's whole
+    signature, checked when the class is defined (`check_keras_signature`). It declares its
+    rule (`_rule`) and slots (`_slot_groups`) as class attributes, and keeps its own arguments
+    with `_set_hyperparameters`.
     """
 
     # The update rule and the slots `build` creates for it; a subclass declares both, or
@@ -144,9 +144,7 @@ class RuleDeclaration:
     def __init_subclass__(cls, name: Optional[str] = _UNNAMED, **kwargs: Any):
         super().__init_subclass__(**kwargs)
         if name is not _UNNAMED:
-            # The class's own `__init__` wrapped, as a decorator would (mypy does not follow an
-            # assignment to a method).
-            cls.__init__ = keras_signature(name=name)(cls.__dict__["__init__"])  # type: ignore[method-assign]
+            check_keras_signature(cls.__dict__["__init__"], name)
         # A declared rule is the class's `_update_step`, unless the class writes its own.
         rule = cls.__dict__.get("_rule")
         if rule is not None and "_update_step" not in cls.__dict__:

@@ -12,7 +12,7 @@ float16 goes through float32's functions and rounds once more (deterministic, as
 float16 conversion is exact rounding); any other float dtype through float64's.
 """
 
-from typing import Callable, Tuple
+from typing import Any, Callable, Tuple
 
 import numpy as np
 
@@ -41,11 +41,10 @@ def functions_for(
 _POWER = {np.float32: _native.pow_f32, np.float64: _native.pow_f64}
 
 
-def power(x, y):
+def power(x: Any, y: Any) -> Any:
     """``x ** y`` for a NumPy float scalar ``x``, correctly rounded to ``x``'s dtype (``y`` is
     rounded to that dtype first)."""
     T = type(x)
-    function = _POWER.get(T)
-    if function is None:
-        function = functions_for(T)[0]
+    function: Callable[[float, float], float]
+    function = _POWER.get(T) or functions_for(T)[0]
     return T(function(x, y))

@@ -15,7 +15,6 @@ import math
 import re
 import signal
 import threading
-import warnings
 from collections.abc import Mapping
 from itertools import repeat
 from operator import is_, is_not
@@ -25,6 +24,7 @@ import numpy as np
 
 from ferroptim import _native
 from ferroptim._indexed_slices import IndexedSlices, check_sparse_gradient
+from ferroptim.optimizers._messages import raise_unknown_variable, warn_missing_gradients
 from ferroptim.optimizers._plan import (
     NO_PLAN,
     VARYING,
@@ -163,7 +163,8 @@ def checked_gradient(g: Any, param: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(
             f"gradient '{name}' has shape {g.shape} but the parameter has shape {param.shape}"
         )
-    return g
+    array: np.ndarray = g
+    return array
 
 
 def check_no_aliasing(grads: List[Tuple[str, Any]], writable: List[np.ndarray]) -> None:
@@ -248,19 +249,30 @@ class StepEngine:
         factor = self.loss_scale_factor
         return None if factor is None else float(factor)
 
-    def _apply_general(self, grads: Any, trainable_variables: Optional[ParamsArg]) -> None:
-        prepared = self._prepare_step(grads, trainable_variables)
+    def _apply_general(
+        self,
+        grads: Any,
+        trainable_variables: Optional[ParamsArg],
+        labels: Optional[Sequence[str]] = None,
+    ) -> None:
+        prepared = self._prepare_step(grads, trainable_variables, labels=labels)
         if prepared is not None:
             self._step(*prepared)
 
     def _prepare_step(
-        self, grads: Any, trainable_variables: Optional[ParamsArg], warn: bool = True
+        self,
+        grads: Any,
+        trainable_variables: Optional[ParamsArg],
+        warn: bool = True,
+        labels: Optional[Sequence[str]] = None,
     ) -> Optional[Tuple[List[Call], List[int]]]:
         """The native calls of a step and the built variables it leaves out (`_step`'s
         arguments), or None when there is nothing to do. Raises what the step would raise about
         its arguments; builds the optimizer on a first call; writes nothing else. A step of one
         call is validated by that call; one of several calls is validated here.
         `warn`: Keras's warning about missing gradients (off for a check before the step).
+        `labels`: the names of list arguments that were a dict's values (its keys), for
+        messages.
         """
         plan = self._plan
         writable = plan.writable
@@ -286,7 +298,7 @@ class StepEngine:
             ]
             return self._validate_calls(calls, writable), []
         if isinstance(grads, Mapping):
-            grads, variables = self._resolve_named(grads, trainable_variables)
+            grads, variables, labels = self._resolve_named(grads, trainable_variables)
         else:
             if not isinstance(grads, (list, tuple)):
                 grads = list(grads)
@@ -313,7 +325,7 @@ class StepEngine:
                     )
         if len(grads) == 0:
             return None
-        indices = self._variable_indices(variables)
+        indices = self._variable_indices(variables, labels, grads)
         if len(set(indices)) != len(indices):
             twice = next(i for k, i in enumerate(indices) if i in indices[:k])
             raise ValueError(
@@ -329,13 +341,7 @@ class StepEngine:
                 self._trainable_variable_names[indices[k]] for k, g in enumerate(grads) if g is None
             ]
             if warn:
-                warnings.warn(
-                    "Gradients do not exist for variables "
-                    f"{missing_names} when minimizing the loss."
-                    " If using `model.compile()`, did you forget to provide a "
-                    "`loss` argument?",
-                    stacklevel=4,
-                )
+                warn_missing_gradients(missing_names)
             grads = [grads[k] for k in present]
             indices = [indices[k] for k in present]
 
@@ -374,7 +380,9 @@ class StepEngine:
 
     def _resolve_named(
         self, grads: Mapping[str, Any], trainable_variables: Optional[ParamsArg]
-    ) -> Tuple[List[Any], List[np.ndarray]]:
+    ) -> Tuple[List[Any], List[np.ndarray], List[str]]:
+        """The gradients of a dict and their variables, aligned (None for a variable without
+        a key), and the keys that name them in messages."""
         if trainable_variables is not None and not isinstance(trainable_variables, Mapping):
             raise TypeError(
                 "Gradients given as a dict need `trainable_variables` given as a dict too "
@@ -390,7 +398,7 @@ class StepEngine:
         else:
             lookup = trainable_variables
             known = {key: key for key in grads}
-        values, variables = [], []
+        values, variables, labels = [], [], []
         for key, name in known.items():
             if name not in lookup:
                 raise ValueError(
@@ -399,6 +407,7 @@ class StepEngine:
                 )
             variables.append(lookup[name])
             values.append(grads[key])
+            labels.append(str(key))
         # A variable without a key is a variable without gradient, as a None value is: left out
         # of the step with Keras's warning (its EMA is still updated).
         given = set(known.values())
@@ -406,22 +415,33 @@ class StepEngine:
             if name not in given:
                 variables.append(variable)
                 values.append(None)
-        return values, variables
+                labels.append(str(name))
+        return values, variables, labels
 
-    def _variable_indices(self, variables: Sequence[Any]) -> List[int]:
+    def _variable_indices(
+        self,
+        variables: Sequence[Any],
+        labels: Optional[Sequence[str]] = None,
+        grads: Optional[Sequence[Any]] = None,
+    ) -> List[int]:
+        """The built indices of `variables` (compared by identity); a ValueError naming the
+        first unknown one by its label (`labels`, else its index), or saying that the call
+        looks swapped when one of `grads` is a built variable."""
         table = self._trainable_variables_indices
         indices = []
-        for v in variables:
+        for k, v in enumerate(variables):
             index = table.get(id(v))
             if index is None or self._trainable_variables[index] is not v:
-                raise ValueError(
-                    f"Unknown variable: {v}. This optimizer can only "
-                    "be called for the variables it was originally built with. "
-                    "When working with a new set of variables, you should "
-                    "recreate a new optimizer instance."
-                )
+                raise_unknown_variable(variables, k, labels, grads, self._built_name)
             indices.append(index)
         return indices
+
+    def _built_name(self, obj: Any) -> Optional[str]:
+        """The name of the built variable that is `obj` (identity), or None."""
+        index = self._trainable_variables_indices.get(id(obj))
+        if index is None or self._trainable_variables[index] is not obj:
+            return None
+        return self._trainable_variable_names[index]
 
     def _validate_calls(
         self, calls: List[Call], writable: Optional[List[np.ndarray]] = None

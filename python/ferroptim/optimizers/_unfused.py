@@ -50,7 +50,7 @@ class Unfused:
     _TRANSIENT: Tuple[str, ...] = ("_unfused_calls", "_unfused_gradients")
 
     def __getstate__(self) -> Dict[str, Any]:
-        state: Dict[str, Any] = super().__getstate__()  # type: ignore[misc,assignment]
+        state: Dict[str, Any] = super().__getstate__()  # type: ignore[assignment]
         for key in self._TRANSIENT:
             state.pop(key, None)
         return state
@@ -76,7 +76,8 @@ class Unfused:
         calls = self._transient("_unfused_calls")
         entry = calls.get(id(params))
         if entry is not None and entry[0] is params:
-            return entry[1]
+            found: List[int] = entry[1]
+            return found
         table = self._trainable_variables_indices  # type: ignore[attr-defined]
         indices = [table[id(p)] for p in params]
         if len(calls) >= 8:

@@ -244,7 +244,8 @@ class VariableTable:
             return np.array(self._iterations, dtype=np.int64)
         if value is LEARNING_RATE:
             return np.array(self._learning_rate, dtype=np.float32)
-        return value
+        array: np.ndarray = value
+        return array
 
     def _assign_variables(self, values: Sequence[Any]) -> None:
         """Assign `values` to the first len(values) entries of the variable table, in place,

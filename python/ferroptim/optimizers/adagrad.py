@@ -57,9 +57,32 @@ class Adagrad(Optimizer, name="adagrad"):
         learning_rate: Any = 0.001,
         initial_accumulator_value: float = 0.1,
         epsilon: Optional[float] = 1e-7,
-        **base: Any,
+        weight_decay: Optional[float] = None,
+        clipnorm: Optional[float] = None,
+        clipvalue: Optional[float] = None,
+        global_clipnorm: Optional[float] = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
+        ema_overwrite_frequency: Optional[int] = None,
+        loss_scale_factor: Optional[float] = None,
+        gradient_accumulation_steps: Optional[int] = None,
+        name: Optional[str] = "adagrad",
+        **kwargs: Any,
     ):
-        super().__init__(learning_rate, **base)
+        super().__init__(
+            learning_rate,
+            weight_decay,
+            clipnorm,
+            clipvalue,
+            global_clipnorm,
+            use_ema,
+            ema_momentum,
+            ema_overwrite_frequency,
+            loss_scale_factor,
+            gradient_accumulation_steps,
+            name,
+            **kwargs,
+        )
         epsilon = 1e-7 if epsilon is None else epsilon
         self._set_hyperparameters(
             initial_accumulator_value=initial_accumulator_value, epsilon=epsilon

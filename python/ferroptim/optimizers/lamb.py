@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from ferroptim import _native
 from ferroptim.optimizers.optimizer import NativeRule, Optimizer, SlotGroup
@@ -64,9 +64,32 @@ class Lamb(Optimizer, name=None):
         beta_1: float = 0.9,
         beta_2: float = 0.999,
         epsilon: float = 1e-7,
-        **base: Any,
+        weight_decay: Optional[float] = None,
+        clipnorm: Optional[float] = None,
+        clipvalue: Optional[float] = None,
+        global_clipnorm: Optional[float] = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
+        ema_overwrite_frequency: Optional[int] = None,
+        loss_scale_factor: Optional[float] = None,
+        gradient_accumulation_steps: Optional[int] = None,
+        name: Optional[str] = None,
+        **kwargs: Any,
     ):
-        super().__init__(learning_rate, **base)
+        super().__init__(
+            learning_rate,
+            weight_decay,
+            clipnorm,
+            clipvalue,
+            global_clipnorm,
+            use_ema,
+            ema_momentum,
+            ema_overwrite_frequency,
+            loss_scale_factor,
+            gradient_accumulation_steps,
+            name,
+            **kwargs,
+        )
         # Lamb never existed in Keras 2, so None is not Keras 2's alias of 1e-7 here: it is
         # refused, as every None hyperparameter is.
         self._set_hyperparameters(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)

@@ -33,7 +33,7 @@ def _check_sub_optimizer(what: str, optimizer: Any) -> None:
         raise ValueError(f"{what} must be an Optimizer instance. Received: {optimizer}")
 
 
-class OptimizerMap(MutableMapping):
+class OptimizerMap(MutableMapping[str, Optimizer]):
     """A mapping from variable names to optimizers, with a default for unmatched names.
 
     A look-up `optimizer_map[name]` returns the optimizer of the key equal to `name` if there is
@@ -135,7 +135,9 @@ class OptimizerMap(MutableMapping):
 
     def __repr__(self) -> str:
         return (
-            f"<OptimizerMap default={self._default_optimizer!r} keys={list(self._optimizer_map)}>"
+            f"OptimizerMap({self._default_optimizer!r}, {dict(self._optimizer_map)!r})"
+            if self._optimizer_map
+            else f"OptimizerMap({self._default_optimizer!r})"
         )
 
     def get_config(self) -> Dict[str, Any]:

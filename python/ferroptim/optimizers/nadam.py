@@ -96,12 +96,34 @@ class Nadam(Optimizer, name="nadam"):
         beta_1: float = 0.9,
         beta_2: float = 0.999,
         epsilon: Optional[float] = 1e-7,
-        *,
+        weight_decay: Optional[float] = None,
+        clipnorm: Optional[float] = None,
+        clipvalue: Optional[float] = None,
+        global_clipnorm: Optional[float] = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
+        ema_overwrite_frequency: Optional[int] = None,
+        loss_scale_factor: Optional[float] = None,
+        gradient_accumulation_steps: Optional[int] = None,
+        name: Optional[str] = "nadam",
         lazy: bool = False,
-        **base: Any,
+        **kwargs: Any,
     ):
-        schedule_decay = base.pop("schedule_decay", None)
-        super().__init__(learning_rate, **base)
+        schedule_decay = kwargs.pop("schedule_decay", None)
+        super().__init__(
+            learning_rate,
+            weight_decay,
+            clipnorm,
+            clipvalue,
+            global_clipnorm,
+            use_ema,
+            ema_momentum,
+            ema_overwrite_frequency,
+            loss_scale_factor,
+            gradient_accumulation_steps,
+            name,
+            **kwargs,
+        )
         self._set_lazy(lazy)
         epsilon = 1e-7 if epsilon is None else epsilon
         self._set_hyperparameters(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)

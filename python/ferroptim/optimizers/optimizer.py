@@ -33,6 +33,8 @@ from typing import (
     Optional,
     Sequence,
     Tuple,
+    Type,
+    TypeVar,
     Union,
 )
 
@@ -40,7 +42,13 @@ import numpy as np
 
 from ferroptim import _native
 from ferroptim.optimizers import schedules as _schedules
-from ferroptim.optimizers._arguments import auto_name, check_base_arguments, keras2_arguments
+from ferroptim.optimizers._arguments import (
+    auto_name,
+    check_base_arguments,
+    constructor_repr,
+    keras2_arguments,
+)
+from ferroptim.optimizers._messages import raise_pairs_error, refuse_key_pairs
 from ferroptim.optimizers._plan import NO_PLAN, VARYING, PlanAttribute, StepPlan
 from ferroptim.optimizers._rule import NativeRule, RuleDeclaration, SlotGroup
 from ferroptim.optimizers._step import StepEngine, name_variables
@@ -59,6 +67,9 @@ from ferroptim.optimizers._variables import (
 from ferroptim.optimizers.schedules import LearningRateSchedule
 
 __all__ = ["NativeRule", "Optimizer", "ParamsArg", "SlotGroup", "check_hyperparameter"]
+
+# The class `load` is called on (`Adam.load(...)` is an `Adam`), without `typing_extensions.Self`.
+_Loaded = TypeVar("_Loaded", bound="Optimizer")
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NONES = repeat(None)
@@ -110,8 +121,9 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
     Subclassing (see `_rule.RuleDeclaration`): state Keras's default `name` in the class
     statement, `class Adam(Optimizer, name="adam")`; declare the update rule,
     `_rule = NativeRule(_native.<rule>)`, and the slots Keras's `build` creates for it,
-    `_slot_groups = (SlotGroup(<names>), ...)`; in `__init__`, declare `learning_rate` and the
-    class's own arguments before `**base`, call `super().__init__(learning_rate, **base)`, then
+    `_slot_groups = (SlotGroup(<names>), ...)`; in `__init__`, declare Keras's whole signature
+    (`learning_rate`, the own arguments, this class's arguments, `name`, `**kwargs`; checked by
+    `_arguments.check_keras_signature`), pass the base arguments on to `super().__init__`, then
     keep the own arguments with `_set_hyperparameters(...)`, named as the native rule names its
     scalars. The base class then creates the slots, makes the native call (`_update_step`) and
     writes the config. A rule that needs more overrides `build` (call `super().build(var_list)`
@@ -232,7 +244,7 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
         self._model_variables_moving_average: List[np.ndarray] = []
         self._accumulated_gradients: List[np.ndarray] = []
         self._exclude_from_weight_decay_vars: List[Any] = []
-        self._exclude_from_weight_decay_pattern: Optional[re.Pattern] = None
+        self._exclude_from_weight_decay_pattern: Optional[re.Pattern[str]] = None
         self._exclude_from_weight_decay_cache: Dict[int, bool] = {}
         # The raw call counter, a Python int (see `iterations`).
         self._iterations = 0
@@ -582,11 +594,11 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
 
     @classmethod
     def load(
-        cls,
+        cls: Type[_Loaded],
         filepath: Any,
         var_list: Optional[ParamsArg] = None,
         custom_objects: Optional[Dict[str, Any]] = None,
-    ) -> "Optimizer":
+    ) -> _Loaded:
         """Create an optimizer from a checkpoint written by `save`, built and restored.
 
         `Optimizer.load` accepts any optimizer class; `Adam.load` refuses a checkpoint of
@@ -605,7 +617,10 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
         """
         from ferroptim.optimizers import checkpoint
 
-        return checkpoint.load(filepath, var_list, custom_objects=custom_objects, cls=cls)
+        loaded: _Loaded = checkpoint.load(
+            filepath, var_list, custom_objects=custom_objects, cls=cls
+        )
+        return loaded
 
     def load_state(self, filepath: Any, var_list: Optional[ParamsArg] = None) -> None:
         """Restore the state saved by `save` into this optimizer, keeping its configuration.
@@ -671,11 +686,34 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
         Returns:
             The raw iteration count after the call (Keras returns its `iterations` variable,
             which is that counter).
+
+        Raises:
+            TypeError: not an iterable of pairs (a single pair, a bare list of gradients), or
+                pairs of strings (`zip` over two dicts: use `apply(grads, params)`).
+            ValueError: a variable the optimizer was not built on, or pairs swapped. Swapped
+                pairs are recognized once the optimizer is built (a "gradient" is one of its
+                variables); the first call, which builds it, cannot tell the two orders apart
+                and builds on the second item of each pair, so with fresh gradient arrays each
+                step a swapped loop fails at its second step.
         """
         pairs = grads_and_vars if type(grads_and_vars) is list else list(grads_and_vars)
         if pairs:
-            grads, variables = zip(*pairs)
-            self.apply(grads, variables)
+            if type(grads_and_vars) is not zip:
+                # A single pair, a bare list of gradients: `zip(*pairs)` would zip the arrays'
+                # rows, and fail, or worse, not fail. (`zip` makes tuples: a zip of more than
+                # two iterables fails to unpack below.) A loop: the cheapest check of a step.
+                for pair in pairs:
+                    if type(pair) is not tuple and type(pair) is not list:
+                        raise_pairs_error(grads_and_vars, pairs)
+            try:
+                grads, variables = zip(*pairs)
+            except ValueError:
+                raise_pairs_error(grads_and_vars, pairs)
+            try:
+                self.apply(grads, variables)
+            except (TypeError, ValueError):
+                refuse_key_pairs(pairs)
+                raise
         return self._iterations
 
     def apply(self, grads: Any, trainable_variables: Optional[ParamsArg] = None) -> None:
@@ -700,6 +738,8 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
             # goes through `_apply_general`.
             plan = self._plan
             p = plan.fast_params
+            # The keys of a dict made a list below: its messages name variables by key.
+            labels = None
             if type(grads) is dict and plan is not NO_PLAN:
                 # The common step with dicts: every built name, in build order.
                 keys = plan.keys
@@ -708,6 +748,7 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
                     or (type(trainable_variables) is dict and tuple(trainable_variables) == keys)
                 ):
                     grads = list(grads.values())
+                    labels = keys
                     if trainable_variables is not None:
                         trainable_variables = list(trainable_variables.values())
             if (
@@ -754,7 +795,7 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
                         raise
                 else:
                     return
-            self._apply_general(grads, trainable_variables)
+            self._apply_general(grads, trainable_variables, labels)
         finally:
             # `StepGuard.release`, inlined: this is the hot path.
             token.append(True)
@@ -828,7 +869,19 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
         return cls(**config)
 
     def __repr__(self) -> str:
-        return f"<{self.__class__.__name__} name={self.name!r} built={self.built}>"
+        """The constructor call with the non-default arguments: `Adam(learning_rate=0.01,
+        beta_1=0.8)`."""
+        config = self.get_config()
+        lr = self._learning_rate
+        if "learning_rate" not in config:  # a wrapper's: its optimizers hold the rates
+            pass
+        elif isinstance(lr, float):
+            # Kept rounded to float32 (as Keras's variable): shown as the shortest decimal
+            # that rounds to it, the number the user typed.
+            config["learning_rate"] = float(str(np.float32(lr)))
+        else:
+            config["learning_rate"] = lr
+        return constructor_repr(self, config)
 
 
 # `apply` holds its optimizer's guard in its local `guard` (see `StepGuard.held_here`).

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -89,9 +89,32 @@ class ScheduleFreeAdamW(Optimizer, name="schedule_free_adamw"):
         beta_2: float = 0.999,
         epsilon: float = 1e-8,
         warmup_steps: int = 0,
-        **base: Any,
+        weight_decay: Optional[float] = None,
+        clipnorm: Optional[float] = None,
+        clipvalue: Optional[float] = None,
+        global_clipnorm: Optional[float] = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
+        ema_overwrite_frequency: Optional[int] = None,
+        loss_scale_factor: Optional[float] = None,
+        gradient_accumulation_steps: Optional[int] = None,
+        name: Optional[str] = "schedule_free_adamw",
+        **kwargs: Any,
     ):
-        super().__init__(learning_rate, **base)
+        super().__init__(
+            learning_rate,
+            weight_decay,
+            clipnorm,
+            clipvalue,
+            global_clipnorm,
+            use_ema,
+            ema_momentum,
+            ema_overwrite_frequency,
+            loss_scale_factor,
+            gradient_accumulation_steps,
+            name,
+            **kwargs,
+        )
         # The kernel takes an integer step count (Keras would also take a float).
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, np.integer)):
             raise ValueError(

@@ -1,7 +1,29 @@
-"""Learning-rate schedules (``keras.optimizers.schedules``), all defined in
-``learning_rate_schedule``, whose ``__all__`` is the public list."""
+"""Learning-rate schedules (``keras.optimizers.schedules``), defined in
+``learning_rate_schedule``."""
 
-from ferroptim.optimizers.schedules import learning_rate_schedule
-from ferroptim.optimizers.schedules.learning_rate_schedule import *  # noqa: F403
+from ferroptim.optimizers.schedules.learning_rate_schedule import (
+    CosineDecay,
+    CosineDecayRestarts,
+    ExponentialDecay,
+    InverseTimeDecay,
+    LearningRateSchedule,
+    PiecewiseConstantDecay,
+    PolynomialDecay,
+    deserialize,
+    serialize,
+)
 
-__all__ = learning_rate_schedule.__all__
+__all__ = [
+    "CosineDecay",
+    "CosineDecayRestarts",
+    "ExponentialDecay",
+    "InverseTimeDecay",
+    "LearningRateSchedule",
+    "PiecewiseConstantDecay",
+    "PolynomialDecay",
+    "deserialize",
+    "serialize",
+]
+
+# The module is reached through the classes; its name would only crowd `dir()`.
+globals().pop("learning_rate_schedule")

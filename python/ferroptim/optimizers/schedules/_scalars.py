@@ -2,11 +2,12 @@
 fused multiply-add, and the conversion of NumPy scalars back to Python ones for configs."""
 
 import math
+from typing import Any
 
 import numpy as np
 
 
-def compute_dtype(value):
+def compute_dtype(value: Any) -> Any:
     """The NumPy scalar type Keras computes a schedule in, given its initial learning rate.
 
     Keras uses ``convert_to_tensor(initial_learning_rate).dtype``: floatx (float32) for a Python
@@ -20,7 +21,7 @@ def compute_dtype(value):
     return np.float32
 
 
-def cast_step(step, dtype):
+def cast_step(step: Any, dtype: Any) -> Any:
     """``step`` cast to ``dtype``, as Keras's ``ops.cast(step, dtype)``, for arithmetic.
 
     Constructing a NumPy scalar costs several times a scalar operation, so an integer step is
@@ -35,7 +36,7 @@ def cast_step(step, dtype):
     return dtype(step)
 
 
-def floor(x):
+def floor(x: Any) -> Any:
     """``floor(x)``: a Python int for a finite ``x`` (cheaper than ``np.floor``), else ``x``."""
     try:
         return math.floor(x)
@@ -43,7 +44,7 @@ def floor(x):
         return x
 
 
-def ceil(x):
+def ceil(x: Any) -> Any:
     """``ceil(x)``: a Python int for a finite ``x`` (cheaper than ``np.ceil``), else ``x``."""
     try:
         return math.ceil(x)
@@ -51,7 +52,7 @@ def ceil(x):
         return x
 
 
-def fused_multiply_add(a, b, c, one):
+def fused_multiply_add(a: Any, b: Any, c: Any, one: Any) -> Any:
     """``a * b + c`` rounded once to the dtype of ``one``, as XLA's fused multiply-add gives it.
 
     For float32 and float16 operands the double product is exact, so rounding the double sum to
@@ -64,7 +65,7 @@ def fused_multiply_add(a, b, c, one):
     return one * (float(a) * float(b) + float(c))
 
 
-def scalar_type(value):
+def scalar_type(value: Any) -> Any:
     """The NumPy scalar type of ``convert_to_tensor(value)`` in Keras (Python int -> int32)."""
     dtype = getattr(value, "dtype", None)
     if dtype is not None:
@@ -76,14 +77,14 @@ def scalar_type(value):
     return np.float32
 
 
-def promoted_type(types):
+def promoted_type(types: Any) -> Any:
     """The dtype a sum of scalars of ``types`` ends in under Keras's promotion (int < float)."""
     floats = [t for t in types if np.dtype(t).kind == "f"]
     pool = floats or list(types)
     return max(pool, key=lambda t: np.dtype(t).itemsize)
 
 
-def plain(value):
+def plain(value: Any) -> Any:
     """``value`` with NumPy scalars turned into Python scalars, as Keras's serializer does."""
     if isinstance(value, dict):
         return {key: plain(item) for key, item in value.items()}

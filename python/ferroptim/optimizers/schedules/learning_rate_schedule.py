@@ -24,7 +24,8 @@ the NumPy scalar it meets), several times cheaper than constructing ``dtype(valu
 
 import bisect
 import math
-from typing import Dict, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any, Dict, Optional, Sequence, Tuple, Type, TypeVar
 
 import numpy as np
 
@@ -53,6 +54,8 @@ __all__ = [
 ]
 
 _MODULE = "keras.optimizers.schedules"
+# The class `from_config` is called on.
+_Schedule = TypeVar("_Schedule", bound="LearningRateSchedule")
 
 
 class LearningRateSchedule:
@@ -69,7 +72,7 @@ class LearningRateSchedule:
             def __init__(self, initial_learning_rate):
                 self.initial_learning_rate = initial_learning_rate
 
-            def __call__(self, step):
+            def __call__(self, step: Any) -> Any:
                 return self.initial_learning_rate / (step + 1)
 
             def get_config(self):
@@ -80,23 +83,23 @@ class LearningRateSchedule:
     # class attribute) until then.
     _cache = None
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         # Keras reads the attributes on every call, so assigning one must change the next result.
         object.__setattr__(self, name, value)
         if name != "_cache":
             self.__dict__.pop("_cache", None)
 
-    def _constants(self):
+    def _constants(self) -> Any:
         cache = self._cache
         if cache is None:
             cache = self._prepare()
             self._cache = cache
         return cache
 
-    def _prepare(self):
+    def _prepare(self) -> Any:
         raise NotImplementedError
 
-    def __call__(self, step):
+    def __call__(self, step: Any) -> Any:
         """The learning rate at ``step``.
 
         Args:
@@ -111,15 +114,26 @@ class LearningRateSchedule:
             "must override `__call__(self, step)`."
         )
 
-    def get_config(self):
+    def get_config(self) -> Dict[str, Any]:
         """The constructor arguments of this schedule, as a dict."""
         raise NotImplementedError(
             f"Learning rate schedule '{self.__class__.__name__}' "
             "must override `get_config()` in order to be serializable."
         )
 
+    def __repr__(self) -> str:
+        """The constructor call with the non-default arguments, for a schedule whose
+        `get_config` returns its constructor's arguments (every built-in one)."""
+        try:
+            config = self.get_config()
+        except NotImplementedError:
+            return object.__repr__(self)
+        from ferroptim.optimizers._arguments import constructor_repr
+
+        return constructor_repr(self, config)
+
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls: Type[_Schedule], config: Dict[str, Any]) -> _Schedule:
         """Instantiates a schedule from its config.
 
         Args:
@@ -131,12 +145,12 @@ class LearningRateSchedule:
         return cls(**config)
 
 
-def _check_positive(name, value):
+def _check_positive(name: str, value: Any) -> None:
     if value <= 0:
         raise ValueError(f"Argument `{name}` must be > 0. Received: {name}={value}")
 
 
-def _decay_progress(step, dtype, decay_steps, staircase):
+def _decay_progress(step: Any, dtype: Any, decay_steps: Any, staircase: Any) -> Any:
     # `step / decay_steps` in the dtype, floored with `staircase`: ExponentialDecay's exponent
     # and InverseTimeDecay's quotient, in Keras's operations.
     p = cast_step(step, dtype) / decay_steps
@@ -154,14 +168,14 @@ class _BuiltinSchedule(LearningRateSchedule):
     _attribute_of: Dict[str, str] = {}
     _positive: Optional[str] = None
 
-    def _store_arguments(self, arguments):
+    def _store_arguments(self, arguments: Dict[str, Any]) -> None:
         # `arguments`: the constructor's `locals()`.
         for argument in self._arguments:
             setattr(self, self._attribute_of.get(argument, argument), arguments[argument])
         if self._positive is not None:
             _check_positive(self._positive, arguments[self._positive])
 
-    def get_config(self):
+    def get_config(self) -> Dict[str, Any]:
         """The constructor arguments of this schedule, as a dict."""
         return {
             argument: getattr(self, self._attribute_of.get(argument, argument))
@@ -172,22 +186,13 @@ class _BuiltinSchedule(LearningRateSchedule):
 class _RateDecay(_BuiltinSchedule):
     # ExponentialDecay's and InverseTimeDecay's arguments, the same for both.
     _arguments = ("initial_learning_rate", "decay_steps", "decay_rate", "staircase", "name")
+    # The constructor's arguments, kept by `_store_arguments`.
+    initial_learning_rate: Any
+    decay_steps: int
+    decay_rate: float
+    staircase: bool
+    name: str
     _positive = "decay_steps"
-
-
-def _rate_decay_init(default_name):
-    # The constructor of `_RateDecay`'s subclasses: one signature but for the default name.
-    def __init__(
-        self,
-        initial_learning_rate,
-        decay_steps,
-        decay_rate,
-        staircase=False,
-        name=default_name,
-    ):
-        self._store_arguments(locals())
-
-    return __init__
 
 
 class ExponentialDecay(_RateDecay):
@@ -210,9 +215,17 @@ class ExponentialDecay(_RateDecay):
         name: A str. The schedule's name. Defaults to ``"ExponentialDecay"``.
     """
 
-    __init__ = _rate_decay_init("ExponentialDecay")
+    def __init__(
+        self,
+        initial_learning_rate: float,
+        decay_steps: int,
+        decay_rate: float,
+        staircase: bool = False,
+        name: str = "ExponentialDecay",
+    ) -> None:
+        self._store_arguments(locals())
 
-    def _prepare(self):
+    def _prepare(self) -> Any:
         dtype = compute_dtype(self.initial_learning_rate)
         power = functions_for(dtype)[0]
         return (
@@ -226,7 +239,7 @@ class ExponentialDecay(_RateDecay):
             bool(self.staircase),
         )
 
-    def __call__(self, step):
+    def __call__(self, step: Any) -> Any:
         """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
         dtype, power, initial, decay_steps, decay_rate, staircase = self._constants()
         p = _decay_progress(step, dtype, decay_steps, staircase)
@@ -257,8 +270,14 @@ class PiecewiseConstantDecay(_BuiltinSchedule):
     """
 
     _arguments = ("boundaries", "values", "name")
+    # The constructor's arguments, kept by `_store_arguments`.
+    boundaries: Sequence[Any]
+    values: Sequence[Any]
+    name: str
 
-    def __init__(self, boundaries, values, name="PiecewiseConstant"):
+    def __init__(
+        self, boundaries: Sequence[Any], values: Sequence[Any], name: str = "PiecewiseConstant"
+    ) -> None:
         super().__init__()
         if len(boundaries) != len(values) - 1:
             raise ValueError(
@@ -269,7 +288,7 @@ class PiecewiseConstantDecay(_BuiltinSchedule):
             )
         self._store_arguments(locals())
 
-    def _prepare(self):
+    def _prepare(self) -> Any:
         types = [scalar_type(v) for v in self.values]
         result_type = types[0] if len(set(types)) == 1 else promoted_type(types)
         values = [result_type(v) for v in self.values]
@@ -278,7 +297,7 @@ class PiecewiseConstantDecay(_BuiltinSchedule):
         # The boundaries cast to each step type met so far, keyed by that type.
         return values, result_type, boundaries, is_sorted, {}
 
-    def _bounds_for(self, kind, boundaries, by_kind):
+    def _bounds_for(self, kind: Any, boundaries: Any, by_kind: Dict[Any, Any]) -> Any:
         bounds = by_kind.get(kind)
         if bounds is None:
             if kind is int:
@@ -290,11 +309,13 @@ class PiecewiseConstantDecay(_BuiltinSchedule):
             by_kind[kind] = bounds
         return bounds
 
-    def __call__(self, step):
+    def __call__(self, step: Any) -> Any:
         """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
         values, result_type, boundaries, is_sorted, by_kind = self._constants()
         if isinstance(step, np.ndarray):
             step = step[()]
+        kind: Any
+        key: float
         if isinstance(step, (int, np.integer)):
             kind, key = int, int(step)
         else:
@@ -354,20 +375,27 @@ class PolynomialDecay(_BuiltinSchedule):
         "name",
     )
     _positive = "decay_steps"
+    # The constructor's arguments, kept by `_store_arguments`.
+    initial_learning_rate: Any
+    decay_steps: int
+    end_learning_rate: float
+    power: float
+    cycle: bool
+    name: str
 
     def __init__(
         self,
-        initial_learning_rate,
-        decay_steps,
-        end_learning_rate=0.0001,
-        power=1.0,
-        cycle=False,
-        name="PolynomialDecay",
-    ):
+        initial_learning_rate: float,
+        decay_steps: int,
+        end_learning_rate: float = 0.0001,
+        power: float = 1.0,
+        cycle: bool = False,
+        name: str = "PolynomialDecay",
+    ) -> None:
         super().__init__()
         self._store_arguments(locals())
 
-    def _prepare(self):
+    def _prepare(self) -> Any:
         dtype = compute_dtype(self.initial_learning_rate)
         end = dtype(self.end_learning_rate)
         return (
@@ -380,7 +408,7 @@ class PolynomialDecay(_BuiltinSchedule):
             bool(self.cycle),
         )
 
-    def __call__(self, step):
+    def __call__(self, step: Any) -> Any:
         """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
         dtype, pow_, span, end, power, decay_steps, cycle = self._constants()
         step = cast_step(step, dtype)
@@ -412,9 +440,17 @@ class InverseTimeDecay(_RateDecay):
         name: A str. The schedule's name. Defaults to ``"InverseTimeDecay"``.
     """
 
-    __init__ = _rate_decay_init("InverseTimeDecay")
+    def __init__(
+        self,
+        initial_learning_rate: float,
+        decay_steps: int,
+        decay_rate: float,
+        staircase: bool = False,
+        name: str = "InverseTimeDecay",
+    ) -> None:
+        self._store_arguments(locals())
 
-    def _prepare(self):
+    def _prepare(self) -> Any:
         dtype = compute_dtype(self.initial_learning_rate)
         return (
             dtype,
@@ -424,7 +460,7 @@ class InverseTimeDecay(_RateDecay):
             bool(self.staircase),
         )
 
-    def __call__(self, step):
+    def __call__(self, step: Any) -> Any:
         """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
         dtype, initial, decay_steps, decay_rate, staircase = self._constants()
         p = _decay_progress(step, dtype, decay_steps, staircase)
@@ -479,20 +515,27 @@ class CosineDecay(_BuiltinSchedule):
         "warmup_steps",
     )
     _positive = "decay_steps"
+    # The constructor's arguments, kept by `_store_arguments`.
+    initial_learning_rate: Any
+    decay_steps: int
+    alpha: float
+    name: str
+    warmup_target: Optional[float]
+    warmup_steps: int
 
     def __init__(
         self,
-        initial_learning_rate,
-        decay_steps,
-        alpha=0.0,
-        name="CosineDecay",
-        warmup_target=None,
-        warmup_steps=0,
-    ):
+        initial_learning_rate: float,
+        decay_steps: int,
+        alpha: float = 0.0,
+        name: str = "CosineDecay",
+        warmup_target: Optional[float] = None,
+        warmup_steps: int = 0,
+    ) -> None:
         super().__init__()
         self._store_arguments(locals())
 
-    def _prepare(self):
+    def _prepare(self) -> Any:
         dtype = compute_dtype(self.initial_learning_rate)
         initial = dtype(self.initial_learning_rate)
         decay_steps = dtype(self.decay_steps)
@@ -513,7 +556,7 @@ class CosineDecay(_BuiltinSchedule):
             warmup,
         )
 
-    def __call__(self, step):
+    def __call__(self, step: Any) -> Any:
         """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
         dtype, one, cos, initial, decay_steps, pi, one_minus_alpha, alpha, warmup = (
             self._constants()
@@ -568,21 +611,28 @@ class CosineDecayRestarts(_BuiltinSchedule):
     _arguments = ("initial_learning_rate", "first_decay_steps", "t_mul", "m_mul", "alpha", "name")
     # Keras keeps the two multipliers private.
     _attribute_of = {"t_mul": "_t_mul", "m_mul": "_m_mul"}
+    # The constructor's arguments, kept by `_store_arguments`.
+    initial_learning_rate: Any
+    first_decay_steps: int
+    _t_mul: float
+    _m_mul: float
+    alpha: float
+    name: str
     _positive = "first_decay_steps"
 
     def __init__(
         self,
-        initial_learning_rate,
-        first_decay_steps,
-        t_mul=2.0,
-        m_mul=1.0,
-        alpha=0.0,
-        name="SGDRDecay",
-    ):
+        initial_learning_rate: float,
+        first_decay_steps: int,
+        t_mul: float = 2.0,
+        m_mul: float = 1.0,
+        alpha: float = 0.0,
+        name: str = "SGDRDecay",
+    ) -> None:
         super().__init__()
         self._store_arguments(locals())
 
-    def _prepare(self):
+    def _prepare(self) -> Any:
         dtype = compute_dtype(self.initial_learning_rate)
         power, log, cos = functions_for(dtype)
         alpha = dtype(self.alpha)
@@ -606,7 +656,7 @@ class CosineDecayRestarts(_BuiltinSchedule):
             one * log(t_mul),
         )
 
-    def __call__(self, step):
+    def __call__(self, step: Any) -> Any:
         """The learning rate at ``step``. See ``LearningRateSchedule.__call__``."""
         (
             dtype,
@@ -653,7 +703,7 @@ _BUILTIN = {
 }
 
 
-def serialize(learning_rate_schedule):
+def serialize(learning_rate_schedule: Any) -> Any:
     """Serializes a schedule into a JSON-compatible dict, in Keras's format.
 
     A built-in schedule gives
@@ -693,7 +743,7 @@ def serialize(learning_rate_schedule):
     }
 
 
-def deserialize(config, custom_objects=None):
+def deserialize(config: Any, custom_objects: Optional[Mapping[str, Any]] = None) -> Any:
     """Instantiates a schedule from its serialized form.
 
     The class is looked up first in ``custom_objects`` (by ``class_name``, then by
@@ -722,8 +772,9 @@ def deserialize(config, custom_objects=None):
     class_name = config["class_name"]
     custom_objects = custom_objects or {}
     cls = custom_objects.get(class_name)
-    if cls is None:
-        cls = custom_objects.get(config.get("registered_name"))
+    registered = config.get("registered_name")
+    if cls is None and isinstance(registered, str):
+        cls = custom_objects.get(registered)
     if cls is None:
         cls = _BUILTIN.get(class_name)
     if cls is None:
