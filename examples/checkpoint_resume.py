@@ -2,7 +2,8 @@
 the run that never stopped.
 
 The model and data are those of `digits_distributed.py` (a NumPy MLP on scikit-learn's bundled
-digits), imported from it. The optimizer carries every kind of state a resume has to get right:
+digits), the batches those of `digits_optimizers.py`, imported from them. The optimizer
+carries every kind of state a resume has to get right:
 
     AdamW(learning_rate=CosineDecay(0.0, ..., warmup_target=3e-3, warmup_steps=<one epoch>),
           weight_decay=0.004, global_clipnorm=1.0, use_ema=True, ema_momentum=0.99)
@@ -57,18 +58,14 @@ from digits_distributed import (
     load_data,
     loss_and_gradients,
 )
+from digits_optimizers import DOCS_IMAGES, DPI, FIGSIZE, batch_order
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import ferroptim as fo
 
 # Where `--plot` with no file name writes: the image the documentation shows.
-DEFAULT_PLOT = (
-    pathlib.Path(__file__).resolve().parent.parent / "docs" / "images" / ("checkpoint_resume.png")
-)
-# The figure: 12 x 4 inches at 100 dots per inch, a 1200 x 400 PNG.
-FIGSIZE = (12.0, 4.0)
-DPI = 100
+DEFAULT_PLOT = DOCS_IMAGES / "checkpoint_resume.png"
 CHECKPOINT = "optimizer.fo"  # `opt.save`: the optimizer and the parameters
 HISTORY = "history.npz"  # `np.savez`: the losses so far
 
@@ -94,19 +91,6 @@ def make_optimizer(steps: int, warmup: int) -> fo.optimizers.AdamW:
     )
     opt.exclude_from_weight_decay(var_names=["bias"])
     return opt
-
-
-def batch_order(n_train: int, epochs: int, batch_size: int, seed: int) -> List[npt.NDArray[Any]]:
-    """The training set's indices for every step of the run: each epoch a new shuffle (drawn
-    from `seed`), cut into batches of `batch_size` (the last partial batch left out). Step `i`
-    always trains on batch `i`, so a resumed run needs only its step count to go on."""
-    rng = np.random.default_rng(seed)
-    steps_per_epoch = n_train // batch_size
-    batches = []
-    for _ in range(epochs):
-        order = rng.permutation(n_train)
-        batches.extend(np.split(order[: steps_per_epoch * batch_size], steps_per_epoch))
-    return batches
 
 
 @dataclass

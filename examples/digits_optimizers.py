@@ -69,10 +69,10 @@ from matplotlib.figure import Figure
 import ferroptim as fo
 
 # Where `--plot` with no file name writes: the image the documentation shows.
-DEFAULT_PLOT = (
-    pathlib.Path(__file__).resolve().parent.parent / "docs" / "images" / ("digits_optimizers.png")
-)
-# The figure: 12 x 4 inches at 100 dots per inch, a 1200 x 400 PNG.
+DOCS_IMAGES = pathlib.Path(__file__).resolve().parent.parent / "docs" / "images"
+DEFAULT_PLOT = DOCS_IMAGES / "digits_optimizers.png"
+# The figures (this example's and checkpoint_resume.py's): 12 x 4 inches at 100 dots per inch,
+# a 1200 x 400 PNG.
 FIGSIZE = (12.0, 4.0)
 DPI = 100
 # Given the same gradients for this many steps, ferroptim and the NumPy rule must end within
@@ -83,12 +83,10 @@ CHECK_STEPS = 10
 MAX_EPS = 8.0
 
 LearningRate = Union[float, Callable[[int], float]]
+F32 = np.float32
 
 
 # --- the optimizers written by hand in NumPy -----------------------------------------------------
-
-
-F32 = np.float32
 
 
 class NumpyOptimizer:
@@ -309,7 +307,8 @@ CONTENDERS = (
 
 def batch_order(n_train: int, epochs: int, batch_size: int, seed: int) -> List[npt.NDArray[Any]]:
     """The training set's indices for every step of the run: each epoch a new shuffle (drawn
-    from `seed`), cut into batches of `batch_size` (the last partial batch left out)."""
+    from `seed`), cut into batches of `batch_size` (the last partial batch left out). Step `i`
+    trains on batch `i`, whatever the optimizer, and after a resume too."""
     rng = np.random.default_rng(seed)
     steps_per_epoch = n_train // batch_size
     batches = []

@@ -110,9 +110,10 @@ def test_the_digits_plot_is_a_png(digits):
     assert_png(digits[1])
 
 
-def test_plot_without_a_file_writes_the_documentation_image():
-    parse_args = load("digits_optimizers").parse_args
-    assert parse_args(["--plot"]).plot == str(DOCS_IMAGES / "digits_optimizers.png")
+@pytest.mark.parametrize("name", ["digits_optimizers", "checkpoint_resume"])
+def test_plot_without_a_file_writes_the_documentation_image(name):
+    parse_args = load(name).parse_args
+    assert parse_args(["--plot"]).plot == str(DOCS_IMAGES / f"{name}.png")
     assert parse_args(["--plot", "x.png"]).plot == "x.png"
     assert parse_args([]).plot is None
 
