@@ -245,11 +245,12 @@ def warmup_cosine(peak: float, warmup_steps: int, decay_steps: int) -> Callable[
 @dataclass(frozen=True)
 class Contender:
     """One optimizer: its ferroptim form and its NumPy form, each made fresh for a run of
-    `steps` steps of which the first epoch is `warmup` steps."""
+    `steps` steps of which the first epoch is `warmup` steps, and its curves' line style."""
 
     name: str
     ferroptim: Callable[[int, int], fo.optimizers.Optimizer]
     numpy: Callable[[int, int], NumpyOptimizer]
+    line: str = "-"
 
 
 def adamw(steps: int, warmup: int) -> fo.optimizers.Optimizer:
@@ -283,6 +284,7 @@ CONTENDERS = (
         "AdamW",
         adamw,
         lambda steps, warmup: NumpyAdam(1e-3, weight_decay=0.004, exclude=["bias"]),
+        line="--",  # its curves lie on Adam's: its decay takes 4e-6 of a weight per step
     ),
     Contender(
         "RMSprop",
@@ -386,10 +388,15 @@ class Result:
     """A contender's two runs, and how far apart its two forms were after `CHECK_STEPS` steps
     on the same gradients (`relative_difference`)."""
 
-    name: str
+    contender: Contender
     ferroptim: Run
     numpy: Run
     first_steps: float
+
+    @property
+    def name(self) -> str:
+        """The contender's name."""
+        return self.contender.name
 
 
 def first_steps_apart(
@@ -432,7 +439,7 @@ def compare(
         train(make(len(batches), steps_per_epoch), initial, data, batches, steps_per_epoch)
         for make in (contender.ferroptim, contender.numpy)
     ]
-    return Result(contender.name, runs[0], runs[1], apart)
+    return Result(contender, runs[0], runs[1], apart)
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -467,8 +474,9 @@ def plot(results: Sequence[Result], path: pathlib.Path, title: str) -> None:
     loss_axes, accuracy_axes, time_axes = fig.subplots(1, 3)
     for r in results:
         epochs = np.arange(len(r.ferroptim.train_loss))
-        loss_axes.plot(epochs, r.ferroptim.train_loss, label=r.name)
-        accuracy_axes.plot(epochs[1:], r.ferroptim.accuracy[1:], label=r.name)
+        line = r.contender.line
+        loss_axes.plot(epochs, r.ferroptim.train_loss, line, label=r.name)
+        accuracy_axes.plot(epochs[1:], r.ferroptim.accuracy[1:], line, label=r.name)
     loss_axes.set(yscale="log", xlabel="epoch", ylabel="cross-entropy (training set)")
     loss_axes.set_title("training loss")
     loss_axes.legend(fontsize="small")
