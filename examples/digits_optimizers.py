@@ -89,6 +89,13 @@ F32 = np.float32
 # --- the optimizers written by hand in NumPy -----------------------------------------------------
 
 
+def float32_power(base: float, exponent: int) -> np.float32:
+    """float32(base) ** exponent in float32, correctly rounded: computed in double, then rounded
+    once. Keras computes Adam's `beta ** t` in float32; a float32 `pow` may be off by one bit
+    from one C library to another, this is not."""
+    return F32(float(F32(base)) ** exponent)
+
+
 class NumpyOptimizer:
     """An optimizer as a NumPy user writes it: per-parameter slots in a dict, a Python loop over
     the parameters, ufuncs with temporaries. Subclasses write `update`.
@@ -97,8 +104,8 @@ class NumpyOptimizer:
     so ferroptim's): the learning rate is rounded to float32 (Keras keeps it in a float32
     variable); a hyperparameter written in a Python expression such as `1 - beta_1` is computed
     in double and rounded where it meets an array (NumPy does that with a Python float); a
-    scalar Keras computes from tensors, such as Adam's `beta_1 ** t`, is computed in float32
-    here too (`F32`).
+    scalar Keras computes from tensors, such as Adam's `beta_1 ** t`, is a float32 here too
+    (`F32`, `float32_power`).
 
     Args:
         learning_rate: a float, or a function of the step count (0 for the first step) that
@@ -177,7 +184,8 @@ class NumpyAdam(NumpyOptimizer):
         """Decay, then m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); p -= m alpha / (sqrt(v) +
         eps), with alpha = lr sqrt(1 - b2^t) / (1 - b1^t)."""
         t = self.iterations + 1
-        alpha = lr * np.sqrt(1 - F32(self.beta_2) ** t) / (1 - F32(self.beta_1) ** t)
+        beta_1_power, beta_2_power = float32_power(self.beta_1, t), float32_power(self.beta_2, t)
+        alpha = lr * np.sqrt(1 - beta_2_power) / (1 - beta_1_power)
         moments = zip(self.slot("momentum", params), self.slot("velocity", params))
         for (name, p), g, (m, v) in zip(params.items(), grads.values(), moments):
             if self.weight_decay and not any(word in name for word in self.exclude):
