@@ -43,6 +43,7 @@ The checkpoints go to a temporary directory unless `--checkpoint-dir` names one.
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import tempfile
 from dataclasses import dataclass, field
@@ -123,8 +124,12 @@ def train(
             raise SimulatedCrash(f"stopped at step {step}")
         if checkpoints is not None and step and step % every == 0:
             # The history first: a crash between the two writes leaves a history longer than
-            # the checkpoint's step count, and the resume reads only what it needs of it.
-            np.savez(checkpoints / HISTORY, losses=np.array(run.losses))
+            # the checkpoint's step count, and the resume reads only what it needs of it. Each
+            # write replaces its file whole (`opt.save` does so itself).
+            partial = checkpoints / (HISTORY + ".partial")
+            with open(partial, "wb") as f:
+                np.savez(f, losses=np.array(run.losses))
+            os.replace(partial, checkpoints / HISTORY)
             run.opt.save(checkpoints / CHECKPOINT)
         batch = batches[step]
         loss, grads = loss_and_gradients(run.params, data.x_train[batch], data.y_train[batch])

@@ -467,7 +467,7 @@ def table(results: Sequence[Result]) -> str:
         else:
             numpy_run = f"test accuracy {r.numpy.accuracy[-1]:.4f}"
         lines.append(
-            f"| {r.name} | {r.ferroptim.train_loss[-1]:.4f} | {r.ferroptim.test_loss[-1]:.4f} "
+            f"| {r.name} | {r.ferroptim.train_loss[-1]:.3g} | {r.ferroptim.test_loss[-1]:.4f} "
             f"| {r.ferroptim.accuracy[-1]:.4f} | {fast:.1f} | {slow:.1f} | {slow / fast:.1f}x "
             f"| {numpy_run} |"
         )
