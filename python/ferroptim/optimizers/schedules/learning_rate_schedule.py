@@ -63,7 +63,7 @@ class LearningRateSchedule:
     implements ``__call__(self, step)`` and, to be serializable, ``get_config(self)``;
     ``from_config`` then rebuilds it as ``cls(**config)``.
 
-    Example::
+    For example:
 
         class MyLRSchedule(LearningRateSchedule):
             def __init__(self, initial_learning_rate):
@@ -197,7 +197,7 @@ class ExponentialDecay(_RateDecay):
     every ``decay_steps`` steps. The result has the dtype of ``initial_learning_rate`` (float32
     for a Python float).
 
-    Example::
+    For example:
 
         schedule = ExponentialDecay(0.1, decay_steps=100000, decay_rate=0.96, staircase=True)
         optimizer = ferroptim.optimizers.SGD(learning_rate=schedule)
@@ -243,7 +243,7 @@ class PiecewiseConstantDecay(_BuiltinSchedule):
     to the step's type (an integer step truncates float boundaries). The result has the dtype of
     the values (float32 for Python floats, int32 for Python ints).
 
-    Example: 1.0 for the first 100001 steps, 0.5 for the next 10000, 0.1 after::
+    For example, 1.0 for the first 100001 steps, 0.5 for the next 10000, 0.1 after:
 
         schedule = PiecewiseConstantDecay([100000, 110000], [1.0, 0.5, 0.1])
 
@@ -332,7 +332,7 @@ class PolynomialDecay(_BuiltinSchedule):
     (``decay_steps * ceil(step / decay_steps)``, and ``decay_steps`` itself at step 0), so the
     decay restarts after each period. The result has the dtype of ``initial_learning_rate``.
 
-    Example: decay from 0.1 to 0.01 over 10000 steps along a square root::
+    For example, a decay from 0.1 to 0.01 over 10000 steps along a square root:
 
         schedule = PolynomialDecay(0.1, 10000, 0.01, power=0.5)
 
@@ -400,7 +400,7 @@ class InverseTimeDecay(_RateDecay):
     is the Keras 2 ``decay`` argument's rule ``lr / (1 + decay * iterations)``. The result has the
     dtype of ``initial_learning_rate``.
 
-    Example::
+    For example:
 
         schedule = InverseTimeDecay(0.1, decay_steps=1.0, decay_rate=0.5)
 
@@ -456,7 +456,7 @@ class CosineDecay(_BuiltinSchedule):
     dtype (``CosineDecayRestarts`` computes it in that dtype). The result has the dtype of
     ``initial_learning_rate``.
 
-    Example::
+    For example:
 
         schedule = CosineDecay(0.0, 1000, warmup_target=0.1, warmup_steps=1000)
 
@@ -549,7 +549,7 @@ class CosineDecayRestarts(_BuiltinSchedule):
     ``f = step / first_decay_steps``, in the schedule's dtype. The result has the dtype of
     ``initial_learning_rate``.
 
-    Example::
+    For example:
 
         schedule = CosineDecayRestarts(0.1, first_decay_steps=1000)
 
