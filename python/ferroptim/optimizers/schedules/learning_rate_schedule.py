@@ -206,7 +206,7 @@ class ExponentialDecay(_RateDecay):
         initial_learning_rate: A float. The initial learning rate.
         decay_steps: A positive number. The exponent is ``step / decay_steps``.
         decay_rate: A float. The decay rate.
-        staircase: A bool. If True, decay at discrete intervals.
+        staircase: A bool. If True, decay at discrete intervals. Defaults to False.
         name: A str. The schedule's name. Defaults to ``"ExponentialDecay"``.
     """
 
@@ -322,7 +322,7 @@ class PiecewiseConstantDecay(_BuiltinSchedule):
 class PolynomialDecay(_BuiltinSchedule):
     """Polynomial decay from ``initial_learning_rate`` to ``end_learning_rate``.
 
-    Without ``cycle``::
+    Without ``cycle``:
 
         step = min(step, decay_steps)
         lr = (initial_learning_rate - end_learning_rate) * (1 - step / decay_steps) ** power
@@ -408,7 +408,7 @@ class InverseTimeDecay(_RateDecay):
         initial_learning_rate: A float. The initial learning rate.
         decay_steps: A positive number. How often to apply decay.
         decay_rate: A float. The decay rate.
-        staircase: A bool. Whether to decay at discrete intervals.
+        staircase: A bool. Whether to decay at discrete intervals. Defaults to False.
         name: A str. The schedule's name. Defaults to ``"InverseTimeDecay"``.
     """
 
@@ -434,7 +434,7 @@ class InverseTimeDecay(_RateDecay):
 class CosineDecay(_BuiltinSchedule):
     """Cosine decay with an optional linear warmup (Loshchilov & Hutter, "SGDR", ICLR 2017).
 
-    Without warmup (``warmup_target=None``)::
+    Without warmup (``warmup_target=None``):
 
         step = min(step, decay_steps)
         lr = initial_learning_rate
@@ -442,7 +442,7 @@ class CosineDecay(_BuiltinSchedule):
 
     With warmup, the rate first rises linearly from ``initial_learning_rate`` to
     ``warmup_target`` over ``warmup_steps`` steps (Goyal et al., 2017), then follows the cosine
-    decay above from ``warmup_target`` to ``warmup_target * alpha`` over ``decay_steps`` steps::
+    decay above from ``warmup_target`` to ``warmup_target * alpha`` over ``decay_steps`` steps:
 
         step = min(step, warmup_steps + decay_steps)
         if step < warmup_steps:
@@ -539,7 +539,7 @@ class CosineDecayRestarts(_BuiltinSchedule):
 
     The multiplier decays along a half cosine from 1 to ``alpha`` over ``first_decay_steps``
     steps, then restarts; period ``i`` lasts ``first_decay_steps * t_mul**i`` steps and its
-    cosine part is scaled by ``m_mul**i``::
+    cosine part is scaled by ``m_mul**i``:
 
         lr = initial_learning_rate
              * ((1 - alpha) * 0.5 * m_mul**i * (1 + cos(pi * fraction_of_period_i)) + alpha)
