@@ -313,9 +313,13 @@ class LossScaleOptimizer(Composite, Optimizer):
     def from_config(
         cls, config: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]] = None
     ) -> "LossScaleOptimizer":
-        """Create a LossScaleOptimizer from `get_config()`'s output `config` (not modified),
-        whose `inner_optimizer` is a serialized optimizer or an `Optimizer` instance;
-        `custom_objects`, extra classes by name, serve to deserialize the inner optimizer."""
+        """Create a LossScaleOptimizer from `get_config()`'s output.
+
+        Args:
+            config: the configuration dict (not modified), whose `inner_optimizer` is a
+                serialized optimizer or an `Optimizer` instance.
+            custom_objects: extra classes by name, to deserialize the inner optimizer.
+        """
         config = config_with_inner("LossScaleOptimizer", config, "inner_optimizer", custom_objects)
         return cls(config.pop("inner_optimizer"), **config)
 

@@ -417,9 +417,13 @@ class MultiOptimizer(Composite, Optimizer):
     def from_config(
         cls, config: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]] = None
     ) -> "MultiOptimizer":
-        """Create a MultiOptimizer from `get_config()`'s output `config` (not modified), whose
-        `optimizer_map` is a serialized `OptimizerMap` or a callable; `custom_objects`, extra
-        classes by name, serve to deserialize the map and its optimizers."""
+        """Create a MultiOptimizer from `get_config()`'s output.
+
+        Args:
+            config: the configuration dict (not modified), whose `optimizer_map` is a
+                serialized `OptimizerMap` or a callable.
+            custom_objects: extra classes by name, to deserialize the map and its optimizers.
+        """
         return cls(**config_with_inner("MultiOptimizer", config, "optimizer_map", custom_objects))
 
 
