@@ -33,23 +33,23 @@ class IndexedSlices:
     The arrays are read at each step, and checked there before anything changes: the indices
     must be in `range(dense_shape[0])` and not empty, `dense_shape` must be the variable's shape.
 
-    Example:
-
-    >>> import numpy as np
-    >>> import ferroptim as fo
-    >>> table = np.ones((4, 2), dtype=np.float32)
-    >>> g = fo.IndexedSlices(np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), [3, 0], table.shape)
-    >>> g.to_dense()
-    array([[3., 4.],
-           [0., 0.],
-           [0., 0.],
-           [1., 2.]], dtype=float32)
-    >>> fo.optimizers.SGD(learning_rate=0.5).apply([g], [table])
-    >>> table
-    array([[-0.5, -1. ],
-           [ 1. ,  1. ],
-           [ 1. ,  1. ],
-           [ 0.5,  0. ]], dtype=float32)
+    Examples:
+        >>> import numpy as np
+        >>> import ferroptim as fo
+        >>> table = np.ones((4, 2), dtype=np.float32)
+        >>> rows = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+        >>> g = fo.IndexedSlices(rows, [3, 0], table.shape)
+        >>> g.to_dense()
+        array([[3., 4.],
+               [0., 0.],
+               [0., 0.],
+               [1., 2.]], dtype=float32)
+        >>> fo.optimizers.SGD(learning_rate=0.5).apply([g], [table])
+        >>> table
+        array([[-0.5, -1. ],
+               [ 1. ,  1. ],
+               [ 1. ,  1. ],
+               [ 0.5,  0. ]], dtype=float32)
 
     Args:
         values: the rows' values, an array of shape `(len(indices),) + dense_shape[1:]` of a

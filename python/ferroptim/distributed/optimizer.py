@@ -311,7 +311,15 @@ class DistributedOptimizer:
             self.optimizer.apply(self._as_input(full), self._as_input(self._variables))
 
     def apply_gradients(self, grads_and_vars: Any) -> int:
-        """`apply` over (gradient, variable) pairs; returns the raw iteration count."""
+        """`apply` over (gradient, variable) pairs.
+
+        Args:
+            grads_and_vars: an iterable of (gradient, variable) pairs, e.g.
+                `zip(grads, params)`.
+
+        Returns:
+            The raw iteration count after the call.
+        """
         pairs = list(grads_and_vars)
         if pairs:
             grads, variables = zip(*pairs)

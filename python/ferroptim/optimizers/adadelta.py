@@ -25,15 +25,14 @@ class Adadelta(Optimizer, name="adadelta"):
     updates of the previous steps. The paper has no learning rate (it is 1.0); Keras's default
     of 0.001 makes the steps 1000 times smaller than the paper's.
 
-    Example:
-
-    >>> import numpy as np
-    >>> import ferroptim as fo
-    >>> w = np.array([1.0, 2.0], dtype=np.float32)
-    >>> opt = fo.optimizers.Adadelta(learning_rate=0.5, rho=0.8125, epsilon=0.25)
-    >>> _ = opt.apply_gradients([(np.array([2.0, -2.0], dtype=np.float32), w)])
-    >>> w
-    array([0.5, 2.5], dtype=float32)
+    Examples:
+        >>> import numpy as np
+        >>> import ferroptim as fo
+        >>> w = np.array([1.0, 2.0], dtype=np.float32)
+        >>> opt = fo.optimizers.Adadelta(learning_rate=0.5, rho=0.8125, epsilon=0.25)
+        >>> _ = opt.apply_gradients([(np.array([2.0, -2.0], dtype=np.float32), w)])
+        >>> w
+        array([0.5, 2.5], dtype=float32)
 
     Args:
         learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
@@ -46,9 +45,11 @@ class Adadelta(Optimizer, name="adadelta"):
             it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
             `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
             gradients are unaffected. Defaults to False.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
-            see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
+        **base: the base class's arguments, by keyword (or by position after the own ones,
+            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
+            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
+            `Optimizer`.
     """
 
     _elementwise = True

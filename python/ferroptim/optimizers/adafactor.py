@@ -68,16 +68,15 @@ class Adafactor(Unfused, Optimizer, name="adafactor"):
     Loss scaling, accumulation, clipping and the EMA run in the native kernels, weight decay in
     NumPy (see `ferroptim.optimizers._unfused`).
 
-    Example:
-
-    >>> import numpy as np
-    >>> import ferroptim as fo
-    >>> w = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
-    >>> g = np.array([1.0, 6.0, 7.0, 2.0], dtype=np.float32)
-    >>> opt = fo.optimizers.Adafactor(learning_rate=0.5)
-    >>> _ = opt.apply_gradients([(g, w)])
-    >>> np.round(w, 4)
-    array([-0.3693,  0.6307,  1.6307,  2.6307], dtype=float32)
+    Examples:
+        >>> import numpy as np
+        >>> import ferroptim as fo
+        >>> w = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
+        >>> g = np.array([1.0, 6.0, 7.0, 2.0], dtype=np.float32)
+        >>> opt = fo.optimizers.Adafactor(learning_rate=0.5)
+        >>> _ = opt.apply_gradients([(g, w)])
+        >>> np.round(w, 4)
+        array([-0.3693,  0.6307,  1.6307,  2.6307], dtype=float32)
 
     Args:
         learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
@@ -90,9 +89,11 @@ class Adafactor(Unfused, Optimizer, name="adafactor"):
             to 1.0.
         relative_step: kept for Keras compatibility; it changes nothing (see above). Defaults to
             True.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
-            see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
+        **base: the base class's arguments, by keyword (or by position after the own ones,
+            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
+            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
+            `Optimizer`.
     """
 
     _TRANSIENT = Unfused._TRANSIENT + ("_adafactor_work", "_adafactor_factored")

@@ -24,15 +24,16 @@ class Adagrad(Optimizer, name="adagrad"):
     tf.keras's legacy Adagrad and PyTorch add it to `sqrt(accumulator)` instead), and the
     accumulator starts at 0.1 by default (Keras 2 and PyTorch start it at 0).
 
-    Example:
-
-    >>> import numpy as np
-    >>> import ferroptim as fo
-    >>> w = np.array([1.0, 2.0], dtype=np.float32)
-    >>> opt = fo.optimizers.Adagrad(learning_rate=0.5, initial_accumulator_value=0.0, epsilon=0.0)
-    >>> _ = opt.apply_gradients([(np.array([3.0, -4.0], dtype=np.float32), w)])
-    >>> w
-    array([0.5, 2.5], dtype=float32)
+    Examples:
+        >>> import numpy as np
+        >>> import ferroptim as fo
+        >>> w = np.array([1.0, 2.0], dtype=np.float32)
+        >>> opt = fo.optimizers.Adagrad(
+        ...     learning_rate=0.5, initial_accumulator_value=0.0, epsilon=0.0
+        ... )
+        >>> _ = opt.apply_gradients([(np.array([3.0, -4.0], dtype=np.float32), w)])
+        >>> w
+        array([0.5, 2.5], dtype=float32)
 
     Args:
         learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
@@ -41,9 +42,11 @@ class Adagrad(Optimizer, name="adagrad"):
             0.1.
         epsilon: added to the accumulator inside the square root. Defaults to 1e-7; None
             (Keras 2) also means 1e-7.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
-            see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
+        **base: the base class's arguments, by keyword (or by position after the own ones,
+            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
+            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
+            `Optimizer`.
     """
 
     _elementwise = True

@@ -28,16 +28,15 @@ class Adam(Optimizer, name="adam"):
     `eps = epsilon / sqrt(1 - beta_2**t)`, which changes with t; the two agree only when epsilon
     is negligible. AMSGrad takes the max of the uncorrected `v`.
 
-    Example:
-
-    >>> import numpy as np
-    >>> import ferroptim as fo
-    >>> w = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
-    >>> g = np.array([1.0, 6.0, 7.0, 2.0], dtype=np.float32)
-    >>> opt = fo.optimizers.Adam(learning_rate=0.5)
-    >>> _ = opt.apply_gradients([(g, w)])
-    >>> np.round(w, 4)
-    array([0.5, 1.5, 2.5, 3.5], dtype=float32)
+    Examples:
+        >>> import numpy as np
+        >>> import ferroptim as fo
+        >>> w = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
+        >>> g = np.array([1.0, 6.0, 7.0, 2.0], dtype=np.float32)
+        >>> opt = fo.optimizers.Adam(learning_rate=0.5)
+        >>> _ = opt.apply_gradients([(g, w)])
+        >>> np.round(w, 4)
+        array([0.5, 1.5, 2.5, 3.5], dtype=float32)
 
     Args:
         learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
@@ -51,9 +50,11 @@ class Adam(Optimizer, name="adam"):
             it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
             `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
             gradients are unaffected. Defaults to False.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
-            see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
+        **base: the base class's arguments, by keyword (or by position after the own ones,
+            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
+            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
+            `Optimizer`.
     """
 
     _elementwise = True

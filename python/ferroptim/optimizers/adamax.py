@@ -23,15 +23,14 @@ class Adamax(Optimizer, name="adamax"):
     Where this differs from the paper: `epsilon` is added to `u` (the paper's Algorithm 2 has no
     epsilon; PyTorch adds it inside the max instead: `max(beta_2 * u, |g| + eps)`).
 
-    Example:
-
-    >>> import numpy as np
-    >>> import ferroptim as fo
-    >>> w = np.array([1.0, 2.0], dtype=np.float32)
-    >>> opt = fo.optimizers.Adamax(learning_rate=0.5, epsilon=0.0)
-    >>> _ = opt.apply_gradients([(np.array([3.0, -4.0], dtype=np.float32), w)])
-    >>> np.round(w, 4)
-    array([0.5, 2.5], dtype=float32)
+    Examples:
+        >>> import numpy as np
+        >>> import ferroptim as fo
+        >>> w = np.array([1.0, 2.0], dtype=np.float32)
+        >>> opt = fo.optimizers.Adamax(learning_rate=0.5, epsilon=0.0)
+        >>> _ = opt.apply_gradients([(np.array([3.0, -4.0], dtype=np.float32), w)])
+        >>> np.round(w, 4)
+        array([0.5, 2.5], dtype=float32)
 
     Args:
         learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
@@ -45,9 +44,11 @@ class Adamax(Optimizer, name="adamax"):
             it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
             `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
             gradients are unaffected. Defaults to False.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
-            see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
+        **base: the base class's arguments, by keyword (or by position after the own ones,
+            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
+            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
+            `Optimizer`.
     """
 
     _elementwise = True

@@ -22,30 +22,36 @@ class AdamW(Adam, name="adamw"):
     and PyTorch, the decay is multiplied by the learning rate (the paper multiplies it by the
     schedule factor only).
 
-    Example:
-
-    >>> import numpy as np
-    >>> import ferroptim as fo
-    >>> params = {"kernel": np.ones(3, dtype=np.float32), "bias": np.ones(3, dtype=np.float32)}
-    >>> opt = fo.optimizers.AdamW(learning_rate=0.1, weight_decay=0.5)
-    >>> opt.exclude_from_weight_decay(var_names=["bias"])
-    >>> grads = {"kernel": np.zeros(3, dtype=np.float32), "bias": np.zeros(3, dtype=np.float32)}
-    >>> opt.apply(grads, params)
-    >>> params["kernel"], params["bias"]
-    (array([0.95, 0.95, 0.95], dtype=float32), array([1., 1., 1.], dtype=float32))
+    Examples:
+        >>> import numpy as np
+        >>> import ferroptim as fo
+        >>> params = {"kernel": np.ones(3, dtype=np.float32), "bias": np.ones(3, dtype=np.float32)}
+        >>> opt = fo.optimizers.AdamW(learning_rate=0.1, weight_decay=0.5)
+        >>> opt.exclude_from_weight_decay(var_names=["bias"])
+        >>> grads = {"kernel": np.zeros(3, dtype=np.float32), "bias": np.zeros(3, dtype=np.float32)}
+        >>> opt.apply(grads, params)
+        >>> params["kernel"], params["bias"]
+        (array([0.95, 0.95, 0.95], dtype=float32), array([1., 1., 1.], dtype=float32))
 
     Args:
         learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
             Defaults to 0.001.
         weight_decay: the decoupled decay rate; it must not be None. Defaults to 0.004.
-        beta_1, beta_2, epsilon, amsgrad: as in `Adam`.
+        beta_1: decay rate of the first-moment estimate, as in `Adam`. Defaults to 0.9.
+        beta_2: decay rate of the second-moment estimate, as in `Adam`. Defaults to 0.999.
+        epsilon: Adam's "epsilon hat" (see `Adam`). Defaults to 1e-7; None (Keras 2) also
+            means 1e-7.
+        amsgrad: whether to use AMSGrad (adds a `velocity_hat` slot). Defaults to False.
         lazy: with a row-sparse gradient (`ferroptim.IndexedSlices`), update only its rows: their
             slots and values take the rule (and the weight decay), every other row is left as
             it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
             `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
             gradients are unaffected. Defaults to False.
-        clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum, ema_overwrite_frequency,
-        loss_scale_factor, gradient_accumulation_steps, name, **kwargs: see `Optimizer`.
+        **base: the base class's other arguments, by keyword (or by position after the own
+            ones, in Keras's order): `clipnorm`, `clipvalue`, `global_clipnorm`, `use_ema`,
+            `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
+            `Optimizer`.
     """
 
     def __init__(

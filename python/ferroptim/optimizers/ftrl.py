@@ -33,16 +33,18 @@ class Ftrl(Optimizer, name="ftrl"):
     `sqrt(n)`, and the accumulator starts at 0.1 instead of 0. The shrinkage term, a
     magnitude penalty on `w`, is not in the paper; it enters the linear term only, not `n`.
 
-    Example (with l1 = 1, the first step leaves every weight whose `|g| <= 1` at 0):
+    Examples:
+        With l1 = 1, the first step leaves every weight whose `|g| <= 1` at 0.
 
-    >>> import numpy as np
-    >>> import ferroptim as fo
-    >>> w = np.zeros(3, dtype=np.float32)
-    >>> opt = fo.optimizers.Ftrl(learning_rate=1.0, learning_rate_power=0.0,
-    ...                          l1_regularization_strength=1.0)
-    >>> _ = opt.apply_gradients([(np.array([0.5, 3.0, -4.0], dtype=np.float32), w)])
-    >>> w
-    array([ 0., -2.,  3.], dtype=float32)
+
+        >>> import numpy as np
+        >>> import ferroptim as fo
+        >>> w = np.zeros(3, dtype=np.float32)
+        >>> opt = fo.optimizers.Ftrl(learning_rate=1.0, learning_rate_power=0.0,
+        ...                          l1_regularization_strength=1.0)
+        >>> _ = opt.apply_gradients([(np.array([0.5, 3.0, -4.0], dtype=np.float32), w)])
+        >>> w
+        array([ 0., -2.,  3.], dtype=float32)
 
     Args:
         learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
@@ -63,9 +65,11 @@ class Ftrl(Optimizer, name="ftrl"):
             it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
             `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
             gradients are unaffected. Defaults to False.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
-            see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
+        **base: the base class's arguments, by keyword (or by position after the own ones,
+            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
+            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
+            `Optimizer`.
     """
 
     _elementwise = True

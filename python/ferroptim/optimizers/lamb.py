@@ -33,16 +33,15 @@ class Lamb(Optimizer, name=None):
     Unlike Keras, `Lamb` is registered: `fo.optimizers.get("lamb")` and
     `deserialize(serialize(Lamb()))` return a `Lamb`.
 
-    Example:
-
-    >>> import numpy as np
-    >>> import ferroptim as fo
-    >>> w = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
-    >>> g = np.array([1.0, 6.0, 7.0, 2.0], dtype=np.float32)
-    >>> opt = fo.optimizers.Lamb(learning_rate=0.5)
-    >>> _ = opt.apply_gradients([(g, w)])
-    >>> np.round(w, 4)
-    array([-0.3693,  0.6307,  1.6307,  2.6307], dtype=float32)
+    Examples:
+        >>> import numpy as np
+        >>> import ferroptim as fo
+        >>> w = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
+        >>> g = np.array([1.0, 6.0, 7.0, 2.0], dtype=np.float32)
+        >>> opt = fo.optimizers.Lamb(learning_rate=0.5)
+        >>> _ = opt.apply_gradients([(g, w)])
+        >>> np.round(w, 4)
+        array([-0.3693,  0.6307,  1.6307,  2.6307], dtype=float32)
 
     Args:
         learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
@@ -50,9 +49,11 @@ class Lamb(Optimizer, name=None):
         beta_1: decay rate of the first-moment estimate. Defaults to 0.9.
         beta_2: decay rate of the second-moment estimate. Defaults to 0.999.
         epsilon: added to the bias-corrected `sqrt(v)`. Defaults to 1e-7.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
-            see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
+        **base: the base class's arguments, by keyword (or by position after the own ones,
+            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
+            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
+            `Optimizer`.
     """
 
     _rule = NativeRule(_native.lamb)

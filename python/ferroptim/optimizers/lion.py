@@ -26,15 +26,14 @@ class Lion(Optimizer, name="lion"):
     Since the update has the size of the learning rate, a suitable one is typically 3-10 times
     smaller than for AdamW, and the weight decay 3-10 times larger.
 
-    Example:
-
-    >>> import numpy as np
-    >>> import ferroptim as fo
-    >>> w = np.array([1.0, 2.0, 3.0], dtype=np.float32)
-    >>> opt = fo.optimizers.Lion(learning_rate=0.5)
-    >>> _ = opt.apply_gradients([(np.array([0.25, -6.0, 0.0], dtype=np.float32), w)])
-    >>> w
-    array([0.5, 2.5, 3. ], dtype=float32)
+    Examples:
+        >>> import numpy as np
+        >>> import ferroptim as fo
+        >>> w = np.array([1.0, 2.0, 3.0], dtype=np.float32)
+        >>> opt = fo.optimizers.Lion(learning_rate=0.5)
+        >>> _ = opt.apply_gradients([(np.array([0.25, -6.0, 0.0], dtype=np.float32), w)])
+        >>> w
+        array([0.5, 2.5, 3. ], dtype=float32)
 
     Args:
         learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
@@ -47,9 +46,11 @@ class Lion(Optimizer, name="lion"):
             it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
             `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
             gradients are unaffected. Defaults to False.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
-            see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
+        **base: the base class's arguments, by keyword (or by position after the own ones,
+            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
+            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
+            `Optimizer`.
     """
 
     _elementwise = True

@@ -54,21 +54,20 @@ class LossScaleOptimizer(Composite, Optimizer):
     `learning_rate` (unused), `step_counter` (int64) and `dynamic_scale` (float32), then the
     inner optimizer's variables.
 
-    Example:
-
-    >>> import numpy as np
-    >>> import ferroptim as fo
-    >>> opt = fo.optimizers.LossScaleOptimizer(fo.optimizers.SGD(learning_rate=0.5),
-    ...                                        initial_scale=8.0)
-    >>> w = np.array([1.0, 2.0], dtype=np.float32)
-    >>> opt.scale_loss(1.0)
-    8.0
-    >>> opt.apply([np.array([8.0, 16.0], dtype=np.float32)], [w])    # scaled gradients [1, 2]
-    >>> w
-    array([0.5, 1. ], dtype=float32)
-    >>> opt.apply([np.array([np.inf, 1.0], dtype=np.float32)], [w])  # skipped; scale halved
-    >>> w, float(opt.dynamic_scale)
-    (array([0.5, 1. ], dtype=float32), 4.0)
+    Examples:
+        >>> import numpy as np
+        >>> import ferroptim as fo
+        >>> opt = fo.optimizers.LossScaleOptimizer(fo.optimizers.SGD(learning_rate=0.5),
+        ...                                        initial_scale=8.0)
+        >>> w = np.array([1.0, 2.0], dtype=np.float32)
+        >>> opt.scale_loss(1.0)
+        8.0
+        >>> opt.apply([np.array([8.0, 16.0], dtype=np.float32)], [w])    # scaled gradients [1, 2]
+        >>> w
+        array([0.5, 1. ], dtype=float32)
+        >>> opt.apply([np.array([np.inf, 1.0], dtype=np.float32)], [w])  # skipped; scale halved
+        >>> w, float(opt.dynamic_scale)
+        (array([0.5, 1. ], dtype=float32), 4.0)
 
     Args:
         inner_optimizer: the `Optimizer` to wrap. Its `loss_scale_factor` is set to None, so the
@@ -314,9 +313,13 @@ class LossScaleOptimizer(Composite, Optimizer):
     def from_config(
         cls, config: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]] = None
     ) -> "LossScaleOptimizer":
-        """Create a LossScaleOptimizer from `get_config()`'s output `config` (not modified),
-        whose `inner_optimizer` is a serialized optimizer or an `Optimizer` instance;
-        `custom_objects`, extra classes by name, serve to deserialize the inner optimizer."""
+        """Create a LossScaleOptimizer from `get_config()`'s output.
+
+        Args:
+            config: the configuration dict (not modified), whose `inner_optimizer` is a
+                serialized optimizer or an `Optimizer` instance.
+            custom_objects: extra classes by name, to deserialize the inner optimizer.
+        """
         config = config_with_inner("LossScaleOptimizer", config, "inner_optimizer", custom_objects)
         return cls(config.pop("inner_optimizer"), **config)
 

@@ -47,16 +47,15 @@ class OptimizerMap(MutableMapping[str, Optimizer]):
     or `variable_0`, `variable_1`, ... for a list (Keras matches `variable.path`; a NumPy array
     carries no name). Calling the map on a name is the look-up.
 
-    Example:
-
-    >>> import ferroptim as fo
-    >>> opt_map = fo.optimizers.OptimizerMap(fo.optimizers.RMSprop())
-    >>> opt_map["encoder/dense/kernel"] = fo.optimizers.Adam()
-    >>> opt_map["encoder/.*"] = fo.optimizers.SGD(name="sgd")
-    >>> opt_map["encoder/dense/kernel"].name, opt_map["encoder/attention/query"].name
-    ('adam', 'sgd')
-    >>> opt_map("decoder/dense/kernel").name
-    'rmsprop'
+    Examples:
+        >>> import ferroptim as fo
+        >>> opt_map = fo.optimizers.OptimizerMap(fo.optimizers.RMSprop())
+        >>> opt_map["encoder/dense/kernel"] = fo.optimizers.Adam()
+        >>> opt_map["encoder/.*"] = fo.optimizers.SGD(name="sgd")
+        >>> opt_map["encoder/dense/kernel"].name, opt_map["encoder/attention/query"].name
+        ('adam', 'sgd')
+        >>> opt_map("decoder/dense/kernel").name
+        'rmsprop'
 
     Args:
         default_optimizer: the `Optimizer` of the variables no key matches.
@@ -214,18 +213,17 @@ class MultiOptimizer(Composite, Optimizer):
     then (for a callable map) the other optimizers in the order the map first returned them at
     `build`.
 
-    Example:
-
-    >>> import numpy as np
-    >>> import ferroptim as fo
-    >>> params = {"kernel": np.ones(2, dtype=np.float32), "bias": np.ones(2, dtype=np.float32)}
-    >>> opt_map = fo.optimizers.OptimizerMap(fo.optimizers.SGD(learning_rate=0.5),
-    ...                                      {"bias": fo.optimizers.SGD(learning_rate=0.25)})
-    >>> opt = fo.optimizers.MultiOptimizer(opt_map)
-    >>> grads = {"kernel": np.ones(2, dtype=np.float32), "bias": np.ones(2, dtype=np.float32)}
-    >>> opt.apply(grads, params)
-    >>> params["kernel"], params["bias"]
-    (array([0.5, 0.5], dtype=float32), array([0.75, 0.75], dtype=float32))
+    Examples:
+        >>> import numpy as np
+        >>> import ferroptim as fo
+        >>> params = {"kernel": np.ones(2, dtype=np.float32), "bias": np.ones(2, dtype=np.float32)}
+        >>> opt_map = fo.optimizers.OptimizerMap(fo.optimizers.SGD(learning_rate=0.5),
+        ...                                      {"bias": fo.optimizers.SGD(learning_rate=0.25)})
+        >>> opt = fo.optimizers.MultiOptimizer(opt_map)
+        >>> grads = {"kernel": np.ones(2, dtype=np.float32), "bias": np.ones(2, dtype=np.float32)}
+        >>> opt.apply(grads, params)
+        >>> params["kernel"], params["bias"]
+        (array([0.5, 0.5], dtype=float32), array([0.75, 0.75], dtype=float32))
 
     Args:
         optimizer_map: an `OptimizerMap`, or any callable taking a variable name (str) and
@@ -421,9 +419,13 @@ class MultiOptimizer(Composite, Optimizer):
     def from_config(
         cls, config: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]] = None
     ) -> "MultiOptimizer":
-        """Create a MultiOptimizer from `get_config()`'s output `config` (not modified), whose
-        `optimizer_map` is a serialized `OptimizerMap` or a callable; `custom_objects`, extra
-        classes by name, serve to deserialize the map and its optimizers."""
+        """Create a MultiOptimizer from `get_config()`'s output.
+
+        Args:
+            config: the configuration dict (not modified), whose `optimizer_map` is a
+                serialized `OptimizerMap` or a callable.
+            custom_objects: extra classes by name, to deserialize the map and its optimizers.
+        """
         return cls(**config_with_inner("MultiOptimizer", config, "optimizer_map", custom_objects))
 
 

@@ -61,41 +61,40 @@ class Muon(Unfused, Optimizer, name=None):
     `ferroptim.optimizers._unfused`). NS's matrix products round differently from Keras's, so
     float32 results agree with Keras to a few units of float32 rounding, not to the bit.
 
-    Example:
-
-    >>> import numpy as np
-    >>> import ferroptim as fo
-    >>> params = {"dense/kernel": np.array([[1.0, 2.0], [3.0, 4.0]], np.float32),
-    ...           "dense/bias": np.array([1.0, 2.0], np.float32)}
-    >>> grads = {"dense/kernel": np.array([[1.0, 6.0], [7.0, 2.0]], np.float32),
-    ...          "dense/bias": np.array([1.0, 6.0], np.float32)}
-    >>> opt = fo.optimizers.Muon(learning_rate=0.5, weight_decay=None, adam_weight_decay=None)
-    >>> opt.apply(grads, params)
-    >>> np.round(params["dense/kernel"], 3)              # Muon path
-    array([[0.989, 1.887],
-           [2.873, 3.97 ]], dtype=float32)
-    >>> np.round(params["dense/bias"], 3)                # AdamW path (1-D)
-    array([0.5, 1.5], dtype=float32)
+    Examples:
+        >>> import numpy as np
+        >>> import ferroptim as fo
+        >>> params = {"dense/kernel": np.array([[1.0, 2.0], [3.0, 4.0]], np.float32),
+        ...           "dense/bias": np.array([1.0, 2.0], np.float32)}
+        >>> grads = {"dense/kernel": np.array([[1.0, 6.0], [7.0, 2.0]], np.float32),
+        ...          "dense/bias": np.array([1.0, 6.0], np.float32)}
+        >>> opt = fo.optimizers.Muon(learning_rate=0.5, weight_decay=None, adam_weight_decay=None)
+        >>> opt.apply(grads, params)
+        >>> np.round(params["dense/kernel"], 3)              # Muon path
+        array([[0.989, 1.887],
+               [2.873, 3.97 ]], dtype=float32)
+        >>> np.round(params["dense/bias"], 3)                # AdamW path (1-D)
+        array([0.5, 1.5], dtype=float32)
 
     Args:
         learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
             Defaults to 0.001.
-        adam_beta_1, adam_beta_2: Adam's moment decay rates on the AdamW path. Default to 0.9
-            and 0.999.
+        adam_beta_1: Adam's first-moment decay rate on the AdamW path. Defaults to 0.9.
+        adam_beta_2: Adam's second-moment decay rate on the AdamW path. Defaults to 0.999.
         adam_weight_decay: the decoupled weight decay of the AdamW path, or None. Defaults to
             0.004.
         epsilon: Adam's "epsilon hat" on the AdamW path. Defaults to 1e-7.
         weight_decay: the decoupled weight decay of the Muon path, or None. Defaults to 0.004.
-        clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum, ema_overwrite_frequency,
-        loss_scale_factor, gradient_accumulation_steps: see `Optimizer`; they apply to both
-            paths (`global_clipnorm` uses the norm of every gradient of the step).
-        name: str or None (an automatic name, `muon`, `muon_1`, ...).
         exclude_layers: a list of regular expressions; a variable whose name one of them
             matches (`re.search`) takes the AdamW path. Defaults to None (no keyword).
         exclude_embeddings: whether variables with "embedding" in their name take the AdamW
             path. Defaults to True.
-        muon_a, muon_b, muon_c: the coefficients of the quintic Newton-Schulz iteration.
-            Default to 3.4445, -4.7750 and 2.0315.
+        muon_a: the coefficient `a` of the quintic Newton-Schulz iteration. Defaults to
+            3.4445.
+        muon_b: the coefficient `b` of the quintic Newton-Schulz iteration. Defaults to
+            -4.7750.
+        muon_c: the coefficient `c` of the quintic Newton-Schulz iteration. Defaults to
+            2.0315.
         adam_lr_ratio: the AdamW path's learning rate is `learning_rate * adam_lr_ratio`.
             Defaults to 1.
         momentum: the momentum of the Muon path. Defaults to 0.95.
@@ -103,7 +102,12 @@ class Muon(Unfused, Optimizer, name=None):
         nesterov: whether the Muon path uses Nesterov momentum. Defaults to True.
         rms_rate: the Muon update is scaled by `sqrt(max(rows, cols)) * rms_rate` (Moonlight's
             scaling, matching AdamW's update RMS), or not scaled when None. Defaults to 0.2.
-        **kwargs: Keras 2's `lr=` and `decay=` (see `Optimizer`).
+        **base: the base class's other arguments, by keyword (or by position after
+            `weight_decay`, in Keras's order): `clipnorm`, `clipvalue`, `global_clipnorm`,
+            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps` (see `Optimizer`; they apply to both paths, and
+            `global_clipnorm` uses the norm of every gradient of the step), `name` (str or None:
+            an automatic name, `muon`, `muon_1`, ...), and Keras 2's `lr=` and `decay=`.
     """
 
     _TRANSIENT = Unfused._TRANSIENT + ("_muon_work",)

@@ -47,15 +47,14 @@ class Nadam(Optimizer, name="nadam"):
     becomes `0.96**(t * schedule_decay)`. Keras 3 and tf.keras 2.11+ use `0.96**t`, the same as
     `schedule_decay=1.0`.
 
-    Example:
-
-    >>> import numpy as np
-    >>> import ferroptim as fo
-    >>> w = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
-    >>> opt = fo.optimizers.Nadam(learning_rate=0.5)
-    >>> _ = opt.apply_gradients([(np.array([1.0, 6.0, 7.0, 2.0], dtype=np.float32), w)])
-    >>> np.round(w, 4)
-    array([0.4686, 1.4686, 2.4686, 3.4686], dtype=float32)
+    Examples:
+        >>> import numpy as np
+        >>> import ferroptim as fo
+        >>> w = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
+        >>> opt = fo.optimizers.Nadam(learning_rate=0.5)
+        >>> _ = opt.apply_gradients([(np.array([1.0, 6.0, 7.0, 2.0], dtype=np.float32), w)])
+        >>> np.round(w, 4)
+        array([0.4686, 1.4686, 2.4686, 3.4686], dtype=float32)
 
     Args:
         learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
@@ -69,12 +68,12 @@ class Nadam(Optimizer, name="nadam"):
             it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
             `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
             gradients are unaffected. Defaults to False.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name: see
-            `Optimizer`.
-        **kwargs: Keras 2's `schedule_decay` (a float: the exponent scale of the momentum
-            cache; reported by `get_config` only when given), `lr=` and `decay=` (see
-            `Optimizer`).
+        **base: the base class's arguments, by keyword (or by position after the own ones,
+            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
+            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`, `name` (see `Optimizer`); and Keras 2's
+            `schedule_decay` (a float: the exponent scale of the momentum cache; reported by
+            `get_config` only when given), `lr=` and `decay=` (see `Optimizer`).
     """
 
     # The momentum-cache product advances once per update step (see `Optimizer._step`).

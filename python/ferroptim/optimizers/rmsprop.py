@@ -31,15 +31,17 @@ class RMSprop(Optimizer, name="rmsprop"):
     there is no bias correction of `v`, so the first steps are large (`v` starts at 0). The
     momentum accumulates the already scaled increment, as TensorFlow's kernel does.
 
-    Example (Keras's docstring example: loss `w**2 / 2`, so the gradient is `w`):
+    Examples:
+        Keras's docstring example: loss `w**2 / 2`, so the gradient is `w`.
 
-    >>> import numpy as np
-    >>> import ferroptim as fo
-    >>> w = np.array([10.0], dtype=np.float32)
-    >>> opt = fo.optimizers.RMSprop(learning_rate=0.1)
-    >>> _ = opt.apply_gradients([(w.copy(), w)])
-    >>> w
-    array([9.683772], dtype=float32)
+
+        >>> import numpy as np
+        >>> import ferroptim as fo
+        >>> w = np.array([10.0], dtype=np.float32)
+        >>> opt = fo.optimizers.RMSprop(learning_rate=0.1)
+        >>> _ = opt.apply_gradients([(w.copy(), w)])
+        >>> w
+        array([9.683772], dtype=float32)
 
     Args:
         learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
@@ -56,9 +58,11 @@ class RMSprop(Optimizer, name="rmsprop"):
             it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
             `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
             gradients are unaffected. Defaults to False.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
-            see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
+        **base: the base class's arguments, by keyword (or by position after the own ones,
+            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
+            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
+            `Optimizer`.
     """
 
     _elementwise = True

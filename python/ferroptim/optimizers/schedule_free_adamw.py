@@ -46,19 +46,18 @@ class ScheduleFreeAdamW(Optimizer, name="schedule_free_adamw"):
     record which mode it is in: call them alternately (two `swap_to_eval()` in a row move the
     variables away from both points).
 
-    Example:
-
-    >>> import numpy as np
-    >>> import ferroptim as fo
-    >>> w = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
-    >>> opt = fo.optimizers.ScheduleFreeAdamW(learning_rate=0.5)
-    >>> _ = opt.apply_gradients([(np.array([1.0, 6.0, 7.0, 2.0], dtype=np.float32), w)])
-    >>> w
-    array([0.5, 1.5, 2.5, 3.5], dtype=float32)
-    >>> opt.swap_to_eval()    # x, the average of the z's: after one step, z itself
-    >>> np.round(w, 4)
-    array([0.5, 1.5, 2.5, 3.5], dtype=float32)
-    >>> opt.swap_to_train()
+    Examples:
+        >>> import numpy as np
+        >>> import ferroptim as fo
+        >>> w = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
+        >>> opt = fo.optimizers.ScheduleFreeAdamW(learning_rate=0.5)
+        >>> _ = opt.apply_gradients([(np.array([1.0, 6.0, 7.0, 2.0], dtype=np.float32), w)])
+        >>> w
+        array([0.5, 1.5, 2.5, 3.5], dtype=float32)
+        >>> opt.swap_to_eval()    # x, the average of the z's: after one step, z itself
+        >>> np.round(w, 4)
+        array([0.5, 1.5, 2.5, 3.5], dtype=float32)
+        >>> opt.swap_to_train()
 
     Args:
         learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
@@ -70,9 +69,11 @@ class ScheduleFreeAdamW(Optimizer, name="schedule_free_adamw"):
         warmup_steps: an int; the learning rate grows linearly over the first `warmup_steps`
             steps (`t / warmup_steps` of its value at step t). 0 (or less) means no warmup.
             Defaults to 0.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
-            see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
+        **base: the base class's arguments, by keyword (or by position after the own ones,
+            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
+            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
+            `Optimizer`.
     """
 
     # A warmup of 0 steps or fewer is none (the kernel takes a count).

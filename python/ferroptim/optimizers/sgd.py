@@ -21,15 +21,14 @@ class SGD(Optimizer, name=None):
                          w = w + m                                    (nesterov=False)
                          w = w + (m * momentum - g * learning_rate)   (nesterov=True, new m)
 
-    Example:
-
-    >>> import numpy as np
-    >>> import ferroptim as fo
-    >>> w = np.array([1.0, 2.0], dtype=np.float32)
-    >>> opt = fo.optimizers.SGD(learning_rate=0.5)
-    >>> _ = opt.apply_gradients([(np.array([1.0, 4.0], dtype=np.float32), w)])
-    >>> w
-    array([0.5, 0. ], dtype=float32)
+    Examples:
+        >>> import numpy as np
+        >>> import ferroptim as fo
+        >>> w = np.array([1.0, 2.0], dtype=np.float32)
+        >>> opt = fo.optimizers.SGD(learning_rate=0.5)
+        >>> _ = opt.apply_gradients([(np.array([1.0, 4.0], dtype=np.float32), w)])
+        >>> w
+        array([0.5, 0. ], dtype=float32)
 
     Args:
         learning_rate: a float, a `LearningRateSchedule`, or a callable taking no argument.
@@ -42,9 +41,11 @@ class SGD(Optimizer, name=None):
             it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
             `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
             gradients are unaffected. Defaults to False.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name, **kwargs:
-            see `Optimizer` (Keras 2's `lr=` and `decay=` are accepted).
+        **base: the base class's arguments, by keyword (or by position after the own ones,
+            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
+            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
+            `Optimizer`.
     """
 
     _elementwise = True

@@ -66,7 +66,7 @@ class LearningRateSchedule:
     implements ``__call__(self, step)`` and, to be serializable, ``get_config(self)``;
     ``from_config`` then rebuilds it as ``cls(**config)``.
 
-    Example::
+    For example:
 
         class MyLRSchedule(LearningRateSchedule):
             def __init__(self, initial_learning_rate):
@@ -202,7 +202,7 @@ class ExponentialDecay(_RateDecay):
     every ``decay_steps`` steps. The result has the dtype of ``initial_learning_rate`` (float32
     for a Python float).
 
-    Example::
+    For example:
 
         schedule = ExponentialDecay(0.1, decay_steps=100000, decay_rate=0.96, staircase=True)
         optimizer = ferroptim.optimizers.SGD(learning_rate=schedule)
@@ -211,7 +211,7 @@ class ExponentialDecay(_RateDecay):
         initial_learning_rate: A float. The initial learning rate.
         decay_steps: A positive number. The exponent is ``step / decay_steps``.
         decay_rate: A float. The decay rate.
-        staircase: A bool. If True, decay at discrete intervals.
+        staircase: A bool. If True, decay at discrete intervals. Defaults to False.
         name: A str. The schedule's name. Defaults to ``"ExponentialDecay"``.
     """
 
@@ -256,7 +256,7 @@ class PiecewiseConstantDecay(_BuiltinSchedule):
     to the step's type (an integer step truncates float boundaries). The result has the dtype of
     the values (float32 for Python floats, int32 for Python ints).
 
-    Example: 1.0 for the first 100001 steps, 0.5 for the next 10000, 0.1 after::
+    For example, 1.0 for the first 100001 steps, 0.5 for the next 10000, 0.1 after:
 
         schedule = PiecewiseConstantDecay([100000, 110000], [1.0, 0.5, 0.1])
 
@@ -343,7 +343,7 @@ class PiecewiseConstantDecay(_BuiltinSchedule):
 class PolynomialDecay(_BuiltinSchedule):
     """Polynomial decay from ``initial_learning_rate`` to ``end_learning_rate``.
 
-    Without ``cycle``::
+    Without ``cycle``:
 
         step = min(step, decay_steps)
         lr = (initial_learning_rate - end_learning_rate) * (1 - step / decay_steps) ** power
@@ -353,7 +353,7 @@ class PolynomialDecay(_BuiltinSchedule):
     (``decay_steps * ceil(step / decay_steps)``, and ``decay_steps`` itself at step 0), so the
     decay restarts after each period. The result has the dtype of ``initial_learning_rate``.
 
-    Example: decay from 0.1 to 0.01 over 10000 steps along a square root::
+    For example, a decay from 0.1 to 0.01 over 10000 steps along a square root:
 
         schedule = PolynomialDecay(0.1, 10000, 0.01, power=0.5)
 
@@ -428,7 +428,7 @@ class InverseTimeDecay(_RateDecay):
     is the Keras 2 ``decay`` argument's rule ``lr / (1 + decay * iterations)``. The result has the
     dtype of ``initial_learning_rate``.
 
-    Example::
+    For example:
 
         schedule = InverseTimeDecay(0.1, decay_steps=1.0, decay_rate=0.5)
 
@@ -436,7 +436,7 @@ class InverseTimeDecay(_RateDecay):
         initial_learning_rate: A float. The initial learning rate.
         decay_steps: A positive number. How often to apply decay.
         decay_rate: A float. The decay rate.
-        staircase: A bool. Whether to decay at discrete intervals.
+        staircase: A bool. Whether to decay at discrete intervals. Defaults to False.
         name: A str. The schedule's name. Defaults to ``"InverseTimeDecay"``.
     """
 
@@ -470,7 +470,7 @@ class InverseTimeDecay(_RateDecay):
 class CosineDecay(_BuiltinSchedule):
     """Cosine decay with an optional linear warmup (Loshchilov & Hutter, "SGDR", ICLR 2017).
 
-    Without warmup (``warmup_target=None``)::
+    Without warmup (``warmup_target=None``):
 
         step = min(step, decay_steps)
         lr = initial_learning_rate
@@ -478,7 +478,7 @@ class CosineDecay(_BuiltinSchedule):
 
     With warmup, the rate first rises linearly from ``initial_learning_rate`` to
     ``warmup_target`` over ``warmup_steps`` steps (Goyal et al., 2017), then follows the cosine
-    decay above from ``warmup_target`` to ``warmup_target * alpha`` over ``decay_steps`` steps::
+    decay above from ``warmup_target`` to ``warmup_target * alpha`` over ``decay_steps`` steps:
 
         step = min(step, warmup_steps + decay_steps)
         if step < warmup_steps:
@@ -492,7 +492,7 @@ class CosineDecay(_BuiltinSchedule):
     dtype (``CosineDecayRestarts`` computes it in that dtype). The result has the dtype of
     ``initial_learning_rate``.
 
-    Example::
+    For example:
 
         schedule = CosineDecay(0.0, 1000, warmup_target=0.1, warmup_steps=1000)
 
@@ -582,7 +582,7 @@ class CosineDecayRestarts(_BuiltinSchedule):
 
     The multiplier decays along a half cosine from 1 to ``alpha`` over ``first_decay_steps``
     steps, then restarts; period ``i`` lasts ``first_decay_steps * t_mul**i`` steps and its
-    cosine part is scaled by ``m_mul**i``::
+    cosine part is scaled by ``m_mul**i``:
 
         lr = initial_learning_rate
              * ((1 - alpha) * 0.5 * m_mul**i * (1 + cos(pi * fraction_of_period_i)) + alpha)
@@ -592,7 +592,7 @@ class CosineDecayRestarts(_BuiltinSchedule):
     ``f = step / first_decay_steps``, in the schedule's dtype. The result has the dtype of
     ``initial_learning_rate``.
 
-    Example::
+    For example:
 
         schedule = CosineDecayRestarts(0.1, first_decay_steps=1000)
 
