@@ -12,8 +12,10 @@ import pathlib
 import subprocess
 import sys
 
+import matplotlib.image
 import numpy as np
 import pytest
+from markdown_it import MarkdownIt
 
 import ferroptim as fo
 from ferroptim import _bench
@@ -316,11 +318,12 @@ def test_bench_script_reports_the_targets_after_the_measurements():
         "1",
         "--min-block-ms",
         "1",
+        "--markdown",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert out.index("| optimizer | case |") < out.index("### Targets")
+    assert out.index("Microseconds per step") < out.index("### Targets")
     header, rows = _table(out, "target")
     assert header == ["target", "measured", "met"]
     # The targets of Adam's 1K and 100x1K cases; those of cases that did not run are left out.
@@ -380,16 +383,31 @@ def test_unknown_optimizer_is_a_usage_error(capsys):
     assert "unknown nope; known: sgd, adam" in capsys.readouterr().err
 
 
+def _markdown_tables(markdown):
+    """Every table of `markdown` as CommonMark with tables (GitHub's) parses it: a list of
+    rows, the header first, each a list of cells."""
+    tables, row = [], None
+    for token in MarkdownIt("commonmark").enable("table").parse(markdown):
+        if token.type == "table_open":
+            tables.append([])
+        elif token.type == "tr_open":
+            row = []
+        elif token.type == "inline" and row is not None:
+            row.append(token.content)
+        elif token.type == "tr_close":
+            tables[-1].append(row)
+            row = None
+    return tables
+
+
 def _table(markdown, first_header):
-    lines = markdown.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
-    rows = []
-    for line in lines[start:]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
-    assert set(rows[1]) <= {":---", "---:"}
-    return rows[0], rows[2:]
+    """The header and body of the Markdown table whose header starts with the cells of
+    `first_header` ("optimizer | case")."""
+    wanted = [cell.strip() for cell in first_header.split("|")]
+    for rows in _markdown_tables(markdown):
+        if rows[0][: len(wanted)] == wanted:
+            return rows[0], rows[1:]
+    raise AssertionError(f"no table starting with {first_header!r} in:\n{markdown}")
 
 
 def _number(cell):
@@ -401,7 +419,7 @@ def _run_bench(tmp_path, *arguments):
     JSON report: its standard output and the report's path."""
     path = tmp_path / "bench.json"
     timings = ["--threads", "1,2", "--repeats", "2", "--min-block-ms", "2"]
-    command = [sys.executable, "-m", "ferroptim", "bench", *arguments, *timings]
+    command = [sys.executable, "-m", "ferroptim", "bench", "--markdown", *arguments, *timings]
     done = subprocess.run(
         command + ["--json", str(path)], capture_output=True, text=True, timeout=300
     )
@@ -410,34 +428,35 @@ def _run_bench(tmp_path, *arguments):
 
 
 def test_quick_run_prints_the_tables_and_writes_json(tmp_path):
-    out, path = _run_bench(tmp_path, "--quick", "--sizes", "1K,100x1K", "--scaling-sizes", "1K")
-
-    header, rows = _table(out, "optimizer | case")
-    assert " | ".join(header) == (
-        "optimizer | case | elements | ferroptim us | Gelem/s | GB/s | roofline us | "
-        "roofline GB/s | of roofline | NumPy us | vs NumPy | NumPy out= us | vs NumPy out= | "
-        "torch us | vs torch"
+    plot = tmp_path / "bench.png"
+    out, path = _run_bench(
+        tmp_path, "--quick", "--sizes", "1K,100x1K", "--scaling-sizes", "1K", "--plot", str(plot)
     )
-    assert [(row[0], row[1], row[2]) for row in rows] == [
-        ("sgd", "1K", "1,000"),
-        ("sgd", "100x1K", "100,000"),
-        ("adam", "1K", "1,000"),
-        ("adam", "100x1K", "100,000"),
-    ]
     has_torch = importlib.util.find_spec("torch") is not None
-    for row in rows:
-        cells = dict(zip(header, row))
-        ferroptim = ["ferroptim us", "GB/s", "roofline us", "of roofline"]
-        numpy = ["NumPy us", "vs NumPy", "NumPy out= us", "vs NumPy out="]
-        for column in ferroptim + numpy:
-            assert _number(cells[column]) > 0, (column, row)
-        assert (cells["torch us"] == "n/a") is not has_torch
+    peers = ["ferroptim", "roofline", "NumPy", "NumPy out="] + (["torch"] if has_torch else [])
+    rivals = [peer for peer in peers if peer not in ("ferroptim", "roofline")]
+    cases = [("sgd", "1K"), ("sgd", "100x1K"), ("adam", "1K"), ("adam", "100x1K")]
+
+    # Three narrow tables rather than one wide one; a peer that did not run has no column.
+    header, times = _table(out, "optimizer | case | elements")
+    assert header == ["optimizer", "case", "elements", *peers]
+    assert [(row[0], row[1]) for row in times] == cases
+    assert [row[2] for row in times] == ["1,000", "100,000"] * 2
+    header, traffic = _table(out, "optimizer | case | GB/s")
+    assert header == ["optimizer", "case", "GB/s", "roofline GB/s", "of roofline"]
+    header, speed = _table(out, "optimizer | case | Gelem/s")
+    assert header == ["optimizer", "case", "Gelem/s", *(f"vs {peer}" for peer in rivals)]
+    for rows in (times, traffic, speed):
+        assert [(row[0], row[1]) for row in rows] == cases
+        assert all(_number(cell) > 0 for row in rows for cell in row[2:]), rows
+    assert "n/a" not in out
     if not has_torch:
-        assert "torch is not installed" in out
+        # Said once, with what to do.
+        assert out.count("torch: not installed, `pip install torch` to compare") == 1
+        assert len([line for line in out.splitlines() if "torch" in line]) == 1
 
     header, rows = _table(out, "optimizer | peer")
     assert header == ["optimizer", "peer", "1 x 1K us", "100 x 1K us", "us per extra tensor"]
-    peers = ["ferroptim", "roofline", "NumPy", "NumPy out="] + (["torch"] if has_torch else [])
     assert [(row[0], row[1]) for row in rows] == [
         (name, peer) for name in ["sgd", "adam"] for peer in peers
     ]
@@ -451,20 +470,26 @@ def test_quick_run_prints_the_tables_and_writes_json(tmp_path):
     ]
     assert rows[0][4] == rows[2][4] == "1.00x"
     # The user's report holds measurements and ratios; the targets are benches/bench.py's.
-    assert "### Targets" not in out
+    assert "Targets" not in out and "DESIGN" not in out
 
     data = json.loads(path.read_text())
     assert data["environment"]["simd_level"] in {"baseline", "avx2", "avx512"}
+    assert data["peak_rss_bytes"] > 10**7
     results = {(case["optimizer"], case["case"]): case for case in data["cases"]}
     adam = results[("adam", "100x1K")]
     assert (adam["elements"], adam["tensors"], adam["bytes_per_element"]) == (100_000, 100, 28)
     best = adam["peers"]["ferroptim"]["best_s"]
     assert best == min(adam["peers"]["ferroptim"]["per_call_s"]) > 0
-    # The table's throughput is the JSON's time turned into bytes per second.
-    _, rows = _table(out, "optimizer | case")
-    cells = dict(zip(["optimizer", "case", "elements", "ferroptim us", "Gelem/s", "GB/s"], rows[3]))
-    assert _number(cells["GB/s"]) == pytest.approx(28 * 100_000 / best / 1e9, rel=0.01, abs=0.01)
-    assert _number(cells["ferroptim us"]) == pytest.approx(best * 1e6, rel=0.01, abs=0.01)
+    # The tables' numbers are the JSON's time: as microseconds, bytes and elements per second.
+    assert _number(times[3][3]) == pytest.approx(best * 1e6, rel=0.01, abs=0.01)
+    assert _number(traffic[3][2]) == pytest.approx(28 * 100_000 / best / 1e9, rel=0.01, abs=0.01)
+    assert _number(speed[3][2]) == pytest.approx(100_000 / best / 1e9, rel=0.01, abs=0.01)
+    numpy = adam["peers"]["numpy"]["best_s"]
+    assert _number(speed[3][3]) == pytest.approx(numpy / best, rel=0.01, abs=0.01)
+
+    # The plot: a PNG with a bar per peer that ran and case, in a panel per optimizer.
+    image = matplotlib.image.imread(plot)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
 
 def test_matrix_optimizers_report_ms_and_no_roofline(tmp_path):
@@ -478,36 +503,42 @@ def test_matrix_optimizers_report_ms_and_no_roofline(tmp_path):
         "24*40",
     )
 
-    # Only the table of the optimizers that are not element-wise: no roofline columns.
-    assert "| optimizer | case | elements | ferroptim us |" not in out
-    header, rows = _table(out, "optimizer | case | elements | tensors")
-    assert " | ".join(header) == (
-        "optimizer | case | elements | tensors | ferroptim ms | Melem/s | NumPy ms | vs NumPy | "
-        "NumPy out= ms | vs NumPy out= | torch ms | vs torch"
-    )
-    assert [row[:4] for row in rows] == [
+    # Only the tables of the optimizers that are not element-wise: no roofline.
+    assert not any(rows[0][:3] == ["optimizer", "case", "GB/s"] for rows in _markdown_tables(out))
+    has_torch = importlib.util.find_spec("torch") is not None
+    header, times = _table(out, "optimizer | case | elements | tensors")
+    assert header == [
+        "optimizer",
+        "case",
+        "elements",
+        "tensors",
+        "ferroptim",
+        "NumPy",
+        "NumPy out=",
+    ]
+    assert [row[:4] for row in times] == [
         ["adafactor", "24*40", "960", "1"],
         ["adafactor", "2x40*24", "1,920", "2"],
         ["muon", "24*40", "960", "1"],
         ["muon", "2x40*24", "1,920", "2"],
     ]
-    for row in rows:
-        cells = dict(zip(header, row))
-        numpy = ["NumPy ms", "vs NumPy", "NumPy out= ms", "vs NumPy out="]
-        for column in ["ferroptim ms", "Melem/s"] + numpy:
-            assert _number(cells[column]) > 0, (column, row)
-    for name in ["Adafactor", "Muon"]:
-        assert f"- roofline: {name} is not element-wise" in out
+    header, speed = _table(out, "optimizer | case | Melem/s")
+    assert header == ["optimizer", "case", "Melem/s", "vs NumPy", "vs NumPy out="]
+    for row in times + speed:
+        assert all(_number(cell) > 0 for cell in row[2:]), row
+    # Their missing roofline is the section's paragraph, not a note per optimizer.
+    assert "no roofline" in out and "roofline (" not in out
+    assert ("torch: not installed" in out) is not has_torch
 
     header, rows = _table(out, "optimizer | case | threads")
+    assert header == ["optimizer", "case", "threads", "ferroptim us", "speedup"]
     assert [row[:3] for row in rows] == [
         ["adafactor", "24*40", "1"],
         ["adafactor", "24*40", "2"],
         ["muon", "24*40", "1"],
         ["muon", "24*40", "2"],
     ]
-    assert all(row[5:] == ["n/a", "n/a"] for row in rows)
-    assert "### Targets" not in out
+    assert "Targets" not in out
 
     data = json.loads(path.read_text())
     muon = {case["case"]: case for case in data["cases"] if case["optimizer"] == "muon"}
@@ -515,9 +546,8 @@ def test_matrix_optimizers_report_ms_and_no_roofline(tmp_path):
     assert "roofline" in muon["2x40*24"]["unavailable"]
     assert set(muon["2x40*24"]["peers"]) == {"ferroptim", "numpy", "numpy_out"}
     # The table's milliseconds are the JSON's best time.
-    _, rows = _table(out, "optimizer | case | elements | tensors")
     best = muon["2x40*24"]["peers"]["ferroptim"]["best_s"]
-    assert _number(rows[3][4]) == pytest.approx(best * 1e3, rel=0.01, abs=0.001)
+    assert _number(times[3][4]) == pytest.approx(best * 1e3, rel=0.01, abs=0.001)
     assert data["settings"]["matrix_sizes"] is None
 
 
@@ -809,7 +839,7 @@ def test_distributed_table_shows_ratios_to_allreduce():
 
 def test_distributed_quick_run_prints_its_table_and_writes_json(tmp_path):
     path = tmp_path / "bench.json"
-    command = [sys.executable, "-m", "ferroptim", "bench", "--distributed", "--quick"]
+    command = [sys.executable, "-m", "ferroptim", "bench", "--distributed", "--quick", "--markdown"]
     command += ["--repeats", "2", "--json", str(path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
