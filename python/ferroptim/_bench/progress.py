@@ -75,16 +75,27 @@ class Progress:
         self.started = time.perf_counter()
         if self.rich is not None:
             from rich.console import Console
+            from rich.table import Column
 
             rp = self.rich
+
+            def fixed(width: int) -> Column:
+                return Column(no_wrap=True, width=width)
+
+            # The count, the bar and the times keep their width; what runs now takes the rest
+            # of the line, cut short with an ellipsis on a narrow terminal.
+            count = len(f"{self.total}/{self.total} {self.what}")
             self._bar = rp.Progress(
-                rp.TextColumn("{task.fields[count]}"),
-                rp.BarColumn(bar_width=24),
-                rp.TimeElapsedColumn(),
-                rp.TextColumn("elapsed, about"),
-                rp.TimeRemainingColumn(),
-                rp.TextColumn("left"),
-                rp.TextColumn("{task.description}"),
+                rp.TextColumn("{task.fields[count]}", table_column=fixed(count)),
+                rp.BarColumn(bar_width=16, table_column=fixed(16)),
+                rp.TimeElapsedColumn(table_column=fixed(7)),
+                rp.TextColumn("elapsed,", table_column=fixed(8)),
+                rp.TimeRemainingColumn(table_column=fixed(7)),
+                rp.TextColumn("left", table_column=fixed(4)),
+                rp.TextColumn(
+                    "{task.description}",
+                    table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis"),
+                ),
                 console=Console(file=self.stream),
                 transient=False,
             )
@@ -111,11 +122,15 @@ class Progress:
     def _line(self, message: str) -> None:
         print(message, file=self.stream, flush=True)
 
-    def seconds_left(self) -> float:
+    def seconds_left(self, now: Optional[float] = None) -> float:
         """The estimated seconds left: the remaining tasks' weights, scaled by the time the
-        done ones took over their weights (blended with 1, the estimates' own scale)."""
+        done ones took over their weights (blended with 1, the estimates' own scale).
+
+        Args:
+            now: `time.perf_counter()` (default: read it).
+        """
         remaining = sum(self.weights[self.count :]) + self._current_weight() * (1 - self._fraction)
-        elapsed = time.perf_counter() - self.started
+        elapsed = (time.perf_counter() if now is None else now) - self.started
         done = self.done_weight + self._current_weight() * self._fraction
         # The measured rate, weighed against the estimates' own (1) as if they had been right
         # for a quarter of the run: the first small cases say little about the large ones.
@@ -125,11 +140,13 @@ class Progress:
     def _current_weight(self) -> float:
         return self.weights[self.count - 1] if 0 < self.count <= self.total else 0.0
 
-    def begin(self, label: str) -> None:
+    def begin(self, label: str, about: str = "") -> None:
         """The next task starts (the previous one, if any, is done).
 
         Args:
-            label: what runs, e.g. "adam 32M (32,000,000 elements, 1 tensor)".
+            label: what runs, e.g. "adam 32M".
+            about: more about it for the plain lines, e.g. "32,000,000 elements, 1 tensor"
+                (the bar keeps to the label, to fit a terminal's line).
         """
         if 0 < self.count <= self.total:
             self.done_weight += self._current_weight()
@@ -144,10 +161,12 @@ class Progress:
                 count=f"{self.count}/{self.total} {self.what}",
             )
         else:
-            elapsed = format_duration(time.perf_counter() - self.started)
-            left = format_duration(self.seconds_left())
+            now = time.perf_counter()
+            elapsed = format_duration(now - self.started)
+            left = format_duration(self.seconds_left(now))
+            about = f" ({about})" if about else ""
             self._line(
-                f"[{self.count}/{self.total}] {label} ({elapsed} elapsed, about {left} left)"
+                f"[{self.count}/{self.total}] {label}{about}: {elapsed} elapsed, about {left} left"
             )
 
     def part(self, fraction: float, detail: str) -> None:

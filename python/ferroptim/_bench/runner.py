@@ -301,12 +301,12 @@ def run(settings: Settings, progress_stream: Optional[TextIO] = None) -> Report:
                 tensors = f"{len(case.shapes)} tensor{'s' if len(case.shapes) > 1 else ''}"
                 if kind == "main":
                     progress.begin(
-                        f"{spec.name} {case.name} ({case.elements:,} elements, {tensors})"
+                        f"{spec.name} {case.name}", f"{case.elements:,} elements, {tensors}"
                     )
                     cases.append(run_case(spec, case, settings, progress.part))
                 else:
                     threads = ", ".join(map(str, settings.threads))
-                    progress.begin(f"{spec.name} {case.name} on {threads} threads")
+                    progress.begin(f"{spec.name} {case.name} scaling", f"on {threads} threads")
                     scaling.append(run_scaling(spec, case, settings, progress.part))
     finally:
         set_threads(original_threads)

@@ -555,7 +555,7 @@ def run(settings: Settings, progress_stream: Optional[TextIO] = None) -> SparseR
     try:
         with progress:
             for name in settings.optimizers:
-                progress.begin(f"{name}, table {case.name}, {case.rows_per_step} rows per step")
+                progress.begin(name, f"table {case.name}, {case.rows_per_step} rows per step")
                 spec = SPARSE_OPTIMIZERS[name]
                 results.append(run_optimizer(spec, table, grad, batches, settings, progress.part))
     finally:

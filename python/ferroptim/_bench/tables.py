@@ -183,6 +183,50 @@ def has_rich() -> bool:
     return import_optional("rich.console") is not None
 
 
+def _rich_table(block: Table, columns: Sequence[int]) -> Any:
+    # The table of `block`'s name columns and of its columns `columns`.
+    from rich import box
+    from rich.table import Table as RichTable
+
+    table = RichTable(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    shown = [*range(block.left), *columns]
+    for j in shown:
+        table.add_column(
+            block.columns[j],
+            justify="left" if j < block.left else "right",
+            overflow="fold",
+            style="bold" if j == 0 else None,
+        )
+    for row in block.rows:
+        table.add_row(*(row[j] for j in shown))
+    return table
+
+
+def _fitting_parts(console: Any, block: Table) -> List[Any]:
+    """`block` as rich tables no wider than the console: the whole table when it fits, else
+    its number columns split over several tables, each repeating the name columns (rich would
+    otherwise fold every cell over several lines)."""
+    from rich.cells import cell_len
+
+    cells = [
+        max([cell_len(column), *(cell_len(row[j]) for row in block.rows)])
+        for j, column in enumerate(block.columns)
+    ]
+
+    def width(columns: Sequence[int]) -> int:
+        # Unfolded cells, and three spaces between two columns (a space of padding on each
+        # side of the box's blank rule); no padding at the edges.
+        shown = [*range(block.left), *columns]
+        return sum(cells[j] for j in shown) + 3 * (len(shown) - 1)
+
+    parts: List[List[int]] = [[]]
+    for j in range(block.left, len(block.columns)):
+        if parts[-1] and width([*parts[-1], j]) > console.width:
+            parts.append([])
+        parts[-1].append(j)
+    return [_rich_table(block, columns) for columns in parts]
+
+
 def render_terminal(blocks: Sequence[Block], stream: TextIO, width: Optional[int] = None) -> None:
     """Draw the report for a terminal: rich tables no wider than `width` when rich imports,
     else the padded Markdown.
@@ -198,9 +242,7 @@ def render_terminal(blocks: Sequence[Block], stream: TextIO, width: Optional[int
         stream.write(to_markdown(blocks))
         stream.flush()
         return
-    from rich import box
     from rich.markdown import Markdown
-    from rich.table import Table as RichTable
     from rich.text import Text
 
     console = console_module.Console(
@@ -211,7 +253,8 @@ def render_terminal(blocks: Sequence[Block], stream: TextIO, width: Optional[int
         soft_wrap=False,
     )
     for i, block in enumerate(blocks):
-        if i:
+        # rich's Markdown opens a list with a blank line of its own.
+        if i and not isinstance(block, Notes):
             console.print()
         if isinstance(block, Heading):
             style = "bold underline" if block.level <= 2 else "bold"
@@ -225,17 +268,10 @@ def render_terminal(blocks: Sequence[Block], stream: TextIO, width: Optional[int
             # at the table's.
             if block.title:
                 console.print(Text(block.title, style="italic"))
-            table = RichTable(box=box.SIMPLE_HEAD, pad_edge=False)
-            for j, column in enumerate(block.columns):
-                name = j < block.left
-                table.add_column(
-                    column,
-                    justify="left" if name else "right",
-                    overflow="fold",
-                    style="bold" if j == 0 else None,
-                )
-            for row in block.rows:
-                table.add_row(*row)
-            console.print(table)
+            parts = _fitting_parts(console, block)
+            for k, part in enumerate(parts):
+                if k:
+                    console.print()
+                console.print(part)
         else:
             render_terminal(from_markdown(block.lines), stream, width)
