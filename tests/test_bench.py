@@ -1007,9 +1007,9 @@ def test_plot_of_the_sparse_benchmark(tmp_path):
     assert (tmp_path / "sparse.svg").read_text().lstrip().startswith("<?xml")
     (ax,) = figure.axes
     assert [len(container) for container in ax.containers] == [2, 2, 2]
-    # Gradient rows per second: 512 rows in 10 us; the dense step's 1000 rows in 20 ms.
-    assert ax.containers[0][0].get_height() == pytest.approx(51.2)
-    assert ax.containers[1][0].get_height() == pytest.approx(0.05)
+    # Steps per second: the sparse step's 10 us, the dense step's 20 ms.
+    assert ax.containers[0][0].get_height() == pytest.approx(1e5)
+    assert ax.containers[1][0].get_height() == pytest.approx(50)
 
 
 def test_plot_without_matplotlib_is_a_usage_error_before_the_run(monkeypatch, capsys):
@@ -1091,7 +1091,7 @@ def test_help_states_the_memory_a_run_needs():
     parser = argparse.ArgumentParser(description=_bench.DESCRIPTION)
     _bench.add_arguments(parser)
     text = " ".join(parser.format_help().split())
-    assert "peaks at 5.7 GB of RAM" in text and "--quick: seconds and 200 MB" in text
+    assert "peaks at 5.7 GB of RAM" in text and "--quick: seconds and 60 MB" in text
     assert "--markdown" in text and "--plot FILE" in text
 
 

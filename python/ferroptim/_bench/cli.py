@@ -53,7 +53,8 @@ DESCRIPTION = (
     "run peaks at its largest case, where every peer keeps its own optimizer state beside "
     "the parameters and gradients they share. The default run takes about two minutes on 2 "
     f"cores and peaks at {format_gb(DEFAULT_RUN_PEAK)} of RAM (Adam on GPT-2 small's 124M "
-    f"parameters); --quick: seconds and {format_gb(QUICK_RUN_PEAK)}; --sparse: "
+    "parameters; 1 GB more with torch); --quick: seconds and "
+    f"{format_gb(QUICK_RUN_PEAK)}; --sparse: "
     f"{format_gb(SPARSE_RUN_PEAK)}. A run says before it starts what its sizes need. "
     f"Progress bars, tables fitted to the terminal and --plot need `{EXTRA_HINT}`."
 )
@@ -133,7 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--plot",
         metavar="FILE",
         help="also draw a bar chart of 10^9 elements updated per second by each peer and "
-        "case, one panel per optimizer (with --sparse: gradient rows per second), to FILE "
+        "case, one panel per optimizer (with --sparse: steps per second), to FILE "
         "(PNG, or any format matplotlib writes by its extension); needs matplotlib",
     )
     group = parser.add_argument_group(

@@ -15,12 +15,13 @@ from ferroptim._bench.cases import DTYPE, Case
 from ferroptim._bench.registry import BenchOptimizer
 
 # The default run (SGD and Adam at every default size) peaked at this resident set size,
-# measured with `/usr/bin/time -v` on a 2-core x86-64 Linux machine: Adam on GPT-2 small,
-# whose 124M parameters and gradients every peer shares, with two slots per peer beside them.
+# measured with `/usr/bin/time -v` on a 2-core x86-64 Linux machine without torch: Adam on
+# GPT-2 small, whose 124M parameters and gradients every peer shares, with two slots per peer
+# beside them (torch's two more add 1 GB).
 DEFAULT_RUN_PEAK = 5.7e9
-# The same for `--quick` and for `--sparse` (its default 10^6 x 64 table).
-QUICK_RUN_PEAK = 0.2e9
-SPARSE_RUN_PEAK = 3.2e9
+# The same for `--quick` and for `--sparse` (its default 10^6 x 64 table: Adam's peers).
+QUICK_RUN_PEAK = 60e6
+SPARSE_RUN_PEAK = 2.6e9
 
 # The arrays of a NumPy step as a user writes it live at once beside the state, per tensor:
 # Adam's `m_hat / (sqrt(v_hat) + eps)` holds three temporaries of the tensor's size.

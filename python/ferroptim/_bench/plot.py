@@ -2,9 +2,10 @@
 
 The main benchmark gets one panel per optimizer, its cases along the x axis and a bar per peer
 giving 10^9 parameter elements updated per second (the roofline's bar is the memory floor's
-rate). The sparse benchmark gets one panel, its optimizers along the x axis and 10^6 gradient
-rows per second. The y axis is logarithmic: the rates span three orders of magnitude from 1K
-elements to GPT-2.
+rate). The sparse benchmark gets one panel, its optimizers along the x axis and steps per
+second (not the table's gradient rows per second, in which the dense step, whose gradient has
+a row for every row of the table, would look the fastest). The y axis is logarithmic: the
+rates span three orders of magnitude from 1K elements to GPT-2.
 
 matplotlib (the `bench` extra) is imported only when a plot is drawn, and draws without pyplot
 and its global backend (a `Figure` saved through its own Agg canvas), so it never opens a
@@ -42,8 +43,9 @@ def check_available(settings: Settings) -> None:
 
 
 def panels(report: Union[Report, SparseReport]) -> List[Panel]:
-    """What the chart shows: (title, x tick labels, [(peer title, rate per tick)]) per panel;
-    a peer that did not run in a case has None there (no bar).
+    """What the chart shows: (title, x tick labels, [(peer title, rate per tick)]) per panel
+    (Gelem/s, or the sparse benchmark's steps per second); a peer that did not run in a case
+    has None there (no bar).
 
     Args:
         report: the run.
@@ -53,8 +55,7 @@ def panels(report: Union[Report, SparseReport]) -> List[Panel]:
         ticks = [result.optimizer for result in report.results]
         bars = []
         for peer in SPARSE_PEERS:
-            rows = case.rows if peer == "dense" else case.rows_per_step
-            rates = [ratio(rows / 1e6, result.best(peer)) for result in report.results]
+            rates = [ratio(1.0, result.best(peer)) for result in report.results]
             if any(rate is not None for rate in rates):
                 bars.append((SPARSE_PEER_TITLES[peer], rates))
         title = f"{case.rows:,} x {case.columns} table, {case.rows_per_step} rows per step"
@@ -111,7 +112,7 @@ def plot_report(report: Union[Report, SparseReport], path: str) -> Any:
         ax.set_xticks(range(len(ticks)), ticks)
         ax.set_yscale("log")
         ax.set_title(title, loc="left")
-        ax.set_ylabel("Mrows/s" if sparse else "Gelem/s")
+        ax.set_ylabel("steps/s" if sparse else "Gelem/s")
         ax.grid(axis="y", which="both", alpha=0.3)
     # One legend for every panel (a peer has the same color in each), below them, where it
     # hides no bar.
@@ -119,7 +120,7 @@ def plot_report(report: Union[Report, SparseReport], path: str) -> Any:
         list(handles.values()), list(handles), loc="outside lower center", ncols=len(handles)
     )
     figure.suptitle(
-        "ferroptim sparse benchmark: 10^6 gradient rows per second"
+        "ferroptim sparse benchmark: steps per second"
         if sparse
         else "ferroptim benchmark: 10^9 elements updated per second",
         x=0.0,

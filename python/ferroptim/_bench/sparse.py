@@ -512,19 +512,22 @@ def run_optimizer(
     return SparseResult(spec.name, timings, unavailable, labels, check)
 
 
-def run_bytes(case: SparseCase, optimizers: Sequence[str]) -> int:
+def run_bytes(case: SparseCase, optimizers: Sequence[str], torch: bool) -> int:
     """The most bytes the sparse benchmark holds at once: the table and the dense peer's
-    gradient, and, for one optimizer at a time, the slots of each of its four peers and the
-    NumPy peer's scratch, all of the table's size (the batches of rows are small beside them).
+    gradient, and, for one optimizer at a time, the slots of each of its peers and the NumPy
+    peer's scratch, all of the table's size (the batches of rows are small beside them).
 
     Args:
         case: the table.
         optimizers: `SPARSE_OPTIMIZERS` keys of the run.
+        torch: whether torch runs (its optimizers keep their own slots).
     """
-    tables = max(
-        (4 * len(SPARSE_OPTIMIZERS[name].slot_inits) + SPARSE_OPTIMIZERS[name].scratch)
-        for name in optimizers
-    )
+    tables = 0
+    for name in optimizers:
+        spec = SPARSE_OPTIMIZERS[name]
+        # ferroptim sparse, ferroptim dense, NumPy, and torch when it has this optimizer.
+        peers = 3 + (1 if torch and spec.torch_optimizer is not None else 0)
+        tables = max(tables, peers * len(spec.slot_inits) + spec.scratch)
     return case.elements * DTYPE().itemsize * (2 + tables)
 
 
@@ -542,7 +545,8 @@ def run(settings: Settings, progress_stream: Optional[TextIO] = None) -> SparseR
     settle_allocator()
     env = environment()
     original_threads = env["default_threads"]
-    announce(run_bytes(case, settings.optimizers), f"the {case.name} table", env)
+    needed = run_bytes(case, settings.optimizers, env["torch"] is not None)
+    announce(needed, f"the {case.name} table", env)
     rng = np.random.default_rng(settings.seed)
     table = rng.standard_normal((case.rows, case.columns), dtype=DTYPE)
     grad = rng.standard_normal(table.shape, dtype=DTYPE)
