@@ -88,6 +88,8 @@ def plot_report(report: Union[Report, SparseReport], path: str) -> Any:
     figure_module = import_optional("matplotlib.figure")
     if figure_module is None:
         raise RuntimeError(f"--plot needs matplotlib: {EXTRA_HINT}")
+    from matplotlib import ticker
+
     sparse = isinstance(report, SparseReport)
     drawn = panels(report)
     widest = max((len(ticks) for _, ticks, _ in drawn), default=1)
@@ -111,6 +113,10 @@ def plot_report(report: Union[Report, SparseReport], path: str) -> Any:
             handles.setdefault(peer, drawn_bars)
         ax.set_xticks(range(len(ticks)), ticks)
         ax.set_yscale("log")
+        # Ticks at 1, 2 and 5 of each decade, labelled as plain numbers ("0.2", "50").
+        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_title(title, loc="left")
         ax.set_ylabel("steps/s" if sparse else "Gelem/s")
         ax.grid(axis="y", which="both", alpha=0.3)

@@ -1,6 +1,9 @@
 """The progress of a run on stderr: how many cases are done, how long the rest should take,
 and which case (and which peer of it) runs now, so that a long case is not silent.
 
+Nothing of it runs while a block is timed: the bar is redrawn when a case or a block starts,
+not by a thread of its own.
+
 A bar (rich) when stderr is a terminal and rich imports; otherwise one plain line as each case
 starts, which is what a CI log or a file wants. The time left weighs every case by an estimate
 of its seconds (`runner.estimated_seconds`): the estimates need only be right relative to one
@@ -98,6 +101,9 @@ class Progress:
                 ),
                 console=Console(file=self.stream),
                 transient=False,
+                # Redrawn between timed blocks only: a refreshing thread would take the GIL
+                # and a processor from the steps being timed.
+                auto_refresh=False,
             )
             self._bar.__enter__()
             self._task = self._bar.add_task(
@@ -114,6 +120,7 @@ class Progress:
                     completed=sum(self.weights),
                     description="done",
                     count=f"{self.total}/{self.total} {self.what}",
+                    refresh=True,
                 )
             self._bar.__exit__(*exc_info)
         elif exc_info[0] is None:
@@ -159,6 +166,7 @@ class Progress:
                 completed=self.done_weight,
                 description=label,
                 count=f"{self.count}/{self.total} {self.what}",
+                refresh=True,
             )
         else:
             now = time.perf_counter()
@@ -183,4 +191,5 @@ class Progress:
                 self._task,
                 completed=self.done_weight + self._current_weight() * self._fraction,
                 description=f"{self.label}: {detail}",
+                refresh=True,
             )
