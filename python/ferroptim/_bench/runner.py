@@ -247,16 +247,16 @@ def announce(largest_bytes: int, largest: str, env: Dict[str, Any]) -> None:
 
     Args:
         largest_bytes: the bytes the largest case needs.
-        largest: its name.
+        largest: its name; "" when the run has no case (then nothing is said of memory).
         env: `environment()`.
     """
     # The interpreter, NumPy and ferroptim, loaded already, stay beside every case.
     needed = peak_rss() + largest_bytes
     available = available_memory()
-    line = f"This run needs about {format_gb(needed)} of RAM at its peak ({largest})"
-    line += f"; {format_gb(available)} available." if available is not None else "."
-    log(line)
-    if available is not None and needed > available:
+    if largest:
+        line = f"This run needs about {format_gb(needed)} of RAM at its peak ({largest})"
+        log(line + (f"; {format_gb(available)} available." if available is not None else "."))
+    if largest and available is not None and needed > available:
         log(
             f"warning: {format_gb(needed)} is more than the {format_gb(available)} available: "
             "expect swapping or the out-of-memory killer; choose smaller --sizes."
