@@ -7,13 +7,16 @@ prints and writes.
 import argparse
 import dataclasses
 import importlib.util
+import io
 import json
 import pathlib
 import subprocess
 import sys
 
+import matplotlib.image
 import numpy as np
 import pytest
+from markdown_it import MarkdownIt
 
 import ferroptim as fo
 from ferroptim import _bench
@@ -316,11 +319,12 @@ def test_bench_script_reports_the_targets_after_the_measurements():
         "1",
         "--min-block-ms",
         "1",
+        "--markdown",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert out.index("| optimizer | case |") < out.index("### Targets")
+    assert out.index("Microseconds per step") < out.index("### Targets")
     header, rows = _table(out, "target")
     assert header == ["target", "measured", "met"]
     # The targets of Adam's 1K and 100x1K cases; those of cases that did not run are left out.
@@ -380,16 +384,31 @@ def test_unknown_optimizer_is_a_usage_error(capsys):
     assert "unknown nope; known: sgd, adam" in capsys.readouterr().err
 
 
+def _markdown_tables(markdown):
+    """Every table of `markdown` as CommonMark with tables (GitHub's) parses it: a list of
+    rows, the header first, each a list of cells."""
+    tables, row = [], None
+    for token in MarkdownIt("commonmark").enable("table").parse(markdown):
+        if token.type == "table_open":
+            tables.append([])
+        elif token.type == "tr_open":
+            row = []
+        elif token.type == "inline" and row is not None:
+            row.append(token.content)
+        elif token.type == "tr_close":
+            tables[-1].append(row)
+            row = None
+    return tables
+
+
 def _table(markdown, first_header):
-    lines = markdown.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
-    rows = []
-    for line in lines[start:]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
-    assert set(rows[1]) <= {":---", "---:"}
-    return rows[0], rows[2:]
+    """The header and body of the Markdown table whose header starts with the cells of
+    `first_header` ("optimizer | case")."""
+    wanted = [cell.strip() for cell in first_header.split("|")]
+    for rows in _markdown_tables(markdown):
+        if rows[0][: len(wanted)] == wanted:
+            return rows[0], rows[1:]
+    raise AssertionError(f"no table starting with {first_header!r} in:\n{markdown}")
 
 
 def _number(cell):
@@ -401,7 +420,7 @@ def _run_bench(tmp_path, *arguments):
     JSON report: its standard output and the report's path."""
     path = tmp_path / "bench.json"
     timings = ["--threads", "1,2", "--repeats", "2", "--min-block-ms", "2"]
-    command = [sys.executable, "-m", "ferroptim", "bench", *arguments, *timings]
+    command = [sys.executable, "-m", "ferroptim", "bench", "--markdown", *arguments, *timings]
     done = subprocess.run(
         command + ["--json", str(path)], capture_output=True, text=True, timeout=300
     )
@@ -410,34 +429,35 @@ def _run_bench(tmp_path, *arguments):
 
 
 def test_quick_run_prints_the_tables_and_writes_json(tmp_path):
-    out, path = _run_bench(tmp_path, "--quick", "--sizes", "1K,100x1K", "--scaling-sizes", "1K")
-
-    header, rows = _table(out, "optimizer | case")
-    assert " | ".join(header) == (
-        "optimizer | case | elements | ferroptim us | Gelem/s | GB/s | roofline us | "
-        "roofline GB/s | of roofline | NumPy us | vs NumPy | NumPy out= us | vs NumPy out= | "
-        "torch us | vs torch"
+    plot = tmp_path / "bench.png"
+    out, path = _run_bench(
+        tmp_path, "--quick", "--sizes", "1K,100x1K", "--scaling-sizes", "1K", "--plot", str(plot)
     )
-    assert [(row[0], row[1], row[2]) for row in rows] == [
-        ("sgd", "1K", "1,000"),
-        ("sgd", "100x1K", "100,000"),
-        ("adam", "1K", "1,000"),
-        ("adam", "100x1K", "100,000"),
-    ]
     has_torch = importlib.util.find_spec("torch") is not None
-    for row in rows:
-        cells = dict(zip(header, row))
-        ferroptim = ["ferroptim us", "GB/s", "roofline us", "of roofline"]
-        numpy = ["NumPy us", "vs NumPy", "NumPy out= us", "vs NumPy out="]
-        for column in ferroptim + numpy:
-            assert _number(cells[column]) > 0, (column, row)
-        assert (cells["torch us"] == "n/a") is not has_torch
+    peers = ["ferroptim", "roofline", "NumPy", "NumPy out="] + (["torch"] if has_torch else [])
+    rivals = [peer for peer in peers if peer not in ("ferroptim", "roofline")]
+    cases = [("sgd", "1K"), ("sgd", "100x1K"), ("adam", "1K"), ("adam", "100x1K")]
+
+    # Three narrow tables rather than one wide one; a peer that did not run has no column.
+    header, times = _table(out, "optimizer | case | elements")
+    assert header == ["optimizer", "case", "elements", *peers]
+    assert [(row[0], row[1]) for row in times] == cases
+    assert [row[2] for row in times] == ["1,000", "100,000"] * 2
+    header, traffic = _table(out, "optimizer | case | GB/s")
+    assert header == ["optimizer", "case", "GB/s", "roofline GB/s", "of roofline"]
+    header, speed = _table(out, "optimizer | case | Gelem/s")
+    assert header == ["optimizer", "case", "Gelem/s", *(f"vs {peer}" for peer in rivals)]
+    for rows in (times, traffic, speed):
+        assert [(row[0], row[1]) for row in rows] == cases
+        assert all(_number(cell) > 0 for row in rows for cell in row[2:]), rows
+    assert "n/a" not in out
     if not has_torch:
-        assert "torch is not installed" in out
+        # Said once, with what to do.
+        assert out.count("torch: not installed, `pip install torch` to compare") == 1
+        assert len([line for line in out.splitlines() if "torch" in line]) == 1
 
     header, rows = _table(out, "optimizer | peer")
     assert header == ["optimizer", "peer", "1 x 1K us", "100 x 1K us", "us per extra tensor"]
-    peers = ["ferroptim", "roofline", "NumPy", "NumPy out="] + (["torch"] if has_torch else [])
     assert [(row[0], row[1]) for row in rows] == [
         (name, peer) for name in ["sgd", "adam"] for peer in peers
     ]
@@ -451,20 +471,26 @@ def test_quick_run_prints_the_tables_and_writes_json(tmp_path):
     ]
     assert rows[0][4] == rows[2][4] == "1.00x"
     # The user's report holds measurements and ratios; the targets are benches/bench.py's.
-    assert "### Targets" not in out
+    assert "Targets" not in out and "DESIGN" not in out
 
     data = json.loads(path.read_text())
     assert data["environment"]["simd_level"] in {"baseline", "avx2", "avx512"}
+    assert data["peak_rss_bytes"] > 10**7
     results = {(case["optimizer"], case["case"]): case for case in data["cases"]}
     adam = results[("adam", "100x1K")]
     assert (adam["elements"], adam["tensors"], adam["bytes_per_element"]) == (100_000, 100, 28)
     best = adam["peers"]["ferroptim"]["best_s"]
     assert best == min(adam["peers"]["ferroptim"]["per_call_s"]) > 0
-    # The table's throughput is the JSON's time turned into bytes per second.
-    _, rows = _table(out, "optimizer | case")
-    cells = dict(zip(["optimizer", "case", "elements", "ferroptim us", "Gelem/s", "GB/s"], rows[3]))
-    assert _number(cells["GB/s"]) == pytest.approx(28 * 100_000 / best / 1e9, rel=0.01, abs=0.01)
-    assert _number(cells["ferroptim us"]) == pytest.approx(best * 1e6, rel=0.01, abs=0.01)
+    # The tables' numbers are the JSON's time: as microseconds, bytes and elements per second.
+    assert _number(times[3][3]) == pytest.approx(best * 1e6, rel=0.01, abs=0.01)
+    assert _number(traffic[3][2]) == pytest.approx(28 * 100_000 / best / 1e9, rel=0.01, abs=0.01)
+    assert _number(speed[3][2]) == pytest.approx(100_000 / best / 1e9, rel=0.01, abs=0.01)
+    numpy = adam["peers"]["numpy"]["best_s"]
+    assert _number(speed[3][3]) == pytest.approx(numpy / best, rel=0.01, abs=0.01)
+
+    # The plot: a PNG with a bar per peer that ran and case, in a panel per optimizer.
+    image = matplotlib.image.imread(plot)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
 
 def test_matrix_optimizers_report_ms_and_no_roofline(tmp_path):
@@ -478,36 +504,42 @@ def test_matrix_optimizers_report_ms_and_no_roofline(tmp_path):
         "24*40",
     )
 
-    # Only the table of the optimizers that are not element-wise: no roofline columns.
-    assert "| optimizer | case | elements | ferroptim us |" not in out
-    header, rows = _table(out, "optimizer | case | elements | tensors")
-    assert " | ".join(header) == (
-        "optimizer | case | elements | tensors | ferroptim ms | Melem/s | NumPy ms | vs NumPy | "
-        "NumPy out= ms | vs NumPy out= | torch ms | vs torch"
-    )
-    assert [row[:4] for row in rows] == [
+    # Only the tables of the optimizers that are not element-wise: no roofline.
+    assert not any(rows[0][:3] == ["optimizer", "case", "GB/s"] for rows in _markdown_tables(out))
+    has_torch = importlib.util.find_spec("torch") is not None
+    header, times = _table(out, "optimizer | case | elements | tensors")
+    assert header == [
+        "optimizer",
+        "case",
+        "elements",
+        "tensors",
+        "ferroptim",
+        "NumPy",
+        "NumPy out=",
+    ]
+    assert [row[:4] for row in times] == [
         ["adafactor", "24*40", "960", "1"],
         ["adafactor", "2x40*24", "1,920", "2"],
         ["muon", "24*40", "960", "1"],
         ["muon", "2x40*24", "1,920", "2"],
     ]
-    for row in rows:
-        cells = dict(zip(header, row))
-        numpy = ["NumPy ms", "vs NumPy", "NumPy out= ms", "vs NumPy out="]
-        for column in ["ferroptim ms", "Melem/s"] + numpy:
-            assert _number(cells[column]) > 0, (column, row)
-    for name in ["Adafactor", "Muon"]:
-        assert f"- roofline: {name} is not element-wise" in out
+    header, speed = _table(out, "optimizer | case | Melem/s")
+    assert header == ["optimizer", "case", "Melem/s", "vs NumPy", "vs NumPy out="]
+    for row in times + speed:
+        assert all(_number(cell) > 0 for cell in row[2:]), row
+    # Their missing roofline is the section's paragraph, not a note per optimizer.
+    assert "no roofline" in out and "roofline (" not in out
+    assert ("torch: not installed" in out) is not has_torch
 
     header, rows = _table(out, "optimizer | case | threads")
+    assert header == ["optimizer", "case", "threads", "ferroptim us", "speedup"]
     assert [row[:3] for row in rows] == [
         ["adafactor", "24*40", "1"],
         ["adafactor", "24*40", "2"],
         ["muon", "24*40", "1"],
         ["muon", "24*40", "2"],
     ]
-    assert all(row[5:] == ["n/a", "n/a"] for row in rows)
-    assert "### Targets" not in out
+    assert "Targets" not in out
 
     data = json.loads(path.read_text())
     muon = {case["case"]: case for case in data["cases"] if case["optimizer"] == "muon"}
@@ -515,9 +547,8 @@ def test_matrix_optimizers_report_ms_and_no_roofline(tmp_path):
     assert "roofline" in muon["2x40*24"]["unavailable"]
     assert set(muon["2x40*24"]["peers"]) == {"ferroptim", "numpy", "numpy_out"}
     # The table's milliseconds are the JSON's best time.
-    _, rows = _table(out, "optimizer | case | elements | tensors")
     best = muon["2x40*24"]["peers"]["ferroptim"]["best_s"]
-    assert _number(rows[3][4]) == pytest.approx(best * 1e3, rel=0.01, abs=0.001)
+    assert _number(times[3][4]) == pytest.approx(best * 1e3, rel=0.01, abs=0.001)
     assert data["settings"]["matrix_sizes"] is None
 
 
@@ -809,7 +840,7 @@ def test_distributed_table_shows_ratios_to_allreduce():
 
 def test_distributed_quick_run_prints_its_table_and_writes_json(tmp_path):
     path = tmp_path / "bench.json"
-    command = [sys.executable, "-m", "ferroptim", "bench", "--distributed", "--quick"]
+    command = [sys.executable, "-m", "ferroptim", "bench", "--distributed", "--quick", "--markdown"]
     command += ["--repeats", "2", "--json", str(path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -844,3 +875,260 @@ def test_distributed_quick_run_prints_its_table_and_writes_json(tmp_path):
                 seconds = results[(n, case, mode)]["seconds"]
                 assert len(seconds["step"]) == 2
                 assert all(s > 0 for part in seconds.values() for s in part)
+
+
+# What a user reads: tables that fit, missing peers named once, the plot, the progress.
+
+
+def _timing(seconds):
+    return _bench.Timing(1, [seconds])
+
+
+def _report(torch_everywhere=False):
+    """A made-up run of three optimizers (the longest names of the registry among them) on
+    four cases, torch missing from all of them but, with `torch_everywhere`, the ones torch
+    has."""
+    settings = _settings(
+        "--optimizers", "adam,rmsprop_centered,schedule_free_adamw", "--sizes", "1K,32M,gpt2,100x1K"
+    )
+    cases = []
+    for name in settings.optimizers:
+        spec = _bench.OPTIMIZERS[name]
+        for k, case in enumerate(settings.sizes):
+            seconds = case.elements * 4e-9 + 3e-6 * (k + 1)
+            timings = {
+                "ferroptim": _timing(seconds),
+                "roofline": _timing(seconds * 0.8),
+                "numpy": _timing(seconds * 9.5),
+                "numpy_out": _timing(seconds * 6.25),
+            }
+            unavailable = {"torch": "not installed, `pip install torch` to compare"}
+            if torch_everywhere and spec.torch_optimizer is not None:
+                timings["torch"] = _timing(seconds * 1.5)
+                unavailable = {}
+            elif torch_everywhere:
+                unavailable = {"torch": f"torch has no fused CPU {spec.keras_name}"}
+            cases.append(
+                _bench.CaseResult(
+                    name, case, 2, spec.bytes_per_element(4), timings, unavailable, {}
+                )
+            )
+    return _bench.Report(settings, {**_ENV, "load_average": (0.1, 0.1, 0.1)}, cases, [])
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_the_terminal_tables_fit_the_width(width):
+    stream = io.StringIO()
+    blocks = _bench.report.report_blocks(_report(torch_everywhere=True))
+    _bench.tables.render_terminal(blocks, stream, width=width)
+    lines = stream.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= width
+    text = stream.getvalue()
+    # No cell folds over two lines: a table too wide is split, its name columns repeated.
+    assert "497,768" in text and "4,728,798" in text and "schedule_free_adamw" in text
+    for name in ["adam", "rmsprop_centered", "schedule_free_adamw"]:
+        rows = sum(line.startswith(name + " ") for line in lines)
+        # Four cases in each of the three tables (and in more parts when narrow).
+        assert rows >= 3 * 4, name
+    # Three tables for the 15 columns of old, and the marginal cost's: whole at 120 columns
+    # (seven-digit times and torch's column take the time table to 90), split below.
+    headers = sum(line.startswith("optimizer ") for line in lines)
+    assert (headers == 4) is (width == 120)
+
+
+def test_missing_peers_are_named_once_without_columns():
+    text = _bench.render_markdown(_report())
+    assert text.count("torch: not installed, `pip install torch` to compare") == 1
+    assert len([line for line in text.splitlines() if "torch" in line]) == 1
+    assert "n/a" not in text
+    tables = _markdown_tables(text)
+    # Time, traffic, speed-ups and the marginal cost of a tensor (1K and 100x1K ran).
+    assert len(tables) == 4
+    assert all("torch" not in " ".join(rows[0]) for rows in tables)
+    # A peer missing for some optimizers only: its column stays, the others' cells are n/a,
+    # and each reason is said once, with the optimizers it holds for.
+    text = _bench.render_markdown(_report(torch_everywhere=True))
+    header, rows = _table(text, "optimizer | case | elements")
+    assert header[-1] == "torch"
+    assert [row[-1] != "n/a" for row in rows] == [True] * 4 + [False] * 8
+    assert "- torch (rmsprop_centered): torch has no fused CPU RMSprop" in text
+    assert "- torch (schedule_free_adamw): torch has no fused CPU ScheduleFreeAdamW" in text
+    notes = _bench.report.missing_notes(
+        [("torch", "sgd", "gone"), ("torch", "adam", "gone"), ("torch", "sgd", "gone")],
+        ["sgd", "adam"],
+    )
+    assert notes == ["torch: gone"]
+
+
+def test_markdown_output_is_markdown_tables():
+    text = _bench.render_markdown(_report(torch_everywhere=True))
+    table_lines = [line for line in text.splitlines() if line.startswith("|")]
+    tables = _markdown_tables(text)
+    # Every line that looks like a table row is one: a header, a rule, and the body.
+    assert sum(len(rows) + 1 for rows in tables) == len(table_lines)
+    for rows in tables:
+        assert len({len(row) for row in rows}) == 1
+    # Columns are padded so the text reads as a table too: the pipes line up.
+    header = next(i for i, line in enumerate(text.splitlines()) if line.startswith("| optimizer"))
+    block = text.splitlines()[header : header + 14]
+    assert len({tuple(i for i, c in enumerate(line) if c == "|") for line in block}) == 1
+    assert text.startswith("## ferroptim benchmark\n")
+
+
+def test_plot_draws_a_bar_per_peer_and_case(tmp_path):
+    report = _report(torch_everywhere=True)
+    path = tmp_path / "bench.png"
+    figure = _bench.plot.plot_report(report, str(path))
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[2] in (3, 4) and image.shape[0] > 300
+    # One panel per optimizer; a bar per case and peer that ran: adam has torch's too.
+    assert [ax.get_title(loc="left") for ax in figure.axes] == [
+        "adam",
+        "rmsprop_centered",
+        "schedule_free_adamw",
+    ]
+    bars = [sum(len(container) for container in ax.containers) for ax in figure.axes]
+    assert bars == [4 * 5, 4 * 4, 4 * 4]
+    assert sum(len(result.timings) for result in report.cases) == sum(bars)
+    # Their heights are the Gelem/s of the peers: elements over the best time.
+    adam = figure.axes[0]
+    ferroptim = adam.containers[0]
+    for patch, result in zip(ferroptim, report.cases[:4]):
+        expected = result.case.elements / result.best("ferroptim") / 1e9
+        assert patch.get_height() == pytest.approx(expected)
+
+
+def test_plot_of_the_sparse_benchmark(tmp_path):
+    timings = {"ferroptim": _timing(10e-6), "dense": _timing(0.02), "numpy": _timing(2e-4)}
+    results = [_bench.sparse.SparseResult(name, timings, {}, {}, {}) for name in ["sgd", "adagrad"]]
+    settings = _settings("--sparse", "--table", "1000*64", "--optimizers", "sgd,adagrad")
+    report = _bench.sparse.SparseReport(settings, _ENV, 500.0, results)
+    figure = _bench.plot.plot_report(report, str(tmp_path / "sparse.svg"))
+    assert (tmp_path / "sparse.svg").read_text().lstrip().startswith("<?xml")
+    (ax,) = figure.axes
+    assert [len(container) for container in ax.containers] == [2, 2, 2]
+    # Steps per second: the sparse step's 10 us, the dense step's 20 ms.
+    assert ax.containers[0][0].get_height() == pytest.approx(1e5)
+    assert ax.containers[1][0].get_height() == pytest.approx(50)
+
+
+def test_plot_without_matplotlib_is_a_usage_error_before_the_run(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(SystemExit) as exit_info:
+        _bench.main(["--plot", "out.png", "--sizes", "1K"])
+    assert exit_info.value.code == 2
+    assert '--plot needs matplotlib: pip install "ferroptim[bench]"' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _bench.main(["--distributed", "--plot", "out.png"])
+    assert "not --distributed" in capsys.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_lines_when_not_a_terminal(monkeypatch):
+    clock = iter([0.0, 0.0, 0.0, 2.0, 9.0])
+    monkeypatch.setattr(_bench.progress.time, "perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    with _bench.progress.Progress([1.0, 3.0], stream) as progress:
+        progress.begin("adam 1K", "1,000 elements, 1 tensor")
+        progress.part(0.5, "numpy, block 1 of 7")
+        progress.begin("adam 32M")
+    assert progress.rich is None
+    # The time left: the estimates, scaled by the rate of the cases done so far blended with
+    # the estimates' own (as if they had held for a quarter of the run): 3 * (2 + 1) / (1 + 1).
+    assert stream.getvalue().splitlines() == [
+        "[1/2] adam 1K (1,000 elements, 1 tensor): 0:00 elapsed, about 0:04 left",
+        "[2/2] adam 32M: 0:02 elapsed, about 0:04 left",
+        "done: 2 cases in 0:09",
+    ]
+
+
+def test_progress_bar_on_a_terminal_unless_rich_is_missing(monkeypatch):
+    stream = _Terminal()
+    with _bench.progress.Progress([1.0, 1.0], stream) as progress:
+        progress.begin("adam 1K")
+        progress.part(0.5, "numpy, block 1 of 7")
+        progress.begin("adam 32M")
+    assert progress.rich is not None
+    assert "2/2 cases" in stream.getvalue() and "[1/2]" not in stream.getvalue()
+    monkeypatch.setitem(sys.modules, "rich.progress", None)
+    stream = _Terminal()
+    with _bench.progress.Progress([1.0], stream) as progress:
+        progress.begin("adam 1K")
+    assert progress.rich is None
+    assert stream.getvalue().startswith("[1/1] adam 1K: ")
+
+
+def test_timing_reports_how_far_a_case_is():
+    parts = []
+    peers = [_bench.Peer(name, lambda: None) for name in ["ferroptim", "numpy"]]
+    settings = _settings("--repeats", "3", "--min-block-ms", "0.01")
+    _bench.time_peers(peers, settings, on_block=lambda share, what: parts.append((share, what)))
+    assert parts[:2] == [(0.0, "ferroptim, warm-up"), (0.125, "numpy, warm-up")]
+    assert parts[2] == (0.25, "ferroptim, block 1 of 3")
+    assert parts[-1] == (0.875, "numpy, block 3 of 3")
+    assert [share for share, _ in parts] == sorted(share for share, _ in parts)
+
+
+def test_a_busy_machine_is_said():
+    assert _bench.machine.busy_warning((0.4, 0.3, 0.2), 2) is None
+    assert _bench.machine.busy_warning(None, 2) is None
+    warning = _bench.machine.busy_warning((1.5, 1.0, 1.0), 2)
+    assert "load average 1.50 on 2 cores" in warning and "noisy" in warning
+    settings = _settings()
+    assert "(busy: noisy times)" in _bench.report.environment_line(
+        {**_ENV, "load_average": (3.0, 2.0, 1.0)}, settings
+    )
+    assert "busy" not in _bench.report.environment_line(
+        {**_ENV, "load_average": (0.1, 0.1, 0.1)}, settings
+    )
+
+
+def test_help_states_the_memory_a_run_needs():
+    parser = argparse.ArgumentParser(description=_bench.DESCRIPTION)
+    _bench.add_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert "peaks at 5.7 GB of RAM" in text and "--quick: seconds and 60 MB" in text
+    assert "--markdown" in text and "--plot FILE" in text
+
+
+def test_the_memory_said_before_a_run_is_the_peak_it_reaches(tmp_path):
+    # Adam on 8M elements: parameters, gradients and two slots for each of four peers, 320 MB,
+    # and NumPy's temporaries. The estimate said on stderr against the measured peak.
+    out, path = _run_bench(tmp_path, "--optimizers", "adam", "--sizes", "8M", "--scaling-sizes=")
+    del out
+    data = json.loads(path.read_text())
+    spec, case = _bench.OPTIMIZERS["adam"], _bench.parse_case("8M")
+    estimate = _bench.machine.case_bytes(spec, case, torch=data["environment"]["torch"] is not None)
+    assert estimate >= 4 * 8_000_000 * 10
+    peak = data["peak_rss_bytes"]
+    assert 0.8 * estimate < peak < 1.2 * estimate + 150e6
+
+
+def test_import_ferroptim_imports_no_plotting_or_table_library():
+    code = (
+        "import sys, ferroptim, ferroptim._bench; "
+        "print(sorted(m for m in ('rich', 'matplotlib', 'tabulate') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_without_the_bench_extra_the_output_is_plain(tmp_path):
+    # rich and matplotlib blocked: Markdown on stdout, plain progress lines, one line saying
+    # how to get the rest.
+    code = (
+        "import sys; sys.modules['rich'] = None; sys.modules['matplotlib'] = None; "
+        "from ferroptim.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    )
+    command = [sys.executable, "-c", code, "bench", "--quick", "--sizes", "1K", "--scaling-sizes="]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count('pip install "ferroptim[bench]"') == 1
+    assert "[1/2] sgd 1K" in done.stderr and "done: 2 cases in" in done.stderr
+    header, rows = _table(done.stdout, "optimizer | case | elements")
+    assert [row[:2] for row in rows] == [["sgd", "1K"], ["adam", "1K"]]

@@ -26,14 +26,21 @@ One module per job:
 - `timing`: alternating timed blocks;
 - `peers`: the contestants of a case (ferroptim, roofline, NumPy, NumPy out=, torch);
 - `results`, `runner`: running every case, and what it measured;
-- `report`: the Markdown tables (measurements and ratios);
+- `machine`: the memory a run needs and reached, and whether other work loads the machine;
+- `progress`: the progress on stderr, a bar (rich) on a terminal, plain lines elsewhere;
+- `report`: the report's tables (measurements and ratios), and the peers that did not run;
+- `tables`: a report printed as Markdown (`--markdown`) or drawn to the terminal's width;
+- `plot`: `--plot`, a bar chart of elements per second (matplotlib);
 - `sparse`, `numpy_sparse_steps`: the sparse benchmark (`--sparse`): an embedding table whose
   gradient is a few rows (`ferroptim.IndexedSlices`), ferroptim's sparse step against its
   dense step, NumPy by fancy indexing and torch's sparse optimizers; its peers, run and table;
 - `distributed`, `distributed_rank`: the distributed benchmark (`--distributed`):
   `ferroptim.distributed.DistributedOptimizer` under `mpiexec` at several rank counts,
   allreduce against ZeRO-1, its launches and table, and what each rank runs and measures;
-- `cli`: the options, and a run printed (and written as JSON).
+- `cli`: the options, and a run printed (and written as JSON, and plotted).
+
+rich and matplotlib (the `bench` extra) are imported only where they draw, never by
+`import ferroptim`; without them the benchmark prints plain lines and Markdown.
 """
 
 from ferroptim._bench.cases import Case, parse_case

@@ -67,8 +67,8 @@ def import_torch() -> Any:
     try:
         # By name: torch is optional, and has no stubs where it is not installed.
         return importlib.import_module("torch")
-    except ImportError as error:
-        raise Unavailable(f"torch is not installed ({error})") from None
+    except ImportError:
+        raise Unavailable("not installed, `pip install torch` to compare") from None
 
 
 def with_threads(peer: Peer, threads: int) -> Peer:

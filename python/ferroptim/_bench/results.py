@@ -123,12 +123,15 @@ class Report:
         env: `runner.environment()`: what the numbers depend on.
         cases: main table results, in order.
         scaling: thread-scaling results, in order.
+        peak_rss: the process's peak resident set size at the end of the run, in bytes, or
+            None when not measured.
     """
 
     settings: Settings
     env: Dict[str, Any]
     cases: List[CaseResult]
     scaling: List[ScalingResult]
+    peak_rss: Optional[int] = None
 
     def find(self, optimizer: str, case: str) -> Optional[CaseResult]:
         """The main-table result of `optimizer` on the case `case` spells, or None.
@@ -150,4 +153,5 @@ class Report:
             "settings": settings_json(self.settings),
             "cases": [result.to_json() for result in self.cases],
             "scaling": [result.to_json() for result in self.scaling],
+            "peak_rss_bytes": self.peak_rss,
         }

@@ -1,16 +1,26 @@
-"""Running: every case of every optimizer asked, its peers built, timed and freed in turn."""
+"""Running: every case of every optimizer asked, its peers built, timed and freed in turn,
+with the progress on stderr (stdout carries the report)."""
 
 from __future__ import annotations
 
 import gc
+import math
 import os
 import platform
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
 from ferroptim._bench.cases import DTYPE, Arrays, Case, make_arrays
+from ferroptim._bench.machine import (
+    available_memory,
+    busy_warning,
+    format_gb,
+    load_average,
+    peak_rss,
+    run_bytes,
+)
 from ferroptim._bench.peers import (
     MAIN_PEERS,
     Unavailable,
@@ -23,11 +33,23 @@ from ferroptim._bench.peers import (
     torch_peer,
     with_threads,
 )
+from ferroptim._bench.progress import Progress
 from ferroptim._bench.registry import OPTIMIZERS, BenchOptimizer
-from ferroptim._bench.report import format_us
 from ferroptim._bench.results import CaseResult, Report, ScalingResult
 from ferroptim._bench.settings import Settings
 from ferroptim._bench.timing import Peer, time_peers
+
+# Orders of magnitude for the progress bar's estimate of a case's seconds (only their ratios
+# matter): a fused step streams about 10 GB/s; NumPy's steps, with their temporaries and one
+# pass per operation, take several times ferroptim's; a call costs some microseconds per
+# tensor; drawing a random float32 costs some nanoseconds; a matrix product some GFLOP/s.
+STREAM_BYTES_PER_S = 10e9
+PEER_SLOWDOWN = {"ferroptim": 1.0, "roofline": 1.0, "numpy": 10.0, "numpy_out": 7.0, "torch": 1.5}
+SECONDS_PER_TENSOR = 3e-6
+SECONDS_PER_RANDOM = 8e-9
+# Building the peers and collecting the previous case's arrays.
+SECONDS_PER_CASE = 0.05
+FLOP_PER_S = 50e9
 
 
 def log(message: str) -> None:
@@ -58,19 +80,25 @@ def _main_peers(
     return build_peers(builders, MAIN_PEERS)
 
 
-def run_case(spec: BenchOptimizer, case: Case, settings: Settings) -> CaseResult:
+def run_case(
+    spec: BenchOptimizer,
+    case: Case,
+    settings: Settings,
+    on_block: Optional[Callable[[float, str], None]] = None,
+) -> CaseResult:
     """Time every peer of the main table on one case; their arrays are freed on return.
 
     Args:
         spec: the optimizer.
         case: the parameter shapes.
         settings: thread count and timing settings.
+        on_block: told before each timed block how far the case is (`time_peers`).
     """
     threads = settings.main_threads
     set_threads(threads)
     params, grads = make_arrays(case, settings.seed)
     peers, unavailable = _main_peers(spec, params, grads, case.names, threads)
-    timings = time_peers(peers, settings, spec.settle)
+    timings = time_peers(peers, settings, spec.settle, on_block)
     labels = {peer.name: peer.label for peer in peers if peer.label}
     result = CaseResult(
         spec.name,
@@ -86,13 +114,19 @@ def run_case(spec: BenchOptimizer, case: Case, settings: Settings) -> CaseResult
     return result
 
 
-def run_scaling(spec: BenchOptimizer, case: Case, settings: Settings) -> ScalingResult:
+def run_scaling(
+    spec: BenchOptimizer,
+    case: Case,
+    settings: Settings,
+    on_block: Optional[Callable[[float, str], None]] = None,
+) -> ScalingResult:
     """ferroptim and the roofline at every thread count, the counts alternating by block.
 
     Args:
         spec: the optimizer.
         case: the parameter shapes.
         settings: thread counts and timing settings.
+        on_block: told before each timed block how far the case is (`time_peers`).
     """
     params, grads = make_arrays(case, settings.seed)
     peers = []
@@ -100,7 +134,7 @@ def run_scaling(spec: BenchOptimizer, case: Case, settings: Settings) -> Scaling
         peers.append(with_threads(ferroptim_peer(spec, params, grads, case.names), n))
         if spec.element_wise:
             peers.append(with_threads(roofline_peer(spec, params, grads), n))
-    timings = time_peers(peers, settings)
+    timings = time_peers(peers, settings, spec.settle, on_block)
     set_threads(settings.main_threads)
     result = ScalingResult(
         spec.name,
@@ -128,7 +162,7 @@ def environment() -> Dict[str, Any]:
         torch_version: Optional[str] = import_torch().__version__
         torch_note = f"torch {torch_version}"
     except Unavailable as reason:
-        torch_version, torch_note = None, str(reason)
+        torch_version, torch_note = None, f"torch: {reason}"
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
@@ -150,7 +184,7 @@ def environment() -> Dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         # Other work on the machine skews the absolute times (and thread scaling most).
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
     }
 
 
@@ -166,35 +200,114 @@ def settle_allocator() -> None:
     del block
 
 
-def run(settings: Settings) -> Report:
+def _step_seconds(spec: BenchOptimizer, case: Case) -> float:
+    # ferroptim's step, roughly: streaming its bytes (Adafactor's passes too), plus Muon's
+    # Newton-Schulz matrix products.
+    streams = spec.bytes_per_element(DTYPE().itemsize) or 3 * 28
+    seconds = case.elements * streams / STREAM_BYTES_PER_S + SECONDS_PER_TENSOR * len(case.shapes)
+    ns_steps = spec.kwargs.get("ns_steps", 0)
+    for shape in case.shapes:
+        if ns_steps and len(shape) == 2:
+            small, large = sorted(shape)
+            # Each iteration: X Xt, its square, and that times X.
+            seconds += ns_steps * (4 * small * small * large + 2 * small**3) / FLOP_PER_S
+    return seconds
+
+
+def estimated_seconds(
+    spec: BenchOptimizer, case: Case, settings: Settings, peers: Sequence[str]
+) -> float:
+    """A rough estimate of a case's seconds, which weighs it in the progress bar's time left:
+    making its arrays, then each peer's warm-up and timed blocks as `time_peers` runs them.
+
+    Args:
+        spec: the optimizer.
+        case: the case.
+        settings: the block length, repeats and budget.
+        peers: the peers that run.
+    """
+    seconds = SECONDS_PER_CASE + 2 * case.elements * SECONDS_PER_RANDOM
+    step = _step_seconds(spec, case)
+    for peer in peers:
+        # NumPy's matrix products are BLAS's, as fast as ferroptim's.
+        slowdown = PEER_SLOWDOWN.get(peer.split("@")[0], 1.0) if spec.element_wise else 1.5
+        block = max(settings.min_block, step * slowdown)
+        # Past the budget a peer stops at min_repeats blocks.
+        repeats = min(
+            settings.repeats, max(settings.min_repeats, math.ceil(settings.budget / block))
+        )
+        # Warming up runs a step, then blocks of growing length up to one full block.
+        seconds += (repeats + 2) * (block + spec.settle)
+    return seconds
+
+
+def announce(largest_bytes: int, largest: str, env: Dict[str, Any]) -> None:
+    """Say on stderr the memory the run needs (and warn when the machine has less available),
+    and warn when other work loads the machine.
+
+    Args:
+        largest_bytes: the bytes the largest case needs.
+        largest: its name; "" when the run has no case (then nothing is said of memory).
+        env: `environment()`.
+    """
+    # The interpreter, NumPy and ferroptim, loaded already, stay beside every case.
+    needed = peak_rss() + largest_bytes
+    available = available_memory()
+    if largest:
+        line = f"This run needs about {format_gb(needed)} of RAM at its peak ({largest})"
+        log(line + (f"; {format_gb(available)} available." if available is not None else "."))
+    if largest and available is not None and needed > available:
+        log(
+            f"warning: {format_gb(needed)} is more than the {format_gb(available)} available: "
+            "expect swapping or the out-of-memory killer; choose smaller --sizes."
+        )
+    busy = busy_warning(env["load_average"], env["cores"])
+    if busy is not None:
+        log(f"warning: {busy}.")
+
+
+def run(settings: Settings, progress_stream: Optional[TextIO] = None) -> Report:
     """Run the whole benchmark (progress goes to stderr).
 
     Args:
         settings: what to measure.
+        progress_stream: where the progress goes (default: sys.stderr); a bar when it is a
+            terminal and rich imports, plain lines otherwise.
     """
     settle_allocator()
     env = environment()
     original_threads = env["default_threads"]
+    torch = env["torch"] is not None
+    main_peers = [p for p in MAIN_PEERS if torch or p != "torch"]
+    tasks: List[Tuple[str, BenchOptimizer, Case, float]] = []
+    for name in settings.optimizers:
+        spec = OPTIMIZERS[name]
+        for case in settings.cases(spec):
+            seconds = estimated_seconds(spec, case, settings, main_peers)
+            tasks.append(("main", spec, case, seconds))
+        for case in settings.scaling_cases(spec):
+            peers = [
+                f"{peer}@{n}"
+                for n in settings.threads
+                for peer in (["ferroptim", "roofline"] if spec.element_wise else ["ferroptim"])
+            ]
+            tasks.append(("scaling", spec, case, estimated_seconds(spec, case, settings, peers)))
+    announce(*run_bytes([(spec, case) for _, spec, case, _ in tasks], torch), env)
     cases, scaling = [], []
+    progress = Progress([seconds for *_, seconds in tasks], progress_stream)
     try:
-        for name in settings.optimizers:
-            spec = OPTIMIZERS[name]
-            for case in settings.cases(spec):
-                log(
-                    f"[{name} {case.name}] {case.elements:,} elements, "
-                    f"{len(case.shapes)} tensors ..."
-                )
-                result = run_case(spec, case, settings)
-                log(
-                    "    "
-                    + ", ".join(
-                        f"{peer} {format_us(result.best(peer))} us" for peer in result.timings
+        with progress:
+            for kind, spec, case, _ in tasks:
+                tensors = f"{len(case.shapes)} tensor{'s' if len(case.shapes) > 1 else ''}"
+                if kind == "main":
+                    progress.begin(
+                        f"{spec.name} {case.name}", f"{case.elements:,} elements, {tensors}"
                     )
-                )
-                cases.append(result)
-            for case in settings.scaling_cases(spec):
-                log(f"[{name} {case.name}] thread scaling over {settings.threads} ...")
-                scaling.append(run_scaling(spec, case, settings))
+                    cases.append(run_case(spec, case, settings, progress.part))
+                else:
+                    threads = ", ".join(map(str, settings.threads))
+                    progress.begin(f"{spec.name} {case.name} scaling", f"on {threads} threads")
+                    scaling.append(run_scaling(spec, case, settings, progress.part))
     finally:
         set_threads(original_threads)
-    return Report(settings, env, cases, scaling)
+    return Report(settings, env, cases, scaling, peak_rss())

@@ -26,11 +26,12 @@ from __future__ import annotations
 import dataclasses
 import gc
 import itertools
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
 from ferroptim._bench.cases import DTYPE, Arrays, parse_case
+from ferroptim._bench.machine import format_gb, peak_rss
 from ferroptim._bench.numpy_sparse_steps import (
     adagrad_sparse_numpy,
     adam_lazy_sparse_numpy,
@@ -38,18 +39,20 @@ from ferroptim._bench.numpy_sparse_steps import (
     sgd_sparse_numpy,
 )
 from ferroptim._bench.peers import Unavailable, build_peers, import_torch, set_threads
+from ferroptim._bench.progress import Progress
 from ferroptim._bench.registry import OPTIMIZERS
 from ferroptim._bench.report import (
     environment_line,
     format_rate,
     format_speedup,
     format_us,
-    markdown_table,
+    missing_notes,
     ratio,
 )
 from ferroptim._bench.results import PeerTimings, settings_json
-from ferroptim._bench.runner import environment, log, settle_allocator
+from ferroptim._bench.runner import announce, environment, settle_allocator
 from ferroptim._bench.settings import Settings, SparseCase
+from ferroptim._bench.tables import Block, Heading, Notes, Paragraph, Table, to_markdown
 from ferroptim._bench.timing import Peer, Timing, time_peers
 
 # The peers, in the order their blocks alternate, and their names in the report.
@@ -439,12 +442,15 @@ class SparseReport:
         env: `runner.environment()`.
         distinct_rows: the mean number of distinct rows per step over the batches.
         results: one per optimizer, in order.
+        peak_rss: the process's peak resident set size at the end of the run, in bytes, or
+            None when not measured.
     """
 
     settings: Settings
     env: Dict[str, Any]
     distinct_rows: float
     results: List[SparseResult]
+    peak_rss: Optional[int] = None
 
     @property
     def case(self) -> SparseCase:
@@ -467,6 +473,7 @@ class SparseReport:
             "settings": settings_json(self.settings),
             "distinct_rows_per_step": self.distinct_rows,
             "results": [result.to_json() for result in self.results],
+            "peak_rss_bytes": self.peak_rss,
         }
 
 
@@ -476,6 +483,7 @@ def run_optimizer(
     grad: np.ndarray,
     batches: Sequence[Batch],
     settings: Settings,
+    on_block: Optional[Callable[[float, str], None]] = None,
 ) -> SparseResult:
     """Check, then time every peer of one optimizer; their state is freed on return.
 
@@ -485,6 +493,7 @@ def run_optimizer(
         grad: the dense peer's gradient.
         batches: the sparse peers' rows.
         settings: thread count and timing settings.
+        on_block: told before each timed block how far the optimizer is (`time_peers`).
     """
     check = check_peers(spec, settings.seed)
     threads = settings.main_threads
@@ -496,18 +505,39 @@ def run_optimizer(
         "torch": lambda: torch_peer(spec, table, batches, threads),
     }
     peers, unavailable = build_peers(builders, SPARSE_PEERS)
-    timings = time_peers(peers, settings)
+    timings = time_peers(peers, settings, on_block=on_block)
     labels = {peer.name: peer.label for peer in peers if peer.label}
     del peers
     gc.collect()
     return SparseResult(spec.name, timings, unavailable, labels, check)
 
 
-def run(settings: Settings) -> SparseReport:
+def run_bytes(case: SparseCase, optimizers: Sequence[str], torch: bool) -> int:
+    """The most bytes the sparse benchmark holds at once: the table and the dense peer's
+    gradient, and, for one optimizer at a time, the slots of each of its peers and the NumPy
+    peer's scratch, all of the table's size (the batches of rows are small beside them).
+
+    Args:
+        case: the table.
+        optimizers: `SPARSE_OPTIMIZERS` keys of the run.
+        torch: whether torch runs (its optimizers keep their own slots).
+    """
+    tables = 0
+    for name in optimizers:
+        spec = SPARSE_OPTIMIZERS[name]
+        # ferroptim sparse, ferroptim dense, NumPy, and torch when it has this optimizer.
+        peers = 3 + (1 if torch and spec.torch_optimizer is not None else 0)
+        tables = max(tables, peers * len(spec.slot_inits) + spec.scratch)
+    return case.elements * DTYPE().itemsize * (2 + tables)
+
+
+def run(settings: Settings, progress_stream: Optional[TextIO] = None) -> SparseReport:
     """Run the sparse benchmark (progress goes to stderr).
 
     Args:
         settings: what to measure; `settings.sparse` is the case.
+        progress_stream: where the progress goes (default: sys.stderr); a bar when it is a
+            terminal and rich imports, plain lines otherwise.
     """
     case = settings.sparse
     if case is None:
@@ -515,7 +545,8 @@ def run(settings: Settings) -> SparseReport:
     settle_allocator()
     env = environment()
     original_threads = env["default_threads"]
-    log(f"[sparse] table {case.name} float32, {case.rows_per_step} rows per step ...")
+    needed = run_bytes(case, settings.optimizers, env["torch"] is not None)
+    announce(needed, f"the {case.name} table", env)
     rng = np.random.default_rng(settings.seed)
     table = rng.standard_normal((case.rows, case.columns), dtype=DTYPE)
     grad = rng.standard_normal(table.shape, dtype=DTYPE)
@@ -523,18 +554,17 @@ def run(settings: Settings) -> SparseReport:
     batches = make_batches(case, settings.seed + 1)
     distinct = float(np.mean([len(np.unique(indices)) for indices, _ in batches]))
     results = []
+    # Every optimizer times the same peers on the same table: alike enough to weigh the same.
+    progress = Progress([1.0] * len(settings.optimizers), progress_stream, what="optimizers")
     try:
-        for name in settings.optimizers:
-            log(f"[sparse {name}] ...")
-            result = run_optimizer(SPARSE_OPTIMIZERS[name], table, grad, batches, settings)
-            log(
-                "    "
-                + ", ".join(f"{peer} {format_us(result.best(peer))} us" for peer in result.timings)
-            )
-            results.append(result)
+        with progress:
+            for name in settings.optimizers:
+                progress.begin(name, f"table {case.name}, {case.rows_per_step} rows per step")
+                spec = SPARSE_OPTIMIZERS[name]
+                results.append(run_optimizer(spec, table, grad, batches, settings, progress.part))
     finally:
         set_threads(original_threads)
-    return SparseReport(settings, env, distinct, results)
+    return SparseReport(settings, env, distinct, results, peak_rss())
 
 
 def sparse_rows(report: SparseReport) -> List[List[str]]:
@@ -570,43 +600,48 @@ def _format_difference(value: float) -> str:
     return "0 (the same numbers)" if value == 0 else f"{value:.1e}"
 
 
-def render_markdown(report: SparseReport) -> str:
-    """The Markdown report of a sparse run: measurements and ratios.
+def report_blocks(report: SparseReport) -> List[Block]:
+    """The report of a sparse run, as blocks to print as Markdown or draw for the terminal:
+    measurements and ratios.
 
     Args:
         report: the run.
     """
     case = report.case
     megabytes = case.elements * np.dtype(DTYPE).itemsize / 1e6
-    out = [
-        "## ferroptim sparse benchmark",
-        "",
-        environment_line(report.env, report.settings),
-        "",
-        f"An embedding table of {case.rows:,} x {case.columns} float32 ({megabytes:,.0f} MB "
-        f"per array) and a gradient of {case.rows_per_step} rows per step "
-        f"(`ferroptim.IndexedSlices`), drawn uniformly with replacement "
-        f"({report.distinct_rows:,.1f} distinct on average); the steps cycle through "
-        f"{INDEX_BATCHES} batches of rows. Mrows/s counts gradient rows: a dense step's "
-        'gradient has one per row of the table. "dense step / step": the time of ferroptim\'s '
-        "step on a dense gradient of the whole table over this peer's; \"vs ferroptim "
-        "sparse\": this peer's time over ferroptim's sparse step. sgd has no momentum; adam "
-        "gives Keras's numbers (the moments of every row decay, a pass over the whole table); "
-        "adam_lazy updates the given rows only (`Adam(lazy=True)`).",
-        "",
-        markdown_table(SPARSE_COLUMNS, sparse_rows(report), left=2),
+    blocks: List[Block] = [
+        Heading("ferroptim sparse benchmark", 2),
+        Paragraph(environment_line(report.env, report.settings)),
+        Paragraph(
+            f"An embedding table of {case.rows:,} x {case.columns} float32 ({megabytes:,.0f} MB "
+            f"per array) and a gradient of {case.rows_per_step} rows per step "
+            f"(`ferroptim.IndexedSlices`), drawn uniformly with replacement "
+            f"({report.distinct_rows:,.1f} distinct on average); the steps cycle through "
+            f"{INDEX_BATCHES} batches of rows. sgd has no momentum; adam gives Keras's numbers "
+            "(the moments of every row decay, a pass over the whole table); adam_lazy updates "
+            "the given rows only (`Adam(lazy=True)`)."
+        ),
+        Table(
+            SPARSE_COLUMNS,
+            sparse_rows(report),
+            title="Mrows/s counts gradient rows (a dense step's gradient has one per row of "
+            'the table); "dense step / step" is the time of ferroptim\'s step on a dense '
+            'gradient of the whole table over this peer\'s; "vs ferroptim sparse" this '
+            "peer's time over ferroptim's sparse step",
+        ),
     ]
-    notes = sorted(
-        {
-            f"{SPARSE_PEER_TITLES[peer]} ({r.optimizer}): {reason}"
+    notes = missing_notes(
+        [
+            (SPARSE_PEER_TITLES[peer], r.optimizer, reason)
             for r in report.results
             for peer, reason in r.unavailable.items()
-        }
-        | {
-            f"{SPARSE_PEER_TITLES[peer]} ({r.optimizer}): {label}"
-            for r in report.results
-            for peer, label in r.labels.items()
-        }
+        ],
+        [r.optimizer for r in report.results],
+    )
+    notes += sorted(
+        f"{SPARSE_PEER_TITLES[peer]} ({r.optimizer}): {label}"
+        for r in report.results
+        for peer, label in r.labels.items()
     )
     checks = [
         f"{r.optimizer}: "
@@ -624,6 +659,17 @@ def render_markdown(report: SparseReport) -> str:
             "rows summed), the largest difference from ferroptim's update, relative to its "
             "largest: " + "; ".join(checks) + "."
         )
+    if report.peak_rss:
+        notes.append(f"This run's peak memory: {format_gb(report.peak_rss)} (resident set).")
     if notes:
-        out += [""] + [f"- {note}" for note in notes]
-    return "\n".join(out) + "\n"
+        blocks += [Heading("Notes"), Notes(notes)]
+    return blocks
+
+
+def render_markdown(report: SparseReport) -> str:
+    """The Markdown report of a sparse run: measurements and ratios.
+
+    Args:
+        report: the run.
+    """
+    return to_markdown(report_blocks(report))

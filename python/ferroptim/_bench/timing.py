@@ -89,7 +89,12 @@ def _calls_per_block(peer: Peer, min_block: float) -> int:
         calls = max(calls * 2, math.ceil(calls * 1.2 * min_block / max(elapsed, 1e-9)))
 
 
-def time_peers(peers: Sequence[Peer], settings: Settings, settle: float = 0.0) -> Dict[str, Timing]:
+def time_peers(
+    peers: Sequence[Peer],
+    settings: Settings,
+    settle: float = 0.0,
+    on_block: Optional[Callable[[float, str], None]] = None,
+) -> Dict[str, Timing]:
     """Time every peer in alternating blocks.
 
     Args:
@@ -97,21 +102,35 @@ def time_peers(peers: Sequence[Peer], settings: Settings, settle: float = 0.0) -
         settings: block length, repeats and budget.
         settle: seconds to sleep before each peer's calibration and each timed block, so that
             the threads the previous block woke have gone idle (`BenchOptimizer.settle`).
+        on_block: called before each peer's calibration and each timed block with the share
+            of the blocks done and what runs next (`Progress.part`), or None.
     """
+    # A peer's calibration counts as one block; a peer past the budget skips its last ones.
+    blocks = len(peers) * (1 + settings.repeats)
+    done = 0
+
+    def starting(peer: Peer, what: str) -> None:
+        if on_block is not None:
+            on_block(done / blocks, f"{peer.name}, {what}")
+
     calls: Dict[str, int] = {}
     for peer in peers:
+        starting(peer, "warm-up")
         if peer.setup is not None:
             peer.setup()
         if settle:
             time.sleep(settle)
         peer.step()
         calls[peer.name] = _calls_per_block(peer, settings.min_block)
+        done += 1
     samples: Dict[str, List[float]] = {peer.name: [] for peer in peers}
     spent = dict.fromkeys(samples, 0.0)
     for round_ in range(settings.repeats):
         for peer in peers:
             if round_ >= settings.min_repeats and spent[peer.name] > settings.budget:
+                done += 1
                 continue
+            starting(peer, f"block {round_ + 1} of {settings.repeats}")
             if peer.setup is not None:
                 peer.setup()
             if settle:
@@ -119,4 +138,5 @@ def time_peers(peers: Sequence[Peer], settings: Settings, settle: float = 0.0) -
             elapsed = _block(peer.step, calls[peer.name])
             spent[peer.name] += elapsed
             samples[peer.name].append(elapsed / calls[peer.name])
+            done += 1
     return {name: Timing(calls[name], per_call) for name, per_call in samples.items()}
