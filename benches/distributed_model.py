@@ -12,21 +12,16 @@ model against every measurement, then step time, memory and bucket size at scale
 
 The model counts, per rank and step, what the code does (`ferroptim/distributed/_exchange.py`):
 
-- local copies: the bytes NumPy reads and writes around the collectives (packing the
-  gradients into a bucket, the rank-order sum, copying the gathered values out), at the memory
-  bandwidth of one core, `copy_bandwidth`;
+- local copies: the bytes NumPy (and the MPI library, for a rank's own piece) reads and writes
+  around the collectives (packing the gradients into a bucket, the rank-order sum, copying the
+  gathered values out), at the memory bandwidth of one core, `copy_bandwidth`;
 - the optimizer's step: its bytes per element (Adam: 28) over S/N elements (zero1) or S
   (allreduce), at `rule_bandwidth`;
-- the collectives, per bucket: a latency per message (alpha) and a time per byte (beta) on
-  the busiest rank's link, plus the Python work around each collective;
+- the collectives, per bucket: a latency per message (alpha) and a time per byte (beta), plus
+  the Python work around each collective. Buckets are striped (bucket k is the k-th slice of
+  `bucket_size / N` bytes of every rank's range), so every link carries (N - 1)/N of each
+  bucket in each phase, as a bandwidth-optimal reduce-scatter and allgather do;
 - no overlap: the step runs the exchange, the optimizer and the gather one after the other.
-
-The variables' elements form one flat space cut into N equal contiguous ranges (element-wise
-rules); a bucket is a window of `bucket_size` bytes of that space, so it meets one rank's range,
-or a few, not every rank's. In its `Alltoallv` every other rank sends that range's owner its
-piece: the owner receives N - 1 pieces at once, the other links idle. The model charges the
-busiest link; it also models "striped" buckets (each bucket a 1/N slice of every rank's range,
-as in a bandwidth-optimal reduce-scatter) to show what that layout would change.
 
 On one machine the "network" is the MPI library's shared memory and the ranks share the cores
 and the memory bus, so the calibration fits a copy bandwidth, a beta and a per-bucket cost for
@@ -57,12 +52,14 @@ HEADLINE_RANKS = (8, 64, 1024)
 # The latency terms of a bucket size the model recommends: at most this share of the
 # bandwidth terms.
 LATENCY_SHARE = 0.05
-# Python's work per bucket that grows with the ranks: the collectives' count and displacement
-# lists (N entries each; four lists for the exchange, two for the gather) and mpi4py's
-# conversion of them. timeit of the exchange's four lists at N = 1,024 on the calibration
-# machine: 0.54 ms per bucket, so about 0.5 us per rank; the gather's about half. Once a step
-# the ranks' verdicts (`agree`) are unpickled, about as much per rank.
-PYTHON_PER_RANK = 0.5e-6
+# Python's work per bucket that grows with the ranks: per rank, packing its slice into the
+# send buffer and adding its piece in rank order (the exchange), and copying its piece out (the
+# gather). Timed on the calibration machine with the collectives replaced by no-ops, N = 64
+# and 1,024, 16 elements per rank and bucket: 1.2-1.4 us per rank and bucket for the
+# exchange, 0.5-0.7 for the gather, so 1.8 us in all.
+PYTHON_PER_RANK_BUCKET = 1.8e-6
+# Once a step the ranks' verdicts (`agree`) are unpickled: about 0.5 us per rank.
+PYTHON_PER_RANK_AGREE = 0.5e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,23 +92,14 @@ NETWORKS = (
 # --- what a step moves ------------------------------------------------------------------------
 
 
-def bucket_bounds(total: int, bucket: int) -> np.ndarray:
-    """The buckets' [lo, hi) byte bounds over a flat space of `total` bytes, as rows."""
-    starts = np.arange(0, total, bucket, dtype=np.float64)
-    return np.stack([starts, np.minimum(starts + bucket, total)], axis=1)
+def stripe(elements: int, ranks: int, bucket: int) -> int:
+    """Elements of each rank's range per bucket (`Exchange._stripe`)."""
+    return max(1, bucket // (ITEMSIZE * ranks))
 
 
-def owner_pieces(total: int, ranks: int, bounds: np.ndarray) -> np.ndarray:
-    """Per bucket, the largest piece of it that one rank owns (ranges of total / ranks)."""
-    share = total / ranks
-    lo, hi = bounds[:, 0], bounds[:, 1]
-    first = np.floor(lo / share)
-    last = np.ceil(hi / share) - 1
-    head = np.minimum((first + 1) * share, hi) - lo
-    tail = hi - np.maximum(last * share, lo)
-    whole = np.where(last - first >= 2, share, 0.0)
-    largest: np.ndarray = np.maximum(np.maximum(head, tail), whole)
-    return largest
+def bucket_count(elements: int, ranks: int, bucket: int) -> int:
+    """Buckets per phase: each takes a stripe of every rank's range of about S/N."""
+    return -(-math.ceil(elements / ranks) // stripe(elements, ranks, bucket))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,12 +107,12 @@ class Step:
     """What one rank's step moves, in bytes (S elements, N ranks, one mode, one bucket size).
 
     Args:
-        exchange_local, gather_local: bytes NumPy reads and writes in `Exchange.average` and in
-            the gather (`Exchange.gather`, and with zero1 `owned_values`).
-        received: bytes each collective phase receives from the other ranks.
+        exchange_local, gather_local: bytes NumPy and the MPI library's own-piece copy read and
+            write in `Exchange.average` and `Exchange.gather`.
+        received: bytes each collective phase receives from the other ranks; with striped
+            buckets also the bytes on every link, per phase.
         rule: bytes the optimizer's step streams.
         buckets: buckets per phase.
-        exchange_link, gather_link: per phase, the sum over buckets of the busiest link's bytes.
     """
 
     exchange_local: float
@@ -132,11 +120,9 @@ class Step:
     received: float
     rule: float
     buckets: int
-    exchange_link: float
-    gather_link: float
 
 
-def step_bytes(elements: int, ranks: int, mode: str, bucket: int, striped: bool = False) -> Step:
+def step_bytes(elements: int, ranks: int, mode: str, bucket: int) -> Step:
     """Count a step's bytes as the code moves them (see the module docstring).
 
     Args:
@@ -144,38 +130,33 @@ def step_bytes(elements: int, ranks: int, mode: str, bucket: int, striped: bool 
         ranks: N.
         mode: "allreduce" or "zero1".
         bucket: bucket_size, bytes.
-        striped: model buckets that take 1/N of every rank's range instead.
     """
     g = elements * ITEMSIZE
     n = ranks
-    # average: pack every bucket (read g, write send), the Alltoallv's copy of the rank's own
-    # piece, then per range: copy the first piece, N - 1 in-place adds (read 2, write 1),
-    # divide in place, copy into the result.
-    exchange_local = 2 * g + (2 + 2 + 3 * (n - 1) + 2 + 2) * g / n
-    # gather: the Allgatherv's own piece, copying the received bucket into the arrays; with
-    # zero1, first copying the rank's range of the parameters out (`owned_values`).
-    gather_local = 2 * g + 2 * g / n + (2 * g / n if mode == "zero1" else 0)
+    # average: pack every bucket (read g, write the send buffer), the Alltoallv's copy of the
+    # rank's own piece, the rank-order sum straight into the result (N - 1 adds of G/N: two
+    # reads and a write each; one copy at one rank), the divide in place.
+    exchange_local = 2 * g + (2 + max(3 * (n - 1), 2) + 2) * g / n
+    # gather: the Allgatherv's copy of the rank's own piece, then every received piece copied
+    # into the arrays (with zero1 the rank's own range is already there).
+    gather_local = 2 * g / n + (2 * g * (n - 1) / n if mode == "zero1" else 2 * g)
     stepped = elements / n if mode == "zero1" else elements
-    bounds = bucket_bounds(g, bucket)
-    sizes = bounds[:, 1] - bounds[:, 0]
-    if n == 1:
-        exchange_link = gather_link = 0.0
-    elif striped:
-        exchange_link = gather_link = float(np.sum(sizes)) * (n - 1) / n
-    else:
-        # The owners of a bucket receive N - 1 pieces each (incast); every other rank
-        # receives the whole bucket in the gather.
-        exchange_link = float(np.sum(owner_pieces(g, n, bounds))) * (n - 1)
-        gather_link = float(np.sum(sizes))
     return Step(
         exchange_local,
         gather_local,
         (n - 1) / n * g,
         ADAM_BYTES_PER_ELEMENT * stepped,
-        len(bounds),
-        exchange_link,
-        gather_link,
+        bucket_count(elements, n, bucket),
     )
+
+
+def buffers(elements: int, ranks: int, mode: str, bucket: int) -> float:
+    """The distributed optimizer's own bytes on a rank: its range of the averaged gradient,
+    with allreduce the whole averaged gradient, and the exchange's send and receive buffers
+    (one bucket each: a stripe of every rank's range)."""
+    share = math.ceil(elements / ranks)
+    own = share * ITEMSIZE + (elements * ITEMSIZE if mode == "allreduce" else 0)
+    return own + 2 * ranks * min(stripe(elements, ranks, bucket), share) * ITEMSIZE
 
 
 # --- the loopback calibration -----------------------------------------------------------------
@@ -194,6 +175,7 @@ class Measured:
     exchange: float
     rule: float
     gather: float
+    buffers: int
     temporaries: int
 
 
@@ -220,6 +202,7 @@ def load(paths: Sequence[str]) -> Tuple[List[Measured], int]:
                     median["exchange"],
                     median["rule"],
                     median["gather"],
+                    max(r["bytes"]["buffers"]),
                     max(r["bytes"]["temporaries"]),
                 )
             )
@@ -319,35 +302,6 @@ def predicted_step(fit: Loopback, r: Measured) -> Tuple[float, float, float]:
     return exchange, gather, fit.step(s)
 
 
-def temporaries(elements: int, ranks: int, mode: str, bucket: int) -> float:
-    """The most bytes a step's temporaries hold at once on a rank, as the code allocates them:
-    each bucket's arrays are new, and the previous bucket's stay alive until their names are
-    bound to the new ones."""
-    g = elements * ITEMSIZE
-    bounds = bucket_bounds(g, bucket)
-    share = g / ranks
-    most = 0.0
-    # The rank whose range meets the buckets in the worst way: try each (a few suffice for
-    # equal ranges, but every rank is cheap at these sizes).
-    for rank in range(ranks) if ranks <= 64 else (0, 1, ranks // 2, ranks - 2, ranks - 1):
-        own_lo, own_hi = rank * share, (rank + 1) * share
-        send = received = total = 0.0
-        for lo, hi in bounds:
-            m = max(0.0, min(hi, own_hi) - max(lo, own_lo))
-            most = max(most, send + received + total + (hi - lo))
-            send = hi - lo
-            most = max(most, send + received + total + ranks * m)
-            received = ranks * m
-            if m:
-                most = max(most, send + received + total + m)
-                total = m
-    # The gather: zero1 first copies the rank's range out; each bucket's receive buffer is new.
-    owned = share if mode == "zero1" else 0.0
-    sizes = bounds[:, 1] - bounds[:, 0]
-    pairs = sizes[:-1] + sizes[1:] if len(sizes) > 1 else sizes
-    return max(most, owned + float(np.max(pairs)))
-
-
 # --- at scale ---------------------------------------------------------------------------------
 
 
@@ -369,7 +323,7 @@ def bucket_latency(node: Loopback, network: Network, ranks: int) -> float:
     """Seconds of latency per bucket, both phases: N - 1 messages each, this machine's work per
     bucket, and the Python lists of N entries."""
     fixed = node.exchange_bucket + node.gather_bucket
-    return fixed + 2 * (ranks - 1) * network.alpha + 1.5 * PYTHON_PER_RANK * ranks
+    return fixed + 2 * (ranks - 1) * network.alpha + PYTHON_PER_RANK_BUCKET * ranks
 
 
 def at_scale(
@@ -379,30 +333,30 @@ def at_scale(
     ranks: int,
     mode: str,
     bucket: int = DEFAULT_BUCKET,
-    striped: bool = False,
 ) -> Prediction:
     """One rank per node: this machine's one-rank constants, the network's alpha and beta.
 
     Args:
         node: the calibration at one rank.
         network: the network.
-        elements, ranks, mode, bucket, striped: as `step_bytes`.
+        elements, ranks, mode, bucket: as `step_bytes`.
     """
-    s = step_bytes(elements, ranks, mode, bucket, striped)
+    s = step_bytes(elements, ranks, mode, bucket)
     n = ranks
     per_bucket = bucket_latency(node, network, n)
     # The ranks' verdicts: a small allgather (log2 N rounds) and N unpickled.
-    agree = math.ceil(math.log2(n)) * network.alpha + PYTHON_PER_RANK * n
+    agree = math.ceil(math.log2(n)) * network.alpha + PYTHON_PER_RANK_AGREE * n
     return Prediction(
         local=(s.exchange_local + s.gather_local) / node.copy_bandwidth,
         rule=s.rule / node.rule_bandwidth,
-        bandwidth=(s.exchange_link + s.gather_link) * network.beta,
+        # Striped buckets: every link carries (N - 1)/N of each bucket in each phase.
+        bandwidth=2 * s.received * network.beta,
         latency=s.buckets * per_bucket + agree + node.other,
     )
 
 
 def recommended_bucket(node: Loopback, network: Network, elements: int, ranks: int) -> float:
-    """With striped buckets: the smallest bucket whose latency terms are at most
+    """The smallest bucket whose latency terms are at most
     `LATENCY_SHARE` of the bandwidth terms (bytes; more than the model's bytes: one bucket)."""
     n = ranks
     per_bucket = bucket_latency(node, network, n)
@@ -482,8 +436,9 @@ def report(rows: Sequence[Measured], cores: int) -> str:
                 f"{_ms(r.gather)} / {_ms(gather)}",
                 f"{_ms(r.step)} / {_ms(step)}",
                 f"{step / r.step - 1:+.0%}",
-                f"{r.temporaries / 1e6:.1f} / "
-                f"{temporaries(r.elements, r.ranks, r.mode, r.bucket) / 1e6:.1f}",
+                f"{r.buffers / 1e6:.1f} / "
+                f"{buffers(r.elements, r.ranks, r.mode, r.bucket) / 1e6:.1f}",
+                f"{r.temporaries / 1e6:.2f}",
             ]
         )
     out += _table(
@@ -496,6 +451,7 @@ def report(rows: Sequence[Measured], cores: int) -> str:
             "gather ms",
             "step ms",
             "step error",
+            "buffers MB",
             "temporaries MB",
         ),
         body,
@@ -527,39 +483,38 @@ def report(rows: Sequence[Measured], cores: int) -> str:
         out += _table(columns, body, left=1)
     out += [
         "",
-        "### Where the time goes: GPT-2 small, zero1 (ms: local copies + Adam + bandwidth + "
-        "latency)",
+        "### Where the time goes: GPT-2 small, zero1, 64 MiB buckets (ms: local copies + Adam + "
+        "bandwidth + latency)",
         "",
     ]
     gpt2 = MODELS["GPT-2 small"]
     body = []
     for network in NETWORKS:
         for n in HEADLINE_RANKS:
-            row = [network.name, str(n)]
-            for striped in (False, True):
-                p = at_scale(node, network, gpt2, n, "zero1", striped=striped)
-                row.append(
+            p = at_scale(node, network, gpt2, n, "zero1")
+            body.append(
+                [
+                    network.name,
+                    str(n),
                     f"{_ms(p.local)} + {_ms(p.rule)} + {_ms(p.bandwidth)} + {_ms(p.latency)} "
-                    f"= {_ms(p.total)}"
-                )
-            body.append(row)
-    out += _table(("network", "ranks", "as implemented", "striped buckets"), body, left=2)
+                    f"= {_ms(p.total)}",
+                ]
+            )
+    out += _table(("network", "ranks", "step ms"), body, left=2)
     out += ["", "### Memory per rank (Adam, float32, 64 MiB buckets)", ""]
     body = []
     for model, elements in MODELS.items():
         g = elements * ITEMSIZE
         for n in (1,) + RANKS:
-            allreduce = ADAM_SLOTS * g + g / n + g
-            zero1 = (ADAM_SLOTS * g + g / n) / n
+            state = ADAM_SLOTS * g / n
             body.append(
                 [
                     model,
                     str(n),
                     _bytes(2 * g),
-                    _bytes(allreduce),
-                    _bytes(zero1),
-                    _bytes(temporaries(elements, n, "allreduce", DEFAULT_BUCKET)),
-                    _bytes(temporaries(elements, n, "zero1", DEFAULT_BUCKET)),
+                    _bytes(ADAM_SLOTS * g + buffers(elements, n, "allreduce", DEFAULT_BUCKET)),
+                    _bytes(state + buffers(elements, n, "zero1", DEFAULT_BUCKET)),
+                    _bytes(2 * n * min(stripe(elements, n, DEFAULT_BUCKET), -(-elements // n)) * 4),
                 ]
             )
     out += _table(
@@ -569,39 +524,38 @@ def report(rows: Sequence[Measured], cores: int) -> str:
             "parameters + gradients",
             "allreduce state + buffers",
             "zero1 state + buffers",
-            "allreduce temporaries",
-            "zero1 temporaries",
+            "of which bucket buffers",
         ),
         body,
         left=2,
     )
-    out += ["", "### Bucket size", ""]
+    out += ["", "### Bucket size (GPT-2 small, zero1)", ""]
     body = []
     for network in NETWORKS:
         for n in HEADLINE_RANKS:
             best = recommended_bucket(node, network, gpt2, n)
             whole = gpt2 * ITEMSIZE
-            one = at_scale(node, network, gpt2, n, "zero1", bucket=whole, striped=True)
-            share = one.latency / one.bandwidth
+            one = at_scale(node, network, gpt2, n, "zero1", bucket=whole)
             body.append(
                 [
                     network.name,
                     str(n),
                     _bytes(best) if best < whole else "the whole model",
-                    f"{share:.0%}",
+                    f"{one.latency / one.bandwidth:.0%}",
                 ]
                 + [
                     _ms(at_scale(node, network, gpt2, n, "zero1", bucket=b).total)
-                    for b in (16 * 2**20, DEFAULT_BUCKET, 256 * 2**20, whole)
+                    for b in (4 * 2**20, 16 * 2**20, DEFAULT_BUCKET, 256 * 2**20, whole)
                 ]
             )
     out += _table(
         (
             "network",
             "ranks",
-            f"striped: latency <= {LATENCY_SHARE:.0%} from",
-            "striped, one bucket: latency / bandwidth",
-            "as implemented, GPT-2 zero1 step ms at 16 MiB",
+            f"latency <= {LATENCY_SHARE:.0%} of bandwidth from",
+            "one bucket: latency / bandwidth",
+            "step ms at 4 MiB",
+            "16 MiB",
             "64 MiB",
             "256 MiB",
             "one bucket",
