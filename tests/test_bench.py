@@ -867,9 +867,14 @@ def test_distributed_quick_run_prints_its_table_and_writes_json(tmp_path):
         shard = results[(2, case, "zero1")]["bytes"]["state"]
         assert all(0 <= weight - 2 * 4 * elements < 100 for weight in whole)
         assert max(shard) == pytest.approx(max(whole) / 2, rel=0.01)
-        # Buffers: the rank's range of the averaged gradient, and with allreduce the whole.
-        assert results[(2, case, "allreduce")]["bytes"]["buffers"] == [4 * elements * 3 // 2] * 2
-        assert sum(results[(2, case, "zero1")]["bytes"]["buffers"]) == 4 * elements
+        # Buffers: the rank's range of the averaged gradient, with allreduce the whole, and the
+        # exchange's send and receive buffers of one bucket each (here one bucket: the model).
+        exchange = 2 * 4 * elements
+        assert (
+            results[(2, case, "allreduce")]["bytes"]["buffers"]
+            == [4 * elements * 3 // 2 + exchange] * 2
+        )
+        assert sum(results[(2, case, "zero1")]["bytes"]["buffers"]) == 4 * elements + 2 * exchange
         for n in (1, 2):
             for mode in ("allreduce", "zero1"):
                 seconds = results[(n, case, mode)]["seconds"]
