@@ -813,9 +813,11 @@ def test_load_own_variables_of_a_non_mapping_is_a_type_error():
 # --- pickling and the step guard --------------------------------------------------------------
 
 
-def test_a_copy_taken_while_another_thread_is_inside_a_step_steps_freely():
-    # copy.deepcopy goes through the pickle protocol (`__getstate__` / `__setstate__`); the
-    # learning-rate closure below could not be pickled by reference.
+def test_a_copy_taken_while_another_thread_is_inside_a_step_waits_for_it_then_steps_freely():
+    # copy.deepcopy goes through the pickle protocol (`__getstate__` / `__setstate__`), which
+    # takes whole steps only: it waits for the step another thread is inside, then copies the
+    # stepped values; the copy has a guard of its own. (The learning-rate closure below could
+    # not be pickled by reference.)
     inside, release = threading.Event(), threading.Event()
     holder = []
 
@@ -838,18 +840,39 @@ def test_a_copy_taken_while_another_thread_is_inside_a_step_steps_freely():
     thread = threading.Thread(target=step, daemon=True)
     thread.start()
     assert inside.wait(60)
+    copies = []
+    # The optimizer first: a parameter copied before it would be taken before the step ends.
+    copier = threading.Thread(target=lambda: copies.append(copy.deepcopy((opt, w))), daemon=True)
     try:
-        copy_w, copy_opt = copy.deepcopy((w, opt))
+        copier.start()
+        copier.join(0.5)
+        # Still inside the step: no copy of a half-made step.
+        assert copier.is_alive() and not copies
+    finally:
+        release.set()
+        thread.join(60)
+        copier.join(60)
+    np.testing.assert_array_equal(w, 0.5)
+    [(copy_opt, copy_w)] = copies
+    assert copy_opt._trainable_variables[0] is copy_w
+    np.testing.assert_array_equal(copy_w, 0.5)
+    assert copy_opt.iterations == 1
+    # The original is held again by a step: the copy steps while it waits.
+    inside.clear()
+    release.clear()
+    thread = threading.Thread(target=step, daemon=True)
+    thread.start()
+    assert inside.wait(60)
+    try:
         done = []
         stepper = threading.Thread(
             target=lambda: done.append(copy_opt.apply([g], [copy_w])), daemon=True
         )
         stepper.start()
         stepper.join(60)
-        # The copy does not inherit the taken guard: its step ran while the original's waits.
         assert done and not stepper.is_alive()
-        np.testing.assert_array_equal(copy_w, 0.5)
+        np.testing.assert_array_equal(copy_w, 0.0)
     finally:
         release.set()
         thread.join(60)
-    np.testing.assert_array_equal(w, 0.5)
+    np.testing.assert_array_equal(w, 0.0)

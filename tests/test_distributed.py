@@ -182,12 +182,16 @@ def test_schedule_free_swaps_and_ema_finalization_span_the_ranks():
         assert all(row == [True, True] for row in rows), rows
 
 
-@pytest.mark.parametrize("kind", ["shape", "dtype", "none", "unknown"])
+@pytest.mark.parametrize("kind", ["shape", "dtype", "none", "unknown", "single_pair", "key_pairs"])
 def test_a_bad_gradient_on_one_rank_raises_on_every_rank(kind):
     rows = launch(3, "errors", {"kind": kind})
     raised = [row["raised"] for row in rows]
     assert raised[0] is not None and all(r == raised[0] for r in raised), raised
     assert raised[0][0] in ("ValueError", "TypeError")
+    if kind != "none":  # a gradient on some ranks only: no one rank is wrong
+        assert raised[0][1].endswith("(rank 1)"), raised
+    if kind in ("single_pair", "key_pairs"):
+        assert "pair" in raised[0][1], raised
     assert all(row["unchanged"] for row in rows), rows
 
 

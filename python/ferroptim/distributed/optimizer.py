@@ -41,6 +41,7 @@ from ferroptim.optimizers._checkpoint_file import (
     fspath,
     write_atomically,
 )
+from ferroptim.optimizers._messages import raise_pairs_error, refuse_key_pairs
 from ferroptim.optimizers._step import checked_gradient
 from ferroptim.optimizers.checkpoint import _json_default, _optimizer_tree, _snapshot
 
@@ -109,7 +110,9 @@ class DistributedOptimizer:
             optimizer's messages never mix with the caller's.
         shard_state: keep optimizer state for this rank's share of the elements only (ZeRO
             stage 1); False: every rank holds the whole state (allreduce).
-        bucket_size: the most bytes of one dtype a collective moves at a time (at least 8).
+        bucket_size: the most bytes of this rank's send or receive buffer: one bucket, a 1/N
+            slice of every rank's range of one dtype (at least 8 bytes, and one element per
+            rank). The two buffers are kept from step to step.
     """
 
     def __init__(
@@ -311,19 +314,29 @@ class DistributedOptimizer:
             self.optimizer.apply(self._as_input(full), self._as_input(self._variables))
 
     def apply_gradients(self, grads_and_vars: Any) -> int:
-        """`apply` over (gradient, variable) pairs.
+        """`apply` over (gradient, variable) pairs (collective); returns the raw iteration
+        count. What is not an iterable of pairs raises, as `Optimizer.apply_gradients` says,
+        on every rank.
 
         Args:
             grads_and_vars: an iterable of (gradient, variable) pairs, e.g.
                 `zip(grads, params)`.
-
-        Returns:
-            The raw iteration count after the call.
         """
         pairs = list(grads_and_vars)
+        grads: Any = []
+        variables: Any = None
+        try:
+            refuse_key_pairs([p for p in pairs if type(p) in (tuple, list) and len(p) == 2])
+            if any(type(p) not in (tuple, list) or len(p) != 2 for p in pairs):
+                raise_pairs_error(grads_and_vars, pairs)
+            if pairs:
+                grads, variables = (list(items) for items in zip(*pairs))
+        except TypeError as error:
+            # Every rank steps into `apply`'s agreement: this rank's error is raised there, on
+            # every rank.
+            agree(self.comm, error)
         if pairs:
-            grads, variables = zip(*pairs)
-            self.apply(list(grads), list(variables))
+            self.apply(grads, variables)
         return self.optimizer._iterations
 
     def _local_gradients(self, grads: Any, trainable_variables: Any) -> List[Any]:
