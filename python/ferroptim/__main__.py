@@ -1,4 +1,5 @@
-"""Command line of ferroptim: `python -m ferroptim bench [options]` (see `--help`)."""
+"""Command line of ferroptim: `python -m ferroptim bench [options]` (see `--help`), and
+`python -m ferroptim --version`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from ferroptim import _bench
+from ferroptim import __version__, _bench
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -18,6 +19,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ferroptim", description="ferroptim command-line tools."
     )
+    parser.add_argument("--version", action="version", version=f"ferroptim {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     bench = commands.add_parser(
         "bench",
