@@ -110,3 +110,76 @@ def test_every_argument_is_documented_in_order(documented, function):
     declared = _declared_arguments(function)
     if declared:
         assert _documented_arguments(doc) == declared
+
+
+# --- the base arguments are documented once, in `Optimizer` ---------------------------------------
+
+OPTIMIZER_CLASSES = [
+    getattr(fo.optimizers, name)
+    for name in fo.optimizers.__all__
+    if inspect.isclass(getattr(fo.optimizers, name))
+    and issubclass(getattr(fo.optimizers, name), fo.optimizers.Optimizer)
+    and getattr(fo.optimizers, name) is not fo.optimizers.Optimizer
+]
+
+
+def _entries(doc):
+    """The `Args:` entries of a docstring by name, each its text with the lines joined."""
+    section = re.search(r"^Args:\n((?:    .*\n|\n)*)", doc + "\n", re.MULTILINE).group(1)
+    return {
+        match.group(1): " ".join(match.group(2).split())
+        for match in re.finditer(r"^    (\*{0,2}\w+):(.*(?:\n {8}.*)*)", section, re.MULTILINE)
+    }
+
+
+def test_the_base_entries_are_optimizers():
+    base = _entries(inspect.getdoc(fo.optimizers.Optimizer))
+    shared = 0
+    for cls in OPTIMIZER_CLASSES:
+        doc = inspect.getdoc(cls)
+        assert not re.search(r"^\s*\{\{\w+\}\}\s*$", doc, re.MULTILINE), cls
+        written = inspect.getsource(cls).split('"""')[1]  # the docstring as the source has it
+        for name, text in _entries(doc).items():
+            # An entry the class's source does not hold is the base class's, verbatim.
+            if f"\n        {name}:" not in written:
+                assert text == base[name], (cls, name)
+                shared += 1
+    # The optimizers take most of them from `Optimizer` (not all: AdamW and Muon document
+    # their own `weight_decay`, Nadam its own `**kwargs`; the wrappers none).
+    assert shared >= 14 * 10
+
+
+def _subclass(doc, clipnorm=None):
+    class Custom(fo.optimizers.SGD):
+        __doc__ = doc
+
+        def __init__(self, learning_rate=0.01, clipnorm=clipnorm, **kwargs):
+            super().__init__(learning_rate, clipnorm=clipnorm, **kwargs)
+
+    return Custom
+
+
+def test_a_subclass_docstring_gets_the_base_entries():
+    doc = """A custom SGD.
+
+    Args:
+        learning_rate: the learning rate.
+        {{base_optimizer_keyword_args}}
+        {{base_optimizer_kwargs}}
+    """
+    entries = _entries(inspect.getdoc(_subclass(doc)))
+    base = _entries(inspect.getdoc(fo.optimizers.Optimizer))
+    assert list(entries) == ["learning_rate", *list(base)[1:]]
+    assert entries["clipnorm"] == base["clipnorm"]
+    assert entries["**kwargs"] == base["**kwargs"]
+    # A placeholder named inside a sentence is text, not a placeholder.
+    inline = "Uses `{{base_optimizer_kwargs}}`.\n\n    Args:\n        lr: x.\n    "
+    assert _subclass(inline).__doc__ == inline
+
+
+def test_a_changed_default_or_an_unknown_placeholder_is_refused():
+    doc = "A custom SGD.\n\n    Args:\n        {{base_optimizer_keyword_args}}\n    "
+    with pytest.raises(TypeError, match=r"changes the default of \['clipnorm'\]"):
+        _subclass(doc, clipnorm=1.0)
+    with pytest.raises(TypeError, match="unknown placeholder"):
+        _subclass(doc.replace("keyword_args", "other"))

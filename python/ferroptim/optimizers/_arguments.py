@@ -1,5 +1,6 @@
-"""The constructor arguments of an optimizer: Keras's signature for a subclass, Keras's checks
-of the base class's arguments, and the look-up behind Keras 2's `lr=` alias.
+"""The constructor arguments of an optimizer: Keras's signature for a subclass and the
+documentation of its base arguments, Keras's checks of the base class's arguments, and the
+look-up behind Keras 2's `lr=` alias.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import collections
 import inspect
 import math
 import re
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -20,6 +21,7 @@ __all__ = [
     "check_keras_signature",
     "constructor_repr",
     "default_argument",
+    "expand_base_arguments_doc",
     "keras2_arguments",
 ]
 
@@ -79,6 +81,86 @@ def check_keras_signature(init: Callable[..., None], name: Optional[str]) -> Non
         raise TypeError(
             f"`{init.__qualname__}` must declare Keras's signature: " + "; ".join(problems)
         )
+
+
+# The placeholders of an optimizer's `Args:` section, each on a line of its own, as Keras's
+# docstrings hold `{{base_optimizer_keyword_args}}`: the class statement replaces them with the
+# entries of `Optimizer`'s docstring, so that the base arguments are documented once and every
+# optimizer's docstring (`help()`, `inspect.getdoc`, the API reference) still lists its whole
+# signature in order. The first stands for the base arguments `weight_decay` ... `name` that the
+# class does not document itself (AdamW documents `weight_decay` among its own), the second for
+# `**kwargs`, which comes after Keras's later own arguments (`lazy`, Muon's).
+BASE_ARGUMENTS_PLACEHOLDER = "{{base_optimizer_keyword_args}}"
+KWARGS_PLACEHOLDER = "{{base_optimizer_kwargs}}"
+# A line that holds only a placeholder (one named in the text, `{{...}}`, stays as it is).
+_PLACEHOLDER_LINE = re.compile(r"^[ \t]*\{\{\w+\}\}[ \t]*$", re.MULTILINE)
+
+
+def _argument_entries(doc: str) -> Dict[str, List[str]]:
+    """The entries of a Google-style `Args:` section by argument name (stars dropped), each as
+    its lines indented relative to the section (the first line not indented)."""
+    lines = inspect.cleandoc(doc).splitlines()
+    entries: Dict[str, List[str]] = {}
+    current: Optional[List[str]] = None
+    inside = False
+    for line in lines:
+        if not inside:
+            inside = line == "Args:"
+            continue
+        if line.strip() and not line.startswith("    "):
+            break  # the next section or paragraph
+        match = re.match(r"    \*{0,2}(\w+):", line)
+        if match:
+            current = entries[match.group(1)] = [line[4:]]
+        elif current is not None and line.startswith("    "):
+            current.append(line[4:])
+    return entries
+
+
+def expand_base_arguments_doc(cls: type) -> None:
+    """Replace the placeholders of `cls`'s own docstring (see `BASE_ARGUMENTS_PLACEHOLDER`)
+    with the entries of `Optimizer`'s docstring, indented as the placeholder's line (called by
+    the class statement, see `_rule.RuleDeclaration`); nothing without a placeholder.
+
+    Args:
+        cls: the optimizer class being defined.
+    """
+    doc = cls.__dict__.get("__doc__")
+    if not doc or not _PLACEHOLDER_LINE.search(doc):
+        return
+    from ferroptim.optimizers.optimizer import Optimizer
+
+    shared = _argument_entries(Optimizer.__doc__ or "")
+    own = _argument_entries(doc)
+    base = [
+        name
+        for name in inspect.signature(Optimizer.__init__).parameters
+        if name not in ("self", "learning_rate", "kwargs") and name not in own
+    ]
+    # The shared entries state the base class's defaults: a class that changes one (Muon's
+    # `weight_decay`) documents that argument itself.
+    ours = inspect.signature(cls.__dict__.get("__init__", cls)).parameters
+    theirs = inspect.signature(Optimizer.__init__).parameters
+    changed = [
+        n for n in base if n != "name" and n in ours and ours[n].default != theirs[n].default
+    ]
+    if changed:
+        raise TypeError(
+            f"`{cls.__qualname__}` changes the default of {changed}: its docstring must "
+            "document them itself"
+        )
+    expansions = {BASE_ARGUMENTS_PLACEHOLDER: base, KWARGS_PLACEHOLDER: ["kwargs"]}
+    lines = []
+    for line in doc.split("\n"):
+        names = expansions.get(line.strip())
+        if names is None:
+            if _PLACEHOLDER_LINE.fullmatch(line):
+                raise TypeError(f"`{cls.__qualname__}`'s docstring has an unknown placeholder")
+            lines.append(line)
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        lines += [indent + entry for name in names for entry in shared[name]]
+    cls.__doc__ = "\n".join(lines)
 
 
 def check_base_arguments(

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ferroptim import _native
-from ferroptim.optimizers._arguments import check_keras_signature
+from ferroptim.optimizers._arguments import check_keras_signature, expand_base_arguments_doc
 from ferroptim.optimizers._variables import check_hyperparameter
 
 __all__ = ["NativeRule", "RuleDeclaration", "SlotGroup"]
@@ -129,9 +129,11 @@ class RuleDeclaration:
 
     A subclass states Keras's default `name` in its class statement (`class Adam(Optimizer,
     name="adam")`; `name=None`: an automatic name); its `__init__` declares Keras's whole
-    signature, checked when the class is defined (`check_keras_signature`). It declares its
-    rule (`_rule`) and slots (`_slot_groups`) as class attributes, and keeps its own arguments
-    with `_set_hyperparameters`.
+    signature, checked when the class is defined (`check_keras_signature`); its docstring's
+    `Args:` may hold the placeholders `{{base_optimizer_keyword_args}}` and
+    `{{base_optimizer_kwargs}}` for `Optimizer`'s entries (`expand_base_arguments_doc`). It
+    declares its rule (`_rule`) and slots (`_slot_groups`) as class attributes, and keeps its
+    own arguments with `_set_hyperparameters`.
     """
 
     # The update rule and the slots `build` creates for it; a subclass declares both, or
@@ -145,6 +147,7 @@ class RuleDeclaration:
         super().__init_subclass__(**kwargs)
         if name is not _UNNAMED:
             check_keras_signature(cls.__dict__["__init__"], name)
+        expand_base_arguments_doc(cls)
         # A declared rule is the class's `_update_step`, unless the class writes its own.
         rule = cls.__dict__.get("_rule")
         if rule is not None and "_update_step" not in cls.__dict__:

@@ -89,11 +89,8 @@ class Adafactor(Unfused, Optimizer, name="adafactor"):
             to 1.0.
         relative_step: kept for Keras compatibility; it changes nothing (see above). Defaults to
             True.
-        **base: the base class's arguments, by keyword (or by position after the own ones,
-            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
-            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
-            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
-            `Optimizer`.
+        {{base_optimizer_keyword_args}}
+        {{base_optimizer_kwargs}}
     """
 
     _TRANSIENT = Unfused._TRANSIENT + ("_adafactor_work", "_adafactor_factored")

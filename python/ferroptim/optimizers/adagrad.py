@@ -42,11 +42,8 @@ class Adagrad(Optimizer, name="adagrad"):
             0.1.
         epsilon: added to the accumulator inside the square root. Defaults to 1e-7; None
             (Keras 2) also means 1e-7.
-        **base: the base class's arguments, by keyword (or by position after the own ones,
-            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
-            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
-            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
-            `Optimizer`.
+        {{base_optimizer_keyword_args}}
+        {{base_optimizer_kwargs}}
     """
 
     _elementwise = True

@@ -42,16 +42,13 @@ class AdamW(Adam, name="adamw"):
         epsilon: Adam's "epsilon hat" (see `Adam`). Defaults to 1e-7; None (Keras 2) also
             means 1e-7.
         amsgrad: whether to use AMSGrad (adds a `velocity_hat` slot). Defaults to False.
+        {{base_optimizer_keyword_args}}
         lazy: with a row-sparse gradient (`ferroptim.IndexedSlices`), update only its rows: their
             slots and values take the rule (and the weight decay), every other row is left as
             it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
             `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
             gradients are unaffected. Defaults to False.
-        **base: the base class's other arguments, by keyword (or by position after the own
-            ones, in Keras's order): `clipnorm`, `clipvalue`, `global_clipnorm`, `use_ema`,
-            `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
-            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
-            `Optimizer`.
+        {{base_optimizer_kwargs}}
     """
 
     def __init__(

@@ -49,11 +49,8 @@ class Lamb(Optimizer, name=None):
         beta_1: decay rate of the first-moment estimate. Defaults to 0.9.
         beta_2: decay rate of the second-moment estimate. Defaults to 0.999.
         epsilon: added to the bias-corrected `sqrt(v)`. Defaults to 1e-7.
-        **base: the base class's arguments, by keyword (or by position after the own ones,
-            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
-            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
-            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
-            `Optimizer`.
+        {{base_optimizer_keyword_args}}
+        {{base_optimizer_kwargs}}
     """
 
     _rule = NativeRule(_native.lamb)

@@ -41,16 +41,13 @@ class Lion(Optimizer, name="lion"):
         beta_1: the weight of the momentum in the interpolation whose sign is the update; in
             (0, 1] (0 would make it sign SGD). Defaults to 0.9.
         beta_2: decay rate of the momentum. Defaults to 0.99.
+        {{base_optimizer_keyword_args}}
         lazy: with a row-sparse gradient (`ferroptim.IndexedSlices`), update only its rows: their
             slots and values take the rule (and the weight decay), every other row is left as
             it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
             `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
             gradients are unaffected. Defaults to False.
-        **base: the base class's arguments, by keyword (or by position after the own ones,
-            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
-            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
-            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
-            `Optimizer`.
+        {{base_optimizer_kwargs}}
     """
 
     _elementwise = True

@@ -49,7 +49,8 @@ class Muon(Unfused, Optimizer, name=None):
     Weight decay, `w = w - w * wd * learning_rate` before the update, takes `adam_weight_decay`
     on the AdamW path and `weight_decay` on the Muon path (None: none on that path), always with
     the base learning rate (not multiplied by `adam_lr_ratio`); `exclude_from_weight_decay`
-    applies to both.
+    applies to both. The other base arguments (clipping, EMA, loss scale, accumulation) apply to
+    both paths alike; `global_clipnorm` uses the norm of every gradient of the step.
 
     Slots, variable by variable: `<name>_momentum` for every variable, followed, for an AdamW-path
     variable only, by `<name>_velocity`.
@@ -85,6 +86,7 @@ class Muon(Unfused, Optimizer, name=None):
             0.004.
         epsilon: Adam's "epsilon hat" on the AdamW path. Defaults to 1e-7.
         weight_decay: the decoupled weight decay of the Muon path, or None. Defaults to 0.004.
+        {{base_optimizer_keyword_args}}
         exclude_layers: a list of regular expressions; a variable whose name one of them
             matches (`re.search`) takes the AdamW path. Defaults to None (no keyword).
         exclude_embeddings: whether variables with "embedding" in their name take the AdamW
@@ -102,12 +104,7 @@ class Muon(Unfused, Optimizer, name=None):
         nesterov: whether the Muon path uses Nesterov momentum. Defaults to True.
         rms_rate: the Muon update is scaled by `sqrt(max(rows, cols)) * rms_rate` (Moonlight's
             scaling, matching AdamW's update RMS), or not scaled when None. Defaults to 0.2.
-        **base: the base class's other arguments, by keyword (or by position after
-            `weight_decay`, in Keras's order): `clipnorm`, `clipvalue`, `global_clipnorm`,
-            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
-            `gradient_accumulation_steps` (see `Optimizer`; they apply to both paths, and
-            `global_clipnorm` uses the norm of every gradient of the step), `name` (str or None:
-            an automatic name, `muon`, `muon_1`, ...), and Keras 2's `lr=` and `decay=`.
+        {{base_optimizer_kwargs}}
     """
 
     _TRANSIENT = Unfused._TRANSIENT + ("_muon_work",)

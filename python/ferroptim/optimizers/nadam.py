@@ -63,17 +63,15 @@ class Nadam(Optimizer, name="nadam"):
             Defaults to 0.9.
         beta_2: decay rate of the second-moment estimate. Defaults to 0.999.
         epsilon: added to `sqrt(v_hat)`. Defaults to 1e-7; None (Keras 2) also means 1e-7.
+        {{base_optimizer_keyword_args}}
         lazy: with a row-sparse gradient (`ferroptim.IndexedSlices`), update only its rows: their
             slots and values take the rule (and the weight decay), every other row is left as
             it is. A different algorithm from Keras's (TensorFlow Addons' `LazyAdam`, PyTorch's
             `SparseAdam`); it cannot be combined with `gradient_accumulation_steps`. Dense
             gradients are unaffected. Defaults to False.
-        **base: the base class's arguments, by keyword (or by position after the own ones,
-            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
-            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
-            `gradient_accumulation_steps`, `name` (see `Optimizer`); and Keras 2's
-            `schedule_decay` (a float: the exponent scale of the momentum cache; reported by
-            `get_config` only when given), `lr=` and `decay=` (see `Optimizer`).
+        **kwargs: Keras 2's `schedule_decay` (a float: the exponent scale of the momentum
+            cache; reported by `get_config` only when given), and the base class's Keras 2
+            spellings `lr` and `decay` (see `Optimizer`).
     """
 
     # The momentum-cache product advances once per update step (see `Optimizer._step`).

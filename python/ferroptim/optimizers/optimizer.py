@@ -93,25 +93,29 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
             iteration count), or a callable taking no argument.
         weight_decay: float or None. If set, decoupled weight decay `w -= w * weight_decay * lr`
             is applied before the update of every variable not excluded with
-            `exclude_from_weight_decay`.
+            `exclude_from_weight_decay`. Defaults to None.
         clipnorm: float or None. Clip each gradient so that its L2 norm is at most this value.
+            Defaults to None.
         clipvalue: float or None. Clip each gradient element to [-clipvalue, clipvalue].
+            Defaults to None.
         global_clipnorm: float or None. Clip all gradients together so that their global L2 norm
             is at most this value. At most one of `clipnorm`, `clipvalue` and `global_clipnorm`
             may be set; a value <= 0 disables clipping (Keras's precedence: clipnorm, then
-            global_clipnorm, then clipvalue).
-        use_ema: bool. Keep an exponential moving average of the variables.
+            global_clipnorm, then clipvalue). Defaults to None.
+        use_ema: bool. Keep an exponential moving average of the variables. Defaults to False.
         ema_momentum: float in [0, 1]. `average = ema_momentum * average + (1 - ema_momentum) *
-            variable` (the first update takes the variable as is).
+            variable` (the first update takes the variable as is). Defaults to 0.99.
         ema_overwrite_frequency: int >= 1 or None. Every that many iterations the variables are
-            overwritten with their average. With None, call `finalize_variable_values`.
+            overwritten with their average. With None, call `finalize_variable_values`. Defaults
+            to None.
         loss_scale_factor: float or None. Gradients are divided by it first; `scale_loss`
-            multiplies a loss by it.
+            multiplies a loss by it. Defaults to None.
         gradient_accumulation_steps: int >= 2 or None. Variables are updated every that many
             calls, with the mean of the gradients since the last update. `iterations` counts
-            updates; learning-rate schedules see the raw number of calls.
+            updates; learning-rate schedules see the raw number of calls. Defaults to None.
         name: str or None. None gives an automatic name from the class name (`adam`, `adam_1`,
-            ...).
+            ...). Defaults to Keras's default for the class, as the signature shows (`"adam"`
+            for Adam, None for Muon).
         **kwargs: Keras 2 spellings: `lr` (an alias of `learning_rate`; giving both is a
             ValueError, where Keras 2 let `lr` win silently) and `decay` (a float >= 0: the
             learning rate of every step, weight decay included, is divided by
@@ -125,7 +129,10 @@ class Optimizer(StepEngine, VariableTable, RuleDeclaration):
     (`learning_rate`, the own arguments, this class's arguments, `name`, `**kwargs`; checked by
     `_arguments.check_keras_signature`), pass the base arguments on to `super().__init__`, then
     keep the own arguments with `_set_hyperparameters(...)`, named as the native rule names its
-    scalars. The base class then creates the slots, makes the native call (`_update_step`) and
+    scalars. The class docstring's `Args:` documents the own arguments and holds, where the
+    base arguments go, the line `{{base_optimizer_keyword_args}}` (and, for `**kwargs`,
+    `{{base_optimizer_kwargs}}`): the class statement replaces them with this docstring's
+    entries. The base class then creates the slots, makes the native call (`_update_step`) and
     writes the config. A rule that needs more overrides `build` (call `super().build(var_list)`
     first, then `add_optimizer_variables`), `_update_step` or `get_config`. State advanced once
     per update step outside the slots (Nadam's `u_product`) goes through `_has_step_state`,

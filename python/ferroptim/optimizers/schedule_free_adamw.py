@@ -69,11 +69,8 @@ class ScheduleFreeAdamW(Optimizer, name="schedule_free_adamw"):
         warmup_steps: an int; the learning rate grows linearly over the first `warmup_steps`
             steps (`t / warmup_steps` of its value at step t). 0 (or less) means no warmup.
             Defaults to 0.
-        **base: the base class's arguments, by keyword (or by position after the own ones,
-            in Keras's order): `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
-            `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
-            `gradient_accumulation_steps`, `name`, and Keras 2's `lr=` and `decay=`; see
-            `Optimizer`.
+        {{base_optimizer_keyword_args}}
+        {{base_optimizer_kwargs}}
     """
 
     # A warmup of 0 steps or fewer is none (the kernel takes a count).
