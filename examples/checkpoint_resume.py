@@ -81,7 +81,7 @@ def make_optimizer(steps: int, warmup: int) -> fo.optimizers.AdamW:
     decay to 0 at `steps`, with global norm clipping and an EMA of the weights, the biases
     excluded from the weight decay."""
     # The schedules' constructors carry no annotations (hence the ignore under mypy --strict).
-    schedule = fo.optimizers.schedules.CosineDecay(  # type: ignore[no-untyped-call]
+    schedule = fo.optimizers.schedules.CosineDecay(
         0.0, decay_steps=steps - warmup, warmup_target=3e-3, warmup_steps=warmup
     )
     opt = fo.optimizers.AdamW(

@@ -271,7 +271,7 @@ def adamw(steps: int, warmup: int) -> fo.optimizers.Optimizer:
 def adam_cosine(steps: int, warmup: int) -> fo.optimizers.Optimizer:
     """Adam on a warmup to 3e-3 over `warmup` steps, then a cosine decay to 0 at `steps`."""
     # The schedules' constructors carry no annotations (hence the ignore under mypy --strict).
-    schedule = fo.optimizers.schedules.CosineDecay(  # type: ignore[no-untyped-call]
+    schedule = fo.optimizers.schedules.CosineDecay(
         0.0, decay_steps=steps - warmup, warmup_target=3e-3, warmup_steps=warmup
     )
     return fo.optimizers.Adam(learning_rate=schedule)

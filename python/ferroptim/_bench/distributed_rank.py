@@ -17,8 +17,9 @@ is left as it is) add up the time a step spends in the parts a cost model needs:
 
 Memory, per rank: the bytes of the optimizer's state (`opt.variables`), of the distributed
 optimizer's own buffers (this rank's range of the averaged gradient; with allreduce also the
-whole averaged gradient; the exchange's send and receive buffers, one bucket each), and the peak of what one more step allocates and frees (tracemalloc,
-which NumPy reports its arrays to).
+whole averaged gradient; the exchange's send and receive buffers, one bucket each), and the
+peak of what one more step allocates and frees (tracemalloc, which NumPy reports its arrays
+to).
 
 Rank 0 prints one line of JSON: per result, the slowest rank's seconds of each timed step and
 part, and each rank's bytes.
